@@ -1,0 +1,41 @@
+//! `phxsim`: the command-line face of the suite. Each subcommand lives in `cmd/` and is a thin
+//! adapter from stdin/stdout/files to the pure crates; the formats are contracts (see
+//! `../shared/spec/`), so change them only compatibly.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "phxsim", version, about = "Simulation and conformance test suite for Phoenix Presence")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drive tracker CRDT replicas from a JSON-lines op stream on stdin (spec: tracker-ops.md).
+    TrackerOps,
+    /// Apply presence_state / presence_diff messages like phoenix.js (spec: presence-sync.md).
+    PresenceSync(cmd::presence_sync::Args),
+    /// Run scenario files (default: the whole `scenarios/` catalogue).
+    Run(cmd::run::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::TrackerOps => cmd::tracker_ops::run(),
+        Command::PresenceSync(args) => cmd::presence_sync::run(args),
+        Command::Run(args) => cmd::run::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("phxsim: error: {err:#}");
+            ExitCode::from(cmd::EXIT_INTERNAL)
+        }
+    }
+}
