@@ -1,1 +1,25 @@
-//! placeholder, being written
+//! Phoenix.Tracker's delta-CRDT (phoenix_pubsub 2.2), operation for operation, as plain data.
+//!
+//! This crate knows nothing of sockets, tasks or clocks: time-dependent logic takes `now` as an
+//! argument, and every collection iterates in a defined order, so the same code runs in the
+//! simulator, on a real network, in benchmarks and under proptest. The faithful behaviour
+//! includes the reference's anomalies (see `phoenix-protocol.md` §4 and §6.1).
+
+pub mod clock;
+pub mod delta;
+pub mod error;
+pub mod generations;
+pub mod mutation;
+pub mod ops;
+pub mod peers;
+pub mod state;
+pub mod types;
+
+pub use clock::{ClockSet, Context};
+pub use delta::{Clouds, Delta, NotContiguous};
+pub use error::TrackerError;
+pub use generations::{Catchup, DEFAULT_MAX_DELTA_SIZES, Generations};
+pub use mutation::Mutation;
+pub use peers::{Peer, PeerStatus, Peers};
+pub use state::{Extract, State, Status};
+pub use types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};

@@ -1,0 +1,54 @@
+//! Planted bugs. Each is a known way to get the tracker wrong; the property tests and the
+//! simulator's checkers must catch every one of them. Selectable only from tests and the CLI's
+//! `--mutate`; a `State` built with `State::new` has none.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutation {
+    /// A merge that ignores clouds: no tombstones are seen, known-but-gapped dots are re-added.
+    MergeIgnoresClouds,
+    /// `update` forgets to tombstone the old dot (phoenix_pubsub #175, fixed in 2.1.3).
+    UpdateLosesTombstone,
+    /// `replica_down` never hides the down replica's values.
+    NeverHideDown,
+}
+
+impl Mutation {
+    pub const ALL: [Mutation; 3] = [
+        Mutation::MergeIgnoresClouds,
+        Mutation::UpdateLosesTombstone,
+        Mutation::NeverHideDown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::MergeIgnoresClouds => "merge-ignores-clouds",
+            Mutation::UpdateLosesTombstone => "update-loses-tombstone",
+            Mutation::NeverHideDown => "never-hide-down",
+        }
+    }
+}
+
+impl fmt::Display for Mutation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mutation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mutation::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Mutation::ALL.iter().map(|m| m.name()).collect();
+                format!(
+                    "unknown tracker mutation {s:?}; known: {}",
+                    names.join(", ")
+                )
+            })
+    }
+}

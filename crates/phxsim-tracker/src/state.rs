@@ -1,0 +1,601 @@
+//! `Phoenix.Tracker.State`: an observed-remove map of `{topic, pid, key} => meta` with causal
+//! contexts, compacted dot clouds and a pending delta. Plain data: no clock, no I/O, and every
+//! iteration is in a defined order.
+
+use crate::clock::{self, Context};
+use crate::delta::{Clouds, Delta, cloud_contains, cloud_insert, cloud_remove};
+use crate::error::TrackerError;
+use crate::mutation::Mutation;
+use crate::types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How this state sees a remote replica. Down replicas' values are kept but hidden from reads
+/// and from the clocks it advertises; a permdown deletes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Up,
+    Down,
+}
+
+/// A full-state extract for one remote: every value of a replica the remote knows, with the
+/// context and clouds restricted to those replicas. What a transfer carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extract {
+    pub context: Context,
+    pub clouds: Clouds,
+    pub values: BTreeMap<Tag, Presence>,
+}
+
+/// One row of the values table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Row {
+    meta: Json,
+    tag: Tag,
+}
+
+/// The CRDT state of one replica.
+#[derive(Clone, Debug)]
+pub struct State {
+    replica: ReplicaRef,
+    context: Context,
+    clouds: Clouds,
+    /// The values table: one row per `{topic, pid, key}`, topic-major so a topic is a range.
+    values: BTreeMap<ValueKey, Row>,
+    /// tag → row key, so that merges find a replica's values without scanning the table.
+    by_tag: BTreeMap<Tag, ValueKey>,
+    /// pid → (topic, key): what a pid's exit removes.
+    by_pid: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// (topic, key) → pids: `get_by_key` without a scan of the topic.
+    by_topic_key: BTreeMap<(String, String), BTreeSet<String>>,
+    replicas: BTreeMap<ReplicaRef, Status>,
+    delta: Delta,
+    mutation: Option<Mutation>,
+}
+
+impl State {
+    /// A fresh replica: its own clock at 0, nothing known of anyone else.
+    pub fn new(replica: ReplicaRef) -> Self {
+        let mut context = Context::new();
+        context.insert(replica.clone(), 0);
+        let delta = Delta::empty_at(context.clone());
+        Self {
+            replica,
+            context,
+            clouds: Clouds::new(),
+            values: BTreeMap::new(),
+            by_tag: BTreeMap::new(),
+            by_pid: BTreeMap::new(),
+            by_topic_key: BTreeMap::new(),
+            replicas: BTreeMap::new(),
+            delta,
+            mutation: None,
+        }
+    }
+
+    /// Plants a known bug (tests and `--mutate` only): the checkers must catch it.
+    pub fn with_mutation(mut self, mutation: Option<Mutation>) -> Self {
+        self.mutation = mutation;
+        self
+    }
+
+    pub fn replica(&self) -> &ReplicaRef {
+        &self.replica
+    }
+
+    /// The own clock: how many local events this replica has made.
+    pub fn clock(&self) -> u64 {
+        self.context.get(&self.replica).copied().unwrap_or(0)
+    }
+
+    /// The full causal context, down replicas included.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    pub fn clouds(&self) -> &Clouds {
+        &self.clouds
+    }
+
+    /// The context as advertised in heartbeats and transfer requests: down replicas left out,
+    /// so that nobody sends this replica values it would hide (phoenix_pubsub #136).
+    pub fn clocks(&self) -> Context {
+        self.context
+            .iter()
+            .filter(|(r, _)| self.replicas.get(*r) != Some(&Status::Down))
+            .map(|(r, c)| (r.clone(), *c))
+            .collect()
+    }
+
+    pub fn status(&self, replica: &ReplicaRef) -> Option<Status> {
+        self.replicas.get(replica).copied()
+    }
+
+    /// Replicas currently marked down.
+    pub fn down_replicas(&self) -> impl Iterator<Item = &ReplicaRef> {
+        self.replicas
+            .iter()
+            .filter(|(_, s)| **s == Status::Down)
+            .map(|(r, _)| r)
+    }
+
+    fn visible(&self, tag: &Tag) -> bool {
+        self.mutation == Some(Mutation::NeverHideDown)
+            || self.replicas.get(&tag.replica) != Some(&Status::Down)
+    }
+
+    fn value_of(&self, key: &ValueKey, row: &Row) -> Value {
+        Value {
+            key: key.clone(),
+            meta: row.meta.clone(),
+            tag: row.tag.clone(),
+        }
+    }
+
+    /// Every visible value, sorted by tag.
+    pub fn online(&self) -> Vec<Value> {
+        self.by_tag
+            .iter()
+            .filter(|(t, _)| self.visible(t))
+            .map(|(_, k)| self.value_of(k, &self.values[k]))
+            .collect()
+    }
+
+    /// Every value including those of down replicas (Phoenix's `dirty_list`), sorted by tag.
+    pub fn all_values(&self) -> Vec<Value> {
+        self.by_tag
+            .values()
+            .map(|k| self.value_of(k, &self.values[k]))
+            .collect()
+    }
+
+    /// Number of rows, hidden ones included.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The visible presences of a topic, in `{pid, key}` order.
+    pub fn get_by_topic(&self, topic: &str) -> Vec<Value> {
+        let start = ValueKey::new(topic, "", "");
+        self.values
+            .range(start..)
+            .take_while(|(k, _)| k.topic == topic)
+            .filter(|(_, row)| self.visible(&row.tag))
+            .map(|(k, row)| self.value_of(k, row))
+            .collect()
+    }
+
+    /// The visible presences of one key of a topic, in pid order.
+    pub fn get_by_key(&self, topic: &str, key: &str) -> Vec<Value> {
+        let Some(pids) = self.by_topic_key.get(&(topic.to_owned(), key.to_owned())) else {
+            return Vec::new();
+        };
+        pids.iter()
+            .filter_map(|pid| {
+                let k = ValueKey::new(topic, pid.as_str(), key);
+                self.values.get(&k).map(|row| (k, row))
+            })
+            .filter(|(_, row)| self.visible(&row.tag))
+            .map(|(k, row)| self.value_of(&k, row))
+            .collect()
+    }
+
+    /// Every value of a pid (any topic), in `{topic, key}` order.
+    pub fn get_by_pid(&self, pid: &str) -> Vec<Value> {
+        let Some(rows) = self.by_pid.get(pid) else {
+            return Vec::new();
+        };
+        rows.iter()
+            .filter_map(|(topic, key)| {
+                let k = ValueKey::new(topic.as_str(), pid, key.as_str());
+                self.values.get(&k).map(|row| self.value_of(&k, row))
+            })
+            .collect()
+    }
+
+    /// The value of exactly one `{topic, pid, key}`, hidden or not.
+    pub fn get(&self, key: &ValueKey) -> Option<Value> {
+        self.values.get(key).map(|row| self.value_of(key, row))
+    }
+
+    /// The pending delta, exactly as the next heartbeat would carry it.
+    pub fn delta(&self) -> &Delta {
+        &self.delta
+    }
+
+    pub fn has_delta(&self) -> bool {
+        self.delta.has_changes()
+    }
+
+    // ---- table maintenance -------------------------------------------------------------
+
+    fn insert_row(&mut self, key: ValueKey, meta: Json, tag: Tag) {
+        if let Some(old) = self.values.get(&key) {
+            // A row is overwritten in place (a remote update, or the stale re-add of
+            // phoenix_pubsub #148): its old tag no longer names a row.
+            let old_tag = old.tag.clone();
+            self.by_tag.remove(&old_tag);
+        }
+        self.by_tag.insert(tag.clone(), key.clone());
+        self.by_pid
+            .entry(key.pid.clone())
+            .or_default()
+            .insert((key.topic.clone(), key.key.clone()));
+        self.by_topic_key
+            .entry((key.topic.clone(), key.key.clone()))
+            .or_default()
+            .insert(key.pid.clone());
+        self.values.insert(key, Row { meta, tag });
+    }
+
+    fn delete_row(&mut self, key: &ValueKey) -> Option<Row> {
+        let row = self.values.remove(key)?;
+        self.by_tag.remove(&row.tag);
+        if let Some(set) = self.by_pid.get_mut(&key.pid) {
+            set.remove(&(key.topic.clone(), key.key.clone()));
+            if set.is_empty() {
+                self.by_pid.remove(&key.pid);
+            }
+        }
+        let tk = (key.topic.clone(), key.key.clone());
+        if let Some(set) = self.by_topic_key.get_mut(&tk) {
+            set.remove(&key.pid);
+            if set.is_empty() {
+                self.by_topic_key.remove(&tk);
+            }
+        }
+        Some(row)
+    }
+
+    /// One local event: advance the own clock and record the dot in the pending delta.
+    fn bump(&mut self) -> Tag {
+        let c = self.clock() + 1;
+        self.context.insert(self.replica.clone(), c);
+        let tag = Tag::new(self.replica.clone(), c);
+        cloud_insert(&mut self.delta.clouds, &tag);
+        self.delta.range.1.insert(self.replica.clone(), c);
+        tag
+    }
+
+    /// Forget a removed dot locally and tombstone it in the pending delta, so the next
+    /// heartbeat tells peers it is gone.
+    fn tombstone(&mut self, tag: &Tag) {
+        cloud_remove(&mut self.clouds, tag);
+        self.delta.tombstone(tag);
+    }
+
+    // ---- local operations ----------------------------------------------------------------
+
+    /// Tracks a presence (one clock tick). Refuses a `{topic, pid, key}` already held, as
+    /// `Tracker.track` does.
+    pub fn join(&mut self, key: ValueKey, meta: Json) -> Result<Tag, TrackerError> {
+        if self.values.contains_key(&key) {
+            return Err(TrackerError::AlreadyTracked(key));
+        }
+        let tag = self.bump();
+        self.delta.values.insert(
+            tag.clone(),
+            Presence {
+                key: key.clone(),
+                meta: meta.clone(),
+            },
+        );
+        self.insert_row(key, meta, tag.clone());
+        Ok(tag)
+    }
+
+    /// Untracks one presence (one tick); a no-op returning `None` when it is not held.
+    pub fn leave(&mut self, key: &ValueKey) -> Option<Value> {
+        let row = self.delete_row(key)?;
+        self.tombstone(&row.tag);
+        self.bump();
+        Some(Value {
+            key: key.clone(),
+            meta: row.meta,
+            tag: row.tag,
+        })
+    }
+
+    /// Untracks every presence of `pid` (one tick each), as when its process exits. Returns
+    /// what was removed, in `{topic, key}` order.
+    pub fn leave_pid(&mut self, pid: &str) -> Vec<Value> {
+        let rows: Vec<(String, String)> = self
+            .by_pid
+            .get(pid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        rows.into_iter()
+            .filter_map(|(topic, key)| self.leave(&ValueKey::new(topic, pid, key)))
+            .collect()
+    }
+
+    /// Replaces a presence's meta atomically (`leave_join`, two ticks): the old dot is
+    /// tombstoned, the row is overwritten in place with a new dot, so readers never see a gap.
+    pub fn update(&mut self, key: &ValueKey, meta: Json) -> Result<(Value, Tag), TrackerError> {
+        let Some(row) = self.values.get(key) else {
+            return Err(TrackerError::NoPresence(key.clone()));
+        };
+        let old = self.value_of(key, row);
+        if self.mutation == Some(Mutation::UpdateLosesTombstone) {
+            // phoenix_pubsub #175 (2.1.2): the delta was rebuilt from before the leave, so the
+            // old dot's tombstone never reached peers.
+            cloud_remove(&mut self.clouds, &old.tag);
+        } else {
+            self.tombstone(&old.tag);
+        }
+        self.bump();
+        let tag = self.bump();
+        self.delta.values.insert(
+            tag.clone(),
+            Presence {
+                key: key.clone(),
+                meta: meta.clone(),
+            },
+        );
+        self.insert_row(key.clone(), meta, tag.clone());
+        Ok((old, tag))
+    }
+
+    // ---- heartbeat path ------------------------------------------------------------------
+
+    /// After a heartbeat broadcast: start a new empty delta at the current own clock.
+    pub fn reset_delta(&mut self) {
+        let mut ctx = Context::new();
+        ctx.insert(self.replica.clone(), self.clock());
+        self.delta = Delta::empty_at(ctx);
+    }
+
+    /// Folds cloud dots that became contiguous into the context (and drops those already
+    /// covered). Dots beyond a gap stay in the cloud until the gap is filled.
+    pub fn compact(&mut self) {
+        for (replica, cloud) in self.clouds.iter_mut() {
+            let mut ctx = self.context.get(replica).copied();
+            let mut keep = BTreeSet::new();
+            for &dot in cloud.iter() {
+                match ctx {
+                    None if dot == 1 => ctx = Some(1),
+                    None => {
+                        keep.insert(dot);
+                    }
+                    Some(c) if c + 1 == dot => ctx = Some(dot),
+                    Some(c) if c >= dot => {}
+                    Some(_) => {
+                        keep.insert(dot);
+                    }
+                }
+            }
+            if let Some(c) = ctx {
+                self.context.insert(replica.clone(), c);
+            }
+            *cloud = keep;
+        }
+        self.clouds.retain(|_, c| !c.is_empty());
+    }
+
+    /// The heartbeat's bookkeeping after broadcasting the delta (`reset_delta |> compact`),
+    /// only if there was one. Returns the delta that was pending.
+    pub fn flush(&mut self) -> Option<Delta> {
+        if !self.has_delta() {
+            return None;
+        }
+        let mut ctx = Context::new();
+        ctx.insert(self.replica.clone(), self.clock());
+        let pending = std::mem::replace(&mut self.delta, Delta::empty_at(ctx));
+        self.compact();
+        Some(pending)
+    }
+
+    // ---- replication ---------------------------------------------------------------------
+
+    /// Is the dot known here (covered by the context or in the cloud), before any merge?
+    fn knows(&self, tag: &Tag) -> bool {
+        self.context.get(&tag.replica).copied().unwrap_or(0) >= tag.clock
+            || cloud_contains(&self.clouds, tag)
+    }
+
+    /// Merges a peer's pending delta, as carried by a heartbeat.
+    pub fn merge_delta(&mut self, delta: &Delta) -> Diff {
+        self.merge_remote(&delta.values, &Context::new(), &delta.clouds)
+    }
+
+    /// Merges a full-state extract, as carried by a transfer.
+    pub fn merge_extract(&mut self, extract: &Extract) -> Diff {
+        self.merge_remote(&extract.values, &extract.context, &extract.clouds)
+    }
+
+    fn merge_remote(
+        &mut self,
+        remote_values: &BTreeMap<Tag, Presence>,
+        remote_context: &Context,
+        remote_clouds: &Clouds,
+    ) -> Diff {
+        let ignore_clouds = self.mutation == Some(Mutation::MergeIgnoresClouds);
+        // 1. Joins: values of replicas we know, whose dot we have not seen. Only our own
+        //    context and clouds are consulted: the root of phoenix_pubsub #148.
+        let joins: Vec<(Tag, Presence)> = remote_values
+            .iter()
+            .filter(|(t, _)| self.context.contains_key(&t.replica))
+            .filter(|(t, _)| {
+                if ignore_clouds {
+                    self.context.get(&t.replica).copied().unwrap_or(0) < t.clock
+                } else {
+                    !self.knows(t)
+                }
+            })
+            .map(|(t, p)| (t.clone(), p.clone()))
+            .collect();
+
+        // 2. Leaves: another replica's value we hold, which the remote has seen (context or
+        //    cloud) but no longer holds. Candidates come from the remote's context ranges and
+        //    cloud dots, looked up in the tag index instead of scanning every row.
+        let mut leave_tags: BTreeSet<Tag> = BTreeSet::new();
+        for (r, &c) in remote_context {
+            if r == &self.replica || c == 0 {
+                continue;
+            }
+            let lo = Tag::new(r.clone(), 1);
+            let hi = Tag::new(r.clone(), c);
+            for t in self.by_tag.range(lo..=hi).map(|(t, _)| t) {
+                if !remote_values.contains_key(t) {
+                    leave_tags.insert(t.clone());
+                }
+            }
+        }
+        if !ignore_clouds {
+            for (r, dots) in remote_clouds {
+                if r == &self.replica {
+                    continue;
+                }
+                for &d in dots {
+                    let t = Tag::new(r.clone(), d);
+                    if self.by_tag.contains_key(&t) && !remote_values.contains_key(&t) {
+                        leave_tags.insert(t);
+                    }
+                }
+            }
+        }
+
+        // 3. Clouds: union, for replicas we know.
+        if !ignore_clouds {
+            for (r, dots) in remote_clouds {
+                if self.context.contains_key(r) {
+                    self.clouds
+                        .entry(r.clone())
+                        .or_default()
+                        .extend(dots.iter().copied());
+                }
+            }
+        }
+
+        // 4–5. Remove the leaves (relaying each as a tombstone in our own delta: removes
+        //      travel through third parties), then insert the joins, overwriting in place.
+        let mut leaves = Vec::with_capacity(leave_tags.len());
+        for t in &leave_tags {
+            let key = self.by_tag[t].clone();
+            let row = self.delete_row(&key).expect("indexed row exists");
+            self.tombstone(t);
+            leaves.push(Value {
+                key,
+                meta: row.meta,
+                tag: row.tag,
+            });
+        }
+        let mut join_values = Vec::with_capacity(joins.len());
+        for (t, p) in joins {
+            self.insert_row(p.key.clone(), p.meta.clone(), t.clone());
+            join_values.push(Value {
+                key: p.key,
+                meta: p.meta,
+                tag: t,
+            });
+        }
+
+        // 6. Context: upper bound with what the remote knows of replicas we know; compact.
+        for (r, &c) in remote_context {
+            if let Some(local) = self.context.get_mut(r) {
+                *local = (*local).max(c);
+            }
+        }
+        self.compact();
+        Diff {
+            joins: join_values,
+            leaves,
+        }
+    }
+
+    /// Everything a remote with `remote_context` can use: values of the replicas it knows
+    /// (never its own), with our context and clouds restricted to those replicas.
+    pub fn extract(&self, remote: &ReplicaRef, remote_context: &Context) -> Extract {
+        let mut values = BTreeMap::new();
+        for r in remote_context.keys().filter(|r| *r != remote) {
+            let lo = Tag::new(r.clone(), 0);
+            let hi = Tag::new(r.clone(), u64::MAX);
+            for (t, k) in self.by_tag.range(lo..=hi) {
+                let row = &self.values[k];
+                values.insert(
+                    t.clone(),
+                    Presence {
+                        key: k.clone(),
+                        meta: row.meta.clone(),
+                    },
+                );
+            }
+        }
+        Extract {
+            context: clock::filter_replicas(&self.context, remote_context.keys()),
+            clouds: self
+                .clouds
+                .iter()
+                .filter(|(r, _)| remote_context.contains_key(*r))
+                .map(|(r, c)| (r.clone(), c.clone()))
+                .collect(),
+            values,
+        }
+    }
+
+    fn values_of(&self, replica: &ReplicaRef) -> Vec<Value> {
+        let lo = Tag::new(replica.clone(), 0);
+        let hi = Tag::new(replica.clone(), u64::MAX);
+        self.by_tag
+            .range(lo..=hi)
+            .map(|(_, k)| self.value_of(k, &self.values[k]))
+            .collect()
+    }
+
+    /// Marks `replica` up (known at clock 0 if new). Reports every value held for it as a
+    /// join, even if it was up already: State's up is not idempotent, and the shard relies on
+    /// calling it only on transitions.
+    pub fn replica_up(&mut self, replica: &ReplicaRef) -> Result<Diff, TrackerError> {
+        if replica == &self.replica {
+            return Err(TrackerError::OwnReplica(replica.clone()));
+        }
+        self.context.entry(replica.clone()).or_insert(0);
+        self.replicas.insert(replica.clone(), Status::Up);
+        Ok(Diff {
+            joins: self.values_of(replica),
+            leaves: Vec::new(),
+        })
+    }
+
+    /// Marks `replica` down: its values are hidden, not deleted, and reported as leaves.
+    pub fn replica_down(&mut self, replica: &ReplicaRef) -> Result<Diff, TrackerError> {
+        if replica == &self.replica {
+            return Err(TrackerError::OwnReplica(replica.clone()));
+        }
+        self.replicas.insert(replica.clone(), Status::Down);
+        Ok(Diff {
+            joins: Vec::new(),
+            leaves: self.values_of(replica),
+        })
+    }
+
+    /// Permdown: deletes everything of a down replica (context, clouds, rows, pending delta
+    /// entries). Reports nothing: the leaves were reported when it went down.
+    pub fn remove_down(&mut self, replica: &ReplicaRef) -> Result<(), TrackerError> {
+        if self.replicas.get(replica) != Some(&Status::Down) {
+            return Err(TrackerError::NotDown(replica.clone()));
+        }
+        self.context.remove(replica);
+        self.clouds.remove(replica);
+        let keys: Vec<ValueKey> = {
+            let lo = Tag::new(replica.clone(), 0);
+            let hi = Tag::new(replica.clone(), u64::MAX);
+            self.by_tag.range(lo..=hi).map(|(_, k)| k.clone()).collect()
+        };
+        for k in keys {
+            self.delete_row(&k);
+        }
+        self.delta.remove_replica(replica);
+        Ok(())
+    }
+
+    /// Forgets a replica entirely from the status map (the shard does this after permdown,
+    /// and a later heartbeat from it is then a brand-new replica).
+    pub fn forget_status(&mut self, replica: &ReplicaRef) {
+        self.replicas.remove(replica);
+    }
+}

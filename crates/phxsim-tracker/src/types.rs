@@ -1,0 +1,97 @@
+//! The identities the CRDT is made of: replicas, dots (tags) and presences.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::fmt;
+
+/// A replica's identity: the node (or shard) name plus the version stamp chosen when it started.
+/// A restarted shard keeps its name and gets a new `vsn`, so it is a different replica.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReplicaRef {
+    pub name: String,
+    pub vsn: u64,
+}
+
+impl ReplicaRef {
+    pub fn new(name: impl Into<String>, vsn: u64) -> Self {
+        Self {
+            name: name.into(),
+            vsn,
+        }
+    }
+}
+
+impl fmt::Display for ReplicaRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.vsn)
+    }
+}
+
+/// A dot: the event `clock` of `replica`. Every value carries the dot that added it, and every
+/// remove is recorded as the dot it killed. Ordered by replica then clock, which is the order
+/// every report of the crate uses.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Tag {
+    pub replica: ReplicaRef,
+    pub clock: u64,
+}
+
+impl Tag {
+    pub fn new(replica: ReplicaRef, clock: u64) -> Self {
+        Self { replica, clock }
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.replica, self.clock)
+    }
+}
+
+/// What identifies one presence in the state: Phoenix keeps exactly one live value per
+/// `{topic, pid, key}`. Ordered topic first so that a topic's presences form one range.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ValueKey {
+    pub topic: String,
+    pub pid: String,
+    pub key: String,
+}
+
+impl ValueKey {
+    pub fn new(topic: impl Into<String>, pid: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            pid: pid.into(),
+            key: key.into(),
+        }
+    }
+}
+
+/// A presence as it travels in a delta or an extract (`tag => {pid, topic, key, meta}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub key: ValueKey,
+    pub meta: Json,
+}
+
+/// A presence with the dot that added it: a row of the values table, and the unit of every
+/// join and leave report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Value {
+    pub key: ValueKey,
+    pub meta: Json,
+    pub tag: Tag,
+}
+
+/// What a merge, `replica_up` or `replica_down` changed, both lists sorted by tag.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub joins: Vec<Value>,
+    pub leaves: Vec<Value>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.joins.is_empty() && self.leaves.is_empty()
+    }
+}
