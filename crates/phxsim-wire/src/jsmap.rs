@@ -1,0 +1,217 @@
+//! A string-keyed map that iterates in JavaScript's own-property order.
+//!
+//! phoenix.js keeps presences in a plain object and walks it with
+//! `Object.getOwnPropertyNames`, so the order of `list()`, of callbacks and of the diff
+//! application itself is the engine's property order: every canonical array index
+//! (`"0"` ..= `"4294967294"`, no sign, no leading zero) first in ascending numeric order, then
+//! every other key in insertion order. Re-assigning a key keeps its place; deleting and
+//! re-adding moves a non-index key to the end. A Rust client that wants the same callbacks and
+//! lists in the same order has to reproduce exactly that.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+/// The array index a key names, if it is one: the canonical decimal form of an integer in
+/// `0..=4294967294` (2^32 - 2; 2^32 - 1 is the one integer that is not an array index).
+pub fn array_index(key: &str) -> Option<u32> {
+    let bytes = key.as_bytes();
+    if bytes.is_empty() || bytes.len() > 10 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if bytes.len() > 1 && bytes[0] == b'0' {
+        return None;
+    }
+    let value: u64 = key.parse().ok()?;
+    if value > 4_294_967_294 {
+        return None;
+    }
+    u32::try_from(value).ok()
+}
+
+/// An ordered map with JavaScript's own-property key order (see the module docs).
+#[derive(Clone, Debug)]
+pub struct JsMap<V> {
+    indices: BTreeMap<u32, (String, V)>,
+    named: IndexMap<String, V>,
+}
+
+impl<V> Default for JsMap<V> {
+    fn default() -> Self {
+        JsMap {
+            indices: BTreeMap::new(),
+            named: IndexMap::new(),
+        }
+    }
+}
+
+impl<V: PartialEq> PartialEq for JsMap<V> {
+    /// Equal when the same keys, in the same order, hold equal values.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
+
+impl<V> JsMap<V> {
+    /// An empty map.
+    pub fn new() -> Self {
+        JsMap::default()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.indices.len() + self.named.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Option<&V> {
+        match array_index(key) {
+            Some(index) => self.indices.get(&index).map(|(_, v)| v),
+            None => self.named.get(key),
+        }
+    }
+
+    /// The value under `key`, mutably.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        match array_index(key) {
+            Some(index) => self.indices.get_mut(&index).map(|(_, v)| v),
+            None => self.named.get_mut(key),
+        }
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// `obj[key] = value`: a present key keeps its place, a new one takes its JavaScript place.
+    /// Returns the value it replaced.
+    pub fn insert(&mut self, key: String, value: V) -> Option<V> {
+        match array_index(&key) {
+            Some(index) => self.indices.insert(index, (key, value)).map(|(_, v)| v),
+            None => self.named.insert(key, value),
+        }
+    }
+
+    /// `delete obj[key]`: the remaining keys keep their order.
+    pub fn remove(&mut self, key: &str) -> Option<V> {
+        match array_index(key) {
+            Some(index) => self.indices.remove(&index).map(|(_, v)| v),
+            None => self.named.shift_remove(key),
+        }
+    }
+
+    /// Keys and values in property order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        let indices = self.indices.values().map(|(k, v)| (k.as_str(), v));
+        let named = self.named.iter().map(|(k, v)| (k.as_str(), v));
+        indices.chain(named)
+    }
+
+    /// Keys in property order (`Object.getOwnPropertyNames`).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    /// Values in property order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, v)| v)
+    }
+}
+
+impl<V> IntoIterator for JsMap<V> {
+    type Item = (String, V);
+    type IntoIter = std::iter::Chain<
+        std::iter::Map<
+            std::collections::btree_map::IntoValues<u32, (String, V)>,
+            fn((String, V)) -> (String, V),
+        >,
+        indexmap::map::IntoIter<String, V>,
+    >;
+
+    /// Entries in property order.
+    fn into_iter(self) -> Self::IntoIter {
+        let identity: fn((String, V)) -> (String, V) = |entry| entry;
+        self.indices.into_values().map(identity).chain(self.named)
+    }
+}
+
+impl<V> FromIterator<(String, V)> for JsMap<V> {
+    /// Inserts in iteration order, which is what `JSON.parse` does with an object's members
+    /// (a repeated key keeps its first place and its last value).
+    fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
+        let mut map = JsMap::new();
+        for (key, value) in iter {
+            map.insert(key, value);
+        }
+        map
+    }
+}
+
+impl<V: Serialize> Serialize for JsMap<V> {
+    /// A JSON object with keys in property order (what `JSON.stringify` writes).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (key, value) in self.iter() {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_array_indices_only() {
+        assert_eq!(array_index("0"), Some(0));
+        assert_eq!(array_index("10"), Some(10));
+        assert_eq!(array_index("4294967294"), Some(4_294_967_294));
+        for not_index in [
+            "",
+            "01",
+            "007",
+            "-1",
+            "+1",
+            "1.0",
+            " 1",
+            "4294967295",
+            "99999999999",
+            "1e3",
+            "١",
+        ] {
+            assert_eq!(array_index(not_index), None, "{not_index:?}");
+        }
+    }
+
+    #[test]
+    fn property_order_is_indices_ascending_then_insertion() {
+        let mut map: JsMap<u8> = ["b", "10", "a", "2", "007", "4294967295", "4294967294", "0"]
+            .into_iter()
+            .map(|k| (k.to_owned(), 0))
+            .collect();
+        let keys: Vec<&str> = map.keys().collect();
+        assert_eq!(
+            keys,
+            ["0", "2", "10", "4294967294", "b", "a", "007", "4294967295"]
+        );
+        // Re-assigning keeps the place; delete + add moves a named key to the end.
+        map.insert("b".to_owned(), 1);
+        assert_eq!(map.keys().nth(4), Some("b"));
+        map.remove("b");
+        map.insert("b".to_owned(), 2);
+        assert_eq!(map.keys().last(), Some("b"));
+        map.remove("2");
+        map.insert("2".to_owned(), 3);
+        assert_eq!(map.keys().nth(1), Some("2"));
+        let owned: Vec<String> = map.clone().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(owned, map.keys().collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,414 @@
+//! phoenix.js `Presence` (npm `phoenix` 1.8.16), reproduced step for step
+//! (phoenix-protocol.md §3, presence-sync.md).
+//!
+//! Everything observable is kept: the order of callbacks and of `list()` (JavaScript property
+//! order, see [`JsMap`]), `===` on `phx_ref` values (`1` is not `"1"`, two missing refs are
+//! equal), joins before leaves, `onLeave` on a known key even when nothing was removed, silence on
+//! an unknown key, keys kept with empty metas until a leave empties them, and the instance's
+//! buffering of diffs while its join_ref is unknown or stale. Where phoenix.js mutates objects in
+//! place, this module mutates the state in place and hands callbacks borrowed snapshots taken at
+//! the moment of the call.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::PayloadError;
+use crate::jsmap::JsMap;
+use crate::message::{PRESENCE_DIFF, PRESENCE_STATE};
+use crate::presence::{Meta, Presence, PresenceDiff, PresenceState};
+
+/// A client's presences: phoenix.js's `state` object.
+pub type SyncState = JsMap<Presence>;
+
+/// A `phx_ref` as JavaScript sees it, for `===`.
+#[derive(Clone, Copy, Debug)]
+enum JsRef<'a> {
+    Undefined,
+    Null,
+    Bool(bool),
+    /// Every JSON number is an IEEE double in JavaScript, so `1`, `1.0` and `1e0` are one value.
+    Number(f64),
+    String(&'a str),
+    /// Objects and arrays: after phoenix.js's JSON clones two of them are never the same object.
+    Object,
+}
+
+impl<'a> JsRef<'a> {
+    fn of(meta: &'a Meta) -> JsRef<'a> {
+        match meta.phx_ref() {
+            None => JsRef::Undefined,
+            Some(Value::Null) => JsRef::Null,
+            Some(Value::Bool(b)) => JsRef::Bool(*b),
+            Some(Value::Number(n)) => JsRef::Number(n.as_f64().unwrap_or(f64::NAN)),
+            Some(Value::String(s)) => JsRef::String(s),
+            Some(Value::Array(_) | Value::Object(_)) => JsRef::Object,
+        }
+    }
+
+    /// JavaScript `===`.
+    fn strict_eq(self, other: JsRef<'_>) -> bool {
+        match (self, other) {
+            (JsRef::Undefined, JsRef::Undefined) | (JsRef::Null, JsRef::Null) => true,
+            (JsRef::Bool(a), JsRef::Bool(b)) => a == b,
+            (JsRef::Number(a), JsRef::Number(b)) => a == b,
+            (JsRef::String(a), JsRef::String(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// The refs of some metas, for `refs.indexOf(meta.phx_ref) >= 0`.
+struct RefSet<'a>(Vec<JsRef<'a>>);
+
+impl<'a> RefSet<'a> {
+    fn of(metas: &'a [Meta]) -> RefSet<'a> {
+        RefSet(metas.iter().map(JsRef::of).collect())
+    }
+
+    fn contains(&self, meta: &Meta) -> bool {
+        let wanted = JsRef::of(meta);
+        self.0.iter().any(|r| r.strict_eq(wanted))
+    }
+}
+
+/// The `onJoin` / `onLeave` / `onSync` callbacks. Each argument is the object as it is at the
+/// moment of the call; copy what you keep. The default methods do nothing, like phoenix.js's.
+pub trait Callbacks {
+    /// A key gained metas (or was joined with none). `current` is the presence before the join
+    /// (`None` for a new key); `joined` holds only the joined metas.
+    fn on_join(&mut self, key: &str, current: Option<&Presence>, joined: &Presence) {
+        let _ = (key, current, joined);
+    }
+
+    /// A leave for a known key was applied. `current` is the presence after removal (its metas
+    /// may be empty, in which case the key is deleted right after); `left` is the diff's entry.
+    fn on_leave(&mut self, key: &str, current: &Presence, left: &Presence) {
+        let _ = (key, current, left);
+    }
+
+    /// An instance finished applying a state (with its buffered diffs) or a live diff.
+    fn on_sync(&mut self) {}
+}
+
+/// No callbacks.
+impl Callbacks for () {}
+
+/// One callback call, recorded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "cb", rename_all = "lowercase")]
+pub enum Event {
+    /// `onJoin(key, current, newPres)`.
+    Join {
+        /// The key.
+        key: String,
+        /// The presence before the join.
+        current: Option<Presence>,
+        /// The joined metas.
+        #[serde(rename = "new")]
+        joined: Presence,
+    },
+    /// `onLeave(key, current, leftPres)`.
+    Leave {
+        /// The key.
+        key: String,
+        /// The presence after removal.
+        current: Presence,
+        /// The diff's leave entry.
+        left: Presence,
+    },
+    /// `onSync()`.
+    Sync,
+}
+
+/// Records every call, cloning its arguments (what the conformance driver prints).
+impl Callbacks for Vec<Event> {
+    fn on_join(&mut self, key: &str, current: Option<&Presence>, joined: &Presence) {
+        self.push(Event::Join {
+            key: key.to_owned(),
+            current: current.cloned(),
+            joined: joined.clone(),
+        });
+    }
+
+    fn on_leave(&mut self, key: &str, current: &Presence, left: &Presence) {
+        self.push(Event::Leave {
+            key: key.to_owned(),
+            current: current.clone(),
+            left: left.clone(),
+        });
+    }
+
+    fn on_sync(&mut self) {
+        self.push(Event::Sync);
+    }
+}
+
+/// `Presence.syncState(state, newState, onJoin, onLeave)`: reconciles the state with a full
+/// `presence_state`, comparing metas by `phx_ref` only.
+///
+/// Keys missing from the new state leave whole; on a key in both, new refs join (with the new
+/// presence's other fields) and vanished refs leave (with the current presence's other fields).
+/// A meta whose ref is unchanged is kept as it was even if its content changed. The result is
+/// then applied like a diff, so callbacks come in the same order as phoenix.js's.
+pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &mut impl Callbacks) {
+    // phoenix.js walks `newState` as an object: JavaScript order, not wire order.
+    let new_state: JsMap<Presence> = new_state.presences.into_iter().collect();
+    let mut joins = JsMap::new();
+    let mut leaves = JsMap::new();
+    for (key, presence) in state.iter() {
+        if !new_state.contains_key(key) {
+            leaves.insert(key.to_owned(), presence.clone());
+        }
+    }
+    for (key, mut new_presence) in new_state {
+        let Some(current) = state.get(&key) else {
+            joins.insert(key, new_presence);
+            continue;
+        };
+        let new_refs = RefSet::of(&new_presence.metas);
+        let current_refs = RefSet::of(&current.metas);
+        let left_metas: Vec<Meta> = current
+            .metas
+            .iter()
+            .filter(|m| !new_refs.contains(m))
+            .cloned()
+            .collect();
+        let joined_metas: Vec<Meta> = new_presence
+            .metas
+            .iter()
+            .filter(|m| !current_refs.contains(m))
+            .cloned()
+            .collect();
+        if !left_metas.is_empty() {
+            leaves.insert(key.clone(), current.with_metas(left_metas));
+        }
+        if !joined_metas.is_empty() {
+            new_presence.metas = joined_metas;
+            joins.insert(key, new_presence);
+        }
+    }
+    apply(state, joins, leaves, callbacks);
+}
+
+/// `Presence.syncDiff(state, diff, onJoin, onLeave)`: applies one `presence_diff`.
+///
+/// Joins first, then leaves, each in JavaScript key order. A join replaces the key's top-level
+/// fields and puts the current metas whose ref is not re-joined before the joined ones; a leave
+/// removes every meta whose ref it names, fires `onLeave` on any known key, and deletes the key
+/// once its metas are empty. A leave for an unknown key is ignored without a callback.
+pub fn sync_diff(state: &mut SyncState, diff: PresenceDiff, callbacks: &mut impl Callbacks) {
+    let joins = diff.joins.into_iter().collect();
+    let leaves = diff.leaves.into_iter().collect();
+    apply(state, joins, leaves, callbacks);
+}
+
+fn apply(
+    state: &mut SyncState,
+    joins: JsMap<Presence>,
+    leaves: JsMap<Presence>,
+    callbacks: &mut impl Callbacks,
+) {
+    for (key, joined) in joins {
+        let stored = joined.clone();
+        match state.get_mut(&key) {
+            Some(slot) => {
+                let current = std::mem::replace(slot, stored);
+                let joined_refs = RefSet::of(&slot.metas);
+                let mut metas: Vec<Meta> = current
+                    .metas
+                    .iter()
+                    .filter(|m| !joined_refs.contains(m))
+                    .cloned()
+                    .collect();
+                metas.append(&mut slot.metas);
+                slot.metas = metas;
+                callbacks.on_join(&key, Some(&current), &joined);
+            }
+            None => {
+                state.insert(key.clone(), stored);
+                callbacks.on_join(&key, None, &joined);
+            }
+        }
+    }
+    for (key, left) in leaves {
+        let Some(current) = state.get_mut(&key) else {
+            continue;
+        };
+        let refs_to_remove = RefSet::of(&left.metas);
+        current.metas.retain(|m| !refs_to_remove.contains(m));
+        callbacks.on_leave(&key, current, &left);
+        if current.metas.is_empty() {
+            state.remove(&key);
+        }
+    }
+}
+
+/// `Presence.list(state)`: every presence, in key order.
+pub fn list(state: &SyncState) -> Vec<&Presence> {
+    state.values().collect()
+}
+
+/// `Presence.list(state, chooser)`: `chooser(key, presence)` for every key, in key order.
+pub fn list_by<'a, T>(
+    state: &'a SyncState,
+    mut chooser: impl FnMut(&'a str, &'a Presence) -> T,
+) -> Vec<T> {
+    state
+        .iter()
+        .map(|(key, presence)| chooser(key, presence))
+        .collect()
+}
+
+/// The event names an instance listens to (`opts.events` in phoenix.js).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceEvents {
+    /// The full-state event, `"presence_state"` by default.
+    pub state: String,
+    /// The diff event, `"presence_diff"` by default.
+    pub diff: String,
+}
+
+impl Default for PresenceEvents {
+    fn default() -> Self {
+        PresenceEvents {
+            state: PRESENCE_STATE.to_owned(),
+            diff: PRESENCE_DIFF.to_owned(),
+        }
+    }
+}
+
+/// `new Presence(channel)`: a client's presences for one channel, with the buffering that keeps
+/// diffs from being applied to a state they do not belong to.
+///
+/// phoenix.js asks `channel.joinRef()` on every message; here the caller passes the channel's
+/// current join_ref with each message instead, which keeps this type free of any channel.
+#[derive(Clone, Debug, Default)]
+pub struct PresenceInstance {
+    state: SyncState,
+    pending_diffs: Vec<PresenceDiff>,
+    join_ref: Option<String>,
+    events: PresenceEvents,
+}
+
+/// What [`PresenceInstance::handle_message`] did with a channel message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// A state was applied (with any buffered diffs) and `onSync` fired.
+    State,
+    /// A diff was applied and `onSync` fired.
+    Diff,
+    /// A diff was buffered until the next state.
+    Buffered,
+    /// Not a presence event; nothing happened.
+    Ignored,
+}
+
+impl PresenceInstance {
+    /// An empty instance listening to `presence_state` / `presence_diff`.
+    pub fn new() -> Self {
+        PresenceInstance::default()
+    }
+
+    /// An empty instance listening to other event names.
+    pub fn with_events(events: PresenceEvents) -> Self {
+        PresenceInstance {
+            events,
+            ..PresenceInstance::default()
+        }
+    }
+
+    /// Handles a `presence_state`: records the channel's join_ref, syncs the state, replays
+    /// every buffered diff in arrival order, then fires `onSync` once.
+    pub fn handle_state(
+        &mut self,
+        channel_join_ref: Option<&str>,
+        new_state: PresenceState,
+        callbacks: &mut impl Callbacks,
+    ) {
+        self.join_ref = channel_join_ref.map(str::to_owned);
+        sync_state(&mut self.state, new_state, callbacks);
+        for diff in std::mem::take(&mut self.pending_diffs) {
+            sync_diff(&mut self.state, diff, callbacks);
+        }
+        callbacks.on_sync();
+    }
+
+    /// Handles a `presence_diff`: buffered (no callbacks) while
+    /// [`in_pending_sync_state`](Self::in_pending_sync_state), else applied, then `onSync`.
+    ///
+    /// Returns whether it was applied.
+    pub fn handle_diff(
+        &mut self,
+        channel_join_ref: Option<&str>,
+        diff: PresenceDiff,
+        callbacks: &mut impl Callbacks,
+    ) -> bool {
+        if self.in_pending_sync_state(channel_join_ref) {
+            self.pending_diffs.push(diff);
+            return false;
+        }
+        sync_diff(&mut self.state, diff, callbacks);
+        callbacks.on_sync();
+        true
+    }
+
+    /// Dispatches a channel message by event name, reading its payload; a malformed payload is
+    /// an error and changes nothing.
+    pub fn handle_message(
+        &mut self,
+        channel_join_ref: Option<&str>,
+        event: &str,
+        payload: Value,
+        callbacks: &mut impl Callbacks,
+    ) -> Result<Handled, PayloadError> {
+        if event == self.events.state {
+            let new_state = PresenceState::from_payload(payload)?;
+            self.handle_state(channel_join_ref, new_state, callbacks);
+            Ok(Handled::State)
+        } else if event == self.events.diff {
+            let diff = PresenceDiff::from_payload(payload)?;
+            let applied = self.handle_diff(channel_join_ref, diff, callbacks);
+            Ok(if applied {
+                Handled::Diff
+            } else {
+                Handled::Buffered
+            })
+        } else {
+            Ok(Handled::Ignored)
+        }
+    }
+
+    /// `!this.joinRef || this.joinRef !== channel.joinRef()`: no state seen yet, or the channel
+    /// rejoined since. An empty join_ref counts as none, as it is falsy in JavaScript.
+    pub fn in_pending_sync_state(&self, channel_join_ref: Option<&str>) -> bool {
+        match self.join_ref.as_deref() {
+            None | Some("") => true,
+            Some(mine) => Some(mine) != channel_join_ref,
+        }
+    }
+
+    /// The presences.
+    pub fn state(&self) -> &SyncState {
+        &self.state
+    }
+
+    /// Diffs waiting for the next state, in arrival order.
+    pub fn pending_diffs(&self) -> &[PresenceDiff] {
+        &self.pending_diffs
+    }
+
+    /// The join_ref recorded with the last state.
+    pub fn join_ref(&self) -> Option<&str> {
+        self.join_ref.as_deref()
+    }
+
+    /// `presence.list()`.
+    pub fn list(&self) -> Vec<&Presence> {
+        list(&self.state)
+    }
+
+    /// `presence.list(chooser)`.
+    pub fn list_by<'a, T>(&'a self, chooser: impl FnMut(&'a str, &'a Presence) -> T) -> Vec<T> {
+        list_by(&self.state, chooser)
+    }
+}
