@@ -7,17 +7,26 @@ use std::collections::BTreeMap;
 /// `replica => clock`: every dot `(r, 1..=clock)` is known.
 pub type Context = BTreeMap<ReplicaRef, u64>;
 
-/// True when `a` has seen at least everything `b` has (missing entries are 0). A clock
-/// dominates itself, which is what `dominates?` in Phoenix answers too.
+/// True when `a` has seen at least everything `b` has. Phoenix answers `false` outright when
+/// `a` has fewer entries than `b`, even if the extra entries of `b` are 0; that shortcut is
+/// part of the reference's behaviour (it decides transfers), so it is kept.
 pub fn dominates(a: &Context, b: &Context) -> bool {
+    if a.len() < b.len() {
+        return false;
+    }
     b.iter()
         .all(|(r, &cb)| a.get(r).copied().unwrap_or(0) >= cb)
 }
 
-/// Phoenix distinguishes `dominates_or_equal?` from `dominates?`; with missing-as-zero
-/// comparison both answer the same, and keeping both names keeps call sites readable.
+/// Phoenix's `dominates_or_equal?`: `a` is at least `b` on every replica *of `a`* (entries only
+/// in `b` are not looked at). Two empty clocks are equal; an empty `a` dominates nothing else.
+/// Used for delta ranges, where only the replicas a range mentions matter.
 pub fn dominates_or_equal(a: &Context, b: &Context) -> bool {
-    a == b || dominates(a, b)
+    if a.is_empty() {
+        return b.is_empty();
+    }
+    a.iter()
+        .all(|(r, &ca)| ca >= b.get(r).copied().unwrap_or(0))
 }
 
 /// Pointwise maximum; keys of either side are kept.
@@ -67,7 +76,10 @@ impl<N: Clone + PartialEq> ClockSet<N> {
         Self { members }
     }
 
-    /// Adds `clock` sampled from `node`, unless the set already knows all of it.
+    /// Adds `clock` sampled from `node`, unless the set already knows all of it. Members the
+    /// new clock dominates are dropped; the order of the result follows Phoenix's
+    /// `append_clock` (the newcomer first, then the kept members reversed), since the shard
+    /// asks for transfers in that order.
     pub fn append(&mut self, node: N, clock: Context) {
         if clock.is_empty() {
             return;
@@ -81,8 +93,21 @@ impl<N: Clone + PartialEq> ClockSet<N> {
         } else if dominates(&big, &clock) {
             // nothing new in it
         } else {
-            self.members.retain(|(_, c)| !dominates(&clock, c));
-            self.members.push((node, clock));
+            let mut kept = Vec::with_capacity(self.members.len() + 1);
+            let mut insert = false;
+            for (n, c) in self.members.drain(..) {
+                if dominates(&clock, &c) {
+                    insert = true;
+                } else {
+                    insert = insert || !dominates(&c, &clock);
+                    kept.push((n, c));
+                }
+            }
+            kept.reverse();
+            if insert {
+                kept.insert(0, (node, clock));
+            }
+            self.members = kept;
         }
     }
 

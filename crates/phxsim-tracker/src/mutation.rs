@@ -9,8 +9,10 @@ use std::str::FromStr;
 pub enum Mutation {
     /// A merge that ignores clouds: no tombstones are seen, known-but-gapped dots are re-added.
     MergeIgnoresClouds,
-    /// `update` forgets to tombstone the old dot (phoenix_pubsub #175, fixed in 2.1.3).
-    UpdateLosesTombstone,
+    /// A local remove whose tombstone never reaches the pending delta, the family of
+    /// phoenix_pubsub #175 (fixed in 2.1.3): peers that learn by delta keep the value forever,
+    /// and their context says they are up to date, so no transfer repairs it.
+    LeaveLosesTombstone,
     /// `replica_down` never hides the down replica's values.
     NeverHideDown,
 }
@@ -18,14 +20,14 @@ pub enum Mutation {
 impl Mutation {
     pub const ALL: [Mutation; 3] = [
         Mutation::MergeIgnoresClouds,
-        Mutation::UpdateLosesTombstone,
+        Mutation::LeaveLosesTombstone,
         Mutation::NeverHideDown,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Mutation::MergeIgnoresClouds => "merge-ignores-clouds",
-            Mutation::UpdateLosesTombstone => "update-loses-tombstone",
+            Mutation::LeaveLosesTombstone => "leave-loses-tombstone",
             Mutation::NeverHideDown => "never-hide-down",
         }
     }

@@ -104,6 +104,13 @@ impl Driver {
         })
     }
 
+    /// Answers a line that could not even be read as text (invalid UTF-8): it counts as a
+    /// step and gets an error line, like any other bad line.
+    pub fn unreadable_line(&mut self, why: &str) -> Json {
+        self.step += 1;
+        json!({"step": self.step, "error": format!("line is not valid UTF-8: {why}")})
+    }
+
     fn report(&self, step: u64, op: &str, diff: &Diff) -> Json {
         let replicas: Map<String, Json> = self
             .replicas

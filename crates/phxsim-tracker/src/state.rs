@@ -35,7 +35,7 @@ struct Row {
 }
 
 /// The CRDT state of one replica.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     replica: ReplicaRef,
     context: Context,
@@ -291,7 +291,11 @@ impl State {
     /// Untracks one presence (one tick); a no-op returning `None` when it is not held.
     pub fn leave(&mut self, key: &ValueKey) -> Option<Value> {
         let row = self.delete_row(key)?;
-        self.tombstone(&row.tag);
+        if self.mutation == Some(Mutation::LeaveLosesTombstone) {
+            cloud_remove(&mut self.clouds, &row.tag);
+        } else {
+            self.tombstone(&row.tag);
+        }
         self.bump();
         Some(Value {
             key: key.clone(),
@@ -320,13 +324,7 @@ impl State {
             return Err(TrackerError::NoPresence(key.clone()));
         };
         let old = self.value_of(key, row);
-        if self.mutation == Some(Mutation::UpdateLosesTombstone) {
-            // phoenix_pubsub #175 (2.1.2): the delta was rebuilt from before the leave, so the
-            // old dot's tombstone never reached peers.
-            cloud_remove(&mut self.clouds, &old.tag);
-        } else {
-            self.tombstone(&old.tag);
-        }
+        self.tombstone(&old.tag);
         self.bump();
         let tag = self.bump();
         self.delta.values.insert(

@@ -1,5 +1,5 @@
 //! `phxsim tracker-ops`: stdin op lines → stdout result lines (`shared/spec/tracker-ops.md`).
-//! Bad lines are answered with an error line and the stream goes on.
+//! Bad lines, invalid UTF-8 included, are answered with an error line and the stream goes on.
 
 use anyhow::Context as _;
 use phxsim_tracker::ops::Driver;
@@ -7,12 +7,21 @@ use std::io::{BufRead, BufWriter, Write};
 use std::process::ExitCode;
 
 pub fn run() -> anyhow::Result<ExitCode> {
-    let stdin = std::io::stdin().lock();
+    let mut stdin = std::io::stdin().lock();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut driver = Driver::new();
-    for (n, line) in stdin.lines().enumerate() {
-        let line = line.with_context(|| format!("reading stdin line {}", n + 1))?;
-        if let Some(result) = driver.line(&line) {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = stdin.read_until(b'\n', &mut buf).context("reading stdin")?;
+        if n == 0 {
+            break;
+        }
+        let result = match std::str::from_utf8(&buf) {
+            Ok(line) => driver.line(line),
+            Err(e) => Some(driver.unreadable_line(&e.to_string())),
+        };
+        if let Some(result) = result {
             serde_json::to_writer(&mut out, &result)?;
             out.write_all(b"\n")?;
         }

@@ -1,0 +1,431 @@
+//! Properties of the CRDT under the delivery the shard produces: each sender's deltas in order
+//! and possibly lost, transfers to fill gaps. After a full exchange every replica shows the
+//! same online list, equal to the union of the live local presences, and merging the same
+//! delta or extract twice changes nothing.
+//!
+//! The faithful CRDT breaks convergence in exactly one known pattern, phoenix_pubsub #148: a
+//! full transfer from a lagging replica carries a stale dot of a third replica that the
+//! receiver has not seen, although it already holds a newer dot of the same presence; the
+//! stale dot is admitted and overwrites the newer row. The generator is narrowed by exactly
+//! that pattern (`is_stale_overwrite`), and `issue_148_*` below keep the upstream behaviour
+//! pinned as regression tests.
+
+mod common;
+use common::*;
+use phxsim_tracker::{Mutation, State, Value, ValueKey};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use serde_json::json;
+
+#[derive(Clone, Debug)]
+enum Step {
+    Join {
+        at: usize,
+        pid: u8,
+        topic: u8,
+        key: u8,
+        meta: u8,
+    },
+    Leave {
+        at: usize,
+        pick: usize,
+    },
+    LeavePid {
+        at: usize,
+        pid: u8,
+    },
+    Update {
+        at: usize,
+        pick: usize,
+        meta: u8,
+    },
+    /// Broadcast the pending delta; bit i of `reach` says whether it reaches replica i.
+    Heartbeat {
+        at: usize,
+        reach: u8,
+    },
+    Transfer {
+        from: usize,
+        to: usize,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct History {
+    replicas: usize,
+    steps: Vec<Step>,
+}
+
+fn step(n: usize) -> impl Strategy<Value = Step> {
+    let r = 0..n;
+    prop_oneof![
+        4 => (r.clone(), 0u8..3, 0u8..2, 0u8..4, any::<u8>())
+            .prop_map(|(at, pid, topic, key, meta)| Step::Join { at, pid, topic, key, meta }),
+        2 => (r.clone(), any::<usize>()).prop_map(|(at, pick)| Step::Leave { at, pick }),
+        1 => (r.clone(), 0u8..3).prop_map(|(at, pid)| Step::LeavePid { at, pid }),
+        3 => (r.clone(), any::<usize>(), any::<u8>())
+            .prop_map(|(at, pick, meta)| Step::Update { at, pick, meta }),
+        4 => (r.clone(), any::<u8>()).prop_map(|(at, reach)| Step::Heartbeat { at, reach }),
+        2 => (r.clone(), r).prop_map(|(from, to)| Step::Transfer { from, to }),
+    ]
+}
+
+fn history() -> impl Strategy<Value = History> {
+    (2usize..=5).prop_flat_map(|n| {
+        proptest::collection::vec(step(n), 0..60)
+            .prop_map(move |steps| History { replicas: n, steps })
+    })
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("r{i}")).collect()
+}
+
+/// The #148 pattern: merging `from`'s extract into `to` would admit a dot that overwrites a
+/// row `to` holds with a newer dot of the same origin.
+fn is_stale_overwrite(from: &State, to: &State) -> bool {
+    let ex = from.extract(to.replica(), &to.clocks());
+    ex.values.iter().any(|(tag, p)| {
+        let known = to.context().get(&tag.replica).copied().unwrap_or(0) >= tag.clock
+            || to
+                .clouds()
+                .get(&tag.replica)
+                .is_some_and(|c| c.contains(&tag.clock));
+        to.context().contains_key(&tag.replica)
+            && !known
+            && to
+                .get(&p.key)
+                .is_some_and(|v| v.tag.replica == tag.replica && v.tag.clock > tag.clock)
+    })
+}
+
+/// Merging the same thing twice must report nothing and leave the presences and the pending
+/// delta as they were. The causal metadata (context, clouds) is not compared: upstream's merge
+/// deletes a leave's dot from the cloud union *after* the union, so when that dot sits beyond
+/// a gap, a second merge of the same delta puts it back and compaction may then advance the
+/// context (see `repeating_a_merge_can_advance_the_context`). Faithful, and invisible in
+/// every list.
+fn check_idempotent(
+    before: &State,
+    merge: impl Fn(&mut State) -> phxsim_tracker::Diff,
+) -> Result<State, String> {
+    let mut once = before.clone();
+    merge(&mut once);
+    let mut twice = once.clone();
+    let again = merge(&mut twice);
+    if !again.is_empty() {
+        return Err(format!("second merge reported {again:?}"));
+    }
+    let observable = |s: &State| (s.all_values(), s.delta().clone());
+    if observable(&twice) != observable(&once) {
+        return Err(format!(
+            "second merge changed the state:\n{once:?}\n{twice:?}"
+        ));
+    }
+    Ok(once)
+}
+
+fn own_values(s: &State) -> Vec<Value> {
+    s.all_values()
+        .into_iter()
+        .filter(|v| &v.tag.replica == s.replica())
+        .collect()
+}
+
+/// Runs a history, then the shard's anti-entropy until quiet, and checks the properties.
+/// `skip_148` narrows the history by the #148 pattern (never in the final exchange, where
+/// the origin of every dot is always a better source and is asked instead).
+fn check_history(h: &History, mutation: Option<Mutation>, skip_148: bool) -> Result<(), String> {
+    let names = names(h.replicas);
+    let mut states: Vec<State> = names
+        .iter()
+        .map(|n| State::new(r(n)).with_mutation(mutation))
+        .collect();
+    for i in 0..h.replicas {
+        for j in 0..h.replicas {
+            if i != j {
+                states[i].replica_up(&r(&names[j])).unwrap();
+            }
+        }
+    }
+    let key = |pid: u8, topic: u8, key: u8, at: usize| {
+        ValueKey::new(
+            format!("t{topic}"),
+            format!("{}.p{pid}", names[at]),
+            format!("u{key}"),
+        )
+    };
+    for s in &h.steps {
+        match *s {
+            Step::Join {
+                at,
+                pid,
+                topic,
+                key: kk,
+                meta,
+            } => {
+                let _ = states[at].join(key(pid, topic, kk, at), json!({"m": meta}));
+            }
+            Step::Leave { at, pick } => {
+                let own = own_values(&states[at]);
+                if !own.is_empty() {
+                    states[at].leave(&own[pick % own.len()].key.clone());
+                }
+            }
+            Step::LeavePid { at, pid } => {
+                states[at].leave_pid(&format!("{}.p{pid}", names[at]));
+            }
+            Step::Update { at, pick, meta } => {
+                let own = own_values(&states[at]);
+                if !own.is_empty() {
+                    let k = own[pick % own.len()].key.clone();
+                    states[at]
+                        .update(&k, json!({"m": meta, "updated": true}))
+                        .unwrap();
+                }
+            }
+            Step::Heartbeat { at, reach } => {
+                let delta = states[at].delta().clone();
+                for j in 0..h.replicas {
+                    if j != at && reach & (1 << j) != 0 {
+                        states[j] = check_idempotent(&states[j], |s| s.merge_delta(&delta))?;
+                    }
+                }
+                states[at].flush();
+            }
+            Step::Transfer { from, to } => {
+                if from == to || (skip_148 && is_stale_overwrite(&states[from], &states[to])) {
+                    continue;
+                }
+                let ex = states[from].extract(states[to].replica(), &states[to].clocks());
+                states[to] = check_idempotent(&states[to], |s| s.merge_extract(&ex))?;
+            }
+        }
+    }
+    exchange(&mut states)?;
+
+    let mut truth: Vec<Value> = states.iter().flat_map(own_values).collect();
+    truth.sort_by(|a, b| a.tag.cmp(&b.tag));
+    for s in &states {
+        if s.online() != truth {
+            return Err(format!(
+                "no convergence: {} shows {:?}\nlive presences are {:?}",
+                s.replica(),
+                s.online()
+                    .iter()
+                    .map(|v| (&v.key, &v.tag))
+                    .collect::<Vec<_>>(),
+                truth.iter().map(|v| (&v.key, &v.tag)).collect::<Vec<_>>()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Healed anti-entropy as the shard does it: every replica heartbeats to everyone, and a
+/// receiver whose context lags a sender's clocks asks that sender for a transfer.
+fn exchange(states: &mut [State]) -> Result<(), String> {
+    let n = states.len();
+    for _round in 0..(2 * n + 2) {
+        for i in 0..n {
+            let delta = states[i].delta().clone();
+            for j in (0..n).filter(|&j| j != i) {
+                states[j] = check_idempotent(&states[j], |s| s.merge_delta(&delta))?;
+            }
+            states[i].flush();
+        }
+        let mut moved = false;
+        for j in 0..n {
+            // the origin of each dot first: it never carries a stale one
+            for i in (0..n).filter(|&i| i != j) {
+                let lags = states[i]
+                    .clocks()
+                    .iter()
+                    .any(|(rr, &c)| states[j].context().get(rr).is_some_and(|&mine| mine < c));
+                if lags && !is_stale_overwrite(&states[i], &states[j]) {
+                    let ex = states[i].extract(states[j].replica(), &states[j].clocks());
+                    states[j] = check_idempotent(&states[j], |s| s.merge_extract(&ex))?;
+                    moved = true;
+                }
+            }
+        }
+        if !moved {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 256, ..Config::default() })]
+
+    #[test]
+    fn replicas_converge_and_merges_are_idempotent(h in history()) {
+        check_history(&h, None, true).map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Runs the property with a planted bug and requires proptest to find a counterexample.
+fn property_catches(mutation: Mutation) -> String {
+    let mut runner = TestRunner::new(Config {
+        cases: 512,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&history(), |h| {
+        check_history(&h, Some(mutation), true).map_err(TestCaseError::fail)
+    });
+    match result {
+        Err(e) => e.to_string(),
+        Ok(()) => panic!("the property did not catch the planted bug {mutation}"),
+    }
+}
+
+#[test]
+fn idempotence_catches_a_merge_that_ignores_clouds() {
+    let msg = property_catches(Mutation::MergeIgnoresClouds);
+    assert!(msg.contains("second merge"), "{msg}");
+}
+
+#[test]
+fn convergence_catches_a_leave_that_loses_its_tombstone() {
+    let msg = property_catches(Mutation::LeaveLosesTombstone);
+    assert!(msg.contains("no convergence"), "{msg}");
+}
+
+/// The #148 scenario of the spec, step by step: returns (a, b, c) after c merged a's delta
+/// with update 2 and then b's stale transfer.
+fn issue_148_setup() -> (State, State, State) {
+    let (mut a, mut b, mut c) = (new_state("a"), new_state("b"), new_state("c"));
+    a.replica_up(&r("b")).unwrap();
+    b.replica_up(&r("a")).unwrap();
+    let alice = k("lobby", "a.p1", "alice");
+    a.join(alice.clone(), json!({"v": 0})).unwrap();
+    b.merge_delta(a.delta());
+    a.flush();
+    a.update(&alice, json!({"v": 1})).unwrap(); // b never gets this delta
+    a.flush();
+    for (x, y) in [(&mut a, "c"), (&mut b, "c"), (&mut c, "a")] {
+        x.replica_up(&r(y)).unwrap();
+    }
+    c.replica_up(&r("b")).unwrap();
+    a.update(&alice, json!({"v": 2})).unwrap();
+    let d = c.merge_delta(a.delta());
+    assert_eq!(d.joins[0].meta, json!({"v": 2}));
+    a.flush();
+    assert!(
+        is_stale_overwrite(&b, &c),
+        "the pattern the generator excludes"
+    );
+    let ex = b.extract(c.replica(), &c.clocks());
+    let d = c.merge_extract(&ex);
+    assert_eq!(d.joins.len(), 1, "the stale dot a:1 is admitted as a join");
+    assert_eq!(d.joins[0].tag.clock, 1);
+    (a, b, c)
+}
+
+#[test]
+fn issue_148_a_stale_transfer_overwrites_a_newer_meta() {
+    let (a, _b, c) = issue_148_setup();
+    let alice = k("lobby", "a.p1", "alice");
+    assert_eq!(a.get(&alice).unwrap().meta, json!({"v": 2}));
+    assert_eq!(
+        c.get(&alice).unwrap().meta,
+        json!({"v": 0}),
+        "upstream shows the old meta"
+    );
+}
+
+#[test]
+fn issue_148_then_a_transfer_from_the_origin_loses_the_presence() {
+    let (a, _b, mut c) = issue_148_setup();
+    let alice = k("lobby", "a.p1", "alice");
+    let d = transfer(&a, &mut c);
+    assert_eq!(keys(&d.leaves), ["alice"]);
+    assert!(
+        d.joins.is_empty(),
+        "a:5 is not re-added: c already had it in its cloud"
+    );
+    assert!(
+        c.get(&alice).is_none(),
+        "c lost alice while a still has her"
+    );
+    assert!(a.get(&alice).is_some());
+}
+
+#[test]
+fn issue_148_then_an_untrack_leaves_a_ghost() {
+    let (mut a, _b, mut c) = issue_148_setup();
+    let alice = k("lobby", "a.p1", "alice");
+    a.leave(&alice).unwrap();
+    c.merge_delta(a.delta());
+    assert!(a.get(&alice).is_none());
+    assert_eq!(c.get(&alice).unwrap().meta, json!({"v": 0}), "a ghost at c");
+}
+
+#[test]
+fn issue_148_breaks_the_convergence_property_without_the_narrowing() {
+    // The minimal history: a joins, b learns it, a updates (b misses it), a updates again and
+    // c hears it, then b transfers to c.
+    let h = History {
+        replicas: 3,
+        steps: vec![
+            Step::Join {
+                at: 0,
+                pid: 0,
+                topic: 0,
+                key: 0,
+                meta: 0,
+            },
+            Step::Heartbeat {
+                at: 0,
+                reach: 0b010,
+            },
+            Step::Update {
+                at: 0,
+                pick: 0,
+                meta: 1,
+            },
+            Step::Heartbeat {
+                at: 0,
+                reach: 0b000,
+            },
+            Step::Update {
+                at: 0,
+                pick: 0,
+                meta: 2,
+            },
+            Step::Heartbeat {
+                at: 0,
+                reach: 0b100,
+            },
+            Step::Transfer { from: 1, to: 2 },
+        ],
+    };
+    let err = check_history(&h, None, false).expect_err("upstream #148 must break convergence");
+    assert!(err.contains("no convergence"), "{err}");
+    check_history(&h, None, true).expect("narrowed by exactly the #148 pattern, it converges");
+}
+
+#[test]
+fn repeating_a_merge_can_advance_the_context() {
+    // b misses a's first delta (dot 1), then gets u0 at dot 2; a updates u0 (tombstone 2,
+    // bump 3, new 4). Merging that delta removes dot 2 from b's cloud after the union; merging
+    // it again re-adds it. No event either time, same rows, but the cloud differs.
+    let (mut a, mut b) = (new_state("a"), new_state("b"));
+    connect(&mut [&mut a, &mut b]);
+    a.join(k("t", "a.p", "u1"), json!({})).unwrap();
+    a.flush();
+    a.join(k("t", "a.p", "u0"), json!({})).unwrap();
+    b.merge_delta(a.delta());
+    a.flush();
+    a.update(&k("t", "a.p", "u0"), json!({"v": 2})).unwrap();
+    let delta = a.delta().clone();
+    let first = b.merge_delta(&delta);
+    assert_eq!((first.joins.len(), first.leaves.len()), (1, 1));
+    let cloud_once = b.clouds()[&r("a")].clone();
+    assert!(b.merge_delta(&delta).is_empty());
+    let cloud_twice = b.clouds()[&r("a")].clone();
+    assert_eq!(cloud_once.into_iter().collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(cloud_twice.into_iter().collect::<Vec<_>>(), [2, 3, 4]);
+}
