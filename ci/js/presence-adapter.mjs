@@ -80,10 +80,8 @@ class Driver {
     this.state = {}
     this.channel = new FakeChannel()
     this.presence = new Presence(this.channel)
-    this.presence.onJoin((key, current, joined) =>
-      this.events.push({ cb: "join", key, current: snapshot(current), new: snapshot(joined) }))
-    this.presence.onLeave((key, current, left) =>
-      this.events.push({ cb: "leave", key, current: snapshot(current), left: snapshot(left) }))
+    this.presence.onJoin(this.onJoin)
+    this.presence.onLeave(this.onLeave)
     this.presence.onSync(() => this.events.push({ cb: "sync" }))
   }
 
