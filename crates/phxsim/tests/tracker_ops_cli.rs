@@ -20,18 +20,24 @@ fn run(input: &[u8]) -> (Vec<Value>, String, bool) {
         .lines()
         .map(|l| serde_json::from_str(l).expect("every output line is JSON"))
         .collect();
-    (lines, String::from_utf8_lossy(&out.stderr).into_owned(), out.status.success())
+    (
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
 }
 
 #[test]
 fn a_shared_vector_streams_through_the_binary() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/tracker");
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/vectors/tracker");
     let input = std::fs::read(dir.join("e04_down_merge_up.jsonl")).unwrap();
-    let expected: Vec<Value> = std::fs::read_to_string(dir.join("e04_down_merge_up.expected.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let expected: Vec<Value> =
+        std::fs::read_to_string(dir.join("e04_down_merge_up.expected.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     let (got, stderr, ok) = run(&input);
     assert!(ok, "{stderr}");
     assert_eq!(got, expected);
@@ -57,14 +63,26 @@ fn hostile_input_gives_error_lines_and_the_stream_goes_on() {
         .collect();
     assert_eq!(
         steps,
-        [(1, false), (2, true), (3, true), (4, false), (5, true), (6, true), (7, false)]
+        [
+            (1, false),
+            (2, true),
+            (3, true),
+            (4, false),
+            (5, true),
+            (6, true),
+            (7, false)
+        ]
     );
-    assert_eq!(got[6]["replicas"]["a"]["online"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        got[6]["replicas"]["a"]["online"].as_array().unwrap().len(),
+        2
+    );
 }
 
 #[test]
 fn invalid_utf8_is_an_error_not_a_crash() {
-    let (got, stderr, ok) = run(b"{\"op\":\"new\",\"at\":\"a\"}\n\xff\xfe\n{\"op\":\"new\",\"at\":\"b\"}\n");
+    let (got, stderr, ok) =
+        run(b"{\"op\":\"new\",\"at\":\"a\"}\n\xff\xfe\n{\"op\":\"new\",\"at\":\"b\"}\n");
     assert!(ok, "{stderr}");
     assert_eq!(got.len(), 3);
     assert!(got[1].get("error").is_some());
