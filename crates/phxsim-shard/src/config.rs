@@ -1,0 +1,265 @@
+//! Tracker options (`Phoenix.Tracker` §4.2) and the behaviour profile.
+//!
+//! Every Phoenix default is the default here, so a node built with `TrackerConfig::default()`
+//! predicts what a stock Phoenix cluster does. The places where the reference misbehaves are not
+//! hard-coded: each is a named switch in [`Profile`], so a corrected profile is the same code
+//! with different switches and a scenario can show the difference.
+
+use phxsim_tracker::DEFAULT_MAX_DELTA_SIZES;
+use serde::{Deserialize, Serialize};
+
+/// Which of the reference's anomalies (tracker.md, "Known anomalies") a node reproduces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Anomalies 1 and 2. Phoenix reports every join and leave a merge finds, including those of
+    /// values whose replica is marked down here: a tombstone relayed by a third node gives a
+    /// second leave for a presence already reported gone at `replica_down` (anomaly 1), and a
+    /// transfer that brings a down replica's values reports them as joins although `list` hides
+    /// them, then `replica_up` reports them again (anomaly 2). When false, a merge reports
+    /// nothing about down replicas: their leaves were reported at down time and their joins are
+    /// reported at up time, so a consumer sees each transition once.
+    pub merge_reports_down_replicas: bool,
+    /// Anomaly 3. Phoenix answers a transfer request passing the requester's bare node name
+    /// where a replica ref is expected, so "do not send the requester its own entries" never
+    /// applies and its own values travel back (the merge drops them). When true the requester's
+    /// own values are left out of the answer.
+    pub transfer_excludes_requester: bool,
+    /// `graceful_permdown` from a replica that is already marked down: Phoenix downs it again,
+    /// which reports every one of its values as a leave a second time. When false, a replica
+    /// already down is only permdowned.
+    pub graceful_permdown_redowns: bool,
+}
+
+impl Profile {
+    /// What phoenix_pubsub 2.2 does, anomalies included. The default.
+    pub fn faithful() -> Self {
+        Self {
+            merge_reports_down_replicas: true,
+            transfer_excludes_requester: false,
+            graceful_permdown_redowns: true,
+        }
+    }
+
+    /// Every anomaly above fixed.
+    pub fn corrected() -> Self {
+        Self {
+            merge_reports_down_replicas: false,
+            transfer_excludes_requester: true,
+            graceful_permdown_redowns: false,
+        }
+    }
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self::faithful()
+    }
+}
+
+/// The options of one tracker (all shards of a node share them). Times are milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerConfig {
+    /// How often a shard ticks (heartbeat, transfer decisions, down detection).
+    pub broadcast_period: u64,
+    /// Idle ticks between empty heartbeats: an idle shard broadcasts every
+    /// `max_silent_periods + 1` ticks.
+    pub max_silent_periods: u32,
+    /// Silence after which a peer replica is marked down. `None` means Phoenix's derived default
+    /// `broadcast_period × max_silent_periods × 2`, recomputed when the period changes.
+    pub down_period: Option<u64>,
+    /// Silence after which a peer replica is removed for good.
+    pub permdown_period: u64,
+    /// Ticks between two transfer decisions.
+    pub clock_sample_periods: u32,
+    /// One delta generation per entry, smallest first.
+    pub max_delta_sizes: Vec<usize>,
+    /// Number of shards; topics are hashed over them (see [`crate::pool::shard_for_topic`]).
+    pub pool_size: u32,
+    /// The first tick of a shard comes a random `0..=first_tick_jitter` ms after it starts
+    /// (Phoenix: ⌊0.25 × broadcast_period⌋), so that shards started together do not tick
+    /// together. `None` means that derived default.
+    pub first_tick_jitter: Option<u64>,
+    pub profile: Profile,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            broadcast_period: 1_500,
+            max_silent_periods: 10,
+            down_period: None,
+            permdown_period: 1_200_000,
+            clock_sample_periods: 2,
+            max_delta_sizes: DEFAULT_MAX_DELTA_SIZES.to_vec(),
+            pool_size: 1,
+            first_tick_jitter: None,
+            profile: Profile::faithful(),
+        }
+    }
+}
+
+/// Options Phoenix refuses at start (shard_test.exs), plus the ones that would make the state
+/// machine divide by zero or never tick.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Phoenix: a peer could be declared down between two of its heartbeats.
+    #[error("down_period must be at least twice as large as the broadcast_period")]
+    DownPeriodTooShort,
+    /// Phoenix: permdown must come after down.
+    #[error("permdown_period must be at least larger than the down_period")]
+    PermdownPeriodTooShort,
+    /// A zero period would make a shard tick forever at the same instant.
+    #[error("broadcast_period must be positive")]
+    ZeroBroadcastPeriod,
+    /// Topics are hashed modulo the pool size.
+    #[error("pool_size must be positive")]
+    ZeroPoolSize,
+    /// The sampling countdown starts at this value and decides when it reaches 1.
+    #[error("clock_sample_periods must be positive")]
+    ZeroClockSamplePeriods,
+    /// Generations are tried smallest first; an unsorted list would never pick the big ones.
+    #[error("max_delta_sizes must be non-empty and ascending")]
+    BadDeltaSizes,
+}
+
+impl TrackerConfig {
+    /// Phoenix defaults with another broadcast period; the derived down period follows it.
+    pub fn with_broadcast_period(broadcast_period: u64) -> Self {
+        Self {
+            broadcast_period,
+            ..Self::default()
+        }
+    }
+
+    /// The effective down period.
+    pub fn down_period(&self) -> u64 {
+        self.down_period.unwrap_or(
+            self.broadcast_period
+                .saturating_mul(u64::from(self.max_silent_periods))
+                .saturating_mul(2),
+        )
+    }
+
+    /// The effective bound of the first tick's random delay.
+    pub fn first_tick_jitter(&self) -> u64 {
+        self.first_tick_jitter
+            .unwrap_or(self.broadcast_period / 4)
+    }
+
+    /// Checks the options the way `Phoenix.Tracker.Shard.init/1` does, plus the degenerate
+    /// values a state machine cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.broadcast_period == 0 {
+            return Err(ConfigError::ZeroBroadcastPeriod);
+        }
+        if self.down_period() < self.broadcast_period.saturating_mul(2) {
+            return Err(ConfigError::DownPeriodTooShort);
+        }
+        if self.permdown_period <= self.down_period() {
+            return Err(ConfigError::PermdownPeriodTooShort);
+        }
+        if self.pool_size == 0 {
+            return Err(ConfigError::ZeroPoolSize);
+        }
+        if self.clock_sample_periods == 0 {
+            return Err(ConfigError::ZeroClockSamplePeriods);
+        }
+        if self.max_delta_sizes.is_empty() || !self.max_delta_sizes.is_sorted() {
+            return Err(ConfigError::BadDeltaSizes);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_phoenix_defaults() {
+        let c = TrackerConfig::default();
+        assert_eq!(c.broadcast_period, 1_500);
+        assert_eq!(c.down_period(), 30_000);
+        assert_eq!(c.permdown_period, 1_200_000);
+        assert_eq!(c.clock_sample_periods, 2);
+        assert_eq!(c.max_delta_sizes, vec![100, 1_000, 10_000]);
+        assert_eq!(c.pool_size, 1);
+        assert_eq!(c.first_tick_jitter(), 375);
+        assert_eq!(c.profile, Profile::faithful());
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn derived_down_period_follows_the_broadcast_period() {
+        let c = TrackerConfig::with_broadcast_period(100);
+        assert_eq!(c.down_period(), 2_000);
+        let c = TrackerConfig {
+            max_silent_periods: 2,
+            ..TrackerConfig::with_broadcast_period(100)
+        };
+        assert_eq!(c.down_period(), 400);
+    }
+
+    // shard_test.exs 1: "validates down_period".
+    #[test]
+    fn down_period_shorter_than_two_periods_is_refused() {
+        let c = TrackerConfig {
+            down_period: Some(1),
+            ..TrackerConfig::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert_eq!(err, ConfigError::DownPeriodTooShort);
+        assert_eq!(
+            err.to_string(),
+            "down_period must be at least twice as large as the broadcast_period"
+        );
+    }
+
+    // shard_test.exs 2: "validates permdown_period".
+    #[test]
+    fn permdown_period_not_above_down_period_is_refused() {
+        let c = TrackerConfig {
+            down_period: Some(1_200_000),
+            permdown_period: 120_000,
+            ..TrackerConfig::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert_eq!(err, ConfigError::PermdownPeriodTooShort);
+        assert_eq!(
+            err.to_string(),
+            "permdown_period must be at least larger than the down_period"
+        );
+        let equal = TrackerConfig {
+            down_period: Some(5_000),
+            permdown_period: 5_000,
+            ..TrackerConfig::default()
+        };
+        assert_eq!(equal.validate(), Err(ConfigError::PermdownPeriodTooShort));
+    }
+
+    #[test]
+    fn degenerate_values_are_refused() {
+        let zero = |f: fn(&mut TrackerConfig)| {
+            let mut c = TrackerConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert_eq!(
+            zero(|c| c.broadcast_period = 0),
+            ConfigError::ZeroBroadcastPeriod
+        );
+        assert_eq!(zero(|c| c.pool_size = 0), ConfigError::ZeroPoolSize);
+        assert_eq!(
+            zero(|c| c.clock_sample_periods = 0),
+            ConfigError::ZeroClockSamplePeriods
+        );
+        assert_eq!(
+            zero(|c| c.max_delta_sizes = vec![]),
+            ConfigError::BadDeltaSizes
+        );
+        assert_eq!(
+            zero(|c| c.max_delta_sizes = vec![10, 5]),
+            ConfigError::BadDeltaSizes
+        );
+    }
+}
