@@ -1,0 +1,7 @@
+//! The deterministic simulator: real phxsim nodes and clients in one process on turmoil, under
+//! partitions, delays, loss and crashes, observed by checkers; one `u64` seed reproduces a run
+//! byte for byte.
+
+pub mod scenario;
+
+pub use scenario::{Action, ClientSpec, Scenario, ScenarioError, Step};

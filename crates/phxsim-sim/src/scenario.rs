@@ -1,0 +1,663 @@
+//! Declarative scenario files (TOML): the cluster, tracker settings, network, a timeline of
+//! client actions and faults at simulated times, and what must (or must not) happen.
+//!
+//! ```toml
+//! title = "partition 2-1, isolate c, heal before down_period"
+//! nodes = ["a", "b", "c"]
+//! duration_ms = 6000
+//! [tracker]
+//! broadcast_period_ms = 100
+//! [[clients]]
+//! name = "alice"
+//! node = "a"
+//! [[timeline]]
+//! at_ms = 500
+//! join = "alice"
+//! [[timeline]]
+//! at_ms = 1500
+//! partition = [["a", "b"], ["c"]]
+//! [[timeline]]
+//! at_ms = 2500
+//! heal = true
+//! [expect]
+//! converged_within_ms = 1000
+//! ```
+//!
+//! Every error names the file, the line and the field.
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+use toml::Spanned;
+
+/// A scenario file that could not be used: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {field}: {message}")]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    seed: Option<u64>,
+    duration_ms: Spanned<u64>,
+    nodes: Spanned<Vec<String>>,
+    #[serde(default)]
+    tracker: Option<Spanned<TrackerSettings>>,
+    #[serde(default)]
+    network: Option<Spanned<NetworkSettings>>,
+    #[serde(default)]
+    clients: Vec<Spanned<ClientSpec>>,
+    #[serde(default)]
+    timeline: Vec<Spanned<RawStep>>,
+    #[serde(default)]
+    expect: RawExpect,
+}
+
+/// Tracker options of every node; missing ones take Phoenix's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSettings {
+    #[serde(default = "default_broadcast_period")]
+    pub broadcast_period_ms: u64,
+    #[serde(default = "default_max_silent_periods")]
+    pub max_silent_periods: u64,
+    /// Default: broadcast_period × max_silent_periods × 2, as Phoenix derives it.
+    #[serde(default)]
+    pub down_period_ms: Option<u64>,
+    #[serde(default = "default_permdown_period")]
+    pub permdown_period_ms: u64,
+    #[serde(default = "default_clock_sample_periods")]
+    pub clock_sample_periods: u64,
+    #[serde(default = "default_max_delta_sizes")]
+    pub max_delta_sizes: Vec<usize>,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// `faithful` reproduces Phoenix, anomalies included; `corrected` fixes what it can;
+    /// `eager` also sends deltas as soon as they change.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+fn default_broadcast_period() -> u64 {
+    1500
+}
+fn default_max_silent_periods() -> u64 {
+    10
+}
+fn default_permdown_period() -> u64 {
+    1_200_000
+}
+fn default_clock_sample_periods() -> u64 {
+    2
+}
+fn default_max_delta_sizes() -> Vec<usize> {
+    vec![100, 1000, 10_000]
+}
+fn default_pool_size() -> u32 {
+    1
+}
+fn default_profile() -> String {
+    "faithful".into()
+}
+
+impl Default for TrackerSettings {
+    fn default() -> Self {
+        Self {
+            broadcast_period_ms: default_broadcast_period(),
+            max_silent_periods: default_max_silent_periods(),
+            down_period_ms: None,
+            permdown_period_ms: default_permdown_period(),
+            clock_sample_periods: default_clock_sample_periods(),
+            max_delta_sizes: default_max_delta_sizes(),
+            pool_size: default_pool_size(),
+            profile: default_profile(),
+        }
+    }
+}
+
+impl TrackerSettings {
+    pub fn down_period(&self) -> u64 {
+        self.down_period_ms
+            .unwrap_or(self.broadcast_period_ms * self.max_silent_periods * 2)
+    }
+
+    /// How long after the last fault or action a healthy cluster must agree: a silent
+    /// heartbeat cycle, a down period for a false down to clear, and transfers.
+    pub fn convergence_bound(&self, max_latency_ms: u64) -> u64 {
+        let bp = self.broadcast_period_ms;
+        self.down_period() + (self.max_silent_periods + 4) * bp + 8 * max_latency_ms
+    }
+}
+
+/// Link behaviour between every pair of hosts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// One-way latency range `[min, max]` in ms.
+    #[serde(default = "default_latency")]
+    pub latency_ms: [u64; 2],
+    /// Probability that turmoil drops a message on a node-to-node link (0.0–1.0). TCP loss is
+    /// not retransmitted in turmoil, so a lossy link breaks and nodes must reconnect.
+    #[serde(default)]
+    pub loss: f64,
+}
+
+fn default_latency() -> [u64; 2] {
+    [1, 5]
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        Self {
+            latency_ms: default_latency(),
+            loss: 0.0,
+        }
+    }
+}
+
+/// A browser: one socket to one node, one room.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    pub name: String,
+    pub node: String,
+    /// The socket's `user_id`, which is the presence key. Default: the client's name.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    #[serde(default = "empty_object")]
+    pub meta: Json,
+    #[serde(default = "default_vsn")]
+    pub vsn: String,
+}
+
+fn default_topic() -> String {
+    "room:lobby".into()
+}
+fn empty_object() -> Json {
+    Json::Object(Default::default())
+}
+fn default_vsn() -> String {
+    "2.0.0".into()
+}
+
+impl ClientSpec {
+    pub fn user(&self) -> &str {
+        self.user.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    at_ms: u64,
+    join: Option<String>,
+    leave: Option<String>,
+    update: Option<String>,
+    meta: Option<Json>,
+    disconnect: Option<String>,
+    reconnect: Option<String>,
+    crash_channel: Option<String>,
+    partition: Option<Vec<Vec<String>>>,
+    cut: Option<Vec<[String; 2]>>,
+    cut_oneway: Option<Vec<[String; 2]>>,
+    heal: Option<bool>,
+    crash: Option<String>,
+    restart: Option<String>,
+    permdown: Option<String>,
+    hold: Option<Vec<[String; 2]>>,
+    release: Option<Vec<[String; 2]>>,
+}
+
+/// What happens at one instant of the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The client connects if needed and joins its room.
+    Join(String),
+    /// `phx_leave`.
+    Leave(String),
+    /// `update_meta` with this meta.
+    Update(String, Json),
+    /// The client's TCP connection drops without a close frame.
+    Disconnect(String),
+    /// The client reconnects and rejoins.
+    Reconnect(String),
+    /// The client's channel crashes (`crash` event).
+    CrashChannel(String),
+    /// Only hosts in the same group reach each other (clients follow their node).
+    Partition(Vec<Vec<String>>),
+    /// These node pairs cannot reach each other, both ways.
+    Cut(Vec<(String, String)>),
+    /// Messages from the first node to the second are dropped.
+    CutOneway(Vec<(String, String)>),
+    /// Every cut, partition and hold ends.
+    Heal,
+    /// The node stops at once (peers and its clients see the connections reset).
+    Crash(String),
+    /// A crashed node starts again as a new replica (new vsn).
+    Restart(String),
+    /// `graceful_permdown` of the node's tracker, then it stops.
+    Permdown(String),
+    /// Messages on these links are delayed until released.
+    Hold(Vec<(String, String)>),
+    Release(Vec<(String, String)>),
+}
+
+impl Action {
+    /// Does this action disturb the cluster (as opposed to a client's ordinary use)?
+    pub fn is_fault(&self) -> bool {
+        !matches!(
+            self,
+            Action::Join(_) | Action::Leave(_) | Action::Update(..) | Action::Heal
+        )
+    }
+
+    /// A short label for tables and transcripts.
+    pub fn label(&self) -> String {
+        match self {
+            Action::Join(c) => format!("join {c}"),
+            Action::Leave(c) => format!("leave {c}"),
+            Action::Update(c, m) => format!("update {c} {m}"),
+            Action::Disconnect(c) => format!("disconnect {c}"),
+            Action::Reconnect(c) => format!("reconnect {c}"),
+            Action::CrashChannel(c) => format!("crash_channel {c}"),
+            Action::Partition(g) => format!("partition {g:?}"),
+            Action::Cut(l) => format!("cut {l:?}"),
+            Action::CutOneway(l) => format!("cut_oneway {l:?}"),
+            Action::Heal => "heal".into(),
+            Action::Crash(n) => format!("crash {n}"),
+            Action::Restart(n) => format!("restart {n}"),
+            Action::Permdown(n) => format!("permdown {n}"),
+            Action::Hold(l) => format!("hold {l:?}"),
+            Action::Release(l) => format!("release {l:?}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub at_ms: u64,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    converged_within_ms: Option<u64>,
+    #[serde(default)]
+    anomalies: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    visible: Vec<Spanned<VisibleExpectation>>,
+}
+
+/// "At `at_ms` (or within `within_ms` after it), `node` lists exactly these keys of `topic`",
+/// optionally with a meta whose fields include `meta`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisibleExpectation {
+    pub at_ms: u64,
+    #[serde(default)]
+    pub within_ms: u64,
+    pub node: String,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub meta: Option<BTreeMap<String, Json>>,
+    /// Whose meta `meta` must match; default: every key.
+    #[serde(default)]
+    pub meta_of: Option<String>,
+}
+
+/// Names of the findings a scenario may expect or allow (`crate::checkers::FindingKind`).
+pub const FINDING_NAMES: [&str; 8] = [
+    "no_convergence",
+    "client_view",
+    "ghost",
+    "lost",
+    "stale_meta",
+    "diff_stream",
+    "duplicate_leave",
+    "duplicate_join",
+];
+
+/// What the run must show.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Expectations {
+    /// Bound on convergence after the last step; default from the tracker settings.
+    pub converged_within_ms: Option<u64>,
+    /// Findings that must occur (e.g. the reference's duplicate leave).
+    pub anomalies: BTreeSet<String>,
+    /// Findings tolerated without being required (e.g. a known upstream bug's ghost).
+    pub allow: BTreeSet<String>,
+    pub visible: Vec<VisibleExpectation>,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub title: String,
+    pub description: String,
+    pub seed: Option<u64>,
+    pub duration_ms: u64,
+    pub nodes: Vec<String>,
+    pub tracker: TrackerSettings,
+    pub network: NetworkSettings,
+    pub clients: Vec<ClientSpec>,
+    pub timeline: Vec<Step>,
+    pub expect: Expectations,
+}
+
+/// Maps byte offsets to 1-based line numbers.
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn at(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.0.len());
+        self.0.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: file.clone(),
+            line: 0,
+            field: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Scenario::parse(&file, &text)
+    }
+
+    /// Parses and validates scenario text; `file` only labels errors.
+    pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        let lines = Lines(text);
+        let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError {
+            file: file.into(),
+            line: e.span().map(|s| lines.at(s)).unwrap_or(0),
+            field: "toml".into(),
+            message: e.message().to_string(),
+        })?;
+        let err = |span: Range<usize>, field: &str, message: String| ScenarioError {
+            file: file.into(),
+            line: lines.at(span),
+            field: field.into(),
+            message,
+        };
+
+        let nodes = raw.nodes.get_ref().clone();
+        let nodes_span = raw.nodes.span();
+        if nodes.is_empty() || nodes.len() > 32 {
+            return Err(err(nodes_span, "nodes", "between 1 and 32 nodes".into()));
+        }
+        let node_set: BTreeSet<&str> = nodes.iter().map(String::as_str).collect();
+        if node_set.len() != nodes.len() {
+            return Err(err(nodes_span, "nodes", "node names must be unique".into()));
+        }
+        if nodes.iter().any(|n| n.is_empty() || n.contains(char::is_whitespace)) {
+            return Err(err(nodes_span, "nodes", "node names must be non-empty words".into()));
+        }
+        let duration_ms = *raw.duration_ms.get_ref();
+        if duration_ms == 0 || duration_ms > 24 * 3600 * 1000 {
+            return Err(err(
+                raw.duration_ms.span(),
+                "duration_ms",
+                "between 1 ms and 24 h".into(),
+            ));
+        }
+        let tracker_span = raw.tracker.as_ref().map(|t| t.span()).unwrap_or(0..0);
+        let tracker = raw.tracker.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default();
+        validate_tracker(&tracker)
+            .map_err(|(field, m)| err(tracker_span, &format!("tracker.{field}"), m))?;
+        let network_span = raw.network.as_ref().map(|n| n.span()).unwrap_or(0..0);
+        let network = raw.network.as_ref().map(|n| n.get_ref().clone()).unwrap_or_default();
+        if network.latency_ms[0] > network.latency_ms[1] || network.latency_ms[1] > 60_000 {
+            return Err(err(
+                network_span.clone(),
+                "network.latency_ms",
+                "[min, max] with min ≤ max ≤ 60000".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&network.loss) {
+            return Err(err(network_span, "network.loss", "a probability in [0, 1]".into()));
+        }
+
+        let mut clients = Vec::new();
+        let mut client_names = BTreeSet::new();
+        for c in &raw.clients {
+            let spec = c.get_ref();
+            if !node_set.contains(spec.node.as_str()) {
+                return Err(err(
+                    c.span(),
+                    "clients.node",
+                    format!("unknown node {:?} (nodes: {})", spec.node, nodes.join(", ")),
+                ));
+            }
+            if !client_names.insert(spec.name.clone()) {
+                return Err(err(c.span(), "clients.name", format!("duplicate client {:?}", spec.name)));
+            }
+            if !spec.meta.is_object() {
+                return Err(err(c.span(), "clients.meta", "must be a table".into()));
+            }
+            if spec.vsn != "1.0.0" && spec.vsn != "2.0.0" {
+                return Err(err(c.span(), "clients.vsn", "\"1.0.0\" or \"2.0.0\"".into()));
+            }
+            if spec.user().is_empty() {
+                return Err(err(c.span(), "clients.user", "must not be empty".into()));
+            }
+            clients.push(spec.clone());
+        }
+
+        let mut timeline = Vec::new();
+        for s in &raw.timeline {
+            let step = to_step(s.get_ref(), &node_set, &client_names)
+                .map_err(|(field, m)| err(s.span(), &format!("timeline.{field}"), m))?;
+            if step.at_ms > duration_ms {
+                return Err(err(
+                    s.span(),
+                    "timeline.at_ms",
+                    format!("{} is after duration_ms {duration_ms}", step.at_ms),
+                ));
+            }
+            timeline.push(step);
+        }
+        // stable: steps at the same time keep file order
+        timeline.sort_by_key(|s| s.at_ms);
+
+        let mut expect = Expectations {
+            converged_within_ms: raw.expect.converged_within_ms,
+            ..Default::default()
+        };
+        for (list, field, out) in [
+            (&raw.expect.anomalies, "expect.anomalies", &mut expect.anomalies),
+            (&raw.expect.allow, "expect.allow", &mut expect.allow),
+        ] {
+            for a in list {
+                if !FINDING_NAMES.contains(&a.get_ref().as_str()) {
+                    return Err(err(
+                        a.span(),
+                        field,
+                        format!("unknown finding {:?} (known: {})", a.get_ref(), FINDING_NAMES.join(", ")),
+                    ));
+                }
+                out.insert(a.get_ref().clone());
+            }
+        }
+        for v in &raw.expect.visible {
+            let vis = v.get_ref();
+            if !node_set.contains(vis.node.as_str()) {
+                return Err(err(v.span(), "expect.visible.node", format!("unknown node {:?}", vis.node)));
+            }
+            if vis.at_ms > duration_ms {
+                return Err(err(v.span(), "expect.visible.at_ms", "after duration_ms".into()));
+            }
+            expect.visible.push(vis.clone());
+        }
+
+        Ok(Scenario {
+            title: raw.title,
+            description: raw.description,
+            seed: raw.seed,
+            duration_ms,
+            nodes,
+            tracker,
+            network,
+            clients,
+            timeline,
+            expect,
+        })
+    }
+
+    pub fn client(&self, name: &str) -> Option<&ClientSpec> {
+        self.clients.iter().find(|c| c.name == name)
+    }
+}
+
+fn validate_tracker(t: &TrackerSettings) -> Result<(), (&'static str, String)> {
+    if t.broadcast_period_ms == 0 {
+        return Err(("broadcast_period_ms", "must be positive".into()));
+    }
+    if t.down_period() < 2 * t.broadcast_period_ms {
+        return Err((
+            "down_period_ms",
+            "must be at least twice the broadcast_period (as Phoenix requires)".into(),
+        ));
+    }
+    if t.permdown_period_ms <= t.down_period() {
+        return Err(("permdown_period_ms", "must be larger than the down_period".into()));
+    }
+    if t.max_delta_sizes.is_empty() {
+        return Err(("max_delta_sizes", "at least one size".into()));
+    }
+    if t.pool_size == 0 || t.pool_size > 1024 {
+        return Err(("pool_size", "between 1 and 1024".into()));
+    }
+    if !["faithful", "corrected", "eager"].contains(&t.profile.as_str()) {
+        return Err(("profile", "\"faithful\", \"corrected\" or \"eager\"".into()));
+    }
+    Ok(())
+}
+
+fn to_step(
+    s: &RawStep,
+    nodes: &BTreeSet<&str>,
+    clients: &BTreeSet<String>,
+) -> Result<Step, (&'static str, String)> {
+    let client = |field: &'static str, c: &str| {
+        if clients.contains(c) {
+            Ok(c.to_owned())
+        } else {
+            Err((field, format!("unknown client {c:?}")))
+        }
+    };
+    let node = |field: &'static str, n: &str| {
+        if nodes.contains(n) {
+            Ok(n.to_owned())
+        } else {
+            Err((field, format!("unknown node {n:?}")))
+        }
+    };
+    let links = |field: &'static str, ls: &[[String; 2]]| {
+        ls.iter()
+            .map(|[x, y]| {
+                if x == y {
+                    return Err((field, format!("a link needs two different nodes, got {x:?} twice")));
+                }
+                Ok((node(field, x)?, node(field, y)?))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut actions = Vec::new();
+    if let Some(c) = &s.join {
+        actions.push(Action::Join(client("join", c)?));
+    }
+    if let Some(c) = &s.leave {
+        actions.push(Action::Leave(client("leave", c)?));
+    }
+    if let Some(c) = &s.update {
+        let meta = s.meta.clone().ok_or(("meta", "update needs a meta table".to_string()))?;
+        if !meta.is_object() {
+            return Err(("meta", "must be a table".into()));
+        }
+        actions.push(Action::Update(client("update", c)?, meta));
+    } else if s.meta.is_some() {
+        return Err(("meta", "only goes with update".into()));
+    }
+    if let Some(c) = &s.disconnect {
+        actions.push(Action::Disconnect(client("disconnect", c)?));
+    }
+    if let Some(c) = &s.reconnect {
+        actions.push(Action::Reconnect(client("reconnect", c)?));
+    }
+    if let Some(c) = &s.crash_channel {
+        actions.push(Action::CrashChannel(client("crash_channel", c)?));
+    }
+    if let Some(groups) = &s.partition {
+        let mut seen = BTreeSet::new();
+        for g in groups {
+            for n in g {
+                node("partition", n)?;
+                if !seen.insert(n.clone()) {
+                    return Err(("partition", format!("node {n:?} is in two groups")));
+                }
+            }
+        }
+        if groups.len() < 2 {
+            return Err(("partition", "at least two groups".into()));
+        }
+        actions.push(Action::Partition(groups.clone()));
+    }
+    if let Some(l) = &s.cut {
+        actions.push(Action::Cut(links("cut", l)?));
+    }
+    if let Some(l) = &s.cut_oneway {
+        actions.push(Action::CutOneway(links("cut_oneway", l)?));
+    }
+    match s.heal {
+        Some(true) => actions.push(Action::Heal),
+        Some(false) => return Err(("heal", "write `heal = true` or leave it out".into())),
+        None => {}
+    }
+    if let Some(n) = &s.crash {
+        actions.push(Action::Crash(node("crash", n)?));
+    }
+    if let Some(n) = &s.restart {
+        actions.push(Action::Restart(node("restart", n)?));
+    }
+    if let Some(n) = &s.permdown {
+        actions.push(Action::Permdown(node("permdown", n)?));
+    }
+    if let Some(l) = &s.hold {
+        actions.push(Action::Hold(links("hold", l)?));
+    }
+    if let Some(l) = &s.release {
+        actions.push(Action::Release(links("release", l)?));
+    }
+    match actions.len() {
+        1 => Ok(Step {
+            at_ms: s.at_ms,
+            action: actions.pop().expect("one action"),
+        }),
+        0 => Err((
+            "action",
+            "no action: set one of join, leave, update, disconnect, reconnect, crash_channel, partition, cut, cut_oneway, heal, crash, restart, permdown, hold, release".into(),
+        )),
+        _ => Err(("action", "one action per timeline entry".into())),
+    }
+}
