@@ -2,6 +2,7 @@
 //! partitions, delays, loss and crashes, observed by checkers; one `u64` seed reproduces a run
 //! byte for byte.
 
+pub mod checkers;
 pub mod scenario;
 
 pub use scenario::{Action, ClientSpec, Scenario, ScenarioError, Step};

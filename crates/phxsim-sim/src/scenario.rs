@@ -368,7 +368,11 @@ struct Lines<'a>(&'a str);
 impl Lines<'_> {
     fn at(&self, span: Range<usize>) -> usize {
         let end = span.start.min(self.0.len());
-        self.0.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.0.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 }
 
@@ -410,8 +414,15 @@ impl Scenario {
         if node_set.len() != nodes.len() {
             return Err(err(nodes_span, "nodes", "node names must be unique".into()));
         }
-        if nodes.iter().any(|n| n.is_empty() || n.contains(char::is_whitespace)) {
-            return Err(err(nodes_span, "nodes", "node names must be non-empty words".into()));
+        if nodes
+            .iter()
+            .any(|n| n.is_empty() || n.contains(char::is_whitespace))
+        {
+            return Err(err(
+                nodes_span,
+                "nodes",
+                "node names must be non-empty words".into(),
+            ));
         }
         let duration_ms = *raw.duration_ms.get_ref();
         if duration_ms == 0 || duration_ms > 24 * 3600 * 1000 {
@@ -422,11 +433,19 @@ impl Scenario {
             ));
         }
         let tracker_span = raw.tracker.as_ref().map(|t| t.span()).unwrap_or(0..0);
-        let tracker = raw.tracker.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default();
+        let tracker = raw
+            .tracker
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .unwrap_or_default();
         validate_tracker(&tracker)
             .map_err(|(field, m)| err(tracker_span, &format!("tracker.{field}"), m))?;
         let network_span = raw.network.as_ref().map(|n| n.span()).unwrap_or(0..0);
-        let network = raw.network.as_ref().map(|n| n.get_ref().clone()).unwrap_or_default();
+        let network = raw
+            .network
+            .as_ref()
+            .map(|n| n.get_ref().clone())
+            .unwrap_or_default();
         if network.latency_ms[0] > network.latency_ms[1] || network.latency_ms[1] > 60_000 {
             return Err(err(
                 network_span.clone(),
@@ -435,7 +454,11 @@ impl Scenario {
             ));
         }
         if !(0.0..=1.0).contains(&network.loss) {
-            return Err(err(network_span, "network.loss", "a probability in [0, 1]".into()));
+            return Err(err(
+                network_span,
+                "network.loss",
+                "a probability in [0, 1]".into(),
+            ));
         }
 
         let mut clients = Vec::new();
@@ -450,13 +473,21 @@ impl Scenario {
                 ));
             }
             if !client_names.insert(spec.name.clone()) {
-                return Err(err(c.span(), "clients.name", format!("duplicate client {:?}", spec.name)));
+                return Err(err(
+                    c.span(),
+                    "clients.name",
+                    format!("duplicate client {:?}", spec.name),
+                ));
             }
             if !spec.meta.is_object() {
                 return Err(err(c.span(), "clients.meta", "must be a table".into()));
             }
             if spec.vsn != "1.0.0" && spec.vsn != "2.0.0" {
-                return Err(err(c.span(), "clients.vsn", "\"1.0.0\" or \"2.0.0\"".into()));
+                return Err(err(
+                    c.span(),
+                    "clients.vsn",
+                    "\"1.0.0\" or \"2.0.0\"".into(),
+                ));
             }
             if spec.user().is_empty() {
                 return Err(err(c.span(), "clients.user", "must not be empty".into()));
@@ -485,7 +516,11 @@ impl Scenario {
             ..Default::default()
         };
         for (list, field, out) in [
-            (&raw.expect.anomalies, "expect.anomalies", &mut expect.anomalies),
+            (
+                &raw.expect.anomalies,
+                "expect.anomalies",
+                &mut expect.anomalies,
+            ),
             (&raw.expect.allow, "expect.allow", &mut expect.allow),
         ] {
             for a in list {
@@ -493,7 +528,11 @@ impl Scenario {
                     return Err(err(
                         a.span(),
                         field,
-                        format!("unknown finding {:?} (known: {})", a.get_ref(), FINDING_NAMES.join(", ")),
+                        format!(
+                            "unknown finding {:?} (known: {})",
+                            a.get_ref(),
+                            FINDING_NAMES.join(", ")
+                        ),
                     ));
                 }
                 out.insert(a.get_ref().clone());
@@ -502,10 +541,18 @@ impl Scenario {
         for v in &raw.expect.visible {
             let vis = v.get_ref();
             if !node_set.contains(vis.node.as_str()) {
-                return Err(err(v.span(), "expect.visible.node", format!("unknown node {:?}", vis.node)));
+                return Err(err(
+                    v.span(),
+                    "expect.visible.node",
+                    format!("unknown node {:?}", vis.node),
+                ));
             }
             if vis.at_ms > duration_ms {
-                return Err(err(v.span(), "expect.visible.at_ms", "after duration_ms".into()));
+                return Err(err(
+                    v.span(),
+                    "expect.visible.at_ms",
+                    "after duration_ms".into(),
+                ));
             }
             expect.visible.push(vis.clone());
         }
@@ -540,7 +587,10 @@ fn validate_tracker(t: &TrackerSettings) -> Result<(), (&'static str, String)> {
         ));
     }
     if t.permdown_period_ms <= t.down_period() {
-        return Err(("permdown_period_ms", "must be larger than the down_period".into()));
+        return Err((
+            "permdown_period_ms",
+            "must be larger than the down_period".into(),
+        ));
     }
     if t.max_delta_sizes.is_empty() {
         return Err(("max_delta_sizes", "at least one size".into()));
@@ -577,7 +627,10 @@ fn to_step(
         ls.iter()
             .map(|[x, y]| {
                 if x == y {
-                    return Err((field, format!("a link needs two different nodes, got {x:?} twice")));
+                    return Err((
+                        field,
+                        format!("a link needs two different nodes, got {x:?} twice"),
+                    ));
                 }
                 Ok((node(field, x)?, node(field, y)?))
             })
@@ -591,7 +644,10 @@ fn to_step(
         actions.push(Action::Leave(client("leave", c)?));
     }
     if let Some(c) = &s.update {
-        let meta = s.meta.clone().ok_or(("meta", "update needs a meta table".to_string()))?;
+        let meta = s
+            .meta
+            .clone()
+            .ok_or(("meta", "update needs a meta table".to_string()))?;
         if !meta.is_object() {
             return Err(("meta", "must be a table".into()));
         }

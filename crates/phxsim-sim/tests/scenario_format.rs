@@ -58,12 +58,20 @@ keys = ["alice", "carol"]
 fn a_valid_scenario_parses_with_phoenix_defaults() {
     let s = Scenario::parse("good.toml", GOOD).unwrap();
     assert_eq!(s.nodes, ["a", "b", "c"]);
-    assert_eq!(s.tracker.down_period(), 400, "100 × 2 × 2, as Phoenix derives it");
+    assert_eq!(
+        s.tracker.down_period(),
+        400,
+        "100 × 2 × 2, as Phoenix derives it"
+    );
     assert_eq!(s.tracker.max_delta_sizes, [100, 1000, 10_000]);
     assert_eq!(s.clients[0].user(), "alice");
     assert_eq!(s.clients[0].topic, "room:lobby");
     assert_eq!(s.network.latency_ms, [1, 5]);
-    let labels: Vec<_> = s.timeline.iter().map(|st| (st.at_ms, st.action.label())).collect();
+    let labels: Vec<_> = s
+        .timeline
+        .iter()
+        .map(|st| (st.at_ms, st.action.label()))
+        .collect();
     assert_eq!(labels[0], (400, "join carol".to_string()), "sorted by time");
     assert!(matches!(s.timeline[2].action, Action::Partition(ref g) if g.len() == 2));
     assert_eq!(s.expect.visible[0].keys, ["alice", "carol"]);
@@ -80,7 +88,10 @@ fn replace(from: &str, to: &str) -> String {
 
 #[test]
 fn an_unknown_field_names_its_line() {
-    let e = error_of(&replace("duration_ms = 6000", "duration_ms = 6000\ncolour = 3"));
+    let e = error_of(&replace(
+        "duration_ms = 6000",
+        "duration_ms = 6000\ncolour = 3",
+    ));
     assert!(e.starts_with("bad.toml:5: toml:"), "{e}");
     assert!(e.contains("colour"), "{e}");
 }
@@ -94,8 +105,14 @@ fn a_client_on_an_unknown_node_is_refused_with_its_line() {
 
 #[test]
 fn a_timeline_entry_needs_exactly_one_action() {
-    let e = error_of(&replace("join = \"alice\"", "join = \"alice\"\nleave = \"alice\""));
-    assert!(e.contains("timeline.action: one action per timeline entry"), "{e}");
+    let e = error_of(&replace(
+        "join = \"alice\"",
+        "join = \"alice\"\nleave = \"alice\"",
+    ));
+    assert!(
+        e.contains("timeline.action: one action per timeline entry"),
+        "{e}"
+    );
     let e = error_of(&replace("at_ms = 500\njoin = \"alice\"", "at_ms = 500"));
     assert!(e.contains("timeline.action: no action"), "{e}");
 }
@@ -109,34 +126,55 @@ fn a_timeline_entry_with_an_unknown_client_names_its_line() {
 #[test]
 fn update_needs_a_meta_table() {
     let e = error_of(&replace("meta = { status = \"away\" }", ""));
-    assert!(e.contains("timeline.meta: update needs a meta table"), "{e}");
+    assert!(
+        e.contains("timeline.meta: update needs a meta table"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_node_in_two_partition_groups_is_refused() {
-    let e = error_of(&replace(r#"[["a", "b"], ["c"]]"#, r#"[["a", "b"], ["b", "c"]]"#));
+    let e = error_of(&replace(
+        r#"[["a", "b"], ["c"]]"#,
+        r#"[["a", "b"], ["b", "c"]]"#,
+    ));
     assert!(e.contains("node \"b\" is in two groups"), "{e}");
 }
 
 #[test]
 fn tracker_settings_phoenix_would_refuse_are_refused() {
-    let e = error_of(&replace("permdown_period_ms = 5000", "permdown_period_ms = 300"));
+    let e = error_of(&replace(
+        "permdown_period_ms = 5000",
+        "permdown_period_ms = 300",
+    ));
     assert!(e.contains("tracker.permdown_period_ms"), "{e}");
     assert!(e.starts_with("bad.toml:6:"), "{e}");
-    let e = error_of(&replace("max_silent_periods = 2", "max_silent_periods = 2\ndown_period_ms = 150"));
+    let e = error_of(&replace(
+        "max_silent_periods = 2",
+        "max_silent_periods = 2\ndown_period_ms = 150",
+    ));
     assert!(e.contains("tracker.down_period_ms"), "{e}");
 }
 
 #[test]
 fn an_unknown_expected_finding_is_refused() {
-    let e = error_of(&replace("allow = [\"duplicate_join\"]", "allow = [\"gremlins\"]"));
-    assert!(e.contains("expect.allow: unknown finding \"gremlins\""), "{e}");
+    let e = error_of(&replace(
+        "allow = [\"duplicate_join\"]",
+        "allow = [\"gremlins\"]",
+    ));
+    assert!(
+        e.contains("expect.allow: unknown finding \"gremlins\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_step_after_the_end_is_refused() {
     let e = error_of(&replace("at_ms = 2500", "at_ms = 9000"));
-    assert!(e.contains("timeline.at_ms: 9000 is after duration_ms 6000"), "{e}");
+    assert!(
+        e.contains("timeline.at_ms: 9000 is after duration_ms 6000"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,0 +1,576 @@
+//! Checkers: passive observers of a run. The harness feeds them snapshots of what every node
+//! lists and every client sees (sampled on simulated time) and each client's presence messages
+//! as they arrive; they report findings. Pure: no I/O, no clock, deterministic order.
+
+use crate::scenario::VisibleExpectation;
+use phxsim_wire::sync::PresenceInstance;
+use serde::Serialize;
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// `key → phx_ref → meta`: a presence list as a node or a client holds it for one topic.
+pub type PresenceList = BTreeMap<String, BTreeMap<String, Json>>;
+
+/// What a running node shows at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeSnapshot {
+    /// Per topic, the node's `Presence.list` (down replicas hidden).
+    pub lists: BTreeMap<String, PresenceList>,
+    /// Per topic, the presences this node tracks for its own sockets: the ground truth.
+    pub local: BTreeMap<String, PresenceList>,
+}
+
+/// What a client holds at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientSnapshot {
+    pub node: String,
+    pub topic: String,
+    pub user: String,
+    /// Connected and joined (the join reply arrived and the channel is not closed).
+    pub joined: bool,
+    /// Its phoenix.js-exact presence list.
+    pub view: PresenceList,
+}
+
+/// The whole world at `at_ms`. Crashed nodes are absent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub at_ms: u64,
+    pub nodes: BTreeMap<String, NodeSnapshot>,
+    pub clients: BTreeMap<String, ClientSnapshot>,
+}
+
+/// A presence message as one client received it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientMessage {
+    /// The channel (re)joined with this join_ref.
+    Joined(String),
+    State(Json),
+    Diff(Json),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// Nodes did not agree with the live presences within the bound after the last step.
+    NoConvergence,
+    /// A joined client's list differs from its node's list at the end.
+    ClientView,
+    /// A presence whose owner is gone is still listed after the bound.
+    Ghost,
+    /// A live presence is missing after convergence should have happened.
+    Lost,
+    /// A presence is listed with an older meta (phx_ref) than its owner holds.
+    StaleMeta,
+    /// A client's messages do not replay to what it shows, or are malformed.
+    DiffStream,
+    /// A leave of a ref the client does not hold (reference anomaly 1).
+    DuplicateLeave,
+    /// A join of a ref the client already holds (reference anomaly 2).
+    DuplicateJoin,
+    /// An `[[expect.visible]]` did not hold.
+    Expectation,
+}
+
+impl FindingKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingKind::NoConvergence => "no_convergence",
+            FindingKind::ClientView => "client_view",
+            FindingKind::Ghost => "ghost",
+            FindingKind::Lost => "lost",
+            FindingKind::StaleMeta => "stale_meta",
+            FindingKind::DiffStream => "diff_stream",
+            FindingKind::DuplicateLeave => "duplicate_leave",
+            FindingKind::DuplicateJoin => "duplicate_join",
+            FindingKind::Expectation => "expectation",
+        }
+    }
+
+    /// Anomalies are what the reference itself does; everything else is a violation.
+    pub fn is_anomaly(self) -> bool {
+        matches!(
+            self,
+            FindingKind::DuplicateLeave | FindingKind::DuplicateJoin
+        )
+    }
+
+    /// No convergence is its own failure class (distinct exit code).
+    pub fn is_liveness(self) -> bool {
+        matches!(self, FindingKind::NoConvergence)
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Finding {
+    pub at_ms: u64,
+    pub kind: FindingKind,
+    /// The node or client it is about.
+    pub subject: String,
+    pub detail: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{} ms] {} at {}: {}",
+            self.at_ms, self.kind, self.subject, self.detail
+        )
+    }
+}
+
+/// Bounds the checkers judge by, derived from the tracker settings.
+#[derive(Clone, Debug)]
+pub struct Bounds {
+    /// After the last step, the cluster must agree within this.
+    pub convergence_ms: u64,
+    /// A gone owner's presence may stay visible at most this long.
+    pub ghost_ms: u64,
+}
+
+/// Per-client replay state for the diff-stream checker.
+#[derive(Default)]
+struct ClientReplay {
+    /// refs held per key, as the messages say (state applied, then diffs).
+    held: BTreeMap<String, BTreeSet<String>>,
+    has_state: bool,
+    /// The phoenix.js-exact replay of the same messages.
+    instance: Option<PresenceInstance>,
+    join_ref: String,
+}
+
+/// The checkers of one run.
+pub struct Checkers {
+    bounds: Bounds,
+    visible: Vec<(VisibleExpectation, bool)>,
+    findings: Vec<Finding>,
+    /// topic, ref → when its owner was last seen live.
+    live_refs: BTreeMap<(String, String), u64>,
+    gone_at: BTreeMap<(String, String), u64>,
+    ghost_reported: BTreeSet<(String, String, String)>,
+    replays: BTreeMap<String, ClientReplay>,
+    /// First time every node agreed with the truth since the last step, if still so.
+    agreed_since: Option<u64>,
+    last_step_ms: u64,
+    last: Option<Snapshot>,
+}
+
+fn refs_of(list: &PresenceList) -> BTreeSet<(String, String)> {
+    list.iter()
+        .flat_map(|(k, refs)| refs.keys().map(move |r| (k.clone(), r.clone())))
+        .collect()
+}
+
+/// The union of every live node's local presences, per topic.
+fn truth(s: &Snapshot) -> BTreeMap<String, PresenceList> {
+    let mut out: BTreeMap<String, PresenceList> = BTreeMap::new();
+    for n in s.nodes.values() {
+        for (topic, list) in &n.local {
+            let t = out.entry(topic.clone()).or_default();
+            for (k, refs) in list {
+                t.entry(k.clone()).or_default().extend(refs.clone());
+            }
+        }
+    }
+    out.retain(|_, l| !l.is_empty());
+    out
+}
+
+fn nonempty(lists: &BTreeMap<String, PresenceList>) -> BTreeMap<String, PresenceList> {
+    lists
+        .iter()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(t, l)| (t.clone(), l.clone()))
+        .collect()
+}
+
+fn short(list: &PresenceList) -> String {
+    let parts: Vec<String> = list
+        .iter()
+        .map(|(k, refs)| {
+            format!(
+                "{k}[{}]",
+                refs.keys().cloned().collect::<Vec<_>>().join(",")
+            )
+        })
+        .collect();
+    format!("{{{}}}", parts.join(" "))
+}
+
+impl Checkers {
+    pub fn new(bounds: Bounds, visible: Vec<VisibleExpectation>) -> Self {
+        Self {
+            bounds,
+            visible: visible.into_iter().map(|v| (v, false)).collect(),
+            findings: Vec::new(),
+            live_refs: BTreeMap::new(),
+            gone_at: BTreeMap::new(),
+            ghost_reported: BTreeSet::new(),
+            replays: BTreeMap::new(),
+            agreed_since: None,
+            last_step_ms: 0,
+            last: None,
+        }
+    }
+
+    /// A scripted step or fault happened: the convergence clock restarts.
+    pub fn step(&mut self, at_ms: u64) {
+        self.last_step_ms = at_ms;
+        self.agreed_since = None;
+    }
+
+    fn report(&mut self, at_ms: u64, kind: FindingKind, subject: &str, detail: String) {
+        self.findings.push(Finding {
+            at_ms,
+            kind,
+            subject: subject.to_owned(),
+            detail,
+        });
+    }
+
+    /// A client received a presence message (or rejoined).
+    pub fn client_message(&mut self, at_ms: u64, client: &str, msg: &ClientMessage) {
+        let r = self.replays.entry(client.to_owned()).or_default();
+        let mut found: Vec<(FindingKind, String)> = Vec::new();
+        match msg {
+            ClientMessage::Joined(join_ref) => {
+                r.join_ref = join_ref.clone();
+                r.held.clear();
+                r.has_state = false;
+                r.instance.get_or_insert_with(PresenceInstance::new);
+            }
+            ClientMessage::State(payload) => {
+                match phxsim_wire::PresenceState::from_payload(payload.clone()) {
+                    Ok(state) => {
+                        r.held = state
+                            .presences
+                            .iter()
+                            .map(|(k, p)| {
+                                let refs = p
+                                    .metas
+                                    .iter()
+                                    .filter_map(|m| m.phx_ref_str().map(String::from))
+                                    .collect();
+                                (k.to_owned(), refs)
+                            })
+                            .collect();
+                        r.has_state = true;
+                    }
+                    Err(e) => {
+                        found.push((FindingKind::DiffStream, format!("bad presence_state: {e}")))
+                    }
+                }
+                if let Some(inst) = r.instance.as_mut() {
+                    let _ = inst.handle_message(
+                        Some(&r.join_ref),
+                        "presence_state",
+                        payload.clone(),
+                        &mut (),
+                    );
+                }
+            }
+            ClientMessage::Diff(payload) => {
+                match phxsim_wire::PresenceDiff::from_payload(payload.clone()) {
+                    Ok(diff) if r.has_state => {
+                        for (k, p) in diff.joins.iter() {
+                            for m in &p.metas {
+                                let Some(rf) = m.phx_ref_str() else { continue };
+                                if !r
+                                    .held
+                                    .entry(k.to_owned())
+                                    .or_default()
+                                    .insert(rf.to_owned())
+                                {
+                                    found.push((
+                                        FindingKind::DuplicateJoin,
+                                        format!("join of {k}/{rf}, already held"),
+                                    ));
+                                }
+                            }
+                        }
+                        for (k, p) in diff.leaves.iter() {
+                            for m in &p.metas {
+                                let Some(rf) = m.phx_ref_str() else { continue };
+                                let removed = r.held.get_mut(k).is_some_and(|s| s.remove(rf));
+                                if !removed {
+                                    found.push((
+                                        FindingKind::DuplicateLeave,
+                                        format!("leave of {k}/{rf}, not held"),
+                                    ));
+                                }
+                            }
+                            if r.held.get(k).is_some_and(BTreeSet::is_empty) {
+                                r.held.remove(k);
+                            }
+                        }
+                    }
+                    // before the state: phoenix.js buffers it; the state already covers it
+                    Ok(_) => {}
+                    Err(e) => {
+                        found.push((FindingKind::DiffStream, format!("bad presence_diff: {e}")))
+                    }
+                }
+                if let Some(inst) = r.instance.as_mut() {
+                    let _ = inst.handle_message(
+                        Some(&r.join_ref),
+                        "presence_diff",
+                        payload.clone(),
+                        &mut (),
+                    );
+                }
+            }
+        }
+        for (kind, detail) in found {
+            self.report(at_ms, kind, client, detail);
+        }
+    }
+
+    /// Observes the world at one instant.
+    pub fn observe(&mut self, s: &Snapshot) {
+        let truth = truth(s);
+        // ghosts: refs whose owner is gone, still listed past the bound
+        let live: BTreeSet<(String, String)> = truth
+            .iter()
+            .flat_map(|(t, l)| refs_of(l).into_iter().map(move |(_, r)| (t.clone(), r)))
+            .collect();
+        for key in &live {
+            self.live_refs.insert(key.clone(), s.at_ms);
+            self.gone_at.remove(key);
+        }
+        let newly_gone: Vec<_> = self
+            .live_refs
+            .keys()
+            .filter(|k| !live.contains(*k) && !self.gone_at.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in newly_gone {
+            self.gone_at.insert(k, s.at_ms);
+        }
+        let mut ghosts = Vec::new();
+        for (node, ns) in &s.nodes {
+            for (topic, list) in &ns.lists {
+                for (key, rf) in refs_of(list) {
+                    let id = (topic.clone(), rf.clone());
+                    if let Some(&gone) = self.gone_at.get(&id) {
+                        if s.at_ms > gone + self.bounds.ghost_ms
+                            && self
+                                .ghost_reported
+                                .insert((node.clone(), topic.clone(), rf.clone()))
+                        {
+                            ghosts.push((
+                                node.clone(),
+                                format!(
+                                    "{topic} {key}/{rf}: owner gone at {gone} ms, still listed"
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (node, detail) in ghosts {
+            self.report(s.at_ms, FindingKind::Ghost, &node, detail);
+        }
+
+        // convergence: every node lists exactly the truth
+        let agree = s.nodes.values().all(|n| nonempty(&n.lists) == truth);
+        match (agree, self.agreed_since) {
+            (true, None) => self.agreed_since = Some(s.at_ms),
+            (false, Some(_)) => self.agreed_since = None,
+            _ => {}
+        }
+
+        // [[expect.visible]]
+        for (v, met) in self.visible.iter_mut() {
+            if *met || s.at_ms < v.at_ms || s.at_ms > v.at_ms + v.within_ms {
+                continue;
+            }
+            let Some(ns) = s.nodes.get(&v.node) else {
+                continue;
+            };
+            let list = ns.lists.get(&v.topic).cloned().unwrap_or_default();
+            let keys: Vec<&String> = list.keys().collect();
+            let mut want: Vec<&String> = v.keys.iter().collect();
+            want.sort();
+            let metas_ok = v.meta.as_ref().is_none_or(|fields| {
+                list.iter()
+                    .filter(|(k, _)| v.meta_of.as_ref().is_none_or(|m| m == *k))
+                    .all(|(_, refs)| {
+                        refs.values()
+                            .any(|meta| fields.iter().all(|(f, val)| meta.get(f) == Some(val)))
+                    })
+            });
+            if keys == want && metas_ok {
+                *met = true;
+            }
+        }
+        self.last = Some(s.clone());
+    }
+
+    /// Ends the run; returns every finding, in time order.
+    pub fn finish(mut self) -> (Vec<Finding>, Option<u64>) {
+        let Some(last) = self.last.take() else {
+            return (self.findings, None);
+        };
+        let end = last.at_ms;
+        let converged_at = self.agreed_since;
+        let deadline = self.last_step_ms + self.bounds.convergence_ms;
+        match converged_at {
+            Some(t) if t <= deadline => {}
+            Some(t) => self.report(end, FindingKind::NoConvergence, "cluster", format!(
+                "converged at {t} ms, {} ms after the last step (bound {} ms)",
+                t - self.last_step_ms, self.bounds.convergence_ms
+            )),
+            None if end >= deadline => self.report(end, FindingKind::NoConvergence, "cluster", format!(
+                "not converged {} ms after the last step (bound {} ms)",
+                end - self.last_step_ms, self.bounds.convergence_ms
+            )),
+            None => self.report(end, FindingKind::NoConvergence, "cluster", format!(
+                "the run ended {} ms after the last step, before the bound of {} ms; not converged",
+                end - self.last_step_ms, self.bounds.convergence_ms
+            )),
+        }
+
+        // classify what differs at the end: lost, stale, ghost
+        let truth = truth(&last);
+        let mut end_findings = Vec::new();
+        for (node, ns) in &last.nodes {
+            let lists = nonempty(&ns.lists);
+            let topics: BTreeSet<&String> = lists.keys().chain(truth.keys()).collect();
+            for topic in topics {
+                let have = lists.get(topic).cloned().unwrap_or_default();
+                let want = truth.get(topic).cloned().unwrap_or_default();
+                let keys: BTreeSet<&String> = have.keys().chain(want.keys()).collect();
+                for key in keys {
+                    let h: BTreeSet<&String> = have
+                        .get(key)
+                        .map(|m| m.keys().collect())
+                        .unwrap_or_default();
+                    let w: BTreeSet<&String> = want
+                        .get(key)
+                        .map(|m| m.keys().collect())
+                        .unwrap_or_default();
+                    if h == w {
+                        continue;
+                    }
+                    let missing: Vec<_> = w.difference(&h).collect();
+                    let extra: Vec<_> = h.difference(&w).collect();
+                    let (kind, what) = if !missing.is_empty() && !extra.is_empty() {
+                        (
+                            FindingKind::StaleMeta,
+                            format!("lists {extra:?} where the owner holds {missing:?}"),
+                        )
+                    } else if !missing.is_empty() {
+                        (FindingKind::Lost, format!("misses live {missing:?}"))
+                    } else {
+                        (
+                            FindingKind::Ghost,
+                            format!("lists {extra:?}, whose owner is gone"),
+                        )
+                    };
+                    end_findings.push((kind, node.clone(), format!("{topic} {key}: {what}")));
+                }
+            }
+        }
+        for (kind, node, detail) in end_findings {
+            let dup = kind == FindingKind::Ghost
+                && self
+                    .findings
+                    .iter()
+                    .any(|f| f.kind == kind && f.subject == node && detail.contains(&f.detail));
+            if !dup {
+                self.report(end, kind, &node, detail);
+            }
+        }
+
+        // client views at the end: the client's list equals its node's, and the replay of its
+        // messages through phoenix.js-exact sync equals what it shows
+        let mut client_findings = Vec::new();
+        for (name, c) in &last.clients {
+            if !c.joined {
+                continue;
+            }
+            if let Some(ns) = last.nodes.get(&c.node) {
+                let node_list = ns.lists.get(&c.topic).cloned().unwrap_or_default();
+                if node_list != c.view {
+                    client_findings.push((
+                        FindingKind::ClientView,
+                        name.clone(),
+                        format!(
+                            "shows {} but {} lists {}",
+                            short(&c.view),
+                            c.node,
+                            short(&node_list)
+                        ),
+                    ));
+                }
+            }
+            if let Some(inst) = self.replays.get(name).and_then(|r| r.instance.as_ref()) {
+                let replayed = list_of_instance(inst);
+                if replayed != c.view {
+                    client_findings.push((
+                        FindingKind::DiffStream,
+                        name.clone(),
+                        format!(
+                            "its messages replay to {} but it shows {}",
+                            short(&replayed),
+                            short(&c.view)
+                        ),
+                    ));
+                }
+            }
+        }
+        for (kind, name, detail) in client_findings {
+            self.report(end, kind, &name, detail);
+        }
+
+        let unmet: Vec<_> = self
+            .visible
+            .iter()
+            .filter(|(_, met)| !met)
+            .map(|(v, _)| v.clone())
+            .collect();
+        for v in unmet {
+            self.report(
+                end,
+                FindingKind::Expectation,
+                &v.node,
+                format!(
+                    "{} did not list exactly {:?}{} between {} and {} ms",
+                    v.topic,
+                    v.keys,
+                    v.meta
+                        .as_ref()
+                        .map(|m| format!(" with meta {m:?}"))
+                        .unwrap_or_default(),
+                    v.at_ms,
+                    v.at_ms + v.within_ms
+                ),
+            );
+        }
+        self.findings.sort();
+        (self.findings, converged_at)
+    }
+}
+
+/// A phoenix.js-exact instance's state as a `PresenceList`.
+pub fn list_of_instance(inst: &PresenceInstance) -> PresenceList {
+    let mut out = PresenceList::new();
+    for (key, presence) in inst.list_by(|k, p| (k.to_owned(), p.clone())) {
+        let metas = out.entry(key).or_default();
+        for m in &presence.metas {
+            if let Some(rf) = m.phx_ref_str() {
+                metas.insert(rf.to_owned(), Json::Object(m.as_map().clone()));
+            }
+        }
+    }
+    out
+}

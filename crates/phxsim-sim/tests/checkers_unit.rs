@@ -1,0 +1,245 @@
+//! Each checker on hand-made observations: silent on a healthy run, and catching the fault it
+//! exists for. (The simulator's planted-mutation tests show the same end to end.)
+
+use phxsim_sim::checkers::{
+    Bounds, Checkers, ClientMessage, ClientSnapshot, FindingKind, NodeSnapshot, PresenceList,
+    Snapshot,
+};
+use serde_json::json;
+
+fn list(entries: &[(&str, &str)]) -> PresenceList {
+    let mut l = PresenceList::new();
+    for (k, r) in entries {
+        l.entry(k.to_string())
+            .or_default()
+            .insert(r.to_string(), json!({"phx_ref": r, "status": "online"}));
+    }
+    l
+}
+
+fn node(lists: &[(&str, &str)], local: &[(&str, &str)]) -> NodeSnapshot {
+    NodeSnapshot {
+        lists: [("room:lobby".to_string(), list(lists))].into(),
+        local: [("room:lobby".to_string(), list(local))].into(),
+    }
+}
+
+fn snap(at_ms: u64, a: NodeSnapshot, b: NodeSnapshot) -> Snapshot {
+    Snapshot {
+        at_ms,
+        nodes: [("a".to_string(), a), ("b".to_string(), b)].into(),
+        clients: Default::default(),
+    }
+}
+
+fn checkers() -> Checkers {
+    Checkers::new(
+        Bounds {
+            convergence_ms: 1000,
+            ghost_ms: 500,
+        },
+        vec![],
+    )
+}
+
+fn kinds(c: Checkers) -> Vec<FindingKind> {
+    c.finish().0.into_iter().map(|f| f.kind).collect()
+}
+
+#[test]
+fn a_healthy_run_has_no_findings() {
+    let mut c = checkers();
+    c.step(0);
+    c.observe(&snap(
+        0,
+        node(&[("alice", "r1")], &[("alice", "r1")]),
+        node(&[], &[]),
+    ));
+    c.observe(&snap(
+        100,
+        node(&[("alice", "r1")], &[("alice", "r1")]),
+        node(&[("alice", "r1")], &[]),
+    ));
+    c.observe(&snap(
+        2000,
+        node(&[("alice", "r1")], &[("alice", "r1")]),
+        node(&[("alice", "r1")], &[]),
+    ));
+    let (findings, converged) = c.finish();
+    assert!(findings.is_empty(), "{findings:?}");
+    assert_eq!(converged, Some(100));
+}
+
+#[test]
+fn a_node_that_never_learns_is_no_convergence_and_lost() {
+    let mut c = checkers();
+    c.step(0);
+    for t in [0, 500, 2000] {
+        c.observe(&snap(
+            t,
+            node(&[("alice", "r1")], &[("alice", "r1")]),
+            node(&[], &[]),
+        ));
+    }
+    assert_eq!(kinds(c), [FindingKind::NoConvergence, FindingKind::Lost]);
+}
+
+#[test]
+fn a_ghost_is_reported_at_the_first_sample_past_the_bound() {
+    let mut c = checkers();
+    c.step(0);
+    c.observe(&snap(
+        0,
+        node(&[("alice", "r1")], &[("alice", "r1")]),
+        node(&[("alice", "r1")], &[]),
+    ));
+    // alice leaves at a (gone from the truth at 100 ms); b keeps listing her
+    for t in [100, 400, 600, 601, 700] {
+        c.observe(&snap(t, node(&[], &[]), node(&[("alice", "r1")], &[])));
+    }
+    let (findings, _) = c.finish();
+    let ghosts: Vec<_> = findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Ghost)
+        .map(|f| (f.at_ms, f.subject.as_str()))
+        .collect();
+    assert_eq!(
+        ghosts[0],
+        (601, "b"),
+        "not within the 500 ms bound, at the first sample past it"
+    );
+}
+
+#[test]
+fn an_older_meta_listed_in_place_of_the_owners_is_stale() {
+    let mut c = checkers();
+    c.step(0);
+    for t in [0, 2000] {
+        c.observe(&snap(
+            t,
+            node(&[("alice", "r2")], &[("alice", "r2")]),
+            node(&[("alice", "r1")], &[]),
+        ));
+    }
+    let k = kinds(c);
+    assert!(k.contains(&FindingKind::StaleMeta), "{k:?}");
+}
+
+#[test]
+fn a_client_whose_list_differs_from_its_node_is_a_client_view_finding() {
+    let mut c = checkers();
+    c.step(0);
+    let mut s = snap(
+        0,
+        node(&[("alice", "r1")], &[("alice", "r1")]),
+        node(&[("alice", "r1")], &[]),
+    );
+    s.clients.insert(
+        "bob".into(),
+        ClientSnapshot {
+            node: "b".into(),
+            topic: "room:lobby".into(),
+            user: "bob".into(),
+            joined: true,
+            view: PresenceList::new(),
+        },
+    );
+    c.observe(&s);
+    let k = kinds(c);
+    assert_eq!(k, [FindingKind::ClientView]);
+}
+
+fn state(entries: &[(&str, &str)]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, r) in entries {
+        m.insert(k.to_string(), json!({"metas": [{"phx_ref": r}]}));
+    }
+    serde_json::Value::Object(m)
+}
+
+#[test]
+fn leaves_of_refs_not_held_and_joins_of_refs_held_are_the_reference_anomalies() {
+    let mut c = checkers();
+    c.client_message(1, "bob", &ClientMessage::Joined("1".into()));
+    // a diff before the state is buffered, like phoenix.js: no anomaly for the joiner's own join
+    c.client_message(
+        2,
+        "bob",
+        &ClientMessage::Diff(json!({"joins": state(&[("bob", "b1")]), "leaves": {}})),
+    );
+    c.client_message(
+        3,
+        "bob",
+        &ClientMessage::State(state(&[("alice", "a1"), ("bob", "b1")])),
+    );
+    c.client_message(
+        4,
+        "bob",
+        &ClientMessage::Diff(json!({"joins": {}, "leaves": state(&[("alice", "a1")])})),
+    );
+    c.client_message(
+        5,
+        "bob",
+        &ClientMessage::Diff(json!({"joins": {}, "leaves": state(&[("alice", "a1")])})),
+    );
+    c.client_message(
+        6,
+        "bob",
+        &ClientMessage::Diff(json!({"joins": state(&[("bob", "b1")]), "leaves": {}})),
+    );
+    let (findings, _) = c.finish();
+    let got: Vec<_> = findings.iter().map(|f| (f.at_ms, f.kind)).collect();
+    assert_eq!(
+        got,
+        [
+            (5, FindingKind::DuplicateLeave),
+            (6, FindingKind::DuplicateJoin)
+        ]
+    );
+}
+
+#[test]
+fn a_client_that_shows_what_its_messages_do_not_say_is_a_diff_stream_finding() {
+    let mut c = checkers();
+    c.step(0);
+    c.client_message(1, "bob", &ClientMessage::Joined("1".into()));
+    c.client_message(
+        2,
+        "bob",
+        &ClientMessage::Diff(json!({"joins": state(&[("alice", "a1")]), "leaves": {}})),
+    );
+    c.client_message(3, "bob", &ClientMessage::State(state(&[("bob", "b1")])));
+    let mut s = snap(
+        2000,
+        node(&[("alice", "a1"), ("bob", "b1")], &[("alice", "a1")]),
+        node(&[("alice", "a1"), ("bob", "b1")], &[("bob", "b1")]),
+    );
+    // the client forgot the buffered diff: it shows only bob
+    s.clients.insert(
+        "bob".into(),
+        ClientSnapshot {
+            node: "b".into(),
+            topic: "room:lobby".into(),
+            user: "bob".into(),
+            joined: true,
+            view: list(&[("bob", "b1")]),
+        },
+    );
+    c.observe(&s);
+    let k = kinds(c);
+    assert!(k.contains(&FindingKind::DiffStream), "{k:?}");
+    assert!(k.contains(&FindingKind::ClientView), "{k:?}");
+}
+
+#[test]
+fn a_malformed_presence_payload_is_a_diff_stream_finding() {
+    let mut c = checkers();
+    c.client_message(1, "bob", &ClientMessage::Joined("1".into()));
+    c.client_message(
+        2,
+        "bob",
+        &ClientMessage::State(json!({"alice": {"no_metas": []}})),
+    );
+    let (findings, _) = c.finish();
+    assert_eq!(findings[0].kind, FindingKind::DiffStream);
+}
