@@ -22,7 +22,11 @@ pub struct Profile {
     /// Anomaly 3. Phoenix answers a transfer request passing the requester's bare node name
     /// where a replica ref is expected, so "do not send the requester its own entries" never
     /// applies and its own values travel back (the merge drops them). When true the requester's
-    /// own values are left out of the answer.
+    /// own values are left out of full-state answers only. A delta generation must keep them:
+    /// its clouds still list their dots, and a dot in a delta's clouds without its value is a
+    /// tombstone, so the requester would store "removed" for its own live presences in its
+    /// generations and later hand that to third nodes, which then drop those presences. (Found
+    /// by the replayed reference run; Phoenix is protected from it only by this very quirk.)
     pub transfer_excludes_requester: bool,
     /// `graceful_permdown` from a replica that is already marked down: Phoenix downs it again,
     /// which reports every one of its values as a leave a second time. When false, a replica

@@ -413,14 +413,15 @@ impl Shard {
                     .push(&self.state, &delta, &self.cfg.max_delta_sizes);
             }
             ShardMessage::TransferReq { id, from, clocks } => {
-                let remote = if self.cfg.profile.transfer_excludes_requester {
-                    from.clone()
-                } else {
-                    bare_name_ref(&from.name, &clocks)
-                };
+                let remote = bare_name_ref(&from.name, &clocks);
                 let payload = match self.generations.extract(&self.state, &remote, &clocks) {
                     Catchup::Delta(_, d) => TransferPayload::Delta(d),
-                    Catchup::Full(e) => TransferPayload::Full(e),
+                    Catchup::Full(mut e) => {
+                        if self.cfg.profile.transfer_excludes_requester {
+                            e.values.retain(|t, _| t.replica != from);
+                        }
+                        TransferPayload::Full(e)
+                    }
                 };
                 let me = self.replica().clone();
                 self.send(

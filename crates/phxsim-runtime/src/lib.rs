@@ -1,0 +1,2 @@
+//! tokio drivers for phxsim.
+pub mod node;
