@@ -216,6 +216,33 @@ impl Presence {
     }
 }
 
+impl Presence {
+    /// The presence as a JSON object, consuming it (no copies: what a server does per push).
+    pub fn into_value(self) -> Value {
+        let Presence {
+            metas,
+            extra,
+            metas_at,
+        } = self;
+        let mut map = Map::with_capacity(extra.len() + 1);
+        let mut metas = Some(Value::Array(
+            metas.into_iter().map(|m| Value::Object(m.0)).collect(),
+        ));
+        for (index, (field, value)) in extra.into_iter().enumerate() {
+            if index == metas_at
+                && let Some(metas) = metas.take()
+            {
+                map.insert("metas".to_owned(), metas);
+            }
+            map.insert(field, value);
+        }
+        if let Some(metas) = metas {
+            map.insert("metas".to_owned(), metas);
+        }
+        Value::Object(map)
+    }
+}
+
 impl Serialize for Presence {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.extra.len() + 1))?;
@@ -252,6 +279,15 @@ fn read_presences(what: &str, value: Value) -> Result<Presences, PayloadError> {
     Ok(presences)
 }
 
+fn into_presences_value(presences: Presences) -> Value {
+    Value::Object(
+        presences
+            .into_iter()
+            .map(|(key, p)| (key, p.into_value()))
+            .collect(),
+    )
+}
+
 fn presences_value(presences: &Presences) -> Value {
     Value::Object(
         presences
@@ -279,6 +315,11 @@ impl PresenceState {
     /// The payload as JSON, ready for [`crate::Message::push`].
     pub fn to_payload(&self) -> Value {
         presences_value(&self.presences)
+    }
+
+    /// The payload as JSON, consuming the state (moves every string instead of copying it).
+    pub fn into_payload(self) -> Value {
+        into_presences_value(self.presences)
     }
 }
 
@@ -325,6 +366,14 @@ impl PresenceDiff {
         let mut map = Map::with_capacity(2);
         map.insert("joins".to_owned(), presences_value(&self.joins));
         map.insert("leaves".to_owned(), presences_value(&self.leaves));
+        Value::Object(map)
+    }
+
+    /// The payload as JSON, consuming the diff.
+    pub fn into_payload(self) -> Value {
+        let mut map = Map::with_capacity(2);
+        map.insert("joins".to_owned(), into_presences_value(self.joins));
+        map.insert("leaves".to_owned(), into_presences_value(self.leaves));
         Value::Object(map)
     }
 
@@ -376,6 +425,24 @@ mod tests {
             raw
         );
         assert_eq!(presence.extra().len(), 2);
+    }
+
+    #[test]
+    fn owned_and_borrowed_payloads_are_the_same_json_text() {
+        let raw = r#"{"b":{"x":1,"metas":[{"phx_ref":"1","a":[1]}],"y":2},"a":{"metas":[]}}"#;
+        let value: Value = serde_json::from_str(raw).unwrap_or_default();
+        let state = PresenceState::from_payload(value);
+        let Ok(state) = state else {
+            panic!("{state:?}")
+        };
+        let text = |v: &Value| serde_json::to_string(v).unwrap_or_default();
+        assert_eq!(text(&state.to_payload()), raw);
+        assert_eq!(text(&state.into_payload()), raw);
+        let diff = PresenceDiff::from_payload(
+            serde_json::json!({"joins": {"k": {"metas": []}}, "leaves": {}}),
+        );
+        let Ok(diff) = diff else { panic!("{diff:?}") };
+        assert_eq!(text(&diff.to_payload()), text(&diff.clone().into_payload()));
     }
 
     #[test]

@@ -57,18 +57,11 @@ impl<'a> JsRef<'a> {
     }
 }
 
-/// The refs of some metas, for `refs.indexOf(meta.phx_ref) >= 0`.
-struct RefSet<'a>(Vec<JsRef<'a>>);
-
-impl<'a> RefSet<'a> {
-    fn of(metas: &'a [Meta]) -> RefSet<'a> {
-        RefSet(metas.iter().map(JsRef::of).collect())
-    }
-
-    fn contains(&self, meta: &Meta) -> bool {
-        let wanted = JsRef::of(meta);
-        self.0.iter().any(|r| r.strict_eq(wanted))
-    }
+/// `refs.indexOf(meta.phx_ref) >= 0` where `refs` are the refs of `metas`. A linear scan, as in
+/// phoenix.js: a key rarely has more than a handful of metas, and no allocation beats a set here.
+fn ref_in(metas: &[Meta], meta: &Meta) -> bool {
+    let wanted = JsRef::of(meta);
+    metas.iter().any(|m| JsRef::of(m).strict_eq(wanted))
 }
 
 /// The `onJoin` / `onLeave` / `onSync` callbacks. Each argument is the object as it is at the
@@ -165,18 +158,16 @@ pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &m
             joins.insert(key, new_presence);
             continue;
         };
-        let new_refs = RefSet::of(&new_presence.metas);
-        let current_refs = RefSet::of(&current.metas);
         let left_metas: Vec<Meta> = current
             .metas
             .iter()
-            .filter(|m| !new_refs.contains(m))
+            .filter(|m| !ref_in(&new_presence.metas, m))
             .cloned()
             .collect();
         let joined_metas: Vec<Meta> = new_presence
             .metas
             .iter()
-            .filter(|m| !current_refs.contains(m))
+            .filter(|m| !ref_in(&current.metas, m))
             .cloned()
             .collect();
         if !left_metas.is_empty() {
@@ -213,11 +204,10 @@ fn apply(
         match state.get_mut(&key) {
             Some(slot) => {
                 let current = std::mem::replace(slot, stored);
-                let joined_refs = RefSet::of(&slot.metas);
                 let mut metas: Vec<Meta> = current
                     .metas
                     .iter()
-                    .filter(|m| !joined_refs.contains(m))
+                    .filter(|m| !ref_in(&slot.metas, m))
                     .cloned()
                     .collect();
                 metas.append(&mut slot.metas);
@@ -234,8 +224,7 @@ fn apply(
         let Some(current) = state.get_mut(&key) else {
             continue;
         };
-        let refs_to_remove = RefSet::of(&left.metas);
-        current.metas.retain(|m| !refs_to_remove.contains(m));
+        current.metas.retain(|m| !ref_in(&left.metas, m));
         callbacks.on_leave(&key, current, &left);
         if current.metas.is_empty() {
             state.remove(&key);
