@@ -1,2 +1,12 @@
-//! tokio drivers for phxsim.
+//! tokio drivers for phxsim. Everything here is a thin shell over the pure state machines of
+//! `phxsim-shard`: it moves bytes and reads `tokio::time`, and decides nothing.
+//!
+//! - [`node`]: a cluster node (shard pool + Presence layer) over node-to-node links.
+//!
+//! Further drivers (the Channels server and client) live in their own modules beside `node`.
+
 pub mod node;
+
+pub use node::{
+    LinkError, LinkHandle, Node, NodeConfig, NodeError, NodeEvent, PresenceUpdate, Subscription,
+};

@@ -1,1 +1,372 @@
-//! The cluster node driver.
+//! A cluster node: the shard pool and Presence layer of `phxsim-shard`, run by one tokio task,
+//! connected to other nodes by links over any `AsyncRead + AsyncWrite` stream.
+//!
+//! - Many nodes live in one process: a node is a task and a handle, with no global state.
+//! - Time comes only from `tokio::time`, so the same node runs on a real clock, on a paused
+//!   tokio clock and under turmoil's simulated time.
+//! - Links are just streams: tokio TCP ([`Node::listen`], [`Node::connect_tcp`]), turmoil TCP,
+//!   or an in-memory duplex all go through [`Node::connect`]. A fault injector partitions by
+//!   closing ([`LinkHandle::close`]) or stalling the stream, crashes with [`Node::crash`], and
+//!   restarts by starting a node with the same name and a new `vsn`.
+//!
+//! A Channels server uses a node like this: on a socket's join it calls
+//! [`Node::subscribe`] for the topic (presence_state and then every presence_diff, with nothing
+//! lost in between), [`Node::track`] with the socket's owner id, and [`Node::untrack_owner`]
+//! when the socket goes away.
+
+mod driver;
+mod link;
+mod tcp;
+
+pub use link::LinkError;
+
+use driver::{Command, Driver};
+use link::LinkParams;
+use phxsim_shard::codec::DEFAULT_MAX_FRAME_LEN;
+use phxsim_shard::{
+    ConfigError, Hello, PeerView, PresenceDiff, PresenceError, PresenceState, RefSource,
+    SeededRefs, Tracker, TrackerConfig, TrackerEvent,
+};
+use rand::RngCore;
+use serde_json::{Map, Value as Json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+/// How to start a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node name: the replica name peers know it by.
+    pub name: String,
+    /// This incarnation's version stamp. A restarted node must use a new one (Phoenix uses
+    /// the start time in µs); peers then retire the old incarnation.
+    pub vsn: u64,
+    pub tracker: TrackerConfig,
+    /// Seeds the first-tick jitter and the `phx_ref`s. `None` draws from the OS: production
+    /// only, never in a simulation.
+    pub seed: Option<u64>,
+    /// The largest frame accepted from a peer.
+    pub max_frame_len: usize,
+    /// A peer that sends no greeting within this time is dropped.
+    pub handshake_timeout: Duration,
+    /// Frames queued per link before further ones are dropped (best-effort, as in Phoenix).
+    pub link_queue: usize,
+    /// Bound of the command queue between handles/links and the node task.
+    pub command_queue: usize,
+}
+
+impl NodeConfig {
+    pub fn new(name: impl Into<String>, vsn: u64) -> Self {
+        Self {
+            name: name.into(),
+            vsn,
+            tracker: TrackerConfig::default(),
+            seed: None,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            handshake_timeout: Duration::from_secs(5),
+            link_queue: 1024,
+            command_queue: 1024,
+        }
+    }
+}
+
+/// Why a call on a node failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The Presence API refused (already tracked, no presence, stopped).
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
+    /// The node's task is gone (crashed, stopped or all its handles dropped).
+    #[error("node is not running")]
+    NotRunning,
+}
+
+/// What a node reports to observers (checkers, logs), in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// presence diffs and replica up/down/permdown, as the tracker emitted them.
+    Tracker(TrackerEvent),
+    LinkUp {
+        peer: String,
+        vsn: u64,
+    },
+    LinkDown {
+        peer: String,
+        reason: LinkError,
+    },
+}
+
+/// One `presence_diff` for a subscribed topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceUpdate {
+    pub topic: String,
+    pub diff: PresenceDiff,
+}
+
+/// A topic subscription: the state when it started, then every diff after it.
+#[derive(Debug)]
+pub struct Subscription {
+    /// `presence_state` at the instant of subscribing.
+    pub state: PresenceState,
+    /// Every `presence_diff` of the topic on this node after that instant. Dropping the
+    /// receiver unsubscribes.
+    pub diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
+}
+
+/// A link added with [`Node::connect`].
+#[derive(Debug)]
+pub struct LinkHandle {
+    task: tokio::task::JoinHandle<LinkError>,
+}
+
+impl LinkHandle {
+    /// Drops the link at once (both directions), as a partition or a broken connection does.
+    pub fn close(&self) {
+        self.task.abort();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits for the link to end and says why.
+    pub async fn closed(self) -> LinkError {
+        self.task
+            .await
+            .unwrap_or(LinkError::Io("link task aborted".into()))
+    }
+}
+
+struct Shared {
+    name: String,
+    vsn: u64,
+    params: LinkParams,
+    next_link: AtomicU64,
+    driver: AbortHandle,
+}
+
+/// A handle to a running node. Cheap to clone; the node runs until [`Node::crash`],
+/// [`Node::graceful_permdown`], or until every handle and link is dropped.
+#[derive(Clone)]
+pub struct Node {
+    cmds: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.shared.name)
+            .field("vsn", &self.shared.vsn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node on the current tokio runtime (or turmoil host).
+    pub fn start(cfg: NodeConfig) -> Result<Node, ConfigError> {
+        let seed = match cfg.seed {
+            Some(s) => s,
+            // Production only: documented on `NodeConfig::seed`.
+            None => rand::rngs::OsRng.next_u64(),
+        };
+        let tracker = Tracker::new(cfg.tracker.clone(), cfg.name.clone(), cfg.vsn, 0, seed)?;
+        Ok(Self::start_with(cfg, tracker))
+    }
+
+    /// Starts a node with a ready tracker (for example one with a custom [`RefSource`]).
+    /// The tracker's time 0 is now.
+    pub fn start_with(cfg: NodeConfig, tracker: Tracker) -> Node {
+        let (tx, rx) = mpsc::channel(cfg.command_queue.max(1));
+        let driver = Driver::new(tracker, tokio::time::Instant::now(), rx);
+        let task = tokio::spawn(driver.run());
+        let params = LinkParams {
+            hello: Hello {
+                node: cfg.name.clone(),
+                vsn: cfg.vsn,
+                pool_size: cfg.tracker.pool_size,
+            },
+            max_frame_len: cfg.max_frame_len,
+            handshake_timeout: cfg.handshake_timeout,
+            queue: cfg.link_queue.max(1),
+        };
+        Node {
+            cmds: tx,
+            shared: Arc::new(Shared {
+                name: cfg.name,
+                vsn: cfg.vsn,
+                params,
+                next_link: AtomicU64::new(1),
+                driver: task.abort_handle(),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn vsn(&self) -> u64 {
+        self.shared.vsn
+    }
+
+    /// Whether the node's task still runs.
+    pub fn is_running(&self) -> bool {
+        !self.cmds.is_closed()
+    }
+
+    /// Adds a link to another node over `stream` (either end may call this; both sides
+    /// greet). Runs until the stream fails, the peer misbehaves or the node stops.
+    pub fn connect<S>(&self, stream: S) -> LinkHandle
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let id = self.shared.next_link.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(link::run(
+            stream,
+            id,
+            self.shared.params.clone(),
+            self.cmds.clone(),
+        ));
+        LinkHandle { task }
+    }
+
+    /// Stops the node abruptly: no message to peers, links dropped, as a crash or a halted
+    /// machine. Peers notice after `down_period`.
+    pub fn crash(&self) {
+        self.shared.driver.abort();
+    }
+
+    async fn call<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(cmd(tx))
+            .await
+            .map_err(|_| NodeError::NotRunning)?;
+        rx.await.map_err(|_| NodeError::NotRunning)
+    }
+
+    /// `track`: returns the new presence's `phx_ref`.
+    pub async fn track(
+        &self,
+        owner: &str,
+        topic: &str,
+        key: &str,
+        meta: Map<String, Json>,
+    ) -> Result<String, NodeError> {
+        let (owner, topic, key) = (owner.to_owned(), topic.to_owned(), key.to_owned());
+        Ok(self
+            .call(|reply| Command::Track {
+                owner,
+                topic,
+                key,
+                meta,
+                reply,
+            })
+            .await??)
+    }
+
+    /// `untrack/4`: succeeds whether or not the presence existed.
+    pub async fn untrack(&self, owner: &str, topic: &str, key: &str) -> Result<(), NodeError> {
+        let (owner, topic, key) = (owner.to_owned(), topic.to_owned(), key.to_owned());
+        Ok(self
+            .call(|reply| Command::Untrack {
+                owner,
+                topic,
+                key,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Every presence of `owner` leaves (`untrack/2`, or the owner's socket closing).
+    pub async fn untrack_owner(&self, owner: &str) -> Result<(), NodeError> {
+        let owner = owner.to_owned();
+        Ok(self
+            .call(|reply| Command::UntrackOwner { owner, reply })
+            .await??)
+    }
+
+    /// `update` with a map: returns the new `phx_ref`.
+    pub async fn update(
+        &self,
+        owner: &str,
+        topic: &str,
+        key: &str,
+        meta: Map<String, Json>,
+    ) -> Result<String, NodeError> {
+        self.update_with(owner, topic, key, move |_| meta).await
+    }
+
+    /// `update` with a function of the old meta.
+    pub async fn update_with(
+        &self,
+        owner: &str,
+        topic: &str,
+        key: &str,
+        f: impl FnOnce(&Map<String, Json>) -> Map<String, Json> + Send + 'static,
+    ) -> Result<String, NodeError> {
+        let (owner, topic, key) = (owner.to_owned(), topic.to_owned(), key.to_owned());
+        Ok(self
+            .call(|reply| Command::Update {
+                owner,
+                topic,
+                key,
+                f: Box::new(f),
+                reply,
+            })
+            .await??)
+    }
+
+    /// `list`: the topic's presences, hiding replicas currently down.
+    pub async fn list(&self, topic: &str) -> Result<PresenceState, NodeError> {
+        let topic = topic.to_owned();
+        self.call(|reply| Command::List { topic, reply }).await
+    }
+
+    /// `get_by_key`: one key's metas (empty when absent).
+    pub async fn get_by_key(&self, topic: &str, key: &str) -> Result<Vec<Json>, NodeError> {
+        let (topic, key) = (topic.to_owned(), key.to_owned());
+        self.call(|reply| Command::GetByKey { topic, key, reply })
+            .await
+    }
+
+    /// Subscribes to a topic's presence diffs on this node, starting from its current state.
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription, NodeError> {
+        let topic = topic.to_owned();
+        let (tx, diffs) = mpsc::unbounded_channel();
+        let state = self
+            .call(|reply| Command::Subscribe { topic, tx, reply })
+            .await?;
+        Ok(Subscription { state, diffs })
+    }
+
+    /// Every event of this node from now on (tracker events and link changes), unbounded so
+    /// that an observer never misses one.
+    pub async fn observe(&self) -> Result<mpsc::UnboundedReceiver<NodeEvent>, NodeError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.cmds
+            .send(Command::Observe { tx })
+            .await
+            .map_err(|_| NodeError::NotRunning)?;
+        Ok(rx)
+    }
+
+    /// The replicas table of shard 0.
+    pub async fn peers(&self) -> Result<Vec<PeerView>, NodeError> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// Tells every peer to drop this node's presences now, then stops the node.
+    pub async fn graceful_permdown(&self) -> Result<(), NodeError> {
+        self.call(|reply| Command::GracefulPermdown { reply }).await
+    }
+}
+
+/// A [`RefSource`] handle for callers building their own tracker for [`Node::start_with`].
+pub fn seeded_refs(seed: u64) -> Box<dyn RefSource> {
+    Box::new(SeededRefs::new(seed))
+}

@@ -1,0 +1,292 @@
+//! The node's task: owns the [`Tracker`], feeds it commands, peer messages and ticks, and
+//! routes what comes out to links, subscribers and observers. Time comes only from
+//! `tokio::time`, so under turmoil (or a paused tokio clock) the node runs on simulated time.
+
+use super::link::LinkError;
+use super::{NodeEvent, PresenceUpdate};
+use phxsim_shard::codec::encode_frame;
+use phxsim_shard::{
+    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, PresenceState,
+    Tracker, TrackerEvent,
+};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+pub(crate) type Reply<T> = oneshot::Sender<T>;
+pub(crate) type UpdateFn = Box<dyn FnOnce(&Map<String, Json>) -> Map<String, Json> + Send>;
+
+/// Everything the driver reacts to, from the API handles and from the links.
+pub(crate) enum Command {
+    Track {
+        owner: String,
+        topic: String,
+        key: String,
+        meta: Map<String, Json>,
+        reply: Reply<Result<String, PresenceError>>,
+    },
+    Untrack {
+        owner: String,
+        topic: String,
+        key: String,
+        reply: Reply<Result<(), PresenceError>>,
+    },
+    UntrackOwner {
+        owner: String,
+        reply: Reply<Result<(), PresenceError>>,
+    },
+    Update {
+        owner: String,
+        topic: String,
+        key: String,
+        f: UpdateFn,
+        reply: Reply<Result<String, PresenceError>>,
+    },
+    List {
+        topic: String,
+        reply: Reply<PresenceState>,
+    },
+    GetByKey {
+        topic: String,
+        key: String,
+        reply: Reply<Vec<Json>>,
+    },
+    Subscribe {
+        topic: String,
+        tx: mpsc::UnboundedSender<PresenceUpdate>,
+        reply: Reply<PresenceState>,
+    },
+    Observe {
+        tx: mpsc::UnboundedSender<NodeEvent>,
+    },
+    Peers {
+        reply: Reply<Vec<PeerView>>,
+    },
+    GracefulPermdown {
+        reply: Reply<()>,
+    },
+    LinkUp {
+        id: u64,
+        peer: Hello,
+        tx: mpsc::Sender<Arc<Vec<u8>>>,
+    },
+    LinkDown {
+        id: u64,
+        reason: LinkError,
+    },
+    Inbound {
+        id: u64,
+        peer: String,
+        msg: NodeMessage,
+    },
+}
+
+struct Link {
+    id: u64,
+    tx: mpsc::Sender<Arc<Vec<u8>>>,
+}
+
+pub(crate) struct Driver {
+    pub tracker: Tracker,
+    pub start: Instant,
+    pub cmds: mpsc::Receiver<Command>,
+    links: BTreeMap<String, Link>,
+    subscribers: BTreeMap<String, Vec<mpsc::UnboundedSender<PresenceUpdate>>>,
+    observers: Vec<mpsc::UnboundedSender<NodeEvent>>,
+    stopping: bool,
+}
+
+impl Driver {
+    pub fn new(tracker: Tracker, start: Instant, cmds: mpsc::Receiver<Command>) -> Self {
+        Self {
+            tracker,
+            start,
+            cmds,
+            links: BTreeMap::new(),
+            subscribers: BTreeMap::new(),
+            observers: Vec::new(),
+            stopping: false,
+        }
+    }
+
+    /// Milliseconds since the node started, on tokio's clock.
+    fn now(&self) -> u64 {
+        u64::try_from(Instant::now().duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            let deadline = self
+                .tracker
+                .poll_timeout()
+                .map(|ms| self.start + std::time::Duration::from_millis(ms));
+            tokio::select! {
+                biased;
+                cmd = self.cmds.recv() => match cmd {
+                    // Every handle and every link is gone: nobody can observe this node.
+                    None => return,
+                    Some(cmd) => self.command(cmd),
+                },
+                () = sleep_until(deadline) => {
+                    let now = self.now();
+                    self.tracker.handle_timeout(now);
+                }
+            }
+            self.flush();
+            if self.stopping {
+                // Dropping the link senders lets each writer finish what is queued (the
+                // graceful_permdown broadcast) and close its stream.
+                return;
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Track {
+                owner,
+                topic,
+                key,
+                meta,
+                reply,
+            } => {
+                let _ = reply.send(self.tracker.track(&owner, &topic, &key, &meta));
+            }
+            Command::Untrack {
+                owner,
+                topic,
+                key,
+                reply,
+            } => {
+                let _ = reply.send(self.tracker.untrack(&owner, &topic, &key));
+            }
+            Command::UntrackOwner { owner, reply } => {
+                let _ = reply.send(self.tracker.untrack_owner(&owner));
+            }
+            Command::Update {
+                owner,
+                topic,
+                key,
+                f,
+                reply,
+            } => {
+                let _ = reply.send(self.tracker.update_with(&owner, &topic, &key, f));
+            }
+            Command::List { topic, reply } => {
+                let _ = reply.send(self.tracker.list(&topic));
+            }
+            Command::GetByKey { topic, key, reply } => {
+                let _ = reply.send(self.tracker.get_by_key(&topic, &key));
+            }
+            Command::Subscribe { topic, tx, reply } => {
+                // State and subscription in one step of the driver: no diff can fall between
+                // the state the subscriber starts from and the first diff it receives.
+                let state = self.tracker.list(&topic);
+                self.subscribers.entry(topic).or_default().push(tx);
+                let _ = reply.send(state);
+            }
+            Command::Observe { tx } => self.observers.push(tx),
+            Command::Peers { reply } => {
+                let _ = reply.send(self.tracker.peers());
+            }
+            Command::GracefulPermdown { reply } => {
+                self.tracker.graceful_permdown();
+                self.stopping = true;
+                let _ = reply.send(());
+            }
+            Command::LinkUp { id, peer, tx } => {
+                if let Some(old) = self.links.insert(peer.node.clone(), Link { id, tx }) {
+                    // Dropping the old sender ends the old link.
+                    drop(old);
+                    self.observe(NodeEvent::LinkDown {
+                        peer: peer.node.clone(),
+                        reason: LinkError::Replaced,
+                    });
+                }
+                self.observe(NodeEvent::LinkUp {
+                    peer: peer.node,
+                    vsn: peer.vsn,
+                });
+            }
+            Command::LinkDown { id, reason } => {
+                let name = self
+                    .links
+                    .iter()
+                    .find(|(_, l)| l.id == id)
+                    .map(|(n, _)| n.clone());
+                if let Some(name) = name {
+                    self.links.remove(&name);
+                    self.observe(NodeEvent::LinkDown { peer: name, reason });
+                }
+            }
+            Command::Inbound { id, peer, msg } => {
+                // A message from a link that was replaced meanwhile is stale: drop it.
+                if self.links.get(&peer).is_none_or(|l| l.id != id) {
+                    return;
+                }
+                let now = self.now();
+                if let Err(e) = self.tracker.handle_message(now, &peer, msg) {
+                    // Never trust that peer's stream again; everything else goes on.
+                    self.links.remove(&peer);
+                    self.observe(NodeEvent::LinkDown {
+                        peer,
+                        reason: LinkError::Refused(e.to_string()),
+                    });
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, e: NodeEvent) {
+        self.observers.retain(|tx| tx.send(e.clone()).is_ok());
+    }
+
+    /// Routes the tracker's output: frames to links, diffs to subscribers, events to observers.
+    fn flush(&mut self) {
+        while let Some(t) = self.tracker.poll_transmit() {
+            let bytes = Arc::new(encode_frame(&Frame::Shard(t.msg)));
+            match t.to {
+                Destination::Broadcast => {
+                    for l in self.links.values() {
+                        send_best_effort(l, &bytes);
+                    }
+                }
+                Destination::Node(n) => {
+                    if let Some(l) = self.links.get(&n) {
+                        send_best_effort(l, &bytes);
+                    }
+                }
+            }
+        }
+        while let Some(e) = self.tracker.poll_event() {
+            if let TrackerEvent::PresenceDiff { topic, diff } = &e
+                && let Some(subs) = self.subscribers.get_mut(topic)
+            {
+                let update = PresenceUpdate {
+                    topic: topic.clone(),
+                    diff: diff.clone(),
+                };
+                subs.retain(|tx| tx.send(update.clone()).is_ok());
+                if subs.is_empty() {
+                    self.subscribers.remove(topic);
+                }
+            }
+            self.observe(NodeEvent::Tracker(e));
+        }
+    }
+}
+
+/// Phoenix's node messages are best-effort (no ack, no retransmission); a link whose queue is
+/// full loses the message, and clock sampling plus transfer repair the gap later.
+fn send_best_effort(l: &Link, bytes: &Arc<Vec<u8>>) {
+    let _ = l.tx.try_send(Arc::clone(bytes));
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
