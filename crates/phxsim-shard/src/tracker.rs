@@ -142,6 +142,20 @@ impl Tracker {
         })
     }
 
+    /// A copy of this tracker drawing `phx_ref`s from `refs` (a ref source is not cloneable):
+    /// for benchmarks, and for a simulator exploring two futures from one state.
+    pub fn fork(&self, refs: Box<dyn RefSource>) -> Tracker {
+        Tracker {
+            node: self.node.clone(),
+            vsn: self.vsn,
+            cfg: self.cfg.clone(),
+            shards: self.shards.clone(),
+            refs,
+            transmits: self.transmits.clone(),
+            events: self.events.clone(),
+        }
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }
