@@ -51,8 +51,13 @@ fn loaded(changes: usize) -> Tracker {
         a.handle_message(0, peer.node(), hb).expect("heartbeat");
     }
     for i in 0..changes {
-        a.track(&format!("socket{i}"), &format!("room:{}", i % 50), &format!("user{i}"), &meta(i))
-            .expect("track");
+        a.track(
+            &format!("socket{i}"),
+            &format!("room:{}", i % 50),
+            &format!("user{i}"),
+            &meta(i),
+        )
+        .expect("track");
     }
     drain(&mut a);
     a
@@ -100,7 +105,9 @@ fn tick_with_delta(c: &mut Criterion) {
         b.iter_batched(
             || receiver.fork(Box::new(SeededRefs::new(0))),
             |mut r| {
-                let Some((Frame::Shard(m), _)) = decode_frame(&bytes, DEFAULT_MAX_FRAME_LEN).ok().flatten() else {
+                let Some((Frame::Shard(m), _)) =
+                    decode_frame(&bytes, DEFAULT_MAX_FRAME_LEN).ok().flatten()
+                else {
                     unreachable!("valid frame")
                 };
                 r.handle_message(1, "a", m).expect("merge");
@@ -161,7 +168,9 @@ fn transfer_100k(c: &mut Criterion) {
         b.iter_batched(
             || req.fork(Box::new(SeededRefs::new(0))),
             |mut r| {
-                let Some((Frame::Shard(m), _)) = decode_frame(&bytes, DEFAULT_MAX_FRAME_LEN).ok().flatten() else {
+                let Some((Frame::Shard(m), _)) =
+                    decode_frame(&bytes, DEFAULT_MAX_FRAME_LEN).ok().flatten()
+                else {
                     unreachable!("valid frame")
                 };
                 r.handle_message(2, "a", m).expect("merge");

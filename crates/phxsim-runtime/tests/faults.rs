@@ -87,11 +87,20 @@ async fn partition_by_closing_the_link_gives_down_after_down_period_then_permdow
     assert!(matches!(e, TrackerEvent::ReplicaDown { ref replica, .. } if replica.name == "b"));
     // Down 2 000 ms after the last heartbeat heard, detected on a tick; b's last heartbeat was
     // at most one idle cadence (1 100 ms) before the cut.
-    assert!((900..=2_200).contains(&down_after), "down after {down_after} ms");
-    assert!(a.list("lobby").await.unwrap().is_empty(), "b's presence is hidden");
+    assert!(
+        (900..=2_200).contains(&down_after),
+        "down after {down_after} ms"
+    );
+    assert!(
+        a.list("lobby").await.unwrap().is_empty(),
+        "b's presence is hidden"
+    );
     next_replica_event(&mut ea, is_permdown).await;
     let permdown_after = cut.elapsed().as_millis() as u64;
-    assert!((3_900..=5_200).contains(&permdown_after), "permdown after {permdown_after} ms");
+    assert!(
+        (3_900..=5_200).contains(&permdown_after),
+        "permdown after {permdown_after} ms"
+    );
     assert!(a.peers().await.unwrap().is_empty());
 }
 
@@ -234,7 +243,10 @@ async fn a_subscriber_gets_the_state_then_every_diff_local_and_remote() {
     let mut sub = a.subscribe("room:1").await.unwrap();
     assert_eq!(sub.state.refs(), vec![r1.as_str()]);
     let r2 = b.track("s2", "room:1", "bob", meta()).await.unwrap();
-    let remote = timeout(Duration::from_secs(1), sub.diffs.recv()).await.unwrap().unwrap();
+    let remote = timeout(Duration::from_secs(1), sub.diffs.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(remote.diff.join_refs(), vec![r2.as_str()]);
     let r3 = a
         .update_with("s1", "room:1", "alice", |old| {
@@ -244,7 +256,10 @@ async fn a_subscriber_gets_the_state_then_every_diff_local_and_remote() {
         })
         .await
         .unwrap();
-    let local = timeout(Duration::from_secs(1), sub.diffs.recv()).await.unwrap().unwrap();
+    let local = timeout(Duration::from_secs(1), sub.diffs.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(local.diff.join_refs(), vec![r3.as_str()]);
     assert_eq!(local.diff.leave_refs(), vec![r1.as_str()]);
     let joined = &local.diff.joins["alice"][0];
@@ -253,7 +268,10 @@ async fn a_subscriber_gets_the_state_then_every_diff_local_and_remote() {
     // Another topic's changes do not reach this subscriber.
     a.track("s1", "room:2", "alice", meta()).await.unwrap();
     a.untrack_owner("s1").await.unwrap();
-    let gone = timeout(Duration::from_secs(1), sub.diffs.recv()).await.unwrap().unwrap();
+    let gone = timeout(Duration::from_secs(1), sub.diffs.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(gone.topic, "room:1");
     assert_eq!(gone.diff.leave_refs(), vec![r3.as_str()]);
     assert!(sub.diffs.try_recv().is_err());

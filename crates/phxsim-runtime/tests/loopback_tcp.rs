@@ -65,7 +65,12 @@ async fn a_track_on_node_1_is_visible_on_node_3_within_two_broadcast_periods() {
     assert!(sub.state.is_empty());
     let started = Instant::now();
     let phx_ref = n1
-        .track("socket-1", "lobby", "alice", json!({"status": "online"}).as_object().unwrap().clone())
+        .track(
+            "socket-1",
+            "lobby",
+            "alice",
+            json!({"status": "online"}).as_object().unwrap().clone(),
+        )
         .await
         .unwrap();
     let update = timeout(Duration::from_millis(2 * PERIOD), sub.diffs.recv())

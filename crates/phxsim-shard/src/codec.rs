@@ -633,7 +633,10 @@ mod tests {
             CodecError::ZeroDot(r("a", 1))
         );
         assert_eq!(
-            err_of(&delta(r#"[[0,1,"t","p","k",{}],[0,1,"t","p","k2",{}]]"#, "[]")),
+            err_of(&delta(
+                r#"[[0,1,"t","p","k",{}],[0,1,"t","p","k2",{}]]"#,
+                "[]"
+            )),
             CodecError::DuplicateTag(Tag::new(r("a", 1), 1))
         );
         assert_eq!(

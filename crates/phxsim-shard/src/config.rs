@@ -146,8 +146,7 @@ impl TrackerConfig {
 
     /// The effective bound of the first tick's random delay.
     pub fn first_tick_jitter(&self) -> u64 {
-        self.first_tick_jitter
-            .unwrap_or(self.broadcast_period / 4)
+        self.first_tick_jitter.unwrap_or(self.broadcast_period / 4)
     }
 
     /// Checks the options the way `Phoenix.Tracker.Shard.init/1` does, plus the degenerate

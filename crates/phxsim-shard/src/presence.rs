@@ -48,8 +48,7 @@ impl RefSource for SeededRefs {
 
 /// URL-safe base64 without padding (12 bytes → 16 characters, as in Phoenix).
 fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -123,12 +122,20 @@ impl PresenceDiff {
 
     /// `phx_ref`s that joined, in key order.
     pub fn join_refs(&self) -> Vec<&str> {
-        self.joins.values().flatten().filter_map(phx_ref_of).collect()
+        self.joins
+            .values()
+            .flatten()
+            .filter_map(phx_ref_of)
+            .collect()
     }
 
     /// `phx_ref`s that left, in key order.
     pub fn leave_refs(&self) -> Vec<&str> {
-        self.leaves.values().flatten().filter_map(phx_ref_of).collect()
+        self.leaves
+            .values()
+            .flatten()
+            .filter_map(phx_ref_of)
+            .collect()
     }
 }
 
@@ -222,7 +229,8 @@ mod tests {
         assert_eq!(d.to_json(), json!({"joins": {}, "leaves": {}}));
         d.joins
             .insert("alice".into(), vec![json!({"phx_ref": "2", "s": "away"})]);
-        d.leaves.insert("alice".into(), vec![json!({"phx_ref": "1"})]);
+        d.leaves
+            .insert("alice".into(), vec![json!({"phx_ref": "1"})]);
         assert_eq!(
             d.to_json(),
             json!({"joins": {"alice": {"metas": [{"phx_ref": "2", "s": "away"}]}},

@@ -375,7 +375,8 @@ impl Shard {
     /// it from the generations so it cannot come back as a zombie, and forgets its table entry
     /// unless a newer incarnation already replaced it.
     fn permdown(&mut self, r: &ReplicaRef) {
-        self.events.push_back(ShardEvent::ReplicaPermdown(r.clone()));
+        self.events
+            .push_back(ShardEvent::ReplicaPermdown(r.clone()));
         // Every caller downs `r` first, which is what `remove_down` checks.
         let _ = self.state.remove_down(r);
         self.state.forget_status(r);
@@ -498,13 +499,11 @@ impl Shard {
             Some(&c) if c > clock => Err(ShardError::FromTheFuture(future(c))),
             _ => Ok(()),
         };
-        let check_clouds = |clouds: &phxsim_tracker::Clouds| match clouds
-            .get(me)
-            .and_then(|d| d.last())
-        {
-            Some(&c) if c > clock => Err(ShardError::FromTheFuture(future(c))),
-            _ => Ok(()),
-        };
+        let check_clouds =
+            |clouds: &phxsim_tracker::Clouds| match clouds.get(me).and_then(|d| d.last()) {
+                Some(&c) if c > clock => Err(ShardError::FromTheFuture(future(c))),
+                _ => Ok(()),
+            };
         let check_values = |values: &std::collections::BTreeMap<Tag, phxsim_tracker::Presence>| {
             let lo = Tag::new(me.clone(), clock.saturating_add(1));
             let hi = Tag::new(me.clone(), u64::MAX);

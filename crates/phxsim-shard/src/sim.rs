@@ -302,7 +302,11 @@ impl SimNet {
 
     /// Runs until `cond` holds (checked before each step and after it) or `limit` passes.
     /// Returns the time it first held.
-    pub fn run_until_cond(&mut self, limit: u64, mut cond: impl FnMut(&SimNet) -> bool) -> Option<u64> {
+    pub fn run_until_cond(
+        &mut self,
+        limit: u64,
+        mut cond: impl FnMut(&SimNet) -> bool,
+    ) -> Option<u64> {
         if cond(self) {
             return Some(self.now);
         }

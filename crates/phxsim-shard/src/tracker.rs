@@ -30,10 +30,22 @@ pub struct NodeTransmit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TrackerEvent {
     /// A `presence_diff` for every local subscriber of `topic`.
-    PresenceDiff { topic: String, diff: PresenceDiff },
-    ReplicaUp { shard: u32, replica: ReplicaRef },
-    ReplicaDown { shard: u32, replica: ReplicaRef },
-    ReplicaPermdown { shard: u32, replica: ReplicaRef },
+    PresenceDiff {
+        topic: String,
+        diff: PresenceDiff,
+    },
+    ReplicaUp {
+        shard: u32,
+        replica: ReplicaRef,
+    },
+    ReplicaDown {
+        shard: u32,
+        replica: ReplicaRef,
+    },
+    ReplicaPermdown {
+        shard: u32,
+        replica: ReplicaRef,
+    },
 }
 
 /// Refusals of the Presence API, as Phoenix answers them.
@@ -229,7 +241,8 @@ impl Tracker {
         let i = self.shard_index(topic);
         let res = self.shards[i].untrack(&vk);
         self.drain(i);
-        res.map(|_| ()).map_err(|e| self.refusal(e, owner, topic, key))
+        res.map(|_| ())
+            .map_err(|e| self.refusal(e, owner, topic, key))
     }
 
     /// `untrack/2`, or the owner going away (a channel process exiting): every presence of the

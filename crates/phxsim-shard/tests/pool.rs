@@ -12,7 +12,13 @@ use serde_json::json;
 const SIZES: [u32; 4] = [1, 2, 8, 512];
 
 fn pool(size: u32) -> Tracker {
-    tracker(&upstream_test_config(size, Profile::faithful()), "me", 1, 0, 0)
+    tracker(
+        &upstream_test_config(size, Profile::faithful()),
+        "me",
+        1,
+        0,
+        0,
+    )
 }
 
 fn topics() -> impl Iterator<Item = String> {
@@ -67,7 +73,10 @@ fn untrack_results_in_all_ids_being_untracked() {
         for topic in topics() {
             t.untrack("pid", &topic, "me").unwrap();
         }
-        assert!(topics().all(|tp| t.list(&tp).is_empty()), "pool size {size}");
+        assert!(
+            topics().all(|tp| t.list(&tp).is_empty()),
+            "pool size {size}"
+        );
     }
 }
 
@@ -79,7 +88,10 @@ fn untrack_owner_results_in_all_ids_being_untracked() {
             t.track("pid", &topic, "me", &meta(json!({}))).unwrap();
         }
         t.untrack_owner("pid").unwrap();
-        assert!(topics().all(|tp| t.list(&tp).is_empty()), "pool size {size}");
+        assert!(
+            topics().all(|tp| t.list(&tp).is_empty()),
+            "pool size {size}"
+        );
     }
 }
 
@@ -88,7 +100,10 @@ fn update_replaces_the_metas() {
     for size in SIZES {
         let mut t = pool(size);
         let old: Vec<String> = topics()
-            .map(|tp| t.track("pid", &tp, "me", &meta(json!({"name": "me"}))).unwrap())
+            .map(|tp| {
+                t.track("pid", &tp, "me", &meta(json!({"name": "me"})))
+                    .unwrap()
+            })
             .collect();
         for (tp, old) in topics().zip(old) {
             let new = t
@@ -142,7 +157,13 @@ fn graceful_permdown_stops_every_shard_and_a_restarted_pool_is_empty() {
         }
         assert_eq!(sent, size as usize, "one graceful_permdown per shard");
         assert!(t.track("pid", "topic0", "x", &meta(json!({}))).is_err());
-        let restarted = tracker(&upstream_test_config(size, Profile::faithful()), "me", 2, 0, 0);
+        let restarted = tracker(
+            &upstream_test_config(size, Profile::faithful()),
+            "me",
+            2,
+            0,
+            0,
+        );
         assert!(topics().all(|tp| restarted.list(&tp).is_empty()));
     }
 }

@@ -24,7 +24,10 @@ fn every_row_of_the_reference_timing_table_within_one_broadcast_period() {
             failures.push(format!("{row} on {node}: {got} ms, reference {want} ms"));
         }
     }
-    assert!(failures.is_empty(), "off by more than one period: {failures:#?}");
+    assert!(
+        failures.is_empty(),
+        "off by more than one period: {failures:#?}"
+    );
 
     // Tripwire: the exact figures of this deterministic run. A change to the state machine
     // that moves any of them (a tick early or late, a transfer decided on the other parity)
@@ -41,7 +44,15 @@ const PINNED: [u64; 36] = [
 #[test]
 fn the_corrected_profile_keeps_the_reference_timings() {
     // The corrected profile changes what is reported, never when replication happens.
-    let faithful: Vec<u64> = replay_run2(Profile::faithful()).rows.iter().map(|r| r.2).collect();
-    let corrected: Vec<u64> = replay_run2(Profile::corrected()).rows.iter().map(|r| r.2).collect();
+    let faithful: Vec<u64> = replay_run2(Profile::faithful())
+        .rows
+        .iter()
+        .map(|r| r.2)
+        .collect();
+    let corrected: Vec<u64> = replay_run2(Profile::corrected())
+        .rows
+        .iter()
+        .map(|r| r.2)
+        .collect();
     assert_eq!(faithful, corrected);
 }

@@ -5,9 +5,7 @@ mod common;
 
 use common::replay::replay_run2;
 use common::*;
-use phxsim_shard::{
-    InboundError, NodeMessage, Profile, ShardError, ShardMessage, TransferPayload,
-};
+use phxsim_shard::{InboundError, NodeMessage, Profile, ShardError, ShardMessage, TransferPayload};
 use phxsim_tracker::{Context, Delta, Extract, Presence, ReplicaRef, Tag, ValueKey};
 use serde_json::json;
 use std::collections::BTreeMap;

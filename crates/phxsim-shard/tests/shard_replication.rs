@@ -39,8 +39,10 @@ fn cluster(names: &[&str]) -> SimNet {
 }
 
 fn track(net: &mut SimNet, node: &str, owner: &str, topic: &str, key: &str) -> String {
-    net.with(node, |t| t.track(owner, topic, key, &meta(json!({"name": key}))))
-        .expect("track")
+    net.with(node, |t| {
+        t.track(owner, topic, key, &meta(json!({"name": key})))
+    })
+    .expect("track")
 }
 
 fn wait(net: &mut SimNet, ms: u64, cond: impl FnMut(&SimNet) -> bool) -> u64 {
@@ -75,7 +77,9 @@ fn gossip_from_unseen_node_triggers_nodeup_and_transfer_request() {
     assert!(peer_status(&net, "primary", "node1").is_none());
     let resumed = net.now();
     net.connect("node1", "primary");
-    wait(&mut net, 1_000, |n| lists_all(n, "primary", "topic", &["node1"]));
+    wait(&mut net, 1_000, |n| {
+        lists_all(n, "primary", "topic", &["node1"])
+    });
     let sent = net.sent_since(resumed);
     let kinds: Vec<(&str, &str, &str)> = sent
         .iter()
@@ -101,7 +105,8 @@ fn requests_for_transfer_collapses_clocks() {
     track(&mut net, "node1", "p2", "topic", "two");
     track(&mut net, "node2", "p3", "topic", "three");
     wait(&mut net, 1_000, |n| {
-        lists_all(n, "node1", "topic", &["three"]) && lists_all(n, "node2", "topic", &["one", "two"])
+        lists_all(n, "node1", "topic", &["three"])
+            && lists_all(n, "node2", "topic", &["one", "two"])
     });
     // Resume before the primary marks them down (down_period 400): nothing for it to merge
     // but clocks.
@@ -118,16 +123,24 @@ fn requests_for_transfer_collapses_clocks() {
         .filter(|(_, from, _, k)| from == "primary" && *k == "transfer_req")
         .map(|(_, _, to, _)| to)
         .collect();
-    assert_eq!(reqs.len(), 1, "one request, to the dominant node only: {reqs:?}");
+    assert_eq!(
+        reqs.len(),
+        1,
+        "one request, to the dominant node only: {reqs:?}"
+    );
 }
 
 #[test]
 fn old_pids_from_a_node_are_permdowned_when_the_node_comes_back_up() {
     let mut net = cluster(&["primary", "node1", "node2"]);
     track(&mut net, "node1", "old-pid", "topic", "old");
-    wait(&mut net, 1_000, |n| lists_all(n, "primary", "topic", &["old"]));
+    wait(&mut net, 1_000, |n| {
+        lists_all(n, "primary", "topic", &["old"])
+    });
     net.crash("node1");
-    wait(&mut net, 3_000, |n| peer_status(n, "primary", "node1").is_none());
+    wait(&mut net, 3_000, |n| {
+        peer_status(n, "primary", "node1").is_none()
+    });
     assert!(
         replica_events(&net, "primary", 0)
             .iter()
@@ -145,7 +158,11 @@ fn old_pids_from_a_node_are_permdowned_when_the_node_comes_back_up() {
     net.run_until(net.now() + 1_000);
     for node in ["primary", "node1", "node2"] {
         let dirty = net.node(node).dirty_list("topic");
-        assert_eq!(dirty.keys(), vec!["new"], "no zombie of the old pid on {node}");
+        assert_eq!(
+            dirty.keys(),
+            vec!["new"],
+            "no zombie of the old pid on {node}"
+        );
     }
 }
 
@@ -159,21 +176,27 @@ fn tempdowns_with_nodeups_of_new_vsn_and_permdowns() {
     });
     // Suspend node1: leave and down, same vsn.
     net.isolate("node1");
-    wait(&mut net, 1_000, |n| lists_none(n, "primary", "topic", &["node1"]));
+    wait(&mut net, 1_000, |n| {
+        lists_none(n, "primary", "topic", &["node1"])
+    });
     assert_eq!(
         peer_status(&net, "primary", "node1").map(|(r, s)| (r.vsn, s)),
         Some((1, PeerStatus::Down))
     );
     // Resume: join and up, same vsn.
     net.connect_all();
-    wait(&mut net, 1_000, |n| lists_all(n, "primary", "topic", &["node1"]));
+    wait(&mut net, 1_000, |n| {
+        lists_all(n, "primary", "topic", &["node1"])
+    });
     assert_eq!(
         peer_status(&net, "primary", "node1").map(|(r, s)| (r.vsn, s)),
         Some((1, PeerStatus::Up))
     );
     // Kill: leave and down.
     net.crash("node1");
-    wait(&mut net, 1_000, |n| lists_none(n, "primary", "topic", &["node1"]));
+    wait(&mut net, 1_000, |n| {
+        lists_none(n, "primary", "topic", &["node1"])
+    });
     // Restart with a new vsn.
     let now = net.now();
     net.add(tracker(&cfg(), "node1", 2, now, 0));
@@ -182,7 +205,10 @@ fn tempdowns_with_nodeups_of_new_vsn_and_permdowns() {
     wait(&mut net, 1_500, |n| {
         lists_all(n, "primary", "topic", &["node2", "node1-back"])
     });
-    assert_eq!(net.node("primary").list("topic").keys(), vec!["node1-back", "node2"]);
+    assert_eq!(
+        net.node("primary").list("topic").keys(),
+        vec!["node1-back", "node2"]
+    );
     assert_eq!(
         peer_status(&net, "primary", "node1").map(|(r, _)| r.vsn),
         Some(2)
@@ -192,7 +218,9 @@ fn tempdowns_with_nodeups_of_new_vsn_and_permdowns() {
     wait(&mut net, 1_000, |n| {
         lists_none(n, "primary", "topic", &["node1-back"])
     });
-    wait(&mut net, 3_000, |n| peer_status(n, "primary", "node1").is_none());
+    wait(&mut net, 3_000, |n| {
+        peer_status(n, "primary", "node1").is_none()
+    });
     let names: Vec<String> = net
         .node("primary")
         .peers()
@@ -207,25 +235,35 @@ fn node_detects_and_locally_broadcasts_presence_join_and_leave() {
     let mut net = cluster(&["primary", "node1"]);
     let local = track(&mut net, "primary", "local-pid", "topic", "local");
     let d = diff_refs(&net, "primary", 0);
-    assert_eq!(d.last().unwrap().1, vec![local.clone()], "local join at once");
+    assert_eq!(
+        d.last().unwrap().1,
+        vec![local.clone()],
+        "local join at once"
+    );
     assert_eq!(
         net.node("primary").list("topic").metas("local")[0]["phx_ref"],
         json!(local)
     );
     let since = net.now();
     let remote = track(&mut net, "node1", "remote-pid", "topic", "remote");
-    wait(&mut net, 500, |n| lists_all(n, "primary", "topic", &["remote"]));
+    wait(&mut net, 500, |n| {
+        lists_all(n, "primary", "topic", &["remote"])
+    });
     assert!(
         diff_refs(&net, "primary", since)
             .iter()
             .any(|(_, j, _)| j == &vec![remote.clone()])
     );
-    net.with("primary", |t| t.untrack_owner("local-pid")).unwrap();
+    net.with("primary", |t| t.untrack_owner("local-pid"))
+        .unwrap();
     let last = diff_refs(&net, "primary", 0).pop().unwrap();
     assert_eq!(last.2, vec![local]);
     let since = net.now();
-    net.with("node1", |t| t.untrack_owner("remote-pid")).unwrap();
-    wait(&mut net, 500, |n| lists_none(n, "primary", "topic", &["remote"]));
+    net.with("node1", |t| t.untrack_owner("remote-pid"))
+        .unwrap();
+    wait(&mut net, 500, |n| {
+        lists_none(n, "primary", "topic", &["remote"])
+    });
     assert!(
         diff_refs(&net, "primary", since)
             .iter()
@@ -237,15 +275,24 @@ fn node_detects_and_locally_broadcasts_presence_join_and_leave() {
 fn detects_nodedown_and_locally_broadcasts_leaves() {
     let mut net = cluster(&["primary", "node1"]);
     track(&mut net, "node1", "p", "topic", "node1");
-    wait(&mut net, 500, |n| lists_all(n, "primary", "topic", &["node1"]));
+    wait(&mut net, 500, |n| {
+        lists_all(n, "primary", "topic", &["node1"])
+    });
     net.crash("node1");
-    wait(&mut net, 1_000, |n| lists_none(n, "primary", "topic", &["node1"]));
+    wait(&mut net, 1_000, |n| {
+        lists_none(n, "primary", "topic", &["node1"])
+    });
     assert_eq!(
         peer_status(&net, "primary", "node1").map(|(_, s)| s),
         Some(PeerStatus::Down)
     );
-    assert_eq!(net.node("primary").dirty_list("topic").keys(), vec!["node1"]);
-    wait(&mut net, 2_000, |n| n.node("primary").dirty_list("topic").is_empty());
+    assert_eq!(
+        net.node("primary").dirty_list("topic").keys(),
+        vec!["node1"]
+    );
+    wait(&mut net, 2_000, |n| {
+        n.node("primary").dirty_list("topic").is_empty()
+    });
     assert!(peer_status(&net, "primary", "node1").is_none());
 }
 
@@ -264,10 +311,12 @@ fn untrack_with_topic_removes_only_that_topic() {
     let mut net = net_of(&["primary"]);
     track(&mut net, "primary", "pid", "topic1", "one");
     track(&mut net, "primary", "pid", "topic2", "two");
-    net.with("primary", |t| t.untrack("pid", "topic1", "one")).unwrap();
+    net.with("primary", |t| t.untrack("pid", "topic1", "one"))
+        .unwrap();
     assert!(net.node("primary").list("topic1").is_empty());
     assert_eq!(net.node("primary").list("topic2").keys(), vec!["two"]);
-    net.with("primary", |t| t.untrack("pid", "topic2", "two")).unwrap();
+    net.with("primary", |t| t.untrack("pid", "topic2", "two"))
+        .unwrap();
     assert!(net.node("primary").list("topic2").is_empty());
 }
 
@@ -333,7 +382,9 @@ fn updating_presence_with_a_function_keeps_the_other_fields() {
     let metas = net.node("primary").get_by_key("topic", "u1");
     assert_eq!(
         metas,
-        vec![json!({"phx_ref": new, "phx_ref_prev": old, "name": "u1", "age": 3, "status": "away"})]
+        vec![
+            json!({"phx_ref": new, "phx_ref_prev": old, "name": "u1", "age": 3, "status": "away"})
+        ]
     );
 }
 
@@ -341,7 +392,9 @@ fn updating_presence_with_a_function_keeps_the_other_fields() {
 fn updating_with_no_prior_presence() {
     let mut net = net_of(&["primary"]);
     let err = net
-        .with("primary", |t| t.update("pid", "topic", "u1", &meta(json!({}))))
+        .with("primary", |t| {
+            t.update("pid", "topic", "u1", &meta(json!({})))
+        })
         .unwrap_err();
     assert!(matches!(err, PresenceError::NoPresence { .. }));
 }
@@ -351,7 +404,9 @@ fn duplicate_tracking() {
     let mut net = net_of(&["primary"]);
     track(&mut net, "primary", "pid", "topic", "u1");
     let err = net
-        .with("primary", |t| t.track("pid", "topic", "u1", &meta(json!({}))))
+        .with("primary", |t| {
+            t.track("pid", "topic", "u1", &meta(json!({})))
+        })
         .unwrap_err();
     assert_eq!(
         err,
@@ -365,7 +420,10 @@ fn duplicate_tracking() {
     track(&mut net, "primary", "pid", "topic2", "u1");
     track(&mut net, "primary", "pid", "topic", "u2");
     for (topic, key) in [("topic", "u1"), ("topic2", "u1"), ("topic", "u2")] {
-        assert_eq!(net.with("primary", |t| t.untrack("pid", topic, key)), Ok(()));
+        assert_eq!(
+            net.with("primary", |t| t.untrack("pid", topic, key)),
+            Ok(())
+        );
     }
     assert!(net.node("primary").list("topic").is_empty());
 }
@@ -374,10 +432,14 @@ fn duplicate_tracking() {
 fn graceful_exits_with_permdown() {
     let mut net = cluster(&["primary", "node1"]);
     track(&mut net, "node1", "p", "topic", "node1");
-    wait(&mut net, 500, |n| lists_all(n, "primary", "topic", &["node1"]));
+    wait(&mut net, 500, |n| {
+        lists_all(n, "primary", "topic", &["node1"])
+    });
     let t0 = net.now();
     net.with("node1", |t| t.graceful_permdown());
-    let gone = wait(&mut net, 100, |n| n.node("primary").list("topic").is_empty());
+    let gone = wait(&mut net, 100, |n| {
+        n.node("primary").list("topic").is_empty()
+    });
     assert!(gone - t0 <= 1, "at once, not after down_period");
     assert!(net.node("primary").peers().is_empty());
     assert!(net.node("primary").dirty_list("topic").is_empty());
@@ -395,8 +457,10 @@ fn rolling_node_update_sends_exactly_one_transfer_request() {
     net.connect_all();
     net.run_until_cond(2_000, |n| sees_up(n, "primary", &["node1"]))
         .unwrap();
-    net.with("primary", |t| t.track("p", "topic", "primary", &meta(json!({}))))
-        .unwrap();
+    net.with("primary", |t| {
+        t.track("p", "topic", "primary", &meta(json!({})))
+    })
+    .unwrap();
     net.crash("node1");
     wait(&mut net, 1_000, |n| {
         peer_status(n, "primary", "node1").map(|p| p.1) == Some(PeerStatus::Down)
@@ -406,8 +470,12 @@ fn rolling_node_update_sends_exactly_one_transfer_request() {
     let start = net.now();
     net.add(tracker(&cfg, "node2", 1, start, 0));
     net.connect_all();
-    wait(&mut net, 1_000, |n| lists_all(n, "node2", "topic", &["primary"]));
-    wait(&mut net, 3_000, |n| peer_status(n, "primary", "node1").is_none());
+    wait(&mut net, 1_000, |n| {
+        lists_all(n, "node2", "topic", &["primary"])
+    });
+    wait(&mut net, 3_000, |n| {
+        peer_status(n, "primary", "node1").is_none()
+    });
     let reqs = net
         .sent_since(start)
         .into_iter()
@@ -415,8 +483,7 @@ fn rolling_node_update_sends_exactly_one_transfer_request() {
         .count();
     assert_eq!(reqs, 1);
     assert!(
-        !net.node("node2")
-            .shards()[0]
+        !net.node("node2").shards()[0]
             .state()
             .context()
             .keys()

@@ -6,8 +6,8 @@ use super::link::LinkError;
 use super::{NodeEvent, PresenceUpdate};
 use phxsim_shard::codec::encode_frame;
 use phxsim_shard::{
-    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, PresenceState,
-    Tracker, TrackerEvent,
+    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, PresenceState, Tracker,
+    TrackerEvent,
 };
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;

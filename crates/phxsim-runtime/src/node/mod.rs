@@ -240,7 +240,10 @@ impl Node {
         self.shared.driver.abort();
     }
 
-    async fn call<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+    async fn call<T>(
+        &self,
+        cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.cmds
             .send(cmd(tx))

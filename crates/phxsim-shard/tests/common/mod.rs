@@ -98,7 +98,12 @@ pub fn replica_events(net: &SimNet, node: &str, since: u64) -> Vec<(u64, &'stati
 }
 
 /// `presence_diff`s of `node` for `topic` since `since`: `(at, joined keys, left keys)`.
-pub fn diffs(net: &SimNet, node: &str, topic: &str, since: u64) -> Vec<(u64, Vec<String>, Vec<String>)> {
+pub fn diffs(
+    net: &SimNet,
+    node: &str,
+    topic: &str,
+    since: u64,
+) -> Vec<(u64, Vec<String>, Vec<String>)> {
     net.events_of(node, since)
         .into_iter()
         .filter_map(|(at, e)| match e {
@@ -137,7 +142,11 @@ pub fn sees_up(net: &SimNet, node: &str, others: &[&str]) -> bool {
     })
 }
 
-pub fn peer_status(net: &SimNet, node: &str, other: &str) -> Option<(ReplicaRef, phxsim_tracker::PeerStatus)> {
+pub fn peer_status(
+    net: &SimNet,
+    node: &str,
+    other: &str,
+) -> Option<(ReplicaRef, phxsim_tracker::PeerStatus)> {
     net.node(node)
         .peers()
         .into_iter()

@@ -19,7 +19,6 @@ use serde_json::json;
 pub const P7_PARTITION_A_C: u64 = 27_971;
 pub const P7_HEAL: u64 = 30_108;
 
-
 pub struct Replay {
     pub net: SimNet,
     pub rows: Vec<(String, String, u64, u64)>,
@@ -55,7 +54,10 @@ impl Replay {
 
 /// Runs the whole reference script; `rows` holds `(row, node, phxsim ms, reference ms)`.
 pub fn replay_run2(profile: Profile) -> Replay {
-    let cfg = TrackerConfig { profile, ..reference_config() };
+    let cfg = TrackerConfig {
+        profile,
+        ..reference_config()
+    };
     let mut r = Replay {
         net: SimNet::new(0, 1),
         rows: Vec::new(),
@@ -84,15 +86,31 @@ pub fn replay_run2(profile: Profile) -> Replay {
     let p = 2_727;
     r.at(2_732);
     r.net
-        .with("a", |t| t.track("alice-1", "lobby", "alice", &meta(json!({"status": "online"}))))
+        .with("a", |t| {
+            t.track(
+                "alice-1",
+                "lobby",
+                "alice",
+                &meta(json!({"status": "online"})),
+            )
+        })
         .unwrap();
     r.at(2_747);
     r.net
-        .with("b", |t| t.track("bob-1", "lobby", "bob", &meta(json!({"status": "online"}))))
+        .with("b", |t| {
+            t.track("bob-1", "lobby", "bob", &meta(json!({"status": "online"})))
+        })
         .unwrap();
     r.at(2_763);
     r.net
-        .with("c", |t| t.track("carol-1", "lobby", "carol", &meta(json!({"status": "online"}))))
+        .with("c", |t| {
+            t.track(
+                "carol-1",
+                "lobby",
+                "carol",
+                &meta(json!({"status": "online"})),
+            )
+        })
         .unwrap();
     let row = "three concurrent tracks visible everywhere";
     let all3 = ["alice", "bob", "carol"];
@@ -100,9 +118,9 @@ pub fn replay_run2(profile: Profile) -> Replay {
     r.wait(row, p, "b", 118, |n| lists_all(n, "b", "lobby", &all3));
     r.wait(row, p, "c", 119, |n| lists_all(n, "c", "lobby", &all3));
     r.at(2_847);
-    let dup = r
-        .net
-        .with("a", |t| t.track("alice-1", "lobby", "alice", &meta(json!({}))));
+    let dup = r.net.with("a", |t| {
+        t.track("alice-1", "lobby", "alice", &meta(json!({})))
+    });
     assert!(
         dup.unwrap_err().to_string().starts_with("already tracked"),
         "a duplicate track is refused as in Phoenix"
@@ -112,7 +130,14 @@ pub fn replay_run2(profile: Profile) -> Replay {
     let p = 4_352;
     r.at(4_353);
     r.net
-        .with("a", |t| t.update("alice-1", "lobby", "alice", &meta(json!({"status": "away"}))))
+        .with("a", |t| {
+            t.update(
+                "alice-1",
+                "lobby",
+                "alice",
+                &meta(json!({"status": "away"})),
+            )
+        })
         .unwrap();
     let row = "update on a, new meta visible";
     let away = |node: &'static str| {
@@ -143,10 +168,19 @@ pub fn replay_run2(profile: Profile) -> Replay {
     r.wait(row, p, "c", 25, |n| lists_none(n, "c", "lobby", &["carol"]));
     r.at(7_488);
     r.net
-        .with("b", |t| t.track("bob-2", "lobby", "bob", &meta(json!({"status": "back"}))))
+        .with("b", |t| {
+            t.track("bob-2", "lobby", "bob", &meta(json!({"status": "back"})))
+        })
         .unwrap();
     r.net
-        .with("c", |t| t.track("carol-2", "lobby", "carol", &meta(json!({"status": "back"}))))
+        .with("c", |t| {
+            t.track(
+                "carol-2",
+                "lobby",
+                "carol",
+                &meta(json!({"status": "back"})),
+            )
+        })
         .unwrap();
 
     // P5: c cut off from a and b; one track on each side.
@@ -157,15 +191,23 @@ pub fn replay_run2(profile: Profile) -> Replay {
     r.net.disconnect("c", "b");
     r.at(10_295);
     r.net
-        .with("c", |t| t.track("dave-1", "lobby", "dave", &meta(json!({"during": "split"}))))
+        .with("c", |t| {
+            t.track("dave-1", "lobby", "dave", &meta(json!({"during": "split"})))
+        })
         .unwrap();
     r.at(10_296);
     r.net
-        .with("a", |t| t.track("erin-1", "lobby", "erin", &meta(json!({"during": "split"}))))
+        .with("a", |t| {
+            t.track("erin-1", "lobby", "erin", &meta(json!({"during": "split"})))
+        })
         .unwrap();
     let row = "c cut off: a, b hide c's presences; c hides theirs";
-    r.wait(row, p, "a", 1_799, |n| lists_none(n, "a", "lobby", &["carol"]));
-    r.wait(row, p, "b", 1_800, |n| lists_none(n, "b", "lobby", &["carol"]));
+    r.wait(row, p, "a", 1_799, |n| {
+        lists_none(n, "a", "lobby", &["carol"])
+    });
+    r.wait(row, p, "b", 1_800, |n| {
+        lists_none(n, "b", "lobby", &["carol"])
+    });
     r.wait(row, p, "c", 1_801, |n| {
         lists_none(n, "c", "lobby", &["alice", "bob"])
     });
@@ -220,7 +262,9 @@ pub fn replay_run2(profile: Profile) -> Replay {
     });
     r.at(29_105);
     r.net
-        .with("c", |t| t.update("dave-1", "lobby", "dave", &meta(json!({"during": "asym"}))))
+        .with("c", |t| {
+            t.update("dave-1", "lobby", "dave", &meta(json!({"during": "asym"})))
+        })
         .unwrap();
 
     // P7 heal.
