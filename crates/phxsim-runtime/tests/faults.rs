@@ -276,3 +276,32 @@ async fn a_subscriber_gets_the_state_then_every_diff_local_and_remote() {
     assert_eq!(gone.diff.leave_refs(), vec![r3.as_str()]);
     assert!(sub.diffs.try_recv().is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_link_that_goes_silent_is_closed_by_the_idle_timeout() {
+    let a = Node::start(NodeConfig {
+        link_keepalive: Duration::from_millis(500),
+        link_idle_timeout: Duration::from_secs(2),
+        ..config("a", 1)
+    })
+    .unwrap();
+    // A peer that greets and then never sends another byte (a half-open connection).
+    let (ours, mut silent) = tokio::io::duplex(64 * 1024);
+    let l = a.connect(ours);
+    let hello = encode_frame(&Frame::Hello(Hello {
+        node: "ghost".into(),
+        vsn: 1,
+        pool_size: 1,
+    }));
+    silent.write_all(&hello).await.unwrap();
+    let t = Instant::now();
+    // Keep draining what a writes (its hello, heartbeats, keepalives) so only silence counts.
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while silent.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    });
+    let reason = timeout(Duration::from_secs(10), l.closed()).await.unwrap();
+    assert_eq!(reason, LinkError::IdleTimeout(Duration::from_secs(2)));
+    assert_eq!(t.elapsed(), Duration::from_secs(2));
+    drain.await.unwrap();
+}

@@ -121,6 +121,7 @@ enum WireFrame {
         shard: u32,
         from: ReplicaRef,
     },
+    Tick,
 }
 
 // ---- encoding -----------------------------------------------------------------------------------
@@ -182,6 +183,7 @@ impl Interner {
 fn to_wire(frame: &Frame) -> WireFrame {
     let mut int = Interner::default();
     match frame {
+        Frame::Tick => WireFrame::Tick,
         Frame::Hello(h) => WireFrame::Hello {
             node: h.node.clone(),
             vsn: h.vsn,
@@ -336,6 +338,7 @@ impl Table {
 
 fn from_wire(w: WireFrame) -> Result<Frame, CodecError> {
     Ok(match w {
+        WireFrame::Tick => Frame::Tick,
         WireFrame::Hello {
             node,
             vsn,
@@ -499,6 +502,7 @@ mod tests {
             vsn: 7,
             pool_size: 8,
         }));
+        roundtrip(Frame::Tick);
         roundtrip(Frame::Shard(NodeMessage {
             shard: 3,
             body: ShardMessage::Heartbeat {

@@ -81,4 +81,8 @@ pub struct Hello {
 pub enum Frame {
     Hello(Hello),
     Shard(NodeMessage),
+    /// Link keepalive, sent when nothing else was written for a while, so that a link whose
+    /// bytes stopped arriving (a half-open connection, a network that drops segments) is
+    /// detected and closed, as Erlang distribution's net_ticktime does.
+    Tick,
 }

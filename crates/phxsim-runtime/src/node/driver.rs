@@ -122,17 +122,19 @@ impl Driver {
                 .tracker
                 .poll_timeout()
                 .map(|ms| self.start + std::time::Duration::from_millis(ms));
+            // The tick goes first: under a flood of peer messages a late tick would delay our
+            // heartbeats and make peers declare us down.
             tokio::select! {
                 biased;
+                () = sleep_until(deadline) => {
+                    let now = self.now();
+                    self.tracker.handle_timeout(now);
+                }
                 cmd = self.cmds.recv() => match cmd {
                     // Every handle and every link is gone: nobody can observe this node.
                     None => return,
                     Some(cmd) => self.command(cmd),
                 },
-                () = sleep_until(deadline) => {
-                    let now = self.now();
-                    self.tracker.handle_timeout(now);
-                }
             }
             self.flush();
             if self.stopping {

@@ -19,6 +19,10 @@ pub enum LinkError {
     /// The peer sent bytes that are not a valid frame.
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
+    /// Nothing arrived on the link for this long (not even a keepalive): the connection is
+    /// half-open or the network drops its bytes.
+    #[error("nothing received for {0:?}")]
+    IdleTimeout(Duration),
     /// The peer sent no greeting in time.
     #[error("no hello within {0:?}")]
     HandshakeTimeout(Duration),
@@ -55,6 +59,8 @@ pub(crate) struct LinkParams {
     pub max_frame_len: usize,
     pub handshake_timeout: Duration,
     pub queue: usize,
+    pub keepalive: Duration,
+    pub idle_timeout: Duration,
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), LinkError> {
@@ -122,7 +128,7 @@ where
         Err(_) => return LinkError::HandshakeTimeout(params.handshake_timeout),
         Ok(Err(e)) => return e,
         Ok(Ok(Frame::Hello(h))) => h,
-        Ok(Ok(Frame::Shard(_))) => return LinkError::Protocol("first frame is not a hello"),
+        Ok(Ok(_)) => return LinkError::Protocol("first frame is not a hello"),
     };
     if peer.pool_size != params.hello.pool_size {
         return LinkError::PoolSizeMismatch {
@@ -145,20 +151,34 @@ where
     {
         return LinkError::NodeStopped;
     }
+    let tick = codec::encode_frame(&Frame::Tick);
     let writer = async {
         // Ends when the driver drops the sender (link replaced, node stopped), after writing
         // whatever was queued: a graceful permdown must reach the peers.
-        while let Some(bytes) = rx.recv().await {
-            write_frame(&mut wr, &bytes).await?;
+        loop {
+            match tokio::time::timeout(params.keepalive, rx.recv()).await {
+                Ok(Some(bytes)) => write_frame(&mut wr, &bytes).await?,
+                Ok(None) => break,
+                Err(_) => write_frame(&mut wr, &tick).await?,
+            }
         }
         let _ = wr.shutdown().await;
         Err::<(), LinkError>(LinkError::NodeStopped)
     };
     let reader = async {
         loop {
-            let frame = read_frame(&mut rd, params.max_frame_len).await?;
-            let Frame::Shard(msg) = frame else {
-                return Err::<(), LinkError>(LinkError::Protocol("second hello"));
+            let frame = tokio::time::timeout(
+                params.idle_timeout,
+                read_frame(&mut rd, params.max_frame_len),
+            )
+            .await
+            .map_err(|_| LinkError::IdleTimeout(params.idle_timeout))??;
+            let msg = match frame {
+                Frame::Shard(msg) => msg,
+                Frame::Tick => continue,
+                Frame::Hello(_) => {
+                    return Err::<(), LinkError>(LinkError::Protocol("second hello"));
+                }
             };
             let msg: NodeMessage = msg;
             if cmds

@@ -56,6 +56,12 @@ pub struct NodeConfig {
     pub link_queue: usize,
     /// Bound of the command queue between handles/links and the node task.
     pub command_queue: usize,
+    /// A link with nothing to send writes a keepalive after this long.
+    pub link_keepalive: Duration,
+    /// A link on which nothing arrived for this long is closed, so that the dialling side
+    /// reconnects (Erlang distribution: net_ticktime 60 s, a tick every 15 s). Must exceed
+    /// `link_keepalive` comfortably.
+    pub link_idle_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -69,6 +75,8 @@ impl NodeConfig {
             handshake_timeout: Duration::from_secs(5),
             link_queue: 1024,
             command_queue: 1024,
+            link_keepalive: Duration::from_secs(15),
+            link_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -192,6 +200,8 @@ impl Node {
             max_frame_len: cfg.max_frame_len,
             handshake_timeout: cfg.handshake_timeout,
             queue: cfg.link_queue.max(1),
+            keepalive: cfg.link_keepalive,
+            idle_timeout: cfg.link_idle_timeout,
         };
         Node {
             cmds: tx,
