@@ -58,7 +58,11 @@ fn merge_delta(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(format!("n={n}"), k), &k, |bench, _| {
                 bench.iter_batched(
                     || b.clone(),
-                    |mut receiver| receiver.merge_delta(&delta),
+                    |mut receiver| {
+                        // return the state so its drop is not timed
+                        let diff = receiver.merge_delta(&delta);
+                        (receiver, diff)
+                    },
                     BatchSize::LargeInput,
                 )
             });
@@ -96,7 +100,10 @@ fn merge_full(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |bench, _| {
             bench.iter_batched(
                 || fresh.clone(),
-                |mut receiver| receiver.merge_extract(&ex),
+                |mut receiver| {
+                    let diff = receiver.merge_extract(&ex);
+                    (receiver, diff)
+                },
                 BatchSize::LargeInput,
             )
         });

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "phxsim", version, about = "Simulation and conformance test suite for Phoenix Presence")]
+#[command(
+    name = "phxsim",
+    version,
+    about = "Simulation and conformance test suite for Phoenix Presence"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
