@@ -84,6 +84,62 @@ pub struct TrackerConfig {
     /// together. `None` means that derived default.
     pub first_tick_jitter: Option<u64>,
     pub profile: Profile,
+    /// A planted bug (tests and `--mutate` only): the simulator's checkers must catch it.
+    #[serde(skip)]
+    pub mutation: Option<NodeMutation>,
+}
+
+/// Known ways to get a node wrong, planted on purpose to prove that the checkers notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeMutation {
+    /// A bug in the CRDT (see [`phxsim_tracker::Mutation`]).
+    Tracker(phxsim_tracker::Mutation),
+    /// The shard never asks for a transfer: gaps left by lost heartbeats are never filled.
+    SkipTransfer,
+}
+
+impl NodeMutation {
+    /// Every node mutation, in a stable order.
+    pub fn all() -> Vec<NodeMutation> {
+        let mut out: Vec<NodeMutation> =
+            phxsim_tracker::Mutation::ALL.iter().map(|m| NodeMutation::Tracker(*m)).collect();
+        out.push(NodeMutation::SkipTransfer);
+        out
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeMutation::Tracker(m) => m.name(),
+            NodeMutation::SkipTransfer => "skip-transfer",
+        }
+    }
+
+    /// The tracker part, if this is a CRDT bug.
+    pub fn tracker(self) -> Option<phxsim_tracker::Mutation> {
+        match self {
+            NodeMutation::Tracker(m) => Some(m),
+            NodeMutation::SkipTransfer => None,
+        }
+    }
+}
+
+impl std::str::FromStr for NodeMutation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NodeMutation::all()
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = NodeMutation::all().iter().map(|m| m.name()).collect();
+                format!("unknown node mutation {s:?}; known: {}", names.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for NodeMutation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Default for TrackerConfig {
@@ -98,6 +154,7 @@ impl Default for TrackerConfig {
             pool_size: 1,
             first_tick_jitter: None,
             profile: Profile::faithful(),
+            mutation: None,
         }
     }
 }

@@ -100,9 +100,10 @@ impl Shard {
     pub fn new(cfg: TrackerConfig, replica: ReplicaRef, now: u64, first_tick_delay: u64) -> Self {
         let silent = cfg.max_silent_periods;
         let countdown = cfg.clock_sample_periods;
+        let mutation = cfg.mutation.and_then(|m| m.tracker());
         Self {
             cfg,
-            state: State::new(replica),
+            state: State::new(replica).with_mutation(mutation),
             generations: Generations::new(),
             peers: Peers::new(),
             silent_periods: silent,
@@ -321,6 +322,9 @@ impl Shard {
         }
         self.sample_countdown = self.cfg.clock_sample_periods;
         let mut set = std::mem::replace(&mut self.pending_clocks, ClockSet::new());
+        if self.cfg.mutation == Some(crate::config::NodeMutation::SkipTransfer) {
+            return;
+        }
         let me = self.replica().clone();
         set.append(me.clone(), self.state.clocks());
         for r in set.replicas().into_iter().filter(|r| *r != me) {

@@ -323,6 +323,32 @@ impl Tracker {
         group(self.shards[i].state().get_by_topic(topic))
     }
 
+    /// Every topic with a presence on this node (down replicas included), in order.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.state().all_values().into_iter().map(|v| v.key.topic))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    /// The presences this node tracks itself (its own replica's values) for `topic`: what
+    /// its sockets hold, the ground truth a simulator compares every node's list with.
+    pub fn local_list(&self, topic: &str) -> PresenceState {
+        let i = self.shard_index(topic);
+        let state = self.shards[i].state();
+        group(
+            state
+                .get_by_topic(topic)
+                .into_iter()
+                .filter(|v| &v.tag.replica == state.replica())
+                .collect(),
+        )
+    }
+
     /// `dirty_list`: like `list`, down replicas included.
     pub fn dirty_list(&self, topic: &str) -> PresenceState {
         let i = self.shard_index(topic);

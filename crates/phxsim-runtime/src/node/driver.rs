@@ -48,6 +48,9 @@ pub(crate) enum Command {
         topic: String,
         reply: Reply<PresenceState>,
     },
+    Snapshot {
+        reply: Reply<Vec<super::TopicSnapshot>>,
+    },
     GetByKey {
         topic: String,
         key: String,
@@ -179,6 +182,19 @@ impl Driver {
             Command::List { topic, reply } => {
                 let _ = reply.send(self.tracker.list(&topic));
             }
+            Command::Snapshot { reply } => {
+                let topics = self
+                    .tracker
+                    .topics()
+                    .into_iter()
+                    .map(|topic| super::TopicSnapshot {
+                        list: self.tracker.list(&topic),
+                        local: self.tracker.local_list(&topic),
+                        topic,
+                    })
+                    .collect();
+                let _ = reply.send(topics);
+            }
             Command::GetByKey { topic, key, reply } => {
                 let _ = reply.send(self.tracker.get_by_key(&topic, &key));
             }
@@ -229,6 +245,13 @@ impl Driver {
                     return;
                 }
                 let now = self.now();
+                if !self.observers.is_empty() {
+                    self.observe(NodeEvent::Message {
+                        outbound: false,
+                        peer: peer.clone(),
+                        kind: msg.body.kind(),
+                    });
+                }
                 if let Err(e) = self.tracker.handle_message(now, &peer, msg) {
                     // Never trust that peer's stream again; everything else goes on.
                     self.links.remove(&peer);
@@ -248,17 +271,30 @@ impl Driver {
     /// Routes the tracker's output: frames to links, diffs to subscribers, events to observers.
     fn flush(&mut self) {
         while let Some(t) = self.tracker.poll_transmit() {
+            let kind = t.msg.body.kind();
             let bytes = Arc::new(encode_frame(&Frame::Shard(t.msg)));
+            let mut sent_to = Vec::new();
             match t.to {
                 Destination::Broadcast => {
-                    for l in self.links.values() {
+                    for (name, l) in &self.links {
                         send_best_effort(l, &bytes);
+                        sent_to.push(name.clone());
                     }
                 }
                 Destination::Node(n) => {
                     if let Some(l) = self.links.get(&n) {
                         send_best_effort(l, &bytes);
+                        sent_to.push(n);
                     }
+                }
+            }
+            if !self.observers.is_empty() {
+                for peer in sent_to {
+                    self.observe(NodeEvent::Message {
+                        outbound: true,
+                        peer,
+                        kind,
+                    });
                 }
             }
         }

@@ -105,6 +105,13 @@ pub enum NodeEvent {
         peer: String,
         reason: LinkError,
     },
+    /// A node-to-node message handed to a link (`outbound`) or received from one, by kind
+    /// (`heartbeat`, `transfer_req`, ...): the node-message part of a simulator transcript.
+    Message {
+        outbound: bool,
+        peer: String,
+        kind: &'static str,
+    },
 }
 
 /// One `presence_diff` for a subscribed topic.
@@ -122,6 +129,16 @@ pub struct Subscription {
     /// Every `presence_diff` of the topic on this node after that instant. Dropping the
     /// receiver unsubscribes.
     pub diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
+}
+
+/// One topic as a node holds it at one instant: what it lists, and what it tracks itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSnapshot {
+    pub topic: String,
+    /// `list(topic)`: down replicas hidden.
+    pub list: PresenceState,
+    /// The presences of this node's own sockets: the ground truth for checkers.
+    pub local: PresenceState,
 }
 
 /// A link added with [`Node::connect`].
@@ -338,6 +355,12 @@ impl Node {
     pub async fn list(&self, topic: &str) -> Result<PresenceState, NodeError> {
         let topic = topic.to_owned();
         self.call(|reply| Command::List { topic, reply }).await
+    }
+
+    /// Every topic this node holds, with its list and its own presences, taken in one step of
+    /// the node task (a consistent instant, for checkers).
+    pub async fn snapshot(&self) -> Result<Vec<TopicSnapshot>, NodeError> {
+        self.call(|reply| Command::Snapshot { reply }).await
     }
 
     /// `get_by_key`: one key's metas (empty when absent).
