@@ -9,4 +9,5 @@ pub mod node;
 
 pub use node::{
     LinkError, LinkHandle, Node, NodeConfig, NodeError, NodeEvent, PresenceUpdate, Subscription,
+    TopicSnapshot,
 };
