@@ -32,6 +32,12 @@ pub struct Profile {
     /// which reports every one of its values as a leave a second time. When false, a replica
     /// already down is only permdowned.
     pub graceful_permdown_redowns: bool,
+    /// The eager-delta extension (not Phoenix): a local change is broadcast as soon as this
+    /// many ms have passed since the first unsent change, instead of waiting for the next tick,
+    /// so cross-node latency approaches one network hop. Regular ticks (heartbeats, transfer
+    /// decisions, down detection) keep their schedule. `None`, the default, is faithful.
+    #[serde(default)]
+    pub eager_window: Option<u64>,
 }
 
 impl Profile {
@@ -41,6 +47,7 @@ impl Profile {
             merge_reports_down_replicas: true,
             transfer_excludes_requester: false,
             graceful_permdown_redowns: true,
+            eager_window: None,
         }
     }
 
@@ -50,6 +57,15 @@ impl Profile {
             merge_reports_down_replicas: false,
             transfer_excludes_requester: true,
             graceful_permdown_redowns: false,
+            eager_window: None,
+        }
+    }
+
+    /// Faithful in every respect but one: deltas leave `window` ms after the first change.
+    pub fn eager(window: u64) -> Self {
+        Self {
+            eager_window: Some(window),
+            ..Self::faithful()
         }
     }
 }
@@ -101,8 +117,10 @@ pub enum NodeMutation {
 impl NodeMutation {
     /// Every node mutation, in a stable order.
     pub fn all() -> Vec<NodeMutation> {
-        let mut out: Vec<NodeMutation> =
-            phxsim_tracker::Mutation::ALL.iter().map(|m| NodeMutation::Tracker(*m)).collect();
+        let mut out: Vec<NodeMutation> = phxsim_tracker::Mutation::ALL
+            .iter()
+            .map(|m| NodeMutation::Tracker(*m))
+            .collect();
         out.push(NodeMutation::SkipTransfer);
         out
     }

@@ -88,6 +88,8 @@ pub struct Shard {
     /// Clocks heard in heartbeats since the last decision, reduced as `Clock.append_clock`.
     pending_clocks: ClockSet<ReplicaRef>,
     next_tick_at: Option<u64>,
+    /// Eager profile: when the pending delta goes out ahead of the tick.
+    eager_at: Option<u64>,
     next_transfer_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ShardEvent>,
@@ -110,6 +112,7 @@ impl Shard {
             sample_countdown: countdown,
             pending_clocks: ClockSet::new(),
             next_tick_at: Some(now.saturating_add(first_tick_delay)),
+            eager_at: None,
             next_transfer_id: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -261,6 +264,40 @@ impl Shard {
         self.next_tick_at = None;
     }
 
+    // ---- the eager profile -------------------------------------------------------------------
+
+    /// After a local change at `now`: in the eager profile, schedule the delta's early
+    /// broadcast (once per window; later changes ride along).
+    pub fn schedule_eager(&mut self, now: u64) {
+        if let Some(window) = self.cfg.profile.eager_window
+            && self.eager_at.is_none()
+            && !self.is_stopped()
+            && self.state.has_delta()
+        {
+            self.eager_at = Some(now.saturating_add(window));
+        }
+    }
+
+    /// The earliest instant this shard wants to run: its tick or an eager broadcast.
+    pub fn next_timeout(&self) -> Option<u64> {
+        match (self.next_tick_at, self.eager_at) {
+            (Some(t), Some(e)) => Some(t.min(e)),
+            (t, e) => t.or(e),
+        }
+    }
+
+    /// Runs whatever is due at `now`: the tick, or else an eager broadcast of the delta.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if self.next_tick_at.is_some_and(|t| t <= now) {
+            self.tick(now);
+        } else if self.eager_at.is_some_and(|t| t <= now) {
+            self.eager_at = None;
+            if !self.is_stopped() && self.state.has_delta() {
+                self.broadcast_heartbeat();
+            }
+        }
+    }
+
     // ---- the tick ----------------------------------------------------------------------------
 
     /// One tick at `now`: heartbeat, transfer decision, down detection, in Phoenix's order.
@@ -270,6 +307,7 @@ impl Shard {
         if self.is_stopped() {
             return;
         }
+        self.eager_at = None;
         self.broadcast_heartbeat();
         self.request_transfers();
         self.detect_downs(now);

@@ -102,7 +102,10 @@ impl SimNet {
 
     /// Runs a local operation on `name` now, then sends what it produced.
     pub fn with<R>(&mut self, name: &str, f: impl FnOnce(&mut Tracker) -> R) -> R {
-        let r = f(self.nodes.get_mut(name).expect("no such node"));
+        let now = self.now;
+        let node = self.nodes.get_mut(name).expect("no such node");
+        let r = f(node);
+        node.schedule_eager(now);
         self.pump(name);
         r
     }

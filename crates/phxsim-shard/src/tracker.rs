@@ -385,16 +385,24 @@ impl Tracker {
 
     /// The earliest time a shard wants to tick; `None` when every shard is stopped.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.shards.iter().filter_map(Shard::next_tick_at).min()
+        self.shards.iter().filter_map(Shard::next_timeout).min()
     }
 
-    /// Ticks every shard that is due at `now`.
+    /// Ticks every shard that is due at `now` (or sends its eager delta).
     pub fn handle_timeout(&mut self, now: u64) {
         for i in 0..self.shards.len() {
-            if self.shards[i].next_tick_at().is_some_and(|t| t <= now) {
-                self.shards[i].tick(now);
+            if self.shards[i].next_timeout().is_some_and(|t| t <= now) {
+                self.shards[i].handle_timeout(now);
                 self.drain(i);
             }
+        }
+    }
+
+    /// After local changes at `now`: lets shards in the eager profile schedule their delta.
+    /// A no-op in the faithful profile.
+    pub fn schedule_eager(&mut self, now: u64) {
+        for shard in &mut self.shards {
+            shard.schedule_eager(now);
         }
     }
 

@@ -136,7 +136,11 @@ impl Driver {
                 cmd = self.cmds.recv() => match cmd {
                     // Every handle and every link is gone: nobody can observe this node.
                     None => return,
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => {
+                        self.command(cmd);
+                        let now = self.now();
+                        self.tracker.schedule_eager(now);
+                    }
                 },
             }
             self.flush();
