@@ -6,6 +6,7 @@
 //! Further drivers (the Channels server and client) live in their own modules beside `node`.
 
 pub mod node;
+pub mod server;
 
 pub use node::{
     LinkError, LinkHandle, Node, NodeConfig, NodeError, NodeEvent, PresenceUpdate, Subscription,

@@ -1,0 +1,330 @@
+//! The Phoenix Channels server over WebSocket: the socket protocol (V1 and V2, text and V2
+//! binary frames) and the reference `room:*` presence channel, on top of a [`Node`].
+//!
+//! - Transport-agnostic: [`Server::serve_connection`] takes any `AsyncRead + AsyncWrite`
+//!   stream, so the same code serves tokio TCP ([`Server::listen`]), turmoil TCP in the
+//!   simulator, or an in-memory duplex in a test. It never binds anything itself.
+//! - One task per connection owns that socket's channels. Presence diffs come from the node
+//!   through one [`Subscription`](crate::Subscription) per joined channel, so every socket on
+//!   every node sees its node's view, as a Phoenix fastlane subscriber does.
+//! - Time only from `tokio::time` (idle timeout, handshake timeout), maps are ordered, and no
+//!   input from the network can make it panic: a frame that cannot be decoded closes that one
+//!   connection with a close code and a reason, and its presences leave.
+//! - [`ServerMutation`]s plant named, known bugs for the conformance tests to catch.
+
+mod handshake;
+pub mod room;
+mod socket;
+
+pub use handshake::{ConnectInfo, Refusal, SOCKET_PATH, decide, parse_query, percent_encode};
+
+use crate::node::Node;
+use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, Serializer};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// WebSocket close codes the server uses, each with a reason text beside it on the wire.
+///
+/// Phoenix leaves codes to its HTTP adapter (Bandit sent 1011 for a malformed frame and 1002
+/// for the idle timeout, with empty reasons). phoenix.js reconnects on every code but 1000, so
+/// any code other than 1000 behaves the same for clients; these say what happened.
+pub mod close_code {
+    /// The idle timeout fired: nothing arrived for `idle_timeout` (RFC 6455 "going away").
+    pub const IDLE: u16 = 1001;
+    /// A frame that is not a Channels message (bad JSON, wrong shape, binary on V1, ...).
+    pub const MALFORMED: u16 = 1007;
+    /// A frame over the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The server could not encode a reply (an internal error, never the client's fault).
+    pub const INTERNAL: u16 = 1011;
+    /// The node behind the server stopped (graceful permdown): come back elsewhere or later.
+    pub const NODE_STOPPED: u16 = 1012;
+}
+
+/// A planted server bug, for proving that conformance checks catch it. Default: none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServerMutation {
+    /// Metas go out without `phx_ref_prev` (in diffs, states and list replies).
+    DropPhxRefPrev,
+    /// The heartbeat reply goes out on topic `"heartbeat"` instead of `"phoenix"`.
+    HeartbeatReplyWrongTopic,
+    /// No `presence_state` after a join: a phoenix.js client buffers diffs forever.
+    NoPresenceState,
+    /// `presence_state` carries a join_ref the client never sent, so phoenix.js drops it as
+    /// an outdated message.
+    StateWithWrongJoinRef,
+    /// A lost or closed connection leaves its presences tracked: ghosts.
+    KeepPresencesOnDisconnect,
+    /// `presence_diff`s go out with their leaves removed.
+    DropLeaves,
+    /// `phx_leave` is answered but never followed by `phx_close`.
+    NoPhxCloseOnLeave,
+}
+
+impl ServerMutation {
+    /// Every mutation, for CLIs and test matrices.
+    pub const ALL: [ServerMutation; 7] = [
+        ServerMutation::DropPhxRefPrev,
+        ServerMutation::HeartbeatReplyWrongTopic,
+        ServerMutation::NoPresenceState,
+        ServerMutation::StateWithWrongJoinRef,
+        ServerMutation::KeepPresencesOnDisconnect,
+        ServerMutation::DropLeaves,
+        ServerMutation::NoPhxCloseOnLeave,
+    ];
+
+    /// The kebab-case name used on command lines and in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerMutation::DropPhxRefPrev => "drop-phx-ref-prev",
+            ServerMutation::HeartbeatReplyWrongTopic => "heartbeat-reply-wrong-topic",
+            ServerMutation::NoPresenceState => "no-presence-state",
+            ServerMutation::StateWithWrongJoinRef => "state-with-wrong-join-ref",
+            ServerMutation::KeepPresencesOnDisconnect => "keep-presences-on-disconnect",
+            ServerMutation::DropLeaves => "drop-leaves",
+            ServerMutation::NoPhxCloseOnLeave => "no-phx-close-on-leave",
+        }
+    }
+}
+
+impl fmt::Display for ServerMutation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ServerMutation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ServerMutation::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown server mutation {s:?}"))
+    }
+}
+
+/// How the server treats its connections.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// A socket on which nothing arrived for this long is closed (Phoenix: 60 s).
+    pub idle_timeout: Duration,
+    /// A connection that has not completed its WebSocket upgrade within this time is dropped.
+    pub handshake_timeout: Duration,
+    /// The largest WebSocket message accepted; a larger one closes the connection (1009).
+    pub max_frame_len: usize,
+    /// Channels one socket may have joined at once (Phoenix 1.7.24+: 100); one more join gets
+    /// `too many channels joined`.
+    pub max_channels: usize,
+    /// A write that cannot complete in this time (a client that stopped reading) drops the
+    /// connection, so that one stuck client never holds a task forever.
+    pub write_timeout: Duration,
+    /// Bytes of read buffer per connection. tungstenite's default (128 KiB, allocated eagerly)
+    /// would cost 1.3 GB for 10 000 sockets; presence traffic is small frames.
+    pub read_buffer_size: usize,
+    /// A planted bug; `None` in production.
+    pub mutation: Option<ServerMutation>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_channels: 100,
+            write_timeout: Duration::from_secs(60),
+            read_buffer_size: 8 * 1024,
+            mutation: None,
+        }
+    }
+}
+
+/// How one connection ended; also what [`Server::serve_connection`]'s task returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionEnd {
+    /// The upgrade was refused with this HTTP status.
+    Refused {
+        /// 400, 403 or 404.
+        status: u16,
+        /// Why, for logs.
+        reason: String,
+    },
+    /// The WebSocket handshake failed or timed out (not an HTTP refusal of ours).
+    HandshakeFailed(String),
+    /// The client sent a close frame.
+    ClientClosed {
+        /// The client's close code, if it gave one.
+        code: Option<u16>,
+    },
+    /// The stream ended or failed without a close frame (a dropped TCP connection).
+    Dropped(String),
+    /// The server closed the connection with this code and reason.
+    ServerClosed {
+        /// See [`close_code`].
+        code: u16,
+        /// The reason sent in the close frame (and logged).
+        reason: String,
+    },
+}
+
+/// What a server reports to observers (transcripts, `phxsim serve` logs), in order per
+/// connection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerEvent {
+    /// A socket was accepted.
+    Connected {
+        /// The server-wide connection number.
+        conn: u64,
+        /// The `user_id` connect param.
+        user_id: String,
+        /// The negotiated serializer.
+        serializer: Serializer,
+    },
+    /// A data frame arrived.
+    Received {
+        /// The connection.
+        conn: u64,
+        /// The frame as received.
+        frame: Frame,
+    },
+    /// A data frame was written.
+    Sent {
+        /// The connection.
+        conn: u64,
+        /// The frame as sent.
+        frame: Frame,
+    },
+    /// The connection ended (also for refused upgrades).
+    Ended {
+        /// The connection.
+        conn: u64,
+        /// How.
+        end: ConnectionEnd,
+    },
+}
+
+struct Inner {
+    node: Node,
+    cfg: ServerConfig,
+    next_conn: AtomicU64,
+    observed: AtomicBool,
+    observers: Mutex<Vec<mpsc::UnboundedSender<ServerEvent>>>,
+}
+
+/// A Channels server for one node. Cheap to clone; it owns no listener and no task of its own.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("node", &self.inner.node)
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server running the reference channel on `node`.
+    pub fn new(node: Node, cfg: ServerConfig) -> Server {
+        Server {
+            inner: Arc::new(Inner {
+                node,
+                cfg,
+                next_conn: AtomicU64::new(1),
+                observed: AtomicBool::new(false),
+                observers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The node behind this server.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.cfg
+    }
+
+    /// Serves one accepted stream (tokio TCP, turmoil TCP, a duplex...) on a new task: the
+    /// WebSocket upgrade, then the socket until it ends. The task's result says how it ended.
+    pub fn serve_connection<S>(&self, stream: S) -> JoinHandle<ConnectionEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let server = self.clone();
+        tokio::spawn(async move { server.run_connection(stream).await })
+    }
+
+    /// [`Server::serve_connection`] on the caller's task.
+    pub async fn run_connection<S>(&self, stream: S) -> ConnectionEnd
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let end = socket::run(self, conn, stream).await;
+        self.emit(|| ServerEvent::Ended {
+            conn,
+            end: end.clone(),
+        });
+        end
+    }
+
+    /// Accepts connections on a tokio listener until the returned task is aborted.
+    pub fn listen(&self, listener: tokio::net::TcpListener) -> JoinHandle<()> {
+        let server = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        // Presence frames are small and latency-bound; Nagle only delays them.
+                        let _ = stream.set_nodelay(true);
+                        server.serve_connection(stream);
+                    }
+                    // Out of file descriptors, for example: that one peer is lost; back off a
+                    // little instead of spinning on the error.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        })
+    }
+
+    /// Every event of this server from now on, unbounded so that an observer misses none.
+    pub fn observe(&self) -> mpsc::UnboundedReceiver<ServerEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut obs) = self.inner.observers.lock() {
+            obs.push(tx);
+        }
+        self.inner.observed.store(true, Ordering::Release);
+        rx
+    }
+
+    /// Whether anyone observes: lets the hot path skip building events.
+    fn observed(&self) -> bool {
+        self.inner.observed.load(Ordering::Acquire)
+    }
+
+    fn emit(&self, event: impl FnOnce() -> ServerEvent) {
+        if !self.observed() {
+            return;
+        }
+        let event = event();
+        if let Ok(mut obs) = self.inner.observers.lock() {
+            obs.retain(|tx| tx.send(event.clone()).is_ok());
+        }
+    }
+
+    fn mutated(&self, m: ServerMutation) -> bool {
+        self.inner.cfg.mutation == Some(m)
+    }
+}

@@ -1,0 +1,680 @@
+//! One WebSocket connection: the upgrade, then the socket's read loop, its channels and their
+//! presence diffs, until the connection ends; then every presence of the socket leaves.
+//!
+//! Rules reproduced (phoenix-protocol.md §1.6–1.9, reference-channel.md):
+//! - heartbeats on topic `phoenix` need no join and reply with a null join_ref;
+//! - a join or push to a topic with no route, or not joined, gets `unmatched topic` (join_ref
+//!   null); a `phx_leave` on a topic not joined is answered ok anyway;
+//! - a duplicate join closes the old channel first (its presence leaves), replies to the new
+//!   join, then sends `phx_close` for the old join_ref;
+//! - a push or leave whose join_ref is neither null nor the current one is dropped silently
+//!   (Phoenix 1.8.12 rules);
+//! - any frame that does not decode ends the whole connection, never just a channel.
+
+use super::handshake::{self, ConnectInfo, Refusal};
+use super::room::{self, Action, reason};
+use super::{ConnectionEnd, Server, ServerEvent, ServerMutation, close_code};
+use crate::node::PresenceUpdate;
+use futures_util::{SinkExt, StreamExt};
+use phxsim_shard::presence::meta_with_refs;
+use phxsim_wire::message::{
+    HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE, PHX_ERROR, PHX_JOIN, PHX_LEAVE, PHX_REPLY, PRESENCE_DIFF,
+    PRESENCE_STATE,
+};
+use phxsim_wire::{Codec, DecodeError, Frame, Message, Payload};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{
+    Error as WsError, Message as WsMessage, error::CapacityError,
+};
+
+/// How long a closing connection waits for the peer's half of the close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// One joined channel incarnation.
+struct Channel {
+    /// The join_ref the client sent with its join (null for V1): `phx_close`/`phx_error` carry
+    /// it, and pushes with another non-null join_ref are stale.
+    join_ref: Option<String>,
+    /// `join_ref || ref`: what Phoenix's channel tags its own pushes (`presence_state`) with.
+    push_join_ref: Option<String>,
+    /// The node-side owner of this channel's presence (Phoenix: the channel pid).
+    owner: String,
+    /// This node's diffs of the topic; dropping it unsubscribes.
+    diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
+}
+
+pub(super) async fn run<S>(server: &Server, conn: u64, stream: S) -> ConnectionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = server.config();
+    let ws_cfg = WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_size.max(1024))
+        .max_message_size(Some(cfg.max_frame_len))
+        .max_frame_size(Some(cfg.max_frame_len));
+    let mut decided: Option<Result<ConnectInfo, Refusal>> = None;
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        let uri = req.uri();
+        let decision = handshake::decide(uri.path(), uri.query());
+        let refused = decision.as_ref().err().map(Refusal::status);
+        decided = Some(decision);
+        match refused {
+            None => Ok(resp),
+            Some(status) => Err(refusal_response(status)),
+        }
+    };
+    let accepted = timeout(
+        cfg.handshake_timeout,
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_cfg)),
+    )
+    .await;
+    let ws = match (accepted, decided) {
+        (Ok(Ok(ws)), Some(Ok(info))) => (ws, info),
+        (_, Some(Err(refusal))) => {
+            return ConnectionEnd::Refused {
+                status: refusal.status(),
+                reason: refusal.to_string(),
+            };
+        }
+        (Ok(Err(e)), _) => return ConnectionEnd::HandshakeFailed(e.to_string()),
+        (Err(_), _) => return ConnectionEnd::HandshakeFailed("handshake timed out".into()),
+        (Ok(Ok(_)), None) => {
+            return ConnectionEnd::HandshakeFailed("upgrade accepted without a decision".into());
+        }
+    };
+    let (ws, info) = ws;
+    server.emit(|| ServerEvent::Connected {
+        conn,
+        user_id: info.user_id.clone(),
+        serializer: info.serializer,
+    });
+    let session = Session {
+        server: server.clone(),
+        conn,
+        codec: Codec::server(info.serializer).with_max_frame_len(cfg.max_frame_len),
+        user_id: info.user_id,
+        ws,
+        channels: BTreeMap::new(),
+        next_channel: 1,
+        poll_from: 0,
+        last_in: Instant::now(),
+    };
+    session.run().await
+}
+
+/// HTTP refusal with an empty body, as Phoenix sends it.
+fn refusal_response(status: u16) -> ErrorResponse {
+    let mut resp = ErrorResponse::new(None);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+struct Session<S> {
+    server: Server,
+    conn: u64,
+    codec: Codec,
+    user_id: String,
+    ws: WebSocketStream<S>,
+    channels: BTreeMap<String, Channel>,
+    next_channel: u64,
+    /// Where the next scan of channel subscriptions starts, so no topic starves the others.
+    poll_from: usize,
+    last_in: Instant,
+}
+
+/// What woke the socket up.
+enum Wake {
+    Incoming(Option<Result<WsMessage, WsError>>),
+    Diff(String, Option<PresenceUpdate>),
+    Idle,
+}
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn run(mut self) -> ConnectionEnd {
+        let end = loop {
+            let deadline = self.last_in + self.server.config().idle_timeout;
+            let wake = tokio::select! {
+                biased;
+                m = self.ws.next() => Wake::Incoming(m),
+                (topic, update) = next_update(&mut self.channels, &mut self.poll_from) => {
+                    Wake::Diff(topic, update)
+                }
+                () = tokio::time::sleep_until(deadline) => Wake::Idle,
+            };
+            let step = match wake {
+                Wake::Incoming(m) => self.incoming(m).await,
+                Wake::Diff(topic, Some(update)) => self.send_diff(&topic, &update).await,
+                Wake::Diff(_, None) => {
+                    Err(self.server_close(close_code::NODE_STOPPED, "presence node stopped".into()))
+                }
+                Wake::Idle => Err(self.server_close(
+                    close_code::IDLE,
+                    format!(
+                        "idle timeout: nothing received for {} ms",
+                        self.server.config().idle_timeout.as_millis()
+                    ),
+                )),
+            };
+            let step = match step {
+                Ok(()) => self.flush().await,
+                Err(end) => Err(end),
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        self.finish(end).await
+    }
+
+    /// Ends the connection: the close frame (if the server closes), the presences, then the
+    /// rest of the close handshake.
+    async fn finish(mut self, end: ConnectionEnd) -> ConnectionEnd {
+        if let ConnectionEnd::ServerClosed { code, reason } = &end {
+            let frame = CloseFrame {
+                code: CloseCode::from(*code),
+                reason: close_reason(reason).into(),
+            };
+            let _ = timeout(CLOSE_GRACE, self.ws.close(Some(frame))).await;
+        }
+        // Every channel of the socket exits with it, and the tracker drops their presences.
+        let channels = std::mem::take(&mut self.channels);
+        if !self
+            .server
+            .mutated(ServerMutation::KeepPresencesOnDisconnect)
+        {
+            for ch in channels.into_values() {
+                drop(ch.diffs);
+                let _ = self.server.node().untrack_owner(&ch.owner).await;
+            }
+        }
+        match &end {
+            ConnectionEnd::ClientClosed { .. } => {
+                // Answer the client's close frame (tungstenite replies on the next write).
+                let _ = timeout(CLOSE_GRACE, self.ws.close(None)).await;
+            }
+            ConnectionEnd::ServerClosed { .. } => {
+                // Read until the client's close reply, or give up after the grace period.
+                let _ = timeout(CLOSE_GRACE, async {
+                    while let Some(Ok(_)) = self.ws.next().await {}
+                })
+                .await;
+            }
+            _ => {}
+        }
+        end
+    }
+
+    fn server_close(&self, code: u16, reason: String) -> ConnectionEnd {
+        ConnectionEnd::ServerClosed { code, reason }
+    }
+
+    async fn incoming(
+        &mut self,
+        m: Option<Result<WsMessage, WsError>>,
+    ) -> Result<(), ConnectionEnd> {
+        let msg = match m {
+            None => return Err(ConnectionEnd::Dropped("stream ended".into())),
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                return Err(self.server_close(
+                    close_code::TOO_BIG,
+                    format!("frame of {size} bytes exceeds the limit of {max_size} bytes"),
+                ));
+            }
+            Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                return Err(ConnectionEnd::Dropped("connection closed".into()));
+            }
+            Some(Err(WsError::Protocol(e))) => {
+                return Err(self.server_close(
+                    close_code::MALFORMED,
+                    format!("websocket protocol error: {e}"),
+                ));
+            }
+            Some(Err(e)) => return Err(ConnectionEnd::Dropped(e.to_string())),
+            Some(Ok(msg)) => msg,
+        };
+        // Any frame, control frames included, is traffic for the idle timeout.
+        self.last_in = Instant::now();
+        let frame = match msg {
+            WsMessage::Text(text) => Frame::Text(text.as_str().to_owned()),
+            WsMessage::Binary(bytes) => Frame::Binary(bytes.to_vec()),
+            WsMessage::Close(frame) => {
+                return Err(ConnectionEnd::ClientClosed {
+                    code: frame.map(|f| u16::from(f.code)),
+                });
+            }
+            // tungstenite answers pings itself; pongs and raw frames carry nothing for us.
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return Ok(()),
+        };
+        let conn = self.conn;
+        self.server.emit(|| ServerEvent::Received {
+            conn,
+            frame: frame.clone(),
+        });
+        match self.codec.decode(&frame) {
+            Ok(msg) => self.dispatch(msg).await,
+            // A frame that is not a Channels message kills the whole connection in Phoenix.
+            Err(e @ DecodeError::Oversized { .. }) => {
+                Err(self.server_close(close_code::TOO_BIG, e.to_string()))
+            }
+            Err(e) => {
+                Err(self.server_close(close_code::MALFORMED, format!("malformed frame: {e}")))
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, msg: Message) -> Result<(), ConnectionEnd> {
+        if msg.topic == PHOENIX_TOPIC && msg.event == HEARTBEAT {
+            let topic = if self
+                .server
+                .mutated(ServerMutation::HeartbeatReplyWrongTopic)
+            {
+                HEARTBEAT
+            } else {
+                PHOENIX_TOPIC
+            };
+            return self
+                .reply(None, msg.ref_, topic, "ok", Payload::Json(empty()))
+                .await;
+        }
+        match msg.event.as_str() {
+            PHX_JOIN => self.join(msg).await,
+            PHX_LEAVE => self.leave(msg).await,
+            _ => self.push(msg).await,
+        }
+    }
+
+    async fn join(&mut self, msg: Message) -> Result<(), ConnectionEnd> {
+        let Message {
+            join_ref,
+            ref_,
+            topic,
+            payload,
+            ..
+        } = msg;
+        if !room::routes(&topic) {
+            return self.unmatched(ref_, &topic).await;
+        }
+        let old = self.channels.remove(&topic);
+        if old.is_none() && self.channels.len() >= self.server.config().max_channels {
+            let why = reason("too many channels joined");
+            return self
+                .reply(join_ref, ref_, &topic, "error", Payload::Json(why))
+                .await;
+        }
+        // Duplicate join: the old incarnation goes first (its presence leaves), and its
+        // phx_close is written after the reply to the new join, as Phoenix does.
+        let old_close = match old {
+            Some(old) => {
+                drop(old.diffs);
+                let _ = self.server.node().untrack_owner(&old.owner).await;
+                Some(old.join_ref)
+            }
+            None => None,
+        };
+        let node = self.server.node().clone();
+        let refused = match room::join_meta(&payload) {
+            Ok(meta) => match node.subscribe(&topic).await {
+                Ok(sub) => Ok((meta, sub)),
+                Err(_) => Err(room::JoinRefusal::Crashed),
+            },
+            Err(refusal) => Err(refusal),
+        };
+        let (meta, sub) = match refused {
+            Ok(joined) => joined,
+            Err(refusal) => {
+                let why = Payload::Json(reason(refusal.reason()));
+                self.reply(join_ref, ref_, &topic, "error", why).await?;
+                return self.close_old(old_close, &topic).await;
+            }
+        };
+        let mut joined_as = Map::new();
+        joined_as.insert("joined_as".into(), Json::String(self.user_id.clone()));
+        self.reply(
+            join_ref.clone(),
+            ref_.clone(),
+            &topic,
+            "ok",
+            Payload::Json(Json::Object(joined_as)),
+        )
+        .await?;
+        self.close_old(old_close, &topic).await?;
+
+        let owner = format!("conn{}/ch{}", self.conn, self.next_channel);
+        self.next_channel += 1;
+        let phx_ref = match node
+            .track(&owner, &topic, &self.user_id, meta.clone())
+            .await
+        {
+            Ok(phx_ref) => phx_ref,
+            // The after-join step failed: the channel process would have crashed.
+            Err(_) => return self.send_end(join_ref, &topic, PHX_ERROR).await,
+        };
+        let mut ch = Channel {
+            push_join_ref: join_ref.clone().or(ref_),
+            join_ref,
+            owner,
+            diffs: sub.diffs,
+        };
+        // Diffs already queued (this join's own, and any other change since the subscription
+        // started) go out before the state: a client must buffer them until the state comes,
+        // and the state does not contain the others' changes, as in Phoenix where a fastlane
+        // diff can overtake the channel's presence_state push.
+        while let Ok(update) = ch.diffs.try_recv() {
+            self.send_diff(&topic, &update).await?;
+        }
+        if !self.server.mutated(ServerMutation::NoPresenceState) {
+            let mut state = sub.state;
+            state
+                .0
+                .entry(self.user_id.clone())
+                .or_default()
+                .push(meta_with_refs(&phx_ref, None, &meta));
+            let mut payload = state.to_json();
+            self.scrub(&mut payload);
+            let push_join_ref = if self.server.mutated(ServerMutation::StateWithWrongJoinRef) {
+                Some("stale".to_owned())
+            } else {
+                ch.push_join_ref.clone()
+            };
+            let push = Message::push(push_join_ref, topic.as_str(), PRESENCE_STATE, payload);
+            self.send(&push).await?;
+        }
+        self.channels.insert(topic, ch);
+        Ok(())
+    }
+
+    async fn close_old(
+        &mut self,
+        old_close: Option<Option<String>>,
+        topic: &str,
+    ) -> Result<(), ConnectionEnd> {
+        match old_close {
+            Some(old_join_ref) => self.send_end(old_join_ref, topic, PHX_CLOSE).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn leave(&mut self, msg: Message) -> Result<(), ConnectionEnd> {
+        let Some(ch) = self.channels.get(&msg.topic) else {
+            // Phoenix answers a leave of a topic it does not have as if it had left.
+            return self
+                .reply(
+                    msg.join_ref,
+                    msg.ref_,
+                    &msg.topic,
+                    "ok",
+                    Payload::Json(empty()),
+                )
+                .await;
+        };
+        if stale(&msg.join_ref, &ch.join_ref) {
+            return Ok(());
+        }
+        let Some(ch) = self.channels.remove(&msg.topic) else {
+            return Ok(());
+        };
+        drop(ch.diffs);
+        self.reply(
+            msg.join_ref,
+            msg.ref_,
+            &msg.topic,
+            "ok",
+            Payload::Json(empty()),
+        )
+        .await?;
+        if !self.server.mutated(ServerMutation::NoPhxCloseOnLeave) {
+            self.send_end(ch.join_ref, &msg.topic, PHX_CLOSE).await?;
+        }
+        let _ = self.server.node().untrack_owner(&ch.owner).await;
+        Ok(())
+    }
+
+    async fn push(&mut self, msg: Message) -> Result<(), ConnectionEnd> {
+        let Some(ch) = self.channels.get(&msg.topic) else {
+            return self.unmatched(msg.ref_, &msg.topic).await;
+        };
+        if stale(&msg.join_ref, &ch.join_ref) {
+            // Phoenix 1.8.3+: a message for an earlier incarnation is dropped without a word.
+            return Ok(());
+        }
+        let owner = ch.owner.clone();
+        let node = self.server.node().clone();
+        let Message {
+            join_ref,
+            ref_,
+            topic,
+            event,
+            payload,
+        } = msg;
+        match room::handle_in(&event, payload) {
+            Action::Reply { status, response } => {
+                self.reply(join_ref, ref_, &topic, status, response).await
+            }
+            Action::NoReply => Ok(()),
+            Action::List => match node.list(&topic).await {
+                Ok(state) => {
+                    let mut payload = state.to_json();
+                    self.scrub(&mut payload);
+                    self.reply(join_ref, ref_, &topic, "ok", Payload::Json(payload))
+                        .await
+                }
+                Err(_) => self.crash(&topic).await,
+            },
+            Action::UpdateMeta(meta) => {
+                match node.update(&owner, &topic, &self.user_id, meta).await {
+                    Ok(_) => {
+                        self.reply(join_ref, ref_, &topic, "ok", Payload::Json(empty()))
+                            .await
+                    }
+                    Err(_) => self.crash(&topic).await,
+                }
+            }
+            Action::Crash => self.crash(&topic).await,
+        }
+    }
+
+    /// The channel dies abnormally: `phx_error`, then its presence leaves; the socket stays.
+    async fn crash(&mut self, topic: &str) -> Result<(), ConnectionEnd> {
+        let Some(ch) = self.channels.remove(topic) else {
+            return Ok(());
+        };
+        drop(ch.diffs);
+        self.send_end(ch.join_ref, topic, PHX_ERROR).await?;
+        let _ = self.server.node().untrack_owner(&ch.owner).await;
+        Ok(())
+    }
+
+    async fn unmatched(&mut self, ref_: Option<String>, topic: &str) -> Result<(), ConnectionEnd> {
+        let why = Payload::Json(reason("unmatched topic"));
+        self.reply(None, ref_, topic, "error", why).await
+    }
+
+    async fn send_diff(
+        &mut self,
+        topic: &str,
+        update: &PresenceUpdate,
+    ) -> Result<(), ConnectionEnd> {
+        let mut diff = update.diff.clone();
+        if self.server.mutated(ServerMutation::DropLeaves) {
+            diff.leaves.clear();
+            if diff.joins.is_empty() {
+                return Ok(());
+            }
+        }
+        let mut payload = diff.to_json();
+        if let Json::Object(m) = &mut payload {
+            for part in m.values_mut() {
+                self.scrub(part);
+            }
+        }
+        self.send(&Message::broadcast(topic, PRESENCE_DIFF, payload))
+            .await
+    }
+
+    /// [`ServerMutation::DropPhxRefPrev`] on a `{key: {"metas": [...]}}` object.
+    fn scrub(&self, presences: &mut Json) {
+        if !self.server.mutated(ServerMutation::DropPhxRefPrev) {
+            return;
+        }
+        let Json::Object(presences) = presences else {
+            return;
+        };
+        for entry in presences.values_mut() {
+            if let Some(Json::Array(metas)) = entry.get_mut("metas") {
+                for meta in metas {
+                    if let Json::Object(meta) = meta {
+                        meta.remove("phx_ref_prev");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reply(
+        &mut self,
+        join_ref: Option<String>,
+        ref_: Option<String>,
+        topic: &str,
+        status: &str,
+        response: Payload,
+    ) -> Result<(), ConnectionEnd> {
+        let msg = match response {
+            Payload::Json(response) => Message::reply(join_ref, ref_, topic, status, response),
+            Payload::Binary(response) | Payload::BinaryReply { response, .. } => Message::new(
+                join_ref,
+                ref_,
+                topic,
+                PHX_REPLY,
+                Payload::BinaryReply {
+                    status: status.to_owned(),
+                    response,
+                },
+            ),
+        };
+        self.send(&msg).await
+    }
+
+    /// `phx_close` or `phx_error` for one incarnation: `[jr, jr, topic, event, {}]`.
+    async fn send_end(
+        &mut self,
+        join_ref: Option<String>,
+        topic: &str,
+        event: &str,
+    ) -> Result<(), ConnectionEnd> {
+        self.send(&Message::channel_end(join_ref, topic, event, empty()))
+            .await
+    }
+
+    /// Queues one message on the socket; [`Session::flush`] writes it out.
+    async fn send(&mut self, msg: &Message) -> Result<(), ConnectionEnd> {
+        let frame = self.codec.encode(msg).map_err(|e| {
+            self.server_close(close_code::INTERNAL, format!("cannot encode a reply: {e}"))
+        })?;
+        let conn = self.conn;
+        self.server.emit(|| ServerEvent::Sent {
+            conn,
+            frame: frame.clone(),
+        });
+        let ws_msg = match frame {
+            Frame::Text(text) => WsMessage::text(text),
+            Frame::Binary(bytes) => WsMessage::binary(bytes),
+        };
+        match timeout(self.server.config().write_timeout, self.ws.feed(ws_msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ConnectionEnd::Dropped(format!("write failed: {e}"))),
+            Err(_) => Err(ConnectionEnd::Dropped("write timed out".into())),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectionEnd> {
+        match timeout(self.server.config().write_timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ConnectionEnd::Dropped(format!("write failed: {e}"))),
+            Err(_) => Err(ConnectionEnd::Dropped("write timed out".into())),
+        }
+    }
+}
+
+/// The next diff of any joined channel, scanning from a rotating start so that a busy topic
+/// cannot starve the others. `None` as the update means the node dropped the subscription.
+async fn next_update(
+    channels: &mut BTreeMap<String, Channel>,
+    poll_from: &mut usize,
+) -> (String, Option<PresenceUpdate>) {
+    poll_fn(|cx| {
+        let n = channels.len();
+        for i in 0..n {
+            let idx = (*poll_from + i) % n;
+            if let Some((topic, ch)) = channels.iter_mut().nth(idx)
+                && let Poll::Ready(update) = ch.diffs.poll_recv(cx)
+            {
+                *poll_from = idx + 1;
+                return Poll::Ready((topic.clone(), update));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A message whose join_ref is set and differs from the channel's (also set) belongs to an
+/// earlier incarnation. A null on either side matches (V1 clients send none).
+fn stale(sent: &Option<String>, current: &Option<String>) -> bool {
+    matches!((sent, current), (Some(s), Some(c)) if s != c)
+}
+
+fn empty() -> Json {
+    Json::Object(Map::new())
+}
+
+/// A close frame's reason is at most 123 bytes (125 minus the code); cut at a char boundary.
+fn close_reason(reason: &str) -> String {
+    const MAX: usize = 123;
+    if reason.len() <= MAX {
+        return reason.to_owned();
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_join_refs_follow_phoenix_1_8_12() {
+        let s = |v: &str| Some(v.to_owned());
+        assert!(!stale(&None, &s("3")));
+        assert!(!stale(&s("3"), &s("3")));
+        assert!(!stale(&s("3"), &None));
+        assert!(stale(&s("2"), &s("3")));
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let long = "é".repeat(100);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= 123 && long.starts_with(&cut));
+        assert_eq!(close_reason("short"), "short");
+    }
+}
