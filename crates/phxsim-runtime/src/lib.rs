@@ -7,6 +7,7 @@
 
 pub mod node;
 pub mod server;
+pub mod client;
 
 pub use node::{
     LinkError, LinkHandle, Node, NodeConfig, NodeError, NodeEvent, PresenceUpdate, Subscription,

@@ -65,6 +65,8 @@ where
         .max_message_size(Some(cfg.max_frame_len))
         .max_frame_size(Some(cfg.max_frame_len));
     let mut decided: Option<Result<ConnectInfo, Refusal>> = None;
+    // The error type is tungstenite's callback contract, not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let uri = req.uri();
         let decision = handshake::decide(uri.path(), uri.query());

@@ -1,0 +1,466 @@
+//! A Channels client over WebSocket that behaves like phoenix.js for one channel: connect with
+//! params, join, heartbeat, push/join timeouts, reconnect with backoff and rejoin (a new
+//! join_ref each time), leave; presences kept by `phxsim_wire`'s phoenix.js-exact
+//! [`PresenceInstance`](phxsim_wire::PresenceInstance), which buffers diffs until the state.
+//!
+//! - Streams come from a caller-supplied factory, so the client runs on tokio TCP, on turmoil
+//!   TCP in the simulator, or on an in-memory duplex.
+//! - Time only from `tokio::time`; the WebSocket key comes from the configured seed.
+//! - For checkers: [`Client::view`] (connected, joined, join_ref, presence list) and
+//!   [`Client::subscribe`] (every frame sent and received, every presence message with what was
+//!   done with it, every channel state change), both updated as each message is handled.
+//! - [`ClientMutation`]s plant known client bugs.
+
+mod task;
+
+use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, Serializer};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// A planted client bug. Default: none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ClientMutation {
+    /// Diffs that arrive before the state (of the current join) are dropped instead of
+    /// buffered, so changes that overtook the state are lost.
+    ForgetPendingDiffs,
+}
+
+impl ClientMutation {
+    /// Every mutation.
+    pub const ALL: [ClientMutation; 1] = [ClientMutation::ForgetPendingDiffs];
+
+    /// The kebab-case name used on command lines and in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientMutation::ForgetPendingDiffs => "forget-pending-diffs",
+        }
+    }
+}
+
+impl fmt::Display for ClientMutation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ClientMutation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ClientMutation::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown client mutation {s:?}"))
+    }
+}
+
+/// A retry schedule: the delay before try `n` (1-based) is entry `n - 1`, and the last entry
+/// repeats forever. phoenix.js has no jitter, and neither does this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backoff(pub Vec<Duration>);
+
+impl Backoff {
+    /// phoenix.js `reconnectAfterMs`: 10, 50, 100, 150, 200, 250, 500, 1000, 2000, then 5000 ms.
+    pub fn reconnect() -> Backoff {
+        Backoff::millis(&[10, 50, 100, 150, 200, 250, 500, 1000, 2000, 5000])
+    }
+
+    /// phoenix.js `rejoinAfterMs`: 1000, 2000, 5000, then 10 000 ms.
+    pub fn rejoin() -> Backoff {
+        Backoff::millis(&[1000, 2000, 5000, 10_000])
+    }
+
+    /// A schedule from milliseconds.
+    pub fn millis(ms: &[u64]) -> Backoff {
+        Backoff(ms.iter().map(|m| Duration::from_millis(*m)).collect())
+    }
+
+    /// The delay before try `tries` (1 for the first retry).
+    pub fn delay(&self, tries: u32) -> Duration {
+        let i = usize::try_from(tries.max(1) - 1).unwrap_or(usize::MAX);
+        self.0
+            .get(i)
+            .or(self.0.last())
+            .copied()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// How a client connects and behaves.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The socket URL without query, e.g. `ws://127.0.0.1:4000/socket/websocket`.
+    pub url: String,
+    /// Connect params (e.g. `user_id`), sent in the query after `vsn`.
+    pub params: Vec<(String, String)>,
+    /// V2 (phoenix.js's default) or V1 (`vsn=1.0.0`).
+    pub serializer: Serializer,
+    /// The one channel this client joins.
+    pub topic: String,
+    /// The join payload, e.g. `{"meta": {"name": "Alice"}}`.
+    pub join_payload: Json,
+    /// phoenix.js `heartbeatIntervalMs`: a heartbeat this long after the last reply, and a
+    /// missing reply after as long again closes the connection and reconnects.
+    pub heartbeat_interval: Duration,
+    /// phoenix.js `timeout`: join, push and leave timeouts; also bounds connect + upgrade.
+    pub timeout: Duration,
+    /// Delays between reconnect attempts.
+    pub reconnect_after: Backoff,
+    /// Delays between rejoin attempts after a refused or timed-out join or a `phx_error`.
+    pub rejoin_after: Backoff,
+    /// The largest frame accepted from the server.
+    pub max_frame_len: usize,
+    /// Seeds the WebSocket keys, so a simulated run's bytes come from its seed.
+    pub seed: u64,
+    /// Connect as soon as started (else wait for [`Client::connect`]).
+    pub auto_connect: bool,
+    /// Join as soon as connected (else wait for [`Client::join`]).
+    pub auto_join: bool,
+    /// A planted bug; `None` normally.
+    pub mutation: Option<ClientMutation>,
+}
+
+impl ClientConfig {
+    /// phoenix.js defaults for `url`, joining `topic` as `user_id`.
+    pub fn new(
+        url: impl Into<String>,
+        user_id: impl Into<String>,
+        topic: impl Into<String>,
+    ) -> Self {
+        ClientConfig {
+            url: url.into(),
+            params: vec![("user_id".into(), user_id.into())],
+            serializer: Serializer::V2,
+            topic: topic.into(),
+            join_payload: Json::Object(Map::new()),
+            heartbeat_interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            reconnect_after: Backoff::reconnect(),
+            rejoin_after: Backoff::rejoin(),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            seed: 0,
+            auto_connect: true,
+            auto_join: true,
+            mutation: None,
+        }
+    }
+
+    /// Joins with `{"meta": meta}`.
+    pub fn with_meta(mut self, meta: Json) -> Self {
+        let mut payload = Map::new();
+        payload.insert("meta".into(), meta);
+        self.join_payload = Json::Object(payload);
+        self
+    }
+}
+
+/// phoenix.js channel states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChannelState {
+    /// Not joined and not trying (initially, after a leave or a `phx_close`).
+    #[default]
+    Closed,
+    /// A join was sent (or will be, once connected).
+    Joining,
+    /// The join was accepted.
+    Joined,
+    /// Lost (error, timeout, connection loss): a rejoin is scheduled or waits for a connection.
+    Errored,
+    /// A leave was sent.
+    Leaving,
+}
+
+/// What a checker reads of a client at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientView {
+    /// Whether a WebSocket is open.
+    pub connected: bool,
+    /// The channel's state.
+    pub channel: ChannelState,
+    /// The join_ref of the current (or last) join.
+    pub join_ref: Option<String>,
+    /// The presence list: key → metas, as phoenix.js's `Presence.list` holds them.
+    pub presences: BTreeMap<String, Vec<Json>>,
+    /// Diffs buffered while waiting for the state of the current join.
+    pub pending_diffs: usize,
+    /// Successful WebSocket upgrades so far.
+    pub connects: u64,
+    /// Joins accepted so far.
+    pub joins: u64,
+}
+
+impl ClientView {
+    /// Whether the channel is joined (`channel == Joined`).
+    pub fn joined(&self) -> bool {
+        self.channel == ChannelState::Joined
+    }
+
+    /// Every `phx_ref` listed, by key.
+    pub fn refs(&self) -> BTreeMap<String, Vec<String>> {
+        self.presences
+            .iter()
+            .map(|(k, metas)| {
+                let refs = metas
+                    .iter()
+                    .filter_map(|m| m.get("phx_ref").and_then(Json::as_str).map(str::to_owned))
+                    .collect();
+                (k.clone(), refs)
+            })
+            .collect()
+    }
+}
+
+/// A presence message's fate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PresenceOutcome {
+    /// Applied to the state (a state with its buffered diffs, or a live diff).
+    Applied,
+    /// Buffered until the state of the current join arrives.
+    Buffered,
+    /// Dropped by [`ClientMutation::ForgetPendingDiffs`].
+    Dropped,
+    /// The payload was not a valid presence payload; nothing changed.
+    Invalid(String),
+}
+
+/// One thing that happened to a client, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent {
+    /// A connect attempt starts (1 for the first after a success).
+    Connecting { attempt: u32 },
+    /// The WebSocket is open.
+    Connected,
+    /// A connect attempt failed; the next comes after the reconnect backoff.
+    ConnectFailed { reason: String },
+    /// The WebSocket is gone.
+    Disconnected {
+        /// Why (close code and reason, heartbeat timeout, I/O error...).
+        reason: String,
+        /// Whether the client will reconnect.
+        reconnect: bool,
+    },
+    /// A frame written.
+    Sent(Frame),
+    /// A frame received.
+    Received(Frame),
+    /// A received frame that does not decode; it is ignored (phoenix.js logs and goes on).
+    Undecodable { error: String },
+    /// A `presence_state` or `presence_diff` of this channel, as it arrived, and its fate.
+    Presence {
+        /// `presence_state` or `presence_diff`.
+        event: String,
+        /// The channel join_ref when it arrived.
+        join_ref: Option<String>,
+        /// The payload as received.
+        payload: Json,
+        /// What was done with it.
+        outcome: PresenceOutcome,
+    },
+    /// The channel changed state.
+    Channel {
+        /// The new state.
+        state: ChannelState,
+        /// The join_ref it concerns.
+        join_ref: Option<String>,
+    },
+    /// A reply to a push of ours (not join, leave or heartbeat).
+    Reply {
+        /// The push's event.
+        event: String,
+        /// `ok`, `error`...
+        status: String,
+        /// The response (raw bytes of a binary reply are given as an array of numbers).
+        response: Json,
+    },
+    /// A push (or join, or leave) got no reply within the timeout.
+    Timeout { event: String },
+}
+
+/// An event with the time it happened (tokio's clock: simulated time under turmoil).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stamped {
+    /// When.
+    pub at: Instant,
+    /// What.
+    pub event: ClientEvent,
+}
+
+/// What the handle asks of the client task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Connect,
+    Disconnect,
+    DropConnection,
+    Join,
+    Leave,
+    Push { event: String, payload: Json },
+}
+
+pub(crate) struct Shared {
+    view: watch::Sender<ClientView>,
+    observed: AtomicBool,
+    observers: Mutex<Vec<mpsc::UnboundedSender<Stamped>>>,
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, event: impl FnOnce() -> ClientEvent) {
+        if !self.observed.load(Ordering::Acquire) {
+            return;
+        }
+        let stamped = Stamped {
+            at: Instant::now(),
+            event: event(),
+        };
+        if let Ok(mut obs) = self.observers.lock() {
+            obs.retain(|tx| tx.send(stamped.clone()).is_ok());
+        }
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ClientView)) {
+        self.view.send_modify(f);
+    }
+}
+
+/// A running client. Cloning gives another handle to the same client; it stops when
+/// [`Client::stop`] is called or every handle is dropped.
+#[derive(Clone)]
+pub struct Client {
+    cmds: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    task: AbortHandle,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("view", &*self.shared.view.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts a client on the current runtime (or turmoil host). `connect` opens a fresh
+    /// stream to the server for every connection attempt.
+    pub fn start<C, F, S>(cfg: ClientConfig, connect: C) -> Client
+    where
+        C: FnMut() -> F + Send + 'static,
+        F: Future<Output = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (cmds, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            view: watch::Sender::new(ClientView::default()),
+            observed: AtomicBool::new(false),
+            observers: Mutex::new(Vec::new()),
+        });
+        let task = tokio::spawn(task::run(cfg, connect, rx, Arc::clone(&shared)));
+        Client {
+            cmds,
+            shared,
+            task: task.abort_handle(),
+        }
+    }
+
+    /// A client over tokio TCP to `addr` (the URL's host part is only the `Host` header).
+    pub fn start_tcp(cfg: ClientConfig, addr: std::net::SocketAddr) -> Client {
+        Client::start(cfg, move || async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        })
+    }
+
+    fn send(&self, cmd: Command) {
+        // A stopped client ignores commands: there is nobody left to act on them.
+        let _ = self.cmds.send(cmd);
+    }
+
+    /// Connects (again) after [`Client::disconnect`], or now if `auto_connect` was off.
+    pub fn connect(&self) {
+        self.send(Command::Connect);
+    }
+
+    /// Closes the socket cleanly (code 1000): no reconnect until [`Client::connect`]. The
+    /// channel becomes errored and rejoins on the next connection, as in phoenix.js.
+    pub fn disconnect(&self) {
+        self.send(Command::Disconnect);
+    }
+
+    /// Drops the TCP connection without a close frame (a network failure, from the server's
+    /// point of view); the client reconnects with backoff.
+    pub fn drop_connection(&self) {
+        self.send(Command::DropConnection);
+    }
+
+    /// Joins the channel (a fresh `Presence`, as a new phoenix.js channel has) if it is closed.
+    pub fn join(&self) {
+        self.send(Command::Join);
+    }
+
+    /// Leaves the channel.
+    pub fn leave(&self) {
+        self.send(Command::Leave);
+    }
+
+    /// Pushes an event on the channel (buffered until joined, as phoenix.js does).
+    pub fn push(&self, event: impl Into<String>, payload: Json) {
+        self.send(Command::Push {
+            event: event.into(),
+            payload,
+        });
+    }
+
+    /// The reference channel's `update_meta`.
+    pub fn update_meta(&self, meta: Json) {
+        self.push("update_meta", meta);
+    }
+
+    /// Stops the client task at once (no close frame).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    /// The current view.
+    pub fn view(&self) -> ClientView {
+        self.shared.view.borrow().clone()
+    }
+
+    /// A receiver of every view change.
+    pub fn watch(&self) -> watch::Receiver<ClientView> {
+        self.shared.view.subscribe()
+    }
+
+    /// Every event from now on, unbounded so that a checker misses none.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Stamped> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut obs) = self.shared.observers.lock() {
+            obs.push(tx);
+        }
+        self.shared.observed.store(true, Ordering::Release);
+        rx
+    }
+
+    /// Waits until the view satisfies `pred`, at most `limit`; returns the last view either way.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        mut pred: impl FnMut(&ClientView) -> bool,
+    ) -> Result<ClientView, ClientView> {
+        let mut rx = self.watch();
+        let waited = tokio::time::timeout(limit, rx.wait_for(|v| pred(v))).await;
+        match waited {
+            Ok(Ok(view)) => Ok(view.clone()),
+            _ => Err(self.view()),
+        }
+    }
+}
