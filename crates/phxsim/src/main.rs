@@ -26,6 +26,10 @@ enum Command {
     PresenceSync(cmd::presence_sync::Args),
     /// Run scenario files (default: the whole `scenarios/` catalogue).
     Run(cmd::run::Args),
+    /// Run a real local cluster of Channels servers for real clients (phoenix.js, browsers).
+    Serve(cmd::serve::Args),
+    /// WebSocket fan-out benchmark: one node, N clients on one topic, diff latency and memory.
+    BenchWs(cmd::bench_ws::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,8 @@ fn main() -> ExitCode {
         Command::TrackerOps => cmd::tracker_ops::run(),
         Command::PresenceSync(args) => cmd::presence_sync::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::BenchWs(args) => cmd::bench_ws::run(args),
     };
     match result {
         Ok(code) => code,

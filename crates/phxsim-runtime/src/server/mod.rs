@@ -127,6 +127,11 @@ pub struct ServerConfig {
     /// Bytes of read buffer per connection. tungstenite's default (128 KiB, allocated eagerly)
     /// would cost 1.3 GB for 10 000 sockets; presence traffic is small frames.
     pub read_buffer_size: usize,
+    /// Whether a join tracks the joiner (the reference channel: yes). Off, joins only
+    /// subscribe: observer sockets, like a dashboard that lists presences without being
+    /// present, which lets a benchmark hold 10 000 listeners on one topic without 10 000
+    /// presences and their quadratic join traffic.
+    pub track_on_join: bool,
     /// A planted bug; `None` in production.
     pub mutation: Option<ServerMutation>,
 }
@@ -140,6 +145,7 @@ impl Default for ServerConfig {
             max_channels: 100,
             write_timeout: Duration::from_secs(60),
             read_buffer_size: 8 * 1024,
+            track_on_join: true,
             mutation: None,
         }
     }

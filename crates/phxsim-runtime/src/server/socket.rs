@@ -360,13 +360,17 @@ where
 
         let owner = format!("conn{}/ch{}", self.conn, self.next_channel);
         self.next_channel += 1;
-        let phx_ref = match node
-            .track(&owner, &topic, &self.user_id, meta.clone())
-            .await
-        {
-            Ok(phx_ref) => phx_ref,
-            // The after-join step failed: the channel process would have crashed.
-            Err(_) => return self.send_end(join_ref, &topic, PHX_ERROR).await,
+        let own = if self.server.config().track_on_join {
+            match node
+                .track(&owner, &topic, &self.user_id, meta.clone())
+                .await
+            {
+                Ok(phx_ref) => Some(meta_with_refs(&phx_ref, None, &meta)),
+                // The after-join step failed: the channel process would have crashed.
+                Err(_) => return self.send_end(join_ref, &topic, PHX_ERROR).await,
+            }
+        } else {
+            None
         };
         let mut ch = Channel {
             push_join_ref: join_ref.clone().or(ref_),
@@ -383,11 +387,9 @@ where
         }
         if !self.server.mutated(ServerMutation::NoPresenceState) {
             let mut state = sub.state;
-            state
-                .0
-                .entry(self.user_id.clone())
-                .or_default()
-                .push(meta_with_refs(&phx_ref, None, &meta));
+            if let Some(own) = own {
+                state.0.entry(self.user_id.clone()).or_default().push(own);
+            }
             let mut payload = state.to_json();
             self.scrub(&mut payload);
             let push_join_ref = if self.server.mutated(ServerMutation::StateWithWrongJoinRef) {

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod bench_ws;
 pub mod presence_sync;
 pub mod run;
+pub mod serve;
 pub mod tracker_ops;
 
 /// Exit code for bad input (unreadable or invalid files, bad flags).

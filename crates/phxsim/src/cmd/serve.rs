@@ -1,0 +1,187 @@
+//! `phxsim serve --nodes 3 --port 4000 [--broadcast-period MS] [--bind 127.0.0.1]`: a real
+//! cluster in one process for real clients. Node `i` serves the reference channel at
+//! `ws://BIND:(PORT+i-1)/socket/websocket`; the nodes talk to each other over loopback TCP.
+//! One ready line per node on stdout once the cluster is meshed; Ctrl-C (SIGINT) stops it.
+//!
+//! Production, not simulation: `phx_ref`s come from OS entropy and time from the real clock.
+
+use anyhow::{Context as _, bail};
+use phxsim_runtime::server::{ConnectionEnd, Server, ServerConfig, ServerEvent, ServerMutation};
+use phxsim_runtime::{Node, NodeConfig, NodeEvent};
+use phxsim_shard::{TrackerConfig, TrackerEvent};
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Exit code for bad flags.
+const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// How many nodes (1 to 32).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// WebSocket port of node 1; node i listens on PORT+i-1.
+    #[arg(long, default_value_t = 4000)]
+    pub port: u16,
+    /// Tracker broadcast period in ms (Phoenix: 1500).
+    #[arg(long = "broadcast-period", default_value_t = 1500)]
+    pub broadcast_period: u64,
+    /// Address the WebSocket endpoints listen on. Anything but loopback exposes the cluster
+    /// to the network, so it must be asked for explicitly.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+    /// Idle timeout of client sockets in ms (Phoenix: 60 000).
+    #[arg(long = "idle-timeout", default_value_t = 60_000)]
+    pub idle_timeout: u64,
+    /// Plant a known server bug (conformance checks only).
+    #[arg(long)]
+    pub mutate: Option<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !(1..=32).contains(&args.nodes) {
+        eprintln!("phxsim serve: --nodes must be between 1 and 32");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    if u32::from(args.port) + u32::from(args.nodes) - 1 > u32::from(u16::MAX) || args.port == 0 {
+        eprintln!(
+            "phxsim serve: ports {}..{} do not fit",
+            args.port,
+            u32::from(args.port) + u32::from(args.nodes) - 1
+        );
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    let mutation = match args.mutate.as_deref().map(str::parse::<ServerMutation>) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            let known: Vec<&str> = ServerMutation::ALL.iter().map(|m| m.name()).collect();
+            eprintln!("phxsim serve: {e}; known: {}", known.join(", "));
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    if let Err(e) = TrackerConfig::with_broadcast_period(args.broadcast_period).validate() {
+        eprintln!("phxsim serve: --broadcast-period: {e}");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(args, mutation))
+}
+
+async fn serve(args: Args, mutation: Option<ServerMutation>) -> anyhow::Result<ExitCode> {
+    // The endpoints first: a taken port fails the command before anything starts.
+    let mut endpoints = Vec::new();
+    for i in 0..args.nodes {
+        let addr = SocketAddr::new(args.bind, args.port + i);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        endpoints.push((addr, listener));
+    }
+    let server_cfg = ServerConfig {
+        idle_timeout: Duration::from_millis(args.idle_timeout),
+        mutation,
+        ..ServerConfig::default()
+    };
+    let mut nodes = Vec::new();
+    let mut link_addrs = Vec::new();
+    let mut events = Vec::new();
+    for i in 1..=args.nodes {
+        let node = Node::start(NodeConfig {
+            tracker: TrackerConfig::with_broadcast_period(args.broadcast_period),
+            ..NodeConfig::new(format!("n{i}"), 1)
+        })
+        .context("starting a node")?;
+        // Node links stay on loopback whatever --bind says: they carry no authentication.
+        let links = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("listening for node links")?;
+        link_addrs.push(links.local_addr()?);
+        node.listen(links);
+        events.push(node.observe().await?);
+        nodes.push(node);
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        for addr in link_addrs.iter().skip(i + 1) {
+            node.connect_tcp(*addr)
+                .await
+                .with_context(|| format!("linking {} to {addr}", node.name()))?;
+        }
+    }
+    // Ready means meshed: every node has seen every other come up. An idle shard heartbeats
+    // at least every few broadcast periods, so this is bounded.
+    let mesh_limit =
+        Duration::from_millis(args.broadcast_period.saturating_mul(30)) + Duration::from_secs(5);
+    let peers = nodes.len() - 1;
+    for (node, ev) in nodes.iter().zip(events.iter_mut()) {
+        let meshed = tokio::time::timeout(mesh_limit, async {
+            let mut up = std::collections::BTreeSet::new();
+            while up.len() < peers {
+                match ev.recv().await {
+                    Some(NodeEvent::Tracker(TrackerEvent::ReplicaUp { replica, .. })) => {
+                        up.insert(replica.name.clone());
+                    }
+                    Some(_) => {}
+                    None => return false,
+                }
+            }
+            true
+        })
+        .await;
+        if meshed != Ok(true) {
+            bail!(
+                "{} did not see every peer come up within {mesh_limit:?}",
+                node.name()
+            );
+        }
+    }
+    let mut tasks = Vec::new();
+    for (node, (addr, listener)) in nodes.iter().zip(endpoints) {
+        let server = Server::new(node.clone(), server_cfg.clone());
+        tasks.push(log_closes(node.name().to_owned(), server.observe()));
+        tasks.push(server.listen(listener));
+        println!("node {} ready ws://{addr}/socket/websocket", node.name());
+    }
+    std::io::stdout().flush().ok();
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    eprintln!("phxsim serve: stopping");
+    for t in &tasks {
+        t.abort();
+    }
+    for node in &nodes {
+        node.crash();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs every connection the server ended on its own, with the reason (stderr).
+fn log_closes(
+    node: String,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<ServerEvent>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let ServerEvent::Ended { conn, end } = e {
+                match end {
+                    ConnectionEnd::ServerClosed { code, reason } => {
+                        eprintln!(
+                            "{node}: connection {conn} closed by the server ({code}): {reason}"
+                        );
+                    }
+                    ConnectionEnd::Refused { status, reason } => {
+                        eprintln!("{node}: connection {conn} refused ({status}): {reason}");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    })
+}
