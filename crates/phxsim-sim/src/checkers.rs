@@ -134,6 +134,9 @@ pub struct Bounds {
     pub convergence_ms: u64,
     /// A gone owner's presence may stay visible at most this long.
     pub ghost_ms: u64,
+    /// Sampling interval: an `[[expect.visible]]` window is widened by it, so that a window
+    /// shorter than the interval still contains a sample.
+    pub sample_ms: u64,
 }
 
 /// Per-client replay state for the diff-stream checker.
@@ -359,19 +362,16 @@ impl Checkers {
             for (topic, list) in &ns.lists {
                 for (key, rf) in refs_of(list) {
                     let id = (topic.clone(), rf.clone());
-                    if let Some(&gone) = self.gone_at.get(&id) {
-                        if s.at_ms > gone + self.bounds.ghost_ms
-                            && self
-                                .ghost_reported
-                                .insert((node.clone(), topic.clone(), rf.clone()))
-                        {
-                            ghosts.push((
-                                node.clone(),
-                                format!(
-                                    "{topic} {key}/{rf}: owner gone at {gone} ms, still listed"
-                                ),
-                            ));
-                        }
+                    if let Some(&gone) = self.gone_at.get(&id)
+                        && s.at_ms > gone + self.bounds.ghost_ms
+                        && self
+                            .ghost_reported
+                            .insert((node.clone(), topic.clone(), rf.clone()))
+                    {
+                        ghosts.push((
+                            node.clone(),
+                            format!("{topic} {key}/{rf}: owner gone at {gone} ms, still listed"),
+                        ));
                     }
                 }
             }
@@ -390,7 +390,8 @@ impl Checkers {
 
         // [[expect.visible]]
         for (v, met) in self.visible.iter_mut() {
-            if *met || s.at_ms < v.at_ms || s.at_ms > v.at_ms + v.within_ms {
+            if *met || s.at_ms < v.at_ms || s.at_ms > v.at_ms + v.within_ms + self.bounds.sample_ms
+            {
                 continue;
             }
             let Some(ns) = s.nodes.get(&v.node) else {

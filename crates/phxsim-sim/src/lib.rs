@@ -3,6 +3,11 @@
 //! byte for byte.
 
 pub mod checkers;
+pub mod clients;
+pub mod explore;
+pub mod harness;
 pub mod scenario;
+pub mod trace;
+pub mod transcript;
 
 pub use scenario::{Action, ClientSpec, Scenario, ScenarioError, Step};

@@ -87,6 +87,9 @@ pub struct TrackerSettings {
     /// `eager` also sends deltas as soon as they change.
     #[serde(default = "default_profile")]
     pub profile: String,
+    /// `eager` profile only: how long a change waits for others to ride along.
+    #[serde(default)]
+    pub eager_window_ms: Option<u64>,
 }
 
 fn default_broadcast_period() -> u64 {
@@ -122,6 +125,7 @@ impl Default for TrackerSettings {
             max_delta_sizes: default_max_delta_sizes(),
             pool_size: default_pool_size(),
             profile: default_profile(),
+            eager_window_ms: None,
         }
     }
 }

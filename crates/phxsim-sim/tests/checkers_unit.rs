@@ -37,6 +37,7 @@ fn checkers() -> Checkers {
         Bounds {
             convergence_ms: 1000,
             ghost_ms: 500,
+            sample_ms: 1,
         },
         vec![],
     )

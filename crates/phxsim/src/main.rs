@@ -30,6 +30,10 @@ enum Command {
     Serve(cmd::serve::Args),
     /// WebSocket fan-out benchmark: one node, N clients on one topic, diff latency and memory.
     BenchWs(cmd::bench_ws::Args),
+    /// Replay one scenario with one seed, printing every finding.
+    Replay(cmd::replay::Args),
+    /// Swarm testing over random seeds; failures are shrunk and written as scenarios.
+    Explore(cmd::explore::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,8 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::BenchWs(args) => cmd::bench_ws::run(args),
+        Command::Replay(args) => cmd::replay::run(args),
+        Command::Explore(args) => cmd::explore::run(args),
     };
     match result {
         Ok(code) => code,

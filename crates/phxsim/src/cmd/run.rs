@@ -1,86 +1,181 @@
-//! `phxsim run`: the main job. Until the simulator lands it runs the conformance of the
-//! tracker core against the reference vectors in `shared/vectors/tracker/` (what real
-//! Phoenix.Tracker.State printed) and prints a table; a mismatch fails the run.
+//! `phxsim run [PATH...] [--seed N] [--transcript FILE]`: runs scenario files (default: the
+//! whole `scenarios/` catalogue) on the deterministic simulator and prints a table; the exit
+//! code says the worst outcome (see `sim_report`).
 
-use anyhow::{Context as _, bail};
-use phxsim_tracker::ops::Driver;
-use serde_json::Value;
+use super::sim_report::{self, EXIT_BAD_INPUT};
+use anyhow::Context as _;
+use phxsim_runtime::server::ServerMutation;
+use phxsim_shard::NodeMutation;
+use phxsim_sim::Scenario;
+use phxsim_sim::clients::ClientBug;
+use phxsim_sim::harness::{self, RunOptions, RunReport};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Scenario files; default: every file of the `scenarios/` catalogue.
+    /// Scenario files; default: every `*.toml` of the `scenarios/` catalogue.
     pub paths: Vec<PathBuf>,
-    /// Where the shared reference material lives.
-    #[arg(long, env = "PHXSIM_SHARED", default_value = "../shared")]
-    pub shared: PathBuf,
+    /// Seed of every run (default: each scenario's own `seed`, else 1).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write the transcript (JSON lines) here; with several scenarios, one file per scenario
+    /// with the scenario's name appended.
+    #[arg(long)]
+    pub transcript: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write a JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Plant a known bug in every node or client (see `phxsim explore --help`).
+    #[arg(long)]
+    pub mutate: Option<String>,
+    /// The catalogue folder used when no path is given.
+    #[arg(long, default_value = "scenarios")]
+    pub catalogue: PathBuf,
 }
 
-/// Exit code when an output differs from the reference.
-const EXIT_MISMATCH: u8 = 1;
+/// Every planted-bug name `--mutate` accepts: node (CRDT and shard), server and client bugs.
+pub fn mutation_names() -> Vec<String> {
+    let mut known: Vec<String> = NodeMutation::all().iter().map(|m| m.to_string()).collect();
+    known.extend(ServerMutation::ALL.iter().map(|m| m.to_string()));
+    known.extend(ClientBug::ALL.iter().map(|c| c.to_string()));
+    known
+}
+
+/// Sets the planted bug named `name` (if any) in `opts`.
+pub fn apply_mutation(opts: &mut RunOptions, name: Option<&str>) -> anyhow::Result<()> {
+    let Some(name) = name else {
+        return Ok(());
+    };
+    if let Ok(m) = name.parse::<NodeMutation>() {
+        opts.node_mutation = Some(m);
+    } else if let Ok(m) = name.parse::<ServerMutation>() {
+        opts.server_mutation = Some(m);
+    } else if let Ok(c) = name.parse::<ClientBug>() {
+        opts.client_mutation = Some(c);
+    } else {
+        anyhow::bail!(
+            "unknown mutation {name:?}; known: {}",
+            mutation_names().join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn catalogue(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the catalogue {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !args.paths.is_empty() {
-        bail!("scenario files need the simulator, which is not built yet");
+    let paths = if args.paths.is_empty() {
+        catalogue(&args.catalogue)?
+    } else {
+        args.paths.clone()
+    };
+    let mut base = RunOptions {
+        transcript: args.transcript.is_some(),
+        ..RunOptions::default()
+    };
+    if let Err(e) = apply_mutation(&mut base, args.mutate.as_deref()) {
+        eprintln!("phxsim: {e:#}");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
-    let dir = args.shared.join("vectors/tracker");
-    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {} (set --shared)", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let n = p.to_string_lossy();
-            n.ends_with(".jsonl") && !n.ends_with(".expected.jsonl")
-        })
-        .collect();
-    inputs.sort();
-    println!("{:<36} {:>6}  result", "tracker vector", "ops");
-    let mut failed = 0;
-    for input in &inputs {
-        let (ops, outcome) = check(input)?;
-        let name = input.file_name().unwrap_or_default().to_string_lossy();
-        match &outcome {
-            None => println!("{name:<36} {ops:>6}  pass"),
-            Some(why) => {
-                failed += 1;
-                println!("{name:<36} {ops:>6}  FAIL {why}");
+    // validate every file before running anything: bad input is its own exit code
+    let mut scenarios = Vec::new();
+    for p in &paths {
+        match Scenario::load(p) {
+            Ok(s) => scenarios.push((p.display().to_string(), s)),
+            Err(e) => {
+                eprintln!("phxsim: {e}");
+                return Ok(ExitCode::from(EXIT_BAD_INPUT));
             }
         }
     }
-    println!("{} passed, {} failed", inputs.len() - failed, failed);
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_MISMATCH)
-    })
+    let mut runs: Vec<(String, RunReport)> = Vec::new();
+    println!(
+        "{:<62} {:>6} {:>10}  result",
+        "scenario", "seed", "converged"
+    );
+    for (path, s) in &scenarios {
+        let seed = args.seed.or(s.seed).unwrap_or(1);
+        let opts = RunOptions {
+            seed,
+            ..base.clone()
+        };
+        let report = harness::run(s, &opts);
+        eprintln!("# {path}: {}", sim_report::knob_line(&report));
+        let name = Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        println!(
+            "{:<62} {:>6} {:>10}  {}",
+            truncate(&name, 62),
+            seed,
+            report
+                .converged_at_ms
+                .map(|t| format!("{t} ms"))
+                .unwrap_or_else(|| "-".into()),
+            sim_report::verdict_name(report.verdict)
+        );
+        for f in &report.failures {
+            println!("    {f}");
+        }
+        if report.verdict != harness::Verdict::Pass {
+            println!("    replay: {}", sim_report::replay_command(path, seed));
+        }
+        if let Some(t) = &args.transcript {
+            let file = if scenarios.len() == 1 {
+                t.clone()
+            } else {
+                t.with_file_name(format!(
+                    "{}.{name}.jsonl",
+                    t.file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ))
+            };
+            sim_report::write_transcript(&file, &report)?;
+        }
+        runs.push((path.clone(), report));
+    }
+    let failed = runs
+        .iter()
+        .filter(|(_, r)| r.verdict != harness::Verdict::Pass)
+        .count();
+    println!(
+        "scenarios: {} passed, {} failed",
+        runs.len() - failed,
+        failed
+    );
+    if let Some(j) = &args.json {
+        let doc: Vec<_> = runs
+            .iter()
+            .map(|(p, r)| sim_report::to_json(p, r))
+            .collect();
+        sim_report::write_file(j, &serde_json::to_string_pretty(&doc)?)?;
+    }
+    if let Some(j) = &args.junit {
+        sim_report::write_file(j, &sim_report::to_junit("phxsim run", &runs))?;
+    }
+    Ok(ExitCode::from(sim_report::exit_code(sim_report::worst(
+        runs.iter().map(|(_, r)| r.verdict),
+    ))))
 }
 
-/// Runs one stream; `None` when every line equals the reference.
-fn check(input: &Path) -> anyhow::Result<(usize, Option<String>)> {
-    let expected_path = input.with_extension("").with_extension("expected.jsonl");
-    let text =
-        std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
-    let expected = std::fs::read_to_string(&expected_path)
-        .with_context(|| format!("reading {}", expected_path.display()))?;
-    let mut driver = Driver::new();
-    let got: Vec<Value> = text.lines().filter_map(|l| driver.line(l)).collect();
-    for (i, line) in expected.lines().enumerate() {
-        let want: Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}", expected_path.display(), i + 1))?;
-        let Some(have) = got.get(i) else {
-            return Ok((
-                got.len(),
-                Some(format!("missing output for step {}", i + 1)),
-            ));
-        };
-        let same = match (have.get("error"), want.get("error")) {
-            (Some(_), Some(_)) => true,
-            (None, None) => have == &want,
-            _ => false,
-        };
-        if !same {
-            return Ok((got.len(), Some(format!("step {} differs", i + 1))));
-        }
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        s.chars().take(n - 1).collect::<String>() + "…"
     }
-    Ok((got.len(), None))
 }

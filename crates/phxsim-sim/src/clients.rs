@@ -1,0 +1,218 @@
+//! The browsers of a simulation and the server they talk to. Every node host runs the
+//! runtime's real Channels server on turmoil TCP; one host per node runs that node's clients
+//! (the runtime's real client), each driven by the scripted timeline and observed frame by
+//! frame.
+
+use crate::checkers::{ClientMessage, PresenceList};
+use crate::harness::{Obs, RunOptions, SharedRef, WS_PORT, derive_seed, lock, now_ms};
+use crate::scenario::Scenario;
+use phxsim_runtime::Node;
+use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, ClientView};
+use phxsim_runtime::server::{Server, ServerConfig};
+use phxsim_wire::{Frame, Serializer};
+use serde_json::{Value as Json, json};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub use phxsim_runtime::client::ClientMutation as ClientBug;
+
+/// What the timeline tells a client to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientControl {
+    Join,
+    Leave,
+    Update(Json),
+    /// The browser vanishes: its TCP connection drops without a close frame and it stays away
+    /// until `Reconnect`.
+    Disconnect,
+    /// Connects again; a channel that was joined rejoins, as phoenix.js does.
+    Reconnect,
+    /// The reference channel's `crash` event.
+    CrashChannel,
+}
+
+/// A client as the observer sees it.
+#[derive(Clone, Debug)]
+pub struct SimClient {
+    pub node: String,
+    pub topic: String,
+    pub user: String,
+    pub client: Client,
+}
+
+/// The checker's list of a client's view: `key → phx_ref → meta`.
+pub fn view_list(view: &ClientView) -> PresenceList {
+    let mut out = PresenceList::new();
+    for (key, metas) in &view.presences {
+        let entry = out.entry(key.clone()).or_default();
+        for m in metas {
+            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
+                entry.insert(r.to_owned(), m.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The Channels server of every node in a run: Phoenix's defaults, plus the planted server bug
+/// if any.
+pub fn server_config(_s: &Scenario, o: &RunOptions) -> ServerConfig {
+    ServerConfig {
+        mutation: o.server_mutation,
+        ..ServerConfig::default()
+    }
+}
+
+/// Starts the node's Channels server on `port` of this host: every accepted turmoil stream is
+/// served by the runtime's real server.
+pub async fn spawn_server(node: Node, cfg: ServerConfig, port: u16) -> std::io::Result<()> {
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    let server = Server::new(node, cfg);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            server.serve_connection(stream);
+        }
+    });
+    Ok(())
+}
+
+fn frame_json(client: &str, dir: &str, frame: &Frame) -> Json {
+    match frame {
+        Frame::Text(text) => {
+            // the event name helps a reader (and the trace); the data is the frame as sent
+            let event = serde_json::from_str::<Json>(text)
+                .ok()
+                .and_then(|v| match v {
+                    Json::Array(a) => a.get(3).and_then(Json::as_str).map(str::to_owned),
+                    Json::Object(o) => o.get("event").and_then(Json::as_str).map(str::to_owned),
+                    _ => None,
+                });
+            json!({"ev": "frame", "client": client, "dir": dir, "event": event, "data": text})
+        }
+        Frame::Binary(bytes) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            json!({"ev": "frame", "client": client, "dir": dir, "data_hex": hex})
+        }
+    }
+}
+
+/// One host per node with clients, named `clients-<node>`, running those clients.
+pub(crate) fn client_hosts(
+    sim: &mut turmoil::Sim<'_>,
+    s: &Scenario,
+    o: &RunOptions,
+    shared: SharedRef,
+) {
+    for node in &s.nodes {
+        let specs: Vec<_> = s
+            .clients
+            .iter()
+            .filter(|c| &c.node == node)
+            .cloned()
+            .collect();
+        if specs.is_empty() {
+            continue;
+        }
+        let (node, seed, mutation) = (node.clone(), o.seed, o.client_mutation);
+        let shared = shared.clone();
+        sim.host(format!("clients-{node}"), move || {
+            let (specs, node, shared) = (specs.clone(), node.clone(), shared.clone());
+            async move {
+                for spec in specs {
+                    let mut cfg = ClientConfig::new(
+                        format!("ws://{node}:{WS_PORT}/socket/websocket"),
+                        spec.user(),
+                        spec.topic.clone(),
+                    )
+                    .with_meta(spec.meta.clone());
+                    cfg.serializer = if spec.vsn == "1.0.0" { Serializer::V1 } else { Serializer::V2 };
+                    cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
+                    cfg.auto_join = false;
+                    cfg.mutation = mutation;
+                    // a partitioned SYN is never answered: bound each attempt
+                    cfg.timeout = Duration::from_secs(10);
+                    let target = node.clone();
+                    let client = Client::start(cfg, move || {
+                        let target = target.clone();
+                        async move { turmoil::net::TcpStream::connect((target.as_str(), WS_PORT)).await }
+                    });
+                    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+                    {
+                        let mut sh = lock(&shared);
+                        sh.client_ctl.insert(spec.name.clone(), ctl_tx);
+                        sh.clients.insert(
+                            spec.name.clone(),
+                            SimClient {
+                                node: node.clone(),
+                                topic: spec.topic.clone(),
+                                user: spec.user().to_owned(),
+                                client: client.clone(),
+                            },
+                        );
+                    }
+                    tokio::spawn(forward_events(spec.name.clone(), client.clone(), shared.clone()));
+                    tokio::spawn(obey(client, ctl_rx));
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+}
+
+/// Applies the timeline's controls to one client.
+async fn obey(client: Client, mut ctl: mpsc::UnboundedReceiver<ClientControl>) {
+    while let Some(c) = ctl.recv().await {
+        match c {
+            ClientControl::Join => client.join(),
+            ClientControl::Leave => client.leave(),
+            ClientControl::Update(meta) => client.update_meta(meta),
+            ClientControl::Disconnect => {
+                client.drop_connection();
+                client.disconnect();
+            }
+            ClientControl::Reconnect => client.connect(),
+            ClientControl::CrashChannel => client.push("crash", json!({})),
+        }
+    }
+}
+
+/// Copies one client's events into the transcript and its presence messages into the
+/// observation log, stamped with simulated time.
+async fn forward_events(name: String, client: Client, shared: SharedRef) {
+    let base = tokio::time::Instant::now();
+    let base_ms = now_ms();
+    let mut events = client.subscribe();
+    while let Some(st) = events.recv().await {
+        let t = base_ms + st.at.saturating_duration_since(base).as_millis() as u64;
+        let mut sh = lock(&shared);
+        match st.event {
+            ClientEvent::Sent(f) => sh.transcript.push(t, frame_json(&name, "out", &f)),
+            ClientEvent::Received(f) => sh.transcript.push(t, frame_json(&name, "in", &f)),
+            ClientEvent::Presence { event, payload, .. } => {
+                let msg = if event == "presence_state" {
+                    ClientMessage::State(payload)
+                } else {
+                    ClientMessage::Diff(payload)
+                };
+                sh.obs.push(Obs::Client(t, name.clone(), msg));
+            }
+            ClientEvent::Channel { state, join_ref } => {
+                if state == phxsim_runtime::client::ChannelState::Joined {
+                    sh.obs.push(Obs::Client(
+                        t,
+                        name.clone(),
+                        ClientMessage::Joined(join_ref.clone().unwrap_or_default()),
+                    ));
+                }
+                sh.transcript.push(t, json!({"ev": "channel", "client": name, "state": format!("{state:?}"), "join_ref": join_ref}));
+            }
+            ClientEvent::Connected => sh.transcript.push(t, json!({"ev": "connected", "client": name})),
+            ClientEvent::Disconnected { reason, reconnect } => {
+                sh.transcript.push(t, json!({"ev": "disconnected", "client": name, "reason": reason, "reconnect": reconnect}))
+            }
+            ClientEvent::Timeout { event } => sh.transcript.push(t, json!({"ev": "timeout", "client": name, "event": event})),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Swarm testing: a seed draws a whole scenario (cluster size, tracker timing, latency, clients,
+//! a workload and a fault schedule), runs it, and judges it; a failing schedule is shrunk to a
+//! minimal one that still fails the same way, and written as a scenario file.
+
+use crate::harness::{self, RunOptions, RunReport, Verdict};
+use crate::scenario::{
+    Action, ClientSpec, Expectations, NetworkSettings, Scenario, Step, TrackerSettings,
+};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+/// Fault kinds the explorer may draw; `--faults` selects a subset.
+pub const FAULT_KINDS: [&str; 7] = [
+    "partition",
+    "cut",
+    "oneway",
+    "hold",
+    "crash",
+    "permdown",
+    "disconnect",
+];
+
+/// What a drawn scenario may contain.
+#[derive(Clone, Debug)]
+pub struct SwarmConfig {
+    pub faults: BTreeSet<String>,
+    pub profile: String,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self {
+            faults: FAULT_KINDS.iter().map(|s| s.to_string()).collect(),
+            profile: "faithful".into(),
+        }
+    }
+}
+
+/// Draws the scenario of one seed.
+pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
+    let mut rng = ChaCha8Rng::seed_from_u64(harness::derive_seed(seed, "explore"));
+    let n_nodes = rng.gen_range(2..=4usize);
+    let nodes: Vec<String> = (0..n_nodes)
+        .map(|i| ((b'a' + i as u8) as char).to_string())
+        .collect();
+    let bp = *[50u64, 100, 200].choose(&mut rng).expect("non-empty");
+    let max_silent = rng.gen_range(2..=5u64);
+    let down = bp * max_silent * 2;
+    let tracker = TrackerSettings {
+        broadcast_period_ms: bp,
+        max_silent_periods: max_silent,
+        down_period_ms: None,
+        permdown_period_ms: down * rng.gen_range(2..=4u64),
+        profile: cfg.profile.clone(),
+        ..TrackerSettings::default()
+    };
+    let lat_max = rng.gen_range(1..=20u64);
+    let network = NetworkSettings {
+        latency_ms: [rng.gen_range(1..=lat_max), lat_max],
+        loss: 0.0,
+    };
+    let topics = ["room:lobby", "room:1"];
+    let n_clients = rng.gen_range(2..=6usize);
+    let clients: Vec<ClientSpec> = (0..n_clients)
+        .map(|i| ClientSpec {
+            name: format!("u{i}"),
+            node: nodes[rng.gen_range(0..n_nodes)].clone(),
+            // sometimes two devices of one user
+            user: if i > 0 && rng.gen_bool(0.2) {
+                Some("u0".into())
+            } else {
+                None
+            },
+            topic: topics[rng.gen_range(0..topics.len())].to_string(),
+            meta: json!({"device": if rng.gen_bool(0.5) { "web" } else { "ios" }}),
+            vsn: if rng.gen_bool(0.3) {
+                "1.0.0".into()
+            } else {
+                "2.0.0".into()
+            },
+        })
+        .collect();
+
+    // phase 1: workload and faults; phase 2: heal, then a quiet tail for convergence
+    let fault_end = 1_000 + down * rng.gen_range(1..=3u64);
+    let mut timeline = Vec::new();
+    for c in &clients {
+        timeline.push(Step {
+            at_ms: rng.gen_range(200..800),
+            action: Action::Join(c.name.clone()),
+        });
+    }
+    let faults: Vec<&String> = cfg.faults.iter().collect();
+    let n_events = rng.gen_range(2..=8usize);
+    let mut crashed: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..n_events {
+        let at = rng.gen_range(900..fault_end);
+        let c = &clients[rng.gen_range(0..clients.len())].name;
+        let pick = rng.gen_range(0..10);
+        let action = if pick < 4 || faults.is_empty() {
+            match rng.gen_range(0..3) {
+                0 => Action::Update(
+                    c.clone(),
+                    json!({"status": format!("s{}", rng.gen_range(0..100))}),
+                ),
+                1 => Action::Leave(c.clone()),
+                _ => Action::Join(c.clone()),
+            }
+        } else {
+            let x = nodes[rng.gen_range(0..n_nodes)].clone();
+            let others: Vec<&String> = nodes.iter().filter(|n| **n != x).collect();
+            let y = (*others.choose(&mut rng).expect("two nodes")).clone();
+            match faults[rng.gen_range(0..faults.len())].as_str() {
+                "partition" => {
+                    let mut shuffled = nodes.clone();
+                    shuffled.shuffle(&mut rng);
+                    let cut_at = rng.gen_range(1..n_nodes);
+                    Action::Partition(vec![
+                        shuffled[..cut_at].to_vec(),
+                        shuffled[cut_at..].to_vec(),
+                    ])
+                }
+                "cut" => Action::Cut(vec![(x, y)]),
+                "oneway" => Action::CutOneway(vec![(x, y)]),
+                "hold" => Action::Hold(vec![(x, y)]),
+                "crash" if !crashed.contains(&x) => {
+                    crashed.insert(x.clone());
+                    Action::Crash(x)
+                }
+                "permdown" if !crashed.contains(&x) => {
+                    crashed.insert(x.clone());
+                    Action::Permdown(x)
+                }
+                _ => Action::Disconnect(c.clone()),
+            }
+        };
+        timeline.push(Step { at_ms: at, action });
+    }
+    // restart what crashed, heal everything, rejoin every client: the cluster must settle
+    let heal_at = fault_end + rng.gen_range(0..down);
+    timeline.push(Step {
+        at_ms: heal_at,
+        action: Action::Heal,
+    });
+    for n in &crashed {
+        timeline.push(Step {
+            at_ms: heal_at,
+            action: Action::Restart(n.clone()),
+        });
+    }
+    for c in &clients {
+        timeline.push(Step {
+            at_ms: heal_at + 10,
+            action: Action::Reconnect(c.name.clone()),
+        });
+    }
+    timeline.sort_by_key(|s| s.at_ms);
+    let bound = tracker.convergence_bound(lat_max);
+    Scenario {
+        title: format!("explore seed {seed}"),
+        description: "drawn by phxsim explore".into(),
+        seed: Some(seed),
+        duration_ms: heal_at + 10 + bound + 500,
+        nodes,
+        tracker,
+        network,
+        clients,
+        timeline,
+        expect: Expectations {
+            // the reference's own anomalies are tolerated in the faithful profile
+            allow: if cfg.profile == "faithful" {
+                ["duplicate_leave", "duplicate_join"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                BTreeSet::new()
+            },
+            ..Expectations::default()
+        },
+    }
+}
+
+/// Shrinks a failing scenario: drops timeline steps (faults and workload) one at a time while
+/// the run still fails with the same verdict, until no single step can go.
+pub fn shrink(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    verdict: Verdict,
+    budget: usize,
+) -> (Scenario, RunReport) {
+    let mut best = scenario.clone();
+    let mut best_report = harness::run(&best, opts);
+    let mut runs = 1;
+    let mut i = 0;
+    while i < best.timeline.len() && runs < budget {
+        let mut candidate = best.clone();
+        let removed = candidate.timeline.remove(i);
+        // keep what makes the run settle: heals, restarts and reconnects stay
+        if matches!(
+            removed.action,
+            Action::Heal | Action::Restart(_) | Action::Reconnect(_)
+        ) {
+            i += 1;
+            continue;
+        }
+        let report = harness::run(&candidate, opts);
+        runs += 1;
+        if report.verdict == verdict {
+            best = candidate;
+            best_report = report;
+        } else {
+            i += 1;
+        }
+    }
+    (best, best_report)
+}
+
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn links(l: &[(String, String)]) -> String {
+    let parts: Vec<String> = l
+        .iter()
+        .map(|(x, y)| format!("[{}, {}]", q(x), q(y)))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn inline_table(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{} = {}", q(k), inline_table(v)))
+                .collect();
+            format!("{{ {} }}", parts.join(", "))
+        }
+        serde_json::Value::Array(a) => {
+            let parts: Vec<String> = a.iter().map(inline_table).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        serde_json::Value::String(s) => q(s),
+        serde_json::Value::Null => "\"\"".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Writes a scenario in the file format `Scenario::parse` reads.
+pub fn to_toml(s: &Scenario) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "title = {}", q(&s.title));
+    let _ = writeln!(out, "description = {}", q(&s.description));
+    if let Some(seed) = s.seed {
+        let _ = writeln!(out, "seed = {seed}");
+    }
+    let nodes: Vec<String> = s.nodes.iter().map(|n| q(n)).collect();
+    let _ = writeln!(out, "nodes = [{}]", nodes.join(", "));
+    let _ = writeln!(out, "duration_ms = {}\n", s.duration_ms);
+    let t = &s.tracker;
+    let _ = writeln!(out, "[tracker]");
+    let _ = writeln!(out, "broadcast_period_ms = {}", t.broadcast_period_ms);
+    let _ = writeln!(out, "max_silent_periods = {}", t.max_silent_periods);
+    if let Some(d) = t.down_period_ms {
+        let _ = writeln!(out, "down_period_ms = {d}");
+    }
+    let _ = writeln!(out, "permdown_period_ms = {}", t.permdown_period_ms);
+    let _ = writeln!(out, "clock_sample_periods = {}", t.clock_sample_periods);
+    let sizes: Vec<String> = t.max_delta_sizes.iter().map(|n| n.to_string()).collect();
+    let _ = writeln!(out, "max_delta_sizes = [{}]", sizes.join(", "));
+    let _ = writeln!(out, "pool_size = {}", t.pool_size);
+    let _ = writeln!(out, "profile = {}\n", q(&t.profile));
+    let _ = writeln!(out, "[network]");
+    let _ = writeln!(
+        out,
+        "latency_ms = [{}, {}]",
+        s.network.latency_ms[0], s.network.latency_ms[1]
+    );
+    let _ = writeln!(out, "loss = {:?}\n", s.network.loss);
+    for c in &s.clients {
+        let _ = writeln!(
+            out,
+            "[[clients]]\nname = {}\nnode = {}",
+            q(&c.name),
+            q(&c.node)
+        );
+        if let Some(u) = &c.user {
+            let _ = writeln!(out, "user = {}", q(u));
+        }
+        let _ = writeln!(
+            out,
+            "topic = {}\nmeta = {}\nvsn = {}\n",
+            q(&c.topic),
+            inline_table(&c.meta),
+            q(&c.vsn)
+        );
+    }
+    for st in &s.timeline {
+        let _ = writeln!(out, "[[timeline]]\nat_ms = {}", st.at_ms);
+        let line = match &st.action {
+            Action::Join(c) => format!("join = {}", q(c)),
+            Action::Leave(c) => format!("leave = {}", q(c)),
+            Action::Update(c, m) => format!("update = {}\nmeta = {}", q(c), inline_table(m)),
+            Action::Disconnect(c) => format!("disconnect = {}", q(c)),
+            Action::Reconnect(c) => format!("reconnect = {}", q(c)),
+            Action::CrashChannel(c) => format!("crash_channel = {}", q(c)),
+            Action::Partition(g) => {
+                let groups: Vec<String> = g
+                    .iter()
+                    .map(|grp| {
+                        format!(
+                            "[{}]",
+                            grp.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ")
+                        )
+                    })
+                    .collect();
+                format!("partition = [{}]", groups.join(", "))
+            }
+            Action::Cut(l) => format!("cut = {}", links(l)),
+            Action::CutOneway(l) => format!("cut_oneway = {}", links(l)),
+            Action::Heal => "heal = true".into(),
+            Action::Crash(n) => format!("crash = {}", q(n)),
+            Action::Restart(n) => format!("restart = {}", q(n)),
+            Action::Permdown(n) => format!("permdown = {}", q(n)),
+            Action::Hold(l) => format!("hold = {}", links(l)),
+            Action::Release(l) => format!("release = {}", links(l)),
+        };
+        let _ = writeln!(out, "{line}\n");
+    }
+    let _ = writeln!(out, "[expect]");
+    if let Some(c) = s.expect.converged_within_ms {
+        let _ = writeln!(out, "converged_within_ms = {c}");
+    }
+    let list = |set: &BTreeSet<String>| set.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(out, "anomalies = [{}]", list(&s.expect.anomalies));
+    let _ = writeln!(out, "allow = [{}]", list(&s.expect.allow));
+    out
+}

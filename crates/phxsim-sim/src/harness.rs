@@ -1,0 +1,623 @@
+//! Runs one scenario on turmoil: a host per node (the real `phxsim-runtime` node, its
+//! node-to-node links and its Channels server), a host per node for that node's browsers (the
+//! real client), and an observer host that samples every node's lists. The scripted timeline is
+//! applied between simulation steps. Everything random comes from the run's seed; time comes
+//! only from turmoil's clock, so one seed replays a run byte for byte.
+
+use crate::checkers::{
+    Bounds, Checkers, ClientMessage, ClientSnapshot, Finding, FindingKind, NodeSnapshot,
+    PresenceList, Snapshot,
+};
+use crate::clients::{self, ClientControl, SimClient};
+use crate::scenario::{Action, Scenario};
+use crate::transcript::Transcript;
+use phxsim_runtime::{Node, NodeConfig, NodeEvent};
+use phxsim_shard::{NodeMutation, PresenceState, Profile, TrackerConfig, TrackerEvent};
+use serde_json::{Value as Json, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Port of the node-to-node links on every node host.
+pub const NODE_PORT: u16 = 4369;
+/// Port of the Channels WebSocket endpoint on every node host.
+pub const WS_PORT: u16 = 4000;
+/// Every run starts at the same instant, so nothing depends on when it is run.
+const EPOCH_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+/// How to run a scenario.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The run's seed; every random choice derives from it.
+    pub seed: u64,
+    /// A planted node bug (tests and `--mutate` only).
+    pub node_mutation: Option<NodeMutation>,
+    /// A planted server bug (tests and `--mutate` only).
+    pub server_mutation: Option<phxsim_runtime::server::ServerMutation>,
+    /// A planted client bug (tests and `--mutate` only).
+    pub client_mutation: Option<clients::ClientBug>,
+    /// Keep the full transcript (every frame and node message) in the report.
+    pub transcript: bool,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    /// A safety property or an expectation failed.
+    Safety,
+    /// The cluster did not converge within its bound (and nothing worse happened).
+    NoConvergence,
+    /// The simulation itself failed (a host returned an error).
+    Internal,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub title: String,
+    pub seed: u64,
+    /// Every knob of the run, printed before it starts.
+    pub knobs: Vec<(String, String)>,
+    /// Every finding of the checkers, expected or not.
+    pub findings: Vec<Finding>,
+    /// The findings that make the run fail, after the scenario's expectations.
+    pub failures: Vec<Finding>,
+    pub converged_at_ms: Option<u64>,
+    pub verdict: Verdict,
+    /// JSON lines: every frame both ways, every node message, every fault, with simulated time.
+    pub transcript: Vec<String>,
+    /// Simulated time covered.
+    pub simulated_ms: u64,
+    /// Messages between nodes, counted both ways.
+    pub node_messages: u64,
+}
+
+/// Observations in the order the simulation made them.
+pub enum Obs {
+    Step(u64),
+    Snapshot(Snapshot),
+    Client(u64, String, ClientMessage),
+}
+
+/// What hosts and the driver share. One process, one thread: the lock is never contended, it
+/// only satisfies the types.
+#[derive(Default)]
+pub struct Shared {
+    pub nodes: BTreeMap<String, Node>,
+    pub incarnations: BTreeMap<String, u64>,
+    pub node_ctl: BTreeMap<String, mpsc::UnboundedSender<NodeControl>>,
+    pub client_ctl: BTreeMap<String, mpsc::UnboundedSender<ClientControl>>,
+    pub clients: BTreeMap<String, SimClient>,
+    pub obs: Vec<Obs>,
+    pub transcript: Transcript,
+    pub node_messages: u64,
+}
+
+pub type SharedRef = Arc<Mutex<Shared>>;
+
+pub fn lock(s: &SharedRef) -> std::sync::MutexGuard<'_, Shared> {
+    // a panic inside a host already fails the run; the data is still usable for the report
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Simulated milliseconds, read inside a host or the driver.
+pub fn now_ms() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+}
+
+pub enum NodeControl {
+    GracefulPermdown,
+}
+
+/// A stable 64-bit mix of the run seed and a label (splitmix64 over FNV-1a), so that every
+/// host and incarnation gets its own stream without drawing from a shared RNG in host order.
+pub fn derive_seed(seed: u64, label: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in label.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = seed ^ h;
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn tracker_config(s: &Scenario, mutation: Option<NodeMutation>) -> TrackerConfig {
+    let t = &s.tracker;
+    TrackerConfig {
+        broadcast_period: t.broadcast_period_ms,
+        max_silent_periods: t.max_silent_periods as u32,
+        down_period: t.down_period_ms,
+        permdown_period: t.permdown_period_ms,
+        clock_sample_periods: t.clock_sample_periods as u32,
+        max_delta_sizes: t.max_delta_sizes.clone(),
+        pool_size: t.pool_size,
+        first_tick_jitter: None,
+        profile: match t.profile.as_str() {
+            "corrected" => Profile::corrected(),
+            "eager" => Profile::eager(t.eager_window_ms.unwrap_or(5)),
+            _ => Profile::faithful(),
+        },
+        mutation,
+    }
+}
+
+fn node_event_json(node: &str, e: &NodeEvent) -> Option<Json> {
+    Some(match e {
+        NodeEvent::Tracker(TrackerEvent::PresenceDiff { .. }) => return None,
+        NodeEvent::Tracker(TrackerEvent::ReplicaUp { replica, .. }) => {
+            json!({"ev": "replica_up", "node": node, "remote": replica.name, "vsn": replica.vsn})
+        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaDown { replica, .. }) => {
+            json!({"ev": "replica_down", "node": node, "remote": replica.name, "vsn": replica.vsn})
+        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaPermdown { replica, .. }) => {
+            json!({"ev": "replica_permdown", "node": node, "remote": replica.name, "vsn": replica.vsn})
+        }
+        NodeEvent::LinkUp { peer, vsn } => {
+            json!({"ev": "link_up", "node": node, "peer": peer, "vsn": vsn})
+        }
+        NodeEvent::LinkDown { peer, reason } => {
+            json!({"ev": "link_down", "node": node, "peer": peer, "reason": reason.to_string()})
+        }
+        NodeEvent::Message {
+            outbound,
+            peer,
+            kind,
+        } => {
+            let (from, to) = if *outbound {
+                (node, peer.as_str())
+            } else {
+                (peer.as_str(), node)
+            };
+            json!({"ev": if *outbound { "node_send" } else { "node_recv" }, "from": from, "to": to, "kind": kind})
+        }
+    })
+}
+
+/// The host of one node: the node, its links (accepting, and redialling every node named
+/// before it), its Channels server, and its control channel.
+fn node_host(
+    sim: &mut turmoil::Sim<'_>,
+    name: &str,
+    index: usize,
+    all: Vec<String>,
+    scenario: &Scenario,
+    opts: &RunOptions,
+    shared: SharedRef,
+) {
+    let tracker = tracker_config(scenario, opts.node_mutation);
+    let name = name.to_owned();
+    let seed = opts.seed;
+    let bp = scenario.tracker.broadcast_period_ms;
+    let server_cfg = clients::server_config(scenario, opts);
+    sim.host(name.clone(), move || {
+        let (name, all, tracker, shared, server_cfg) = (
+            name.clone(),
+            all.clone(),
+            tracker.clone(),
+            shared.clone(),
+            server_cfg.clone(),
+        );
+        async move {
+            let vsn = {
+                let mut s = lock(&shared);
+                let v = s.incarnations.entry(name.clone()).or_insert(0);
+                *v += 1;
+                *v
+            };
+            let cfg = NodeConfig {
+                tracker,
+                seed: Some(derive_seed(seed, &format!("node/{name}/{vsn}"))),
+                // turmoil stalls a partitioned stream instead of failing it: the keepalive
+                // and idle timeout play Erlang's net_ticktime and drop the dead link.
+                link_keepalive: Duration::from_millis(250.max(bp)),
+                link_idle_timeout: Duration::from_millis(1_000.max(4 * bp)),
+                ..NodeConfig::new(name.clone(), vsn)
+            };
+            let node = Node::start(cfg)?;
+            let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+            let mut events = node.observe().await?;
+            {
+                let mut s = lock(&shared);
+                s.nodes.insert(name.clone(), node.clone());
+                s.node_ctl.insert(name.clone(), ctl_tx);
+                let t = now_ms();
+                s.transcript
+                    .push(t, json!({"ev": "node_start", "node": name, "vsn": vsn}));
+            }
+            let logger_shared = shared.clone();
+            let logger_name = name.clone();
+            tokio::spawn(async move {
+                while let Some(e) = events.recv().await {
+                    let mut s = lock(&logger_shared);
+                    if matches!(e, NodeEvent::Message { outbound: true, .. }) {
+                        s.node_messages += 1;
+                    }
+                    if let Some(j) = node_event_json(&logger_name, &e) {
+                        let t = now_ms();
+                        s.transcript.push(t, j);
+                    }
+                }
+            });
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", NODE_PORT)).await?;
+            let acceptor = node.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    acceptor.connect(stream);
+                }
+            });
+            for peer in &all[..index] {
+                let (n, peer) = (node.clone(), peer.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let dial = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            turmoil::net::TcpStream::connect((peer.as_str(), NODE_PORT)),
+                        )
+                        .await;
+                        if let Ok(Ok(stream)) = dial {
+                            n.connect(stream).closed().await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                });
+            }
+            clients::spawn_server(node.clone(), server_cfg.clone(), WS_PORT).await?;
+            while let Some(ctl) = ctl_rx.recv().await {
+                match ctl {
+                    NodeControl::GracefulPermdown => {
+                        let _ = node.graceful_permdown().await;
+                        lock(&shared).nodes.remove(&name);
+                    }
+                }
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+}
+
+/// Converts a node's presence state into a checker list (`key → phx_ref → meta`).
+fn to_list(state: &PresenceState) -> PresenceList {
+    let mut out = PresenceList::new();
+    for (key, metas) in &state.0 {
+        let entry = out.entry(key.clone()).or_default();
+        for m in metas {
+            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
+                entry.insert(r.to_owned(), m.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The observer: every `sample_ms`, one consistent snapshot per live node plus every client's
+/// view, appended to the observation log.
+fn observer_host(sim: &mut turmoil::Sim<'_>, sample_ms: u64, shared: SharedRef) {
+    sim.host("observer", move || {
+        let shared = shared.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(sample_ms)).await;
+                let nodes: Vec<(String, Node)> = lock(&shared)
+                    .nodes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let mut snap = Snapshot {
+                    at_ms: now_ms(),
+                    ..Default::default()
+                };
+                for (name, node) in nodes {
+                    if let Ok(Ok(topics)) =
+                        tokio::time::timeout(Duration::from_millis(sample_ms), node.snapshot())
+                            .await
+                    {
+                        let mut ns = NodeSnapshot::default();
+                        for t in topics {
+                            ns.lists.insert(t.topic.clone(), to_list(&t.list));
+                            ns.local.insert(t.topic, to_list(&t.local));
+                        }
+                        snap.nodes.insert(name, ns);
+                    }
+                }
+                let mut s = lock(&shared);
+                // a node crashed while we asked is not part of this instant
+                snap.nodes.retain(|n, _| s.nodes.contains_key(n));
+                for (name, c) in &s.clients {
+                    let view = c.client.view();
+                    snap.clients.insert(
+                        name.clone(),
+                        ClientSnapshot {
+                            node: c.node.clone(),
+                            topic: c.topic.clone(),
+                            user: c.user.clone(),
+                            joined: view.connected && view.joined(),
+                            view: clients::view_list(&view),
+                        },
+                    );
+                }
+                s.obs.push(Obs::Snapshot(snap));
+            }
+        }
+    });
+}
+
+/// Runs a scenario to its end and judges it.
+pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
+    let shared: SharedRef = Arc::default();
+    let [lat_min, lat_max] = scenario.network.latency_ms;
+    let bp = scenario.tracker.broadcast_period_ms;
+    let sample_ms = (bp / 4).clamp(5, 250);
+    let bounds = Bounds {
+        convergence_ms: scenario
+            .expect
+            .converged_within_ms
+            .unwrap_or_else(|| scenario.tracker.convergence_bound(lat_max)),
+        ghost_ms: scenario.tracker.down_period() + 3 * bp + 4 * lat_max,
+        sample_ms,
+    };
+    let knobs = vec![
+        ("seed".to_string(), opts.seed.to_string()),
+        ("nodes".into(), scenario.nodes.join(",")),
+        ("clients".into(), scenario.clients.len().to_string()),
+        ("broadcast_period_ms".into(), bp.to_string()),
+        (
+            "down_period_ms".into(),
+            scenario.tracker.down_period().to_string(),
+        ),
+        (
+            "permdown_period_ms".into(),
+            scenario.tracker.permdown_period_ms.to_string(),
+        ),
+        ("profile".into(), scenario.tracker.profile.clone()),
+        ("latency_ms".into(), format!("{lat_min}..{lat_max}")),
+        ("loss".into(), scenario.network.loss.to_string()),
+        (
+            "convergence_bound_ms".into(),
+            bounds.convergence_ms.to_string(),
+        ),
+        ("ghost_bound_ms".into(), bounds.ghost_ms.to_string()),
+        ("sample_ms".into(), sample_ms.to_string()),
+        (
+            "node_mutation".into(),
+            opts.node_mutation
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "server_mutation".into(),
+            opts.server_mutation
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "client_mutation".into(),
+            opts.client_mutation
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "none".into()),
+        ),
+    ];
+    {
+        let mut s = lock(&shared);
+        let mut k = serde_json::Map::new();
+        for (name, v) in &knobs {
+            k.insert(name.clone(), Json::String(v.clone()));
+        }
+        s.transcript
+            .push(0, json!({"ev": "run", "title": scenario.title, "knobs": k}));
+    }
+
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(opts.seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .tick_duration(Duration::from_millis(1))
+        .simulation_duration(Duration::from_millis(scenario.duration_ms + 10_000))
+        .min_message_latency(Duration::from_millis(lat_min))
+        .max_message_latency(Duration::from_millis(lat_max))
+        .fail_rate(scenario.network.loss)
+        .build();
+
+    for (i, name) in scenario.nodes.iter().enumerate() {
+        node_host(
+            &mut sim,
+            name,
+            i,
+            scenario.nodes.clone(),
+            scenario,
+            opts,
+            shared.clone(),
+        );
+    }
+    clients::client_hosts(&mut sim, scenario, opts, shared.clone());
+    observer_host(&mut sim, sample_ms, shared.clone());
+
+    let mut steps = scenario.timeline.iter().peekable();
+    let mut cut: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut cut_oneway: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut held: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut internal: Option<String> = None;
+    while (sim.elapsed().as_millis() as u64) < scenario.duration_ms {
+        let now = sim.elapsed().as_millis() as u64;
+        while let Some(step) = steps.next_if(|s| s.at_ms <= now) {
+            {
+                let mut s = lock(&shared);
+                s.obs.push(Obs::Step(now));
+                s.transcript
+                    .push(now, json!({"ev": "step", "action": step.action.label()}));
+            }
+            apply(
+                &mut sim,
+                &shared,
+                &step.action,
+                &mut cut,
+                &mut cut_oneway,
+                &mut held,
+            );
+        }
+        if let Err(e) = sim.step() {
+            internal = Some(e.to_string());
+            break;
+        }
+    }
+    let simulated_ms = sim.elapsed().as_millis() as u64;
+    drop(sim);
+
+    let mut s = lock(&shared);
+    let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone());
+    for o in std::mem::take(&mut s.obs) {
+        match o {
+            Obs::Step(t) => checkers.step(t),
+            Obs::Snapshot(snap) => checkers.observe(&snap),
+            Obs::Client(t, c, m) => checkers.client_message(t, &c, &m),
+        }
+    }
+    let (findings, converged_at_ms) = checkers.finish();
+    let mut failures: Vec<Finding> = findings
+        .iter()
+        .filter(|f| {
+            let name = f.kind.name();
+            !scenario.expect.allow.contains(name) && !scenario.expect.anomalies.contains(name)
+        })
+        .cloned()
+        .collect();
+    for expected in &scenario.expect.anomalies {
+        if !findings.iter().any(|f| f.kind.name() == expected) {
+            failures.push(Finding {
+                at_ms: simulated_ms,
+                kind: FindingKind::Expectation,
+                subject: "scenario".into(),
+                detail: format!("expected {expected} did not occur"),
+            });
+        }
+    }
+    if let Some(e) = &internal {
+        failures.push(Finding {
+            at_ms: simulated_ms,
+            kind: FindingKind::Expectation,
+            subject: "simulator".into(),
+            detail: format!("internal error: {e}"),
+        });
+    }
+    let verdict = if internal.is_some() {
+        Verdict::Internal
+    } else if failures.iter().any(|f| !f.kind.is_liveness()) {
+        Verdict::Safety
+    } else if !failures.is_empty() {
+        Verdict::NoConvergence
+    } else {
+        Verdict::Pass
+    };
+    for f in &findings {
+        s.transcript.push(f.at_ms, json!({"ev": "finding", "kind": f.kind.name(), "subject": f.subject, "detail": f.detail}));
+    }
+    let transcript = if opts.transcript {
+        s.transcript.lines()
+    } else {
+        Vec::new()
+    };
+    RunReport {
+        title: scenario.title.clone(),
+        seed: opts.seed,
+        knobs,
+        findings,
+        failures,
+        converged_at_ms,
+        verdict,
+        transcript,
+        simulated_ms,
+        node_messages: s.node_messages,
+    }
+}
+
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &SharedRef,
+    action: &Action,
+    cut: &mut BTreeSet<(String, String)>,
+    cut_oneway: &mut BTreeSet<(String, String)>,
+    held: &mut BTreeSet<(String, String)>,
+) {
+    let client = |name: &str, ctl: ClientControl| {
+        if let Some(tx) = lock(shared).client_ctl.get(name) {
+            let _ = tx.send(ctl);
+        }
+    };
+    match action {
+        Action::Join(c) => client(c, ClientControl::Join),
+        Action::Leave(c) => client(c, ClientControl::Leave),
+        Action::Update(c, meta) => client(c, ClientControl::Update(meta.clone())),
+        Action::Disconnect(c) => client(c, ClientControl::Disconnect),
+        Action::Reconnect(c) => client(c, ClientControl::Reconnect),
+        Action::CrashChannel(c) => client(c, ClientControl::CrashChannel),
+        Action::Partition(groups) => {
+            for (i, g) in groups.iter().enumerate() {
+                for other in groups.iter().skip(i + 1) {
+                    for x in g {
+                        for y in other {
+                            sim.partition(x.as_str(), y.as_str());
+                            cut.insert((x.clone(), y.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Action::Cut(links) => {
+            for (x, y) in links {
+                sim.partition(x.as_str(), y.as_str());
+                cut.insert((x.clone(), y.clone()));
+            }
+        }
+        Action::CutOneway(links) => {
+            for (x, y) in links {
+                sim.partition_oneway(x.as_str(), y.as_str());
+                cut_oneway.insert((x.clone(), y.clone()));
+            }
+        }
+        Action::Heal => {
+            for (x, y) in std::mem::take(cut) {
+                sim.repair(x.as_str(), y.as_str());
+            }
+            for (x, y) in std::mem::take(cut_oneway) {
+                sim.repair_oneway(x.as_str(), y.as_str());
+            }
+            for (x, y) in std::mem::take(held) {
+                sim.release(x.as_str(), y.as_str());
+            }
+        }
+        Action::Crash(n) => {
+            sim.crash(n.as_str());
+            let mut s = lock(shared);
+            s.nodes.remove(n);
+            s.node_ctl.remove(n);
+        }
+        Action::Restart(n) => {
+            if !sim.is_host_running(n.as_str()) {
+                sim.bounce(n.as_str());
+            }
+        }
+        Action::Permdown(n) => {
+            if let Some(tx) = lock(shared).node_ctl.get(n) {
+                let _ = tx.send(NodeControl::GracefulPermdown);
+            }
+        }
+        Action::Hold(links) => {
+            for (x, y) in links {
+                sim.hold(x.as_str(), y.as_str());
+                held.insert((x.clone(), y.clone()));
+            }
+        }
+        Action::Release(links) => {
+            for (x, y) in links {
+                sim.release(x.as_str(), y.as_str());
+                held.remove(&(x.clone(), y.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Chrome / Perfetto trace export of a run: open the JSON in `chrome://tracing` or
+//! ui.perfetto.dev and a run becomes a timeline. Nodes and clients are tracks, node-to-node
+//! messages are flow arrows from the sender's track to the receiver's, client frames and replica
+//! changes are instants on their track, and faults and findings are global marks.
+//!
+//! Built from the transcript alone, so any recorded run (or a transcript file) can be turned
+//! into a trace.
+
+use serde_json::{Value as Json, json};
+use std::collections::{BTreeMap, VecDeque};
+
+const NODES_PID: u64 = 1;
+const CLIENTS_PID: u64 = 2;
+
+/// Assigns a stable thread id to each node or client name, in order of appearance.
+#[derive(Default)]
+struct Tracks {
+    ids: BTreeMap<(u64, String), u64>,
+    next: u64,
+}
+
+impl Tracks {
+    fn id(&mut self, pid: u64, name: &str) -> u64 {
+        if let Some(&id) = self.ids.get(&(pid, name.to_owned())) {
+            return id;
+        }
+        self.next += 1;
+        self.ids.insert((pid, name.to_owned()), self.next);
+        self.next
+    }
+}
+
+fn us(t_ms: u64) -> u64 {
+    t_ms * 1000
+}
+
+fn str_of<'a>(e: &'a Json, k: &str) -> &'a str {
+    e.get(k).and_then(Json::as_str).unwrap_or("?")
+}
+
+/// Converts transcript lines into a Chrome trace document. Lines that are not JSON objects
+/// with a `t` are skipped (a transcript is our own output, but the file may have been edited).
+pub fn chrome_trace<'a>(lines: impl IntoIterator<Item = &'a str>) -> Json {
+    let mut tracks = Tracks::default();
+    let mut out: Vec<Json> = Vec::new();
+    // node_send waiting for their node_recv, per (from, to, kind), first in first out
+    let mut in_flight: BTreeMap<(String, String, String), VecDeque<u64>> = BTreeMap::new();
+    let mut next_flow = 0u64;
+    for line in lines {
+        let Ok(e) = serde_json::from_str::<Json>(line) else {
+            continue;
+        };
+        let Some(t) = e.get("t").and_then(Json::as_u64) else {
+            continue;
+        };
+        let ev = str_of(&e, "ev");
+        match ev {
+            "node_send" | "node_recv" => {
+                let (from, to, kind) = (str_of(&e, "from"), str_of(&e, "to"), str_of(&e, "kind"));
+                let key = (from.to_owned(), to.to_owned(), kind.to_owned());
+                let (node, phase, id) = if ev == "node_send" {
+                    next_flow += 1;
+                    in_flight.entry(key).or_default().push_back(next_flow);
+                    (from, "s", next_flow)
+                } else {
+                    let Some(id) = in_flight.get_mut(&key).and_then(VecDeque::pop_front) else {
+                        continue;
+                    };
+                    (to, "f", id)
+                };
+                let tid = tracks.id(NODES_PID, node);
+                let name = format!("{kind} {from}→{to}");
+                out.push(json!({"name": name, "cat": "node", "ph": "X", "ts": us(t), "dur": 200, "pid": NODES_PID, "tid": tid}));
+                let mut flow = json!({"name": kind, "cat": "node", "ph": phase, "id": id, "ts": us(t), "pid": NODES_PID, "tid": tid});
+                if phase == "f" {
+                    flow["bp"] = json!("e");
+                }
+                out.push(flow);
+            }
+            "replica_up" | "replica_down" | "replica_permdown" | "link_up" | "link_down"
+            | "node_start" => {
+                let node = str_of(&e, "node");
+                let tid = tracks.id(NODES_PID, node);
+                let what = e
+                    .get("remote")
+                    .or(e.get("peer"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("");
+                out.push(json!({"name": format!("{ev} {what}"), "cat": "replica", "ph": "i", "s": "t", "ts": us(t), "pid": NODES_PID, "tid": tid, "args": e}));
+            }
+            "frame" => {
+                let client = str_of(&e, "client");
+                let tid = tracks.id(CLIENTS_PID, client);
+                let name = format!(
+                    "{} {}",
+                    str_of(&e, "dir"),
+                    e.get("event").and_then(Json::as_str).unwrap_or("frame")
+                );
+                out.push(json!({"name": name, "cat": "frame", "ph": "i", "s": "t", "ts": us(t), "pid": CLIENTS_PID, "tid": tid, "args": e}));
+            }
+            "step" | "finding" => {
+                let name = if ev == "step" {
+                    str_of(&e, "action").to_owned()
+                } else {
+                    format!("{}: {}", str_of(&e, "kind"), str_of(&e, "detail"))
+                };
+                out.push(json!({"name": name, "cat": ev, "ph": "i", "s": "g", "ts": us(t), "pid": NODES_PID, "tid": 0, "args": e}));
+            }
+            _ => {}
+        }
+    }
+    // name the processes and tracks
+    out.push(
+        json!({"name": "process_name", "ph": "M", "pid": NODES_PID, "args": {"name": "nodes"}}),
+    );
+    out.push(
+        json!({"name": "process_name", "ph": "M", "pid": CLIENTS_PID, "args": {"name": "clients"}}),
+    );
+    for ((pid, name), tid) in &tracks.ids {
+        out.push(json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": name}}));
+    }
+    json!({"traceEvents": out, "displayTimeUnit": "ms"})
+}

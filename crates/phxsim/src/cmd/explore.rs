@@ -1,0 +1,181 @@
+//! `phxsim explore --seeds A..B [--shard K/N] [--faults ...]`: swarm testing. Every seed draws
+//! a scenario; a failure is shrunk to a minimal fault schedule, written as a scenario file, and
+//! printed with the command that replays it.
+
+use super::sim_report::{self, EXIT_BAD_INPUT};
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use phxsim_sim::explore::{self, FAULT_KINDS, SwarmConfig};
+use phxsim_sim::harness::{self, RunOptions, Verdict};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seeds to try, `A..B` (B excluded).
+    #[arg(long)]
+    pub seeds: String,
+    /// Run only this shard of the seeds, `K/N` (1-based): seeds with `seed % N == K - 1`.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Fault kinds to draw, comma-separated (default: all of partition, cut, oneway, hold,
+    /// crash, permdown, disconnect; `none` for none).
+    #[arg(long)]
+    pub faults: Option<String>,
+    /// `faithful` (default) or `corrected`.
+    #[arg(long, default_value = "faithful")]
+    pub profile: String,
+    /// Plant a known bug (see `phxsim run --mutate`).
+    #[arg(long)]
+    pub mutate: Option<String>,
+    /// Where shrunk failing scenarios are written.
+    #[arg(long, default_value = "target/explore")]
+    pub out: PathBuf,
+    /// Go on after the first failure.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Runs allowed for shrinking one failure.
+    #[arg(long, default_value_t = 40)]
+    pub shrink_budget: usize,
+    /// No progress bar (for logs).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Write a JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
+    let (a, b) = s.split_once("..").context("--seeds takes A..B")?;
+    let (a, b): (u64, u64) = (
+        a.trim().parse().context("seed range start")?,
+        b.trim().parse().context("seed range end")?,
+    );
+    anyhow::ensure!(a < b, "--seeds {a}..{b} is empty");
+    Ok((a, b))
+}
+
+fn parse_shard(s: &str) -> anyhow::Result<(u64, u64)> {
+    let (k, n) = s.split_once('/').context("--shard takes K/N")?;
+    let (k, n): (u64, u64) = (k.parse().context("shard K")?, n.parse().context("shard N")?);
+    anyhow::ensure!(
+        n >= 1 && (1..=n).contains(&k),
+        "--shard {k}/{n}: need 1 ≤ K ≤ N"
+    );
+    Ok((k, n))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let parsed = (|| -> anyhow::Result<_> {
+        let (a, b) = parse_range(&args.seeds)?;
+        let (k, n) = args
+            .shard
+            .as_deref()
+            .map(parse_shard)
+            .transpose()?
+            .unwrap_or((1, 1));
+        let faults: Vec<String> = match args.faults.as_deref() {
+            None => FAULT_KINDS.iter().map(|s| s.to_string()).collect(),
+            Some("none") => Vec::new(),
+            Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
+        };
+        for f in &faults {
+            anyhow::ensure!(
+                FAULT_KINDS.contains(&f.as_str()),
+                "unknown fault kind {f:?}; known: {}",
+                FAULT_KINDS.join(", ")
+            );
+        }
+        anyhow::ensure!(
+            ["faithful", "corrected"].contains(&args.profile.as_str()),
+            "--profile faithful|corrected"
+        );
+        let mut base = RunOptions::default();
+        super::run::apply_mutation(&mut base, args.mutate.as_deref())?;
+        Ok((a, b, k, n, faults, base))
+    })();
+    let (a, b, k, n, faults, base) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("phxsim: {e:#}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let cfg = SwarmConfig {
+        faults: faults.into_iter().collect(),
+        profile: args.profile.clone(),
+    };
+    let seeds: Vec<u64> = (a..b).filter(|s| s % n == k - 1).collect();
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(seeds.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} seeds {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut worst = Verdict::Pass;
+    let mut failures = Vec::new();
+    let mut results = Vec::new();
+    for seed in seeds {
+        let scenario = explore::generate(seed, &cfg);
+        let opts = RunOptions {
+            seed,
+            ..base.clone()
+        };
+        let report = harness::run(&scenario, &opts);
+        bar.inc(1);
+        results.push(serde_json::json!({"seed": seed, "verdict": report.verdict, "converged_at_ms": report.converged_at_ms}));
+        if report.verdict == Verdict::Pass {
+            continue;
+        }
+        bar.suspend(|| {
+            eprintln!(
+                "seed {seed}: {} ({})",
+                sim_report::verdict_name(report.verdict),
+                sim_report::knob_line(&report)
+            );
+            for f in &report.failures {
+                eprintln!("    {f}");
+            }
+        });
+        let (small, small_report) =
+            explore::shrink(&scenario, &opts, report.verdict, args.shrink_budget);
+        let file = args.out.join(format!("seed-{seed}.toml"));
+        sim_report::write_file(&file, &explore::to_toml(&small))?;
+        let mutate = args
+            .mutate
+            .as_ref()
+            .map(|m| format!(" --mutate {m}"))
+            .unwrap_or_default();
+        bar.suspend(|| {
+            eprintln!(
+                "    shrunk from {} to {} steps: {}",
+                scenario.timeline.len(),
+                small.timeline.len(),
+                sim_report::verdict_name(small_report.verdict)
+            );
+            eprintln!(
+                "    replay: {}{mutate}",
+                sim_report::replay_command(&file.display().to_string(), seed)
+            );
+        });
+        worst = worst.max(report.verdict);
+        failures.push(seed);
+        if !args.keep_going {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "explored {} seeds: {} passed, {} failed",
+        results.len(),
+        results.len() - failures.len(),
+        failures.len()
+    );
+    if let Some(j) = &args.json {
+        sim_report::write_file(j, &serde_json::to_string_pretty(&results)?)?;
+    }
+    Ok(ExitCode::from(sim_report::exit_code(worst)))
+}

@@ -1,0 +1,78 @@
+//! `phxsim replay FILE --seed N [--transcript FILE]`: one scenario, one seed, every finding.
+
+use super::sim_report::{self, EXIT_BAD_INPUT};
+use phxsim_sim::Scenario;
+use phxsim_sim::harness::{self, RunOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub seed: u64,
+    /// Write the transcript (JSON lines) here.
+    #[arg(long)]
+    pub transcript: Option<PathBuf>,
+    /// Plant a known bug (see `phxsim run --mutate`).
+    #[arg(long)]
+    pub mutate: Option<String>,
+    /// Write a Chrome/Perfetto trace (JSON) of the run here: open it in ui.perfetto.dev.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let scenario = match Scenario::load(&args.file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("phxsim: {e}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let mut opts = RunOptions {
+        seed: args.seed,
+        transcript: args.transcript.is_some() || args.trace.is_some(),
+        ..RunOptions::default()
+    };
+    if let Err(e) = super::run::apply_mutation(&mut opts, args.mutate.as_deref()) {
+        eprintln!("phxsim: {e:#}");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    let report = harness::run(&scenario, &opts);
+    println!("{}", sim_report::knob_line(&report));
+    println!("{}", scenario.title);
+    for f in &report.findings {
+        let mark = if report.failures.contains(f) {
+            "FAIL"
+        } else {
+            "ok  "
+        };
+        println!("  {mark} {f}");
+    }
+    for f in report
+        .failures
+        .iter()
+        .filter(|f| !report.findings.contains(f))
+    {
+        println!("  FAIL {f}");
+    }
+    println!(
+        "converged: {}; node messages: {}; simulated: {} ms",
+        report
+            .converged_at_ms
+            .map(|t| format!("at {t} ms"))
+            .unwrap_or_else(|| "no".into()),
+        report.node_messages,
+        report.simulated_ms
+    );
+    println!("result: {}", sim_report::verdict_name(report.verdict));
+    if let Some(t) = &args.transcript {
+        sim_report::write_transcript(t, &report)?;
+    }
+    if let Some(t) = &args.trace {
+        let doc = phxsim_sim::trace::chrome_trace(report.transcript.iter().map(String::as_str));
+        sim_report::write_file(t, &serde_json::to_string(&doc)?)?;
+    }
+    Ok(ExitCode::from(sim_report::exit_code(report.verdict)))
+}

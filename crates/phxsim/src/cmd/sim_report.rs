@@ -1,0 +1,130 @@
+//! Shared output of the simulation commands (`run`, `replay`, `explore`): knob lines, the
+//! result table, JSON and JUnit reports, and exit codes.
+
+use anyhow::Context as _;
+use phxsim_sim::harness::{RunReport, Verdict};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// A safety property or an expectation failed.
+pub const EXIT_SAFETY: u8 = 1;
+/// Bad input: unreadable or invalid scenario files, bad flags.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// The cluster did not converge within its bound.
+pub const EXIT_NO_CONVERGENCE: u8 = 3;
+/// The simulator itself failed.
+pub const EXIT_INTERNAL: u8 = 70;
+
+pub fn exit_code(verdict: Verdict) -> u8 {
+    match verdict {
+        Verdict::Pass => 0,
+        Verdict::Safety => EXIT_SAFETY,
+        Verdict::NoConvergence => EXIT_NO_CONVERGENCE,
+        Verdict::Internal => EXIT_INTERNAL,
+    }
+}
+
+/// The worst of several verdicts (internal > safety > no convergence > pass).
+pub fn worst(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+    verdicts.into_iter().max().unwrap_or(Verdict::Pass)
+}
+
+pub fn knob_line(report: &RunReport) -> String {
+    let parts: Vec<String> = report
+        .knobs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    parts.join(" ")
+}
+
+pub fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Safety => "FAIL safety",
+        Verdict::NoConvergence => "FAIL no convergence",
+        Verdict::Internal => "FAIL internal",
+    }
+}
+
+/// One scenario's report as JSON.
+pub fn to_json(path: &str, r: &RunReport) -> serde_json::Value {
+    json!({
+        "scenario": path,
+        "title": r.title,
+        "seed": r.seed,
+        "verdict": r.verdict,
+        "converged_at_ms": r.converged_at_ms,
+        "simulated_ms": r.simulated_ms,
+        "node_messages": r.node_messages,
+        "knobs": r.knobs.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "findings": r.findings,
+        "failures": r.failures,
+        "replay": replay_command(path, r.seed),
+    })
+}
+
+pub fn replay_command(path: &str, seed: u64) -> String {
+    format!("phxsim replay {path} --seed {seed}")
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A JUnit XML document with one test case per scenario run.
+pub fn to_junit(suite: &str, runs: &[(String, RunReport)]) -> String {
+    let failures = runs
+        .iter()
+        .filter(|(_, r)| r.verdict != Verdict::Pass)
+        .count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuite name=\"{}\" tests=\"{}\" failures=\"{}\">",
+        xml_escape(suite),
+        runs.len(),
+        failures
+    );
+    for (path, r) in runs {
+        let _ = write!(
+            out,
+            "  <testcase classname=\"{}\" name=\"{} (seed {})\" time=\"{:.3}\"",
+            xml_escape(suite),
+            xml_escape(path),
+            r.seed,
+            r.simulated_ms as f64 / 1000.0
+        );
+        if r.verdict == Verdict::Pass {
+            out.push_str("/>\n");
+        } else {
+            let body: Vec<String> = r.failures.iter().map(|f| f.to_string()).collect();
+            let _ = writeln!(
+                out,
+                ">\n    <failure message=\"{}\">{}\nreplay: {}</failure>\n  </testcase>",
+                verdict_name(r.verdict),
+                xml_escape(&body.join("\n")),
+                xml_escape(&replay_command(path, r.seed))
+            );
+        }
+    }
+    out.push_str("</testsuite>\n");
+    out
+}
+
+pub fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn write_transcript(path: &Path, r: &RunReport) -> anyhow::Result<()> {
+    let mut text = r.transcript.join("\n");
+    text.push('\n');
+    write_file(path, &text)
+}
