@@ -4,9 +4,12 @@
 //! (they subscribe but are not tracked, so joining costs O(N) rather than O(N²) diffs), and one
 //! actor client joins the same topic normally. Each round the actor pushes `update_meta`; the
 //! latency of a round at a listener is the time from just before that push to the moment the
-//! listener has applied the resulting `presence_diff` (its client stamps the event). Memory per
-//! connection is the process RSS growth while the listeners connect, divided by N; it covers
-//! both ends of each connection (client and server live in this process).
+//! listener has applied the resulting `presence_diff` (its client stamps the event).
+//!
+//! The clients run in a child process (this command again, with `--child`), so that each side
+//! stays within the file-descriptor limit (10 000 connections are 20 000 descriptors) and so
+//! that memory per connection is measured for the server alone: the server process's RSS growth
+//! while the listeners connect, divided by N. The child reports its own side the same way.
 //!
 //! allow-nondeterminism: benchmark of real sockets. It reads the real clock (tokio's, not
 //! paused) and /proc, and never runs inside a simulation.
@@ -17,8 +20,9 @@ use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_runtime::{Node, NodeConfig};
 use serde_json::{Value as Json, json};
 use std::net::SocketAddr;
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -36,6 +40,9 @@ pub struct Args {
     /// Listeners connecting at once while setting up.
     #[arg(long, default_value_t = 200)]
     pub batch: usize,
+    /// Internal: run the client side against `OBSERVER_ADDR,ACTOR_ADDR`.
+    #[arg(long, hide = true)]
+    pub child: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -47,7 +54,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(bench(args))
+    match args.child.clone() {
+        None => runtime.block_on(server_side(args)),
+        Some(addrs) => runtime.block_on(client_side(args, &addrs)),
+    }
 }
 
 /// Resident set size of this process in KiB, from /proc/self/status.
@@ -85,7 +95,8 @@ fn round_of(payload: &Json) -> Option<u64> {
         .find_map(|m| m["round"].as_u64())
 }
 
-async fn bench(args: Args) -> anyhow::Result<ExitCode> {
+/// The parent: the node and its two endpoints; the clients run in a child process.
+async fn server_side(args: Args) -> anyhow::Result<ExitCode> {
     let node = Node::start(NodeConfig {
         seed: Some(1),
         ..NodeConfig::new("bench", 1)
@@ -99,8 +110,62 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
-    let actor_addr = endpoint(&node, ServerConfig::default()).await?;
+    let actor = endpoint(&node, ServerConfig::default()).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rss_before = rss_kib();
+    let exe = std::env::current_exe().context("locating phxsim")?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["bench-ws", "--clients", &args.clients.to_string()])
+        .args([
+            "--rounds",
+            &args.rounds.to_string(),
+            "--batch",
+            &args.batch.to_string(),
+        ])
+        .args(["--child", &format!("{observers},{actor}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the client process")?;
+    let mut stdin = child.stdin.take().context("child stdin")?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut rss_after = None;
+    while let Some(line) = lines.next_line().await? {
+        if line == "connected" {
+            // Let the allocator settle before reading RSS.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            rss_after = rss_kib();
+            stdin.write_all(b"go\n").await?;
+            stdin.flush().await?;
+        } else {
+            println!("{line}");
+        }
+    }
+    let status = child.wait().await?;
+    if !status.success() {
+        bail!("the client process failed: {status}");
+    }
+    match (rss_before, rss_after) {
+        (Some(b), Some(a)) => {
+            let per = a.saturating_sub(b) as f64 / args.clients as f64;
+            println!("server rss         {b} KiB -> {a} KiB");
+            println!("server memory/conn {per:.1} KiB");
+        }
+        _ => println!("server memory/conn n/a (no /proc/self/status)"),
+    }
+    node.crash();
+    Ok(ExitCode::SUCCESS)
+}
 
+/// The child: N observer listeners and the actor, measuring on one clock.
+async fn client_side(args: Args, addrs: &str) -> anyhow::Result<ExitCode> {
+    let (observers, actor_addr) = addrs
+        .split_once(',')
+        .context("--child wants OBSERVER_ADDR,ACTOR_ADDR")?;
+    let observers: SocketAddr = observers.parse()?;
+    let actor_addr: SocketAddr = actor_addr.parse()?;
     let rss_before = rss_kib();
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel::<(u64, Instant)>();
     let mut listeners = Vec::with_capacity(args.clients);
@@ -109,8 +174,8 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     while i < args.clients {
         let end = (i + args.batch).min(args.clients);
         for n in i..end {
-            let client =
-                Client::start_tcp(client_cfg(observers, &format!("l{n}"), n as u64), observers);
+            let cfg = client_cfg(observers, &format!("l{n}"), n as u64);
+            let client = Client::start_tcp(cfg, observers);
             let mut events = client.subscribe();
             let tx = arrivals_tx.clone();
             // Forward only the arrival stamp of each round's diff; drop the rest at once.
@@ -134,17 +199,19 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .is_err()
             {
-                bail!(
-                    "listener {n} did not join within 60 s (raise the fd limit: ulimit -n 65536)"
-                );
+                bail!("listener {n} did not join within 60 s (file descriptor limit?)");
             }
         }
         i = end;
     }
     let connect_time = connect_started.elapsed();
-    // Let the allocator settle before reading RSS.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_after = rss_kib();
+    println!("connected");
+    let mut go = String::new();
+    BufReader::new(tokio::io::stdin())
+        .read_line(&mut go)
+        .await?;
 
     let actor = Client::start_tcp(client_cfg(actor_addr, "actor", u64::MAX), actor_addr);
     actor
@@ -156,7 +223,7 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     while arrivals.try_recv().is_ok() {}
 
     let mut latencies: Vec<Duration> = Vec::with_capacity(args.clients * args.rounds);
-    let mut round_p100 = Vec::new();
+    let mut last_client = Vec::new();
     for round in 1..=args.rounds as u64 {
         let t0 = Instant::now();
         actor.update_meta(json!({"round": round}));
@@ -177,43 +244,33 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
                 ),
             }
         }
-        round_p100.push(worst);
+        last_client.push(worst);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     latencies.sort();
-    let pct = |p: f64| {
-        let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies.get(idx).copied().unwrap_or_default()
+    last_client.sort();
+    let pct = |v: &[Duration], p: f64| {
+        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v.get(idx).copied().unwrap_or_default()
     };
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
     println!("clients            {}", args.clients);
     println!("rounds             {}", args.rounds);
     println!("samples            {}", latencies.len());
     println!("connect+join all   {}", ms(connect_time));
-    println!("latency p50        {}", ms(pct(0.50)));
-    println!("latency p90        {}", ms(pct(0.90)));
-    println!("latency p99        {}", ms(pct(0.99)));
-    println!("latency max        {}", ms(pct(1.0)));
-    round_p100.sort();
-    println!(
-        "round (last client) median {}",
-        ms(round_p100[round_p100.len() / 2])
-    );
-    match (rss_before, rss_after) {
-        (Some(b), Some(a)) => {
-            let per = (a.saturating_sub(b) as f64) * 1024.0 / args.clients as f64;
-            println!("rss before/after   {b} KiB / {a} KiB");
-            println!(
-                "memory/connection  {:.1} KiB (client + server side)",
-                per / 1024.0
-            );
-        }
-        _ => println!("memory/connection  n/a (no /proc/self/status)"),
+    println!("latency p50        {}", ms(pct(&latencies, 0.50)));
+    println!("latency p90        {}", ms(pct(&latencies, 0.90)));
+    println!("latency p99        {}", ms(pct(&latencies, 0.99)));
+    println!("latency max        {}", ms(pct(&latencies, 1.0)));
+    println!("last client, median round {}", ms(pct(&last_client, 0.5)));
+    if let (Some(b), Some(a)) = (rss_before, rss_after) {
+        let per = a.saturating_sub(b) as f64 / args.clients as f64;
+        println!("client rss         {b} KiB -> {a} KiB");
+        println!("client memory/conn {per:.1} KiB");
     }
     for c in &listeners {
         c.stop();
     }
     actor.stop();
-    node.crash();
     Ok(ExitCode::SUCCESS)
 }

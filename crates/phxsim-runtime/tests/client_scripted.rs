@@ -1,0 +1,261 @@
+//! The client against a scripted server over in-memory streams, on tokio's paused clock: exact
+//! frames, timeouts of seconds passing in microseconds. Covers what a real server rarely does
+//! on cue: diffs before the state, silence on heartbeats, a join that is never answered.
+
+use futures_util::{SinkExt, StreamExt};
+use phxsim_runtime::client::{
+    ChannelState, Client, ClientConfig, ClientEvent, ClientMutation, ClientView, PresenceOutcome,
+};
+use std::time::Duration;
+use tokio::io::DuplexStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+type Conn = WebSocketStream<DuplexStream>;
+
+/// A client whose every connection attempt hands the server end to the test.
+fn start(cfg: ClientConfig) -> (Client, mpsc::UnboundedReceiver<Conn>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = Client::start(cfg, move || {
+        let tx = tx.clone();
+        async move {
+            let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                if let Ok(ws) = tokio_tungstenite::accept_async(server_end).await {
+                    let _ = tx.send(ws);
+                }
+            });
+            Ok(client_end)
+        }
+    });
+    (client, rx)
+}
+
+fn cfg() -> ClientConfig {
+    ClientConfig::new("ws://server/socket/websocket", "me", "room:t")
+}
+
+async fn recv(ws: &mut Conn) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(120), ws.next()).await {
+            Ok(Some(Ok(Ws::Text(t)))) => return t.as_str().to_owned(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+async fn send(ws: &mut Conn, text: &str) {
+    ws.send(Ws::text(text)).await.unwrap();
+}
+
+const STATE_ME: &str = r#"[JR,null,"room:t","presence_state",{"me":{"metas":[{"phx_ref":"r1"}]}}]"#;
+const DIFF_X: &str = r#"[null,null,"room:t","presence_diff",{"joins":{"x":{"metas":[{"phx_ref":"rx"}]}},"leaves":{}}]"#;
+
+/// Reply ok to the join, then a diff (x joins), then a state that does not hold x.
+async fn diff_before_state(mutation: Option<ClientMutation>) -> (ClientView, Vec<PresenceOutcome>) {
+    let (client, mut conns) = start(ClientConfig { mutation, ..cfg() });
+    let mut log = client.subscribe();
+    let mut ws = conns.recv().await.unwrap();
+    let join = recv(&mut ws).await;
+    assert_eq!(join, r#"["1","1","room:t","phx_join",{}]"#);
+    send(
+        &mut ws,
+        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    send(&mut ws, DIFF_X).await;
+    send(&mut ws, &STATE_ME.replace("JR", "\"1\"")).await;
+    let view = client
+        .wait_for(Duration::from_secs(5), |v| v.presences.contains_key("me"))
+        .await
+        .expect("the state is applied");
+    let mut outcomes = Vec::new();
+    while let Ok(e) = log.try_recv() {
+        if let ClientEvent::Presence { outcome, .. } = e.event {
+            outcomes.push(outcome);
+        }
+    }
+    (view, outcomes)
+}
+
+#[tokio::test(start_paused = true)]
+async fn diffs_before_the_state_are_buffered_then_applied_on_top_of_it() {
+    let (view, outcomes) = diff_before_state(None).await;
+    assert_eq!(view.presences.keys().collect::<Vec<_>>(), ["me", "x"]);
+    assert_eq!(
+        outcomes,
+        [PresenceOutcome::Buffered, PresenceOutcome::Applied]
+    );
+    assert_eq!(view.pending_diffs, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forget_pending_diffs_loses_the_change_that_overtook_the_state() {
+    let (view, outcomes) = diff_before_state(Some(ClientMutation::ForgetPendingDiffs)).await;
+    assert_eq!(view.presences.keys().collect::<Vec<_>>(), ["me"]);
+    assert_eq!(
+        outcomes,
+        [PresenceOutcome::Dropped, PresenceOutcome::Applied]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_of_an_earlier_join_are_ignored() {
+    let (client, mut conns) = start(cfg());
+    let mut ws = conns.recv().await.unwrap();
+    recv(&mut ws).await;
+    send(
+        &mut ws,
+        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    // A state tagged with another join_ref is not for this channel (phoenix.js isMember).
+    send(&mut ws, &STATE_ME.replace("JR", "\"0\"")).await;
+    send(
+        &mut ws,
+        &STATE_ME
+            .replace("JR", "\"1\"")
+            .replace("\"me\":", "\"you\":"),
+    )
+    .await;
+    let v = client
+        .wait_for(Duration::from_secs(5), |v| !v.presences.is_empty())
+        .await
+        .unwrap();
+    assert_eq!(v.presences.keys().collect::<Vec<_>>(), ["you"]);
+    // A phx_close of an earlier join does not close the channel either.
+    send(&mut ws, r#"["0","0","room:t","phx_close",{}]"#).await;
+    send(
+        &mut ws,
+        r#"[null,"9","phoenix","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(client.view().joined());
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_every_interval_and_a_missing_reply_reconnects_and_rejoins() {
+    let (client, mut conns) = start(cfg());
+    let started = Instant::now();
+    let mut ws = conns.recv().await.unwrap();
+    recv(&mut ws).await;
+    send(
+        &mut ws,
+        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    let hb = recv(&mut ws).await;
+    assert_eq!(hb, r#"[null,"2","phoenix","heartbeat",{}]"#);
+    assert_eq!(started.elapsed().as_secs(), 30);
+    send(
+        &mut ws,
+        r#"[null,"2","phoenix","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    let hb = recv(&mut ws).await;
+    assert_eq!(hb, r#"[null,"3","phoenix","heartbeat",{}]"#);
+    assert_eq!(started.elapsed().as_secs(), 60);
+    // No reply: at 90 s the client closes with 1000 and reconnects 10 ms later.
+    match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
+        Ok(Some(Ok(Ws::Close(Some(f))))) => {
+            assert_eq!(u16::from(f.code), 1000);
+            assert_eq!(f.reason.as_str(), "heartbeat timeout");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let mut ws2 = conns.recv().await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(90_010) && elapsed < Duration::from_millis(90_100),
+        "{elapsed:?}"
+    );
+    // The errored channel rejoins at once on the new connection, with a new join_ref.
+    assert_eq!(recv(&mut ws2).await, r#"["4","4","room:t","phx_join",{}]"#);
+    send(
+        &mut ws2,
+        r#"["4","4","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    let v = client
+        .wait_for(Duration::from_secs(1), ClientView::joined)
+        .await
+        .unwrap();
+    assert_eq!(v.join_ref.as_deref(), Some("4"));
+    assert_eq!((v.connects, v.joins), (2, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_join_is_left_and_retried_with_backoff() {
+    let (client, mut conns) = start(cfg());
+    let started = Instant::now();
+    let mut ws = conns.recv().await.unwrap();
+    assert_eq!(recv(&mut ws).await, r#"["1","1","room:t","phx_join",{}]"#);
+    // After the 10 s timeout: a leave carrying the timed-out join_ref...
+    assert_eq!(recv(&mut ws).await, r#"["1","2","room:t","phx_leave",{}]"#);
+    assert_eq!(started.elapsed().as_secs(), 10);
+    assert_eq!(client.view().channel, ChannelState::Errored);
+    // ...and a new join 1 s later (rejoinAfterMs(1)).
+    assert_eq!(recv(&mut ws).await, r#"["3","3","room:t","phx_join",{}]"#);
+    assert_eq!(started.elapsed().as_secs(), 11);
+    // A refused join is retried after 2 s (rejoinAfterMs(2)).
+    send(
+        &mut ws,
+        r#"["3","3","room:t","phx_reply",{"response":{"reason":"no"},"status":"error"}]"#,
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await, r#"["4","4","room:t","phx_join",{}]"#);
+    assert_eq!(started.elapsed().as_secs(), 13);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pushes_wait_for_the_join_and_the_log_has_every_frame() {
+    let (client, mut conns) = start(cfg());
+    let mut log = client.subscribe();
+    client.update_meta(serde_json::json!({"s": "away"}));
+    let mut ws = conns.recv().await.unwrap();
+    recv(&mut ws).await;
+    send(
+        &mut ws,
+        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        r#"["1","2","room:t","update_meta",{"s":"away"}]"#
+    );
+    send(
+        &mut ws,
+        r#"["1","2","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    client.leave();
+    assert_eq!(recv(&mut ws).await, r#"["1","3","room:t","phx_leave",{}]"#);
+    send(
+        &mut ws,
+        r#"["1","3","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    client
+        .wait_for(Duration::from_secs(1), |v| {
+            v.channel == ChannelState::Closed
+        })
+        .await
+        .unwrap();
+    let mut sent = 0;
+    let mut received = 0;
+    let mut replies = Vec::new();
+    while let Ok(e) = log.try_recv() {
+        match e.event {
+            ClientEvent::Sent(_) => sent += 1,
+            ClientEvent::Received(_) => received += 1,
+            ClientEvent::Reply { event, status, .. } => replies.push((event, status)),
+            _ => {}
+        }
+    }
+    assert_eq!((sent, received), (3, 3));
+    assert_eq!(replies, [("update_meta".to_owned(), "ok".to_owned())]);
+}

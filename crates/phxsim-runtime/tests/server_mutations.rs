@@ -1,0 +1,121 @@
+//! Every planted server bug shows on the wire (or in presences) as the deviation it names, so
+//! a conformance check built on these observations can be proven to catch it.
+
+mod server_common;
+
+use phxsim_runtime::server::{ServerConfig, ServerMutation};
+use server_common::*;
+
+fn mutated(m: ServerMutation) -> ServerConfig {
+    ServerConfig {
+        mutation: Some(m),
+        ..ServerConfig::default()
+    }
+}
+
+async fn joined(addr: std::net::SocketAddr, user: &str) -> Raw<tokio::net::TcpStream> {
+    let mut c = connect(addr, &format!("vsn=2.0.0&user_id={user}")).await;
+    c.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    for _ in 0..3 {
+        c.next().await;
+    }
+    c
+}
+
+#[test]
+fn names_round_trip() {
+    for m in ServerMutation::ALL {
+        assert_eq!(m.name().parse::<ServerMutation>(), Ok(m));
+    }
+    assert!("nope".parse::<ServerMutation>().is_err());
+}
+
+#[tokio::test]
+async fn drop_phx_ref_prev_strips_it_from_update_diffs() {
+    for (m, has_prev) in [(None, true), (Some(ServerMutation::DropPhxRefPrev), false)] {
+        let cfg = ServerConfig {
+            mutation: m,
+            ..ServerConfig::default()
+        };
+        let (_s, addr) = serve(cfg).await;
+        let mut a = joined(addr, "alice").await;
+        a.send(r#"["1","2","room:lobby","update_meta",{"s":1}]"#)
+            .await;
+        a.next().await;
+        let diff = a.json().await;
+        let meta = &diff[4]["joins"]["alice"]["metas"][0];
+        assert_eq!(
+            meta.get("phx_ref_prev").is_some(),
+            has_prev,
+            "{m:?}: {diff}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn heartbeat_reply_wrong_topic() {
+    let (_s, addr) = serve(mutated(ServerMutation::HeartbeatReplyWrongTopic)).await;
+    let mut a = connect(addr, "vsn=2.0.0&user_id=a").await;
+    a.send(r#"[null,"3","phoenix","heartbeat",{}]"#).await;
+    a.expect(r#"[null,"3","heartbeat","phx_reply",{"response":{},"status":"ok"}]"#)
+        .await;
+}
+
+#[tokio::test]
+async fn no_presence_state_after_a_join() {
+    let (_s, addr) = serve(mutated(ServerMutation::NoPresenceState)).await;
+    let mut a = connect(addr, "vsn=2.0.0&user_id=a").await;
+    a.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    a.next().await; // reply
+    let diff = a.json().await;
+    assert_eq!(diff[3], "presence_diff");
+    a.silent(200).await;
+}
+
+#[tokio::test]
+async fn state_with_wrong_join_ref() {
+    let (_s, addr) = serve(mutated(ServerMutation::StateWithWrongJoinRef)).await;
+    let mut a = connect(addr, "vsn=2.0.0&user_id=a").await;
+    a.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    a.next().await;
+    a.next().await;
+    let state = a.json().await;
+    assert_eq!(
+        (state[0].as_str(), state[3].as_str()),
+        (Some("stale"), Some("presence_state"))
+    );
+}
+
+#[tokio::test]
+async fn keep_presences_on_disconnect_leaves_ghosts() {
+    let (server, addr) = serve(mutated(ServerMutation::KeepPresencesOnDisconnect)).await;
+    let mut w = joined(addr, "w").await;
+    let b = joined(addr, "bob").await;
+    w.next().await; // bob's join
+    drop(b);
+    w.silent(300).await;
+    assert_eq!(
+        server.node().list("room:lobby").await.unwrap().keys(),
+        ["bob", "w"]
+    );
+}
+
+#[tokio::test]
+async fn drop_leaves_hides_leave_diffs() {
+    let (_s, addr) = serve(mutated(ServerMutation::DropLeaves)).await;
+    let mut w = joined(addr, "w").await;
+    let mut b = joined(addr, "bob").await;
+    w.next().await;
+    b.send(r#"["1","2","room:lobby","phx_leave",{}]"#).await;
+    w.silent(300).await;
+}
+
+#[tokio::test]
+async fn no_phx_close_on_leave() {
+    let (_s, addr) = serve(mutated(ServerMutation::NoPhxCloseOnLeave)).await;
+    let mut a = joined(addr, "a").await;
+    a.send(r#"["1","2","room:lobby","phx_leave",{}]"#).await;
+    a.expect(r#"["1","2","room:lobby","phx_reply",{"response":{},"status":"ok"}]"#)
+        .await;
+    a.silent(200).await;
+}
