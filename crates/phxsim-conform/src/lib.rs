@@ -1,0 +1,29 @@
+//! Wire conformance for Phoenix Channels servers, built from the recorded behaviour of a real
+//! Phoenix 1.7.21 server running the reference presence channel (reference-channel.md).
+//!
+//! - [`recording`]: the recordings (compiled in) parsed into steps.
+//! - [`script`]: recorded steps as exchanges a client can replay: one action, then what each
+//!   connection must see.
+//! - [`cases`]: the numbered catalogue, one case per behaviour, each on its own topic.
+//! - [`runner`]: a raw-frame WebSocket client that runs cases against any server URL.
+//! - [`transcript`]: raw and normalized transcripts (refs as `<ref1>`, keys sorted).
+//! - [`compare`]: verdicts (pass, non-strict with a reason, fail with the first differing
+//!   frame), accepting the orders Phoenix itself varies.
+//! - [`report`]: text table, JSON, JUnit XML and an Autobahn-style HTML page.
+//!
+//! Architecture invariant: only [`runner`] does I/O; everything else is a pure function of the
+//! recordings and a transcript, so verdicts and reports are tested without a server.
+
+pub mod cases;
+pub mod compare;
+pub mod recording;
+pub mod report;
+pub mod runner;
+pub mod script;
+pub mod transcript;
+
+pub use cases::{CASES, Case, CaseScript, Looseness, catalogue};
+pub use compare::{Comparison, Difference, Verdict, compare};
+pub use report::{Report, VsnRun};
+pub use runner::{CaseResult, RunConfig, RunError, run_all, run_case};
+pub use transcript::{NormTranscript, Transcript, normalize};
