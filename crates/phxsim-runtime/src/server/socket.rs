@@ -515,14 +515,17 @@ where
         topic: &str,
         update: &PresenceUpdate,
     ) -> Result<(), ConnectionEnd> {
-        let mut diff = update.diff.clone();
-        if self.server.mutated(ServerMutation::DropLeaves) {
-            diff.leaves.clear();
-            if diff.joins.is_empty() {
+        let mut payload = if self.server.mutated(ServerMutation::DropLeaves) {
+            if update.diff.joins.is_empty() {
                 return Ok(());
             }
-        }
-        let mut payload = diff.to_json();
+            let mut diff = update.diff.clone();
+            diff.leaves.clear();
+            diff.to_json()
+        } else {
+            // The hot path of a fan-out: no copy of the diff before rendering it.
+            update.diff.to_json()
+        };
         if let Json::Object(m) = &mut payload {
             for part in m.values_mut() {
                 self.scrub(part);
