@@ -5,9 +5,9 @@
 //!
 //! Further drivers (the Channels server and client) live in their own modules beside `node`.
 
+pub mod client;
 pub mod node;
 pub mod server;
-pub mod client;
 
 pub use node::{
     LinkError, LinkHandle, Node, NodeConfig, NodeError, NodeEvent, PresenceUpdate, Subscription,
