@@ -159,6 +159,10 @@ pub struct Checkers {
     live_refs: BTreeMap<(String, String), u64>,
     gone_at: BTreeMap<(String, String), u64>,
     ghost_reported: BTreeSet<(String, String, String)>,
+    /// (node, topic, key) → since when the node tracks more presences for that user than the
+    /// user has joined sockets on it (a socket gone, its presence kept).
+    orphans_since: BTreeMap<(String, String, String), u64>,
+    orphan_reported: BTreeSet<(String, String, String)>,
     replays: BTreeMap<String, ClientReplay>,
     /// First time every node agreed with the truth since the last step, if still so.
     agreed_since: Option<u64>,
@@ -217,6 +221,8 @@ impl Checkers {
             live_refs: BTreeMap::new(),
             gone_at: BTreeMap::new(),
             ghost_reported: BTreeSet::new(),
+            orphans_since: BTreeMap::new(),
+            orphan_reported: BTreeSet::new(),
             replays: BTreeMap::new(),
             agreed_since: None,
             last_step_ms: 0,
@@ -362,8 +368,12 @@ impl Checkers {
             for (topic, list) in &ns.lists {
                 for (key, rf) in refs_of(list) {
                     let id = (topic.clone(), rf.clone());
+                    // The bound runs from the later of the owner's exit and the last scripted
+                    // step: while faults and heals are still settling, Phoenix legitimately shows
+                    // a down replica's stale values again at replica_up until a transfer
+                    // removes them; a ghost is one that outlives the settling.
                     if let Some(&gone) = self.gone_at.get(&id)
-                        && s.at_ms > gone + self.bounds.ghost_ms
+                        && s.at_ms > gone.max(self.last_step_ms) + self.bounds.ghost_ms
                         && self
                             .ghost_reported
                             .insert((node.clone(), topic.clone(), rf.clone()))
@@ -379,6 +389,7 @@ impl Checkers {
         for (node, detail) in ghosts {
             self.report(s.at_ms, FindingKind::Ghost, &node, detail);
         }
+        self.check_sockets(s);
 
         // convergence: every node lists exactly the truth
         let agree = s.nodes.values().all(|n| nonempty(&n.lists) == truth);
@@ -416,8 +427,53 @@ impl Checkers {
         self.last = Some(s.clone());
     }
 
-    /// Ends the run; returns every finding, in time order.
-    pub fn finish(mut self) -> (Vec<Finding>, Option<u64>) {
+    /// Socket truth: a node must track exactly one presence per joined socket of its own. More
+    /// (for longer than the ghost bound) is a ghost whose socket is gone, a server that forgot
+    /// to untrack; the node-level truth cannot see it, since the node itself still holds it.
+    fn check_sockets(&mut self, s: &Snapshot) {
+        let mut joined: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+        for c in s.clients.values().filter(|c| c.joined) {
+            *joined
+                .entry((c.node.clone(), c.topic.clone(), c.user.clone()))
+                .or_default() += 1;
+        }
+        let mut excess = BTreeMap::new();
+        for (node, ns) in &s.nodes {
+            for (topic, list) in &ns.local {
+                for (key, refs) in list {
+                    let id = (node.clone(), topic.clone(), key.clone());
+                    let sockets = joined.get(&id).copied().unwrap_or(0);
+                    if refs.len() > sockets {
+                        excess.insert(id, (refs.len(), sockets));
+                    }
+                }
+            }
+        }
+        self.orphans_since.retain(|id, _| excess.contains_key(id));
+        let mut found = Vec::new();
+        for (id, (tracked, sockets)) in excess {
+            let since = *self.orphans_since.entry(id.clone()).or_insert(s.at_ms);
+            if s.at_ms > since.max(self.last_step_ms) + self.bounds.ghost_ms
+                && self.orphan_reported.insert(id.clone())
+            {
+                let (node, topic, key) = id;
+                found.push((node, format!(
+                    "{topic} {key}: {tracked} presence(s) tracked for {sockets} joined socket(s) since {since} ms"
+                )));
+            }
+        }
+        for (node, detail) in found {
+            self.report(s.at_ms, FindingKind::Ghost, &node, detail);
+        }
+    }
+
+    /// Ends the run; returns every finding, in time order. `final_views` are the clients'
+    /// lists read after the last step of the simulation, when every message they logged has
+    /// been applied: the replay of their messages must give exactly these.
+    pub fn finish(
+        mut self,
+        final_views: &BTreeMap<String, PresenceList>,
+    ) -> (Vec<Finding>, Option<u64>) {
         let Some(last) = self.last.take() else {
             return (self.findings, None);
         };
@@ -514,16 +570,19 @@ impl Checkers {
                     ));
                 }
             }
-            if let Some(inst) = self.replays.get(name).and_then(|r| r.instance.as_ref()) {
+            if let (Some(inst), Some(view)) = (
+                self.replays.get(name).and_then(|r| r.instance.as_ref()),
+                final_views.get(name),
+            ) {
                 let replayed = list_of_instance(inst);
-                if replayed != c.view {
+                if &replayed != view {
                     client_findings.push((
                         FindingKind::DiffStream,
                         name.clone(),
                         format!(
                             "its messages replay to {} but it shows {}",
                             short(&replayed),
-                            short(&c.view)
+                            short(view)
                         ),
                     ));
                 }

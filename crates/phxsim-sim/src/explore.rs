@@ -159,7 +159,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         });
     }
     timeline.sort_by_key(|s| s.at_ms);
-    let bound = tracker.convergence_bound(lat_max);
+    let bound = tracker.convergence_bound(lat_max) + harness::link_recovery_ms(bp);
     Scenario {
         title: format!("explore seed {seed}"),
         description: "drawn by phxsim explore".into(),

@@ -23,6 +23,27 @@ use tokio::sync::mpsc;
 pub const NODE_PORT: u16 = 4369;
 /// Port of the Channels WebSocket endpoint on every node host.
 pub const WS_PORT: u16 = 4000;
+/// A dial that gets no answer (a partitioned SYN) is abandoned after this long.
+const DIAL_TIMEOUT_MS: u64 = 500;
+/// Pause between two dials of the same peer.
+const REDIAL_MS: u64 = 100;
+
+/// Link keepalive: turmoil stalls a partitioned stream instead of failing it, so the
+/// keepalive and idle timeout play Erlang's net_ticktime and drop the dead link.
+fn link_keepalive_ms(bp: u64) -> u64 {
+    250.max(bp)
+}
+
+fn link_idle_ms(bp: u64) -> u64 {
+    1_000.max(4 * bp)
+}
+
+/// Worst time for a healed link to carry heartbeats again: the stalled stream's idle timeout
+/// (or a lost greeting's handshake timeout), then a dial that may time out, a pause, a dial.
+pub fn link_recovery_ms(bp: u64) -> u64 {
+    2 * link_idle_ms(bp) + 2 * (DIAL_TIMEOUT_MS + REDIAL_MS)
+}
+
 /// Every run starts at the same instant, so nothing depends on when it is run.
 const EPOCH_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 
@@ -216,8 +237,10 @@ fn node_host(
                 seed: Some(derive_seed(seed, &format!("node/{name}/{vsn}"))),
                 // turmoil stalls a partitioned stream instead of failing it: the keepalive
                 // and idle timeout play Erlang's net_ticktime and drop the dead link.
-                link_keepalive: Duration::from_millis(250.max(bp)),
-                link_idle_timeout: Duration::from_millis(1_000.max(4 * bp)),
+                link_keepalive: Duration::from_millis(link_keepalive_ms(bp)),
+                link_idle_timeout: Duration::from_millis(link_idle_ms(bp)),
+                // a greeting lost to a one-way cut must not hold the link for the 5 s default
+                handshake_timeout: Duration::from_millis(link_idle_ms(bp)),
                 ..NodeConfig::new(name.clone(), vsn)
             };
             let node = Node::start(cfg)?;
@@ -257,14 +280,14 @@ fn node_host(
                 tokio::spawn(async move {
                     loop {
                         let dial = tokio::time::timeout(
-                            Duration::from_millis(500),
+                            Duration::from_millis(DIAL_TIMEOUT_MS),
                             turmoil::net::TcpStream::connect((peer.as_str(), NODE_PORT)),
                         )
                         .await;
                         if let Ok(Ok(stream)) = dial {
                             n.connect(stream).closed().await;
                         }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(REDIAL_MS)).await;
                     }
                 });
             }
@@ -359,7 +382,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         convergence_ms: scenario
             .expect
             .converged_within_ms
-            .unwrap_or_else(|| scenario.tracker.convergence_bound(lat_max)),
+            .unwrap_or_else(|| scenario.tracker.convergence_bound(lat_max) + link_recovery_ms(bp)),
         ghost_ms: scenario.tracker.down_period() + 3 * bp + 4 * lat_max,
         sample_ms,
     };
@@ -468,6 +491,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     }
     let simulated_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
+    let final_views: BTreeMap<String, PresenceList> = lock(&shared)
+        .clients
+        .iter()
+        .map(|(name, c)| (name.clone(), clients::view_list(&c.client.view())))
+        .collect();
 
     let mut s = lock(&shared);
     let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone());
@@ -478,7 +506,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             Obs::Client(t, c, m) => checkers.client_message(t, &c, &m),
         }
     }
-    let (findings, converged_at_ms) = checkers.finish();
+    let (findings, converged_at_ms) = checkers.finish(&final_views);
     let mut failures: Vec<Finding> = findings
         .iter()
         .filter(|f| {

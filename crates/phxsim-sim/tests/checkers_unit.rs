@@ -44,7 +44,11 @@ fn checkers() -> Checkers {
 }
 
 fn kinds(c: Checkers) -> Vec<FindingKind> {
-    c.finish().0.into_iter().map(|f| f.kind).collect()
+    c.finish(&Default::default())
+        .0
+        .into_iter()
+        .map(|f| f.kind)
+        .collect()
 }
 
 #[test]
@@ -66,7 +70,7 @@ fn a_healthy_run_has_no_findings() {
         node(&[("alice", "r1")], &[("alice", "r1")]),
         node(&[("alice", "r1")], &[]),
     ));
-    let (findings, converged) = c.finish();
+    let (findings, converged) = c.finish(&Default::default());
     assert!(findings.is_empty(), "{findings:?}");
     assert_eq!(converged, Some(100));
 }
@@ -98,7 +102,7 @@ fn a_ghost_is_reported_at_the_first_sample_past_the_bound() {
     for t in [100, 400, 600, 601, 700] {
         c.observe(&snap(t, node(&[], &[]), node(&[("alice", "r1")], &[])));
     }
-    let (findings, _) = c.finish();
+    let (findings, _) = c.finish(&Default::default());
     let ghosts: Vec<_> = findings
         .iter()
         .filter(|f| f.kind == FindingKind::Ghost)
@@ -188,7 +192,7 @@ fn leaves_of_refs_not_held_and_joins_of_refs_held_are_the_reference_anomalies() 
         "bob",
         &ClientMessage::Diff(json!({"joins": state(&[("bob", "b1")]), "leaves": {}})),
     );
-    let (findings, _) = c.finish();
+    let (findings, _) = c.finish(&Default::default());
     let got: Vec<_> = findings.iter().map(|f| (f.at_ms, f.kind)).collect();
     assert_eq!(
         got,
@@ -227,7 +231,13 @@ fn a_client_that_shows_what_its_messages_do_not_say_is_a_diff_stream_finding() {
         },
     );
     c.observe(&s);
-    let k = kinds(c);
+    let final_views = [("bob".to_string(), list(&[("bob", "b1")]))].into();
+    let k: Vec<FindingKind> = c
+        .finish(&final_views)
+        .0
+        .into_iter()
+        .map(|f| f.kind)
+        .collect();
     assert!(k.contains(&FindingKind::DiffStream), "{k:?}");
     assert!(k.contains(&FindingKind::ClientView), "{k:?}");
 }
@@ -241,6 +251,6 @@ fn a_malformed_presence_payload_is_a_diff_stream_finding() {
         "bob",
         &ClientMessage::State(json!({"alice": {"no_metas": []}})),
     );
-    let (findings, _) = c.finish();
+    let (findings, _) = c.finish(&Default::default());
     assert_eq!(findings[0].kind, FindingKind::DiffStream);
 }

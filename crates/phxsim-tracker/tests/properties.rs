@@ -10,6 +10,10 @@
 //! that pattern (`is_stale_overwrite`), and `issue_148_*` below keep the upstream behaviour
 //! pinned as regression tests.
 
+// Replicas are numbered in the model: `states[i]` is replica i, and loops over i and j read
+// as "every replica to every other", which iterators would only obscure.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 use common::*;
 use phxsim_tracker::{Mutation, State, Value, ValueKey};

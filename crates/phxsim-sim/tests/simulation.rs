@@ -1,0 +1,280 @@
+//! The simulator end to end: determinism, the catalogue, every checker against its planted bug,
+//! and the explorer finding every planted bug within a stated number of seeds.
+
+use phxsim_runtime::server::ServerMutation;
+use phxsim_shard::NodeMutation;
+use phxsim_sim::Scenario;
+use phxsim_sim::checkers::FindingKind;
+use phxsim_sim::clients::ClientBug;
+use phxsim_sim::explore::{SwarmConfig, generate};
+use phxsim_sim::harness::{self, RunOptions, RunReport, Verdict};
+use phxsim_tracker::Mutation;
+use std::path::PathBuf;
+
+fn catalogue_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
+}
+
+fn scenario(prefix: &str) -> Scenario {
+    let dir = catalogue_dir();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("scenarios/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one scenario starting with {prefix}");
+    Scenario::load(&found.remove(0)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run(s: &Scenario, opts: RunOptions) -> RunReport {
+    harness::run(s, &opts)
+}
+
+fn with_transcript(seed: u64) -> RunOptions {
+    RunOptions {
+        seed,
+        transcript: true,
+        ..RunOptions::default()
+    }
+}
+
+#[test]
+fn one_seed_gives_byte_identical_transcripts() {
+    for prefix in ["05_", "07_", "13_"] {
+        let s = scenario(prefix);
+        let first = run(&s, with_transcript(11)).transcript;
+        let second = run(&s, with_transcript(11)).transcript;
+        assert!(
+            first.len() > 100,
+            "{prefix}: a transcript worth comparing ({} lines)",
+            first.len()
+        );
+        assert_eq!(
+            first, second,
+            "{prefix}: the same seed must replay byte for byte"
+        );
+        assert!(
+            first.iter().any(|l| l.contains("\"ev\":\"frame\"")),
+            "client frames are recorded"
+        );
+        assert!(
+            first.iter().any(|l| l.contains("\"ev\":\"node_recv\"")),
+            "node messages are recorded"
+        );
+    }
+}
+
+#[test]
+fn different_seeds_give_different_runs() {
+    let s = scenario("05_");
+    assert_ne!(
+        run(&s, with_transcript(1)).transcript,
+        run(&s, with_transcript(2)).transcript
+    );
+}
+
+#[test]
+fn the_whole_catalogue_passes_in_the_faithful_profile() {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(catalogue_dir())
+        .expect("scenarios/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 12, "a catalogue of at least 12 scenarios");
+    for p in paths {
+        let s = Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        let r = run(
+            &s,
+            RunOptions {
+                seed: s.seed.unwrap_or(1),
+                ..RunOptions::default()
+            },
+        );
+        assert_eq!(
+            r.verdict,
+            Verdict::Pass,
+            "{}: {:#?}",
+            p.display(),
+            r.failures
+        );
+    }
+}
+
+#[test]
+fn the_reference_duplicate_leave_is_reported_as_an_anomaly() {
+    let r = run(
+        &scenario("07_"),
+        RunOptions {
+            seed: 1,
+            ..RunOptions::default()
+        },
+    );
+    let dup: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::DuplicateLeave)
+        .collect();
+    assert!(!dup.is_empty(), "{:#?}", r.findings);
+    assert_eq!(
+        r.verdict,
+        Verdict::Pass,
+        "expected by the scenario: {:#?}",
+        r.failures
+    );
+}
+
+fn kinds(r: &RunReport) -> Vec<FindingKind> {
+    r.failures.iter().map(|f| f.kind).collect()
+}
+
+#[test]
+fn each_checker_catches_the_bug_it_exists_for() {
+    let cases: Vec<(&str, RunOptions, FindingKind)> = vec![
+        // a leave whose tombstone never reaches peers: a ghost on every other node
+        (
+            "03_",
+            RunOptions {
+                node_mutation: Some(NodeMutation::Tracker(Mutation::LeaveLosesTombstone)),
+                ..Default::default()
+            },
+            FindingKind::Ghost,
+        ),
+        // a server that keeps a gone socket's presence: the socket-truth ghost check
+        (
+            "04_",
+            RunOptions {
+                server_mutation: Some(ServerMutation::KeepPresencesOnDisconnect),
+                ..Default::default()
+            },
+            FindingKind::Ghost,
+        ),
+        // no transfer after a permdown: the presences never come back
+        (
+            "06_",
+            RunOptions {
+                node_mutation: Some(NodeMutation::SkipTransfer),
+                ..Default::default()
+            },
+            FindingKind::Lost,
+        ),
+        (
+            "06_",
+            RunOptions {
+                node_mutation: Some(NodeMutation::SkipTransfer),
+                ..Default::default()
+            },
+            FindingKind::NoConvergence,
+        ),
+        // diffs that lose their leaves: clients keep what their node dropped
+        (
+            "03_",
+            RunOptions {
+                server_mutation: Some(ServerMutation::DropLeaves),
+                ..Default::default()
+            },
+            FindingKind::ClientView,
+        ),
+        // a merge that ignores clouds re-admits known dots: joins of refs already held
+        (
+            "02_",
+            RunOptions {
+                node_mutation: Some(NodeMutation::Tracker(Mutation::MergeIgnoresClouds)),
+                ..Default::default()
+            },
+            FindingKind::DuplicateJoin,
+        ),
+        // down replicas never hidden: what should be hidden during the split is listed
+        (
+            "05_",
+            RunOptions {
+                node_mutation: Some(NodeMutation::Tracker(Mutation::NeverHideDown)),
+                ..Default::default()
+            },
+            FindingKind::Expectation,
+        ),
+    ];
+    for (prefix, mut opts, kind) in cases {
+        opts.seed = 1;
+        let r = run(&scenario(prefix), opts.clone());
+        assert!(
+            kinds(&r).contains(&kind),
+            "{prefix} with {opts:?}: expected {kind}, got {:#?}",
+            r.failures
+        );
+        assert_ne!(r.verdict, Verdict::Pass);
+    }
+}
+
+#[test]
+fn a_client_that_forgets_pending_diffs_is_caught_by_the_diff_stream_replay() {
+    // seed 56 draws two joins on one node in the same instant: a diff overtakes the state
+    let s = generate(56, &SwarmConfig::default());
+    let clean = run(
+        &s,
+        RunOptions {
+            seed: 56,
+            ..Default::default()
+        },
+    );
+    assert_eq!(clean.verdict, Verdict::Pass, "{:#?}", clean.failures);
+    let r = run(
+        &s,
+        RunOptions {
+            seed: 56,
+            client_mutation: Some(ClientBug::ForgetPendingDiffs),
+            ..Default::default()
+        },
+    );
+    assert!(
+        kinds(&r).contains(&FindingKind::DiffStream),
+        "{:#?}",
+        r.failures
+    );
+}
+
+/// The number of seeds within which the explorer must find every planted bug.
+const SEED_BUDGET: u64 = 100;
+
+#[test]
+fn the_explorer_finds_every_planted_bug_within_the_seed_budget() {
+    let cfg = SwarmConfig::default();
+    let mut bugs: Vec<RunOptions> = NodeMutation::all()
+        .into_iter()
+        .map(|m| RunOptions {
+            node_mutation: Some(m),
+            ..Default::default()
+        })
+        .collect();
+    for m in [
+        ServerMutation::KeepPresencesOnDisconnect,
+        ServerMutation::DropLeaves,
+        ServerMutation::NoPresenceState,
+        ServerMutation::DropPhxRefPrev,
+    ] {
+        bugs.push(RunOptions {
+            server_mutation: Some(m),
+            ..Default::default()
+        });
+    }
+    bugs.push(RunOptions {
+        client_mutation: Some(ClientBug::ForgetPendingDiffs),
+        ..Default::default()
+    });
+    for bug in bugs {
+        let found = (0..SEED_BUDGET).find(|&seed| {
+            let opts = RunOptions {
+                seed,
+                ..bug.clone()
+            };
+            harness::run(&generate(seed, &cfg), &opts).verdict != Verdict::Pass
+        });
+        assert!(
+            found.is_some(),
+            "{bug:?} not found within {SEED_BUDGET} seeds"
+        );
+    }
+}
