@@ -324,6 +324,7 @@ pub fn to_toml(s: &Scenario) -> String {
             Action::Cut(l) => format!("cut = {}", links(l)),
             Action::CutOneway(l) => format!("cut_oneway = {}", links(l)),
             Action::Heal => "heal = true".into(),
+            Action::Repair(l) => format!("repair = {}", links(l)),
             Action::Crash(n) => format!("crash = {}", q(n)),
             Action::Restart(n) => format!("restart = {}", q(n)),
             Action::Permdown(n) => format!("permdown = {}", q(n)),

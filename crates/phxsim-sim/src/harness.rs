@@ -619,6 +619,13 @@ fn apply(
                 sim.release(x.as_str(), y.as_str());
             }
         }
+        Action::Repair(links) => {
+            for (x, y) in links {
+                sim.repair(x.as_str(), y.as_str());
+                cut.remove(&(x.clone(), y.clone()));
+                cut.remove(&(y.clone(), x.clone()));
+            }
+        }
         Action::Crash(n) => {
             sim.crash(n.as_str());
             let mut s = lock(shared);

@@ -218,6 +218,7 @@ struct RawStep {
     cut: Option<Vec<[String; 2]>>,
     cut_oneway: Option<Vec<[String; 2]>>,
     heal: Option<bool>,
+    repair: Option<Vec<[String; 2]>>,
     crash: Option<String>,
     restart: Option<String>,
     permdown: Option<String>,
@@ -248,6 +249,8 @@ pub enum Action {
     CutOneway(Vec<(String, String)>),
     /// Every cut, partition and hold ends.
     Heal,
+    /// These cut node pairs reach each other again (both ways); other cuts stay.
+    Repair(Vec<(String, String)>),
     /// The node stops at once (peers and its clients see the connections reset).
     Crash(String),
     /// A crashed node starts again as a new replica (new vsn).
@@ -264,7 +267,11 @@ impl Action {
     pub fn is_fault(&self) -> bool {
         !matches!(
             self,
-            Action::Join(_) | Action::Leave(_) | Action::Update(..) | Action::Heal
+            Action::Join(_)
+                | Action::Leave(_)
+                | Action::Update(..)
+                | Action::Heal
+                | Action::Repair(_)
         )
     }
 
@@ -281,6 +288,7 @@ impl Action {
             Action::Cut(l) => format!("cut {l:?}"),
             Action::CutOneway(l) => format!("cut_oneway {l:?}"),
             Action::Heal => "heal".into(),
+            Action::Repair(l) => format!("repair {l:?}"),
             Action::Crash(n) => format!("crash {n}"),
             Action::Restart(n) => format!("restart {n}"),
             Action::Permdown(n) => format!("permdown {n}"),
@@ -694,6 +702,9 @@ fn to_step(
         Some(false) => return Err(("heal", "write `heal = true` or leave it out".into())),
         None => {}
     }
+    if let Some(l) = &s.repair {
+        actions.push(Action::Repair(links("repair", l)?));
+    }
     if let Some(n) = &s.crash {
         actions.push(Action::Crash(node("crash", n)?));
     }
@@ -716,7 +727,7 @@ fn to_step(
         }),
         0 => Err((
             "action",
-            "no action: set one of join, leave, update, disconnect, reconnect, crash_channel, partition, cut, cut_oneway, heal, crash, restart, permdown, hold, release".into(),
+            "no action: set one of join, leave, update, disconnect, reconnect, crash_channel, partition, cut, cut_oneway, heal, repair, crash, restart, permdown, hold, release".into(),
         )),
         _ => Err(("action", "one action per timeline entry".into())),
     }

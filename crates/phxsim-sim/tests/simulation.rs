@@ -278,3 +278,37 @@ fn the_explorer_finds_every_planted_bug_within_the_seed_budget() {
         );
     }
 }
+
+#[test]
+fn issue_148_is_reproduced_from_its_scenario_file_and_seed() {
+    let s = scenario("10_");
+    let r = run(
+        &s,
+        RunOptions {
+            seed: s.seed.expect("the scenario pins its seed"),
+            ..Default::default()
+        },
+    );
+    let lost: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Lost && f.subject == "c" && f.detail.contains("alice"))
+        .collect();
+    assert_eq!(
+        lost.len(),
+        1,
+        "c loses alice after b's stale transfer: {:#?}",
+        r.findings
+    );
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::NoConvergence)
+    );
+    assert_eq!(
+        r.verdict,
+        Verdict::Pass,
+        "the scenario expects exactly this: {:#?}",
+        r.failures
+    );
+}
