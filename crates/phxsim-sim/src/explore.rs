@@ -172,7 +172,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         timeline,
         expect: Expectations {
             // the reference's own anomalies are tolerated in the faithful profile
-            allow: if cfg.profile == "faithful" {
+            allow: if cfg.profile != "corrected" {
                 ["duplicate_leave", "duplicate_join"]
                     .iter()
                     .map(|s| s.to_string())

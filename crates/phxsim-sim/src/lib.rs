@@ -6,6 +6,7 @@ pub mod checkers;
 pub mod clients;
 pub mod explore;
 pub mod harness;
+pub mod latency;
 pub mod normalize;
 pub mod scenario;
 pub mod trace;

@@ -34,6 +34,8 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Swarm testing over random seeds; failures are shrunk and written as scenarios.
     Explore(cmd::explore::Args),
+    /// Cross-node diff latency on the simulator, over a grid of settings and profiles.
+    BenchLatency(cmd::bench_latency::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::BenchWs(args) => cmd::bench_ws::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Explore(args) => cmd::explore::run(args),
+        Command::BenchLatency(args) => cmd::bench_latency::run(args),
     };
     match result {
         Ok(code) => code,

@@ -22,7 +22,7 @@ pub struct Args {
     /// crash, permdown, disconnect; `none` for none).
     #[arg(long)]
     pub faults: Option<String>,
-    /// `faithful` (default) or `corrected`.
+    /// `faithful` (default), `corrected` or `eager`.
     #[arg(long, default_value = "faithful")]
     pub profile: String,
     /// Plant a known bug (see `phxsim run --mutate`).
@@ -87,8 +87,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         anyhow::ensure!(
-            ["faithful", "corrected"].contains(&args.profile.as_str()),
-            "--profile faithful|corrected"
+            ["faithful", "corrected", "eager"].contains(&args.profile.as_str()),
+            "--profile faithful|corrected|eager"
         );
         let mut base = RunOptions::default();
         super::run::apply_mutation(&mut base, args.mutate.as_deref())?;

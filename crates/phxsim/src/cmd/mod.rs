@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench_latency;
 pub mod bench_ws;
 pub mod explore;
 pub mod presence_sync;

@@ -1,0 +1,170 @@
+//! Diff latency experiments on the simulator: how long after a presence change on one node a
+//! browser on another node gets the `presence_diff`, in simulated milliseconds, as a function of
+//! broadcast_period, cluster size, network latency and profile. The numbers come from the same
+//! harness and transcript as every other run, so they are reproducible from their seed.
+
+use crate::harness::{self, RunOptions, derive_seed};
+use crate::scenario::{
+    Action, ClientSpec, Expectations, NetworkSettings, Scenario, Step, TrackerSettings,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value as Json, json};
+
+/// One point of the experiment grid.
+#[derive(Clone, Debug)]
+pub struct LatencyCase {
+    pub nodes: usize,
+    pub broadcast_period_ms: u64,
+    pub latency_ms: [u64; 2],
+    /// `faithful` or `eager`.
+    pub profile: String,
+    pub eager_window_ms: u64,
+    /// How many changes (alternating joins and leaves) to time.
+    pub changes: usize,
+    pub seed: u64,
+}
+
+/// Per-change latencies and their summary.
+#[derive(Clone, Debug)]
+pub struct LatencyResult {
+    pub samples: Vec<u64>,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+    /// Simulated time of the run.
+    pub simulated_ms: u64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// The scenario of a case: an actor on the first node joins and leaves at seeded, irregular
+/// times (so changes land at every phase of the tick), a watcher on the last node listens.
+pub fn scenario(case: &LatencyCase) -> Scenario {
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(case.seed, "latency"));
+    let nodes: Vec<String> = (0..case.nodes.max(2)).map(|i| format!("n{i}")).collect();
+    let bp = case.broadcast_period_ms;
+    let tracker = TrackerSettings {
+        broadcast_period_ms: bp,
+        max_silent_periods: 10,
+        down_period_ms: None,
+        permdown_period_ms: bp * 10 * 2 * 4,
+        profile: case.profile.clone(),
+        eager_window_ms: Some(case.eager_window_ms),
+        ..TrackerSettings::default()
+    };
+    let clients = vec![
+        ClientSpec {
+            name: "watcher".into(),
+            node: nodes[nodes.len() - 1].clone(),
+            user: None,
+            topic: "room:lobby".into(),
+            meta: json!({}),
+            vsn: "2.0.0".into(),
+        },
+        ClientSpec {
+            name: "actor".into(),
+            node: nodes[0].clone(),
+            user: None,
+            topic: "room:lobby".into(),
+            meta: json!({}),
+            vsn: "2.0.0".into(),
+        },
+    ];
+    // the mesh is up after the first idle heartbeats
+    let mut t = 12 * bp + 1_000;
+    let mut timeline = vec![Step {
+        at_ms: 500,
+        action: Action::Join("watcher".into()),
+    }];
+    for i in 0..case.changes {
+        let action = if i % 2 == 0 {
+            Action::Join("actor".into())
+        } else {
+            Action::Leave("actor".into())
+        };
+        timeline.push(Step { at_ms: t, action });
+        t += 2 * bp + rng.gen_range(0..bp.max(1)) + 4 * case.latency_ms[1] + 20;
+    }
+    Scenario {
+        title: format!("latency {} nodes bp {bp} {}", nodes.len(), case.profile),
+        description: String::new(),
+        seed: Some(case.seed),
+        duration_ms: t + 2 * bp,
+        nodes,
+        tracker,
+        network: NetworkSettings {
+            latency_ms: case.latency_ms,
+            loss: 0.0,
+        },
+        clients,
+        timeline,
+        expect: Expectations::default(),
+    }
+}
+
+/// Runs a case and times every change from its step to the watcher's diff carrying it.
+pub fn measure(case: &LatencyCase) -> LatencyResult {
+    let s = scenario(case);
+    let report = harness::run(
+        &s,
+        &RunOptions {
+            seed: case.seed,
+            transcript: true,
+            ..RunOptions::default()
+        },
+    );
+    let mut pending: Vec<(u64, bool)> = Vec::new(); // (step time, is join)
+    let mut samples = Vec::new();
+    for line in &report.transcript {
+        let Ok(e) = serde_json::from_str::<Json>(line) else {
+            continue;
+        };
+        let t = e["t"].as_u64().unwrap_or(0);
+        match e["ev"].as_str() {
+            Some("step") => match e["action"].as_str() {
+                Some("join actor") => pending.push((t, true)),
+                Some("leave actor") => pending.push((t, false)),
+                _ => {}
+            },
+            Some("frame")
+                if e["client"] == "watcher"
+                    && e["dir"] == "in"
+                    && e["event"] == "presence_diff" =>
+            {
+                let Some(data) = e["data"].as_str() else {
+                    continue;
+                };
+                let Ok(frame) = serde_json::from_str::<Json>(data) else {
+                    continue;
+                };
+                let payload = &frame[4];
+                let joined = payload["joins"].get("actor").is_some();
+                let left = payload["leaves"].get("actor").is_some();
+                if let Some(pos) = pending
+                    .iter()
+                    .position(|(_, is_join)| (*is_join && joined) || (!*is_join && left))
+                {
+                    let (at, _) = pending.remove(pos);
+                    samples.push(t.saturating_sub(at));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut sorted = samples.clone();
+    sorted.sort_unstable();
+    LatencyResult {
+        p50: percentile(&sorted, 50.0),
+        p99: percentile(&sorted, 99.0),
+        max: sorted.last().copied().unwrap_or(0),
+        samples,
+        simulated_ms: report.simulated_ms,
+    }
+}

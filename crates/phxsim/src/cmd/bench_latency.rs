@@ -1,0 +1,94 @@
+//! `phxsim bench-latency`: cross-node diff latency on the simulator (simulated ms), over a grid
+//! of broadcast periods, cluster sizes, network latencies and profiles. Prints a Markdown table
+//! (what BENCHMARKS.md holds) and optionally JSON.
+
+use super::sim_report;
+use anyhow::Context as _;
+use phxsim_sim::latency::{LatencyCase, measure};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Broadcast periods (ms), comma-separated.
+    #[arg(long, default_value = "50,100,500,1500")]
+    pub broadcast_periods: String,
+    /// Cluster sizes, comma-separated.
+    #[arg(long, default_value = "3")]
+    pub nodes: String,
+    /// One-way network latency ranges, `min-max` ms, comma-separated.
+    #[arg(long, default_value = "1-5")]
+    pub latency: String,
+    /// Profiles, comma-separated: faithful, eager.
+    #[arg(long, default_value = "faithful,eager")]
+    pub profiles: String,
+    /// Eager window (ms).
+    #[arg(long, default_value_t = 5)]
+    pub eager_window: u64,
+    /// Changes timed per point.
+    #[arg(long, default_value_t = 200)]
+    pub changes: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn list<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<Vec<T>> {
+    s.split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("bad {what}: {p:?}"))
+        })
+        .collect()
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let bps: Vec<u64> = list(&args.broadcast_periods, "broadcast period")?;
+    let sizes: Vec<usize> = list(&args.nodes, "cluster size")?;
+    let profiles: Vec<String> = list(&args.profiles, "profile")?;
+    let mut lats = Vec::new();
+    for r in args.latency.split(',') {
+        let (a, b) = r.split_once('-').context("latency ranges are min-max")?;
+        lats.push([a.trim().parse::<u64>()?, b.trim().parse::<u64>()?]);
+    }
+    println!("| nodes | broadcast_period | latency | profile | changes | p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        for &bp in &bps {
+            for lat in &lats {
+                for profile in &profiles {
+                    let case = LatencyCase {
+                        nodes: n,
+                        broadcast_period_ms: bp,
+                        latency_ms: *lat,
+                        profile: profile.clone(),
+                        eager_window_ms: args.eager_window,
+                        changes: args.changes,
+                        seed: args.seed,
+                    };
+                    let r = measure(&case);
+                    println!(
+                        "| {n} | {bp} ms | {}–{} ms | {profile} | {} | {} ms | {} ms | {} ms |",
+                        lat[0],
+                        lat[1],
+                        r.samples.len(),
+                        r.p50,
+                        r.p99,
+                        r.max
+                    );
+                    rows.push(json!({"nodes": n, "broadcast_period_ms": bp, "latency_ms": lat, "profile": profile,
+                        "samples": r.samples.len(), "p50_ms": r.p50, "p99_ms": r.p99, "max_ms": r.max}));
+                }
+            }
+        }
+    }
+    if let Some(j) = &args.json {
+        sim_report::write_file(j, &serde_json::to_string_pretty(&rows)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
