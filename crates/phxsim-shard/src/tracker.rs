@@ -328,7 +328,7 @@ impl Tracker {
         let mut topics: Vec<String> = self
             .shards
             .iter()
-            .flat_map(|s| s.state().all_values().into_iter().map(|v| v.key.topic))
+            .flat_map(|s| s.state().topics())
             .collect();
         topics.sort();
         topics.dedup();

@@ -62,6 +62,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
     let network = NetworkSettings {
         latency_ms: [rng.gen_range(1..=lat_max), lat_max],
         loss: 0.0,
+        tick_ms: 1,
     };
     let topics = ["room:lobby", "room:1"];
     let n_clients = rng.gen_range(2..=6usize);
@@ -281,7 +282,8 @@ pub fn to_toml(s: &Scenario) -> String {
         "latency_ms = [{}, {}]",
         s.network.latency_ms[0], s.network.latency_ms[1]
     );
-    let _ = writeln!(out, "loss = {:?}\n", s.network.loss);
+    let _ = writeln!(out, "loss = {:?}", s.network.loss);
+    let _ = writeln!(out, "tick_ms = {}\n", s.network.tick_ms);
     for c in &s.clients {
         let _ = writeln!(
             out,

@@ -353,16 +353,22 @@ fn observer_host(sim: &mut turmoil::Sim<'_>, sample_ms: u64, shared: SharedRef) 
                 let mut s = lock(&shared);
                 // a node crashed while we asked is not part of this instant
                 snap.nodes.retain(|n, _| s.nodes.contains_key(n));
+                // lists of clients are compared once, at the end (`final_views`); sampling
+                // them here would clone every client's whole list every quarter period
                 for (name, c) in &s.clients {
-                    let view = c.client.view();
+                    let joined = {
+                        let view = c.client.watch();
+                        let v = view.borrow();
+                        v.connected && v.joined()
+                    };
                     snap.clients.insert(
                         name.clone(),
                         ClientSnapshot {
                             node: c.node.clone(),
                             topic: c.topic.clone(),
                             user: c.user.clone(),
-                            joined: view.connected && view.joined(),
-                            view: clients::view_list(&view),
+                            joined,
+                            view: PresenceList::new(),
                         },
                     );
                 }
@@ -375,9 +381,12 @@ fn observer_host(sim: &mut turmoil::Sim<'_>, sample_ms: u64, shared: SharedRef) 
 /// Runs a scenario to its end and judges it.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     let shared: SharedRef = Arc::default();
+    if !opts.transcript {
+        lock(&shared).transcript = crate::transcript::Transcript::disabled();
+    }
     let [lat_min, lat_max] = scenario.network.latency_ms;
     let bp = scenario.tracker.broadcast_period_ms;
-    let sample_ms = (bp / 4).clamp(5, 250);
+    let sample_ms = (bp / 4).clamp(5, 250).max(scenario.network.tick_ms);
     let bounds = Bounds {
         convergence_ms: scenario
             .expect
@@ -402,6 +411,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         ("profile".into(), scenario.tracker.profile.clone()),
         ("latency_ms".into(), format!("{lat_min}..{lat_max}")),
         ("loss".into(), scenario.network.loss.to_string()),
+        ("tick_ms".into(), scenario.network.tick_ms.to_string()),
         (
             "convergence_bound_ms".into(),
             bounds.convergence_ms.to_string(),
@@ -440,7 +450,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     let mut sim = turmoil::Builder::new()
         .rng_seed(opts.seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(Duration::from_millis(scenario.network.tick_ms))
         .simulation_duration(Duration::from_millis(scenario.duration_ms + 10_000))
         .min_message_latency(Duration::from_millis(lat_min))
         .max_message_latency(Duration::from_millis(lat_max))
@@ -461,6 +471,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     clients::client_hosts(&mut sim, scenario, opts, shared.clone());
     observer_host(&mut sim, sample_ms, shared.clone());
 
+    let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone());
     let mut steps = scenario.timeline.iter().peekable();
     let mut cut: BTreeSet<(String, String)> = BTreeSet::new();
     let mut cut_oneway: BTreeSet<(String, String)> = BTreeSet::new();
@@ -488,6 +499,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             internal = Some(e.to_string());
             break;
         }
+        // the checkers observe as the run goes, so that nothing piles up in memory
+        let drained = std::mem::take(&mut lock(&shared).obs);
+        feed(&mut checkers, drained);
     }
     let simulated_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
@@ -498,14 +512,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         .collect();
 
     let mut s = lock(&shared);
-    let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone());
-    for o in std::mem::take(&mut s.obs) {
-        match o {
-            Obs::Step(t) => checkers.step(t),
-            Obs::Snapshot(snap) => checkers.observe(&snap),
-            Obs::Client(t, c, m) => checkers.client_message(t, &c, &m),
-        }
-    }
+    feed(&mut checkers, std::mem::take(&mut s.obs));
     let (findings, converged_at_ms) = checkers.finish(&final_views);
     let mut failures: Vec<Finding> = findings
         .iter()
@@ -561,6 +568,16 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         transcript,
         simulated_ms,
         node_messages: s.node_messages,
+    }
+}
+
+fn feed(checkers: &mut Checkers, observations: Vec<Obs>) {
+    for o in observations {
+        match o {
+            Obs::Step(t) => checkers.step(t),
+            Obs::Snapshot(snap) => checkers.observe(snap),
+            Obs::Client(t, c, m) => checkers.client_message(t, &c, &m),
+        }
     }
 }
 

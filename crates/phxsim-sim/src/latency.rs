@@ -102,6 +102,7 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
         network: NetworkSettings {
             latency_ms: case.latency_ms,
             loss: 0.0,
+            tick_ms: 1,
         },
         clients,
         timeline,

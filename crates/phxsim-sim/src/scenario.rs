@@ -155,10 +155,18 @@ pub struct NetworkSettings {
     /// not retransmitted in turmoil, so a lossy link breaks and nodes must reconnect.
     #[serde(default)]
     pub loss: f64,
+    /// Simulation step in ms: the resolution of time and latency. 1 ms is exact; a coarser step
+    /// runs faster (turmoil polls every host once per step).
+    #[serde(default = "default_tick")]
+    pub tick_ms: u64,
 }
 
 fn default_latency() -> [u64; 2] {
     [1, 5]
+}
+
+fn default_tick() -> u64 {
+    1
 }
 
 impl Default for NetworkSettings {
@@ -166,6 +174,7 @@ impl Default for NetworkSettings {
         Self {
             latency_ms: default_latency(),
             loss: 0.0,
+            tick_ms: default_tick(),
         }
     }
 }
@@ -463,6 +472,13 @@ impl Scenario {
                 network_span.clone(),
                 "network.latency_ms",
                 "[min, max] with min ≤ max ≤ 60000".into(),
+            ));
+        }
+        if network.tick_ms == 0 || network.tick_ms > 100 {
+            return Err(err(
+                network_span.clone(),
+                "network.tick_ms",
+                "between 1 and 100".into(),
             ));
         }
         if !(0.0..=1.0).contains(&network.loss) {

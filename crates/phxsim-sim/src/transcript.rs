@@ -7,11 +7,24 @@ use serde_json::{Map, Value as Json};
 #[derive(Default, Debug, Clone)]
 pub struct Transcript {
     lines: Vec<String>,
+    /// Off for runs nobody will read (the explorer, benchmarks): nothing is kept.
+    off: bool,
 }
 
 impl Transcript {
+    /// A transcript that keeps nothing.
+    pub fn disabled() -> Self {
+        Self {
+            lines: Vec::new(),
+            off: true,
+        }
+    }
+
     /// Appends an event (a JSON object) at `t_ms`; `t` becomes its first field.
     pub fn push(&mut self, t_ms: u64, event: Json) {
+        if self.off {
+            return;
+        }
         let mut obj = Map::new();
         obj.insert("t".into(), Json::from(t_ms));
         if let Json::Object(fields) = event {

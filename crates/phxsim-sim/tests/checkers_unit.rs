@@ -25,10 +25,28 @@ fn node(lists: &[(&str, &str)], local: &[(&str, &str)]) -> NodeSnapshot {
 }
 
 fn snap(at_ms: u64, a: NodeSnapshot, b: NodeSnapshot) -> Snapshot {
+    // every presence a node tracks itself belongs to a joined socket of that node
+    let mut clients = std::collections::BTreeMap::new();
+    for (name, n) in [("a", &a), ("b", &b)] {
+        for (topic, list) in &n.local {
+            for key in list.keys() {
+                clients.insert(
+                    format!("{key}@{name}"),
+                    ClientSnapshot {
+                        node: name.into(),
+                        topic: topic.clone(),
+                        user: key.clone(),
+                        joined: true,
+                        view: PresenceList::new(),
+                    },
+                );
+            }
+        }
+    }
     Snapshot {
         at_ms,
         nodes: [("a".to_string(), a), ("b".to_string(), b)].into(),
-        clients: Default::default(),
+        clients,
     }
 }
 
@@ -55,17 +73,17 @@ fn kinds(c: Checkers) -> Vec<FindingKind> {
 fn a_healthy_run_has_no_findings() {
     let mut c = checkers();
     c.step(0);
-    c.observe(&snap(
+    c.observe(snap(
         0,
         node(&[("alice", "r1")], &[("alice", "r1")]),
         node(&[], &[]),
     ));
-    c.observe(&snap(
+    c.observe(snap(
         100,
         node(&[("alice", "r1")], &[("alice", "r1")]),
         node(&[("alice", "r1")], &[]),
     ));
-    c.observe(&snap(
+    c.observe(snap(
         2000,
         node(&[("alice", "r1")], &[("alice", "r1")]),
         node(&[("alice", "r1")], &[]),
@@ -80,7 +98,7 @@ fn a_node_that_never_learns_is_no_convergence_and_lost() {
     let mut c = checkers();
     c.step(0);
     for t in [0, 500, 2000] {
-        c.observe(&snap(
+        c.observe(snap(
             t,
             node(&[("alice", "r1")], &[("alice", "r1")]),
             node(&[], &[]),
@@ -93,14 +111,14 @@ fn a_node_that_never_learns_is_no_convergence_and_lost() {
 fn a_ghost_is_reported_at_the_first_sample_past_the_bound() {
     let mut c = checkers();
     c.step(0);
-    c.observe(&snap(
+    c.observe(snap(
         0,
         node(&[("alice", "r1")], &[("alice", "r1")]),
         node(&[("alice", "r1")], &[]),
     ));
     // alice leaves at a (gone from the truth at 100 ms); b keeps listing her
     for t in [100, 400, 600, 601, 700] {
-        c.observe(&snap(t, node(&[], &[]), node(&[("alice", "r1")], &[])));
+        c.observe(snap(t, node(&[], &[]), node(&[("alice", "r1")], &[])));
     }
     let (findings, _) = c.finish(&Default::default());
     let ghosts: Vec<_> = findings
@@ -120,7 +138,7 @@ fn an_older_meta_listed_in_place_of_the_owners_is_stale() {
     let mut c = checkers();
     c.step(0);
     for t in [0, 2000] {
-        c.observe(&snap(
+        c.observe(snap(
             t,
             node(&[("alice", "r2")], &[("alice", "r2")]),
             node(&[("alice", "r1")], &[]),
@@ -149,8 +167,14 @@ fn a_client_whose_list_differs_from_its_node_is_a_client_view_finding() {
             view: PresenceList::new(),
         },
     );
-    c.observe(&s);
-    let k = kinds(c);
+    c.observe(s);
+    let final_views = [("bob".to_string(), PresenceList::new())].into();
+    let k: Vec<FindingKind> = c
+        .finish(&final_views)
+        .0
+        .into_iter()
+        .map(|f| f.kind)
+        .collect();
     assert_eq!(k, [FindingKind::ClientView]);
 }
 
@@ -230,7 +254,7 @@ fn a_client_that_shows_what_its_messages_do_not_say_is_a_diff_stream_finding() {
             view: list(&[("bob", "b1")]),
         },
     );
-    c.observe(&s);
+    c.observe(s);
     let final_views = [("bob".to_string(), list(&[("bob", "b1")]))].into();
     let k: Vec<FindingKind> = c
         .finish(&final_views)
@@ -253,4 +277,32 @@ fn a_malformed_presence_payload_is_a_diff_stream_finding() {
     );
     let (findings, _) = c.finish(&Default::default());
     assert_eq!(findings[0].kind, FindingKind::DiffStream);
+}
+
+#[test]
+fn a_presence_kept_after_its_socket_is_gone_is_a_ghost() {
+    let mut c = checkers();
+    c.step(0);
+    for t in [0, 400, 600] {
+        let mut s = snap(
+            t,
+            node(&[("alice", "r1")], &[("alice", "r1")]),
+            node(&[("alice", "r1")], &[]),
+        );
+        // alice's socket on a is gone from t = 0, but a still tracks her presence
+        s.clients.values_mut().for_each(|cl| cl.joined = false);
+        c.observe(s);
+    }
+    let (findings, _) = c.finish(&Default::default());
+    let ghosts: Vec<_> = findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Ghost)
+        .collect();
+    assert_eq!(ghosts.len(), 1, "{findings:?}");
+    assert_eq!((ghosts[0].at_ms, ghosts[0].subject.as_str()), (600, "a"));
+    assert!(
+        ghosts[0]
+            .detail
+            .contains("1 presence(s) tracked for 0 joined socket(s)")
+    );
 }

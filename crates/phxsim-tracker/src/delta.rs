@@ -114,6 +114,37 @@ impl Delta {
         })
     }
 
+    /// [`Delta::merge`] that consumes `self` and reuses its maps instead of copying them: what
+    /// the delta generations do on every push. On a gap the delta comes back unchanged.
+    pub fn merge_owned(mut self, other: &Delta) -> Result<Delta, Delta> {
+        if !(clock::dominates_or_equal(&other.range.1, &self.range.0)
+            && clock::dominates_or_equal(&self.range.1, &other.range.0))
+        {
+            return Err(self);
+        }
+        // ours that the other holds too or never observed (judged before the clouds grow)
+        self.values
+            .retain(|t, _| other.values.contains_key(t) || !other.observed(t));
+        for (t, v) in &other.values {
+            // "not held by us and not observed by us", as of before this merge: a dot we
+            // observed is in our clouds, which have not been extended yet
+            if !self.values.contains_key(t) && !cloud_contains(&self.clouds, t) {
+                self.values.insert(t.clone(), v.clone());
+            }
+        }
+        for (r, dots) in &other.clouds {
+            self.clouds
+                .entry(r.clone())
+                .or_default()
+                .extend(dots.iter().copied());
+        }
+        self.range = (
+            clock::lowerbound(&self.range.0, &other.range.0),
+            clock::upperbound(&self.range.1, &other.range.1),
+        );
+        Ok(self)
+    }
+
     /// The part of the delta a remote can use: values, clouds and range restricted to the
     /// replicas of `remote_context`, and never the remote's own values.
     pub fn extract(&self, remote: &ReplicaRef, remote_context: &Context) -> Delta {

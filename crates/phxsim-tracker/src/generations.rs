@@ -45,21 +45,34 @@ impl Generations {
         if self.gens.is_empty() {
             self.gens = vec![parent.delta().clone(); limits.len()];
         }
-        let mut prev: Option<Delta> = None;
-        let mut out = Vec::with_capacity(self.gens.len());
-        for (gen_, &limit) in self.gens.iter().zip(limits) {
-            match gen_.merge(delta) {
+        // What the level below merged, for a level that overflows: stored at `out[i]` when it
+        // fit its own limit, owned here when it did not. Copied only when a level overflows.
+        enum Below {
+            None,
+            Stored(usize),
+            Owned(Delta),
+        }
+        let mut below = Below::None;
+        let mut out: Vec<Delta> = Vec::with_capacity(self.gens.len());
+        for (gen_, &limit) in std::mem::take(&mut self.gens).into_iter().zip(limits) {
+            match gen_.merge_owned(delta) {
                 Ok(merged) => {
                     if merged.size() <= limit {
-                        out.push(merged.clone());
+                        out.push(merged);
+                        below = Below::Stored(out.len() - 1);
                     } else {
-                        out.push(prev.clone().unwrap_or_else(|| delta.clone()));
+                        let restart = match &below {
+                            Below::None => delta.clone(),
+                            Below::Stored(i) => out[*i].clone(),
+                            Below::Owned(d) => d.clone(),
+                        };
+                        out.push(restart);
+                        below = Below::Owned(merged);
                     }
-                    prev = Some(merged);
                 }
-                Err(_) => {
-                    out.push(gen_.clone());
-                    prev = None;
+                Err(unchanged) => {
+                    out.push(unchanged);
+                    below = Below::None;
                 }
             }
         }

@@ -149,6 +149,17 @@ impl State {
             .collect()
     }
 
+    /// Every topic with a row (hidden ones included), in order, without copying any value.
+    pub fn topics(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for k in self.values.keys() {
+            if out.last() != Some(&k.topic) {
+                out.push(k.topic.clone());
+            }
+        }
+        out
+    }
+
     /// Number of rows, hidden ones included.
     pub fn len(&self) -> usize {
         self.values.len()

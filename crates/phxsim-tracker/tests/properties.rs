@@ -190,6 +190,16 @@ fn check_history(h: &History, mutation: Option<Mutation>, skip_148: bool) -> Res
             }
             Step::Heartbeat { at, reach } => {
                 let delta = states[at].delta().clone();
+                // the in-place merge the generations use agrees with the copying one
+                for other in &states {
+                    let copied = delta.merge(other.delta()).ok();
+                    let in_place = delta.clone().merge_owned(other.delta()).ok();
+                    if copied != in_place {
+                        return Err(format!(
+                            "merge_owned differs from merge: {copied:?} vs {in_place:?}"
+                        ));
+                    }
+                }
                 for j in 0..h.replicas {
                     if j != at && reach & (1 << j) != 0 {
                         states[j] = check_idempotent(&states[j], |s| s.merge_delta(&delta))?;

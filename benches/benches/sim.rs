@@ -1,0 +1,33 @@
+//! Simulation speed: wall time to simulate 60 s of a 3-node cluster with 30 churning clients at
+//! broadcast_period 100 ms (`benches/scenarios/speed_3_nodes_30_clients.toml`). Simulated
+//! seconds per wall second = 60 / the time per iteration.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use phxsim_sim::Scenario;
+use phxsim_sim::harness::{self, RunOptions, Verdict};
+use std::path::PathBuf;
+
+fn speed(c: &mut Criterion) {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/speed_3_nodes_30_clients.toml");
+    let scenario = Scenario::load(&path).expect("speed scenario");
+    let mut group = c.benchmark_group("sim");
+    group.sample_size(10);
+    group.bench_function("3_nodes_30_clients_60s_bp100", |b| {
+        b.iter(|| {
+            let r = harness::run(
+                &scenario,
+                &RunOptions {
+                    seed: 1,
+                    ..RunOptions::default()
+                },
+            );
+            assert_eq!(r.verdict, Verdict::Pass, "{:#?}", r.failures);
+            r.simulated_ms
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, speed);
+criterion_main!(benches);
