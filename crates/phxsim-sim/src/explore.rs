@@ -63,6 +63,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         latency_ms: [rng.gen_range(1..=lat_max), lat_max],
         loss: 0.0,
         tick_ms: 1,
+        links: Vec::new(),
     };
     let topics = ["room:lobby", "room:1"];
     let n_clients = rng.gen_range(2..=6usize);

@@ -470,6 +470,39 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     }
     clients::client_hosts(&mut sim, scenario, opts, shared.clone());
     observer_host(&mut sim, sample_ms, shared.clone());
+    for l in &scenario.network.links {
+        let host = |n: &str, other: &str| {
+            if n == "clients" {
+                format!("clients-{other}")
+            } else {
+                n.to_owned()
+            }
+        };
+        let (x, y) = (
+            host(&l.between[0], &l.between[1]),
+            host(&l.between[1], &l.between[0]),
+        );
+        // a node without clients has no clients host: nothing to slow down
+        let exists = |h: &str| {
+            !h.starts_with("clients-")
+                || scenario
+                    .clients
+                    .iter()
+                    .any(|c| format!("clients-{}", c.node) == h)
+        };
+        if exists(&x) && exists(&y) {
+            sim.set_link_latency(
+                x.as_str(),
+                y.as_str(),
+                Duration::from_millis(l.latency_ms[0]),
+            );
+            sim.set_link_max_message_latency(
+                x.as_str(),
+                y.as_str(),
+                Duration::from_millis(l.latency_ms[1]),
+            );
+        }
+    }
 
     let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone());
     let mut steps = scenario.timeline.iter().peekable();

@@ -103,6 +103,7 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
             latency_ms: case.latency_ms,
             loss: 0.0,
             tick_ms: 1,
+            links: Vec::new(),
         },
         clients,
         timeline,

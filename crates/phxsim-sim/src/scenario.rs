@@ -159,6 +159,18 @@ pub struct NetworkSettings {
     /// runs faster (turmoil polls every host once per step).
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
+    /// Links with their own latency (a slow WAN link between two nodes, or slow browsers:
+    /// `between = ["a", "clients"]` is the link between node a and its clients).
+    #[serde(default)]
+    pub links: Vec<LinkSettings>,
+}
+
+/// One link's own one-way latency range.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSettings {
+    pub between: [String; 2],
+    pub latency_ms: [u64; 2],
 }
 
 fn default_latency() -> [u64; 2] {
@@ -175,6 +187,7 @@ impl Default for NetworkSettings {
             latency_ms: default_latency(),
             loss: 0.0,
             tick_ms: default_tick(),
+            links: Vec::new(),
         }
     }
 }
@@ -473,6 +486,27 @@ impl Scenario {
                 "network.latency_ms",
                 "[min, max] with min ≤ max ≤ 60000".into(),
             ));
+        }
+        for l in &network.links {
+            let [x, y] = &l.between;
+            let known = |n: &str| node_set.contains(n) || n == "clients";
+            if !known(x) || !known(y) || x == y || (x == "clients" && y == "clients") {
+                return Err(err(
+                    network_span.clone(),
+                    "network.links.between",
+                    format!(
+                        "two different nodes, or a node and \"clients\"; got {:?}",
+                        l.between
+                    ),
+                ));
+            }
+            if l.latency_ms[0] > l.latency_ms[1] || l.latency_ms[1] > 60_000 {
+                return Err(err(
+                    network_span.clone(),
+                    "network.links.latency_ms",
+                    "[min, max] with min ≤ max ≤ 60000".into(),
+                ));
+            }
         }
         if network.tick_ms == 0 || network.tick_ms > 100 {
             return Err(err(
