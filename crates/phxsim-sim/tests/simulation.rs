@@ -41,9 +41,13 @@ fn with_transcript(seed: u64) -> RunOptions {
     }
 }
 
+/// In one process, repeated runs match byte for byte as long as no host crashes: a crash drops
+/// the host's tasks in tokio task-id order, and task ids are process-global, so a second crash
+/// in the same process tears sockets down in another order. The CLI (one run per process) is
+/// byte-identical even with crashes: `crates/phxsim/tests/replay_cli.rs` checks scenario 13.
 #[test]
 fn one_seed_gives_byte_identical_transcripts() {
-    for prefix in ["05_", "07_", "13_"] {
+    for prefix in ["05_", "07_", "10_"] {
         let s = scenario(prefix);
         let first = run(&s, with_transcript(11)).transcript;
         let second = run(&s, with_transcript(11)).transcript;

@@ -161,6 +161,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 sim_report::replay_command(&file.display().to_string(), seed)
             );
         });
+        // A run in this process follows others; tokio task ids are process-global and a
+        // crash tears a host down in task-id order. Prove the failure with a fresh process,
+        // exactly as the printed command will run it.
+        let fresh = std::env::current_exe().ok().and_then(|exe| {
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(["replay"])
+                .arg(&file)
+                .args(["--seed", &seed.to_string()]);
+            if let Some(m) = &args.mutate {
+                cmd.args(["--mutate", m]);
+            }
+            cmd.output().ok()
+        });
+        let expected = i32::from(sim_report::exit_code(small_report.verdict));
+        bar.suspend(|| match fresh.and_then(|o| o.status.code()) {
+            Some(code) if code == expected => eprintln!("    reproduced by a fresh replay"),
+            Some(code) => eprintln!(
+                "    WARNING: a fresh replay exits {code}, not {expected}: the failure depends on the runs before it in this process"
+            ),
+            None => eprintln!("    could not run a fresh replay"),
+        });
         worst = worst.max(report.verdict);
         failures.push(seed);
         if !args.keep_going {
