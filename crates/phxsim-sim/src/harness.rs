@@ -378,13 +378,9 @@ fn observer_host(sim: &mut turmoil::Sim<'_>, sample_ms: u64, shared: SharedRef) 
     });
 }
 
-/// Runs a scenario to its end and judges it.
-pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
-    let shared: SharedRef = Arc::default();
-    if !opts.transcript {
-        lock(&shared).transcript = crate::transcript::Transcript::disabled();
-    }
-    let [lat_min, lat_max] = scenario.network.latency_ms;
+/// The checkers' bounds and the sampling interval of a scenario.
+fn bounds_of(scenario: &Scenario) -> (Bounds, u64) {
+    let lat_max = scenario.network.latency_ms[1];
     let bp = scenario.tracker.broadcast_period_ms;
     let sample_ms = (bp / 4).clamp(5, 250).max(scenario.network.tick_ms);
     let bounds = Bounds {
@@ -395,7 +391,15 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         ghost_ms: scenario.tracker.down_period() + 3 * bp + 4 * lat_max,
         sample_ms,
     };
-    let knobs = vec![
+    (bounds, sample_ms)
+}
+
+/// Every knob of a run, as printed before it starts (and stored in its transcript).
+pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
+    let [lat_min, lat_max] = scenario.network.latency_ms;
+    let bp = scenario.tracker.broadcast_period_ms;
+    let (bounds, sample_ms) = bounds_of(scenario);
+    vec![
         ("seed".to_string(), opts.seed.to_string()),
         ("nodes".into(), scenario.nodes.join(",")),
         ("clients".into(), scenario.clients.len().to_string()),
@@ -436,7 +440,18 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "none".into()),
         ),
-    ];
+    ]
+}
+
+/// Runs a scenario to its end and judges it.
+pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
+    let shared: SharedRef = Arc::default();
+    if !opts.transcript {
+        lock(&shared).transcript = crate::transcript::Transcript::disabled();
+    }
+    let [lat_min, lat_max] = scenario.network.latency_ms;
+    let (bounds, sample_ms) = bounds_of(scenario);
+    let knobs = knobs(scenario, opts);
     {
         let mut s = lock(&shared);
         let mut k = serde_json::Map::new();

@@ -39,8 +39,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("phxsim: {e:#}");
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
+    let knobs: Vec<String> = harness::knobs(&scenario, &opts)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("{}", knobs.join(" "));
     let report = harness::run(&scenario, &opts);
-    println!("{}", sim_report::knob_line(&report));
     println!("{}", scenario.title);
     for f in &report.findings {
         let mark = if report.failures.contains(f) {

@@ -111,8 +111,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             seed,
             ..base.clone()
         };
+        // the seed and every knob first, so that even a run that never returns can be replayed
+        let knob_line: Vec<String> = harness::knobs(s, &opts)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        eprintln!("# {path}: {}", knob_line.join(" "));
         let report = harness::run(s, &opts);
-        eprintln!("# {path}: {}", sim_report::knob_line(&report));
         let name = Path::new(path)
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
