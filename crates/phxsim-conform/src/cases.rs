@@ -450,7 +450,11 @@ pub const DEFAULT_TOPIC_PREFIX: &str = "room:conform";
 
 impl CaseScript {
     /// Builds a case's script from a recording.
-    pub fn build(case: &Case, recording: &Recording, topic: &str) -> Result<CaseScript, MissingStep> {
+    pub fn build(
+        case: &Case,
+        recording: &Recording,
+        topic: &str,
+    ) -> Result<CaseScript, MissingStep> {
         let refs = |steps: &[StepRef]| -> Vec<(&str, Option<usize>)> {
             steps.iter().map(|s| (s.title, s.limit)).collect()
         };

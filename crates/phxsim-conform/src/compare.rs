@@ -229,10 +229,7 @@ fn align_orders(expected: &Transcript, actual: &mut Transcript, vsn: Serializer)
                 let (a0, a1) = (ev(&a_items[i]), ev(&a_items[i + 1]));
                 let swapped = match (e0, e1, a0, a1) {
                     (Some((ee0, _)), Some((ee1, _)), Some((ae0, ap0)), Some((ae1, ap1))) => {
-                        ee0 != ee1
-                            && ae0 == ee1
-                            && ae1 == ee0
-                            && own_pair(ae0, &ap0, ae1, &ap1)
+                        ee0 != ee1 && ae0 == ee1 && ae1 == ee0 && own_pair(ae0, &ap0, ae1, &ap1)
                     }
                     _ => false,
                 };

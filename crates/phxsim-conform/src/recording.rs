@@ -334,10 +334,12 @@ impl LineCtx<'_> {
             .get("data_hex")
             .and_then(Json::as_str)
             .ok_or_else(|| self.field_err("data", "string (or data_hex)"))?;
-        decode_hex(hex).map(Frame::Binary).ok_or_else(|| RecordingError::BadHex {
-            source_name: self.source.to_owned(),
-            line: self.line,
-        })
+        decode_hex(hex)
+            .map(Frame::Binary)
+            .ok_or_else(|| RecordingError::BadHex {
+                source_name: self.source.to_owned(),
+                line: self.line,
+            })
     }
 
     fn parse_line(&self, obj: &Json) -> Result<Line, RecordingError> {
@@ -450,8 +452,14 @@ mod tests {
         assert_eq!(v2.vsn, Serializer::V2);
         // V1 has no binary frames, so one step fewer.
         assert_eq!(v2.steps.len(), v1.steps.len() + 1);
-        assert!(v2.step("A binary push (v2 binary frame) event ping").is_some());
-        assert!(v1.step("A binary push (v2 binary frame) event ping").is_none());
+        assert!(
+            v2.step("A binary push (v2 binary frame) event ping")
+                .is_some()
+        );
+        assert!(
+            v1.step("A binary push (v2 binary frame) event ping")
+                .is_none()
+        );
     }
 
     #[test]
@@ -486,14 +494,26 @@ mod tests {
             assert!(err.contains(want), "{text}: {err}");
         }
         let more = [
-            (r#"{"seq":2,"t_ms":0,"conn":"A","dir":"sideways"}"#, "unknown dir"),
+            (
+                r#"{"seq":2,"t_ms":0,"conn":"A","dir":"sideways"}"#,
+                "unknown dir",
+            ),
             (
                 r#"{"seq":2,"t_ms":0,"conn":"A","dir":"event","event":"teleport"}"#,
                 "unknown event",
             ),
-            (r#"{"seq":2,"t_ms":0,"conn":"A","dir":"recv","data_hex":"0g"}"#, "not hex"),
-            (r#"{"seq":2,"t_ms":0,"conn":"A","dir":"recv"}"#, "field \"data\""),
-            (r#"{"t_ms":0,"conn":"A","dir":"recv","data":""}"#, "field \"seq\""),
+            (
+                r#"{"seq":2,"t_ms":0,"conn":"A","dir":"recv","data_hex":"0g"}"#,
+                "not hex",
+            ),
+            (
+                r#"{"seq":2,"t_ms":0,"conn":"A","dir":"recv"}"#,
+                "field \"data\"",
+            ),
+            (
+                r#"{"t_ms":0,"conn":"A","dir":"recv","data":""}"#,
+                "field \"seq\"",
+            ),
             (
                 r#"{"seq":2,"t_ms":0,"conn":"A","dir":"event","event":"closed","close_rcvd_code":70000}"#,
                 "close_rcvd_code",

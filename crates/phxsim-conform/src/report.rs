@@ -110,12 +110,7 @@ pub fn vsn_number(vsn: Serializer) -> &'static str {
 /// non-strict results and the first difference of each failure.
 pub fn render_table(report: &Report) -> String {
     let rows = report.case_rows();
-    let width = rows
-        .iter()
-        .map(|(_, n)| n.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let width = rows.iter().map(|(_, n)| n.len()).max().unwrap_or(4).max(4);
     let mut out = format!(
         "phxsim conform {} (expected frames: Phoenix {PHOENIX_VERSION} recordings)\n\n",
         report.url
@@ -413,7 +408,8 @@ p.note{color:#555;font-size:.9em}";
 /// The HTML page: summary, matrix, then every case.
 pub fn render_html(report: &Report) -> String {
     let s = report.summary();
-    let mut out = String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    let mut out =
+        String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str("<title>phxsim conform report</title>\n");
     out.push_str(&format!("<style>{CSS}</style>\n</head>\n<body>\n"));
     out.push_str("<h1>phxsim conform: Phoenix Channels wire conformance</h1>\n");
@@ -439,7 +435,11 @@ pub fn render_html(report: &Report) -> String {
             .find_map(|r| report.result(r.vsn, id))
             .map(|r| squash(r.script.case.title))
             .unwrap_or_default();
-        out.push_str(&format!("<tr><td>{}</td><td>{}</td>", html(&name), html(&title)));
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td>",
+            html(&name),
+            html(&title)
+        ));
         for run in &report.runs {
             match report.result(run.vsn, id) {
                 Some(r) => {
@@ -539,7 +539,8 @@ fn transcript_pre(t: &NormTranscript, diff: Option<&Difference>) -> String {
         for (conn, items) in &ex.observed {
             for (pos, item) in items.iter().enumerate() {
                 let line = format!("  {} &lt;- {}", html(conn), html(&item.render()));
-                let hit = diff.is_some_and(|d| d.exchange == i && d.conn == *conn && d.position == pos);
+                let hit =
+                    diff.is_some_and(|d| d.exchange == i && d.conn == *conn && d.position == pos);
                 if hit {
                     out.push_str(&format!("<span class=\"diff\">{line}</span>"));
                 } else {

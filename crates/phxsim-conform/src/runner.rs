@@ -100,9 +100,7 @@ fn target(url: &str) -> Result<Target, RunError> {
         url: url.to_owned(),
         detail: detail.to_owned(),
     };
-    let req = url
-        .into_client_request()
-        .map_err(|e| err(&e.to_string()))?;
+    let req = url.into_client_request().map_err(|e| err(&e.to_string()))?;
     let uri = req.uri();
     match uri.scheme_str() {
         Some("ws") => {}
@@ -110,7 +108,10 @@ fn target(url: &str) -> Result<Target, RunError> {
         _ => return Err(err("the scheme must be ws://")),
     }
     let host = uri.host().ok_or_else(|| err("no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     Ok(Target {
         host,
         port: uri.port_u16().unwrap_or(80),
@@ -413,7 +414,11 @@ pub async fn run_case(cfg: &RunConfig, script: &CaseScript) -> Result<CaseRun, R
             if done {
                 break;
             }
-            let wake = if idle { next_beat.min(deadline) } else { deadline };
+            let wake = if idle {
+                next_beat.min(deadline)
+            } else {
+                deadline
+            };
             tokio::select! {
                 biased;
                 ev = events.recv() => match ev {
@@ -486,7 +491,11 @@ fn by_conn(
     seen.into_iter()
         .filter(|(_, v)| !v.is_empty())
         .map(|(c, v)| {
-            let name = script.conns.get(c).cloned().unwrap_or_else(|| format!("#{c}"));
+            let name = script
+                .conns
+                .get(c)
+                .cloned()
+                .unwrap_or_else(|| format!("#{c}"));
             (name, v)
         })
         .collect()
@@ -560,7 +569,10 @@ mod tests {
     #[test]
     fn queries_are_appended() {
         assert_eq!(with_query("ws://h/s", "vsn=2.0.0"), "ws://h/s?vsn=2.0.0");
-        assert_eq!(with_query("ws://h/s?t=1", "vsn=2.0.0"), "ws://h/s?t=1&vsn=2.0.0");
+        assert_eq!(
+            with_query("ws://h/s?t=1", "vsn=2.0.0"),
+            "ws://h/s?t=1&vsn=2.0.0"
+        );
         assert_eq!(with_query("ws://h/s", ""), "ws://h/s");
     }
 

@@ -472,7 +472,11 @@ mod tests {
     fn the_idle_exchange_waits_for_the_close_and_the_leaves() {
         for vsn in [Serializer::V1, Serializer::V2] {
             let rec = reference(vsn).unwrap();
-            let step = rec.steps.iter().find(|s| s.title.contains("stay idle")).unwrap();
+            let step = rec
+                .steps
+                .iter()
+                .find(|s| s.title.contains("stay idle"))
+                .unwrap();
             let ex = exchanges_of(step).unwrap();
             let idle = ex.last().unwrap();
             assert_eq!(idle.action, Action::Idle { conn: "I".into() });
