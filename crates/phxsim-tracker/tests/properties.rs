@@ -3,12 +3,14 @@
 //! same online list, equal to the union of the live local presences, and merging the same
 //! delta or extract twice changes nothing.
 //!
-//! The faithful CRDT breaks convergence in exactly one known pattern, phoenix_pubsub #148: a
-//! full transfer from a lagging replica carries a stale dot of a third replica that the
-//! receiver has not seen, although it already holds a newer dot of the same presence; the
-//! stale dot is admitted and overwrites the newer row. The generator is narrowed by exactly
-//! that pattern (`is_stale_overwrite`), and `issue_148_*` below keep the upstream behaviour
-//! pinned as regression tests.
+//! The faithful CRDT breaks convergence in two known patterns, and the generator is narrowed by
+//! exactly those, each pinned by regression tests that show the upstream behaviour:
+//! - phoenix_pubsub #148 (`is_stale_overwrite`, `issue_148_*`): a full transfer from a lagging
+//!   replica carries a stale dot of a third replica that the receiver has not seen, although it
+//!   already holds a newer dot of the same presence; the stale dot overwrites the newer row.
+//! - found by this property (`skips_a_remove`, `a_third_party_transfer_can_skip_a_remove_*`): a
+//!   third replica's transfer advances the receiver's context over a remove it never saw, so
+//!   it keeps a ghost that no later clock comparison reveals.
 
 // Replicas are numbered in the model: `states[i]` is replica i, and loops over i and j read
 // as "every replica to every other", which iterators would only obscure.
@@ -100,6 +102,30 @@ fn is_stale_overwrite(from: &State, to: &State) -> bool {
             && to
                 .get(&p.key)
                 .is_some_and(|v| v.tag.replica == tag.replica && v.tag.clock > tag.clock)
+    })
+}
+
+/// The second pattern, found by this very property: a full transfer from a third replica
+/// whose cloud holds a later dot of origin X (the bump of a remove it saw, while the removed
+/// dot's own tombstone was dropped from its cloud by the same merge) advances the receiver's
+/// context for X over a dot the receiver still holds as a value. The receiver never learned of
+/// the remove (it missed both X's delta and the relayed tombstone), and now its context says it
+/// has: X's later clocks never show a gap, no transfer from X comes, the value stays forever.
+/// Detected by merging on a copy: the receiver becomes "up to date" with X (its context reaches
+/// X's clock) while still holding a value X has removed.
+fn skips_a_remove(from: &State, to: &State, states: &[State]) -> bool {
+    let ex = from.extract(to.replica(), &to.clocks());
+    let mut after = to.clone();
+    after.merge_extract(&ex);
+    after.all_values().iter().any(|v| {
+        let Some(origin) = states.iter().find(|s| s.replica() == &v.tag.replica) else {
+            return false;
+        };
+        let gone_at_origin = origin.get(&v.key).is_none_or(|ov| ov.tag != v.tag);
+        // "up to date with X": nothing X did will ever show as a gap again
+        let up_to_date =
+            |s: &State| s.context().get(&v.tag.replica).copied().unwrap_or(0) >= origin.clock();
+        &v.tag.replica != to.replica() && gone_at_origin && up_to_date(&after) && !up_to_date(to)
     })
 }
 
@@ -208,7 +234,11 @@ fn check_history(h: &History, mutation: Option<Mutation>, skip_148: bool) -> Res
                 states[at].flush();
             }
             Step::Transfer { from, to } => {
-                if from == to || (skip_148 && is_stale_overwrite(&states[from], &states[to])) {
+                if from == to
+                    || (skip_148
+                        && (is_stale_overwrite(&states[from], &states[to])
+                            || skips_a_remove(&states[from], &states[to], &states)))
+                {
                     continue;
                 }
                 let ex = states[from].extract(states[to].replica(), &states[to].clocks());
@@ -256,7 +286,10 @@ fn exchange(states: &mut [State]) -> Result<(), String> {
                     .clocks()
                     .iter()
                     .any(|(rr, &c)| states[j].context().get(rr).is_some_and(|&mine| mine < c));
-                if lags && !is_stale_overwrite(&states[i], &states[j]) {
+                if lags
+                    && !is_stale_overwrite(&states[i], &states[j])
+                    && !skips_a_remove(&states[i], &states[j], states)
+                {
                     let ex = states[i].extract(states[j].replica(), &states[j].clocks());
                     states[j] = check_idempotent(&states[j], |s| s.merge_extract(&ex))?;
                     moved = true;
@@ -442,4 +475,56 @@ fn repeating_a_merge_can_advance_the_context() {
     let cloud_twice = b.clouds()[&r("a")].clone();
     assert_eq!(cloud_once.into_iter().collect::<Vec<_>>(), [3, 4]);
     assert_eq!(cloud_twice.into_iter().collect::<Vec<_>>(), [2, 3, 4]);
+}
+
+/// The second pattern, step by step (the minimal case proptest found): r0 hears r2's first two
+/// joins, r1 only the second; r2 removes its second presence and only r1 hears it; r1's
+/// relayed tombstone goes out in a heartbeat r0 misses. Then r0 asks r1 for a transfer (r1 knows
+/// its own new presence), and r1's cloud carries r2's dot 3, the bump of the remove: r0's
+/// context for r2 jumps to 3, up to date with r2, while r0 still lists the removed presence.
+#[test]
+fn a_third_party_transfer_can_skip_a_remove_and_leave_a_ghost() {
+    let (mut r0, mut r1, mut r2) = (new_state("r0"), new_state("r1"), new_state("r2"));
+    connect(&mut [&mut r0, &mut r1, &mut r2]);
+    let (kept, removed) = (k("t0", "r2.p0", "u0"), k("t0", "r2.p2", "u0"));
+    r2.join(kept.clone(), json!({})).unwrap();
+    r0.merge_delta(r2.delta());
+    r2.flush();
+    r0.join(k("t0", "r0.p0", "u0"), json!({})).unwrap();
+    r2.join(removed.clone(), json!({})).unwrap();
+    r0.merge_delta(r2.delta());
+    r1.merge_delta(r2.delta()); // r1 has a gap: it missed dot 1
+    r2.flush();
+    r2.leave(&removed).unwrap();
+    assert_eq!(
+        keys(&r1.merge_delta(r2.delta()).leaves),
+        ["u0"],
+        "r1 sees the remove"
+    );
+    r2.flush();
+    r1.join(k("t0", "r1.p0", "u0"), json!({})).unwrap();
+    r2.merge_delta(r1.delta()); // r0 misses this heartbeat and its relayed tombstone
+    r1.flush();
+
+    assert!(skips_a_remove(
+        &r1,
+        &r0,
+        &[r0.clone(), r1.clone(), r2.clone()]
+    ));
+    transfer(&r1, &mut r0);
+    assert_eq!(
+        r0.context().get(&r("r2")),
+        Some(&r2.clock()),
+        "r0 believes it is up to date with r2"
+    );
+    assert!(
+        r0.get(&removed).is_some(),
+        "and still lists what r2 removed: a ghost"
+    );
+    // nothing will repair it: r2's clocks never show r0 a gap, so no transfer from r2 comes
+    assert!(
+        r2.clocks()
+            .iter()
+            .all(|(rr, c)| r0.context().get(rr).is_some_and(|mine| mine >= c))
+    );
 }
