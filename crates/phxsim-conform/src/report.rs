@@ -550,7 +550,7 @@ fn transcript_pre(t: &NormTranscript, diff: Option<&Difference>) -> String {
             }
         }
         if ex.timed_out {
-            out.push_str("  (timed out waiting for the rest)\n");
+            out.push_str("  (timed out waiting for the rest; the case stopped here)\n");
         }
     }
     out.push_str("</pre>\n");

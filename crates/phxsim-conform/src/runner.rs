@@ -15,6 +15,8 @@
 //! - While an [`Action::Idle`] exchange waits for the server's idle timeout, the case's other
 //!   connections send heartbeats with refs starting [`KEEPALIVE_REF`], whose replies are left
 //!   out of the transcript.
+//! - An exchange whose frames do not all arrive in time ends the case: it has failed there (or
+//!   earlier), and the rest would only cost one timeout per exchange.
 //! - Time comes from `tokio::time` only; every wait is bounded.
 
 use crate::cases::CaseScript;
@@ -451,6 +453,11 @@ pub async fn run_case(cfg: &RunConfig, script: &CaseScript) -> Result<CaseRun, R
             observed: by_conn(script, seen),
             timed_out,
         });
+        // Frames are missing here, so the case has failed at or before this exchange; going
+        // on would only spend a timeout per remaining exchange.
+        if timed_out {
+            break;
+        }
     }
 
     // Anything else that arrives soon belongs to the last exchange (and fails the case).

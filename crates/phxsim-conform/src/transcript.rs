@@ -183,7 +183,7 @@ impl NormExchange {
             }
         }
         if self.timed_out {
-            out.push("  (timed out waiting for the rest)".to_owned());
+            out.push("  (timed out waiting for the rest; the case stopped here)".to_owned());
         }
         out
     }
