@@ -119,6 +119,7 @@ pub fn render_table(report: &Report) -> String {
     for run in &report.runs {
         out.push_str(&format!("  {:<10}", vsn_label(run.vsn)));
     }
+    out.truncate(out.trim_end().len());
     out.push('\n');
     for (id, name) in &rows {
         out.push_str(&format!("{name:width$}"));
