@@ -64,7 +64,11 @@ fn describe(results: &[CaseResult]) -> String {
                 Verdict::NonStrict { deviations, .. } => format!(": {}", deviations.join("; ")),
                 Verdict::Pass => String::new(),
             };
-            format!("{} {}{extra}", r.script.case.name(), r.comparison.verdict.label())
+            format!(
+                "{} {}{extra}",
+                r.script.case.name(),
+                r.comparison.verdict.label()
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")

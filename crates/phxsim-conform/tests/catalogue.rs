@@ -53,9 +53,7 @@ fn refs_in(v: &Json, out: &mut Vec<String>) {
         Json::Object(m) => {
             for (k, v) in m {
                 match v {
-                    Json::String(s) if k == "phx_ref" || k == "phx_ref_prev" => {
-                        out.push(s.clone())
-                    }
+                    Json::String(s) if k == "phx_ref" || k == "phx_ref_prev" => out.push(s.clone()),
                     other => refs_in(other, out),
                 }
             }
@@ -302,7 +300,12 @@ fn missing_extra_and_changed_frames_fail_at_the_first_difference() {
     // Missing: the update's diff never reaches B.
     let mut t = Transcript::expected(&s);
     items_mut(&mut t, "update_meta", 0, "B").clear();
-    let ex = t.exchanges.iter_mut().rev().find(|e| e.step.contains("update_meta")).unwrap();
+    let ex = t
+        .exchanges
+        .iter_mut()
+        .rev()
+        .find(|e| e.step.contains("update_meta"))
+        .unwrap();
     ex.observed.retain(|(c, _)| c != "B");
     ex.timed_out = true;
     let Verdict::Fail(d) = compare(&s, &t).verdict else {
@@ -310,7 +313,11 @@ fn missing_extra_and_changed_frames_fail_at_the_first_difference() {
     };
     assert_eq!(d.conn, "B");
     assert!(d.actual.is_none() && d.timed_out);
-    assert!(d.describe().contains("nothing (timed out)"), "{}", d.describe());
+    assert!(
+        d.describe().contains("nothing (timed out)"),
+        "{}",
+        d.describe()
+    );
     // Extra: a second reply.
     let mut t = Transcript::expected(&s);
     let a = items_mut(&mut t, "update_meta", 0, "A");
@@ -425,9 +432,19 @@ fn binary_frames_compare_by_content() {
     let Verdict::Fail(d) = compare(&s, &t).verdict else {
         panic!("a changed payload byte must fail");
     };
-    assert!(d.expected.as_deref().unwrap().starts_with("binary reply join_ref=\"11\""));
+    assert!(
+        d.expected
+            .as_deref()
+            .unwrap()
+            .starts_with("binary reply join_ref=\"11\"")
+    );
     assert!(matches!(
-        normalize(&Transcript::expected(&s), 0).exchanges.last().unwrap().observed[0].1[0],
+        normalize(&Transcript::expected(&s), 0)
+            .exchanges
+            .last()
+            .unwrap()
+            .observed[0]
+            .1[0],
         NormItem::Binary(_)
     ));
 }

@@ -129,5 +129,9 @@ fn server_text_is_escaped_in_every_format() {
     let json = render_json(&report);
     let v: Json = serde_json::from_str(&json).expect("still valid JSON");
     let actual = v["runs"][0]["cases"][2]["actual"].as_array().unwrap();
-    assert!(actual.iter().any(|l| l.as_str().unwrap().contains("<script>")));
+    assert!(
+        actual
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("<script>"))
+    );
 }

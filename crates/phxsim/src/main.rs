@@ -36,6 +36,8 @@ enum Command {
     Explore(cmd::explore::Args),
     /// Cross-node diff latency on the simulator, over a grid of settings and profiles.
     BenchLatency(cmd::bench_latency::Args),
+    /// Wire conformance: the recorded Phoenix 1.7.21 behaviour against any server's URL.
+    Conform(cmd::conform::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::BenchWs(args) => cmd::bench_ws::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Explore(args) => cmd::explore::run(args),
+        Command::Conform(args) => cmd::conform::run(args),
         Command::BenchLatency(args) => cmd::bench_latency::run(args),
     };
     match result {
