@@ -396,13 +396,13 @@ const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}\
 table.matrix{border-collapse:collapse}\
 table.matrix td,table.matrix th{border:1px solid #bbb;padding:.2em .6em;text-align:left}\
-td.pass{background:#0a0;color:#fff}td.non-strict{background:#e6c300}\
+td.pass,td.non-strict,td.fail{white-space:nowrap}td.pass{background:#0a0;color:#fff}td.non-strict{background:#e6c300}\
 td.fail{background:#c00;color:#fff}td.na{background:#eee;color:#888}\
 td a{color:inherit}\
 .verdict{font-weight:bold}.pass .verdict,span.pass{color:#080}\
 span.non-strict{color:#a60}span.fail{color:#c00}\
 div.frames{display:flex;gap:1em}div.frames>div{flex:1;min-width:0}\
-pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.8em;line-height:1.35}\
+pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap;word-break:break-all;font-size:.8em;line-height:1.35}\
 pre .step{color:#555;font-weight:bold}pre .diff{background:#fcc;display:block}\
 p.note{color:#555;font-size:.9em}";
 
