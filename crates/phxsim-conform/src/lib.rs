@@ -11,6 +11,20 @@
 //!   frame), accepting the orders Phoenix itself varies.
 //! - [`report`]: text table, JSON, JUnit XML and an Autobahn-style HTML page.
 //!
+//! Running it:
+//!
+//! ```text
+//! phxsim serve --nodes 1 --port 4000 --idle-timeout 1500 &
+//! phxsim conform --url ws://127.0.0.1:4000/socket/websocket --idle-timeout-ms 1500 \
+//!     [--vsn 1.0.0|2.0.0] [--case N]... [--json F] [--junit F] [--html F]
+//! ```
+//!
+//! A Phoenix app qualifies if it routes `room:*` to the reference channel and mounts its socket
+//! at `/socket`; pass its idle timeout (`--idle-timeout-ms`, default 60 000) or an endpoint with
+//! a short one (`--idle-url`). Tests: `cargo test -p phxsim-conform` (snapshots in
+//! `snapshots/conform/`: `recorded/` from the recordings, `phxsim/` from phxsim's server,
+//! `reports/` golden reports; review changes with `cargo insta review`).
+//!
 //! Architecture invariant: only [`runner`] does I/O; everything else is a pure function of the
 //! recordings and a transcript, so verdicts and reports are tested without a server.
 
