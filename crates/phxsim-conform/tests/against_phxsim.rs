@@ -15,13 +15,7 @@ use std::time::Duration;
 
 /// Cases phxsim fails today because of a server bug, with the bug. The test requires them to
 /// fail, so that fixing the bug makes it say to remove the entry (and review the snapshot).
-const KNOWN_SERVER_BUGS: &[(u8, &str)] = &[(
-    25,
-    "the server never answers a client's close frame: Session::finish calls \
-     WebSocketStream::close(None), which tungstenite refuses (SendAfterClosing) once the peer \
-     has closed, so the queued close reply is never flushed and the TCP connection ends without \
-     it (Phoenix answers 1000)",
-)];
+const KNOWN_SERVER_BUGS: &[(u8, &str)] = &[];
 
 /// Cases whose close code phxsim chooses differently from Bandit (1007 for a malformed frame,
 /// 1001 for the idle timeout): non-strict by design.

@@ -359,7 +359,9 @@ impl Task {
         match end.close {
             CloseWith::Nothing => {}
             CloseWith::Reply => {
-                let _ = timeout(self.cfg.timeout, ws.close(None)).await;
+                // tungstenite queued the echo of the server's close frame when it read it;
+                // `close` would be refused now, so flush to send the echo.
+                let _ = timeout(self.cfg.timeout, ws.flush()).await;
             }
             CloseWith::Normal => {
                 let _ = timeout(self.cfg.timeout, ws.close(Some(frame))).await;

@@ -208,8 +208,10 @@ where
         }
         match &end {
             ConnectionEnd::ClientClosed { .. } => {
-                // Answer the client's close frame (tungstenite replies on the next write).
-                let _ = timeout(CLOSE_GRACE, self.ws.close(None)).await;
+                // Answer the client's close frame. tungstenite queued the echo when it read
+                // the frame and sends it on the next flush; `close` would be refused here
+                // (the peer has already closed), so the reply would never leave.
+                let _ = timeout(CLOSE_GRACE, self.ws.flush()).await;
             }
             ConnectionEnd::ServerClosed { .. } => {
                 // Read until the client's close reply, or give up after the grace period.
