@@ -32,10 +32,12 @@ pub struct Profile {
     /// which reports every one of its values as a leave a second time. When false, a replica
     /// already down is only permdowned.
     pub graceful_permdown_redowns: bool,
-    /// The eager-delta extension (not Phoenix): a local change is broadcast as soon as this
-    /// many ms have passed since the first unsent change, instead of waiting for the next tick,
-    /// so cross-node latency approaches one network hop. Regular ticks (heartbeats, transfer
-    /// decisions, down detection) keep their schedule. `None`, the default, is faithful.
+    /// The eager-delta extension (not Phoenix): a local change is broadcast at once if no delta
+    /// left in the last this-many ms, else at the end of that window together with every
+    /// change made meanwhile, instead of waiting for the next tick; so cross-node latency is
+    /// one network hop for a lone change and at most one window more in a burst. Regular
+    /// ticks (heartbeats, transfer decisions, down detection) keep their schedule. `None`,
+    /// the default, is faithful.
     #[serde(default)]
     pub eager_window: Option<u64>,
 }
@@ -61,7 +63,8 @@ impl Profile {
         }
     }
 
-    /// Faithful in every respect but one: deltas leave `window` ms after the first change.
+    /// Faithful in every respect but one: deltas leave as soon as a change is made, at most
+    /// one per `window` ms.
     pub fn eager(window: u64) -> Self {
         Self {
             eager_window: Some(window),

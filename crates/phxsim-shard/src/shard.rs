@@ -90,6 +90,9 @@ pub struct Shard {
     next_tick_at: Option<u64>,
     /// Eager profile: when the pending delta goes out ahead of the tick.
     eager_at: Option<u64>,
+    /// Eager profile: when a delta last went out (eagerly or with a tick), to space deltas
+    /// at least one window apart.
+    last_delta_at: Option<u64>,
     next_transfer_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ShardEvent>,
@@ -113,6 +116,7 @@ impl Shard {
             pending_clocks: ClockSet::new(),
             next_tick_at: Some(now.saturating_add(first_tick_delay)),
             eager_at: None,
+            last_delta_at: None,
             next_transfer_id: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -267,14 +271,21 @@ impl Shard {
     // ---- the eager profile -------------------------------------------------------------------
 
     /// After a local change at `now`: in the eager profile, schedule the delta's early
-    /// broadcast (once per window; later changes ride along).
+    /// broadcast. It is a throttle with a leading edge: a change after a quiet window leaves at
+    /// once (one network hop to the peers), while changes that follow within the window ride
+    /// along in one delta at the window's end, so a burst costs at most one heartbeat per
+    /// window and no change waits longer than one window.
     pub fn schedule_eager(&mut self, now: u64) {
         if let Some(window) = self.cfg.profile.eager_window
             && self.eager_at.is_none()
             && !self.is_stopped()
             && self.state.has_delta()
         {
-            self.eager_at = Some(now.saturating_add(window));
+            let at = match self.last_delta_at {
+                Some(last) => now.max(last.saturating_add(window)),
+                None => now,
+            };
+            self.eager_at = Some(at);
         }
     }
 
@@ -293,6 +304,7 @@ impl Shard {
         } else if self.eager_at.is_some_and(|t| t <= now) {
             self.eager_at = None;
             if !self.is_stopped() && self.state.has_delta() {
+                self.last_delta_at = Some(now);
                 self.broadcast_heartbeat();
             }
         }
@@ -308,6 +320,9 @@ impl Shard {
             return;
         }
         self.eager_at = None;
+        if self.state.has_delta() {
+            self.last_delta_at = Some(now);
+        }
         self.broadcast_heartbeat();
         self.request_transfers();
         self.detect_downs(now);
