@@ -62,6 +62,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
     let network = NetworkSettings {
         latency_ms: [rng.gen_range(1..=lat_max), lat_max],
         loss: 0.0,
+        rto_ms: 200,
         tick_ms: 1,
         links: Vec::new(),
     };

@@ -9,12 +9,14 @@ use crate::checkers::{
     PresenceList, Snapshot,
 };
 use crate::clients::{self, ClientControl, SimClient};
+use crate::lossy::{Loss, LossyStream};
 use crate::scenario::{Action, Scenario};
 use crate::transcript::Transcript;
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
 use phxsim_shard::{NodeMutation, PresenceState, Profile, TrackerConfig, TrackerEvent};
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -217,6 +219,10 @@ fn node_host(
     let seed = opts.seed;
     let bp = scenario.tracker.broadcast_period_ms;
     let server_cfg = clients::server_config(scenario, opts);
+    let loss = Loss {
+        rate: scenario.network.loss,
+        rto: Duration::from_millis(scenario.network.rto_ms),
+    };
     sim.host(name.clone(), move || {
         let (name, all, tracker, shared, server_cfg) = (
             name.clone(),
@@ -244,6 +250,15 @@ fn node_host(
                 ..NodeConfig::new(name.clone(), vsn)
             };
             let node = Node::start(cfg)?;
+            // Every node-to-node stream this incarnation opens or accepts, numbered in the
+            // (deterministic) order they appear, gets its own loss RNG.
+            let streams = Arc::new(AtomicU64::new(0));
+            let loss_name = name.clone();
+            let lossy = move |stream| {
+                let n = streams.fetch_add(1, Ordering::Relaxed);
+                let seed = derive_seed(seed, &format!("loss/{loss_name}/{vsn}/{n}"));
+                LossyStream::new(stream, loss, seed)
+            };
             let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
             let mut events = node.observe().await?;
             {
@@ -270,13 +285,14 @@ fn node_host(
             });
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", NODE_PORT)).await?;
             let acceptor = node.clone();
+            let accepted = lossy.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    acceptor.connect(stream);
+                    acceptor.connect(accepted(stream));
                 }
             });
             for peer in &all[..index] {
-                let (n, peer) = (node.clone(), peer.clone());
+                let (n, peer, lossy) = (node.clone(), peer.clone(), lossy.clone());
                 tokio::spawn(async move {
                     loop {
                         let dial = tokio::time::timeout(
@@ -285,7 +301,7 @@ fn node_host(
                         )
                         .await;
                         if let Ok(Ok(stream)) = dial {
-                            n.connect(stream).closed().await;
+                            n.connect(lossy(stream)).closed().await;
                         }
                         tokio::time::sleep(Duration::from_millis(REDIAL_MS)).await;
                     }
@@ -469,7 +485,6 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         .simulation_duration(Duration::from_millis(scenario.duration_ms + 10_000))
         .min_message_latency(Duration::from_millis(lat_min))
         .max_message_latency(Duration::from_millis(lat_max))
-        .fail_rate(scenario.network.loss)
         .build();
 
     for (i, name) in scenario.nodes.iter().enumerate() {

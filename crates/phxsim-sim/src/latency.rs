@@ -1,11 +1,16 @@
-//! Diff latency experiments on the simulator: how long after a presence change on one node a
-//! browser on another node gets the `presence_diff`, in simulated milliseconds, as a function of
-//! broadcast_period, cluster size, network latency and profile. The numbers come from the same
-//! harness and transcript as every other run, so they are reproducible from their seed.
+//! Diff latency experiments on the simulator: how long after a presence is tracked on one node
+//! a browser on another node gets the `presence_diff`, in simulated milliseconds, as a function
+//! of broadcast_period, cluster size, network latency, loss and profile. The numbers come from
+//! the same harness and transcript as every other run, so they are reproducible from their seed.
+//!
+//! The actor's browser sits on a 0 ms link to the first node, so the timeline step that joins
+//! or leaves it is the moment that node tracks or untracks it; the path measured is then node →
+//! node → browser: two network hops.
 
 use crate::harness::{self, RunOptions, derive_seed};
 use crate::scenario::{
-    Action, ClientSpec, Expectations, NetworkSettings, Scenario, Step, TrackerSettings,
+    Action, ClientSpec, Expectations, LinkSettings, NetworkSettings, Scenario, Step,
+    TrackerSettings,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -17,6 +22,10 @@ pub struct LatencyCase {
     pub nodes: usize,
     pub broadcast_period_ms: u64,
     pub latency_ms: [u64; 2],
+    /// Segment loss on node-to-node links (retransmitted after `rto_ms`, see
+    /// [`crate::lossy`]).
+    pub loss: f64,
+    pub rto_ms: u64,
     /// `faithful` or `eager`.
     pub profile: String,
     pub eager_window_ms: u64,
@@ -90,8 +99,12 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
             Action::Leave("actor".into())
         };
         timeline.push(Step { at_ms: t, action });
-        t += 2 * bp + rng.gen_range(0..bp.max(1)) + 4 * case.latency_ms[1] + 20;
+        // far enough apart that a change is delivered before the next one is made, even
+        // behind a retransmission
+        let retransmit = if case.loss > 0.0 { 4 * case.rto_ms } else { 0 };
+        t += 2 * bp + rng.gen_range(0..bp.max(1)) + 4 * case.latency_ms[1] + 20 + retransmit;
     }
+    let nodes_for_links = nodes.clone();
     Scenario {
         title: format!("latency {} nodes bp {bp} {}", nodes.len(), case.profile),
         description: String::new(),
@@ -101,9 +114,13 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
         tracker,
         network: NetworkSettings {
             latency_ms: case.latency_ms,
-            loss: 0.0,
+            loss: case.loss,
+            rto_ms: case.rto_ms,
             tick_ms: 1,
-            links: Vec::new(),
+            links: vec![LinkSettings {
+                between: [nodes_for_links[0].clone(), "clients".into()],
+                latency_ms: [0, 0],
+            }],
         },
         clients,
         timeline,

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod explore;
 pub mod harness;
 pub mod latency;
+pub mod lossy;
 pub mod normalize;
 pub mod scenario;
 pub mod trace;

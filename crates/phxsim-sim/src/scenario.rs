@@ -151,10 +151,15 @@ pub struct NetworkSettings {
     /// One-way latency range `[min, max]` in ms.
     #[serde(default = "default_latency")]
     pub latency_ms: [u64; 2],
-    /// Probability that turmoil drops a message on a node-to-node link (0.0–1.0). TCP loss is
-    /// not retransmitted in turmoil, so a lossy link breaks and nodes must reconnect.
+    /// Probability (0.0–1.0) that a TCP segment (one write) on a node-to-node link is lost.
+    /// TCP retransmits it `rto_ms` later (doubling on each repeated loss), and everything
+    /// written after it on that connection waits behind it: loss shows as delay, never as
+    /// missing data (see [`crate::lossy`]).
     #[serde(default)]
     pub loss: f64,
+    /// The first retransmission timeout of a lost segment, in ms (Linux's minimum RTO).
+    #[serde(default = "default_rto")]
+    pub rto_ms: u64,
     /// Simulation step in ms: the resolution of time and latency. 1 ms is exact; a coarser step
     /// runs faster (turmoil polls every host once per step).
     #[serde(default = "default_tick")]
@@ -181,11 +186,16 @@ fn default_tick() -> u64 {
     1
 }
 
+fn default_rto() -> u64 {
+    200
+}
+
 impl Default for NetworkSettings {
     fn default() -> Self {
         Self {
             latency_ms: default_latency(),
             loss: 0.0,
+            rto_ms: default_rto(),
             tick_ms: default_tick(),
             links: Vec::new(),
         }
@@ -517,9 +527,16 @@ impl Scenario {
         }
         if !(0.0..=1.0).contains(&network.loss) {
             return Err(err(
-                network_span,
+                network_span.clone(),
                 "network.loss",
                 "a probability in [0, 1]".into(),
+            ));
+        }
+        if network.rto_ms == 0 || network.rto_ms > 60_000 {
+            return Err(err(
+                network_span,
+                "network.rto_ms",
+                "between 1 and 60000".into(),
             ));
         }
 

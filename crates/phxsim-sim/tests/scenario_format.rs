@@ -184,3 +184,28 @@ fn not_toml_at_all_is_an_error_not_a_panic() {
         assert!(e.starts_with("bad.toml:"), "{e}");
     }
 }
+
+#[test]
+fn network_loss_and_retransmission_timeout_are_checked() {
+    let lossy = replace(
+        "duration_ms = 6000",
+        "duration_ms = 6000\n[network]\nloss = 0.02\nrto_ms = 250",
+    );
+    let s = Scenario::parse("lossy.toml", &lossy).unwrap();
+    assert_eq!((s.network.loss, s.network.rto_ms), (0.02, 250));
+    assert_eq!(
+        Scenario::parse("good.toml", GOOD).unwrap().network.rto_ms,
+        200,
+        "Linux's minimum RTO by default"
+    );
+    let e = error_of(&replace(
+        "duration_ms = 6000",
+        "duration_ms = 6000\n[network]\nloss = 1.5",
+    ));
+    assert!(e.contains("network.loss: a probability in [0, 1]"), "{e}");
+    let e = error_of(&replace(
+        "duration_ms = 6000",
+        "duration_ms = 6000\n[network]\nrto_ms = 0",
+    ));
+    assert!(e.contains("network.rto_ms: between 1 and 60000"), "{e}");
+}

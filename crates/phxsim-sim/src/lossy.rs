@@ -1,0 +1,170 @@
+//! Packet loss as TCP shows it to an application: late data, never missing data.
+//!
+//! turmoil drops a lost TCP segment for good (no retransmission), which turns any loss into a
+//! broken connection. A real kernel retransmits: a lost segment arrives one retransmission
+//! timeout later, and, because TCP delivers in order, everything written after it on that
+//! connection waits too (head-of-line blocking). [`LossyStream`] models exactly that on the
+//! sending side of a stream: each write is a segment, lost with probability `loss`, and a lost
+//! one (with the writes queued behind it) goes out `rto` later. Each retransmission may be
+//! lost again, doubling the timeout as TCP's backoff does. The draws come from a seeded RNG,
+//! so a run stays reproducible.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// How a lossy link behaves: probability that a segment is lost, and the first retransmission
+/// timeout (Linux's minimum RTO is 200 ms).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Loss {
+    pub rate: f64,
+    pub rto: Duration,
+}
+
+impl Loss {
+    pub fn is_lossless(&self) -> bool {
+        self.rate <= 0.0
+    }
+}
+
+/// A stream whose writes are delayed as lost-and-retransmitted TCP segments would be.
+pub struct LossyStream<S> {
+    inner: S,
+    loss: Loss,
+    rng: ChaCha8Rng,
+    /// The write being retransmitted: it and everything behind it wait for this timer.
+    retransmit: Option<Pin<Box<Sleep>>>,
+    /// The current write has been given its fate (lost once or more, or delivered).
+    decided: bool,
+}
+
+impl<S> LossyStream<S> {
+    pub fn new(inner: S, loss: Loss, seed: u64) -> Self {
+        Self {
+            inner,
+            loss,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            retransmit: None,
+            decided: false,
+        }
+    }
+
+    /// Draws the fate of a new segment: the total delay of its retransmissions, if any.
+    fn draw_delay(&mut self) -> Option<Duration> {
+        if self.loss.is_lossless() {
+            return None;
+        }
+        let mut delay = Duration::ZERO;
+        let mut rto = self.loss.rto;
+        // TCP gives up after ~15 retransmissions; the cap also bounds a rate of 1.0.
+        for _ in 0..15 {
+            if !self.rng.gen_bool(self.loss.rate.min(1.0)) {
+                break;
+            }
+            delay += rto;
+            rto = (rto * 2).min(Duration::from_secs(120));
+        }
+        (!delay.is_zero()).then_some(delay)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for LossyStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for LossyStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if buf.is_empty() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        if !this.decided {
+            this.decided = true;
+            if let Some(delay) = this.draw_delay() {
+                this.retransmit = Some(Box::pin(tokio::time::sleep(delay)));
+            }
+        }
+        if let Some(timer) = this.retransmit.as_mut() {
+            ready!(timer.as_mut().poll(cx));
+            this.retransmit = None;
+        }
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        // the next write is a new segment
+        this.decided = false;
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use tokio::time::Instant;
+
+    async fn arrival_delays(rate: f64, writes: usize) -> Vec<Duration> {
+        let (a, mut b) = duplex(1 << 16);
+        let loss = Loss {
+            rate,
+            rto: Duration::from_millis(200),
+        };
+        let mut a = LossyStream::new(a, loss, 7);
+        let start = Instant::now();
+        let mut delays = Vec::new();
+        for i in 0..writes {
+            a.write_all(&[i as u8]).await.expect("write");
+            let mut byte = [0u8; 1];
+            b.read_exact(&mut byte).await.expect("read");
+            assert_eq!(byte[0], i as u8, "in order, nothing lost");
+            delays.push(Instant::now() - start);
+        }
+        delays
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lossless_link_delivers_at_once() {
+        let d = arrival_delays(0.0, 50).await;
+        assert!(d.iter().all(|d| d.is_zero()), "{d:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_segments_arrive_one_rto_later_in_order() {
+        let d = arrival_delays(0.2, 400).await;
+        let late = d.windows(2).filter(|w| w[1] > w[0]).count();
+        // about a fifth of the writes are late, each by a multiple of the RTO
+        assert!((40..=130).contains(&late), "{late} late writes");
+        assert!(
+            d.iter().all(|d| d.as_millis() % 200 == 0),
+            "delays are whole RTOs"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn certain_loss_still_delivers_after_the_backoff_cap() {
+        let d = arrival_delays(1.0, 1).await;
+        assert!(d[0] >= Duration::from_secs(60), "{d:?}");
+    }
+}
