@@ -24,6 +24,12 @@ pub const FAULT_KINDS: [&str; 7] = [
     "disconnect",
 ];
 
+/// Fault kinds drawn only when asked for (`--faults loss,...`): the default set stays as it
+/// was, so a seed keeps drawing the same scenario.
+/// - `loss`: every node link loses 0.5–2 % of its segments (retransmitted, see
+///   [`crate::lossy`]) until the heal.
+pub const OPT_IN_FAULT_KINDS: [&str; 1] = ["loss"];
+
 /// What a drawn scenario may contain.
 #[derive(Clone, Debug)]
 pub struct SwarmConfig {
@@ -59,9 +65,16 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         ..TrackerSettings::default()
     };
     let lat_max = rng.gen_range(1..=20u64);
+    // drawn from a stream of its own, so that asking for loss changes nothing else
+    let loss = if cfg.faults.contains("loss") {
+        let mut lrng = ChaCha8Rng::seed_from_u64(harness::derive_seed(seed, "explore/loss"));
+        *[0.005, 0.01, 0.02].choose(&mut lrng).expect("non-empty")
+    } else {
+        0.0
+    };
     let network = NetworkSettings {
         latency_ms: [rng.gen_range(1..=lat_max), lat_max],
-        loss: 0.0,
+        loss,
         rto_ms: 200,
         tick_ms: 1,
         links: Vec::new(),
@@ -97,7 +110,11 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             action: Action::Join(c.name.clone()),
         });
     }
-    let faults: Vec<&String> = cfg.faults.iter().collect();
+    let faults: Vec<&String> = cfg
+        .faults
+        .iter()
+        .filter(|f| !OPT_IN_FAULT_KINDS.contains(&f.as_str()))
+        .collect();
     let n_events = rng.gen_range(2..=8usize);
     let mut crashed: BTreeSet<String> = BTreeSet::new();
     for _ in 0..n_events {
@@ -149,6 +166,12 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         at_ms: heal_at,
         action: Action::Heal,
     });
+    if loss > 0.0 {
+        timeline.push(Step {
+            at_ms: heal_at,
+            action: Action::Loss(0.0),
+        });
+    }
     for n in &crashed {
         timeline.push(Step {
             at_ms: heal_at,
@@ -162,7 +185,9 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         });
     }
     timeline.sort_by_key(|s| s.at_ms);
-    let bound = tracker.convergence_bound(lat_max) + harness::link_recovery_ms(bp);
+    // the loss ends with the heal, but segments lost just before it are still on their way
+    let retransmits = if loss > 0.0 { 3 * network.rto_ms } else { 0 };
+    let bound = tracker.convergence_bound(lat_max) + harness::link_recovery_ms(bp) + retransmits;
     Scenario {
         title: format!("explore seed {seed}"),
         description: "drawn by phxsim explore".into(),
@@ -206,7 +231,7 @@ pub fn shrink(
         // keep what makes the run settle: heals, restarts and reconnects stay
         if matches!(
             removed.action,
-            Action::Heal | Action::Restart(_) | Action::Reconnect(_)
+            Action::Heal | Action::Restart(_) | Action::Reconnect(_) | Action::Loss(_)
         ) {
             i += 1;
             continue;
@@ -333,6 +358,7 @@ pub fn to_toml(s: &Scenario) -> String {
             Action::Restart(n) => format!("restart = {}", q(n)),
             Action::Permdown(n) => format!("permdown = {}", q(n)),
             Action::Hold(l) => format!("hold = {}", links(l)),
+            Action::Loss(r) => format!("loss = {r:?}"),
             Action::Release(l) => format!("release = {}", links(l)),
         };
         let _ = writeln!(out, "{line}\n");

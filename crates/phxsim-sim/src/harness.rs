@@ -9,7 +9,7 @@ use crate::checkers::{
     PresenceList, Snapshot,
 };
 use crate::clients::{self, ClientControl, SimClient};
-use crate::lossy::{Loss, LossyStream};
+use crate::lossy::{Loss, LossRate, LossyStream};
 use crate::scenario::{Action, Scenario};
 use crate::transcript::Transcript;
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
@@ -117,6 +117,8 @@ pub struct Shared {
     pub obs: Vec<Obs>,
     pub transcript: Transcript,
     pub node_messages: u64,
+    /// The loss rate of every node link; `loss` steps change it.
+    pub loss_rate: LossRate,
 }
 
 pub type SharedRef = Arc<Mutex<Shared>>;
@@ -219,10 +221,7 @@ fn node_host(
     let seed = opts.seed;
     let bp = scenario.tracker.broadcast_period_ms;
     let server_cfg = clients::server_config(scenario, opts);
-    let loss = Loss {
-        rate: scenario.network.loss,
-        rto: Duration::from_millis(scenario.network.rto_ms),
-    };
+    let rto = Duration::from_millis(scenario.network.rto_ms);
     sim.host(name.clone(), move || {
         let (name, all, tracker, shared, server_cfg) = (
             name.clone(),
@@ -231,6 +230,10 @@ fn node_host(
             shared.clone(),
             server_cfg.clone(),
         );
+        let loss = Loss {
+            rate: lock(&shared).loss_rate.clone(),
+            rto,
+        };
         async move {
             let vsn = {
                 let mut s = lock(&shared);
@@ -257,7 +260,7 @@ fn node_host(
             let lossy = move |stream| {
                 let n = streams.fetch_add(1, Ordering::Relaxed);
                 let seed = derive_seed(seed, &format!("loss/{loss_name}/{vsn}/{n}"));
-                LossyStream::new(stream, loss, seed)
+                LossyStream::new(stream, loss.clone(), seed)
             };
             let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
             let mut events = node.observe().await?;
@@ -462,6 +465,7 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
 /// Runs a scenario to its end and judges it.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     let shared: SharedRef = Arc::default();
+    lock(&shared).loss_rate.set(scenario.network.loss);
     if !opts.transcript {
         lock(&shared).transcript = crate::transcript::Transcript::disabled();
     }
@@ -734,5 +738,6 @@ fn apply(
                 held.remove(&(x.clone(), y.clone()));
             }
         }
+        Action::Loss(rate) => lock(shared).loss_rate.set(*rate),
     }
 }

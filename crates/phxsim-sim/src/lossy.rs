@@ -14,23 +14,38 @@ use rand_chacha::ChaCha8Rng;
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-/// How a lossy link behaves: probability that a segment is lost, and the first retransmission
-/// timeout (Linux's minimum RTO is 200 ms).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Loss {
-    pub rate: f64,
-    pub rto: Duration,
+/// The loss rate of a run's node links, shared by all of them so that a timeline step can
+/// change it while the run goes (`loss = 0.01`, then `loss = 0.0`).
+#[derive(Clone, Debug, Default)]
+pub struct LossRate(Arc<AtomicU64>);
+
+impl LossRate {
+    pub fn new(rate: f64) -> Self {
+        Self(Arc::new(AtomicU64::new(rate.to_bits())))
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, rate: f64) {
+        self.0.store(rate.to_bits(), Ordering::Relaxed);
+    }
 }
 
-impl Loss {
-    pub fn is_lossless(&self) -> bool {
-        self.rate <= 0.0
-    }
+/// How a lossy link behaves: probability that a segment is lost, and the first retransmission
+/// timeout (Linux's minimum RTO is 200 ms).
+#[derive(Clone, Debug)]
+pub struct Loss {
+    pub rate: LossRate,
+    pub rto: Duration,
 }
 
 /// A stream whose writes are delayed as lost-and-retransmitted TCP segments would be.
@@ -57,14 +72,15 @@ impl<S> LossyStream<S> {
 
     /// Draws the fate of a new segment: the total delay of its retransmissions, if any.
     fn draw_delay(&mut self) -> Option<Duration> {
-        if self.loss.is_lossless() {
+        let rate = self.loss.rate.get().clamp(0.0, 1.0);
+        if rate <= 0.0 {
             return None;
         }
         let mut delay = Duration::ZERO;
         let mut rto = self.loss.rto;
         // TCP gives up after ~15 retransmissions; the cap also bounds a rate of 1.0.
         for _ in 0..15 {
-            if !self.rng.gen_bool(self.loss.rate.min(1.0)) {
+            if !self.rng.gen_bool(rate) {
                 break;
             }
             delay += rto;
@@ -128,7 +144,7 @@ mod tests {
     async fn arrival_delays(rate: f64, writes: usize) -> Vec<Duration> {
         let (a, mut b) = duplex(1 << 16);
         let loss = Loss {
-            rate,
+            rate: LossRate::new(rate),
             rto: Duration::from_millis(200),
         };
         let mut a = LossyStream::new(a, loss, 7);
@@ -166,5 +182,29 @@ mod tests {
     async fn certain_loss_still_delivers_after_the_backoff_cap() {
         let d = arrival_delays(1.0, 1).await;
         assert!(d[0] >= Duration::from_secs(60), "{d:?}");
+    }
+}
+
+#[cfg(test)]
+mod rate_changes {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_set_to_zero_stops_the_loss_at_once() {
+        let (a, mut b) = duplex(1 << 16);
+        let rate = LossRate::new(1.0);
+        let loss = Loss {
+            rate: rate.clone(),
+            rto: Duration::from_millis(200),
+        };
+        let mut a = LossyStream::new(a, loss, 1);
+        rate.set(0.0);
+        let start = Instant::now();
+        a.write_all(b"x").await.expect("write");
+        let mut byte = [0u8; 1];
+        b.read_exact(&mut byte).await.expect("read");
+        assert_eq!(Instant::now(), start, "no retransmission once lossless");
     }
 }

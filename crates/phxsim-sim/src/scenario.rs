@@ -256,6 +256,7 @@ struct RawStep {
     permdown: Option<String>,
     hold: Option<Vec<[String; 2]>>,
     release: Option<Vec<[String; 2]>>,
+    loss: Option<f64>,
 }
 
 /// What happens at one instant of the timeline.
@@ -292,6 +293,8 @@ pub enum Action {
     /// Messages on these links are delayed until released.
     Hold(Vec<(String, String)>),
     Release(Vec<(String, String)>),
+    /// Every node link loses segments at this rate from now on (0.0 ends the loss).
+    Loss(f64),
 }
 
 impl Action {
@@ -304,7 +307,7 @@ impl Action {
                 | Action::Update(..)
                 | Action::Heal
                 | Action::Repair(_)
-        )
+        ) && !matches!(self, Action::Loss(r) if *r == 0.0)
     }
 
     /// A short label for tables and transcripts.
@@ -326,6 +329,7 @@ impl Action {
             Action::Permdown(n) => format!("permdown {n}"),
             Action::Hold(l) => format!("hold {l:?}"),
             Action::Release(l) => format!("release {l:?}"),
+            Action::Loss(r) => format!("loss {r}"),
         }
     }
 }
@@ -787,6 +791,12 @@ fn to_step(
     if let Some(l) = &s.release {
         actions.push(Action::Release(links("release", l)?));
     }
+    if let Some(r) = s.loss {
+        if !(0.0..=1.0).contains(&r) {
+            return Err(("loss", "a probability in [0, 1]".into()));
+        }
+        actions.push(Action::Loss(r));
+    }
     match actions.len() {
         1 => Ok(Step {
             at_ms: s.at_ms,
@@ -794,7 +804,7 @@ fn to_step(
         }),
         0 => Err((
             "action",
-            "no action: set one of join, leave, update, disconnect, reconnect, crash_channel, partition, cut, cut_oneway, heal, repair, crash, restart, permdown, hold, release".into(),
+            "no action: set one of join, leave, update, disconnect, reconnect, crash_channel, partition, cut, cut_oneway, heal, repair, crash, restart, permdown, hold, release, loss".into(),
         )),
         _ => Err(("action", "one action per timeline entry".into())),
     }

@@ -209,3 +209,25 @@ fn network_loss_and_retransmission_timeout_are_checked() {
     ));
     assert!(e.contains("network.rto_ms: between 1 and 60000"), "{e}");
 }
+
+#[test]
+fn a_loss_step_changes_the_rate_and_must_be_a_probability() {
+    let s = Scenario::parse(
+        "lossy.toml",
+        &replace(
+            "heal = true",
+            "heal = true\n[[timeline]]\nat_ms = 2600\nloss = 0.0",
+        ),
+    )
+    .unwrap();
+    assert!(
+        s.timeline
+            .iter()
+            .any(|st| st.at_ms == 2600 && st.action == Action::Loss(0.0))
+    );
+    let e = error_of(&replace(
+        "heal = true",
+        "heal = true\n[[timeline]]\nat_ms = 2600\nloss = -0.1",
+    ));
+    assert!(e.contains("timeline.loss: a probability in [0, 1]"), "{e}");
+}

@@ -5,7 +5,7 @@
 use super::sim_report::{self, EXIT_BAD_INPUT};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use phxsim_sim::explore::{self, FAULT_KINDS, SwarmConfig};
+use phxsim_sim::explore::{self, FAULT_KINDS, OPT_IN_FAULT_KINDS, SwarmConfig};
 use phxsim_sim::harness::{self, RunOptions, Verdict};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +19,8 @@ pub struct Args {
     #[arg(long)]
     pub shard: Option<String>,
     /// Fault kinds to draw, comma-separated (default: all of partition, cut, oneway, hold,
-    /// crash, permdown, disconnect; `none` for none).
+    /// crash, permdown, disconnect; `none` for none). `loss` (0.5–2 % segment loss on node
+    /// links, retransmitted) is drawn only when named: `--faults loss,partition,cut,...`.
     #[arg(long)]
     pub faults: Option<String>,
     /// `faithful` (default), `corrected` or `eager`.
@@ -81,9 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         for f in &faults {
             anyhow::ensure!(
-                FAULT_KINDS.contains(&f.as_str()),
-                "unknown fault kind {f:?}; known: {}",
-                FAULT_KINDS.join(", ")
+                FAULT_KINDS.contains(&f.as_str()) || OPT_IN_FAULT_KINDS.contains(&f.as_str()),
+                "unknown fault kind {f:?}; known: {}, {}",
+                FAULT_KINDS.join(", "),
+                OPT_IN_FAULT_KINDS.join(", ")
             );
         }
         anyhow::ensure!(
