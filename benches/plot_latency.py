@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Draws the faithful-vs-eager diff latency chart (SVG, no dependencies) from the JSON that
 `phxsim bench-latency --json FILE` writes: p50 and p99 against broadcast_period, one line per
-profile, for one cluster size and one network latency range.
+profile, for one cluster size, one network latency range and one loss rate.
 
-    python3 benches/plot_latency.py results.json --nodes 3 --latency 1-5 > benches/plots/latency.svg
+    python3 benches/plot_latency.py results.json --nodes 3 --latency 1-5 --loss 0 > benches/plots/latency.svg
 """
 import argparse
 import json
@@ -14,12 +14,14 @@ ap = argparse.ArgumentParser()
 ap.add_argument("results")
 ap.add_argument("--nodes", type=int, default=3)
 ap.add_argument("--latency", default="1-5")
+ap.add_argument("--loss", type=float, default=0.0)
 args = ap.parse_args()
 lo, hi = (int(x) for x in args.latency.split("-"))
 rows = [r for r in json.load(open(args.results))
-        if r["nodes"] == args.nodes and r["latency_ms"] == [lo, hi]]
+        if r["nodes"] == args.nodes and r["latency_ms"] == [lo, hi]
+        and r.get("loss", 0.0) == args.loss]
 if not rows:
-    sys.exit(f"no rows for {args.nodes} nodes and latency {args.latency}")
+    sys.exit(f"no rows for {args.nodes} nodes, latency {args.latency} and loss {args.loss}")
 periods = sorted({r["broadcast_period_ms"] for r in rows})
 W, H, L, B, T, R = 640, 400, 70, 50, 40, 150
 ymax = max(r["p99_ms"] for r in rows) * 1.1
@@ -29,7 +31,7 @@ def x(bp):  # log scale over the periods
 def y(ms):
     return H - B - ms / ymax * (H - B - T)
 out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
-       f'<text x="{L}" y="20" font-size="14">Cross-node diff latency, {args.nodes} nodes, one-way network {lo}–{hi} ms (simulated)</text>',
+       f'<text x="{L}" y="20" font-size="14">Cross-node diff latency, {args.nodes} nodes, one-way network {lo}–{hi} ms, loss {args.loss * 100:g} % (simulated)</text>',
        f'<line x1="{L}" y1="{H-B}" x2="{W-R}" y2="{H-B}" stroke="black"/>',
        f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H-B}" stroke="black"/>',
        f'<text x="{(L+W-R)/2}" y="{H-10}" text-anchor="middle">broadcast_period (ms, log scale)</text>',
