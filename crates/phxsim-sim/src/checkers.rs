@@ -156,9 +156,10 @@ pub struct Checkers {
     bounds: Bounds,
     visible: Vec<(VisibleExpectation, bool)>,
     findings: Vec<Finding>,
-    /// topic, ref → when its owner was last seen live.
-    live_refs: BTreeMap<(String, String), u64>,
-    gone_at: BTreeMap<(String, String), u64>,
+    /// topic → the refs whose owner was live at the last observation.
+    live: BTreeMap<String, BTreeSet<String>>,
+    /// topic → ref → when its owner was first seen gone (since it was last live).
+    gone_at: BTreeMap<String, BTreeMap<String, u64>>,
     ghost_reported: BTreeSet<(String, String, String)>,
     /// (node, topic, key) → since when the node tracks more presences for that user than the
     /// user has joined sockets on it (a socket gone, its presence kept).
@@ -171,10 +172,49 @@ pub struct Checkers {
     last: Option<Snapshot>,
 }
 
-fn refs_of(list: &PresenceList) -> BTreeSet<(String, String)> {
-    list.iter()
-        .flat_map(|(k, refs)| refs.keys().map(move |r| (k.clone(), r.clone())))
-        .collect()
+/// [`truth`] borrowed from the snapshot: `topic → key → phx_ref → meta`.
+type TruthRef<'a> = BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'a str, &'a Json>>>;
+
+/// The union of every live node's local presences, per topic, without cloning: what
+/// [`truth`] gives, borrowed.
+fn truth_ref(s: &Snapshot) -> TruthRef<'_> {
+    let mut out: TruthRef<'_> = BTreeMap::new();
+    for n in s.nodes.values() {
+        for (topic, list) in &n.local {
+            let t = out.entry(topic.as_str()).or_default();
+            for (k, refs) in list {
+                t.entry(k.as_str())
+                    .or_default()
+                    .extend(refs.iter().map(|(r, m)| (r.as_str(), m)));
+            }
+        }
+    }
+    out.retain(|_, l| !l.is_empty());
+    out
+}
+
+/// `lists` (empty topics ignored) equals the borrowed `truth` (which has none).
+fn same_lists_ref(lists: &BTreeMap<String, PresenceList>, truth: &TruthRef<'_>) -> bool {
+    fn same_list(l: &PresenceList, t: &BTreeMap<&str, BTreeMap<&str, &Json>>) -> bool {
+        l.len() == t.len()
+            && l.iter().zip(t).all(|((k1, r1), (k2, r2))| {
+                k1 == k2
+                    && r1.len() == r2.len()
+                    && r1
+                        .iter()
+                        .zip(r2)
+                        .all(|((f1, m1), (f2, m2))| f1 == f2 && m1 == *m2)
+            })
+    }
+    let mut mine = lists.iter().filter(|(_, l)| !l.is_empty());
+    let mut theirs = truth.iter();
+    loop {
+        match (mine.next(), theirs.next()) {
+            (None, None) => return true,
+            (Some((t1, l1)), Some((t2, l2))) if t1 == t2 && same_list(l1, l2) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// The union of every live node's local presences, per topic.
@@ -200,22 +240,6 @@ fn nonempty(lists: &BTreeMap<String, PresenceList>) -> BTreeMap<String, Presence
         .collect()
 }
 
-/// `lists` (empty topics ignored) equals `truth` (which has none), without cloning.
-fn same_lists(
-    lists: &BTreeMap<String, PresenceList>,
-    truth: &BTreeMap<String, PresenceList>,
-) -> bool {
-    let mut mine = lists.iter().filter(|(_, l)| !l.is_empty());
-    let mut theirs = truth.iter();
-    loop {
-        match (mine.next(), theirs.next()) {
-            (None, None) => return true,
-            (Some((t1, l1)), Some((t2, l2))) if t1 == t2 && l1 == l2 => {}
-            _ => return false,
-        }
-    }
-}
-
 fn short(list: &PresenceList) -> String {
     let parts: Vec<String> = list
         .iter()
@@ -235,7 +259,7 @@ impl Checkers {
             bounds,
             visible: visible.into_iter().map(|v| (v, false)).collect(),
             findings: Vec::new(),
-            live_refs: BTreeMap::new(),
+            live: BTreeMap::new(),
             gone_at: BTreeMap::new(),
             ghost_reported: BTreeSet::new(),
             orphans_since: BTreeMap::new(),
@@ -274,6 +298,8 @@ impl Checkers {
                 r.instance.get_or_insert_with(PresenceInstance::new);
             }
             ClientMessage::State(payload) => {
+                // parsed once, for the refs held and for the replay (which would refuse a
+                // malformed payload just the same)
                 match phxsim_wire::PresenceState::from_payload(payload.clone()) {
                     Ok(state) => {
                         r.held = state
@@ -289,22 +315,18 @@ impl Checkers {
                             })
                             .collect();
                         r.has_state = true;
+                        if let Some(inst) = r.instance.as_mut() {
+                            inst.handle_state(Some(&r.join_ref), state, &mut ());
+                        }
                     }
                     Err(e) => {
                         found.push((FindingKind::DiffStream, format!("bad presence_state: {e}")))
                     }
                 }
-                if let Some(inst) = r.instance.as_mut() {
-                    let _ = inst.handle_message(
-                        Some(&r.join_ref),
-                        "presence_state",
-                        payload.clone(),
-                        &mut (),
-                    );
-                }
             }
             ClientMessage::Diff(payload) => {
-                match phxsim_wire::PresenceDiff::from_payload(payload.clone()) {
+                let diff = phxsim_wire::PresenceDiff::from_payload(payload.clone());
+                match &diff {
                     Ok(diff) if r.has_state => {
                         for (k, p) in diff.joins.iter() {
                             for m in &p.metas {
@@ -344,13 +366,8 @@ impl Checkers {
                         found.push((FindingKind::DiffStream, format!("bad presence_diff: {e}")))
                     }
                 }
-                if let Some(inst) = r.instance.as_mut() {
-                    let _ = inst.handle_message(
-                        Some(&r.join_ref),
-                        "presence_diff",
-                        payload.clone(),
-                        &mut (),
-                    );
+                if let (Ok(diff), Some(inst)) = (diff, r.instance.as_mut()) {
+                    inst.handle_diff(Some(&r.join_ref), diff, &mut ());
                 }
             }
         }
@@ -362,44 +379,44 @@ impl Checkers {
     /// Observes the world at one instant.
     pub fn observe(&mut self, snapshot: Snapshot) {
         let s = &snapshot;
-        let truth = truth(s);
+        let truth = truth_ref(s);
         // ghosts: refs whose owner is gone, still listed past the bound
-        let live: BTreeSet<(String, String)> = truth
+        let live: BTreeMap<&str, BTreeSet<&str>> = truth
             .iter()
-            .flat_map(|(t, l)| refs_of(l).into_iter().map(move |(_, r)| (t.clone(), r)))
+            .map(|(t, l)| {
+                (
+                    *t,
+                    l.values().flat_map(|refs| refs.keys().copied()).collect(),
+                )
+            })
             .collect();
-        for key in &live {
-            self.live_refs.insert(key.clone(), s.at_ms);
-            self.gone_at.remove(key);
-        }
-        let newly_gone: Vec<_> = self
-            .live_refs
-            .keys()
-            .filter(|k| !live.contains(*k) && !self.gone_at.contains_key(*k))
-            .cloned()
-            .collect();
-        for k in newly_gone {
-            self.gone_at.insert(k, s.at_ms);
-        }
+        self.track_gone(&live, s.at_ms);
         let mut ghosts = Vec::new();
         for (node, ns) in &s.nodes {
             for (topic, list) in &ns.lists {
-                for (key, rf) in refs_of(list) {
-                    let id = (topic.clone(), rf.clone());
-                    // The bound runs from the later of the owner's exit and the last scripted
-                    // step: while faults and heals are still settling, Phoenix legitimately shows
-                    // a down replica's stale values again at replica_up until a transfer
-                    // removes them; a ghost is one that outlives the settling.
-                    if let Some(&gone) = self.gone_at.get(&id)
-                        && s.at_ms > gone.max(self.last_step_ms) + self.bounds.ghost_ms
-                        && self
-                            .ghost_reported
-                            .insert((node.clone(), topic.clone(), rf.clone()))
-                    {
-                        ghosts.push((
-                            node.clone(),
-                            format!("{topic} {key}/{rf}: owner gone at {gone} ms, still listed"),
-                        ));
+                let Some(gone_in_topic) = self.gone_at.get(topic) else {
+                    continue;
+                };
+                for (key, refs) in list {
+                    for rf in refs.keys() {
+                        // The bound runs from the later of the owner's exit and the last
+                        // scripted step: while faults and heals are still settling, Phoenix
+                        // legitimately shows a down replica's stale values again at replica_up
+                        // until a transfer removes them; a ghost is one that outlives the
+                        // settling.
+                        if let Some(&gone) = gone_in_topic.get(rf)
+                            && s.at_ms > gone.max(self.last_step_ms) + self.bounds.ghost_ms
+                            && self
+                                .ghost_reported
+                                .insert((node.clone(), topic.clone(), rf.clone()))
+                        {
+                            ghosts.push((
+                                node.clone(),
+                                format!(
+                                    "{topic} {key}/{rf}: owner gone at {gone} ms, still listed"
+                                ),
+                            ));
+                        }
                     }
                 }
             }
@@ -410,7 +427,7 @@ impl Checkers {
         self.check_sockets(s);
 
         // convergence: every node lists exactly the truth
-        let agree = s.nodes.values().all(|n| same_lists(&n.lists, &truth));
+        let agree = s.nodes.values().all(|n| same_lists_ref(&n.lists, &truth));
         match (agree, self.agreed_since) {
             (true, None) => self.agreed_since = Some(s.at_ms),
             (false, Some(_)) => self.agreed_since = None,
@@ -445,24 +462,60 @@ impl Checkers {
         self.last = Some(snapshot);
     }
 
+    /// Records when live refs go: a ref live at the last observation and not now is gone from
+    /// now on, and a gone ref seen live again is no longer gone.
+    fn track_gone(&mut self, live: &BTreeMap<&str, BTreeSet<&str>>, at_ms: u64) {
+        let empty = BTreeSet::new();
+        for (topic, was) in &self.live {
+            let now = live.get(topic.as_str()).unwrap_or(&empty);
+            for rf in was.iter().filter(|r| !now.contains(r.as_str())) {
+                self.gone_at
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(rf.clone(), at_ms);
+            }
+        }
+        let mut next: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (topic, now) in live {
+            let mut was = self.live.remove(*topic).unwrap_or_default();
+            was.retain(|r| now.contains(r.as_str()));
+            for rf in now {
+                if !was.contains(*rf) {
+                    // only a ref that was not live can be marked gone
+                    if let Some(g) = self.gone_at.get_mut(*topic) {
+                        g.remove(*rf);
+                    }
+                    was.insert((*rf).to_owned());
+                }
+            }
+            next.insert((*topic).to_owned(), was);
+        }
+        self.live = next;
+    }
+
     /// Socket truth: a node must track exactly one presence per joined socket of its own. More
     /// (for longer than the ghost bound) is a ghost whose socket is gone, a server that forgot
     /// to untrack; the node-level truth cannot see it, since the node itself still holds it.
     fn check_sockets(&mut self, s: &Snapshot) {
-        let mut joined: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+        let mut joined: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
         for c in s.clients.values().filter(|c| c.joined) {
             *joined
-                .entry((c.node.clone(), c.topic.clone(), c.user.clone()))
+                .entry((c.node.as_str(), c.topic.as_str(), c.user.as_str()))
                 .or_default() += 1;
         }
         let mut excess = BTreeMap::new();
         for (node, ns) in &s.nodes {
             for (topic, list) in &ns.local {
                 for (key, refs) in list {
-                    let id = (node.clone(), topic.clone(), key.clone());
-                    let sockets = joined.get(&id).copied().unwrap_or(0);
+                    let sockets = joined
+                        .get(&(node.as_str(), topic.as_str(), key.as_str()))
+                        .copied()
+                        .unwrap_or(0);
                     if refs.len() > sockets {
-                        excess.insert(id, (refs.len(), sockets));
+                        excess.insert(
+                            (node.clone(), topic.clone(), key.clone()),
+                            (refs.len(), sockets),
+                        );
                     }
                 }
             }

@@ -80,19 +80,123 @@ fn frame_json(client: &str, dir: &str, frame: &Frame) -> Json {
     match frame {
         Frame::Text(text) => {
             // the event name helps a reader (and the trace); the data is the frame as sent
-            let event = serde_json::from_str::<Json>(text)
-                .ok()
-                .and_then(|v| match v {
-                    Json::Array(a) => a.get(3).and_then(Json::as_str).map(str::to_owned),
-                    Json::Object(o) => o.get("event").and_then(Json::as_str).map(str::to_owned),
-                    _ => None,
-                });
+            let event = text_event(text);
             json!({"ev": "frame", "client": client, "dir": dir, "event": event, "data": text})
         }
         Frame::Binary(bytes) => {
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             json!({"ev": "frame", "client": client, "dir": dir, "data_hex": hex})
         }
+    }
+}
+
+/// The event name of a text frame: element 3 of an array (V2) or the `event` field of an
+/// object (V1), if it is a string; `None` if the frame is not JSON at all.
+///
+/// The same as parsing the frame into a `serde_json::Value` and reading it there, but without
+/// building the payload: serde_json reads and checks every token the same way (strings,
+/// numbers, nesting depth, trailing characters), only nothing is kept.
+fn text_event(text: &str) -> Option<String> {
+    serde_json::from_str::<EventName>(text)
+        .ok()
+        .and_then(|e| e.0)
+}
+
+/// What [`text_event`] reads of a value: the event name of a frame, or a string itself.
+struct EventName(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for EventName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor { frame: true })
+    }
+}
+
+/// Any JSON value, checked and dropped. As a frame (`frame`) it yields its event name; as an
+/// element or field it yields itself if it is a string.
+#[derive(Clone, Copy)]
+struct ValueVisitor {
+    frame: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValueVisitor {
+    type Value = EventName;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<EventName, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = EventName;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<EventName, E> {
+        Ok(EventName(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<EventName, E> {
+        Ok(EventName(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<EventName, E> {
+        Ok(EventName(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<EventName, E> {
+        Ok(EventName(None))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<EventName, E> {
+        Ok(EventName((!self.frame).then(|| v.to_owned())))
+    }
+    fn visit_unit<E>(self) -> Result<EventName, E> {
+        Ok(EventName(None))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EventName, A::Error> {
+        let element = ValueVisitor { frame: false };
+        let mut event = None;
+        let mut i = 0usize;
+        while let Some(v) = seq.next_element_seed(element)? {
+            if self.frame && i == 3 {
+                event = v.0;
+            }
+            i += 1;
+        }
+        Ok(EventName(event))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EventName, A::Error> {
+        // a repeated key keeps its last value, as in a `Value` object
+        let field = ValueVisitor { frame: false };
+        let mut event = None;
+        while let Some(is_event) = map.next_key_seed(IsEventKey)? {
+            let v = map.next_value_seed(field)?;
+            if self.frame && is_event {
+                event = v.0;
+            }
+        }
+        Ok(EventName(event))
+    }
+}
+
+/// An object key: whether it is `event`.
+struct IsEventKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for IsEventKey {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(IsEventKey)
+    }
+}
+
+impl serde::de::Visitor<'_> for IsEventKey {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+        Ok(v == "event")
     }
 }
 
@@ -213,6 +317,61 @@ async fn forward_events(name: String, client: Client, shared: SharedRef) {
             }
             ClientEvent::Timeout { event } => sh.transcript.push(t, json!({"ev": "timeout", "client": name, "event": event})),
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `text_event` replaces: the whole frame parsed into a `Value`.
+    fn by_value(text: &str) -> Option<String> {
+        serde_json::from_str::<Json>(text)
+            .ok()
+            .and_then(|v| match v {
+                Json::Array(a) => a.get(3).and_then(Json::as_str).map(str::to_owned),
+                Json::Object(o) => o.get("event").and_then(Json::as_str).map(str::to_owned),
+                _ => None,
+            })
+    }
+
+    #[test]
+    fn text_event_reads_what_a_value_would() {
+        let deep = format!("[1,2,3,\"e\",{}{}]", "[".repeat(200), "]".repeat(200));
+        let shallow = format!("[1,2,3,\"e\",{}{}]", "[".repeat(100), "]".repeat(100));
+        let cases = [
+            r#"["1","2","room:lobby","phx_join",{"meta":{"n":[1,2.5,-3,true,null]}}]"#,
+            r#"[null,null,"room:lobby","presence_diff",{"joins":{},"leaves":{}}]"#,
+            r#"{"topic":"t","event":"phx_reply","payload":{},"ref":"1"}"#,
+            r#"{"event":"a","event":"b"}"#,
+            r#"{"event":"a","event":1}"#,
+            r#"{"ev\u0065nt":"esc\"aped\n"}"#,
+            r#"{"x":{"event":"inner"}}"#,
+            r#"[1,2,3,4]"#,
+            r#"[1,2,3,[4]]"#,
+            r#"[1,2,3,"d","e","f"]"#,
+            r#"[1,2,3]"#,
+            r#"[1,2,3,"x",]"#,
+            r#"{"event":"x",}"#,
+            r#"["a","b","c","d"] x"#,
+            r#"["a","b","c","d"]  "#,
+            r#"["a","b","c","\ud800"]"#,
+            r#"["a","b","c","\ud83d\ude00"]"#,
+            r#"["a","b","c","d",1e400]"#,
+            r#"["a","b","c","d",18446744073709551616]"#,
+            r#"{"event":"e","x":{"y":[{"z":"\u00e9"}]}}"#,
+            r#"{1:"event"}"#,
+            r#""event""#,
+            r#"42"#,
+            r#"null"#,
+            "",
+            "not json",
+            &shallow,
+            &deep,
+        ];
+        for text in cases {
+            assert_eq!(text_event(text), by_value(text), "{text}");
         }
     }
 }

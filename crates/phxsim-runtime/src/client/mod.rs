@@ -322,7 +322,19 @@ impl Shared {
             event: event(),
         };
         if let Ok(mut obs) = self.observers.lock() {
-            obs.retain(|tx| tx.send(stamped.clone()).is_ok());
+            // every observer but the last gets a copy; the last gets the event itself
+            let last = obs.len().saturating_sub(1);
+            let mut stamped = Some(stamped);
+            let mut i = 0;
+            obs.retain(|tx| {
+                let event = if i == last {
+                    stamped.take()
+                } else {
+                    stamped.clone()
+                };
+                i += 1;
+                event.is_some_and(|e| tx.send(e).is_ok())
+            });
         }
     }
 

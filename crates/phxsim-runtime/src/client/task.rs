@@ -10,8 +10,9 @@ use phxsim_wire::message::{
     HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE, PHX_ERROR, PHX_JOIN, PHX_LEAVE, PHX_REPLY, PRESENCE_DIFF,
     PRESENCE_STATE,
 };
+use phxsim_wire::sync::Callbacks;
 use phxsim_wire::{
-    Codec, Frame, Handled, Message, Payload, PresenceDiff, PresenceInstance, Serializer,
+    Codec, Frame, Handled, Message, Payload, Presence, PresenceDiff, PresenceInstance, Serializer,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -202,23 +203,45 @@ impl Task {
             .emit(|| ClientEvent::Channel { state, join_ref });
     }
 
+    /// Publishes the whole presence list (after a state, or a fresh instance).
     fn publish_presence(&self) {
         let presences = self
             .presence
-            .list_by(|key, p| {
-                let metas: Vec<Json> = p
-                    .metas
-                    .iter()
-                    .map(|m| Json::Object(m.as_map().clone()))
-                    .collect();
-                (key.to_owned(), metas)
-            })
+            .list_by(|key, p| (key.to_owned(), metas_json(p)))
             .into_iter()
             .collect();
         let pending = self.presence.pending_diffs().len();
         self.shared.update(|v| {
             v.presences = presences;
             v.pending_diffs = pending;
+        });
+    }
+
+    /// Publishes only the keys a message touched: every key the sync changes gets an
+    /// `onJoin` or `onLeave` callback, so the other keys of the view are already right.
+    fn publish_keys(&self, changed: &ChangedKeys) {
+        let state = self.presence.state();
+        let pending = self.presence.pending_diffs().len();
+        self.shared.update(|v| {
+            for key in &changed.0 {
+                match state.get(key) {
+                    Some(p) => {
+                        v.presences.insert(key.clone(), metas_json(p));
+                    }
+                    None => {
+                        v.presences.remove(key);
+                    }
+                }
+            }
+            v.pending_diffs = pending;
+            debug_assert_eq!(
+                v.presences,
+                self.presence
+                    .list_by(|key, p| (key.to_owned(), metas_json(p)))
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+                "the incremental view differs from the whole list"
+            );
         });
     }
 
@@ -579,8 +602,10 @@ impl Task {
             }
             Some(Ok(_)) => return Ok(()),
         };
-        self.shared.emit(|| ClientEvent::Received(frame.clone()));
-        let msg = match self.codec.decode(&frame) {
+        // decoding emits nothing, so the frame can be decoded first and then handed over
+        let decoded = self.codec.decode(&frame);
+        self.shared.emit(|| ClientEvent::Received(frame));
+        let msg = match decoded {
             Ok(msg) => msg,
             Err(e) => {
                 self.shared.emit(|| ClientEvent::Undecodable {
@@ -672,6 +697,7 @@ impl Task {
         let forget = self.cfg.mutation == Some(ClientMutation::ForgetPendingDiffs)
             && msg.event == PRESENCE_DIFF
             && self.presence.in_pending_sync_state(join_ref.as_deref());
+        let mut changed = ChangedKeys::default();
         let outcome = if forget {
             match PresenceDiff::from_payload(payload.clone()) {
                 Ok(_) => PresenceOutcome::Dropped,
@@ -682,7 +708,7 @@ impl Task {
                 join_ref.as_deref(),
                 &msg.event,
                 payload.clone(),
-                &mut (),
+                &mut changed,
             ) {
                 Ok(Handled::Buffered) => PresenceOutcome::Buffered,
                 Ok(_) => PresenceOutcome::Applied,
@@ -695,7 +721,7 @@ impl Task {
             payload,
             outcome,
         });
-        self.publish_presence();
+        self.publish_keys(&changed);
     }
 
     async fn write<S>(
@@ -734,6 +760,28 @@ impl Task {
             Err(_) => Err(SessionEnd::lost("write timed out")),
         }
     }
+}
+
+/// The keys a sync touched, as its callbacks name them (a key may repeat).
+#[derive(Default)]
+struct ChangedKeys(Vec<String>);
+
+impl Callbacks for ChangedKeys {
+    fn on_join(&mut self, key: &str, _current: Option<&Presence>, _joined: &Presence) {
+        self.0.push(key.to_owned());
+    }
+
+    fn on_leave(&mut self, key: &str, _current: &Presence, _left: &Presence) {
+        self.0.push(key.to_owned());
+    }
+}
+
+/// A presence's metas as the view holds them.
+fn metas_json(p: &Presence) -> Vec<Json> {
+    p.metas
+        .iter()
+        .map(|m| Json::Object(m.as_map().clone()))
+        .collect()
 }
 
 const DROPPED: &str = "connection dropped";
