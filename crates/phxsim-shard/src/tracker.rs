@@ -317,6 +317,28 @@ impl Tracker {
         }
     }
 
+    /// Changes whenever what [`Tracker::list`], [`Tracker::local_list`] or [`Tracker::topics`]
+    /// could answer changes (the sum of every shard's [`phxsim_tracker::State::revision`]): a reader that
+    /// samples often keeps its last answer while this stays the same.
+    pub fn revision(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.state().revision()))
+    }
+
+    /// `list` and `local_list` of one topic, read in one pass over its values.
+    pub fn list_and_local(&self, topic: &str) -> (PresenceState, PresenceState) {
+        let i = self.shard_index(topic);
+        let state = self.shards[i].state();
+        let all = state.get_by_topic(topic);
+        let own: Vec<Value> = all
+            .iter()
+            .filter(|v| &v.tag.replica == state.replica())
+            .cloned()
+            .collect();
+        (group(all), group(own))
+    }
+
     /// `list`: the topic's presences, hiding replicas currently marked down.
     pub fn list(&self, topic: &str) -> PresenceState {
         let i = self.shard_index(topic);

@@ -291,8 +291,8 @@ async fn forward_events(name: String, client: Client, shared: SharedRef) {
         let t = base_ms + st.at.saturating_duration_since(base).as_millis() as u64;
         let mut sh = lock(&shared);
         match st.event {
-            ClientEvent::Sent(f) => sh.transcript.push(t, frame_json(&name, "out", &f)),
-            ClientEvent::Received(f) => sh.transcript.push(t, frame_json(&name, "in", &f)),
+            ClientEvent::Sent(f) => sh.transcript.push_with(t, || frame_json(&name, "out", &f)),
+            ClientEvent::Received(f) => sh.transcript.push_with(t, || frame_json(&name, "in", &f)),
             ClientEvent::Presence { event, payload, .. } => {
                 let msg = if event == "presence_state" {
                     ClientMessage::State(payload)

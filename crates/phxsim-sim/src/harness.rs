@@ -280,7 +280,9 @@ fn node_host(
                     if matches!(e, NodeEvent::Message { outbound: true, .. }) {
                         s.node_messages += 1;
                     }
-                    if let Some(j) = node_event_json(&logger_name, &e) {
+                    if !s.transcript.is_off()
+                        && let Some(j) = node_event_json(&logger_name, &e)
+                    {
                         let t = now_ms();
                         s.transcript.push(t, j);
                     }
@@ -345,6 +347,12 @@ fn observer_host(sim: &mut turmoil::Sim<'_>, sample_ms: u64, shared: SharedRef) 
     sim.host("observer", move || {
         let shared = shared.clone();
         async move {
+            // per node, the last answer and what it became: an answer shared with the last
+            // one (nothing changed on that node) is not converted again
+            type Answer = Arc<Vec<phxsim_runtime::TopicSnapshot>>;
+            let mut seen: BTreeMap<String, (Answer, Arc<NodeSnapshot>)> = BTreeMap::new();
+            // the clients as last sampled, kept while no client joins or leaves
+            let mut clients: Arc<BTreeMap<String, ClientSnapshot>> = Arc::default();
             loop {
                 tokio::time::sleep(Duration::from_millis(sample_ms)).await;
                 let nodes: Vec<(String, Node)> = lock(&shared)
@@ -361,11 +369,19 @@ fn observer_host(sim: &mut turmoil::Sim<'_>, sample_ms: u64, shared: SharedRef) 
                         tokio::time::timeout(Duration::from_millis(sample_ms), node.snapshot())
                             .await
                     {
-                        let mut ns = NodeSnapshot::default();
-                        for t in topics {
-                            ns.lists.insert(t.topic.clone(), to_list(&t.list));
-                            ns.local.insert(t.topic, to_list(&t.local));
-                        }
+                        let ns = match seen.get(&name) {
+                            Some((answer, ns)) if Arc::ptr_eq(answer, &topics) => ns.clone(),
+                            _ => {
+                                let mut ns = NodeSnapshot::default();
+                                for t in topics.iter() {
+                                    ns.lists.insert(t.topic.clone(), to_list(&t.list));
+                                    ns.local.insert(t.topic.clone(), to_list(&t.local));
+                                }
+                                let ns = Arc::new(ns);
+                                seen.insert(name.clone(), (topics, ns.clone()));
+                                ns
+                            }
+                        };
                         snap.nodes.insert(name, ns);
                     }
                 }
@@ -374,23 +390,39 @@ fn observer_host(sim: &mut turmoil::Sim<'_>, sample_ms: u64, shared: SharedRef) 
                 snap.nodes.retain(|n, _| s.nodes.contains_key(n));
                 // lists of clients are compared once, at the end (`final_views`); sampling
                 // them here would clone every client's whole list every quarter period
-                for (name, c) in &s.clients {
-                    let joined = {
+                let joined: Vec<(&String, bool)> = s
+                    .clients
+                    .iter()
+                    .map(|(name, c)| {
                         let view = c.client.watch();
                         let v = view.borrow();
-                        v.connected && v.joined()
-                    };
-                    snap.clients.insert(
-                        name.clone(),
-                        ClientSnapshot {
-                            node: c.node.clone(),
-                            topic: c.topic.clone(),
-                            user: c.user.clone(),
-                            joined,
-                            view: PresenceList::new(),
-                        },
+                        (name, v.connected && v.joined())
+                    })
+                    .collect();
+                let same = clients.len() == joined.len()
+                    && clients
+                        .iter()
+                        .zip(&joined)
+                        .all(|((n1, c), (n2, j))| n1 == *n2 && c.joined == *j);
+                if !same {
+                    clients = Arc::new(
+                        joined
+                            .iter()
+                            .map(|&(name, joined)| {
+                                let c = &s.clients[name];
+                                let snap = ClientSnapshot {
+                                    node: c.node.clone(),
+                                    topic: c.topic.clone(),
+                                    user: c.user.clone(),
+                                    joined,
+                                    view: PresenceList::new(),
+                                };
+                                (name.clone(), snap)
+                            })
+                            .collect(),
                     );
                 }
+                snap.clients = clients.clone();
                 s.obs.push(Obs::Snapshot(snap));
             }
         }
@@ -643,7 +675,7 @@ fn feed(checkers: &mut Checkers, observations: Vec<Obs>) {
         match o {
             Obs::Step(t) => checkers.step(t),
             Obs::Snapshot(snap) => checkers.observe(snap),
-            Obs::Client(t, c, m) => checkers.client_message(t, &c, &m),
+            Obs::Client(t, c, m) => checkers.client_message(t, &c, m),
         }
     }
 }

@@ -35,6 +35,19 @@ impl Transcript {
         self.lines.push(Json::Object(obj).to_string());
     }
 
+    /// [`Transcript::push`] of an event built only if it is kept: frames are not rendered for
+    /// runs nobody reads.
+    pub fn push_with(&mut self, t_ms: u64, event: impl FnOnce() -> Json) {
+        if !self.off {
+            self.push(t_ms, event());
+        }
+    }
+
+    /// Whether events are dropped (see [`Transcript::disabled`]).
+    pub fn is_off(&self) -> bool {
+        self.off
+    }
+
     pub fn lines(&self) -> Vec<String> {
         self.lines.clone()
     }

@@ -6,6 +6,7 @@ use phxsim_sim::checkers::{
     Snapshot,
 };
 use serde_json::json;
+use std::sync::Arc;
 
 fn list(entries: &[(&str, &str)]) -> PresenceList {
     let mut l = PresenceList::new();
@@ -45,8 +46,12 @@ fn snap(at_ms: u64, a: NodeSnapshot, b: NodeSnapshot) -> Snapshot {
     }
     Snapshot {
         at_ms,
-        nodes: [("a".to_string(), a), ("b".to_string(), b)].into(),
-        clients,
+        nodes: [
+            ("a".to_string(), Arc::new(a)),
+            ("b".to_string(), Arc::new(b)),
+        ]
+        .into(),
+        clients: Arc::new(clients),
     }
 }
 
@@ -133,6 +138,42 @@ fn a_ghost_is_reported_at_the_first_sample_past_the_bound() {
     );
 }
 
+/// A sampler hands in the very same node lists while nothing changes: the checkers skip the
+/// work that only depends on the lists, but what depends on time (the ghost bound, the
+/// convergence clock) is judged at every sample all the same.
+#[test]
+fn unchanged_shared_lists_still_show_a_ghost_and_no_convergence() {
+    let mut c = checkers();
+    c.step(0);
+    c.observe(snap(
+        0,
+        node(&[("alice", "r1")], &[("alice", "r1")]),
+        node(&[("alice", "r1")], &[]),
+    ));
+    let gone = snap(100, node(&[], &[]), node(&[("alice", "r1")], &[]));
+    for t in [100, 400, 600, 601, 700, 2000] {
+        // the same allocations every time, as the harness passes an unchanged node
+        c.observe(Snapshot {
+            at_ms: t,
+            ..gone.clone()
+        });
+    }
+    let (findings, converged) = c.finish(&Default::default());
+    let ghosts: Vec<_> = findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Ghost)
+        .map(|f| (f.at_ms, f.subject.as_str()))
+        .collect();
+    assert_eq!(ghosts[0], (601, "b"), "at the first sample past the bound");
+    assert_eq!(converged, None);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == FindingKind::NoConvergence),
+        "{findings:?}"
+    );
+}
+
 #[test]
 fn an_older_meta_listed_in_place_of_the_owners_is_stale() {
     let mut c = checkers();
@@ -157,7 +198,7 @@ fn a_client_whose_list_differs_from_its_node_is_a_client_view_finding() {
         node(&[("alice", "r1")], &[("alice", "r1")]),
         node(&[("alice", "r1")], &[]),
     );
-    s.clients.insert(
+    Arc::make_mut(&mut s.clients).insert(
         "bob".into(),
         ClientSnapshot {
             node: "b".into(),
@@ -189,32 +230,32 @@ fn state(entries: &[(&str, &str)]) -> serde_json::Value {
 #[test]
 fn leaves_of_refs_not_held_and_joins_of_refs_held_are_the_reference_anomalies() {
     let mut c = checkers();
-    c.client_message(1, "bob", &ClientMessage::Joined("1".into()));
+    c.client_message(1, "bob", ClientMessage::Joined("1".into()));
     // a diff before the state is buffered, like phoenix.js: no anomaly for the joiner's own join
     c.client_message(
         2,
         "bob",
-        &ClientMessage::Diff(json!({"joins": state(&[("bob", "b1")]), "leaves": {}})),
+        ClientMessage::Diff(json!({"joins": state(&[("bob", "b1")]), "leaves": {}})),
     );
     c.client_message(
         3,
         "bob",
-        &ClientMessage::State(state(&[("alice", "a1"), ("bob", "b1")])),
+        ClientMessage::State(state(&[("alice", "a1"), ("bob", "b1")])),
     );
     c.client_message(
         4,
         "bob",
-        &ClientMessage::Diff(json!({"joins": {}, "leaves": state(&[("alice", "a1")])})),
+        ClientMessage::Diff(json!({"joins": {}, "leaves": state(&[("alice", "a1")])})),
     );
     c.client_message(
         5,
         "bob",
-        &ClientMessage::Diff(json!({"joins": {}, "leaves": state(&[("alice", "a1")])})),
+        ClientMessage::Diff(json!({"joins": {}, "leaves": state(&[("alice", "a1")])})),
     );
     c.client_message(
         6,
         "bob",
-        &ClientMessage::Diff(json!({"joins": state(&[("bob", "b1")]), "leaves": {}})),
+        ClientMessage::Diff(json!({"joins": state(&[("bob", "b1")]), "leaves": {}})),
     );
     let (findings, _) = c.finish(&Default::default());
     let got: Vec<_> = findings.iter().map(|f| (f.at_ms, f.kind)).collect();
@@ -231,20 +272,20 @@ fn leaves_of_refs_not_held_and_joins_of_refs_held_are_the_reference_anomalies() 
 fn a_client_that_shows_what_its_messages_do_not_say_is_a_diff_stream_finding() {
     let mut c = checkers();
     c.step(0);
-    c.client_message(1, "bob", &ClientMessage::Joined("1".into()));
+    c.client_message(1, "bob", ClientMessage::Joined("1".into()));
     c.client_message(
         2,
         "bob",
-        &ClientMessage::Diff(json!({"joins": state(&[("alice", "a1")]), "leaves": {}})),
+        ClientMessage::Diff(json!({"joins": state(&[("alice", "a1")]), "leaves": {}})),
     );
-    c.client_message(3, "bob", &ClientMessage::State(state(&[("bob", "b1")])));
+    c.client_message(3, "bob", ClientMessage::State(state(&[("bob", "b1")])));
     let mut s = snap(
         2000,
         node(&[("alice", "a1"), ("bob", "b1")], &[("alice", "a1")]),
         node(&[("alice", "a1"), ("bob", "b1")], &[("bob", "b1")]),
     );
     // the client forgot the buffered diff: it shows only bob
-    s.clients.insert(
+    Arc::make_mut(&mut s.clients).insert(
         "bob".into(),
         ClientSnapshot {
             node: "b".into(),
@@ -269,11 +310,11 @@ fn a_client_that_shows_what_its_messages_do_not_say_is_a_diff_stream_finding() {
 #[test]
 fn a_malformed_presence_payload_is_a_diff_stream_finding() {
     let mut c = checkers();
-    c.client_message(1, "bob", &ClientMessage::Joined("1".into()));
+    c.client_message(1, "bob", ClientMessage::Joined("1".into()));
     c.client_message(
         2,
         "bob",
-        &ClientMessage::State(json!({"alice": {"no_metas": []}})),
+        ClientMessage::State(json!({"alice": {"no_metas": []}})),
     );
     let (findings, _) = c.finish(&Default::default());
     assert_eq!(findings[0].kind, FindingKind::DiffStream);
@@ -290,7 +331,9 @@ fn a_presence_kept_after_its_socket_is_gone_is_a_ghost() {
             node(&[("alice", "r1")], &[]),
         );
         // alice's socket on a is gone from t = 0, but a still tracks her presence
-        s.clients.values_mut().for_each(|cl| cl.joined = false);
+        Arc::make_mut(&mut s.clients)
+            .values_mut()
+            .for_each(|cl| cl.joined = false);
         c.observe(s);
     }
     let (findings, _) = c.finish(&Default::default());

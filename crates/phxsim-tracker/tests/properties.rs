@@ -186,6 +186,7 @@ fn check_history(h: &History, mutation: Option<Mutation>, skip_148: bool) -> Res
         )
     };
     for s in &h.steps {
+        let before: Vec<_> = states.iter().map(listed).collect();
         match *s {
             Step::Join {
                 at,
@@ -245,6 +246,16 @@ fn check_history(h: &History, mutation: Option<Mutation>, skip_148: bool) -> Res
                 states[to] = check_idempotent(&states[to], |s| s.merge_extract(&ex))?;
             }
         }
+        for (b, s) in before.iter().zip(&states) {
+            let after = listed(s);
+            if b.0 == after.0 && (b.1 != after.1 || b.2 != after.2) {
+                return Err(format!(
+                    "{}: what it lists changed under the same revision {}",
+                    s.replica(),
+                    b.0
+                ));
+            }
+        }
     }
     exchange(&mut states)?;
 
@@ -264,6 +275,11 @@ fn check_history(h: &History, mutation: Option<Mutation>, skip_148: bool) -> Res
         }
     }
     Ok(())
+}
+
+/// What a state lists, hidden values included, with the revision that must change with it.
+fn listed(s: &State) -> (u64, Vec<Value>, Vec<Value>) {
+    (s.revision(), s.all_values(), s.online())
 }
 
 /// Healed anti-entropy as the shard does it: every replica heartbeats to everyone, and a
@@ -527,4 +543,45 @@ fn a_third_party_transfer_can_skip_a_remove_and_leave_a_ghost() {
             .iter()
             .all(|(rr, c)| r0.context().get(rr).is_some_and(|mine| mine >= c))
     );
+}
+
+/// The revision moves with every kind of change to what a state lists, and stays put when a
+/// heartbeat brings nothing new, which is what lets a sampler skip rebuilding a list.
+#[test]
+fn the_revision_moves_with_the_list_and_only_then() {
+    let (a, b) = (r("a"), r("b"));
+    let mut sa = State::new(a.clone());
+    let mut sb = State::new(b.clone());
+    sa.replica_up(&b).unwrap();
+    sb.replica_up(&a).unwrap();
+    let mut last = sb.revision();
+    let mut moved = |s: &State| {
+        let m = s.revision() != last;
+        last = s.revision();
+        m
+    };
+
+    let key = ValueKey::new("t", "a.p1", "u1");
+    sa.join(key.clone(), json!({"m": 1})).unwrap();
+    sb.merge_delta(&sa.delta().clone());
+    sa.flush();
+    assert!(moved(&sb), "a remote join");
+    sb.merge_delta(&sa.delta().clone());
+    assert!(!moved(&sb), "an empty heartbeat");
+
+    sb.replica_down(&a).unwrap();
+    assert!(moved(&sb), "a replica down hides its values");
+    sb.replica_up(&a).unwrap();
+    assert!(moved(&sb), "a replica up shows them again");
+
+    sa.update(&key, json!({"m": 2})).unwrap();
+    sb.merge_delta(&sa.delta().clone());
+    sa.flush();
+    assert!(moved(&sb), "a remote update");
+    sa.leave(&key);
+    sb.merge_delta(&sa.delta().clone());
+    sa.flush();
+    assert!(moved(&sb), "a remote leave");
+    sb.merge_delta(&sa.delta().clone());
+    assert!(!moved(&sb), "the same delta again");
 }

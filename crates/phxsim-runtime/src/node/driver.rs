@@ -49,7 +49,7 @@ pub(crate) enum Command {
         reply: Reply<PresenceState>,
     },
     Snapshot {
-        reply: Reply<Vec<super::TopicSnapshot>>,
+        reply: Reply<Arc<Vec<super::TopicSnapshot>>>,
     },
     GetByKey {
         topic: String,
@@ -99,6 +99,9 @@ pub(crate) struct Driver {
     subscribers: BTreeMap<String, Vec<mpsc::UnboundedSender<PresenceUpdate>>>,
     observers: Vec<mpsc::UnboundedSender<NodeEvent>>,
     stopping: bool,
+    /// The last snapshot and the tracker revision it was taken at: a sampler that asks again
+    /// before anything changed gets the same one, without a copy of every list.
+    snapshot: Option<(u64, Arc<Vec<super::TopicSnapshot>>)>,
 }
 
 impl Driver {
@@ -111,6 +114,7 @@ impl Driver {
             subscribers: BTreeMap::new(),
             observers: Vec::new(),
             stopping: false,
+            snapshot: None,
         }
     }
 
@@ -187,16 +191,24 @@ impl Driver {
                 let _ = reply.send(self.tracker.list(&topic));
             }
             Command::Snapshot { reply } => {
-                let topics = self
-                    .tracker
-                    .topics()
-                    .into_iter()
-                    .map(|topic| super::TopicSnapshot {
-                        list: self.tracker.list(&topic),
-                        local: self.tracker.local_list(&topic),
-                        topic,
-                    })
-                    .collect();
+                let revision = self.tracker.revision();
+                let topics = match &self.snapshot {
+                    Some((at, topics)) if *at == revision => topics.clone(),
+                    _ => {
+                        let topics: Arc<Vec<_>> = Arc::new(
+                            self.tracker
+                                .topics()
+                                .into_iter()
+                                .map(|topic| {
+                                    let (list, local) = self.tracker.list_and_local(&topic);
+                                    super::TopicSnapshot { topic, list, local }
+                                })
+                                .collect(),
+                        );
+                        self.snapshot = Some((revision, topics.clone()));
+                        topics
+                    }
+                };
                 let _ = reply.send(topics);
             }
             Command::GetByKey { topic, key, reply } => {

@@ -358,8 +358,9 @@ impl Node {
     }
 
     /// Every topic this node holds, with its list and its own presences, taken in one step of
-    /// the node task (a consistent instant, for checkers).
-    pub async fn snapshot(&self) -> Result<Vec<TopicSnapshot>, NodeError> {
+    /// the node task (a consistent instant, for checkers). Shared: while nothing changes, every
+    /// call answers the same allocation (`Arc::ptr_eq` tells a sampler it can skip its work).
+    pub async fn snapshot(&self) -> Result<Arc<Vec<TopicSnapshot>>, NodeError> {
         self.call(|reply| Command::Snapshot { reply }).await
     }
 
