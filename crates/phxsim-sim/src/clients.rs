@@ -1,7 +1,6 @@
 //! The browsers of a simulation and the server they talk to. Every node host runs the
-//! runtime's real Channels server on turmoil TCP; one host per node runs that node's clients
-//! (the runtime's real client), each driven by the scripted timeline and observed frame by
-//! frame.
+//! runtime's real Channels server on turmoil TCP; one more host runs every client (the
+//! runtime's real client), each driven by the scripted timeline and observed frame by frame.
 
 use crate::checkers::{ClientMessage, PresenceList};
 use crate::harness::{Obs, RunOptions, SharedRef, WS_PORT, derive_seed, lock, now_ms};
@@ -200,68 +199,67 @@ impl serde::de::Visitor<'_> for IsEventKey {
     }
 }
 
-/// One host per node with clients, named `clients-<node>`, running those clients.
-pub(crate) fn client_hosts(
+/// The host every browser runs on.
+pub const CLIENTS_HOST: &str = "clients";
+
+/// One host, [`CLIENTS_HOST`], running every client, each connected to its own node. A
+/// browser only ever talks to its node, so the link between this host and node `n` is the
+/// link of `n`'s browsers (what `between = ["n", "clients"]` sets), and turmoil polls one
+/// host per step for all of them instead of one per node.
+pub(crate) fn client_host(
     sim: &mut turmoil::Sim<'_>,
     s: &Scenario,
     o: &RunOptions,
     shared: SharedRef,
 ) {
-    for node in &s.nodes {
-        let specs: Vec<_> = s
-            .clients
-            .iter()
-            .filter(|c| &c.node == node)
-            .cloned()
-            .collect();
-        if specs.is_empty() {
-            continue;
-        }
-        let (node, seed, mutation) = (node.clone(), o.seed, o.client_mutation);
-        let shared = shared.clone();
-        sim.host(format!("clients-{node}"), move || {
-            let (specs, node, shared) = (specs.clone(), node.clone(), shared.clone());
-            async move {
-                for spec in specs {
-                    let mut cfg = ClientConfig::new(
-                        format!("ws://{node}:{WS_PORT}/socket/websocket"),
-                        spec.user(),
-                        spec.topic.clone(),
-                    )
-                    .with_meta(spec.meta.clone());
-                    cfg.serializer = if spec.vsn == "1.0.0" { Serializer::V1 } else { Serializer::V2 };
-                    cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
-                    cfg.auto_join = false;
-                    cfg.mutation = mutation;
-                    // a partitioned SYN is never answered: bound each attempt
-                    cfg.timeout = Duration::from_secs(10);
-                    let target = node.clone();
-                    let client = Client::start(cfg, move || {
-                        let target = target.clone();
-                        async move { turmoil::net::TcpStream::connect((target.as_str(), WS_PORT)).await }
-                    });
-                    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-                    {
-                        let mut sh = lock(&shared);
-                        sh.client_ctl.insert(spec.name.clone(), ctl_tx);
-                        sh.clients.insert(
-                            spec.name.clone(),
-                            SimClient {
-                                node: node.clone(),
-                                topic: spec.topic.clone(),
-                                user: spec.user().to_owned(),
-                                client: client.clone(),
-                            },
-                        );
-                    }
-                    tokio::spawn(forward_events(spec.name.clone(), client.clone(), shared.clone()));
-                    tokio::spawn(obey(client, ctl_rx));
-                }
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        });
+    if s.clients.is_empty() {
+        return;
     }
+    let specs = s.clients.clone();
+    let (seed, mutation) = (o.seed, o.client_mutation);
+    sim.host(CLIENTS_HOST, move || {
+        let (specs, shared) = (specs.clone(), shared.clone());
+        async move {
+            for spec in specs {
+                let node = spec.node.clone();
+                let mut cfg = ClientConfig::new(
+                    format!("ws://{node}:{WS_PORT}/socket/websocket"),
+                    spec.user(),
+                    spec.topic.clone(),
+                )
+                .with_meta(spec.meta.clone());
+                cfg.serializer = if spec.vsn == "1.0.0" { Serializer::V1 } else { Serializer::V2 };
+                cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
+                cfg.auto_join = false;
+                cfg.mutation = mutation;
+                // a partitioned SYN is never answered: bound each attempt
+                cfg.timeout = Duration::from_secs(10);
+                let target = node.clone();
+                let client = Client::start(cfg, move || {
+                    let target = target.clone();
+                    async move { turmoil::net::TcpStream::connect((target.as_str(), WS_PORT)).await }
+                });
+                let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+                {
+                    let mut sh = lock(&shared);
+                    sh.client_ctl.insert(spec.name.clone(), ctl_tx);
+                    sh.clients.insert(
+                        spec.name.clone(),
+                        SimClient {
+                            node,
+                            topic: spec.topic.clone(),
+                            user: spec.user().to_owned(),
+                            client: client.clone(),
+                        },
+                    );
+                }
+                tokio::spawn(forward_events(spec.name.clone(), client.clone(), shared.clone()));
+                tokio::spawn(obey(client, ctl_rx));
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
 }
 
 /// Applies the timeline's controls to one client.

@@ -1,19 +1,19 @@
 //! Runs one scenario on turmoil: a host per node (the real `phxsim-runtime` node, its
-//! node-to-node links and its Channels server), a host per node for that node's browsers (the
-//! real client), and an observer host that samples every node's lists. The scripted timeline is
-//! applied between simulation steps. Everything random comes from the run's seed; time comes
+//! node-to-node links and its Channels server) and one host for every browser (the real
+//! client). Between simulation steps the driver applies the scripted timeline and samples every
+//! node's lists for the checkers. Everything random comes from the run's seed; time comes
 //! only from turmoil's clock, so one seed replays a run byte for byte.
 
 use crate::checkers::{
-    Bounds, Checkers, ClientMessage, ClientSnapshot, Finding, FindingKind, NodeSnapshot,
-    PresenceList, Snapshot,
+    Bounds, Checkers, ClientMessage, Finding, FindingKind, PresenceList, Snapshot,
 };
 use crate::clients::{self, ClientControl, SimClient};
 use crate::lossy::{Loss, LossRate, LossyStream};
+use crate::sampler::Sampler;
 use crate::scenario::{Action, Scenario};
 use crate::transcript::Transcript;
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
-use phxsim_shard::{NodeMutation, PresenceState, Profile, TrackerConfig, TrackerEvent};
+use phxsim_shard::{NodeMutation, Profile, TrackerConfig, TrackerEvent};
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -327,108 +327,6 @@ fn node_host(
     });
 }
 
-/// Converts a node's presence state into a checker list (`key → phx_ref → meta`).
-fn to_list(state: &PresenceState) -> PresenceList {
-    let mut out = PresenceList::new();
-    for (key, metas) in &state.0 {
-        let entry = out.entry(key.clone()).or_default();
-        for m in metas {
-            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                entry.insert(r.to_owned(), m.clone());
-            }
-        }
-    }
-    out
-}
-
-/// The observer: every `sample_ms`, one consistent snapshot per live node plus every client's
-/// view, appended to the observation log.
-fn observer_host(sim: &mut turmoil::Sim<'_>, sample_ms: u64, shared: SharedRef) {
-    sim.host("observer", move || {
-        let shared = shared.clone();
-        async move {
-            // per node, the last answer and what it became: an answer shared with the last
-            // one (nothing changed on that node) is not converted again
-            type Answer = Arc<Vec<phxsim_runtime::TopicSnapshot>>;
-            let mut seen: BTreeMap<String, (Answer, Arc<NodeSnapshot>)> = BTreeMap::new();
-            // the clients as last sampled, kept while no client joins or leaves
-            let mut clients: Arc<BTreeMap<String, ClientSnapshot>> = Arc::default();
-            loop {
-                tokio::time::sleep(Duration::from_millis(sample_ms)).await;
-                let nodes: Vec<(String, Node)> = lock(&shared)
-                    .nodes
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                let mut snap = Snapshot {
-                    at_ms: now_ms(),
-                    ..Default::default()
-                };
-                for (name, node) in nodes {
-                    if let Ok(Ok(topics)) =
-                        tokio::time::timeout(Duration::from_millis(sample_ms), node.snapshot())
-                            .await
-                    {
-                        let ns = match seen.get(&name) {
-                            Some((answer, ns)) if Arc::ptr_eq(answer, &topics) => ns.clone(),
-                            _ => {
-                                let mut ns = NodeSnapshot::default();
-                                for t in topics.iter() {
-                                    ns.lists.insert(t.topic.clone(), to_list(&t.list));
-                                    ns.local.insert(t.topic.clone(), to_list(&t.local));
-                                }
-                                let ns = Arc::new(ns);
-                                seen.insert(name.clone(), (topics, ns.clone()));
-                                ns
-                            }
-                        };
-                        snap.nodes.insert(name, ns);
-                    }
-                }
-                let mut s = lock(&shared);
-                // a node crashed while we asked is not part of this instant
-                snap.nodes.retain(|n, _| s.nodes.contains_key(n));
-                // lists of clients are compared once, at the end (`final_views`); sampling
-                // them here would clone every client's whole list every quarter period
-                let joined: Vec<(&String, bool)> = s
-                    .clients
-                    .iter()
-                    .map(|(name, c)| {
-                        let view = c.client.watch();
-                        let v = view.borrow();
-                        (name, v.connected && v.joined())
-                    })
-                    .collect();
-                let same = clients.len() == joined.len()
-                    && clients
-                        .iter()
-                        .zip(&joined)
-                        .all(|((n1, c), (n2, j))| n1 == *n2 && c.joined == *j);
-                if !same {
-                    clients = Arc::new(
-                        joined
-                            .iter()
-                            .map(|&(name, joined)| {
-                                let c = &s.clients[name];
-                                let snap = ClientSnapshot {
-                                    node: c.node.clone(),
-                                    topic: c.topic.clone(),
-                                    user: c.user.clone(),
-                                    joined,
-                                    view: PresenceList::new(),
-                                };
-                                (name.clone(), snap)
-                            })
-                            .collect(),
-                    );
-                }
-                snap.clients = clients.clone();
-                s.obs.push(Obs::Snapshot(snap));
-            }
-        }
-    });
-}
-
 /// The checkers' bounds and the sampling interval of a scenario.
 fn bounds_of(scenario: &Scenario) -> (Bounds, u64) {
     let lat_max = scenario.network.latency_ms[1];
@@ -534,43 +432,28 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             shared.clone(),
         );
     }
-    clients::client_hosts(&mut sim, scenario, opts, shared.clone());
-    observer_host(&mut sim, sample_ms, shared.clone());
+    clients::client_host(&mut sim, scenario, opts, shared.clone());
     for l in &scenario.network.links {
-        let host = |n: &str, other: &str| {
-            if n == "clients" {
-                format!("clients-{other}")
-            } else {
-                n.to_owned()
-            }
-        };
-        let (x, y) = (
-            host(&l.between[0], &l.between[1]),
-            host(&l.between[1], &l.between[0]),
-        );
-        // a node without clients has no clients host: nothing to slow down
-        let exists = |h: &str| {
-            !h.starts_with("clients-")
-                || scenario
-                    .clients
-                    .iter()
-                    .any(|c| format!("clients-{}", c.node) == h)
-        };
-        if exists(&x) && exists(&y) {
-            sim.set_link_latency(
-                x.as_str(),
-                y.as_str(),
-                Duration::from_millis(l.latency_ms[0]),
-            );
-            sim.set_link_max_message_latency(
-                x.as_str(),
-                y.as_str(),
-                Duration::from_millis(l.latency_ms[1]),
-            );
+        let [x, y] = &l.between;
+        // `clients` names the browsers' host; without clients there is nothing to slow down
+        if scenario.clients.is_empty() && (x == clients::CLIENTS_HOST || y == clients::CLIENTS_HOST)
+        {
+            continue;
         }
+        sim.set_link_latency(
+            x.as_str(),
+            y.as_str(),
+            Duration::from_millis(l.latency_ms[0]),
+        );
+        sim.set_link_max_message_latency(
+            x.as_str(),
+            y.as_str(),
+            Duration::from_millis(l.latency_ms[1]),
+        );
     }
 
     let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone());
+    let mut sampler = Sampler::new(sample_ms);
     let mut steps = scenario.timeline.iter().peekable();
     let mut cut: BTreeSet<(String, String)> = BTreeSet::new();
     let mut cut_oneway: BTreeSet<(String, String)> = BTreeSet::new();
@@ -594,12 +477,20 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
                 &mut held,
             );
         }
+        sampler.before_step(now, &lock(&shared));
         if let Err(e) = sim.step() {
             internal = Some(e.to_string());
             break;
         }
         // the checkers observe as the run goes, so that nothing piles up in memory
-        let drained = std::mem::take(&mut lock(&shared).obs);
+        let drained = {
+            let mut s = lock(&shared);
+            let now = sim.elapsed().as_millis() as u64;
+            if let Some(snap) = sampler.after_step(now, &s) {
+                s.obs.push(Obs::Snapshot(snap));
+            }
+            std::mem::take(&mut s.obs)
+        };
         feed(&mut checkers, drained);
     }
     let simulated_ms = sim.elapsed().as_millis() as u64;

@@ -472,6 +472,14 @@ impl Scenario {
                 "node names must be non-empty words".into(),
             ));
         }
+        if nodes.iter().any(|n| n == "clients") {
+            return Err(err(
+                nodes_span,
+                "nodes",
+                "\"clients\" names the browsers' host (and their links); pick another node name"
+                    .into(),
+            ));
+        }
         let duration_ms = *raw.duration_ms.get_ref();
         if duration_ms == 0 || duration_ms > 24 * 3600 * 1000 {
             return Err(err(

@@ -103,6 +103,18 @@ fn a_client_on_an_unknown_node_is_refused_with_its_line() {
     assert!(e.contains("unknown node \"zz\""), "{e}");
 }
 
+/// `clients` is the browsers' host (and the name of their links): a node of that name would
+/// be a second host of the same name, which turmoil refuses with a panic.
+#[test]
+fn a_node_named_clients_is_refused() {
+    let e = error_of(&replace(
+        "nodes = [\"a\", \"b\", \"c\"]",
+        "nodes = [\"a\", \"b\", \"clients\"]",
+    ));
+    assert!(e.starts_with("bad.toml:"), "{e}");
+    assert!(e.contains("nodes:") && e.contains("browsers' host"), "{e}");
+}
+
 #[test]
 fn a_timeline_entry_needs_exactly_one_action() {
     let e = error_of(&replace(

@@ -49,7 +49,8 @@ pub(crate) enum Command {
         reply: Reply<PresenceState>,
     },
     Snapshot {
-        reply: Reply<Arc<Vec<super::TopicSnapshot>>>,
+        since: Option<u64>,
+        reply: Reply<super::NodeLists>,
     },
     GetByKey {
         topic: String,
@@ -99,9 +100,6 @@ pub(crate) struct Driver {
     subscribers: BTreeMap<String, Vec<mpsc::UnboundedSender<PresenceUpdate>>>,
     observers: Vec<mpsc::UnboundedSender<NodeEvent>>,
     stopping: bool,
-    /// The last snapshot and the tracker revision it was taken at: a sampler that asks again
-    /// before anything changed gets the same one, without a copy of every list.
-    snapshot: Option<(u64, Arc<Vec<super::TopicSnapshot>>)>,
 }
 
 impl Driver {
@@ -114,7 +112,6 @@ impl Driver {
             subscribers: BTreeMap::new(),
             observers: Vec::new(),
             stopping: false,
-            snapshot: None,
         }
     }
 
@@ -190,26 +187,19 @@ impl Driver {
             Command::List { topic, reply } => {
                 let _ = reply.send(self.tracker.list(&topic));
             }
-            Command::Snapshot { reply } => {
+            Command::Snapshot { since, reply } => {
                 let revision = self.tracker.revision();
-                let topics = match &self.snapshot {
-                    Some((at, topics)) if *at == revision => topics.clone(),
-                    _ => {
-                        let topics: Arc<Vec<_>> = Arc::new(
-                            self.tracker
-                                .topics()
-                                .into_iter()
-                                .map(|topic| {
-                                    let (list, local) = self.tracker.list_and_local(&topic);
-                                    super::TopicSnapshot { topic, list, local }
-                                })
-                                .collect(),
-                        );
-                        self.snapshot = Some((revision, topics.clone()));
-                        topics
-                    }
-                };
-                let _ = reply.send(topics);
+                let topics = (since != Some(revision)).then(|| {
+                    self.tracker
+                        .topics()
+                        .into_iter()
+                        .map(|topic| {
+                            let (list, local) = self.tracker.list_and_local(&topic);
+                            super::TopicSnapshot { topic, list, local }
+                        })
+                        .collect()
+                });
+                let _ = reply.send(super::NodeLists { revision, topics });
             }
             Command::GetByKey { topic, key, reply } => {
                 let _ = reply.send(self.tracker.get_by_key(&topic, &key));

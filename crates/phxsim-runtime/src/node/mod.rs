@@ -90,6 +90,9 @@ pub enum NodeError {
     /// The node's task is gone (crashed, stopped or all its handles dropped).
     #[error("node is not running")]
     NotRunning,
+    /// The node's command queue is full: it runs, but is behind; ask again later.
+    #[error("node is busy (its command queue is full)")]
+    Busy,
 }
 
 /// What a node reports to observers (checkers, logs), in order.
@@ -139,6 +142,16 @@ pub struct TopicSnapshot {
     pub list: PresenceState,
     /// The presences of this node's own sockets: the ground truth for checkers.
     pub local: PresenceState,
+}
+
+/// What [`Node::request_lists`] answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeLists {
+    /// Changes whenever what the node lists changes (one incarnation's counter: a restarted
+    /// node counts again from zero).
+    pub revision: u64,
+    /// Every topic, or `None` when `revision` is the one the caller already had.
+    pub topics: Option<Vec<TopicSnapshot>>,
 }
 
 /// A link added with [`Node::connect`].
@@ -358,10 +371,31 @@ impl Node {
     }
 
     /// Every topic this node holds, with its list and its own presences, taken in one step of
-    /// the node task (a consistent instant, for checkers). Shared: while nothing changes, every
-    /// call answers the same allocation (`Arc::ptr_eq` tells a sampler it can skip its work).
-    pub async fn snapshot(&self) -> Result<Arc<Vec<TopicSnapshot>>, NodeError> {
-        self.call(|reply| Command::Snapshot { reply }).await
+    /// the node task (a consistent instant, for checkers).
+    pub async fn snapshot(&self) -> Result<Vec<TopicSnapshot>, NodeError> {
+        let lists = self
+            .call(|reply| Command::Snapshot { since: None, reply })
+            .await?;
+        Ok(lists.topics.unwrap_or_default())
+    }
+
+    /// [`Node::snapshot`] for a sampler outside the node's runtime that cannot wait (a
+    /// simulator between two steps) and asks often: the request is queued now, the answer
+    /// arrives on the receiver once the node task has run, and it carries no lists if the
+    /// node's revision is still `since` (nothing it lists changed since that answer). A
+    /// receiver that closes unanswered means the node stopped.
+    pub fn request_lists(
+        &self,
+        since: Option<u64>,
+    ) -> Result<oneshot::Receiver<NodeLists>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .try_send(Command::Snapshot { since, reply: tx })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => NodeError::Busy,
+                mpsc::error::TrySendError::Closed(_) => NodeError::NotRunning,
+            })?;
+        Ok(rx)
     }
 
     /// `get_by_key`: one key's metas (empty when absent).

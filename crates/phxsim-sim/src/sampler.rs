@@ -1,0 +1,187 @@
+//! The sampler: every `sample_ms` of simulated time, what every live node lists and whether
+//! every client is joined, for the checkers.
+//!
+//! It runs in the driver loop between simulation steps, not as a host of its own: before a
+//! step it asks every node at once, the nodes answer during that step, and after it the
+//! answers make one snapshot. So the lists of all nodes come from the same step, and the run
+//! does not pay for one more host that turmoil would poll at every step.
+
+use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot};
+use crate::harness::Shared;
+use phxsim_runtime::{NodeLists, TopicSnapshot};
+use phxsim_shard::PresenceState;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::oneshot::{self, error::TryRecvError};
+
+/// One sample in flight: the nodes asked, and the answers so far.
+struct Pending {
+    at_ms: u64,
+    asked: Vec<(Incarnation, oneshot::Receiver<NodeLists>)>,
+    answers: BTreeMap<String, Arc<NodeSnapshot>>,
+}
+
+/// A node and its incarnation: revisions count from zero again after a restart.
+type Incarnation = (String, u64);
+
+pub struct Sampler {
+    sample_ms: u64,
+    next_at_ms: u64,
+    pending: Option<Pending>,
+    /// Per node incarnation, the revision of its last lists and what they became: a node
+    /// whose revision did not move sends no lists, and the checkers get the same allocation
+    /// again and skip what only depends on the lists.
+    seen: BTreeMap<Incarnation, (u64, Arc<NodeSnapshot>)>,
+    /// The clients as last sampled, kept while no client joins or leaves.
+    clients: Arc<BTreeMap<String, ClientSnapshot>>,
+}
+
+impl Sampler {
+    /// The first sample is taken at `sample_ms`, then one every `sample_ms`.
+    pub fn new(sample_ms: u64) -> Self {
+        let sample_ms = sample_ms.max(1);
+        Self {
+            sample_ms,
+            next_at_ms: sample_ms,
+            pending: None,
+            seen: BTreeMap::new(),
+            clients: Arc::default(),
+        }
+    }
+
+    /// Before the step at `now_ms`: if a sample is due, asks every live node for its lists.
+    pub fn before_step(&mut self, now_ms: u64, shared: &Shared) {
+        if self.pending.is_some() || now_ms < self.next_at_ms {
+            return;
+        }
+        while self.next_at_ms <= now_ms {
+            self.next_at_ms += self.sample_ms;
+        }
+        // a node that cannot take the request now (stopped, or its queue full) is left out
+        // of this instant, as a node that does not answer in time is
+        let asked = shared
+            .nodes
+            .iter()
+            .filter_map(|(name, node)| {
+                let vsn = shared.incarnations.get(name).copied().unwrap_or_default();
+                let id = (name.clone(), vsn);
+                let since = self.seen.get(&id).map(|(revision, _)| *revision);
+                let rx = node.request_lists(since).ok()?;
+                Some((id, rx))
+            })
+            .collect();
+        self.pending = Some(Pending {
+            at_ms: now_ms,
+            asked,
+            answers: BTreeMap::new(),
+        });
+    }
+
+    /// After the step that ended at `now_ms`: collects the answers, and once every node asked
+    /// has answered, stopped, or let a whole `sample_ms` pass, returns the snapshot.
+    pub fn after_step(&mut self, now_ms: u64, shared: &Shared) -> Option<Snapshot> {
+        let pending = self.pending.as_mut()?;
+        let seen = &mut self.seen;
+        pending.asked.retain_mut(|(id, rx)| match rx.try_recv() {
+            Ok(lists) => {
+                if let Some(ns) = convert(seen, id, lists) {
+                    pending.answers.insert(id.0.clone(), ns);
+                }
+                false
+            }
+            Err(TryRecvError::Empty) => true,
+            Err(TryRecvError::Closed) => false,
+        });
+        if !pending.asked.is_empty() && now_ms < pending.at_ms + self.sample_ms {
+            return None;
+        }
+        let Pending {
+            at_ms, mut answers, ..
+        } = self.pending.take()?;
+        // a node crashed while we asked is not part of this instant
+        answers.retain(|n, _| shared.nodes.contains_key(n));
+        Some(Snapshot {
+            at_ms,
+            nodes: answers,
+            clients: self.client_states(shared),
+        })
+    }
+
+    /// Every client's joined state. Lists of clients are compared once, at the end of the run
+    /// (`final_views`): sampling them here would clone every client's whole list every time.
+    fn client_states(&mut self, shared: &Shared) -> Arc<BTreeMap<String, ClientSnapshot>> {
+        let joined: Vec<(&String, bool)> = shared
+            .clients
+            .iter()
+            .map(|(name, c)| {
+                let view = c.client.watch();
+                let v = view.borrow();
+                (name, v.connected && v.joined())
+            })
+            .collect();
+        let same = self.clients.len() == joined.len()
+            && self
+                .clients
+                .iter()
+                .zip(&joined)
+                .all(|((n1, c), (n2, j))| n1 == *n2 && c.joined == *j);
+        if !same {
+            self.clients = Arc::new(
+                joined
+                    .iter()
+                    .map(|&(name, joined)| {
+                        let c = &shared.clients[name];
+                        let snap = ClientSnapshot {
+                            node: c.node.clone(),
+                            topic: c.topic.clone(),
+                            user: c.user.clone(),
+                            joined,
+                            view: PresenceList::new(),
+                        };
+                        (name.clone(), snap)
+                    })
+                    .collect(),
+            );
+        }
+        self.clients.clone()
+    }
+}
+
+/// A node's answer as the checkers read it: its lists, moved into the checkers' shape, or
+/// the last conversion again when the node says nothing changed. `None` only if the node
+/// says nothing changed since an answer this sampler no longer has (it cannot happen: the
+/// sampler forgets nothing).
+fn convert(
+    seen: &mut BTreeMap<Incarnation, (u64, Arc<NodeSnapshot>)>,
+    id: &Incarnation,
+    lists: NodeLists,
+) -> Option<Arc<NodeSnapshot>> {
+    let Some(topics) = lists.topics else {
+        return seen.get(id).map(|(_, ns)| ns.clone());
+    };
+    let mut ns = NodeSnapshot::default();
+    for TopicSnapshot { topic, list, local } in topics {
+        ns.lists.insert(topic.clone(), to_list(list));
+        ns.local.insert(topic, to_list(local));
+    }
+    let ns = Arc::new(ns);
+    // an earlier incarnation of the node will not answer again
+    seen.retain(|(name, vsn), _| name != &id.0 || *vsn == id.1);
+    seen.insert(id.clone(), (lists.revision, ns.clone()));
+    Some(ns)
+}
+
+/// A node's presence state as a checker list (`key → phx_ref → meta`), metas moved.
+fn to_list(state: PresenceState) -> PresenceList {
+    let mut out = PresenceList::new();
+    for (key, metas) in state.0 {
+        let entry = out.entry(key).or_default();
+        for m in metas {
+            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
+                entry.insert(r.to_owned(), m);
+            }
+        }
+    }
+    out
+}
