@@ -1,6 +1,7 @@
 //! Simulation speed: wall time to simulate 60 s of a 3-node cluster with 30 churning clients at
-//! broadcast_period 100 ms (`benches/scenarios/speed_3_nodes_30_clients.toml`). Simulated
-//! seconds per wall second = 60 / the time per iteration.
+//! broadcast_period 100 ms (`benches/scenarios/speed_3_nodes_30_clients.toml`), with turmoil
+//! stepping 1 ms (the default, exact to the millisecond) and 5 ms (`[network] tick_ms = 5`).
+//! Simulated seconds per wall second = 60 / the time per iteration.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use phxsim_sim::Scenario;
@@ -13,19 +14,24 @@ fn speed(c: &mut Criterion) {
     let scenario = Scenario::load(&path).expect("speed scenario");
     let mut group = c.benchmark_group("sim");
     group.sample_size(10);
-    group.bench_function("3_nodes_30_clients_60s_bp100", |b| {
-        b.iter(|| {
-            let r = harness::run(
-                &scenario,
-                &RunOptions {
-                    seed: 1,
-                    ..RunOptions::default()
-                },
-            );
-            assert_eq!(r.verdict, Verdict::Pass, "{:#?}", r.failures);
-            r.simulated_ms
-        })
-    });
+    for tick_ms in [1, 5] {
+        let mut scenario = scenario.clone();
+        scenario.network.tick_ms = tick_ms;
+        let name = format!("3_nodes_30_clients_60s_bp100_tick{tick_ms}ms");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let r = harness::run(
+                    &scenario,
+                    &RunOptions {
+                        seed: 1,
+                        ..RunOptions::default()
+                    },
+                );
+                assert_eq!(r.verdict, Verdict::Pass, "{:#?}", r.failures);
+                r.simulated_ms
+            })
+        });
+    }
     group.finish();
 }
 

@@ -326,17 +326,26 @@ impl Tracker {
             .fold(0u64, |sum, s| sum.wrapping_add(s.state().revision()))
     }
 
-    /// `list` and `local_list` of one topic, read in one pass over its values.
+    /// `list` and `local_list` of one topic, read in one pass over its values, each meta
+    /// copied once per list it is in.
     pub fn list_and_local(&self, topic: &str) -> (PresenceState, PresenceState) {
-        let i = self.shard_index(topic);
-        let state = self.shards[i].state();
-        let all = state.get_by_topic(topic);
-        let own: Vec<Value> = all
-            .iter()
-            .filter(|v| &v.tag.replica == state.replica())
-            .cloned()
-            .collect();
-        (group(all), group(own))
+        fn push(to: &mut BTreeMap<String, Vec<Json>>, key: &str, meta: &Json) {
+            match to.get_mut(key) {
+                Some(metas) => metas.push(meta.clone()),
+                None => {
+                    to.insert(key.to_owned(), vec![meta.clone()]);
+                }
+            }
+        }
+        let state = self.shards[self.shard_index(topic)].state();
+        let (mut list, mut local) = (BTreeMap::new(), BTreeMap::new());
+        for (k, meta, tag) in state.visible_in_topic(topic) {
+            push(&mut list, &k.key, meta);
+            if &tag.replica == state.replica() {
+                push(&mut local, &k.key, meta);
+            }
+        }
+        (PresenceState(list), PresenceState(local))
     }
 
     /// `list`: the topic's presences, hiding replicas currently marked down.

@@ -491,3 +491,46 @@ fn rolling_node_update_sends_exactly_one_transfer_request() {
         "node2 never learns of node1"
     );
 }
+
+/// What a simulator's sampler reads in one pass (`list_and_local`) is `list` and `local_list`
+/// read separately, with remote values, several presences of one key and a replica down; and
+/// the revision moves whenever that answer does.
+#[test]
+fn list_and_local_is_list_and_local_list_and_the_revision_follows_them() {
+    let mut net = cluster(&["primary", "node1"]);
+    let same = |net: &SimNet, node: &str| {
+        let t = net.node(node);
+        for topic in ["room:1", "room:2"] {
+            assert_eq!(
+                t.list_and_local(topic),
+                (t.list(topic), t.local_list(topic)),
+                "{node} {topic}"
+            );
+        }
+    };
+    let before = net.node("primary").revision();
+    track(&mut net, "primary", "p1", "room:1", "alice");
+    track(&mut net, "primary", "p2", "room:1", "alice");
+    track(&mut net, "node1", "n1", "room:1", "bob");
+    track(&mut net, "node1", "n2", "room:2", "carol");
+    assert_ne!(net.node("primary").revision(), before, "a local track");
+    wait(&mut net, 1_000, |n| {
+        n.node("primary").list("room:1").0.len() == 2
+    });
+    same(&net, "primary");
+    same(&net, "node1");
+
+    // a quiet cluster: heartbeats come and go, the revision stays
+    let quiet = net.node("primary").revision();
+    let t = net.now();
+    net.run_until(t + 1_000);
+    assert_eq!(net.node("primary").revision(), quiet, "idle heartbeats");
+
+    // node1 goes down for primary: its values are hidden, and the revision moves
+    net.disconnect("primary", "node1");
+    wait(&mut net, 2_000, |n| {
+        n.node("primary").list("room:1").0.len() == 1
+    });
+    assert_ne!(net.node("primary").revision(), quiet, "a replica down");
+    same(&net, "primary");
+}

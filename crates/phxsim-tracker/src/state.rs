@@ -193,6 +193,20 @@ impl State {
         self.values.is_empty()
     }
 
+    /// [`State::get_by_topic`] without copies: the visible rows of a topic, in the same
+    /// order, borrowed (a reader that builds its own shape clones only what it keeps).
+    pub fn visible_in_topic<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> impl Iterator<Item = (&'a ValueKey, &'a Json, &'a Tag)> + 'a {
+        let start = ValueKey::new(topic, "", "");
+        self.values
+            .range(start..)
+            .take_while(move |(k, _)| k.topic == topic)
+            .filter(|(_, row)| self.visible(&row.tag))
+            .map(|(k, row)| (k, &row.meta, &row.tag))
+    }
+
     /// The visible presences of a topic, in `{pid, key}` order.
     pub fn get_by_topic(&self, topic: &str) -> Vec<Value> {
         let start = ValueKey::new(topic, "", "");

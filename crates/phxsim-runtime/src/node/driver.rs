@@ -310,7 +310,7 @@ impl Driver {
             {
                 let update = PresenceUpdate {
                     topic: topic.clone(),
-                    diff: diff.clone(),
+                    diff: Arc::new(diff.clone()),
                 };
                 subs.retain(|tx| tx.send(update.clone()).is_ok());
                 if subs.is_empty() {

@@ -117,11 +117,12 @@ pub enum NodeEvent {
     },
 }
 
-/// One `presence_diff` for a subscribed topic.
+/// One `presence_diff` for a subscribed topic, shared by every subscriber (one allocation
+/// per diff, however many sockets follow the topic).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresenceUpdate {
     pub topic: String,
-    pub diff: PresenceDiff,
+    pub diff: Arc<PresenceDiff>,
 }
 
 /// A topic subscription: the state when it started, then every diff after it.

@@ -12,6 +12,7 @@
 //!   connection with a close code and a reason, and its presences leave.
 //! - [`ServerMutation`]s plant named, known bugs for the conformance tests to catch.
 
+mod fastlane;
 mod handshake;
 pub mod room;
 mod socket;
@@ -221,6 +222,7 @@ struct Inner {
     next_conn: AtomicU64,
     observed: AtomicBool,
     observers: Mutex<Vec<mpsc::UnboundedSender<ServerEvent>>>,
+    fastlane: fastlane::Fastlane,
 }
 
 /// A Channels server for one node. Cheap to clone; it owns no listener and no task of its own.
@@ -248,6 +250,7 @@ impl Server {
                 next_conn: AtomicU64::new(1),
                 observed: AtomicBool::new(false),
                 observers: Mutex::new(Vec::new()),
+                fastlane: fastlane::Fastlane::default(),
             }),
         }
     }
@@ -255,6 +258,10 @@ impl Server {
     /// The node behind this server.
     pub fn node(&self) -> &Node {
         &self.inner.node
+    }
+
+    pub(crate) fn fastlane(&self) -> &fastlane::Fastlane {
+        &self.inner.fastlane
     }
 
     /// The configuration.
