@@ -216,7 +216,7 @@ pub(crate) fn client_host(
         return;
     }
     let specs = s.clients.clone();
-    let (seed, mutation) = (o.seed, o.client_mutation);
+    let (seed, mutation, frames) = (o.seed, o.client_mutation, o.transcript);
     sim.host(CLIENTS_HOST, move || {
         let (specs, shared) = (specs.clone(), shared.clone());
         async move {
@@ -253,7 +253,13 @@ pub(crate) fn client_host(
                         },
                     );
                 }
-                tokio::spawn(forward_events(spec.name.clone(), client.clone(), shared.clone()));
+                // frames only matter to a transcript: without one, the client copies none
+                let events = if frames {
+                    client.subscribe()
+                } else {
+                    client.subscribe_without_frames()
+                };
+                tokio::spawn(forward_events(spec.name.clone(), events, shared.clone()));
                 tokio::spawn(obey(client, ctl_rx));
             }
             std::future::pending::<()>().await;
@@ -281,10 +287,13 @@ async fn obey(client: Client, mut ctl: mpsc::UnboundedReceiver<ClientControl>) {
 
 /// Copies one client's events into the transcript and its presence messages into the
 /// observation log, stamped with simulated time.
-async fn forward_events(name: String, client: Client, shared: SharedRef) {
+async fn forward_events(
+    name: String,
+    mut events: mpsc::UnboundedReceiver<phxsim_runtime::client::Stamped>,
+    shared: SharedRef,
+) {
     let base = tokio::time::Instant::now();
     let base_ms = now_ms();
-    let mut events = client.subscribe();
     while let Some(st) = events.recv().await {
         let t = base_ms + st.at.saturating_duration_since(base).as_millis() as u64;
         let mut sh = lock(&shared);

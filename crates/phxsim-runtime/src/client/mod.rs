@@ -309,30 +309,48 @@ pub(crate) enum Command {
 pub(crate) struct Shared {
     view: watch::Sender<ClientView>,
     observed: AtomicBool,
-    observers: Mutex<Vec<mpsc::UnboundedSender<Stamped>>>,
+    /// Whether some observer wants frames ([`ClientEvent::Sent`] and [`ClientEvent::Received`]).
+    frames_observed: AtomicBool,
+    /// Every observer, and whether it wants frames.
+    observers: Mutex<Vec<(mpsc::UnboundedSender<Stamped>, bool)>>,
 }
 
 impl Shared {
     pub(crate) fn emit(&self, event: impl FnOnce() -> ClientEvent) {
-        if !self.observed.load(Ordering::Acquire) {
-            return;
+        if self.observed.load(Ordering::Acquire) {
+            self.deliver(event(), false);
         }
+    }
+
+    /// [`Shared::emit`] of a frame event: built only if an observer wants frames, and sent
+    /// only to those.
+    pub(crate) fn emit_frame(&self, event: impl FnOnce() -> ClientEvent) {
+        if self.frames_observed.load(Ordering::Acquire) {
+            self.deliver(event(), true);
+        }
+    }
+
+    fn deliver(&self, event: ClientEvent, is_frame: bool) {
         let stamped = Stamped {
             at: Instant::now(),
-            event: event(),
+            event,
         };
         if let Ok(mut obs) = self.observers.lock() {
-            // every observer but the last gets a copy; the last gets the event itself
-            let last = obs.len().saturating_sub(1);
+            // every observer but the last that wants it gets a copy; that one gets the event
+            let last = obs.iter().rposition(|(_, frames)| *frames || !is_frame);
             let mut stamped = Some(stamped);
             let mut i = 0;
-            obs.retain(|tx| {
-                let event = if i == last {
+            obs.retain(|(tx, frames)| {
+                let this = i;
+                i += 1;
+                if is_frame && !frames {
+                    return !tx.is_closed();
+                }
+                let event = if Some(this) == last {
                     stamped.take()
                 } else {
                     stamped.clone()
                 };
-                i += 1;
                 event.is_some_and(|e| tx.send(e).is_ok())
             });
         }
@@ -373,6 +391,7 @@ impl Client {
         let shared = Arc::new(Shared {
             view: watch::Sender::new(ClientView::default()),
             observed: AtomicBool::new(false),
+            frames_observed: AtomicBool::new(false),
             observers: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(task::run(cfg, connect, rx, Arc::clone(&shared)));
@@ -454,11 +473,24 @@ impl Client {
 
     /// Every event from now on, unbounded so that a checker misses none.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Stamped> {
+        self.subscribe_with_frames(true)
+    }
+
+    /// Every event but the frames ([`ClientEvent::Sent`], [`ClientEvent::Received`]): for an
+    /// observer that keeps no transcript, a client then copies no frame for it.
+    pub fn subscribe_without_frames(&self) -> mpsc::UnboundedReceiver<Stamped> {
+        self.subscribe_with_frames(false)
+    }
+
+    fn subscribe_with_frames(&self, frames: bool) -> mpsc::UnboundedReceiver<Stamped> {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut obs) = self.shared.observers.lock() {
-            obs.push(tx);
+            obs.push((tx, frames));
         }
         self.shared.observed.store(true, Ordering::Release);
+        if frames {
+            self.shared.frames_observed.store(true, Ordering::Release);
+        }
         rx
     }
 

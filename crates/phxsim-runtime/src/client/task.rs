@@ -604,7 +604,7 @@ impl Task {
         };
         // decoding emits nothing, so the frame can be decoded first and then handed over
         let decoded = self.codec.decode(&frame);
-        self.shared.emit(|| ClientEvent::Received(frame));
+        self.shared.emit_frame(|| ClientEvent::Received(frame));
         let msg = match decoded {
             Ok(msg) => msg,
             Err(e) => {
@@ -745,7 +745,7 @@ impl Task {
                     continue;
                 }
             };
-            self.shared.emit(|| ClientEvent::Sent(frame.clone()));
+            self.shared.emit_frame(|| ClientEvent::Sent(frame.clone()));
             let ws_msg = match frame {
                 Frame::Text(t) => WsMessage::text(t),
                 Frame::Binary(b) => WsMessage::binary(b),
