@@ -184,3 +184,37 @@ async fn a_client_dropped_by_the_server_reconnects_and_rejoins_with_a_new_join_r
         .expect("the watcher lists alice again");
     c.nodes[0].crash();
 }
+
+/// An observer that keeps no transcript subscribes without frames: it gets every other event
+/// (presence messages, channel states) and not one frame, while an observer beside it, before
+/// or after it, still gets every frame.
+#[tokio::test]
+async fn an_observer_without_frames_gets_every_event_but_the_frames() {
+    let c = cluster(1, ServerConfig::default()).await;
+    let a = client(c.ws[0], "alice", Serializer::V2);
+    let mut before = a.subscribe_without_frames();
+    let mut all = a.subscribe();
+    let mut after = a.subscribe_without_frames();
+    a.wait_for(WAIT, |v| v.joined() && lists(v, "alice"))
+        .await
+        .expect("alice joined and listed");
+    // the presence_state may still be on its way to the observers
+    tokio::time::sleep(Duration::from_millis(PERIOD)).await;
+    let drain = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<phxsim_runtime::client::Stamped>| {
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e.event);
+        }
+        events
+    };
+    let is_frame = |e: &ClientEvent| matches!(e, ClientEvent::Sent(_) | ClientEvent::Received(_));
+    let is_presence = |e: &ClientEvent| matches!(e, ClientEvent::Presence { .. });
+    let all = drain(&mut all);
+    assert!(all.iter().any(is_frame), "{all:?}");
+    assert!(all.iter().any(is_presence), "{all:?}");
+    let without: Vec<ClientEvent> = all.iter().filter(|e| !is_frame(e)).cloned().collect();
+    for rx in [&mut before, &mut after] {
+        assert_eq!(drain(rx), without);
+    }
+    c.nodes[0].crash();
+}
