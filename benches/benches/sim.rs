@@ -4,6 +4,11 @@
 //! Simulated seconds per wall second = 60 / the time per iteration.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+/// The allocator of the `phxsim` binary, so that this measures what `phxsim run` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use phxsim_sim::Scenario;
 use phxsim_sim::harness::{self, RunOptions, Verdict};
 use std::path::PathBuf;
