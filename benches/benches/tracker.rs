@@ -1,5 +1,6 @@
 //! Cost of the tracker CRDT as the state grows: merging a k-value delta into an n-value state,
-//! and extracting the full state for a transfer. n up to 100 000 presences over 100 topics.
+//! extracting the full state for a transfer, and compacting a cloud of n dots. n up to 100 000
+//! presences over 100 topics.
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use phxsim_tracker::{ReplicaRef, State, ValueKey};
@@ -111,5 +112,63 @@ fn merge_full(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, merge_delta, extract, merge_full);
+/// A receiver that missed `a`'s first delta (one presence, dot 1) and merged the next one (`n`
+/// presences, dots 2..=n+1): those `n` dots wait in its cloud behind the gap. Also returns
+/// the missed delta.
+fn gapped(n: usize) -> (State, phxsim_tracker::Delta) {
+    let mut a = State::new(ReplicaRef::new("a", 1));
+    let mut b = State::new(ReplicaRef::new("b", 1));
+    a.replica_up(b.replica()).unwrap();
+    b.replica_up(a.replica()).unwrap();
+    a.join(ValueKey::new("room:0", "a.p", "first"), json!({}))
+        .unwrap();
+    let missed = a.flush().expect("a delta");
+    for i in 0..n {
+        let key = ValueKey::new(
+            format!("room:{}", i % TOPICS),
+            format!("a.p{i}"),
+            format!("user{i}"),
+        );
+        a.join(key, json!({"online_at": i})).unwrap();
+    }
+    b.merge_delta(a.delta());
+    let cloud = b.clouds().get(a.replica()).map_or(0, |c| c.len());
+    assert_eq!(cloud, n, "the dots wait behind the gap");
+    (b, missed)
+}
+
+/// `compact` (every heartbeat's bookkeeping): with a gap it walks the whole cloud and keeps it;
+/// the merge that fills the gap folds all of it into the context.
+fn compact(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tracker/compact");
+    group.sample_size(10);
+    for &n in &[1_000usize, 10_000, 100_000] {
+        let (b, missed) = gapped(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("gap_kept", n), &n, |bench, _| {
+            bench.iter_batched(
+                || b.clone(),
+                |mut s| {
+                    s.compact();
+                    s
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        group.bench_with_input(BenchmarkId::new("gap_filled", n), &n, |bench, _| {
+            bench.iter_batched(
+                || b.clone(),
+                |mut s| {
+                    let diff = s.merge_delta(&missed);
+                    debug_assert!(s.clouds().is_empty());
+                    (s, diff)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, merge_delta, extract, merge_full, compact);
 criterion_main!(benches);

@@ -408,27 +408,32 @@ impl State {
 
     /// Folds cloud dots that became contiguous into the context (and drops those already
     /// covered). Dots beyond a gap stay in the cloud until the gap is filled.
+    ///
+    /// A cloud is sorted, so only its start can fold: the walk stops at the first dot beyond a
+    /// gap and the rest is split off as it is. A receiver waiting for a transfer with a large
+    /// cloud behind a gap pays for the dots it folds, not for the whole cloud at every merge.
     pub fn compact(&mut self) {
         for (replica, cloud) in self.clouds.iter_mut() {
             let mut ctx = self.context.get(replica).copied();
-            let mut keep = BTreeSet::new();
+            let mut gap_at = None;
             for &dot in cloud.iter() {
                 match ctx {
                     None if dot == 1 => ctx = Some(1),
-                    None => {
-                        keep.insert(dot);
-                    }
                     Some(c) if c + 1 == dot => ctx = Some(dot),
                     Some(c) if c >= dot => {}
-                    Some(_) => {
-                        keep.insert(dot);
+                    _ => {
+                        gap_at = Some(dot);
+                        break;
                     }
                 }
             }
             if let Some(c) = ctx {
                 self.context.insert(replica.clone(), c);
             }
-            *cloud = keep;
+            *cloud = match gap_at {
+                Some(dot) => cloud.split_off(&dot),
+                None => BTreeSet::new(),
+            };
         }
         self.clouds.retain(|_, c| !c.is_empty());
     }
@@ -657,6 +662,57 @@ impl State {
     pub fn forget_status(&mut self, replica: &ReplicaRef) {
         if self.replicas.remove(replica).is_some() {
             self.revision.bump();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Compaction by its definition: every dot of the cloud in ascending order either extends
+    /// the context, is covered by it, or stays.
+    fn compact_by_definition(
+        ctx: Option<u64>,
+        cloud: &BTreeSet<u64>,
+    ) -> (Option<u64>, BTreeSet<u64>) {
+        let mut ctx = ctx;
+        let mut keep = BTreeSet::new();
+        for &dot in cloud {
+            match ctx {
+                None if dot == 1 => ctx = Some(1),
+                Some(c) if c + 1 == dot => ctx = Some(dot),
+                Some(c) if c >= dot => {}
+                _ => {
+                    keep.insert(dot);
+                }
+            }
+        }
+        (ctx, keep)
+    }
+
+    proptest! {
+        #[test]
+        fn compact_stops_at_the_first_gap_and_keeps_the_rest(
+            ctx in proptest::option::of(0u64..20),
+            cloud in proptest::collection::btree_set(1u64..40, 0..25),
+        ) {
+            let a = ReplicaRef::new("a", 1);
+            let mut s = State::new(ReplicaRef::new("b", 1));
+            match ctx {
+                Some(c) => {
+                    s.context.insert(a.clone(), c);
+                }
+                None => {
+                    s.context.remove(&a);
+                }
+            }
+            s.clouds.insert(a.clone(), cloud.clone());
+            s.compact();
+            let (want_ctx, want_cloud) = compact_by_definition(ctx, &cloud);
+            prop_assert_eq!(s.context.get(&a).copied(), want_ctx);
+            prop_assert_eq!(s.clouds.get(&a).cloned().unwrap_or_default(), want_cloud);
         }
     }
 }
