@@ -1,8 +1,8 @@
 //! `phxsim serve --nodes 3` against the real phoenix.js (npm `phoenix` 1.8.16, over `ws`):
 //! `ci/js/e2e.mjs` connects one client to node 1 and one to node 3 in the same room and checks
 //! that each lists the other within two broadcast periods (plus 500 ms of slack for a loaded
-//! machine), that a meta update and a leave propagate; with V2 (phoenix.js's default) and with V1. Then SIGINT must stop the server
-//! cleanly. Loopback only, free ports, every wait bounded.
+//! machine), that a meta update and a leave propagate; with V2 (phoenix.js's default) and with
+//! V1. Then SIGINT must stop the server cleanly. Loopback only, free ports, every wait bounded.
 
 // The test harness reads the child's output on plain threads and times it with the wall clock:
 // nothing here runs inside a simulation.
