@@ -150,9 +150,49 @@ struct ClientReplay {
     /// refs held per key, as the messages say (state applied, then diffs).
     held: BTreeMap<String, BTreeSet<String>>,
     has_state: bool,
+    /// Diffs that came before the state, applied after it as phoenix.js does with its
+    /// pending diffs. The state may not hold what they join: it was read when the channel
+    /// subscribed, and a change between the subscription and the join's track reaches the
+    /// client only as one of these diffs.
+    pending: Vec<phxsim_wire::PresenceDiff>,
     /// The phoenix.js-exact replay of the same messages.
     instance: Option<PresenceInstance>,
     join_ref: String,
+}
+
+/// Applies a diff to the refs a client holds: joins, then leaves, as phoenix.js does. Returns
+/// the reference anomalies it shows: a join of a ref already held, a leave of one not held.
+fn hold(
+    held: &mut BTreeMap<String, BTreeSet<String>>,
+    diff: &phxsim_wire::PresenceDiff,
+) -> Vec<(FindingKind, String)> {
+    let mut found = Vec::new();
+    for (k, p) in diff.joins.iter() {
+        for m in &p.metas {
+            let Some(rf) = m.phx_ref_str() else { continue };
+            if !held.entry(k.to_owned()).or_default().insert(rf.to_owned()) {
+                found.push((
+                    FindingKind::DuplicateJoin,
+                    format!("join of {k}/{rf}, already held"),
+                ));
+            }
+        }
+    }
+    for (k, p) in diff.leaves.iter() {
+        for m in &p.metas {
+            let Some(rf) = m.phx_ref_str() else { continue };
+            if !held.get_mut(k).is_some_and(|s| s.remove(rf)) {
+                found.push((
+                    FindingKind::DuplicateLeave,
+                    format!("leave of {k}/{rf}, not held"),
+                ));
+            }
+        }
+        if held.get(k).is_some_and(BTreeSet::is_empty) {
+            held.remove(k);
+        }
+    }
+    found
 }
 
 /// The checkers of one run.
@@ -302,6 +342,7 @@ impl Checkers {
                 r.join_ref = join_ref;
                 r.held.clear();
                 r.has_state = false;
+                r.pending.clear();
                 r.instance.get_or_insert_with(PresenceInstance::new);
             }
             ClientMessage::State(payload) => {
@@ -322,6 +363,11 @@ impl Checkers {
                             })
                             .collect();
                         r.has_state = true;
+                        // the buffered diffs, after the state; a join the state holds already
+                        // (the joiner's own, or a change the state caught) is no anomaly here
+                        for diff in std::mem::take(&mut r.pending) {
+                            let _ = hold(&mut r.held, &diff);
+                        }
                         if let Some(inst) = r.instance.as_mut() {
                             inst.handle_state(Some(&r.join_ref), state, &mut ());
                         }
@@ -334,41 +380,9 @@ impl Checkers {
             ClientMessage::Diff(payload) => {
                 let diff = phxsim_wire::PresenceDiff::from_payload(payload);
                 match &diff {
-                    Ok(diff) if r.has_state => {
-                        for (k, p) in diff.joins.iter() {
-                            for m in &p.metas {
-                                let Some(rf) = m.phx_ref_str() else { continue };
-                                if !r
-                                    .held
-                                    .entry(k.to_owned())
-                                    .or_default()
-                                    .insert(rf.to_owned())
-                                {
-                                    found.push((
-                                        FindingKind::DuplicateJoin,
-                                        format!("join of {k}/{rf}, already held"),
-                                    ));
-                                }
-                            }
-                        }
-                        for (k, p) in diff.leaves.iter() {
-                            for m in &p.metas {
-                                let Some(rf) = m.phx_ref_str() else { continue };
-                                let removed = r.held.get_mut(k).is_some_and(|s| s.remove(rf));
-                                if !removed {
-                                    found.push((
-                                        FindingKind::DuplicateLeave,
-                                        format!("leave of {k}/{rf}, not held"),
-                                    ));
-                                }
-                            }
-                            if r.held.get(k).is_some_and(BTreeSet::is_empty) {
-                                r.held.remove(k);
-                            }
-                        }
-                    }
-                    // before the state: phoenix.js buffers it; the state already covers it
-                    Ok(_) => {}
+                    Ok(diff) if r.has_state => found.extend(hold(&mut r.held, diff)),
+                    // before the state: phoenix.js buffers it and applies it after the state
+                    Ok(diff) => r.pending.push(diff.clone()),
                     Err(e) => {
                         found.push((FindingKind::DiffStream, format!("bad presence_diff: {e}")))
                     }

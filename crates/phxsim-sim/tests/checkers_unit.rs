@@ -227,6 +227,35 @@ fn state(entries: &[(&str, &str)]) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
+/// The state is read when the channel subscribes; a change between that and the join's track
+/// reaches the client only as a diff that comes before the state. phoenix.js applies it after
+/// the state, so the client holds that ref, and its later leave is no anomaly.
+#[test]
+fn a_buffered_diff_the_state_does_not_hold_is_applied_after_the_state() {
+    let mut c = checkers();
+    c.client_message(1, "amy", ClientMessage::Joined("1".into()));
+    for (t, msg) in [
+        (
+            2,
+            ClientMessage::Diff(json!({"joins": state(&[("amy", "m1")]), "leaves": {}})),
+        ),
+        (
+            2,
+            ClientMessage::Diff(json!({"joins": state(&[("alice", "a1")]), "leaves": {}})),
+        ),
+        (2, ClientMessage::State(state(&[("amy", "m1")]))),
+        (
+            5,
+            ClientMessage::Diff(json!({"joins": {}, "leaves": state(&[("alice", "a1")])})),
+        ),
+    ] {
+        c.client_message(t, "amy", msg);
+    }
+    let views = [("amy".to_string(), list(&[("amy", "m1")]))].into();
+    let (findings, _) = c.finish(&views);
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
 #[test]
 fn leaves_of_refs_not_held_and_joins_of_refs_held_are_the_reference_anomalies() {
     let mut c = checkers();

@@ -161,7 +161,15 @@ where
                 () = tokio::time::sleep_until(deadline) => Wake::Idle,
             };
             let step = match wake {
-                Wake::Incoming(m) => self.incoming(m).await,
+                Wake::Incoming(m) => {
+                    // Every socket is a process of its own in Phoenix: sockets whose frames
+                    // arrive together take their turns with the tracker interleaved. Without
+                    // this yield a current-thread scheduler lets one socket run its whole
+                    // exchange with the node (subscribe, reply, track) before the next socket
+                    // that woke with it reads its frame.
+                    tokio::task::yield_now().await;
+                    self.incoming(m).await
+                }
                 Wake::Diff(topic, Some(update)) => self.send_diff(&topic, &update).await,
                 Wake::Diff(_, None) => {
                     Err(self.server_close(close_code::NODE_STOPPED, "presence node stopped".into()))
