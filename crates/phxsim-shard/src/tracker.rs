@@ -318,8 +318,8 @@ impl Tracker {
     }
 
     /// Changes whenever what [`Tracker::list`], [`Tracker::local_list`] or [`Tracker::topics`]
-    /// could answer changes (the sum of every shard's [`phxsim_tracker::State::revision`]): a reader that
-    /// samples often keeps its last answer while this stays the same.
+    /// could answer changes (the sum of every shard's [`phxsim_tracker::State::revision`]): a
+    /// reader that samples often keeps its last answer while this stays the same.
     pub fn revision(&self) -> u64 {
         self.shards
             .iter()

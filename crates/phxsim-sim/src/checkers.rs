@@ -13,6 +13,21 @@ use std::sync::Arc;
 /// `key → phx_ref → meta`: a presence list as a node or a client holds it for one topic.
 pub type PresenceList = BTreeMap<String, BTreeMap<String, Json>>;
 
+/// A list of metas grouped by key (a node's `PresenceState`, a client's view) as a
+/// [`PresenceList`], metas moved; a meta without a `phx_ref` is no presence and is left out.
+pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
+    let mut out = PresenceList::new();
+    for (key, metas) in by_key {
+        let entry = out.entry(key).or_default();
+        for m in metas {
+            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
+                entry.insert(r.to_owned(), m);
+            }
+        }
+    }
+    out
+}
+
 /// What a running node shows at one instant.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeSnapshot {

@@ -2,7 +2,7 @@
 //! runtime's real Channels server on turmoil TCP; one more host runs every client (the
 //! runtime's real client), each driven by the scripted timeline and observed frame by frame.
 
-use crate::checkers::{ClientMessage, PresenceList};
+use crate::checkers::{ClientMessage, PresenceList, presence_list};
 use crate::harness::{Obs, RunOptions, SharedRef, WS_PORT, derive_seed, lock, now_ms};
 use crate::scenario::Scenario;
 use phxsim_runtime::Node;
@@ -40,17 +40,8 @@ pub struct SimClient {
 }
 
 /// The checker's list of a client's view: `key → phx_ref → meta`.
-pub fn view_list(view: &ClientView) -> PresenceList {
-    let mut out = PresenceList::new();
-    for (key, metas) in &view.presences {
-        let entry = out.entry(key.clone()).or_default();
-        for m in metas {
-            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                entry.insert(r.to_owned(), m.clone());
-            }
-        }
-    }
-    out
+pub fn view_list(view: ClientView) -> PresenceList {
+    presence_list(view.presences)
 }
 
 /// The Channels server of every node in a run: Phoenix's defaults, plus the planted server bug

@@ -498,7 +498,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     let final_views: BTreeMap<String, PresenceList> = lock(&shared)
         .clients
         .iter()
-        .map(|(name, c)| (name.clone(), clients::view_list(&c.client.view())))
+        .map(|(name, c)| (name.clone(), clients::view_list(c.client.view())))
         .collect();
 
     let mut s = lock(&shared);

@@ -6,11 +6,9 @@
 //! answers make one snapshot. So the lists of all nodes come from the same step, and the run
 //! does not pay for one more host that turmoil would poll at every step.
 
-use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot};
+use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot, presence_list};
 use crate::harness::Shared;
 use phxsim_runtime::{NodeLists, TopicSnapshot};
-use phxsim_shard::PresenceState;
-use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot::{self, error::TryRecvError};
@@ -162,26 +160,12 @@ fn convert(
     };
     let mut ns = NodeSnapshot::default();
     for TopicSnapshot { topic, list, local } in topics {
-        ns.lists.insert(topic.clone(), to_list(list));
-        ns.local.insert(topic, to_list(local));
+        ns.lists.insert(topic.clone(), presence_list(list.0));
+        ns.local.insert(topic, presence_list(local.0));
     }
     let ns = Arc::new(ns);
     // an earlier incarnation of the node will not answer again
     seen.retain(|(name, vsn), _| name != &id.0 || *vsn == id.1);
     seen.insert(id.clone(), (lists.revision, ns.clone()));
     Some(ns)
-}
-
-/// A node's presence state as a checker list (`key → phx_ref → meta`), metas moved.
-fn to_list(state: PresenceState) -> PresenceList {
-    let mut out = PresenceList::new();
-    for (key, metas) in state.0 {
-        let entry = out.entry(key).or_default();
-        for m in metas {
-            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                entry.insert(r.to_owned(), m);
-            }
-        }
-    }
-    out
 }
