@@ -1,5 +1,5 @@
 // End-to-end check of `phxsim serve` with the real phoenix.js (npm phoenix 1.8.16) over `ws`:
-// alice joins room:e2e on node 1 and bob on node 3; each must list the other within two
+// alice joins room:e2e-v1|v2 on node 1 and bob on node 3; each must list the other within two
 // broadcast periods; alice's meta update and bob's leave must reach the other side.
 //
 //   node ci/js/e2e.mjs --url1 ws://127.0.0.1:4000/socket --url3 ws://127.0.0.1:4002/socket \
@@ -24,7 +24,9 @@ const period = Number(arg("period", "1500"))
 // Slack on top of two periods for the event loop and the two WebSocket hops; a loaded machine
 // (a test suite on two cores) can stall a process for a few hundred milliseconds.
 const slack = Number(arg("slack", "100"))
-const topic = "room:e2e"
+// One topic per serializer: the suite runs both against one cluster, and the first run's alice
+// may still be listed on node 3 until the next broadcast carries her leave.
+const topic = `room:e2e-v${vsn[0]}`
 if (!url1 || !url3 || !["1.0.0", "2.0.0"].includes(vsn) || !(period > 0) || !(slack >= 0)) {
   console.error("usage: e2e.mjs --url1 URL --url3 URL [--vsn 1.0.0|2.0.0] [--period MS] [--slack MS]")
   process.exit(2)
@@ -126,7 +128,7 @@ await new Promise(resolve => {
 const t4 = await until([alice, bob], "alice sees bob leave", limit, () => !("bob" in listed(alice)))
 console.log(`leave reached node 1 after ${t4} ms`)
 
-alice.socket.disconnect()
-bob.socket.disconnect()
+// Close both sockets with a close frame before exiting, as a browser tab closing does.
+await Promise.all([alice, bob].map(c => new Promise(resolve => c.socket.disconnect(resolve))))
 console.log("e2e ok")
 process.exit(0)

@@ -357,7 +357,8 @@ async fn a_binary_frame_on_v1_closes_the_connection() {
 
 #[tokio::test]
 async fn a_dropped_tcp_connection_makes_its_presences_leave() {
-    let (_server, addr) = serve(ServerConfig::default()).await;
+    let (server, addr) = serve(ServerConfig::default()).await;
+    let mut events = server.observe();
     let mut a = connect(addr, ALICE).await;
     join_alice(&mut a).await;
     let mut b = connect(addr, BOB).await;
@@ -366,6 +367,16 @@ async fn a_dropped_tcp_connection_makes_its_presences_leave() {
     drop(b);
     let left = a.json().await;
     assert_eq!(diff_refs(&left).1, vec![phx_ref]);
+    // The client went away; the server closed nothing (tungstenite calls this a protocol
+    // error, and it was once logged as a 1007 close).
+    let end = loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(ServerEvent::Ended { end, .. })) => break end,
+            Ok(Some(_)) => {}
+            other => panic!("no end reported: {other:?}"),
+        }
+    };
+    assert!(matches!(end, ConnectionEnd::Dropped(_)), "{end:?}");
 }
 
 #[tokio::test]

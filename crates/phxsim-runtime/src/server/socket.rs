@@ -36,7 +36,8 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{
-    Error as WsError, Message as WsMessage, error::CapacityError,
+    Error as WsError, Message as WsMessage,
+    error::{CapacityError, ProtocolError},
 };
 
 /// How long a closing connection waits for the peer's half of the close handshake.
@@ -251,6 +252,13 @@ where
             }
             Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
                 return Err(ConnectionEnd::Dropped("connection closed".into()));
+            }
+            // tungstenite files a TCP stream that ends without a close frame under protocol
+            // errors; it is the client going away (a killed tab or process), not a bad frame.
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                return Err(ConnectionEnd::Dropped(
+                    "stream ended without a close frame".into(),
+                ));
             }
             Some(Err(WsError::Protocol(e))) => {
                 return Err(self.server_close(
