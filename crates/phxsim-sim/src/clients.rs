@@ -4,6 +4,7 @@
 
 use crate::checkers::{ClientMessage, PresenceList, presence_list};
 use crate::harness::{Obs, RunOptions, SharedRef, WS_PORT, derive_seed, lock, now_ms};
+use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
 use phxsim_runtime::Node;
 use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, ClientView};
@@ -12,6 +13,7 @@ use phxsim_wire::{Frame, Serializer};
 use serde_json::{Value as Json, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use turmoil::net::TcpStream;
 
 pub use phxsim_runtime::client::ClientMutation as ClientBug;
 
@@ -54,13 +56,22 @@ pub fn server_config(_s: &Scenario, o: &RunOptions) -> ServerConfig {
 }
 
 /// Starts the node's Channels server on `port` of this host: every accepted turmoil stream is
-/// served by the runtime's real server.
-pub async fn spawn_server(node: Node, cfg: ServerConfig, port: u16) -> std::io::Result<()> {
+/// served by the runtime's real server, through `link` (the server's end of a browser link,
+/// which may lose segments).
+pub async fn spawn_server<L>(
+    node: Node,
+    cfg: ServerConfig,
+    port: u16,
+    link: L,
+) -> std::io::Result<()>
+where
+    L: Fn(TcpStream) -> LossyStream<TcpStream> + Send + 'static,
+{
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
     let server = Server::new(node, cfg);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            server.serve_connection(stream);
+            server.serve_connection(link(stream));
         }
     });
     Ok(())
@@ -208,6 +219,7 @@ pub(crate) fn client_host(
     }
     let specs = s.clients.clone();
     let (seed, mutation, frames) = (o.seed, o.client_mutation, o.transcript);
+    let rto = Duration::from_millis(s.network.rto_ms);
     sim.host(CLIENTS_HOST, move || {
         let (specs, shared) = (specs.clone(), shared.clone());
         async move {
@@ -219,16 +231,32 @@ pub(crate) fn client_host(
                     spec.topic.clone(),
                 )
                 .with_meta(spec.meta.clone());
-                cfg.serializer = if spec.vsn == "1.0.0" { Serializer::V1 } else { Serializer::V2 };
+                cfg.serializer = if spec.vsn == "1.0.0" {
+                    Serializer::V1
+                } else {
+                    Serializer::V2
+                };
                 cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
                 cfg.auto_join = false;
                 cfg.mutation = mutation;
                 // a partitioned SYN is never answered: bound each attempt
                 cfg.timeout = Duration::from_secs(10);
                 let target = node.clone();
+                // the browser's end of its link; each connection draws its losses afresh
+                let loss = Loss {
+                    rate: lock(&shared).client_loss_rate.clone(),
+                    rto,
+                };
+                let (name, mut connections) = (spec.name.clone(), 0u64);
                 let client = Client::start(cfg, move || {
                     let target = target.clone();
-                    async move { turmoil::net::TcpStream::connect((target.as_str(), WS_PORT)).await }
+                    let link_seed = derive_seed(seed, &format!("client-loss/{name}/{connections}"));
+                    connections += 1;
+                    let loss = loss.clone();
+                    async move {
+                        let stream = TcpStream::connect((target.as_str(), WS_PORT)).await?;
+                        Ok(LossyStream::new(stream, loss, link_seed))
+                    }
                 });
                 let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
                 {

@@ -28,7 +28,8 @@ pub const FAULT_KINDS: [&str; 7] = [
 /// was, so a seed keeps drawing the same scenario.
 /// - `loss`: every node link loses 0.5–2 % of its segments (retransmitted, see
 ///   [`crate::lossy`]) until the heal.
-pub const OPT_IN_FAULT_KINDS: [&str; 1] = ["loss"];
+/// - `client-loss`: the same on every browser link (node to its clients, both ways).
+pub const OPT_IN_FAULT_KINDS: [&str; 2] = ["loss", "client-loss"];
 
 /// What a drawn scenario may contain.
 #[derive(Clone, Debug)]
@@ -66,15 +67,21 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
     };
     let lat_max = rng.gen_range(1..=20u64);
     // drawn from a stream of its own, so that asking for loss changes nothing else
-    let loss = if cfg.faults.contains("loss") {
-        let mut lrng = ChaCha8Rng::seed_from_u64(harness::derive_seed(seed, "explore/loss"));
-        *[0.005, 0.01, 0.02].choose(&mut lrng).expect("non-empty")
-    } else {
-        0.0
+    let loss_rate = |kind: &str| {
+        if cfg.faults.contains(kind) {
+            let stream = harness::derive_seed(seed, &format!("explore/{kind}"));
+            let mut lrng = ChaCha8Rng::seed_from_u64(stream);
+            *[0.005, 0.01, 0.02].choose(&mut lrng).expect("non-empty")
+        } else {
+            0.0
+        }
     };
+    let loss = loss_rate("loss");
+    let client_loss = loss_rate("client-loss");
     let network = NetworkSettings {
         latency_ms: [rng.gen_range(1..=lat_max), lat_max],
         loss,
+        client_loss,
         rto_ms: 200,
         tick_ms: 1,
         links: Vec::new(),
@@ -172,6 +179,12 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             action: Action::Loss(0.0),
         });
     }
+    if client_loss > 0.0 {
+        timeline.push(Step {
+            at_ms: heal_at,
+            action: Action::ClientLoss(0.0),
+        });
+    }
     for n in &crashed {
         timeline.push(Step {
             at_ms: heal_at,
@@ -186,7 +199,11 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
     }
     timeline.sort_by_key(|s| s.at_ms);
     // the loss ends with the heal, but segments lost just before it are still on their way
-    let retransmits = if loss > 0.0 { 3 * network.rto_ms } else { 0 };
+    let retransmits = if loss > 0.0 || client_loss > 0.0 {
+        3 * network.rto_ms
+    } else {
+        0
+    };
     let bound = tracker.convergence_bound(lat_max) + harness::link_recovery_ms(bp) + retransmits;
     Scenario {
         title: format!("explore seed {seed}"),
@@ -231,7 +248,11 @@ pub fn shrink(
         // keep what makes the run settle: heals, restarts and reconnects stay
         if matches!(
             removed.action,
-            Action::Heal | Action::Restart(_) | Action::Reconnect(_) | Action::Loss(_)
+            Action::Heal
+                | Action::Restart(_)
+                | Action::Reconnect(_)
+                | Action::Loss(_)
+                | Action::ClientLoss(_)
         ) {
             i += 1;
             continue;
@@ -310,6 +331,8 @@ pub fn to_toml(s: &Scenario) -> String {
         s.network.latency_ms[0], s.network.latency_ms[1]
     );
     let _ = writeln!(out, "loss = {:?}", s.network.loss);
+    let _ = writeln!(out, "client_loss = {:?}", s.network.client_loss);
+    let _ = writeln!(out, "rto_ms = {}", s.network.rto_ms);
     let _ = writeln!(out, "tick_ms = {}\n", s.network.tick_ms);
     for c in &s.clients {
         let _ = writeln!(
@@ -359,6 +382,7 @@ pub fn to_toml(s: &Scenario) -> String {
             Action::Permdown(n) => format!("permdown = {}", q(n)),
             Action::Hold(l) => format!("hold = {}", links(l)),
             Action::Loss(r) => format!("loss = {r:?}"),
+            Action::ClientLoss(r) => format!("client_loss = {r:?}"),
             Action::Release(l) => format!("release = {}", links(l)),
         };
         let _ = writeln!(out, "{line}\n");

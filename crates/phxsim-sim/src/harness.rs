@@ -119,6 +119,8 @@ pub struct Shared {
     pub node_messages: u64,
     /// The loss rate of every node link; `loss` steps change it.
     pub loss_rate: LossRate,
+    /// The loss rate of every browser link (both ends); `client_loss` steps change it.
+    pub client_loss_rate: LossRate,
 }
 
 pub type SharedRef = Arc<Mutex<Shared>>;
@@ -312,7 +314,19 @@ fn node_host(
                     }
                 });
             }
-            clients::spawn_server(node.clone(), server_cfg.clone(), WS_PORT).await?;
+            // the server's end of each browser link, numbered like the node links
+            let client_loss = Loss {
+                rate: lock(&shared).client_loss_rate.clone(),
+                rto,
+            };
+            let sockets = Arc::new(AtomicU64::new(0));
+            let browser_name = name.clone();
+            let browser_link = move |stream| {
+                let n = sockets.fetch_add(1, Ordering::Relaxed);
+                let seed = derive_seed(seed, &format!("client-loss/{browser_name}/{vsn}/{n}"));
+                LossyStream::new(stream, client_loss.clone(), seed)
+            };
+            clients::spawn_server(node.clone(), server_cfg.clone(), WS_PORT, browser_link).await?;
             while let Some(ctl) = ctl_rx.recv().await {
                 match ctl {
                     NodeControl::GracefulPermdown => {
@@ -364,6 +378,10 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
         ("profile".into(), scenario.tracker.profile.clone()),
         ("latency_ms".into(), format!("{lat_min}..{lat_max}")),
         ("loss".into(), scenario.network.loss.to_string()),
+        (
+            "client_loss".into(),
+            scenario.network.client_loss.to_string(),
+        ),
         ("tick_ms".into(), scenario.network.tick_ms.to_string()),
         (
             "convergence_bound_ms".into(),
@@ -396,6 +414,9 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     let shared: SharedRef = Arc::default();
     lock(&shared).loss_rate.set(scenario.network.loss);
+    lock(&shared)
+        .client_loss_rate
+        .set(scenario.network.client_loss);
     if !opts.transcript {
         lock(&shared).transcript = crate::transcript::Transcript::disabled();
     }
@@ -662,5 +683,6 @@ fn apply(
             }
         }
         Action::Loss(rate) => lock(shared).loss_rate.set(*rate),
+        Action::ClientLoss(rate) => lock(shared).client_loss_rate.set(*rate),
     }
 }

@@ -115,6 +115,8 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
         network: NetworkSettings {
             latency_ms: case.latency_ms,
             loss: case.loss,
+            // the actor's link must stay exact: its join step is the moment of the track
+            client_loss: 0.0,
             rto_ms: case.rto_ms,
             tick_ms: 1,
             links: vec![LinkSettings {

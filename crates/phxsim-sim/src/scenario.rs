@@ -157,6 +157,11 @@ pub struct NetworkSettings {
     /// missing data (see [`crate::lossy`]).
     #[serde(default)]
     pub loss: f64,
+    /// The same for browser links (between a node and its clients), both directions: a lost
+    /// frame of a socket reaches the other side one or more RTOs late, with every frame
+    /// written after it on that socket.
+    #[serde(default)]
+    pub client_loss: f64,
     /// The first retransmission timeout of a lost segment, in ms (Linux's minimum RTO).
     #[serde(default = "default_rto")]
     pub rto_ms: u64,
@@ -195,6 +200,7 @@ impl Default for NetworkSettings {
         Self {
             latency_ms: default_latency(),
             loss: 0.0,
+            client_loss: 0.0,
             rto_ms: default_rto(),
             tick_ms: default_tick(),
             links: Vec::new(),
@@ -257,6 +263,7 @@ struct RawStep {
     hold: Option<Vec<[String; 2]>>,
     release: Option<Vec<[String; 2]>>,
     loss: Option<f64>,
+    client_loss: Option<f64>,
 }
 
 /// What happens at one instant of the timeline.
@@ -295,6 +302,8 @@ pub enum Action {
     Release(Vec<(String, String)>),
     /// Every node link loses segments at this rate from now on (0.0 ends the loss).
     Loss(f64),
+    /// Every browser link loses segments at this rate from now on (0.0 ends the loss).
+    ClientLoss(f64),
 }
 
 impl Action {
@@ -307,7 +316,7 @@ impl Action {
                 | Action::Update(..)
                 | Action::Heal
                 | Action::Repair(_)
-        ) && !matches!(self, Action::Loss(r) if *r == 0.0)
+        ) && !matches!(self, Action::Loss(r) | Action::ClientLoss(r) if *r == 0.0)
     }
 
     /// A short label for tables and transcripts.
@@ -330,6 +339,7 @@ impl Action {
             Action::Hold(l) => format!("hold {l:?}"),
             Action::Release(l) => format!("release {l:?}"),
             Action::Loss(r) => format!("loss {r}"),
+            Action::ClientLoss(r) => format!("client_loss {r}"),
         }
     }
 }
@@ -537,12 +547,17 @@ impl Scenario {
                 "between 1 and 100".into(),
             ));
         }
-        if !(0.0..=1.0).contains(&network.loss) {
-            return Err(err(
-                network_span.clone(),
-                "network.loss",
-                "a probability in [0, 1]".into(),
-            ));
+        for (field, rate) in [
+            ("network.loss", network.loss),
+            ("network.client_loss", network.client_loss),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(err(
+                    network_span.clone(),
+                    field,
+                    "a probability in [0, 1]".into(),
+                ));
+            }
         }
         if network.rto_ms == 0 || network.rto_ms > 60_000 {
             return Err(err(
@@ -805,6 +820,12 @@ fn to_step(
         }
         actions.push(Action::Loss(r));
     }
+    if let Some(r) = s.client_loss {
+        if !(0.0..=1.0).contains(&r) {
+            return Err(("client_loss", "a probability in [0, 1]".into()));
+        }
+        actions.push(Action::ClientLoss(r));
+    }
     match actions.len() {
         1 => Ok(Step {
             at_ms: s.at_ms,
@@ -812,7 +833,7 @@ fn to_step(
         }),
         0 => Err((
             "action",
-            "no action: set one of join, leave, update, disconnect, reconnect, crash_channel, partition, cut, cut_oneway, heal, repair, crash, restart, permdown, hold, release, loss".into(),
+            "no action: set one of join, leave, update, disconnect, reconnect, crash_channel, partition, cut, cut_oneway, heal, repair, crash, restart, permdown, hold, release, loss, client_loss".into(),
         )),
         _ => Err(("action", "one action per timeline entry".into())),
     }

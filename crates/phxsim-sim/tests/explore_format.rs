@@ -45,29 +45,37 @@ fn the_fault_selection_limits_what_is_drawn() {
 
 #[test]
 fn loss_is_drawn_only_when_asked_for_and_leaves_the_rest_of_the_draw_alone() {
+    use phxsim_sim::Action;
     let plain = SwarmConfig::default();
-    let mut lossy = SwarmConfig::default();
-    lossy.faults.insert("loss".into());
-    for seed in 0..50 {
-        let a = generate(seed, &plain);
-        let b = generate(seed, &lossy);
-        assert_eq!(a.network.loss, 0.0);
-        assert!((0.005..=0.02).contains(&b.network.loss), "seed {seed}");
-        // the loss ends with the heal, in a step of its own; nothing else differs
-        let ends: Vec<_> = b
-            .timeline
-            .iter()
-            .filter(|s| matches!(s.action, phxsim_sim::Action::Loss(r) if r == 0.0))
-            .collect();
-        assert_eq!(ends.len(), 1, "seed {seed}");
-        let mut b_without = b.clone();
-        b_without
-            .timeline
-            .retain(|s| !matches!(s.action, phxsim_sim::Action::Loss(_)));
-        assert_eq!(b_without.timeline, a.timeline, "seed {seed}");
-        let text = to_toml(&b);
-        let back = Scenario::parse("drawn.toml", &text)
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
-        assert_eq!(back, b, "seed {seed}:\n{text}");
+    for kind in ["loss", "client-loss"] {
+        let mut lossy = SwarmConfig::default();
+        lossy.faults.insert(kind.into());
+        for seed in 0..50 {
+            let a = generate(seed, &plain);
+            let b = generate(seed, &lossy);
+            let (on, off) = if kind == "loss" {
+                (b.network.loss, b.network.client_loss)
+            } else {
+                (b.network.client_loss, b.network.loss)
+            };
+            assert_eq!((a.network.loss, a.network.client_loss), (0.0, 0.0));
+            assert!((0.005..=0.02).contains(&on), "{kind} seed {seed}");
+            assert_eq!(off, 0.0, "{kind} seed {seed}");
+            // the loss ends with the heal, in a step of its own; nothing else differs
+            let is_loss = |a: &Action| matches!(a, Action::Loss(_) | Action::ClientLoss(_));
+            let ends: Vec<_> = b
+                .timeline
+                .iter()
+                .filter(|s| is_loss(&s.action) && !s.action.is_fault())
+                .collect();
+            assert_eq!(ends.len(), 1, "{kind} seed {seed}");
+            let mut b_without = b.clone();
+            b_without.timeline.retain(|s| !is_loss(&s.action));
+            assert_eq!(b_without.timeline, a.timeline, "{kind} seed {seed}");
+            let text = to_toml(&b);
+            let back = Scenario::parse("drawn.toml", &text)
+                .unwrap_or_else(|e| panic!("{kind} seed {seed}: {e}\n{text}"));
+            assert_eq!(back, b, "{kind} seed {seed}:\n{text}");
+        }
     }
 }

@@ -243,3 +243,45 @@ fn a_loss_step_changes_the_rate_and_must_be_a_probability() {
     ));
     assert!(e.contains("timeline.loss: a probability in [0, 1]"), "{e}");
 }
+
+#[test]
+fn browser_link_loss_is_a_probability_in_the_network_and_in_a_step() {
+    let s = Scenario::parse(
+        "lossy.toml",
+        &replace(
+            "duration_ms = 6000",
+            "duration_ms = 6000\n[network]\nclient_loss = 0.05",
+        ),
+    )
+    .unwrap();
+    assert_eq!((s.network.loss, s.network.client_loss), (0.0, 0.05));
+    let e = error_of(&replace(
+        "duration_ms = 6000",
+        "duration_ms = 6000\n[network]\nclient_loss = 2",
+    ));
+    assert!(
+        e.contains("network.client_loss: a probability in [0, 1]"),
+        "{e}"
+    );
+    let s = Scenario::parse(
+        "lossy.toml",
+        &replace(
+            "heal = true",
+            "heal = true\n[[timeline]]\nat_ms = 2600\nclient_loss = 0.0",
+        ),
+    )
+    .unwrap();
+    assert!(
+        s.timeline
+            .iter()
+            .any(|st| st.at_ms == 2600 && st.action == Action::ClientLoss(0.0))
+    );
+    let e = error_of(&replace(
+        "heal = true",
+        "heal = true\n[[timeline]]\nat_ms = 2600\nclient_loss = 1.01",
+    ));
+    assert!(
+        e.contains("timeline.client_loss: a probability in [0, 1]"),
+        "{e}"
+    );
+}

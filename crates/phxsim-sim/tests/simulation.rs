@@ -319,3 +319,59 @@ fn issue_148_is_reproduced_from_its_scenario_file_and_seed() {
         r.failures
     );
 }
+
+/// Every push's round trip (the client's frame with a ref to the `phx_reply` with that ref), in
+/// simulated ms, from a transcript of V2 clients.
+fn push_round_trips(transcript: &[String]) -> Vec<u64> {
+    let mut sent = std::collections::BTreeMap::new();
+    let mut trips = Vec::new();
+    for line in transcript {
+        let e: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        let (Some("frame"), Some(data)) = (e["ev"].as_str(), e["data"].as_str()) else {
+            continue;
+        };
+        let m: serde_json::Value = serde_json::from_str(data).expect("V2 frame");
+        let key = (e["client"].to_string(), m[1].to_string());
+        let t = e["t"].as_u64().expect("time");
+        match e["dir"].as_str() {
+            Some("out") if !m[1].is_null() => {
+                sent.insert(key, t);
+            }
+            Some("in") if m[3] == "phx_reply" => {
+                if let Some(at) = sent.remove(&key) {
+                    trips.push(t - at);
+                }
+            }
+            _ => {}
+        }
+    }
+    trips
+}
+
+#[test]
+fn browser_link_loss_delays_replies_by_a_retransmission_and_loses_nothing() {
+    let lossy = scenario("18_");
+    assert!(lossy.network.client_loss > 0.0);
+    let mut clean = lossy.clone();
+    clean.network.client_loss = 0.0;
+    let rto = lossy.network.rto_ms;
+    let two_hops = 2 * lossy.network.latency_ms[1] + 2;
+    let with_loss = run(&lossy, with_transcript(1));
+    let without = run(&clean, with_transcript(1));
+    for r in [&with_loss, &without] {
+        assert_eq!(r.verdict, Verdict::Pass, "{:#?}", r.failures);
+    }
+    let lossy_trips = push_round_trips(&with_loss.transcript);
+    let clean_trips = push_round_trips(&without.transcript);
+    // every push is answered either way: late, never lost
+    assert_eq!(lossy_trips.len(), clean_trips.len());
+    assert!(lossy_trips.len() >= 20, "{lossy_trips:?}");
+    assert!(
+        clean_trips.iter().all(|&t| t <= two_hops),
+        "{clean_trips:?}"
+    );
+    assert!(
+        lossy_trips.iter().any(|&t| t >= rto),
+        "a lost segment waits one RTO: {lossy_trips:?}"
+    );
+}

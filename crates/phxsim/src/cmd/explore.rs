@@ -20,7 +20,8 @@ pub struct Args {
     pub shard: Option<String>,
     /// Fault kinds to draw, comma-separated (default: all of partition, cut, oneway, hold,
     /// crash, permdown, disconnect; `none` for none). `loss` (0.5–2 % segment loss on node
-    /// links, retransmitted) is drawn only when named: `--faults loss,partition,cut,...`.
+    /// links, retransmitted) and `client-loss` (the same on browser links) are drawn only when
+    /// named: `--faults loss,partition,cut,...`.
     #[arg(long)]
     pub faults: Option<String>,
     /// `faithful` (default), `corrected` or `eager`.
