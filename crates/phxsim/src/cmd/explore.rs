@@ -45,6 +45,10 @@ pub struct Args {
     /// Write a JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write a JUnit XML report here: a test case per seed; a failing one carries the shrunk
+    /// run's findings and the command that replays it.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
 }
 
 fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -121,6 +125,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut worst = Verdict::Pass;
     let mut failures = Vec::new();
     let mut results = Vec::new();
+    // (seed, the run to report, its replay command when it failed)
+    let mut cases: Vec<(u64, harness::RunReport, String)> = Vec::new();
     for seed in seeds {
         let scenario = explore::generate(seed, &cfg);
         let opts = RunOptions {
@@ -131,6 +137,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.inc(1);
         results.push(serde_json::json!({"seed": seed, "verdict": report.verdict, "converged_at_ms": report.converged_at_ms}));
         if report.verdict == Verdict::Pass {
+            if args.junit.is_some() {
+                cases.push((seed, report, String::new()));
+            }
             continue;
         }
         bar.suspend(|| {
@@ -152,6 +161,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|m| format!(" --mutate {m}"))
             .unwrap_or_default();
+        let replay = format!(
+            "{}{mutate}",
+            sim_report::replay_command(&file.display().to_string(), seed)
+        );
         bar.suspend(|| {
             eprintln!(
                 "    shrunk from {} to {} steps: {}",
@@ -159,10 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 small.timeline.len(),
                 sim_report::verdict_name(small_report.verdict)
             );
-            eprintln!(
-                "    replay: {}{mutate}",
-                sim_report::replay_command(&file.display().to_string(), seed)
-            );
+            eprintln!("    replay: {replay}");
         });
         // A run in this process follows others; tokio task ids are process-global and a
         // crash tears a host down in task-id order. Prove the failure with a fresh process,
@@ -187,6 +197,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
         worst = worst.max(report.verdict);
         failures.push(seed);
+        if args.junit.is_some() {
+            // the shrunk run is what the replay command reproduces
+            cases.push((seed, small_report, replay));
+        }
         if !args.keep_going {
             break;
         }
@@ -200,6 +214,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     if let Some(j) = &args.json {
         sim_report::write_file(j, &serde_json::to_string_pretty(&results)?)?;
+    }
+    if let Some(j) = &args.junit {
+        let cases: Vec<sim_report::JunitCase<'_>> = cases
+            .iter()
+            .map(|(seed, report, replay)| sim_report::JunitCase {
+                name: format!("seed {seed}"),
+                replay: replay.clone(),
+                report,
+            })
+            .collect();
+        sim_report::write_file(j, &sim_report::junit_of("phxsim explore", &cases))?;
     }
     Ok(ExitCode::from(sim_report::exit_code(worst)))
 }

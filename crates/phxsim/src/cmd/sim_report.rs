@@ -78,25 +78,45 @@ fn xml_escape(s: &str) -> String {
 
 /// A JUnit XML document with one test case per scenario run.
 pub fn to_junit(suite: &str, runs: &[(String, RunReport)]) -> String {
-    let failures = runs
+    let cases: Vec<JunitCase<'_>> = runs
         .iter()
-        .filter(|(_, r)| r.verdict != Verdict::Pass)
+        .map(|(path, r)| JunitCase {
+            name: format!("{path} (seed {})", r.seed),
+            replay: replay_command(path, r.seed),
+            report: r,
+        })
+        .collect();
+    junit_of(suite, &cases)
+}
+
+/// One test case of a JUnit report: a run, its name, and the command that replays it.
+pub struct JunitCase<'a> {
+    pub name: String,
+    pub replay: String,
+    pub report: &'a RunReport,
+}
+
+/// A JUnit XML document of these cases; a failing run carries its findings and its replay.
+pub fn junit_of(suite: &str, cases: &[JunitCase<'_>]) -> String {
+    let failures = cases
+        .iter()
+        .filter(|c| c.report.verdict != Verdict::Pass)
         .count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
         "<testsuite name=\"{}\" tests=\"{}\" failures=\"{}\">",
         xml_escape(suite),
-        runs.len(),
+        cases.len(),
         failures
     );
-    for (path, r) in runs {
+    for c in cases {
+        let r = c.report;
         let _ = write!(
             out,
-            "  <testcase classname=\"{}\" name=\"{} (seed {})\" time=\"{:.3}\"",
+            "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
             xml_escape(suite),
-            xml_escape(path),
-            r.seed,
+            xml_escape(&c.name),
             r.simulated_ms as f64 / 1000.0
         );
         if r.verdict == Verdict::Pass {
@@ -108,7 +128,7 @@ pub fn to_junit(suite: &str, runs: &[(String, RunReport)]) -> String {
                 ">\n    <failure message=\"{}\">{}\nreplay: {}</failure>\n  </testcase>",
                 verdict_name(r.verdict),
                 xml_escape(&body.join("\n")),
-                xml_escape(&replay_command(path, r.seed))
+                xml_escape(&c.replay)
             );
         }
     }
