@@ -207,6 +207,17 @@ fn node_event_json(node: &str, e: &NodeEvent) -> Option<Json> {
     })
 }
 
+/// Wraps streams in [`LossyStream`]s: each stream, numbered in the (deterministic) order it
+/// appears, draws its losses from its own RNG, named by `label` and its number.
+fn lossy_streams<S>(loss: Loss, seed: u64, label: String) -> impl Fn(S) -> LossyStream<S> + Clone {
+    let streams = Arc::new(AtomicU64::new(0));
+    move |stream| {
+        let n = streams.fetch_add(1, Ordering::Relaxed);
+        let seed = derive_seed(seed, &format!("{label}/{n}"));
+        LossyStream::new(stream, loss.clone(), seed)
+    }
+}
+
 /// The host of one node: the node, its links (accepting, and redialling every node named
 /// before it), its Channels server, and its control channel.
 fn node_host(
@@ -255,15 +266,7 @@ fn node_host(
                 ..NodeConfig::new(name.clone(), vsn)
             };
             let node = Node::start(cfg)?;
-            // Every node-to-node stream this incarnation opens or accepts, numbered in the
-            // (deterministic) order they appear, gets its own loss RNG.
-            let streams = Arc::new(AtomicU64::new(0));
-            let loss_name = name.clone();
-            let lossy = move |stream| {
-                let n = streams.fetch_add(1, Ordering::Relaxed);
-                let seed = derive_seed(seed, &format!("loss/{loss_name}/{vsn}/{n}"));
-                LossyStream::new(stream, loss.clone(), seed)
-            };
+            let lossy = lossy_streams(loss, seed, format!("loss/{name}/{vsn}"));
             let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
             let mut events = node.observe().await?;
             {
@@ -314,18 +317,13 @@ fn node_host(
                     }
                 });
             }
-            // the server's end of each browser link, numbered like the node links
+            // the server's end of each browser link
             let client_loss = Loss {
                 rate: lock(&shared).client_loss_rate.clone(),
                 rto,
             };
-            let sockets = Arc::new(AtomicU64::new(0));
-            let browser_name = name.clone();
-            let browser_link = move |stream| {
-                let n = sockets.fetch_add(1, Ordering::Relaxed);
-                let seed = derive_seed(seed, &format!("client-loss/{browser_name}/{vsn}/{n}"));
-                LossyStream::new(stream, client_loss.clone(), seed)
-            };
+            let browser_link =
+                lossy_streams(client_loss, seed, format!("client-loss/{name}/{vsn}"));
             clients::spawn_server(node.clone(), server_cfg.clone(), WS_PORT, browser_link).await?;
             while let Some(ctl) = ctl_rx.recv().await {
                 match ctl {
