@@ -136,6 +136,12 @@ impl TrackerSettings {
             .unwrap_or(self.broadcast_period_ms * self.max_silent_periods * 2)
     }
 
+    /// How often an idle shard broadcasts: its silent counter starts at `max_silent_periods`
+    /// and an empty heartbeat goes out once it reaches it, every `max_silent_periods + 1` ticks.
+    pub fn idle_heartbeat_interval(&self) -> u64 {
+        (self.max_silent_periods + 1) * self.broadcast_period_ms
+    }
+
     /// How long after the last fault or action a healthy cluster must agree: a silent
     /// heartbeat cycle, a down period for a false down to clear, and transfers.
     pub fn convergence_bound(&self, max_latency_ms: u64) -> u64 {
@@ -435,6 +441,24 @@ impl Lines<'_> {
 }
 
 impl Scenario {
+    /// Settings that are valid (Phoenix accepts them) but make a healthy cluster misbehave, so
+    /// that a run's findings are not mistaken for bugs of the code under test.
+    pub fn warnings(&self) -> Vec<String> {
+        let t = &self.tracker;
+        let mut out = Vec::new();
+        if t.down_period() <= t.idle_heartbeat_interval() {
+            out.push(format!(
+                "tracker.down_period_ms ({}) is not longer than an idle node's heartbeat interval \
+                 ((max_silent_periods + 1) × broadcast_period_ms = {} ms): idle replicas are \
+                 marked down between heartbeats and their presences vanish (Phoenix accepts \
+                 this; expect lost presences)",
+                t.down_period(),
+                t.idle_heartbeat_interval()
+            ));
+        }
+        out
+    }
+
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let file = path.display().to_string();
@@ -491,7 +515,7 @@ impl Scenario {
             ));
         }
         let duration_ms = *raw.duration_ms.get_ref();
-        if duration_ms == 0 || duration_ms > 24 * 3600 * 1000 {
+        if duration_ms == 0 || duration_ms > MAX_DURATION_MS {
             return Err(err(
                 raw.duration_ms.span(),
                 "duration_ms",
@@ -522,7 +546,17 @@ impl Scenario {
         for l in &network.links {
             let [x, y] = &l.between;
             let known = |n: &str| node_set.contains(n) || n == "clients";
-            if !known(x) || !known(y) || x == y || (x == "clients" && y == "clients") {
+            if let Some(unknown) = [x, y].into_iter().find(|n| !known(n)) {
+                return Err(err(
+                    network_span.clone(),
+                    "network.links.between",
+                    format!(
+                        "unknown node {unknown:?} (nodes: {}; \"clients\" is the browsers' host)",
+                        nodes.join(", ")
+                    ),
+                ));
+            }
+            if x == y {
                 return Err(err(
                     network_span.clone(),
                     "network.links.between",
@@ -617,6 +651,17 @@ impl Scenario {
         // stable: steps at the same time keep file order
         timeline.sort_by_key(|s| s.at_ms);
 
+        if let Some(c) = raw
+            .expect
+            .converged_within_ms
+            .filter(|&c| c > MAX_DURATION_MS)
+        {
+            return Err(err(
+                0..0,
+                "expect.converged_within_ms",
+                format!("at most 24 h ({MAX_DURATION_MS}); got {c}"),
+            ));
+        }
         let mut expect = Expectations {
             converged_within_ms: raw.expect.converged_within_ms,
             ..Default::default()
@@ -682,9 +727,58 @@ impl Scenario {
     }
 }
 
+/// The largest value each tracker duration or count may take: far beyond any real setting, and
+/// small enough that the derived periods and bounds cannot overflow.
+const MAX_DURATION_MS: u64 = 24 * 3_600_000;
+const MAX_BROADCAST_PERIOD_MS: u64 = 3_600_000;
+const MAX_SILENT_PERIODS: u64 = 10_000;
+const MAX_PERIOD_MS: u64 = 30 * 24 * 3_600_000;
+const MAX_CLOCK_SAMPLE_PERIODS: u64 = 10_000;
+const MAX_DELTA_SIZE: usize = 10_000_000;
+const MAX_EAGER_WINDOW_MS: u64 = 60_000;
+
 fn validate_tracker(t: &TrackerSettings) -> Result<(), (&'static str, String)> {
     if t.broadcast_period_ms == 0 {
         return Err(("broadcast_period_ms", "must be positive".into()));
+    }
+    let at_most = |field: &'static str, value: u64, max: u64| {
+        if value > max {
+            Err((field, format!("at most {max}; got {value}")))
+        } else {
+            Ok(())
+        }
+    };
+    at_most(
+        "broadcast_period_ms",
+        t.broadcast_period_ms,
+        MAX_BROADCAST_PERIOD_MS,
+    )?;
+    at_most(
+        "max_silent_periods",
+        t.max_silent_periods,
+        MAX_SILENT_PERIODS,
+    )?;
+    if let Some(d) = t.down_period_ms {
+        at_most("down_period_ms", d, MAX_PERIOD_MS)?;
+    }
+    at_most("permdown_period_ms", t.permdown_period_ms, MAX_PERIOD_MS)?;
+    if t.clock_sample_periods == 0 || t.clock_sample_periods > MAX_CLOCK_SAMPLE_PERIODS {
+        return Err((
+            "clock_sample_periods",
+            format!("between 1 and {MAX_CLOCK_SAMPLE_PERIODS}"),
+        ));
+    }
+    if t.max_delta_sizes
+        .iter()
+        .any(|&n| n == 0 || n > MAX_DELTA_SIZE)
+    {
+        return Err((
+            "max_delta_sizes",
+            format!("each between 1 and {MAX_DELTA_SIZE}"),
+        ));
+    }
+    if let Some(w) = t.eager_window_ms {
+        at_most("eager_window_ms", w, MAX_EAGER_WINDOW_MS)?;
     }
     if t.down_period() < 2 * t.broadcast_period_ms {
         return Err((

@@ -285,3 +285,91 @@ fn browser_link_loss_is_a_probability_in_the_network_and_in_a_step() {
         "{e}"
     );
 }
+
+#[test]
+fn a_link_names_known_nodes_or_the_clients_host() {
+    let with_link = |between: &str| {
+        replace(
+            "duration_ms = 6000",
+            &format!(
+                "duration_ms = 6000\n[network]\n[[network.links]]\nbetween = {between}\nlatency_ms = [10, 20]"
+            ),
+        )
+    };
+    let s = Scenario::parse("link.toml", &with_link(r#"["a", "clients"]"#)).unwrap();
+    assert_eq!(s.network.links.len(), 1);
+    let e = error_of(&with_link(r#"["a", "d"]"#));
+    assert!(
+        e.contains(r#"network.links.between: unknown node "d" (nodes: a, b, c;"#),
+        "{e}"
+    );
+    let e = error_of(&with_link(r#"["b", "b"]"#));
+    assert!(e.contains("two different nodes"), "{e}");
+    let e = error_of(&with_link(r#"["clients", "clients"]"#));
+    assert!(e.contains("two different nodes"), "{e}");
+}
+
+#[test]
+fn huge_numbers_are_errors_not_overflows() {
+    // each of these once overflowed a derived period or a timer deadline (a panic)
+    let e = error_of(&replace(
+        "max_silent_periods = 2",
+        "max_silent_periods = 18446744073709551615",
+    ));
+    assert!(e.contains("tracker.max_silent_periods: at most"), "{e}");
+    for (setting, field) in [
+        (
+            "broadcast_period_ms = 9223372036854775807",
+            "tracker.broadcast_period_ms: at most",
+        ),
+        (
+            "broadcast_period_ms = 100\ndown_period_ms = 18446744073709551615",
+            "tracker.down_period_ms: at most",
+        ),
+        (
+            "broadcast_period_ms = 100\nclock_sample_periods = 4294967296",
+            "tracker.clock_sample_periods: between 1 and",
+        ),
+        (
+            "broadcast_period_ms = 100\nmax_delta_sizes = [0]",
+            "tracker.max_delta_sizes: each between 1 and",
+        ),
+        (
+            "broadcast_period_ms = 100\nprofile = \"eager\"\neager_window_ms = 18446744073709551615",
+            "tracker.eager_window_ms: at most",
+        ),
+    ] {
+        let e = error_of(&replace("broadcast_period_ms = 100", setting));
+        assert!(e.contains(field), "{setting}: {e}");
+    }
+    let e = error_of(&replace(
+        "converged_within_ms = 1000",
+        "converged_within_ms = 18446744073709551615",
+    ));
+    assert!(
+        e.contains("expect.converged_within_ms: at most 24 h"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_down_period_shorter_than_the_idle_heartbeat_is_a_warning_not_an_error() {
+    assert!(
+        Scenario::parse("good.toml", GOOD)
+            .unwrap()
+            .warnings()
+            .is_empty()
+    );
+    // idle heartbeats every 11 × 100 ms, down after 1 s of silence
+    let s = Scenario::parse(
+        "flappy.toml",
+        &replace(
+            "max_silent_periods = 2",
+            "max_silent_periods = 10\ndown_period_ms = 1000",
+        ),
+    )
+    .expect("Phoenix accepts it");
+    let w = s.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("= 1100 ms"), "{}", w[0]);
+}

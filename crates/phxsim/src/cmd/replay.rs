@@ -24,7 +24,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let scenario = match Scenario::load(&args.file) {
-        Ok(s) => s,
+        Ok(s) => {
+            for w in s.warnings() {
+                eprintln!("phxsim: warning: {}: {w}", args.file.display());
+            }
+            s
+        }
         Err(e) => {
             eprintln!("phxsim: {e}");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));

@@ -93,7 +93,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut scenarios = Vec::new();
     for p in &paths {
         match Scenario::load(p) {
-            Ok(s) => scenarios.push((p.display().to_string(), s)),
+            Ok(s) => {
+                for w in s.warnings() {
+                    eprintln!("phxsim: warning: {}: {w}", p.display());
+                }
+                scenarios.push((p.display().to_string(), s))
+            }
             Err(e) => {
                 eprintln!("phxsim: {e}");
                 return Ok(ExitCode::from(EXIT_BAD_INPUT));
