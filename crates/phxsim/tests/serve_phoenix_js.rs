@@ -37,8 +37,9 @@ struct Serve {
     stderr: mpsc::Receiver<String>,
 }
 
-/// Starts `phxsim serve` on a free block of ports, retrying on another block when one is taken.
-fn start_serve() -> Serve {
+/// Starts `phxsim serve` on a free block of ports, retrying on another block when one is taken;
+/// every frame is recorded in `frames`.
+fn start_serve(frames: &std::path::Path) -> Serve {
     let mut seed = u64::from(std::process::id()).wrapping_mul(2_654_435_761);
     for attempt in 0..10 {
         seed = seed
@@ -54,6 +55,8 @@ fn start_serve() -> Serve {
                 &base.to_string(),
             ])
             .args(["--broadcast-period", &PERIOD_MS.to_string()])
+            .arg("--frames")
+            .arg(frames)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -172,7 +175,10 @@ fn run_e2e(serve: &Serve, vsn: &str) {
 #[test]
 fn phoenix_js_clients_on_nodes_1_and_3_see_each_other_update_and_leave() {
     require_node_modules();
-    let mut serve = start_serve();
+    let dir = std::env::temp_dir().join(format!("phxsim-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let frames = dir.join("frames.jsonl");
+    let mut serve = start_serve(&frames);
     run_e2e(&serve, "2.0.0");
     run_e2e(&serve, "1.0.0");
     // SIGINT stops it cleanly, and soon.
@@ -192,4 +198,50 @@ fn phoenix_js_clients_on_nodes_1_and_3_see_each_other_update_and_leave() {
     );
     let said: Vec<String> = serve.stderr.try_iter().collect();
     assert!(said.iter().any(|l| l.contains("stopping")), "{said:?}");
+    check_frames(&std::fs::read_to_string(&frames).expect("--frames file"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `--frames` recording of both runs: each client's join on its node, as text in both
+/// serializers, the replies and pushes it received, and a clean close for every connection.
+fn check_frames(text: &str) {
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let seqs: Vec<u64> = lines.iter().filter_map(|l| l["seq"].as_u64()).collect();
+    assert_eq!(
+        seqs,
+        (1..=lines.len() as u64).collect::<Vec<_>>(),
+        "numbered"
+    );
+    let count = |f: &dyn Fn(&serde_json::Value) -> bool| lines.iter().filter(|l| f(l)).count();
+    for (node, user) in [("n1", "alice"), ("n3", "bob")] {
+        for vsn in ["1.0.0", "2.0.0"] {
+            let connected = count(&|l| {
+                l["node"] == node
+                    && l["event"] == "connected"
+                    && l["user_id"] == user
+                    && l["vsn"] == vsn
+            });
+            assert_eq!(connected, 1, "{user} connected to {node} with {vsn}");
+        }
+        let joins = count(&|l| {
+            l["node"] == node
+                && l["dir"] == "send"
+                && l["data"].as_str().is_some_and(|d| d.contains("phx_join"))
+        });
+        assert_eq!(joins, 2, "{user}'s joins on {node}, one per serializer");
+        let states = count(&|l| {
+            l["node"] == node
+                && l["dir"] == "recv"
+                && l["data"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("presence_state"))
+        });
+        assert_eq!(states, 2, "{user}'s presence_state on {node}");
+    }
+    let closes: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "closed").collect();
+    assert_eq!(closes.len(), 4, "{closes:?}");
+    assert!(closes.iter().all(|l| l["by"] == "client"), "{closes:?}");
 }

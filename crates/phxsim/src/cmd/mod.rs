@@ -8,6 +8,7 @@ pub mod presence_sync;
 pub mod replay;
 pub mod run;
 pub mod serve;
+pub mod serve_frames;
 pub mod sim_report;
 pub mod tracker_ops;
 

@@ -5,6 +5,7 @@
 //!
 //! Production, not simulation: `phx_ref`s come from OS entropy and time from the real clock.
 
+use super::serve_frames;
 use anyhow::{Context as _, bail};
 use phxsim_runtime::server::{ConnectionEnd, Server, ServerConfig, ServerEvent, ServerMutation};
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
@@ -39,6 +40,10 @@ pub struct Args {
     /// Plant a known server bug (conformance checks only).
     #[arg(long)]
     pub mutate: Option<String>,
+    /// Record every frame between the cluster and its clients here, as JSON lines in the shape
+    /// of the recorded Phoenix sessions (`dir` send/recv from the client's side, `node`, `conn`).
+    #[arg(long)]
+    pub frames: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -67,14 +72,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("phxsim serve: --broadcast-period: {e}");
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
+    let frames = match &args.frames {
+        None => None,
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("phxsim serve: --frames {}: {e}", path.display());
+                return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            }
+        },
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(args, mutation))
+    runtime.block_on(serve(args, mutation, frames))
 }
 
-async fn serve(args: Args, mutation: Option<ServerMutation>) -> anyhow::Result<ExitCode> {
+async fn serve(
+    args: Args,
+    mutation: Option<ServerMutation>,
+    frames: Option<std::io::BufWriter<std::fs::File>>,
+) -> anyhow::Result<ExitCode> {
     // The endpoints first: a taken port fails the command before anything starts.
     let mut endpoints = Vec::new();
     for i in 0..args.nodes {
@@ -141,10 +160,24 @@ async fn serve(args: Args, mutation: Option<ServerMutation>) -> anyhow::Result<E
             );
         }
     }
+    let (record, recorder) = match frames {
+        Some(out) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (
+                Some(tx),
+                Some(tokio::spawn(serve_frames::write_all(out, rx))),
+            )
+        }
+        None => (None, None),
+    };
     let mut tasks = Vec::new();
     for (node, (addr, listener)) in nodes.iter().zip(endpoints) {
         let server = Server::new(node.clone(), server_cfg.clone());
-        tasks.push(log_closes(node.name().to_owned(), server.observe()));
+        tasks.push(observe(
+            node.name().to_owned(),
+            server.observe(),
+            record.clone(),
+        ));
         tasks.push(server.listen(listener));
         println!("node {} ready ws://{addr}/socket/websocket", node.name());
     }
@@ -159,16 +192,34 @@ async fn serve(args: Args, mutation: Option<ServerMutation>) -> anyhow::Result<E
     for node in &nodes {
         node.crash();
     }
+    // The observers are gone with their senders: the recorder writes what is queued and ends.
+    drop(record);
+    if let Some(r) = recorder {
+        match tokio::time::timeout(Duration::from_secs(5), r).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("phxsim serve: writing --frames: {e}"),
+            Ok(Err(e)) => eprintln!("phxsim serve: the --frames writer failed: {e}"),
+            Err(_) => eprintln!("phxsim serve: the --frames writer did not finish within 5 s"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Logs every connection the server ended on its own, with the reason (stderr).
-fn log_closes(
+/// Logs every connection the server ended on its own, with the reason (stderr), and hands
+/// every event to the `--frames` recorder if there is one.
+fn observe(
     node: String,
     mut events: tokio::sync::mpsc::UnboundedReceiver<ServerEvent>,
+    record: Option<tokio::sync::mpsc::UnboundedSender<serve_frames::Observed>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
+            if let Some(tx) = &record {
+                let _ = tx.send(serve_frames::Observed {
+                    node: node.clone(),
+                    event: e.clone(),
+                });
+            }
             if let ServerEvent::Ended { conn, end } = e {
                 match end {
                     ConnectionEnd::ServerClosed { code, reason } => {
