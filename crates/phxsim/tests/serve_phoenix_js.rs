@@ -181,6 +181,16 @@ fn phoenix_js_clients_on_nodes_1_and_3_see_each_other_update_and_leave() {
     let mut serve = start_serve(&frames);
     run_e2e(&serve, "2.0.0");
     run_e2e(&serve, "1.0.0");
+    // the last close handshakes may still be on their way when node exits: let the recorder
+    // see all four before the server stops
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(&frames).unwrap_or_default();
+        if text.matches(r#""event":"closed""#).count() >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SIGINT stops it cleanly, and soon.
     let pid = serve.child.id().to_string();
     let killed = Command::new("kill")

@@ -9,8 +9,8 @@ use phxsim_runtime::server::{ConnectionEnd, ServerEvent};
 use phxsim_wire::{Frame, Serializer};
 use serde_json::{Value as Json, json};
 use std::io::Write;
-use tokio::time::Instant;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// One observed event of one node's server.
 pub struct Observed {
