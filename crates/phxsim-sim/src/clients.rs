@@ -250,7 +250,8 @@ pub(crate) fn client_host(
                 let (name, mut connections) = (spec.name.clone(), 0u64);
                 let client = Client::start(cfg, move || {
                     let target = target.clone();
-                    let link_seed = derive_seed(seed, &format!("client-loss/{name}/{connections}"));
+                    let link_seed =
+                        derive_seed(seed, &format!("client-loss/browser/{name}/{connections}"));
                     connections += 1;
                     let loss = loss.clone();
                     async move {

@@ -322,8 +322,11 @@ fn node_host(
                 rate: lock(&shared).client_loss_rate.clone(),
                 rto,
             };
-            let browser_link =
-                lossy_streams(client_loss, seed, format!("client-loss/{name}/{vsn}"));
+            let browser_link = lossy_streams(
+                client_loss,
+                seed,
+                format!("client-loss/server/{name}/{vsn}"),
+            );
             clients::spawn_server(node.clone(), server_cfg.clone(), WS_PORT, browser_link).await?;
             while let Some(ctl) = ctl_rx.recv().await {
                 match ctl {
