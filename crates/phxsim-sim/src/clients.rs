@@ -3,7 +3,9 @@
 //! runtime's real client), each driven by the scripted timeline and observed frame by frame.
 
 use crate::checkers::{ClientMessage, PresenceList, presence_list};
-use crate::harness::{Obs, RunOptions, SharedRef, WS_PORT, derive_seed, lock, now_ms};
+use crate::harness::{
+    Obs, RunOptions, SharedRef, WS_PORT, derive_seed, lock, now_ms, segment_lost_report,
+};
 use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
 use phxsim_runtime::Node;
@@ -248,15 +250,16 @@ pub(crate) fn client_host(
                     rto,
                 };
                 let (name, mut connections) = (spec.name.clone(), 0u64);
+                let report = segment_lost_report(shared.clone(), name.clone(), node.clone(), true);
                 let client = Client::start(cfg, move || {
                     let target = target.clone();
                     let link_seed =
                         derive_seed(seed, &format!("client-loss/browser/{name}/{connections}"));
                     connections += 1;
-                    let loss = loss.clone();
+                    let (loss, report) = (loss.clone(), report.clone());
                     async move {
                         let stream = TcpStream::connect((target.as_str(), WS_PORT)).await?;
-                        Ok(LossyStream::new(stream, loss, link_seed))
+                        Ok(LossyStream::new(stream, loss, link_seed).reporting(report))
                     }
                 });
                 let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();

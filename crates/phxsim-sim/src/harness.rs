@@ -8,7 +8,7 @@ use crate::checkers::{
     Bounds, Checkers, ClientMessage, Finding, FindingKind, PresenceList, Snapshot,
 };
 use crate::clients::{self, ClientControl, SimClient};
-use crate::lossy::{Loss, LossRate, LossyStream};
+use crate::lossy::{Loss, LossRate, LossReport, LossyStream};
 use crate::sampler::Sampler;
 use crate::scenario::{Action, Scenario};
 use crate::transcript::Transcript;
@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::mpsc;
+use turmoil::net::TcpStream;
 
 /// Port of the node-to-node links on every node host.
 pub const NODE_PORT: u16 = 4369;
@@ -207,15 +208,44 @@ fn node_event_json(node: &str, e: &NodeEvent) -> Option<Json> {
     })
 }
 
-/// Wraps streams in [`LossyStream`]s: each stream, numbered in the (deterministic) order it
-/// appears, draws its losses from its own RNG, named by `label` and its number.
-fn lossy_streams<S>(loss: Loss, seed: u64, label: String) -> impl Fn(S) -> LossyStream<S> + Clone {
+/// Wraps host `from`'s streams in [`LossyStream`]s: each stream, numbered in the
+/// (deterministic) order it appears, draws its losses from its own RNG, named by `label` and
+/// its number, and every segment it loses is a `segment_lost` line of the transcript.
+fn lossy_streams(
+    loss: Loss,
+    seed: u64,
+    label: String,
+    from: String,
+    shared: SharedRef,
+) -> impl Fn(TcpStream) -> LossyStream<TcpStream> + Clone {
     let streams = Arc::new(AtomicU64::new(0));
-    move |stream| {
+    move |stream: TcpStream| {
         let n = streams.fetch_add(1, Ordering::Relaxed);
         let seed = derive_seed(seed, &format!("{label}/{n}"));
-        LossyStream::new(stream, loss.clone(), seed)
+        let to = stream
+            .peer_addr()
+            .ok()
+            .and_then(|a| turmoil::reverse_lookup(a.ip()))
+            .unwrap_or_default();
+        let report = segment_lost_report(shared.clone(), from.clone(), to, false);
+        LossyStream::new(stream, loss.clone(), seed).reporting(report)
     }
+}
+
+/// Writes each segment lost from `from` (a node, or a browser when `by_browser`) to `to` into
+/// the transcript, with the delay its retransmissions add.
+pub(crate) fn segment_lost_report(
+    shared: SharedRef,
+    from: String,
+    to: String,
+    by_browser: bool,
+) -> LossReport {
+    let sender = if by_browser { "browser" } else { "node" };
+    Arc::new(move |delay: Duration| {
+        let line = json!({"ev": "segment_lost", "sender": sender, "from": from, "to": to,
+                          "delay_ms": delay.as_millis() as u64});
+        lock(&shared).transcript.push(now_ms(), line);
+    })
 }
 
 /// The host of one node: the node, its links (accepting, and redialling every node named
@@ -266,7 +296,13 @@ fn node_host(
                 ..NodeConfig::new(name.clone(), vsn)
             };
             let node = Node::start(cfg)?;
-            let lossy = lossy_streams(loss, seed, format!("loss/{name}/{vsn}"));
+            let lossy = lossy_streams(
+                loss,
+                seed,
+                format!("loss/{name}/{vsn}"),
+                name.clone(),
+                shared.clone(),
+            );
             let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
             let mut events = node.observe().await?;
             {
@@ -326,6 +362,8 @@ fn node_host(
                 client_loss,
                 seed,
                 format!("client-loss/server/{name}/{vsn}"),
+                name.clone(),
+                shared.clone(),
             );
             clients::spawn_server(node.clone(), server_cfg.clone(), WS_PORT, browser_link).await?;
             while let Some(ctl) = ctl_rx.recv().await {

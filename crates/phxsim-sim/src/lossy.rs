@@ -48,11 +48,15 @@ pub struct Loss {
     pub rto: Duration,
 }
 
+/// Told of every lost segment: the total delay its retransmissions add.
+pub type LossReport = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// A stream whose writes are delayed as lost-and-retransmitted TCP segments would be.
 pub struct LossyStream<S> {
     inner: S,
     loss: Loss,
     rng: ChaCha8Rng,
+    report: Option<LossReport>,
     /// The write being retransmitted: it and everything behind it wait for this timer.
     retransmit: Option<Pin<Box<Sleep>>>,
     /// The current write has been given its fate (lost once or more, or delivered).
@@ -65,9 +69,16 @@ impl<S> LossyStream<S> {
             inner,
             loss,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            report: None,
             retransmit: None,
             decided: false,
         }
+    }
+
+    /// Calls `report` for every lost segment (for the transcript).
+    pub fn reporting(mut self, report: LossReport) -> Self {
+        self.report = Some(report);
+        self
     }
 
     /// Draws the fate of a new segment: the total delay of its retransmissions, if any.
@@ -113,6 +124,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LossyStream<S> {
         if !this.decided {
             this.decided = true;
             if let Some(delay) = this.draw_delay() {
+                if let Some(report) = &this.report {
+                    report(delay);
+                }
                 this.retransmit = Some(Box::pin(tokio::time::sleep(delay)));
             }
         }
@@ -175,6 +189,37 @@ mod tests {
         assert!(
             d.iter().all(|d| d.as_millis() % 200 == 0),
             "delays are whole RTOs"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_lost_segment_is_reported_with_its_delay() {
+        use std::sync::Mutex;
+        let (a, mut b) = duplex(1 << 16);
+        let loss = Loss {
+            rate: LossRate::new(0.3),
+            rto: Duration::from_millis(200),
+        };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let mut a =
+            LossyStream::new(a, loss, 3).reporting(Arc::new(move |d| log.lock().unwrap().push(d)));
+        let mut late = Vec::new();
+        for i in 0..100u8 {
+            let start = Instant::now();
+            a.write_all(&[i]).await.expect("write");
+            let mut byte = [0u8; 1];
+            b.read_exact(&mut byte).await.expect("read");
+            let waited = Instant::now() - start;
+            if !waited.is_zero() {
+                late.push(waited);
+            }
+        }
+        assert!(!late.is_empty());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            late,
+            "one report per late write, its delay"
         );
     }
 

@@ -7,8 +7,9 @@ use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
 /// Event kinds a wire snapshot keeps.
-const KEPT: [&str; 8] = [
+const KEPT: [&str; 9] = [
     "frame",
+    "segment_lost",
     "step",
     "replica_up",
     "replica_down",

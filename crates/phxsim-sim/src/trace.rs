@@ -88,6 +88,22 @@ pub fn chrome_trace<'a>(lines: impl IntoIterator<Item = &'a str>) -> Json {
                     .unwrap_or("");
                 out.push(json!({"name": format!("{ev} {what}"), "cat": "replica", "ph": "i", "s": "t", "ts": us(t), "pid": NODES_PID, "tid": tid, "args": e}));
             }
+            "segment_lost" => {
+                // on the sender's track: a node's, or a browser's
+                let from = str_of(&e, "from");
+                let pid = if str_of(&e, "sender") == "browser" {
+                    CLIENTS_PID
+                } else {
+                    NODES_PID
+                };
+                let tid = tracks.id(pid, from);
+                let name = format!(
+                    "segment lost {from}→{} (+{} ms)",
+                    str_of(&e, "to"),
+                    e.get("delay_ms").and_then(Json::as_u64).unwrap_or(0)
+                );
+                out.push(json!({"name": name, "cat": "loss", "ph": "i", "s": "t", "ts": us(t), "pid": pid, "tid": tid, "args": e}));
+            }
             "frame" => {
                 let client = str_of(&e, "client");
                 let tid = tracks.id(CLIENTS_PID, client);

@@ -374,4 +374,21 @@ fn browser_link_loss_delays_replies_by_a_retransmission_and_loses_nothing() {
         lossy_trips.iter().any(|&t| t >= rto),
         "a lost segment waits one RTO: {lossy_trips:?}"
     );
+    // and the transcript says which segments were lost, on which browser link
+    let lost = |r: &RunReport| {
+        r.transcript
+            .iter()
+            .filter(|l| l.contains(r#""ev":"segment_lost""#))
+            .count()
+    };
+    assert_eq!(lost(&without), 0);
+    assert!(lost(&with_loss) > 0);
+    assert!(
+        with_loss
+            .transcript
+            .iter()
+            .filter(|l| l.contains("segment_lost"))
+            .all(|l| l.contains(r#""to":"clients""#) || l.contains(r#""sender":"browser""#)),
+        "only browser links lose segments here"
+    );
 }

@@ -12,6 +12,8 @@ const TRANSCRIPT: &str = r#"{"t":0,"ev":"run","title":"x"}
 {"t":9,"ev":"node_recv","from":"a","to":"b","kind":"heartbeat"}
 {"t":9,"ev":"node_recv","from":"c","to":"b","kind":"heartbeat"}
 {"t":10,"ev":"frame","client":"alice","dir":"in","event":"presence_diff","data":"[]"}
+{"t":10,"ev":"segment_lost","sender":"browser","from":"alice","to":"a","delay_ms":200}
+{"t":10,"ev":"segment_lost","sender":"node","from":"a","to":"b","delay_ms":600}
 {"t":11,"ev":"step","action":"heal"}
 not json
 {"t":12,"ev":"finding","kind":"ghost","subject":"a","detail":"x"}"#;
@@ -49,4 +51,16 @@ fn tracks_are_named_and_marks_are_global() {
     let global: Vec<&Value> = events(&doc).iter().filter(|e| e["s"] == "g").collect();
     assert_eq!(global.len(), 2);
     assert_eq!(global[1]["name"], "ghost: x");
+}
+
+#[test]
+fn a_lost_segment_is_a_mark_on_its_senders_track() {
+    let doc = chrome_trace(TRANSCRIPT.lines());
+    let lost: Vec<&Value> = events(&doc).iter().filter(|e| e["cat"] == "loss").collect();
+    assert_eq!(lost.len(), 2);
+    assert_eq!(lost[0]["name"], "segment lost alice→a (+200 ms)");
+    assert_eq!(lost[0]["pid"], 2, "alice's track, with the clients");
+    assert_eq!(lost[1]["name"], "segment lost a→b (+600 ms)");
+    assert_eq!(lost[1]["pid"], 1, "node a's track");
+    assert_eq!(lost[1]["ts"], 10_000);
 }
