@@ -2,6 +2,7 @@
 //! a workload and a fault schedule), runs it, and judges it; a failing schedule is shrunk to a
 //! minimal one that still fails the same way, and written as a scenario file.
 
+use crate::checkers::FindingKind;
 use crate::harness::{self, RunOptions, RunReport, Verdict};
 use crate::scenario::{
     Action, ClientSpec, Expectations, NetworkSettings, Scenario, Step, TrackerSettings,
@@ -230,8 +231,12 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
     }
 }
 
-/// Shrinks a failing scenario: drops timeline steps (faults and workload) one at a time while
-/// the run still fails with the same verdict, until no single step can go.
+/// Shrinks a failing scenario while the run still fails the same way (the same verdict, with
+/// at least one finding of a kind the original run had): first whole clients go, with every
+/// step of theirs, then timeline steps (faults and workload) one at a time, until nothing
+/// more can go or the budget of runs is spent. Heals, restarts, reconnects and the end of loss
+/// stay: they are what lets a healthy cluster settle, so dropping them would trade the bug for
+/// a run that merely never converges.
 pub fn shrink(
     scenario: &Scenario,
     opts: &RunOptions,
@@ -240,12 +245,35 @@ pub fn shrink(
 ) -> (Scenario, RunReport) {
     let mut best = scenario.clone();
     let mut best_report = harness::run(&best, opts);
+    let kinds: BTreeSet<FindingKind> = best_report.failures.iter().map(|f| f.kind).collect();
+    let same_failure = |r: &RunReport| {
+        r.verdict == verdict
+            && (kinds.is_empty() || r.failures.iter().any(|f| kinds.contains(&f.kind)))
+    };
     let mut runs = 1;
+    // whole clients, last first (the first client's name is often another's user)
+    let mut c = best.clients.len();
+    while c > 0 && runs < budget && best.clients.len() > 1 {
+        c -= 1;
+        let Some(name) = best.clients.get(c).map(|s| s.name.clone()) else {
+            continue;
+        };
+        let mut candidate = best.clone();
+        candidate.clients.remove(c);
+        candidate
+            .timeline
+            .retain(|st| st.action.client() != Some(name.as_str()));
+        let report = harness::run(&candidate, opts);
+        runs += 1;
+        if same_failure(&report) {
+            best = candidate;
+            best_report = report;
+        }
+    }
     let mut i = 0;
     while i < best.timeline.len() && runs < budget {
         let mut candidate = best.clone();
         let removed = candidate.timeline.remove(i);
-        // keep what makes the run settle: heals, restarts and reconnects stay
         if matches!(
             removed.action,
             Action::Heal
@@ -259,7 +287,7 @@ pub fn shrink(
         }
         let report = harness::run(&candidate, opts);
         runs += 1;
-        if report.verdict == verdict {
+        if same_failure(&report) {
             best = candidate;
             best_report = report;
         } else {

@@ -325,6 +325,19 @@ impl Action {
         ) && !matches!(self, Action::Loss(r) | Action::ClientLoss(r) if *r == 0.0)
     }
 
+    /// The client this action drives, if it is a client's action.
+    pub fn client(&self) -> Option<&str> {
+        match self {
+            Action::Join(c)
+            | Action::Leave(c)
+            | Action::Update(c, _)
+            | Action::Disconnect(c)
+            | Action::Reconnect(c)
+            | Action::CrashChannel(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// A short label for tables and transcripts.
     pub fn label(&self) -> String {
         match self {

@@ -392,3 +392,37 @@ fn browser_link_loss_delays_replies_by_a_retransmission_and_loses_nothing() {
         "only browser links lose segments here"
     );
 }
+
+#[test]
+fn shrinking_drops_whole_clients_and_keeps_the_same_failure() {
+    let bug = RunOptions {
+        seed: 1,
+        server_mutation: Some(ServerMutation::DropLeaves),
+        ..Default::default()
+    };
+    let drawn = generate(1, &SwarmConfig::default());
+    let first = harness::run(&drawn, &bug);
+    assert_eq!(first.verdict, Verdict::Safety, "{:#?}", first.failures);
+    let (small, report) = phxsim_sim::explore::shrink(&drawn, &bug, first.verdict, 20);
+    assert_eq!(report.verdict, Verdict::Safety);
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| first.failures.iter().any(|g| g.kind == f.kind)),
+        "the same kind of failure: {:#?}",
+        report.failures
+    );
+    // a dropped leave is seen by the client whose meta changed: one client is enough
+    assert_eq!(small.clients.len(), 1, "{:#?}", small.clients);
+    assert!(small.timeline.len() < drawn.timeline.len());
+    let name = &small.clients[0].name;
+    assert!(
+        small
+            .timeline
+            .iter()
+            .filter_map(|s| s.action.client())
+            .all(|c| c == name),
+        "no step names a client that is gone"
+    );
+}
