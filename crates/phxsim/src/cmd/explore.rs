@@ -167,9 +167,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         bar.suspend(|| {
             eprintln!(
-                "    shrunk from {} to {} steps: {}",
+                "    shrunk from {} steps and {} clients to {} and {}: {}",
                 scenario.timeline.len(),
+                scenario.clients.len(),
                 small.timeline.len(),
+                small.clients.len(),
                 sim_report::verdict_name(small_report.verdict)
             );
             eprintln!("    replay: {replay}");
