@@ -232,9 +232,10 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
 }
 
 /// Shrinks a failing scenario while the run still fails the same way (the same verdict, with
-/// at least one finding of a kind the original run had): first whole clients go, with every
-/// step of theirs, then timeline steps (faults and workload) one at a time, until nothing
-/// more can go or the budget of runs is spent. Heals, restarts, reconnects and the end of loss
+/// at least one finding of a kind the original run had): first whole nodes go (down to two),
+/// with their clients and every step that names them, then whole clients with their steps,
+/// then timeline steps (faults and workload) one at a time, until nothing more can go or the
+/// budget of runs is spent. Heals, restarts, reconnects and the end of loss
 /// stay: they are what lets a healthy cluster settle, so dropping them would trade the bug for
 /// a run that merely never converges.
 pub fn shrink(
@@ -251,6 +252,19 @@ pub fn shrink(
             && (kinds.is_empty() || r.failures.iter().any(|f| kinds.contains(&f.kind)))
     };
     let mut runs = 1;
+    let mut n = best.nodes.len();
+    while n > 0 && runs < budget {
+        n -= 1;
+        let Some(candidate) = best.nodes.get(n).and_then(|node| without_node(&best, node)) else {
+            continue;
+        };
+        let report = harness::run(&candidate, opts);
+        runs += 1;
+        if same_failure(&report) {
+            best = candidate;
+            best_report = report;
+        }
+    }
     // whole clients, last first (the first client's name is often another's user)
     let mut c = best.clients.len();
     while c > 0 && runs < budget && best.clients.len() > 1 {
@@ -295,6 +309,73 @@ pub fn shrink(
         }
     }
     (best, best_report)
+}
+
+/// The scenario without `node`: its clients and their steps go, faults keep only the links
+/// and groups that do not involve it, and a step left with nothing to do goes. `None` when
+/// only two nodes are left (a cluster of one has no netsplit to find).
+pub fn without_node(s: &Scenario, node: &str) -> Option<Scenario> {
+    if s.nodes.len() <= 2 || !s.nodes.iter().any(|n| n == node) {
+        return None;
+    }
+    let mut out = s.clone();
+    out.nodes.retain(|n| n != node);
+    let gone: BTreeSet<String> = s
+        .clients
+        .iter()
+        .filter(|c| c.node == node)
+        .map(|c| c.name.clone())
+        .collect();
+    out.clients.retain(|c| c.node != node);
+    out.network
+        .links
+        .retain(|l| l.between[0] != node && l.between[1] != node);
+    out.expect.visible.retain(|v| v.node != node);
+    let pairs = |l: &[(String, String)]| -> Vec<(String, String)> {
+        l.iter()
+            .filter(|(x, y)| x != node && y != node)
+            .cloned()
+            .collect()
+    };
+    out.timeline = s
+        .timeline
+        .iter()
+        .filter_map(|st| {
+            let action = match &st.action {
+                a if a.client().is_some_and(|c| gone.contains(c)) => return None,
+                Action::Partition(groups) => {
+                    let groups: Vec<Vec<String>> = groups
+                        .iter()
+                        .map(|g| g.iter().filter(|n| *n != node).cloned().collect())
+                        .filter(|g: &Vec<String>| !g.is_empty())
+                        .collect();
+                    if groups.len() < 2 {
+                        return None;
+                    }
+                    Action::Partition(groups)
+                }
+                Action::Cut(l) => Action::Cut(pairs(l)),
+                Action::CutOneway(l) => Action::CutOneway(pairs(l)),
+                Action::Repair(l) => Action::Repair(pairs(l)),
+                Action::Hold(l) => Action::Hold(pairs(l)),
+                Action::Release(l) => Action::Release(pairs(l)),
+                Action::Crash(n) | Action::Restart(n) | Action::Permdown(n) if n == node => {
+                    return None;
+                }
+                other => other.clone(),
+            };
+            let empty = matches!(
+                &action,
+                Action::Cut(l) | Action::CutOneway(l) | Action::Repair(l) | Action::Hold(l)
+                    | Action::Release(l) if l.is_empty()
+            );
+            (!empty).then(|| Step {
+                at_ms: st.at_ms,
+                action,
+            })
+        })
+        .collect();
+    Some(out)
 }
 
 fn q(s: &str) -> String {

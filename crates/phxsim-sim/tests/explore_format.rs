@@ -79,3 +79,74 @@ fn loss_is_drawn_only_when_asked_for_and_leaves_the_rest_of_the_draw_alone() {
         }
     }
 }
+
+#[test]
+fn a_node_leaves_a_scenario_with_its_clients_and_every_fault_that_names_it() {
+    use phxsim_sim::Action;
+    let s = Scenario::parse(
+        "four.toml",
+        r#"
+title = "four nodes"
+nodes = ["a", "b", "c", "d"]
+duration_ms = 5000
+[[clients]]
+name = "ann"
+node = "a"
+[[clients]]
+name = "cid"
+node = "c"
+[[timeline]]
+at_ms = 100
+join = "ann"
+[[timeline]]
+at_ms = 100
+join = "cid"
+[[timeline]]
+at_ms = 200
+partition = [["a", "c"], ["b", "d"]]
+[[timeline]]
+at_ms = 300
+partition = [["a", "b", "d"], ["c"]]
+[[timeline]]
+at_ms = 400
+cut = [["a", "c"], ["b", "d"]]
+[[timeline]]
+at_ms = 500
+hold = [["c", "d"]]
+[[timeline]]
+at_ms = 600
+crash = "c"
+[[timeline]]
+at_ms = 700
+crash = "d"
+[[timeline]]
+at_ms = 800
+heal = true
+[[timeline]]
+at_ms = 800
+restart = "c"
+"#,
+    )
+    .unwrap();
+    let small = phxsim_sim::explore::without_node(&s, "c").expect("four nodes");
+    assert_eq!(small.nodes, ["a", "b", "d"]);
+    assert_eq!(small.clients.len(), 1);
+    let actions: Vec<&Action> = small.timeline.iter().map(|st| &st.action).collect();
+    assert_eq!(
+        actions,
+        [
+            &Action::Join("ann".into()),
+            &Action::Partition(vec![vec!["a".into()], vec!["b".into(), "d".into()]]),
+            &Action::Cut(vec![("b".into(), "d".into())]),
+            &Action::Crash("d".into()),
+            &Action::Heal,
+        ]
+    );
+    // what is left is still a valid scenario file
+    let text = to_toml(&small);
+    assert_eq!(Scenario::parse("small.toml", &text).unwrap(), small);
+    // two nodes are the least a netsplit needs
+    let two = phxsim_sim::explore::without_node(&small, "d")
+        .and_then(|s| phxsim_sim::explore::without_node(&s, "b"));
+    assert!(two.is_none());
+}

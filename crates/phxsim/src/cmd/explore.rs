@@ -166,12 +166,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             sim_report::replay_command(&file.display().to_string(), seed)
         );
         bar.suspend(|| {
+            let size = |s: &phxsim_sim::Scenario| {
+                format!(
+                    "{} nodes, {} clients, {} steps",
+                    s.nodes.len(),
+                    s.clients.len(),
+                    s.timeline.len()
+                )
+            };
             eprintln!(
-                "    shrunk from {} steps and {} clients to {} and {}: {}",
-                scenario.timeline.len(),
-                scenario.clients.len(),
-                small.timeline.len(),
-                small.clients.len(),
+                "    shrunk from {} to {}: {}",
+                size(&scenario),
+                size(&small),
                 sim_report::verdict_name(small_report.verdict)
             );
             eprintln!("    replay: {replay}");
