@@ -32,6 +32,13 @@ pub struct Profile {
     /// which reports every one of its values as a leave a second time. When false, a replica
     /// already down is only permdowned.
     pub graceful_permdown_redowns: bool,
+    /// phoenix_pubsub #148 (open upstream). Phoenix admits a remote value whose dot it has not
+    /// seen even when it holds a newer row of the same replica for the same presence, so a
+    /// lagging node's full transfer overwrites a newer meta, and the presence is later lost or
+    /// left as a ghost. When true such a stale value is refused
+    /// ([`phxsim_tracker::State::with_superseded_guard`]).
+    #[serde(default)]
+    pub refuse_superseded_values: bool,
     /// The eager-delta extension (not Phoenix): a local change is broadcast at once if no delta
     /// left in the last this-many ms, else at the end of that window together with every
     /// change made meanwhile, instead of waiting for the next tick; so cross-node latency is
@@ -49,6 +56,7 @@ impl Profile {
             merge_reports_down_replicas: true,
             transfer_excludes_requester: false,
             graceful_permdown_redowns: true,
+            refuse_superseded_values: false,
             eager_window: None,
         }
     }
@@ -59,6 +67,7 @@ impl Profile {
             merge_reports_down_replicas: false,
             transfer_excludes_requester: true,
             graceful_permdown_redowns: false,
+            refuse_superseded_values: true,
             eager_window: None,
         }
     }

@@ -106,9 +106,12 @@ impl Shard {
         let silent = cfg.max_silent_periods;
         let countdown = cfg.clock_sample_periods;
         let mutation = cfg.mutation.and_then(|m| m.tracker());
+        let guard = cfg.profile.refuse_superseded_values;
         Self {
             cfg,
-            state: State::new(replica).with_mutation(mutation),
+            state: State::new(replica)
+                .with_mutation(mutation)
+                .with_superseded_guard(guard),
             generations: Generations::new(),
             peers: Peers::new(),
             silent_periods: silent,

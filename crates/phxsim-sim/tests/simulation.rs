@@ -320,6 +320,40 @@ fn issue_148_is_reproduced_from_its_scenario_file_and_seed() {
     );
 }
 
+#[test]
+fn the_corrected_profile_refuses_the_stale_transfer_of_issue_148() {
+    let corrected = scenario("19_");
+    assert_eq!(corrected.tracker.profile, "corrected");
+    let seed = corrected.seed.expect("pinned");
+    let clean = run(
+        &corrected,
+        RunOptions {
+            seed,
+            ..Default::default()
+        },
+    );
+    assert_eq!(clean.verdict, Verdict::Pass, "{:#?}", clean.failures);
+    assert!(clean.findings.iter().all(|f| f.kind != FindingKind::Lost));
+    // the same run in the faithful profile loses alice: the stale transfer does happen here
+    let mut faithful = corrected.clone();
+    faithful.tracker.profile = "faithful".into();
+    let upstream = run(
+        &faithful,
+        RunOptions {
+            seed,
+            ..Default::default()
+        },
+    );
+    assert!(
+        upstream
+            .failures
+            .iter()
+            .any(|f| f.kind == FindingKind::Lost && f.detail.contains("alice")),
+        "{:#?}",
+        upstream.findings
+    );
+}
+
 /// Every push's round trip (the client's frame with a ref to the `phx_reply` with that ref), in
 /// simulated ms, from a transcript of V2 clients.
 fn push_round_trips(transcript: &[String]) -> Vec<u64> {

@@ -70,6 +70,10 @@ pub struct State {
     replicas: BTreeMap<ReplicaRef, Status>,
     delta: Delta,
     mutation: Option<Mutation>,
+    /// Not Phoenix: refuse a remote value whose dot is older than the row held here for the
+    /// same presence by the same replica (the fix for phoenix_pubsub #148, see
+    /// [`State::with_superseded_guard`]).
+    superseded_guard: bool,
     /// Counts the changes to what this state can list: rows written or deleted, replicas
     /// marked up, down or forgotten. Clocks, clouds and the pending delta do not count, so a
     /// heartbeat that brings nothing new leaves it alone.
@@ -93,6 +97,7 @@ impl State {
             replicas: BTreeMap::new(),
             delta,
             mutation: None,
+            superseded_guard: false,
             revision: Revision::default(),
         }
     }
@@ -101,6 +106,25 @@ impl State {
     pub fn with_mutation(mut self, mutation: Option<Mutation>) -> Self {
         self.mutation = mutation;
         self
+    }
+
+    /// Turns on the fix for phoenix_pubsub #148 (off, as in Phoenix, by default). A replica
+    /// writes one row per presence and every update gives it a newer dot, so a remote value
+    /// whose dot is older than the row held here for the same `{topic, pid, key}` by the same
+    /// replica is stale: a lagging node's full transfer carries it, and upstream admits it
+    /// because only the context and the clouds are consulted, overwriting the newer meta (and
+    /// later losing the presence, or keeping a ghost). With the guard such a value is refused
+    /// and its dot recorded as seen, so no later merge admits it either.
+    pub fn with_superseded_guard(mut self, on: bool) -> Self {
+        self.superseded_guard = on;
+        self
+    }
+
+    /// Does this state hold a newer row of the same replica for the same presence?
+    fn supersedes(&self, tag: &Tag, key: &ValueKey) -> bool {
+        self.values
+            .get(key)
+            .is_some_and(|row| row.tag.replica == tag.replica && row.tag.clock > tag.clock)
     }
 
     pub fn replica(&self) -> &ReplicaRef {
@@ -477,7 +501,9 @@ impl State {
     ) -> Diff {
         let ignore_clouds = self.mutation == Some(Mutation::MergeIgnoresClouds);
         // 1. Joins: values of replicas we know, whose dot we have not seen. Only our own
-        //    context and clouds are consulted: the root of phoenix_pubsub #148.
+        //    context and clouds are consulted: the root of phoenix_pubsub #148, unless the
+        //    guard refuses values a newer row of their replica supersedes.
+        let mut superseded: Vec<Tag> = Vec::new();
         let joins: Vec<(Tag, Presence)> = remote_values
             .iter()
             .filter(|(t, _)| self.context.contains_key(&t.replica))
@@ -487,6 +513,13 @@ impl State {
                 } else {
                     !self.knows(t)
                 }
+            })
+            .filter(|(t, p)| {
+                let stale = self.superseded_guard && self.supersedes(t, &p.key);
+                if stale {
+                    superseded.push((*t).clone());
+                }
+                !stale
             })
             .map(|(t, p)| (t.clone(), p.clone()))
             .collect();
@@ -521,7 +554,7 @@ impl State {
             }
         }
 
-        // 3. Clouds: union, for replicas we know.
+        // 3. Clouds: union, for replicas we know; a refused stale dot counts as seen.
         if !ignore_clouds {
             for (r, dots) in remote_clouds {
                 if self.context.contains_key(r) {
@@ -531,6 +564,9 @@ impl State {
                         .extend(dots.iter().copied());
                 }
             }
+        }
+        for t in superseded {
+            self.clouds.entry(t.replica).or_default().insert(t.clock);
         }
 
         // 4–5. Remove the leaves (relaying each as a tombstone in our own delta: removes
