@@ -39,6 +39,14 @@ pub struct Profile {
     /// ([`phxsim_tracker::State::with_superseded_guard`]).
     #[serde(default)]
     pub refuse_superseded_values: bool,
+    /// The second convergence failure the CRDT property found (no upstream issue known).
+    /// Phoenix's merge deletes a removed remote value's dot from its clouds, so a full transfer
+    /// from this node carries the later dot of the remove but not the removed one, and a
+    /// receiver still holding the value advances over the remove and keeps a ghost for good.
+    /// When true the removed dot stays in the cloud and the transfer carries the remove
+    /// ([`phxsim_tracker::State::with_removed_dots_kept`]).
+    #[serde(default)]
+    pub keep_removed_dots: bool,
     /// The eager-delta extension (not Phoenix): a local change is broadcast at once if no delta
     /// left in the last this-many ms, else at the end of that window together with every
     /// change made meanwhile, instead of waiting for the next tick; so cross-node latency is
@@ -57,6 +65,7 @@ impl Profile {
             transfer_excludes_requester: false,
             graceful_permdown_redowns: true,
             refuse_superseded_values: false,
+            keep_removed_dots: false,
             eager_window: None,
         }
     }
@@ -68,6 +77,7 @@ impl Profile {
             transfer_excludes_requester: true,
             graceful_permdown_redowns: false,
             refuse_superseded_values: true,
+            keep_removed_dots: true,
             eager_window: None,
         }
     }

@@ -106,12 +106,16 @@ impl Shard {
         let silent = cfg.max_silent_periods;
         let countdown = cfg.clock_sample_periods;
         let mutation = cfg.mutation.and_then(|m| m.tracker());
-        let guard = cfg.profile.refuse_superseded_values;
+        let (guard, keep_dots) = (
+            cfg.profile.refuse_superseded_values,
+            cfg.profile.keep_removed_dots,
+        );
         Self {
             cfg,
             state: State::new(replica)
                 .with_mutation(mutation)
-                .with_superseded_guard(guard),
+                .with_superseded_guard(guard)
+                .with_removed_dots_kept(keep_dots),
             generations: Generations::new(),
             peers: Peers::new(),
             silent_periods: silent,

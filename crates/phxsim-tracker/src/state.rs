@@ -74,6 +74,9 @@ pub struct State {
     /// same presence by the same replica (the fix for phoenix_pubsub #148, see
     /// [`State::with_superseded_guard`]).
     superseded_guard: bool,
+    /// Not Phoenix: a remote dot that a merge removes stays in the cloud (see
+    /// [`State::with_removed_dots_kept`]).
+    keep_removed_dots: bool,
     /// Counts the changes to what this state can list: rows written or deleted, replicas
     /// marked up, down or forgotten. Clocks, clouds and the pending delta do not count, so a
     /// heartbeat that brings nothing new leaves it alone.
@@ -98,6 +101,7 @@ impl State {
             delta,
             mutation: None,
             superseded_guard: false,
+            keep_removed_dots: false,
             revision: Revision::default(),
         }
     }
@@ -117,6 +121,19 @@ impl State {
     /// and its dot recorded as seen, so no later merge admits it either.
     pub fn with_superseded_guard(mut self, on: bool) -> Self {
         self.superseded_guard = on;
+        self
+    }
+
+    /// Turns on the fix for the second known convergence failure (off, as in Phoenix, by
+    /// default). Upstream's merge deletes the dot of every remote value it removes from its
+    /// clouds after the union, so the only trace of that remove left here is the later dot of
+    /// the remove itself. A full transfer from here then carries the later dot without the
+    /// removed one: a receiver that still holds the value advances its context over the remove
+    /// without applying it and keeps a ghost that no clock comparison ever reveals. With this
+    /// on, a removed remote dot stays in the cloud (seen, not held), so every transfer carries
+    /// the remove; compaction folds it into the context like any other seen dot.
+    pub fn with_removed_dots_kept(mut self, on: bool) -> Self {
+        self.keep_removed_dots = on;
         self
     }
 
@@ -344,10 +361,12 @@ impl State {
         tag
     }
 
-    /// Forget a removed dot locally and tombstone it in the pending delta, so the next
-    /// heartbeat tells peers it is gone.
+    /// Forget a removed dot locally (unless removed dots are kept) and tombstone it in the
+    /// pending delta, so the next heartbeat tells peers it is gone.
     fn tombstone(&mut self, tag: &Tag) {
-        cloud_remove(&mut self.clouds, tag);
+        if !self.keep_removed_dots || tag.replica == self.replica {
+            cloud_remove(&mut self.clouds, tag);
+        }
         self.delta.tombstone(tag);
     }
 
