@@ -244,71 +244,92 @@ pub fn shrink(
     verdict: Verdict,
     budget: usize,
 ) -> (Scenario, RunReport) {
-    let mut best = scenario.clone();
-    let mut best_report = harness::run(&best, opts);
-    let kinds: BTreeSet<FindingKind> = best_report.failures.iter().map(|f| f.kind).collect();
-    let same_failure = |r: &RunReport| {
-        r.verdict == verdict
-            && (kinds.is_empty() || r.failures.iter().any(|f| kinds.contains(&f.kind)))
+    let first = harness::run(scenario, opts);
+    let kinds: BTreeSet<FindingKind> = first.failures.iter().map(|f| f.kind).collect();
+    let mut s = Shrinker {
+        best: scenario.clone(),
+        best_report: first,
+        runs: 1,
+        budget,
+        opts,
+        verdict,
+        kinds,
     };
-    let mut runs = 1;
-    let mut n = best.nodes.len();
-    while n > 0 && runs < budget {
+    let mut n = s.best.nodes.len();
+    while n > 0 && s.runs < budget {
         n -= 1;
-        let Some(candidate) = best.nodes.get(n).and_then(|node| without_node(&best, node)) else {
-            continue;
-        };
-        let report = harness::run(&candidate, opts);
-        runs += 1;
-        if same_failure(&report) {
-            best = candidate;
-            best_report = report;
+        let candidate = s
+            .best
+            .nodes
+            .get(n)
+            .and_then(|node| without_node(&s.best, node));
+        if let Some(candidate) = candidate {
+            s.attempt(candidate);
         }
     }
     // whole clients, last first (the first client's name is often another's user)
-    let mut c = best.clients.len();
-    while c > 0 && runs < budget && best.clients.len() > 1 {
+    let mut c = s.best.clients.len();
+    while c > 0 && s.runs < budget && s.best.clients.len() > 1 {
         c -= 1;
-        let Some(name) = best.clients.get(c).map(|s| s.name.clone()) else {
+        let Some(name) = s.best.clients.get(c).map(|spec| spec.name.clone()) else {
             continue;
         };
-        let mut candidate = best.clone();
+        let mut candidate = s.best.clone();
         candidate.clients.remove(c);
         candidate
             .timeline
             .retain(|st| st.action.client() != Some(name.as_str()));
-        let report = harness::run(&candidate, opts);
-        runs += 1;
-        if same_failure(&report) {
-            best = candidate;
-            best_report = report;
-        }
+        s.attempt(candidate);
     }
     let mut i = 0;
-    while i < best.timeline.len() && runs < budget {
-        let mut candidate = best.clone();
+    while i < s.best.timeline.len() && s.runs < budget {
+        let mut candidate = s.best.clone();
         let removed = candidate.timeline.remove(i);
-        if matches!(
+        let settles = matches!(
             removed.action,
             Action::Heal
                 | Action::Restart(_)
                 | Action::Reconnect(_)
                 | Action::Loss(_)
                 | Action::ClientLoss(_)
-        ) {
-            i += 1;
-            continue;
-        }
-        let report = harness::run(&candidate, opts);
-        runs += 1;
-        if same_failure(&report) {
-            best = candidate;
-            best_report = report;
-        } else {
+        );
+        if settles || !s.attempt(candidate) {
             i += 1;
         }
     }
-    (best, best_report)
+    (s.best, s.best_report)
+}
+
+/// The state of one shrink: the smallest scenario that still fails the same way so far.
+struct Shrinker<'a> {
+    best: Scenario,
+    best_report: RunReport,
+    runs: usize,
+    budget: usize,
+    opts: &'a RunOptions,
+    verdict: Verdict,
+    /// The kinds of finding the original run failed with.
+    kinds: BTreeSet<FindingKind>,
+}
+
+impl Shrinker<'_> {
+    /// Runs `candidate` (if the budget allows) and keeps it if it fails the same way: the same
+    /// verdict, with a finding of a kind the original run had.
+    fn attempt(&mut self, candidate: Scenario) -> bool {
+        if self.runs >= self.budget {
+            return false;
+        }
+        let report = harness::run(&candidate, self.opts);
+        self.runs += 1;
+        let same = report.verdict == self.verdict
+            && (self.kinds.is_empty()
+                || report.failures.iter().any(|f| self.kinds.contains(&f.kind)));
+        if same {
+            self.best = candidate;
+            self.best_report = report;
+        }
+        same
+    }
 }
 
 /// The scenario without `node`: its clients and their steps go, faults keep only the links

@@ -598,12 +598,11 @@ fn repeating_a_merge_can_advance_the_context() {
 
 /// The second pattern, step by step (the minimal case proptest found): r0 hears r2's first two
 /// joins, r1 only the second; r2 removes its second presence and only r1 hears it; r1's
-/// relayed tombstone goes out in a heartbeat r0 misses. Then r0 asks r1 for a transfer (r1 knows
-/// its own new presence), and r1's cloud carries r2's dot 3, the bump of the remove: r0's
-/// context for r2 jumps to 3, up to date with r2, while r0 still lists the removed presence.
-#[test]
-fn a_third_party_transfer_can_skip_a_remove_and_leave_a_ghost() {
-    let (mut r0, mut r1, mut r2) = (new_state("r0"), new_state("r1"), new_state("r2"));
+/// relayed tombstone goes out in a heartbeat r0 misses. Returns (r0, r1, r2, kept, removed)
+/// just before r0 asks r1 for a transfer (r1 knows its own new presence).
+fn third_party_transfer_setup(kept_dots: bool) -> (State, State, State, ValueKey, ValueKey) {
+    let state = |n: &str| new_state(n).with_removed_dots_kept(kept_dots);
+    let (mut r0, mut r1, mut r2) = (state("r0"), state("r1"), state("r2"));
     connect(&mut [&mut r0, &mut r1, &mut r2]);
     let (kept, removed) = (k("t0", "r2.p0", "u0"), k("t0", "r2.p2", "u0"));
     r2.join(kept.clone(), json!({})).unwrap();
@@ -624,7 +623,15 @@ fn a_third_party_transfer_can_skip_a_remove_and_leave_a_ghost() {
     r1.join(k("t0", "r1.p0", "u0"), json!({})).unwrap();
     r2.merge_delta(r1.delta()); // r0 misses this heartbeat and its relayed tombstone
     r1.flush();
+    (r0, r1, r2, kept, removed)
+}
 
+/// Upstream: r1's cloud carries r2's dot 3, the bump of the remove, but not the removed dot:
+/// r0's context for r2 jumps to 3, up to date with r2, while r0 still lists the removed
+/// presence.
+#[test]
+fn a_third_party_transfer_can_skip_a_remove_and_leave_a_ghost() {
+    let (mut r0, r1, r2, _kept, removed) = third_party_transfer_setup(false);
     assert!(skips_a_remove(
         &r1,
         &r0,
@@ -649,36 +656,16 @@ fn a_third_party_transfer_can_skip_a_remove_and_leave_a_ghost() {
     );
 }
 
+/// The corrected profile's fix: r1 kept the removed dot in its cloud, so its transfer
+/// carries the remove.
 #[test]
 fn with_removed_dots_kept_the_third_party_transfer_carries_the_remove() {
-    let kept_dots = |n: &str| new_state(n).with_removed_dots_kept(true);
-    let (mut r0, mut r1, mut r2) = (kept_dots("r0"), kept_dots("r1"), kept_dots("r2"));
-    connect(&mut [&mut r0, &mut r1, &mut r2]);
-    let (kept, removed) = (k("t0", "r2.p0", "u0"), k("t0", "r2.p2", "u0"));
-    r2.join(kept.clone(), json!({})).unwrap();
-    r0.merge_delta(r2.delta());
-    r2.flush();
-    r0.join(k("t0", "r0.p0", "u0"), json!({})).unwrap();
-    r2.join(removed.clone(), json!({})).unwrap();
-    r0.merge_delta(r2.delta());
-    r1.merge_delta(r2.delta()); // r1 has a gap: it missed dot 1
-    r2.flush();
-    r2.leave(&removed).unwrap();
-    assert_eq!(
-        keys(&r1.merge_delta(r2.delta()).leaves),
-        ["u0"],
-        "r1 sees the remove"
-    );
-    r2.flush();
-    r1.join(k("t0", "r1.p0", "u0"), json!({})).unwrap();
-    r2.merge_delta(r1.delta()); // r0 misses this heartbeat and its relayed tombstone
-    r1.flush();
-
+    let (mut r0, r1, _r2, kept, removed) = third_party_transfer_setup(true);
     let d = transfer(&r1, &mut r0);
     assert_eq!(
         keys(&d.leaves),
         ["u0"],
-        "r1's cloud still shows the removed dot"
+        "the remove arrives with the transfer"
     );
     assert!(r0.get(&removed).is_none(), "no ghost");
     assert!(r0.get(&kept).is_some());
