@@ -421,7 +421,19 @@ fn convergence_catches_a_leave_that_loses_its_tombstone() {
 /// The #148 scenario of the spec, step by step: returns (a, b, c) after c merged a's delta
 /// with update 2 and then b's stale transfer.
 fn issue_148_setup() -> (State, State, State) {
-    let (mut a, mut b, mut c) = (new_state("a"), new_state("b"), new_state("c"));
+    let (a, b, mut c) = issue_148_before_the_stale_transfer(false);
+    let ex = b.extract(c.replica(), &c.clocks());
+    let d = c.merge_extract(&ex);
+    assert_eq!(d.joins.len(), 1, "the stale dot a:1 is admitted as a join");
+    assert_eq!(d.joins[0].tag.clock, 1);
+    (a, b, c)
+}
+
+/// The #148 scenario up to b's stale transfer: c holds alice's newest meta from a's delta,
+/// b still holds her first one. `guard`: every state refuses superseded values.
+fn issue_148_before_the_stale_transfer(guard: bool) -> (State, State, State) {
+    let state = |n: &str| new_state(n).with_superseded_guard(guard);
+    let (mut a, mut b, mut c) = (state("a"), state("b"), state("c"));
     a.replica_up(&r("b")).unwrap();
     b.replica_up(&r("a")).unwrap();
     let alice = k("lobby", "a.p1", "alice");
@@ -442,10 +454,6 @@ fn issue_148_setup() -> (State, State, State) {
         is_stale_overwrite(&b, &c),
         "the pattern the generator excludes"
     );
-    let ex = b.extract(c.replica(), &c.clocks());
-    let d = c.merge_extract(&ex);
-    assert_eq!(d.joins.len(), 1, "the stale dot a:1 is admitted as a join");
-    assert_eq!(d.joins[0].tag.clock, 1);
     (a, b, c)
 }
 
@@ -537,27 +545,8 @@ fn issue_148_breaks_the_convergence_property_without_the_narrowing() {
 
 #[test]
 fn issue_148_with_the_guard_the_newer_meta_stays_and_nothing_is_lost_or_left() {
-    let (mut a, mut b, mut c) = (new_state("a"), new_state("b"), new_state("c"));
-    for s in [&mut a, &mut b, &mut c] {
-        *s = s.clone().with_superseded_guard(true);
-    }
-    // (the superseded guard alone is enough here)
-    a.replica_up(&r("b")).unwrap();
-    b.replica_up(&r("a")).unwrap();
+    let (mut a, b, mut c) = issue_148_before_the_stale_transfer(true);
     let alice = k("lobby", "a.p1", "alice");
-    a.join(alice.clone(), json!({"v": 0})).unwrap();
-    b.merge_delta(a.delta());
-    a.flush();
-    a.update(&alice, json!({"v": 1})).unwrap(); // b never gets this delta
-    a.flush();
-    for (x, y) in [(&mut a, "c"), (&mut b, "c"), (&mut c, "a")] {
-        x.replica_up(&r(y)).unwrap();
-    }
-    c.replica_up(&r("b")).unwrap();
-    a.update(&alice, json!({"v": 2})).unwrap();
-    c.merge_delta(a.delta());
-    a.flush();
-    assert!(is_stale_overwrite(&b, &c), "the #148 pattern is there");
     let d = c.merge_extract(&b.extract(c.replica(), &c.clocks()));
     assert!(d.joins.is_empty(), "the stale dot a:1 is refused: {d:?}");
     assert_eq!(c.get(&alice).unwrap().meta, json!({"v": 2}));
