@@ -1,5 +1,5 @@
-//! The recordings of a real Phoenix 1.7.21 server (`../shared/reference/phoenix-1.7.21-frames-
-//! v1.jsonl` and `-v2.jsonl`), parsed into steps.
+//! The recordings of a real Phoenix 1.7.21 server (`data/phoenix-1.7.21-frames-v1.jsonl` and
+//! `-v2.jsonl`, copied into the crate), parsed into steps.
 //!
 //! One JSON object per line: `seq`, `t_ms`, `conn`, `dir` (`send`, `recv` or `event`), and
 //! `data` (a text frame) or `data_hex` (a binary one). `event` lines with `"event":"step"` name
@@ -16,19 +16,16 @@ use serde_json::Value as Json;
 /// The Phoenix version the built-in recordings come from.
 pub const PHOENIX_VERSION: &str = "1.7.21";
 
-/// The V1 recording, compiled in from `../shared/reference/` (the repository's sibling folder,
-/// which CI has too).
-pub const REFERENCE_V1: &str =
-    include_str!("../../../../shared/reference/phoenix-1.7.21-frames-v1.jsonl");
+/// The V1 recording, compiled in from `data/` (a copy of the recorded Phoenix 1.7.21 session).
+pub const REFERENCE_V1: &str = include_str!("../data/phoenix-1.7.21-frames-v1.jsonl");
 /// The V2 recording.
-pub const REFERENCE_V2: &str =
-    include_str!("../../../../shared/reference/phoenix-1.7.21-frames-v2.jsonl");
+pub const REFERENCE_V2: &str = include_str!("../data/phoenix-1.7.21-frames-v2.jsonl");
 
 /// Where the built-in recordings come from, for reports and error messages.
 pub fn reference_source(vsn: Serializer) -> &'static str {
     match vsn {
-        Serializer::V1 => "shared/reference/phoenix-1.7.21-frames-v1.jsonl",
-        Serializer::V2 => "shared/reference/phoenix-1.7.21-frames-v2.jsonl",
+        Serializer::V1 => "crates/phxsim-conform/data/phoenix-1.7.21-frames-v1.jsonl",
+        Serializer::V2 => "crates/phxsim-conform/data/phoenix-1.7.21-frames-v2.jsonl",
     }
 }
 

@@ -1,4 +1,4 @@
-//! Every stream in `shared/vectors/tracker/` through the driver; every line must equal what
+//! Every stream in `tests/data/tracker/` (copied from the recorded vectors) through the driver; every line must equal what
 //! real Phoenix.Tracker.State printed (as JSON values; for error lines only the fact of an
 //! error is compared, per the spec).
 
@@ -6,16 +6,14 @@ use phxsim_tracker::ops::Driver;
 use serde_json::Value;
 use std::path::PathBuf;
 
-fn shared_dir() -> PathBuf {
-    std::env::var_os("PHXSIM_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
 fn streams() -> Vec<PathBuf> {
-    let dir = shared_dir().join("vectors/tracker");
+    let dir = data_dir().join("tracker");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e} (set PHXSIM_SHARED)", dir.display()))
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
@@ -73,7 +71,7 @@ fn every_shared_tracker_vector_matches_the_reference() {
 
 #[test]
 fn e08_has_exactly_thirteen_error_lines() {
-    let input = shared_dir().join("vectors/tracker/e08_errors_and_redundant.jsonl");
+    let input = data_dir().join("tracker/e08_errors_and_redundant.jsonl");
     let mut driver = Driver::new();
     let errors = std::fs::read_to_string(input)
         .unwrap()

@@ -1,5 +1,5 @@
 //! The codec against the upstream test vectors and against every frame a real Phoenix 1.7.21
-//! server exchanged (../shared/reference/), plus one test per decode error.
+//! server exchanged (the copy in phxsim-conform/data/), plus one test per decode error.
 
 use phxsim_wire::message::PHX_REPLY;
 use phxsim_wire::{
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 fn reference(name: &str) -> Vec<Value> {
     let path = format!(
-        "{}/../../../shared/reference/{name}",
+        "{}/../phxsim-conform/data/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text =

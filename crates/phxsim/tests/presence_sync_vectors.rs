@@ -1,5 +1,5 @@
 //! `phxsim presence-sync` against the streams phoenix.js 1.8.16 printed
-//! (`shared/vectors/presence-sync/`), both modes, line by line as JSON values: object key order
+//! (`tests/data/presence-sync/`), both modes, line by line as JSON values: object key order
 //! does not matter, array order (`keys`, `list`, `events`) does (presence-sync.md).
 
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/presence-sync")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/presence-sync")
 }
 
 fn run_phxsim(mode: &str, input: &str) -> String {

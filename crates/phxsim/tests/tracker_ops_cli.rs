@@ -30,7 +30,7 @@ fn run(input: &[u8]) -> (Vec<Value>, String, bool) {
 #[test]
 fn a_shared_vector_streams_through_the_binary() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/vectors/tracker");
+        .join("../phxsim-tracker/tests/data/tracker");
     let input = std::fs::read(dir.join("e04_down_merge_up.jsonl")).unwrap();
     let expected: Vec<Value> =
         std::fs::read_to_string(dir.join("e04_down_merge_up.expected.jsonl"))

@@ -1,4 +1,4 @@
-//! The reference cluster run (`shared/reference/tracker-cluster-run2`, broadcast_period 100,
+//! The reference cluster run (`tests/data/tracker-cluster-run2`, copied from the recorded run, broadcast_period 100,
 //! permdown 5 000) as a script on the scripted network: same boot times, same first heartbeats,
 //! every controller action at the millisecond it happened.
 //!

@@ -1,5 +1,5 @@
 //! `phxsim serve --frames FILE`: every frame the cluster exchanges with its clients, as JSON
-//! lines in the shape of the recorded Phoenix 1.7.21 sessions (`../shared/reference/`), so a
+//! lines in the shape of the recorded Phoenix 1.7.21 sessions (`crates/phxsim-conform/data/`), so a
 //! client's traffic can be read, and compared, the way the reference is.
 //!
 //! From the client's side, as in the reference: `send` is a frame the client sent, `recv` one
