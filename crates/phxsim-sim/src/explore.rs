@@ -6,6 +6,7 @@ use crate::checkers::FindingKind;
 use crate::harness::{self, RunOptions, RunReport, Verdict};
 use crate::scenario::{
     Action, ClientSpec, Expectations, NetworkSettings, Scenario, Step, TrackerSettings,
+    lifecycle_problem,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -285,6 +286,14 @@ pub fn shrink(
     while i < s.best.timeline.len() && s.runs < budget {
         let mut candidate = s.best.clone();
         let removed = candidate.timeline.remove(i);
+        // a restart needs its crash (or permdown): they go together
+        if let Action::Crash(n) | Action::Permdown(n) = &removed.action
+            && let Some(r) = candidate.timeline[i..]
+                .iter()
+                .position(|st| st.action == Action::Restart(n.clone()))
+        {
+            candidate.timeline.remove(i + r);
+        }
         let settles = matches!(
             removed.action,
             Action::Heal
@@ -316,7 +325,7 @@ impl Shrinker<'_> {
     /// Runs `candidate` (if the budget allows) and keeps it if it fails the same way: the same
     /// verdict, with a finding of a kind the original run had.
     fn attempt(&mut self, candidate: Scenario) -> bool {
-        if self.runs >= self.budget {
+        if self.runs >= self.budget || lifecycle_problem(&candidate.timeline).is_some() {
             return false;
         }
         let report = harness::run(&candidate, self.opts);

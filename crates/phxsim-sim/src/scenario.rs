@@ -645,6 +645,13 @@ impl Scenario {
             if spec.user().is_empty() {
                 return Err(err(c.span(), "clients.user", "must not be empty".into()));
             }
+            if spec.topic.is_empty() {
+                return Err(err(
+                    c.span(),
+                    "clients.topic",
+                    "must not be empty (default: \"room:lobby\")".into(),
+                ));
+            }
             clients.push(spec.clone());
         }
 
@@ -659,10 +666,18 @@ impl Scenario {
                     format!("{} is after duration_ms {duration_ms}", step.at_ms),
                 ));
             }
-            timeline.push(step);
+            timeline.push((step, s.span()));
         }
         // stable: steps at the same time keep file order
-        timeline.sort_by_key(|s| s.at_ms);
+        timeline.sort_by_key(|(s, _)| s.at_ms);
+        let (timeline, spans): (Vec<Step>, Vec<Range<usize>>) = timeline.into_iter().unzip();
+        if let Some(p) = lifecycle_problem(&timeline) {
+            return Err(err(
+                spans[p.step].clone(),
+                &format!("timeline.{}", p.field),
+                p.message,
+            ));
+        }
 
         if let Some(c) = raw
             .expect
@@ -709,6 +724,13 @@ impl Scenario {
                     v.span(),
                     "expect.visible.node",
                     format!("unknown node {:?}", vis.node),
+                ));
+            }
+            if vis.topic.is_empty() {
+                return Err(err(
+                    v.span(),
+                    "expect.visible.topic",
+                    "must not be empty (default: \"room:lobby\")".into(),
                 ));
             }
             if vis.at_ms > duration_ms {
@@ -817,6 +839,63 @@ fn validate_tracker(t: &TrackerSettings) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// A timeline step that does not fit the state its node is in at that moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleProblem {
+    /// Index of the step in the (time-ordered) timeline.
+    pub step: usize,
+    /// The step's field: `crash`, `permdown` or `restart`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Walks the time-ordered timeline with each node's state: `crash` and `permdown` stop a
+/// running node, `restart` starts a stopped one. Anything else (a second crash, a restart of a
+/// running node) would silently do nothing in the simulator, so it is refused.
+pub fn lifecycle_problem(timeline: &[Step]) -> Option<LifecycleProblem> {
+    // node → (the stopping action, its time)
+    let mut stopped: BTreeMap<&str, (&'static str, u64)> = BTreeMap::new();
+    for (i, step) in timeline.iter().enumerate() {
+        let problem = |field: &'static str, message: String| {
+            Some(LifecycleProblem {
+                step: i,
+                field,
+                message,
+            })
+        };
+        match &step.action {
+            Action::Crash(n) | Action::Permdown(n) => {
+                let field = if matches!(step.action, Action::Crash(_)) {
+                    "crash"
+                } else {
+                    "permdown"
+                };
+                if let Some((how, at)) = stopped.get(n.as_str()) {
+                    return problem(
+                        field,
+                        format!(
+                            "node {n:?} is already stopped (by {how} at {at} ms); restart it first"
+                        ),
+                    );
+                }
+                stopped.insert(n, (field, step.at_ms));
+            }
+            // the guard takes a stopped node off the list: it runs again
+            Action::Restart(n) if stopped.remove(n.as_str()).is_none() => {
+                return problem(
+                    "restart",
+                    format!(
+                        "node {n:?} is running at {} ms; only a crashed or permdowned node restarts",
+                        step.at_ms
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 fn to_step(
     s: &RawStep,
     nodes: &BTreeSet<&str>,
@@ -889,6 +968,17 @@ fn to_step(
         }
         if groups.len() < 2 {
             return Err(("partition", "at least two groups".into()));
+        }
+        // A node left out would keep reaching every group (a bridge), which is rarely what the
+        // author meant; `cut` says that explicitly.
+        if let Some(left_out) = nodes.iter().find(|n| !seen.contains(**n)) {
+            return Err((
+                "partition",
+                format!(
+                    "node {left_out:?} is in no group: list every node (a group of its own, \
+                     [{left_out:?}], isolates it; `cut` separates single links)"
+                ),
+            ));
         }
         actions.push(Action::Partition(groups.clone()));
     }
