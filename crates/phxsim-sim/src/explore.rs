@@ -126,6 +126,8 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         .collect();
     let n_events = rng.gen_range(2..=8usize);
     let mut crashed: BTreeSet<String> = BTreeSet::new();
+    // left for good: never restarted (a restart brings back only a crashed node)
+    let mut permdowned: BTreeSet<String> = BTreeSet::new();
     for _ in 0..n_events {
         let at = rng.gen_range(900..fault_end);
         let c = &clients[rng.gen_range(0..clients.len())].name;
@@ -162,6 +164,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
                 }
                 "permdown" if !crashed.contains(&x) => {
                     crashed.insert(x.clone());
+                    permdowned.insert(x.clone());
                     Action::Permdown(x)
                 }
                 _ => Action::Disconnect(c.clone()),
@@ -187,7 +190,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             action: Action::ClientLoss(0.0),
         });
     }
-    for n in &crashed {
+    for n in crashed.difference(&permdowned) {
         timeline.push(Step {
             at_ms: heal_at,
             action: Action::Restart(n.clone()),

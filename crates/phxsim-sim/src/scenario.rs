@@ -849,9 +849,10 @@ pub struct LifecycleProblem {
     pub message: String,
 }
 
-/// Walks the time-ordered timeline with each node's state: `crash` and `permdown` stop a
-/// running node, `restart` starts a stopped one. Anything else (a second crash, a restart of a
-/// running node) would silently do nothing in the simulator, so it is refused.
+/// Walks the time-ordered timeline with each node's state: `crash` stops a running node and
+/// `restart` starts it again as a new replica; `permdown` makes a running node leave the
+/// cluster for good. Anything else (a second crash, a restart of a running or permdowned node)
+/// would silently do nothing in the simulator, so it is refused.
 pub fn lifecycle_problem(timeline: &[Step]) -> Option<LifecycleProblem> {
     // node → (the stopping action, its time)
     let mut stopped: BTreeMap<&str, (&'static str, u64)> = BTreeMap::new();
@@ -873,23 +874,31 @@ pub fn lifecycle_problem(timeline: &[Step]) -> Option<LifecycleProblem> {
                 if let Some((how, at)) = stopped.get(n.as_str()) {
                     return problem(
                         field,
-                        format!(
-                            "node {n:?} is already stopped (by {how} at {at} ms); restart it first"
-                        ),
+                        format!("node {n:?} is already stopped (by {how} at {at} ms)"),
                     );
                 }
                 stopped.insert(n, (field, step.at_ms));
             }
-            // the guard takes a stopped node off the list: it runs again
-            Action::Restart(n) if stopped.remove(n.as_str()).is_none() => {
-                return problem(
-                    "restart",
-                    format!(
-                        "node {n:?} is running at {} ms; only a crashed or permdowned node restarts",
-                        step.at_ms
-                    ),
-                );
-            }
+            Action::Restart(n) => match stopped.remove(n.as_str()) {
+                Some(("crash", _)) => {}
+                Some((_, at)) => {
+                    return problem(
+                        "restart",
+                        format!(
+                            "node {n:?} left the cluster for good by permdown at {at} ms; only a crashed node restarts"
+                        ),
+                    );
+                }
+                None => {
+                    return problem(
+                        "restart",
+                        format!(
+                            "node {n:?} is running at {} ms; only a crashed node restarts",
+                            step.at_ms
+                        ),
+                    );
+                }
+            },
             _ => {}
         }
     }

@@ -36,8 +36,9 @@ pub struct Args {
     /// Run only these case numbers (repeatable).
     #[arg(long = "case")]
     pub cases: Vec<u8>,
-    /// Where the idle-timeout case connects, if not --url (e.g. an endpoint with a short
-    /// timeout, as the Phoenix recording used).
+    /// Where the idle-timeout case's idle socket connects, if not --url: another endpoint of
+    /// the same server, serving the same channel and presences, whose idle timeout is short
+    /// (the Phoenix recording used one of 1500 ms); give that timeout as --idle-timeout-ms.
     #[arg(long = "idle-url")]
     pub idle_url: Option<String>,
     /// How long to wait for one exchange's frames, in ms.
