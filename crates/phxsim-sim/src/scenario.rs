@@ -32,14 +32,28 @@ use std::ops::Range;
 use std::path::Path;
 use toml::Spanned;
 
-/// A scenario file that could not be used: where, and why.
+/// A scenario file that could not be used: where, and why. Line 0 means the file as a whole
+/// (it could not be read), shown as `file: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {field}: {message}")]
+#[error("{}", self.located())]
 pub struct ScenarioError {
     pub file: String,
     pub line: usize,
     pub field: String,
     pub message: String,
+}
+
+impl ScenarioError {
+    fn located(&self) -> String {
+        if self.line == 0 {
+            format!("{}: {}", self.file, self.message)
+        } else {
+            format!(
+                "{}:{}: {}: {}",
+                self.file, self.line, self.field, self.message
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -342,6 +342,8 @@ fn scenario_files_with_impossible_steps_are_bad_input_with_line_and_field() {
             file.display()
         )],
     );
+    let missing = dir.join("missing.toml");
+    run(&["run", arg(&missing)]).expect(2, &[&format!("{}: cannot read", missing.display())]);
     // a crash, then its restart, is fine, in any file order
     let file = dir.join("crash_restart.toml");
     std::fs::write(
