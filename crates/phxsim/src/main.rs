@@ -1,6 +1,6 @@
 //! `phxsim`: the command-line face of the suite. Each subcommand lives in `cmd/` and is a thin
 //! adapter from stdin/stdout/files to the pure crates; the formats are contracts
-//! (`docs/tracker-ops.md`, `docs/presence-sync.md`), so change them only compatibly.
+//! (`crates/phxsim/docs/tracker-ops.md`, `crates/phxsim/docs/presence-sync.md`), so change them only compatibly.
 
 mod cmd;
 
@@ -26,9 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Drive tracker CRDT replicas from a JSON-lines op stream on stdin (format: docs/tracker-ops.md).
+    /// Drive tracker CRDT replicas from a JSON-lines op stream on stdin (format: crates/phxsim/docs/tracker-ops.md).
     TrackerOps,
-    /// Apply presence_state / presence_diff messages like phoenix.js (format: docs/presence-sync.md).
+    /// Apply presence_state / presence_diff messages like phoenix.js (format: crates/phxsim/docs/presence-sync.md).
     PresenceSync(cmd::presence_sync::Args),
     /// Run scenario files (default: the whole `scenarios/` catalogue).
     Run(cmd::run::Args),

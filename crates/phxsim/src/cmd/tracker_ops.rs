@@ -1,4 +1,4 @@
-//! `phxsim tracker-ops`: stdin op lines → stdout result lines (`docs/tracker-ops.md`).
+//! `phxsim tracker-ops`: stdin op lines → stdout result lines (`crates/phxsim/docs/tracker-ops.md`).
 //! Bad lines, invalid UTF-8 included, are answered with an error line and the stream goes on.
 //! A closed stdout (`phxsim tracker-ops | head`) ends it quietly with exit 0.
 
