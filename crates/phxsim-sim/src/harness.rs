@@ -9,6 +9,7 @@ use crate::checkers::{
 };
 use crate::clients::{self, ClientControl, SimClient};
 use crate::lossy::{Loss, LossRate, LossReport, LossyStream};
+use crate::node_trace::{TraceEvent, comparable_lists, trace_events};
 use crate::sampler::Sampler;
 use crate::scenario::{Action, Scenario};
 use crate::transcript::Transcript;
@@ -37,7 +38,7 @@ fn link_keepalive_ms(bp: u64) -> u64 {
     250.max(bp)
 }
 
-fn link_idle_ms(bp: u64) -> u64 {
+pub fn link_idle_ms(bp: u64) -> u64 {
     1_000.max(4 * bp)
 }
 
@@ -63,6 +64,8 @@ pub struct RunOptions {
     pub client_mutation: Option<clients::ClientBug>,
     /// Keep the full transcript (every frame and node message) in the report.
     pub transcript: bool,
+    /// Keep every node's tracker events and final lists in the report (for `crosscheck`).
+    pub node_trace: bool,
 }
 
 /// How a run ended.
@@ -97,6 +100,11 @@ pub struct RunReport {
     pub simulated_ms: u64,
     /// Messages between nodes, counted both ways.
     pub node_messages: u64,
+    /// With [`RunOptions::node_trace`]: every node's tracker events, in order.
+    pub node_trace: Vec<TraceEvent>,
+    /// With [`RunOptions::node_trace`]: each node's lists in the last sample of the run, in
+    /// comparable form (nodes down at the end are absent).
+    pub final_lists: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
 /// Observations in the order the simulation made them.
@@ -122,6 +130,8 @@ pub struct Shared {
     pub loss_rate: LossRate,
     /// The loss rate of every browser link (both ends); `client_loss` steps change it.
     pub client_loss_rate: LossRate,
+    /// Tracker events of every node, kept when `Some` ([`RunOptions::node_trace`]).
+    pub node_trace: Option<Vec<TraceEvent>>,
 }
 
 pub type SharedRef = Arc<Mutex<Shared>>;
@@ -321,6 +331,9 @@ fn node_host(
                     if matches!(e, NodeEvent::Message { outbound: true, .. }) {
                         s.node_messages += 1;
                     }
+                    if let (Some(trace), NodeEvent::Tracker(te)) = (s.node_trace.as_mut(), &e) {
+                        trace.extend(trace_events(now_ms(), &logger_name, te));
+                    }
                     if !s.transcript.is_off()
                         && let Some(j) = node_event_json(&logger_name, &e)
                     {
@@ -459,6 +472,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     if !opts.transcript {
         lock(&shared).transcript = crate::transcript::Transcript::disabled();
     }
+    if opts.node_trace {
+        lock(&shared).node_trace = Some(Vec::new());
+    }
+    let mut last_lists = BTreeMap::new();
     let [lat_min, lat_max] = scenario.network.latency_ms;
     let (bounds, sample_ms) = bounds_of(scenario);
     let knobs = knobs(scenario, opts);
@@ -547,6 +564,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             let mut s = lock(&shared);
             let now = sim.elapsed().as_millis() as u64;
             if let Some(snap) = sampler.after_step(now, &s) {
+                if opts.node_trace {
+                    last_lists = snap.nodes.clone();
+                }
                 s.obs.push(Obs::Snapshot(snap));
             }
             std::mem::take(&mut s.obs)
@@ -618,6 +638,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         transcript,
         simulated_ms,
         node_messages: s.node_messages,
+        node_trace: s.node_trace.take().unwrap_or_default(),
+        final_lists: last_lists
+            .iter()
+            .map(|(n, snap)| (n.clone(), comparable_lists(&snap.lists)))
+            .collect(),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod explore;
 pub mod harness;
 pub mod latency;
 pub mod lossy;
+pub mod node_trace;
 pub mod normalize;
 pub mod sampler;
 pub mod scenario;
