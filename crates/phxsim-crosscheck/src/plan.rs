@@ -148,6 +148,16 @@ pub fn unmappable(s: &Scenario) -> Vec<String> {
     why
 }
 
+/// The meta the simulated server tracks for a join with the client's meta: the reference
+/// channel's `{"status": "online"}` merged with it.
+fn join_meta(meta: &serde_json::Value) -> String {
+    let payload = phxsim_wire::Payload::Json(serde_json::json!({ "meta": meta }));
+    let tracked = phxsim_runtime::server::room::join_meta(&payload)
+        .map(serde_json::Value::Object)
+        .unwrap_or_else(|_| meta.clone());
+    phxsim_sim::node_trace::canonical_meta(&tracked)
+}
+
 /// The time after which the simulator's links give up on a silent peer (its stand-in for
 /// distributed Erlang's net_ticktime): a one-way cut becomes a lost connection after it.
 pub fn link_idle_ms(bp: u64) -> u64 {
@@ -214,7 +224,7 @@ pub fn plan(s: &Scenario, times: &dyn RejoinTimes) -> Plan {
                     node: c.node.clone(),
                     topic: c.topic.clone(),
                     key: c.user().to_owned(),
-                    meta: phxsim_sim::node_trace::canonical_meta(&c.meta),
+                    meta: join_meta(&c.meta),
                     wants: false,
                     tracked: false,
                     away: false,

@@ -69,7 +69,7 @@ pub fn table(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<6} {:<16} {:<24} {:>2} {:>8} {:>13} {:>5}  {}",
+        "\n{:<6} {:<16} {:<40} {:>2} {:>8} {:>13} {:>5}  {}",
         "node", "event", "subject", "n", "real ms", "seeds ms", "seeds", "verdict"
     );
     for e in &r.comparison.events {
@@ -86,7 +86,7 @@ pub fn table(r: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<6} {:<16} {:<24} {:>2} {:>8} {:>13} {:>5}  {}",
+            "{:<6} {:<16} {:<40} {:>2} {:>8} {:>13} {:>5}  {}",
             e.id.node,
             e.id.kind.name(),
             subject,

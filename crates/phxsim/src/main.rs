@@ -44,6 +44,8 @@ enum Command {
     BenchLatency(cmd::bench_latency::Args),
     /// Wire conformance: the recorded Phoenix 1.7.21 behaviour against any server's URL.
     Conform(cmd::conform::Args),
+    /// A scenario on a real Phoenix.Tracker cluster (Elixir) and on N simulator seeds, compared.
+    Crosscheck(cmd::crosscheck::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Explore(args) => cmd::explore::run(args),
         Command::Conform(args) => cmd::conform::run(args),
+        Command::Crosscheck(args) => cmd::crosscheck::run(args),
         Command::BenchLatency(args) => cmd::bench_latency::run(args),
     };
     match result {

@@ -3,6 +3,7 @@
 pub mod bench_latency;
 pub mod bench_ws;
 pub mod conform;
+pub mod crosscheck;
 pub mod explore;
 pub mod output;
 pub mod presence_sync;
