@@ -233,9 +233,11 @@ defmodule PhxsimCrosscheck.Node do
   end
 
   defp command("crash", [], state) do
+    # the tracker dies first: a halted node reports nothing, so its shard must not see its
+    # owners exit (they die with it: the shard's links carry its exit to them)
     for n <- Node.list(), do: Node.disconnect(n)
-    for {_client, {pid, _, _}} <- state.owners, do: Process.exit(pid, :kill)
     stop_tracker(state.tracker)
+    for {_client, {pid, _, _}} <- state.owners, do: Process.exit(pid, :kill)
     Log.emit(%{ev: "crashed"})
     %{state | tracker: nil, owners: %{}}
   end
