@@ -165,8 +165,20 @@ defmodule PhxsimCrosscheck.Node do
     if filtered == "1", do: FilteredPG2.init_table()
     {:ok, ps} = Phoenix.PubSub.Supervisor.start_link(name: @pubsub, adapter: adapter)
     Process.unlink(ps)
+    spawn(fn -> lag_monitor(System.monotonic_time(:millisecond)) end)
     Log.emit(%{ev: "ready", otp: System.otp_release(), elixir: System.version()})
     loop(%{opts: opts, tracker: nil, owners: %{}})
+  end
+
+  # A starved BEAM (a loaded machine) delays every timer and message: the run's timings then say
+  # nothing about Phoenix. A 5 ms sleep that wakes late by more than 10 ms is logged, so the
+  # report can tell.
+  defp lag_monitor(before) do
+    Process.sleep(5)
+    now = System.monotonic_time(:millisecond)
+    lag = now - before - 5
+    if lag > 10, do: Log.emit(%{ev: "lag", ms: lag})
+    lag_monitor(now)
   end
 
   # Replica events arrive as {{:replica_up | :replica_down | :replica_permdown, remote}, local}.

@@ -73,6 +73,11 @@ pub struct ClusterOptions {
 #[derive(Clone, Debug, Default)]
 pub struct RealRun {
     pub trace: RunTrace,
+    /// The longest a node's 5 ms timer woke late during the run (0 if never by more than
+    /// 10 ms): a starved BEAM's timings are not Phoenix's.
+    pub max_lag_ms: u64,
+    /// How late the latest command left `phxsim` (a starved driver is as bad).
+    pub max_send_lag_ms: u64,
     /// Every line the nodes logged (JSON), in arrival order.
     pub log: Vec<Json>,
     pub otp: String,
@@ -310,7 +315,11 @@ async fn drive(
     dir: &Path,
 ) -> Result<RealRun, ClusterError> {
     let cookie = format!("phxsim{}", wall_ms());
-    let mut erl_flags = "-connect_all false -kernel dist_auto_connect never -start_epmd false -kernel logger_level emergency".to_string();
+    // One scheduler per BEAM and no busy-waiting: N BEAMs share a few cores, and spinning
+    // schedulers would steal them from each other.
+    let mut erl_flags = "-connect_all false -kernel dist_auto_connect never -start_epmd false \
+         -kernel logger_level emergency +S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none"
+        .to_string();
     if let Some((lo, hi)) = opts.dist_ports {
         erl_flags += &format!(" -kernel inet_dist_listen_min {lo} inet_dist_listen_max {hi}");
     }
@@ -470,6 +479,8 @@ async fn drive(
                     break;
                 }
                 while let Some(t) = steps.next_if(|t| base + Duration::from_millis(t.at_ms) <= Instant::now()) {
+                    let late = Instant::now().saturating_duration_since(base + Duration::from_millis(t.at_ms));
+                    out.max_send_lag_ms = out.max_send_lag_ms.max(late.as_millis() as u64);
                     send(&mut nodes, &t.node, &command_line(&t.cmd)).await?;
                 }
             }
@@ -527,6 +538,12 @@ async fn drive(
         }
     }
     out.trace = trace_of(&log);
+    out.max_lag_ms = log
+        .iter()
+        .filter(|j| j["ev"] == "lag" && j["t"].as_i64().unwrap_or(-1) >= 0)
+        .filter_map(|j| j["ms"].as_u64())
+        .max()
+        .unwrap_or(0);
     out.log = log;
     Ok(out)
 }

@@ -141,6 +141,12 @@ pub struct RealInfo {
     pub elixir: String,
     pub one_way_filter: bool,
     pub log_lines: usize,
+    /// The longest a real node's timer woke late, and the longest a command left late (ms).
+    pub max_lag_ms: u64,
+    pub max_send_lag_ms: u64,
+    /// Whether either lag exceeded half the tolerance: the machine was too loaded for the
+    /// real timings to mean anything.
+    pub starved: bool,
 }
 
 /// One automatic rejoin.
@@ -164,6 +170,7 @@ pub fn report(
     tolerance_override: Option<u64>,
 ) -> Report {
     let tolerances = tolerances(s, tolerance_override);
+    let starved_over = tolerances[0].ms;
     let traces: Vec<RunTrace> = seeds.iter().map(|s| s.trace.clone()).collect();
     let comparison = compare::compare(&real.trace, &traces, tolerances[0].ms, s.duration_ms);
     Report {
@@ -183,6 +190,9 @@ pub fn report(
             elixir: real.elixir.clone(),
             one_way_filter: plan.needs_filter,
             log_lines: real.log.len(),
+            max_lag_ms: real.max_lag_ms,
+            max_send_lag_ms: real.max_send_lag_ms,
+            starved: real.max_lag_ms.max(real.max_send_lag_ms) * 2 > starved_over,
         },
         rejoins: plan
             .rejoins

@@ -113,6 +113,14 @@ pub fn table(r: &Report) -> String {
             if l.agrees { "" } else { "  DIFFERENT" }
         );
     }
+    if r.real.starved {
+        let _ = writeln!(
+            out,
+            "warning: the real nodes were starved (a timer woke {} ms late, a command left {} ms late): \
+             the machine is too loaded for real timings to mean anything",
+            r.real.max_lag_ms, r.real.max_send_lag_ms
+        );
+    }
     for (seed, v) in &r.seed_verdicts {
         let _ = writeln!(
             out,
