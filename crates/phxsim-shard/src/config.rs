@@ -98,6 +98,48 @@ impl Default for Profile {
     }
 }
 
+/// When a shard's ticks come.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TickModel {
+    /// The textbook cadence: each tick exactly `broadcast_period` after the previous one ran,
+    /// the first one `0..=first_tick_jitter` ms after the start.
+    #[default]
+    Exact,
+    /// What a real shard does (`../shared/spec/phoenix-races.md`): `Process.send_after` re-arms
+    /// the tick after the tick's work, so every period overruns a little and each node's tick
+    /// phase drifts against the others'; and nodes started together start ticking tens of ms
+    /// apart. Every draw comes from the node's seed.
+    Drift(TickDrift),
+}
+
+/// The calibration of [`TickModel::Drift`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickDrift {
+    /// Each tick's overrun past `broadcast_period`, drawn uniformly from this range in µs
+    /// (measured idle: silent heartbeats every 561–567 ms at bp 50, i.e. 11 ticks of
+    /// bp + 1–1.5 ms). Sub-millisecond parts accumulate, so the mean drift is kept exactly.
+    pub overrun_us: [u64; 2],
+    /// More overrun under load: µs per presence value the shard sent or merged since its last
+    /// tick (an estimate: a tick that flushes or follows a few hundred values runs about a
+    /// millisecond longer).
+    pub load_us_per_value: u64,
+    /// Each node's tracker starts ticking a random `0..=start_offset_ms` ms late, on top of
+    /// Phoenix's own first-tick jitter (measured: nodes started together begin ticking 16–70 ms
+    /// apart on a loaded 2-core machine).
+    pub start_offset_ms: u64,
+}
+
+impl TickDrift {
+    /// The calibration measured on real phoenix_pubsub 2.2.0 clusters on loopback.
+    pub fn calibrated() -> Self {
+        Self {
+            overrun_us: [1_000, 1_500],
+            load_us_per_value: 3,
+            start_offset_ms: 50,
+        }
+    }
+}
+
 /// The options of one tracker (all shards of a node share them). Times are milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackerConfig {
@@ -121,6 +163,10 @@ pub struct TrackerConfig {
     /// (Phoenix: ⌊0.25 × broadcast_period⌋), so that shards started together do not tick
     /// together. `None` means that derived default.
     pub first_tick_jitter: Option<u64>,
+    /// When ticks come: exactly every period (the default of this sans-IO crate, which its
+    /// exact-time tests rely on), or drifting as on a real BEAM (the simulator's default).
+    #[serde(default)]
+    pub tick_model: TickModel,
     pub profile: Profile,
     /// A planted bug (tests and `--mutate` only): the simulator's checkers must catch it.
     #[serde(skip)]
@@ -193,6 +239,7 @@ impl Default for TrackerConfig {
             max_delta_sizes: DEFAULT_MAX_DELTA_SIZES.to_vec(),
             pool_size: 1,
             first_tick_jitter: None,
+            tick_model: TickModel::Exact,
             profile: Profile::faithful(),
             mutation: None,
         }

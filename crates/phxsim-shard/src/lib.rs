@@ -23,7 +23,7 @@ pub mod sim;
 pub mod tracker;
 
 pub use codec::{CodecError, decode_body, decode_frame, decode_header, encode_frame};
-pub use config::{ConfigError, NodeMutation, Profile, TrackerConfig};
+pub use config::{ConfigError, NodeMutation, Profile, TickDrift, TickModel, TrackerConfig};
 pub use message::{Frame, Hello, NodeMessage, ShardMessage, TransferPayload};
 pub use pool::shard_for_topic;
 pub use presence::{PresenceDiff, PresenceState, RefSource, SeededRefs};

@@ -7,12 +7,14 @@
 //! [`Shard::poll_transmit`] and [`Shard::poll_event`]. That is what lets the same code run under
 //! a scripted network in tests, under turmoil and on real sockets.
 
-use crate::config::TrackerConfig;
+use crate::config::{TickModel, TrackerConfig};
 use crate::message::{ShardMessage, TransferPayload};
 use phxsim_tracker::{
     Catchup, ClockSet, Context, Diff, Generations, PeerStatus, Peers, ReplicaRef, State, Status,
     Tag, TrackerError, Value, ValueKey,
 };
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::Value as Json;
 use std::collections::VecDeque;
 
@@ -96,6 +98,11 @@ pub struct Shard {
     next_transfer_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ShardEvent>,
+    /// [`TickModel::Drift`]: the overrun draws, the µs of overrun not yet a whole ms, and the
+    /// presence values sent or merged since the last tick.
+    tick_rng: Option<ChaCha8Rng>,
+    overrun_us: u64,
+    work_values: u64,
 }
 
 impl Shard {
@@ -127,7 +134,33 @@ impl Shard {
             next_transfer_id: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            tick_rng: None,
+            overrun_us: 0,
+            work_values: 0,
         }
+    }
+
+    /// Seeds the tick overruns of [`TickModel::Drift`] (without a seed a drifting shard ticks
+    /// exactly, as [`TickModel::Exact`]).
+    pub fn seed_ticks(&mut self, seed: u64) {
+        self.tick_rng = Some(ChaCha8Rng::seed_from_u64(seed));
+    }
+
+    /// How many whole ms this tick's work overran the period ([`TickModel::Drift`]): a drawn
+    /// idle overrun plus the load since the last tick, with sub-ms remainders carried over.
+    fn overrun_ms(&mut self) -> u64 {
+        let (TickModel::Drift(d), Some(rng)) = (&self.cfg.tick_model, self.tick_rng.as_mut())
+        else {
+            return 0;
+        };
+        let [lo, hi] = d.overrun_us;
+        let idle = rng.gen_range(lo.min(hi)..=hi.max(lo));
+        let load = self.work_values.saturating_mul(d.load_us_per_value);
+        self.work_values = 0;
+        self.overrun_us = self.overrun_us.saturating_add(idle).saturating_add(load);
+        let ms = self.overrun_us / 1000;
+        self.overrun_us %= 1000;
+        ms
     }
 
     pub fn replica(&self) -> &ReplicaRef {
@@ -321,7 +354,8 @@ impl Shard {
 
     /// One tick at `now`: heartbeat, transfer decision, down detection, in Phoenix's order.
     /// The next tick is `broadcast_period` after `now`, so a late tick delays the ones after it
-    /// (as `Process.send_after` re-armed by the handler does).
+    /// (as `Process.send_after` re-armed by the handler does); with [`TickModel::Drift`] the
+    /// tick's work adds its overrun.
     pub fn tick(&mut self, now: u64) {
         if self.is_stopped() {
             return;
@@ -333,7 +367,11 @@ impl Shard {
         self.broadcast_heartbeat();
         self.request_transfers();
         self.detect_downs(now);
-        self.next_tick_at = Some(now.saturating_add(self.cfg.broadcast_period));
+        let overrun = self.overrun_ms();
+        self.next_tick_at = Some(
+            now.saturating_add(self.cfg.broadcast_period)
+                .saturating_add(overrun),
+        );
     }
 
     fn broadcast_heartbeat(&mut self) {
@@ -345,6 +383,7 @@ impl Shard {
             let Some(delta) = self.state.flush() else {
                 return;
             };
+            self.work_values += delta.values.len() as u64;
             self.generations
                 .push(&self.state, &delta, &self.cfg.max_delta_sizes);
             self.silent_periods = 0;
@@ -471,6 +510,7 @@ impl Shard {
                 clocks,
             } => {
                 self.heartbeat(now, &from);
+                self.work_values += delta.values.len() as u64;
                 let diff = self.state.merge_delta(&delta);
                 self.report_merge(diff);
                 self.pending_clocks.append(from, clocks);
@@ -502,6 +542,7 @@ impl Shard {
                 payload: TransferPayload::Delta(delta),
                 ..
             } => {
+                self.work_values += delta.values.len() as u64;
                 let diff = self.state.merge_delta(&delta);
                 self.report_merge(diff);
                 self.generations
@@ -511,6 +552,7 @@ impl Shard {
                 payload: TransferPayload::Full(extract),
                 ..
             } => {
+                self.work_values += extract.values.len() as u64;
                 let diff = self.state.merge_extract(&extract);
                 self.report_merge(diff);
                 self.generations.clear();

@@ -8,7 +8,7 @@
 //! keeps one row per `{topic, pid, key}` across the whole cluster: two nodes using the same owner
 //! id must not collide, as two Erlang pids on different nodes never do.
 
-use crate::config::{ConfigError, TrackerConfig};
+use crate::config::{ConfigError, TickModel, TrackerConfig};
 use crate::message::NodeMessage;
 use crate::pool::shard_for_topic;
 use crate::presence::{PresenceDiff, PresenceState, RefSource, SeededRefs, meta_with_refs};
@@ -118,11 +118,28 @@ impl Tracker {
         cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let jitter = cfg.first_tick_jitter();
-        let delays = (0..cfg.pool_size)
+        let mut delays: Vec<u64> = (0..cfg.pool_size)
             .map(|_| rng.gen_range(0..=jitter))
             .collect();
         let refs = Box::new(SeededRefs::new(rng.r#gen()));
-        Self::with_parts(cfg, name, vsn, now, delays, refs)
+        // drawn after everything the exact model draws, so that its runs stay as they were
+        let drift = match &cfg.tick_model {
+            TickModel::Drift(d) => Some(d.start_offset_ms),
+            TickModel::Exact => None,
+        };
+        if let Some(max_offset) = drift {
+            let offset = rng.gen_range(0..=max_offset);
+            for d in &mut delays {
+                *d += offset;
+            }
+        }
+        let mut tracker = Self::with_parts(cfg, name, vsn, now, delays, refs)?;
+        if drift.is_some() {
+            for shard in &mut tracker.shards {
+                shard.seed_ticks(rng.r#gen());
+            }
+        }
+        Ok(tracker)
     }
 
     /// Everything explicit: one first-tick delay per shard, and the `phx_ref` source.

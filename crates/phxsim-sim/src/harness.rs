@@ -14,7 +14,9 @@ use crate::sampler::Sampler;
 use crate::scenario::{Action, Scenario};
 use crate::transcript::Transcript;
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
-use phxsim_shard::{NodeMutation, Profile, TrackerConfig, TrackerEvent};
+use phxsim_shard::{NodeMutation, Profile, TickDrift, TickModel, TrackerConfig, TrackerEvent};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +33,11 @@ pub const WS_PORT: u16 = 4000;
 const DIAL_TIMEOUT_MS: u64 = 500;
 /// Pause between two dials of the same peer.
 const REDIAL_MS: u64 = 100;
+/// `tick_model = "drift"`: after a heal or repair, a dialler whose link is down dials again
+/// this many ms later (drawn per dial from the seed), as distributed Erlang re-establishes a
+/// healed connection in 2–46 ms (measured, `../shared/spec/phoenix-races.md`); a dial stalled
+/// on the partition is abandoned at once instead of waiting for its timeout.
+const HEAL_REDIAL_MS: [u64; 2] = [2, 46];
 
 /// Link keepalive: turmoil stalls a partitioned stream instead of failing it, so the
 /// keepalive and idle timeout play Erlang's net_ticktime and drop the dead link.
@@ -132,6 +139,8 @@ pub struct Shared {
     pub client_loss_rate: LossRate,
     /// Tracker events of every node, kept when `Some` ([`RunOptions::node_trace`]).
     pub node_trace: Option<Vec<TraceEvent>>,
+    /// Counts heals and repairs; diallers watch it (`tick_model = "drift"`).
+    pub heals: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 pub type SharedRef = Arc<Mutex<Shared>>;
@@ -176,6 +185,11 @@ fn tracker_config(s: &Scenario, mutation: Option<NodeMutation>) -> TrackerConfig
         max_delta_sizes: t.max_delta_sizes.clone(),
         pool_size: t.pool_size,
         first_tick_jitter: None,
+        tick_model: if t.tick_model == "exact" {
+            TickModel::Exact
+        } else {
+            TickModel::Drift(TickDrift::calibrated())
+        },
         profile: match t.profile.as_str() {
             "corrected" => Profile::corrected(),
             "eager" => Profile::eager(t.eager_window_ms.unwrap_or(5)),
@@ -352,19 +366,9 @@ fn node_host(
             });
             for peer in &all[..index] {
                 let (n, peer, lossy) = (node.clone(), peer.clone(), lossy.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let dial = tokio::time::timeout(
-                            Duration::from_millis(DIAL_TIMEOUT_MS),
-                            turmoil::net::TcpStream::connect((peer.as_str(), NODE_PORT)),
-                        )
-                        .await;
-                        if let Ok(Ok(stream)) = dial {
-                            n.connect(lossy(stream)).closed().await;
-                        }
-                        tokio::time::sleep(Duration::from_millis(REDIAL_MS)).await;
-                    }
-                });
+                let heals = lock(&shared).heals.as_ref().map(|h| h.subscribe());
+                let redial_seed = derive_seed(seed, &format!("redial/{name}/{vsn}/{peer}"));
+                tokio::spawn(dialler(n, peer, lossy, heals, redial_seed));
             }
             // the server's end of each browser link
             let client_loss = Loss {
@@ -391,6 +395,58 @@ fn node_host(
             Ok(())
         }
     });
+}
+
+/// Dials `peer` for node `n` for as long as the host runs: a dial abandoned after
+/// [`DIAL_TIMEOUT_MS`], a link kept until it closes, [`REDIAL_MS`] between tries. With `heals`
+/// (`tick_model = "drift"`), a heal or repair cuts a stalled dial or a pause short and dials
+/// again [`HEAL_REDIAL_MS`] later; a link that is up is never disturbed.
+async fn dialler<S>(
+    n: Node,
+    peer: String,
+    lossy: impl Fn(TcpStream) -> S,
+    mut heals: Option<tokio::sync::watch::Receiver<u64>>,
+    redial_seed: u64,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let mut rng = ChaCha8Rng::seed_from_u64(redial_seed);
+    let heal_redial = |rng: &mut ChaCha8Rng| {
+        Duration::from_millis(rng.gen_range(HEAL_REDIAL_MS[0]..=HEAL_REDIAL_MS[1]))
+    };
+    loop {
+        if let Some(h) = heals.as_mut() {
+            h.borrow_and_update();
+        }
+        let dial = tokio::time::timeout(
+            Duration::from_millis(DIAL_TIMEOUT_MS),
+            turmoil::net::TcpStream::connect((peer.as_str(), NODE_PORT)),
+        );
+        let (stream, healed) = match heals.as_mut() {
+            Some(h) => tokio::select! {
+                d = dial => (d.ok().and_then(Result::ok), false),
+                _ = h.changed() => (None, true),
+            },
+            None => (dial.await.ok().and_then(Result::ok), false),
+        };
+        if let Some(stream) = stream {
+            n.connect(lossy(stream)).closed().await;
+            if let Some(h) = heals.as_mut() {
+                h.borrow_and_update();
+            }
+        }
+        let pause = Duration::from_millis(REDIAL_MS);
+        match heals.as_mut() {
+            Some(_) if healed => tokio::time::sleep(heal_redial(&mut rng)).await,
+            Some(h) => {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = h.changed() => tokio::time::sleep(heal_redial(&mut rng)).await,
+                }
+            }
+            None => tokio::time::sleep(pause).await,
+        }
+    }
 }
 
 /// The checkers' bounds and the sampling interval of a scenario.
@@ -474,6 +530,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     }
     if opts.node_trace {
         lock(&shared).node_trace = Some(Vec::new());
+    }
+    if scenario.tracker.tick_model != "exact" {
+        lock(&shared).heals = Some(tokio::sync::watch::channel(0).0);
     }
     let mut last_lists = BTreeMap::new();
     let [lat_min, lat_max] = scenario.network.latency_ms;
@@ -656,6 +715,13 @@ fn feed(checkers: &mut Checkers, observations: Vec<Obs>) {
     }
 }
 
+/// Tells the diallers that links may work again (`tick_model = "drift"`).
+fn notify_heal(shared: &SharedRef) {
+    if let Some(h) = &lock(shared).heals {
+        h.send_modify(|n| *n += 1);
+    }
+}
+
 fn apply(
     sim: &mut turmoil::Sim<'_>,
     shared: &SharedRef,
@@ -701,6 +767,7 @@ fn apply(
             }
         }
         Action::Heal => {
+            notify_heal(shared);
             for (x, y) in std::mem::take(cut) {
                 sim.repair(x.as_str(), y.as_str());
             }
@@ -712,6 +779,7 @@ fn apply(
             }
         }
         Action::Repair(links) => {
+            notify_heal(shared);
             for (x, y) in links {
                 sim.repair(x.as_str(), y.as_str());
                 cut.remove(&(x.clone(), y.clone()));

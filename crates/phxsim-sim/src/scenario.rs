@@ -104,6 +104,13 @@ pub struct TrackerSettings {
     /// `eager` profile only: how long a change waits for others to ride along.
     #[serde(default)]
     pub eager_window_ms: Option<u64>,
+    /// `drift` (the default) times nodes as real clusters do: each tick comes after the
+    /// previous tick's work (broadcast_period + about 1–1.5 ms, more under load), each node
+    /// starts ticking a random 0–50 ms late, and after a heal a broken link is dialled again
+    /// 2–46 ms later, all drawn from the seed. `exact` is the textbook cadence: every tick
+    /// exactly one period after the last, links redialled on their own schedule.
+    #[serde(default = "default_tick_model")]
+    pub tick_model: String,
 }
 
 fn default_broadcast_period() -> u64 {
@@ -127,6 +134,9 @@ fn default_pool_size() -> u32 {
 fn default_profile() -> String {
     "faithful".into()
 }
+fn default_tick_model() -> String {
+    "drift".into()
+}
 
 impl Default for TrackerSettings {
     fn default() -> Self {
@@ -140,6 +150,7 @@ impl Default for TrackerSettings {
             pool_size: default_pool_size(),
             profile: default_profile(),
             eager_window_ms: None,
+            tick_model: default_tick_model(),
         }
     }
 }
@@ -849,6 +860,9 @@ fn validate_tracker(t: &TrackerSettings) -> Result<(), (&'static str, String)> {
     }
     if !["faithful", "corrected", "eager"].contains(&t.profile.as_str()) {
         return Err(("profile", "\"faithful\", \"corrected\" or \"eager\"".into()));
+    }
+    if !["drift", "exact"].contains(&t.tick_model.as_str()) {
+        return Err(("tick_model", "\"drift\" or \"exact\"".into()));
     }
     Ok(())
 }
