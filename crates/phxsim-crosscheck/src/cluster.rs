@@ -78,6 +78,9 @@ pub struct RealRun {
     pub max_lag_ms: u64,
     /// How late the latest command left `phxsim` (a starved driver is as bad).
     pub max_send_lag_ms: u64,
+    /// How far apart the trackers' first starts were: the simulator starts them together, so
+    /// beyond Phoenix's own first-tick jitter the first heartbeats race differently.
+    pub start_skew_ms: u64,
     /// Every line the nodes logged (JSON), in arrival order.
     pub log: Vec<Json>,
     pub otp: String,
@@ -145,7 +148,9 @@ pub async fn pubsub_ebin(src: &PubsubSource) -> Result<PathBuf, ClusterError> {
                     .await
                     .map_err(|_| ClusterError::Missing {
                         what: "mix".into(),
-                        how: "install Elixir (Debian: apt-get install elixir), or use --pubsub-ebin".into(),
+                        how:
+                            "install Elixir (Debian: apt-get install elixir), or use --pubsub-ebin"
+                                .into(),
                     })?;
                 if !status.success() {
                     return Err(ClusterError::Missing {
@@ -177,42 +182,84 @@ fn free_port() -> Result<u16, ClusterError> {
     Ok(l.local_addr().map_err(io("finding a free port"))?.port())
 }
 
-/// Starts a private epmd and waits until it answers.
-async fn start_epmd(port: Option<u16>) -> Result<(Child, u16), ClusterError> {
-    let mut last = None;
-    for _ in 0..5 {
-        let port = match port {
-            Some(p) => p,
-            None => free_port()?,
-        };
-        let mut child = Command::new("epmd")
-            .args(["-port", &port.to_string(), "-address", "127.0.0.1"])
+/// A private epmd, run under a shell that stops it as soon as its stdin closes: when
+/// [`Epmd::stop`] closes it, and also when `phxsim` dies in any way (the pipe closes with it),
+/// so no epmd outlives a crosscheck.
+struct Epmd {
+    guard: Child,
+    port: u16,
+}
+
+/// The guard: starts epmd and stops it when stdin reaches its end. It ignores Ctrl-C's SIGINT
+/// (which reaches the whole process group), and so do its children, so that epmd is always
+/// stopped by the guard, never orphaned.
+const EPMD_GUARD: &str = r#"trap '' INT; epmd -port "$0" -address 127.0.0.1 & pid=$!; cat >/dev/null; kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; exit 0"#;
+
+impl Epmd {
+    /// Starts a private epmd (on `port`, or on a free one) and waits until it answers.
+    async fn start(port: Option<u16>) -> Result<Epmd, ClusterError> {
+        if Command::new("epmd")
+            .arg("-help")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|_| ClusterError::Missing {
+            .status()
+            .await
+            .is_err()
+        {
+            return Err(ClusterError::Missing {
                 what: "epmd".into(),
                 how: "it comes with Erlang/OTP (Debian: apt-get install erlang-base)".into(),
-            })?;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // the port was taken: try another
-            }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Ok((child, port));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            });
         }
-        let _ = child.kill().await;
-        last = Some(port);
+        let mut last = None;
+        for _ in 0..5 {
+            let port = match port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            let guard = Command::new("sh")
+                .args(["-c", EPMD_GUARD, &port.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(io("starting sh for epmd"))?;
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut up = false;
+            while Instant::now() < deadline {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    up = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut epmd = Epmd { guard, port };
+            if up {
+                return Ok(epmd);
+            }
+            epmd.stop().await;
+            last = Some(port);
+        }
+        Err(ClusterError::Node {
+            node: "epmd".into(),
+            message: format!("could not start a private epmd (last port tried: {last:?})"),
+        })
     }
-    Err(ClusterError::Node {
-        node: "epmd".into(),
-        message: format!("could not start a private epmd (last port tried: {last:?})"),
-    })
+
+    /// Closes the guard's stdin, so that it stops epmd, and waits for it.
+    async fn stop(&mut self) {
+        drop(self.guard.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(5), self.guard.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.guard.kill().await;
+        }
+    }
 }
 
 struct BeamNode {
@@ -239,13 +286,7 @@ fn command_line(cmd: &Cmd) -> String {
             topic,
             key,
             meta,
-        } => vec![
-            "track".into(),
-            hex(client),
-            hex(topic),
-            hex(key),
-            hex(meta),
-        ],
+        } => vec!["track".into(), hex(client), hex(topic), hex(key), hex(meta)],
         Cmd::Untrack { client } => vec!["untrack".into(), hex(client)],
         Cmd::Update { client, meta } => vec!["update".into(), hex(client), hex(meta)],
         Cmd::Drop { client } => vec!["drop".into(), hex(client)],
@@ -281,6 +322,14 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a real cluster is running now (in this process), so that a Ctrl-C handler
+/// elsewhere leaves stopping it to [`run`].
+pub fn is_running() -> bool {
+    RUNNING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Runs the plan of scenario `s` on a real cluster and returns its trace.
 pub async fn run(
     s: &phxsim_sim::Scenario,
@@ -295,13 +344,15 @@ pub async fn run(
         .map_err(io("creating a temporary folder"))?;
     let script = dir.path().join("node.exs");
     std::fs::write(&script, NODE_EXS).map_err(io(format!("writing {}", script.display())))?;
-    let (mut epmd, epmd_port) = start_epmd(opts.epmd_port).await?;
+    let mut epmd = Epmd::start(opts.epmd_port).await?;
+    RUNNING.store(true, std::sync::atomic::Ordering::SeqCst);
     let result = tokio::select! {
-        r = drive(s, plan, opts, &ebin, &script, epmd_port, dir.path()) => r,
+        r = drive(s, plan, opts, &ebin, &script, epmd.port, dir.path()) => r,
         _ = tokio::signal::ctrl_c() => Err(ClusterError::Interrupted),
     };
     // every BEAM of `drive` is killed when its future is dropped; then epmd
-    let _ = epmd.kill().await;
+    epmd.stop().await;
+    RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
     result
 }
 
@@ -405,7 +456,8 @@ async fn drive(
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => {
-                let late: Vec<&String> = plan.nodes.iter().filter(|n| !ready.contains(*n)).collect();
+                let late: Vec<&String> =
+                    plan.nodes.iter().filter(|n| !ready.contains(*n)).collect();
                 return Err(ClusterError::Node {
                     node: format!("{late:?}"),
                     message: format!(
@@ -544,6 +596,19 @@ async fn drive(
         .filter_map(|j| j["ms"].as_u64())
         .max()
         .unwrap_or(0);
+    let mut first_start: BTreeMap<&str, i64> = BTreeMap::new();
+    for j in log.iter().filter(|j| j["ev"] == "tracker_start") {
+        let (node, t) = (
+            j["node"].as_str().unwrap_or_default(),
+            j["t"].as_i64().unwrap_or(0),
+        );
+        first_start.entry(node).or_insert(t);
+    }
+    let (lo, hi) = (first_start.values().min(), first_start.values().max());
+    out.start_skew_ms = match (lo, hi) {
+        (Some(lo), Some(hi)) => (hi - lo).max(0) as u64,
+        _ => 0,
+    };
     out.log = log;
     Ok(out)
 }
@@ -643,7 +708,10 @@ mod tests {
             t.lists["a"]["room:lobby/alice"],
             vec![r#"{"a":2,"z":1}"#.to_string()]
         );
-        assert!(!t.lists.contains_key("c"), "a node down at the end lists nothing");
+        assert!(
+            !t.lists.contains_key("c"),
+            "a node down at the end lists nothing"
+        );
     }
 
     #[test]

@@ -134,9 +134,15 @@ impl Comparison {
 }
 
 /// Compares `real` with `seeds` (at least one) for a run of `duration_ms`.
-pub fn compare(real: &RunTrace, seeds: &[RunTrace], tolerance_ms: u64, duration_ms: u64) -> Comparison {
+pub fn compare(
+    real: &RunTrace,
+    seeds: &[RunTrace],
+    tolerance_ms: u64,
+    duration_ms: u64,
+) -> Comparison {
     let real_ids = by_identity(&real.events);
-    let seed_ids: Vec<BTreeMap<Identity, u64>> = seeds.iter().map(|s| by_identity(&s.events)).collect();
+    let seed_ids: Vec<BTreeMap<Identity, u64>> =
+        seeds.iter().map(|s| by_identity(&s.events)).collect();
     let mut all: Vec<&Identity> = real_ids.keys().collect();
     for s in &seed_ids {
         all.extend(s.keys());
@@ -236,7 +242,14 @@ mod tests {
             run(vec![ev(1000, "a", TraceKind::ReplicaDown, "c")]),
             run(vec![ev(1300, "a", TraceKind::ReplicaDown, "c")]),
         ];
-        let at = |t| compare(&run(vec![ev(t, "a", TraceKind::ReplicaDown, "c")]), &seeds, 100, 10_000);
+        let at = |t| {
+            compare(
+                &run(vec![ev(t, "a", TraceKind::ReplicaDown, "c")]),
+                &seeds,
+                100,
+                10_000,
+            )
+        };
         assert_eq!(at(1200).events[0].verdict, EventVerdict::Inside);
         assert_eq!(at(1390).events[0].verdict, EventVerdict::WithinTolerance);
         let far = at(1401);
@@ -256,7 +269,12 @@ mod tests {
             run(vec![ev(120, "a", TraceKind::ReplicaUp, "b")]),
         ];
         // the 2nd up is in one seed only: not required of the real run
-        let c = compare(&run(vec![ev(110, "a", TraceKind::ReplicaUp, "b")]), &seeds, 100, 10_000);
+        let c = compare(
+            &run(vec![ev(110, "a", TraceKind::ReplicaUp, "b")]),
+            &seeds,
+            100,
+            10_000,
+        );
         assert!(c.agrees(), "{c:?}");
         assert_eq!(c.events[1].verdict, EventVerdict::SomeSeedsOnly);
         // a real event no seed has
@@ -270,7 +288,11 @@ mod tests {
             10_000,
         );
         assert!(!c.agrees());
-        assert!(c.events.iter().any(|e| e.verdict == EventVerdict::MissingInSim));
+        assert!(
+            c.events
+                .iter()
+                .any(|e| e.verdict == EventVerdict::MissingInSim)
+        );
         // an event every seed has and the real run lacks
         let c = compare(&run(vec![]), &seeds, 100, 10_000);
         assert_eq!(c.events[0].verdict, EventVerdict::MissingInReal);
@@ -282,7 +304,11 @@ mod tests {
 
     #[test]
     fn final_lists_must_equal_one_seeds_list() {
-        let list = |keys: &[&str]| -> Lists { keys.iter().map(|k| (k.to_string(), vec!["{}".into()])).collect() };
+        let list = |keys: &[&str]| -> Lists {
+            keys.iter()
+                .map(|k| (k.to_string(), vec!["{}".into()]))
+                .collect()
+        };
         let with = |l: Lists| RunTrace {
             events: vec![],
             lists: [("a".to_string(), l)].into_iter().collect(),

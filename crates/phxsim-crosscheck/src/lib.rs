@@ -144,7 +144,10 @@ pub struct RealInfo {
     /// The longest a real node's timer woke late, and the longest a command left late (ms).
     pub max_lag_ms: u64,
     pub max_send_lag_ms: u64,
-    /// Whether either lag exceeded half the tolerance: the machine was too loaded for the
+    /// How far apart the real trackers started (ms).
+    pub start_skew_ms: u64,
+    /// Whether either lag exceeded half the tolerance, or the trackers started further apart
+    /// than Phoenix's first-tick jitter (a quarter period): the machine was too loaded for the
     /// real timings to mean anything.
     pub starved: bool,
 }
@@ -192,7 +195,9 @@ pub fn report(
             log_lines: real.log.len(),
             max_lag_ms: real.max_lag_ms,
             max_send_lag_ms: real.max_send_lag_ms,
-            starved: real.max_lag_ms.max(real.max_send_lag_ms) * 2 > starved_over,
+            start_skew_ms: real.start_skew_ms,
+            starved: real.max_lag_ms.max(real.max_send_lag_ms) * 2 > starved_over
+                || real.start_skew_ms * 4 > s.tracker.broadcast_period_ms,
         },
         rejoins: plan
             .rejoins

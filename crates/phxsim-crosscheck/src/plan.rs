@@ -494,8 +494,7 @@ pub fn plan(s: &Scenario, times: &dyn RejoinTimes) -> Plan {
                     }
                 }
                 // refused by `unmappable` (or a no-op: loss set to 0)
-                Action::Hold(_) | Action::Release(_) | Action::Loss(_) | Action::ClientLoss(_) => {
-                }
+                Action::Hold(_) | Action::Release(_) | Action::Loss(_) | Action::ClientLoss(_) => {}
             },
         }
     }
@@ -635,7 +634,9 @@ node = "b"
                 ("b".into(), Cmd::Start),
             ]
         );
-        assert!(matches!(&at(&p, 1540)[..], [(n, Cmd::Track { client, .. })] if n == "b" && client == "bob"));
+        assert!(
+            matches!(&at(&p, 1540)[..], [(n, Cmd::Track { client, .. })] if n == "b" && client == "bob")
+        );
         assert_eq!(p.rejoins.len(), 1);
     }
 

@@ -91,7 +91,9 @@ pub fn table(r: &Report) -> String {
             e.id.kind.name(),
             subject,
             e.id.n,
-            e.real_ms.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+            e.real_ms
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into()),
             range(e.seed_min_ms, e.seed_max_ms),
             format!("{}/{n}", e.seeds_with),
             verdict
@@ -116,9 +118,9 @@ pub fn table(r: &Report) -> String {
     if r.real.starved {
         let _ = writeln!(
             out,
-            "warning: the real nodes were starved (a timer woke {} ms late, a command left {} ms late): \
-             the machine is too loaded for real timings to mean anything",
-            r.real.max_lag_ms, r.real.max_send_lag_ms
+            "warning: the real nodes were starved (a timer woke {} ms late, a command left {} ms late, \
+             the trackers started {} ms apart): the machine is too loaded for real timings to mean anything",
+            r.real.max_lag_ms, r.real.max_send_lag_ms, r.real.start_skew_ms
         );
     }
     for (seed, v) in &r.seed_verdicts {

@@ -31,7 +31,10 @@ fn intervals(times: &[u64]) -> Vec<u64> {
 fn exact_ticks_come_every_period() {
     let times = tick_times(&config(TickModel::Exact), 7, 50);
     assert!(intervals(&times).iter().all(|&i| i == 100));
-    assert!(times[0] <= 25, "Phoenix's first-tick jitter is 0..=period/4");
+    assert!(
+        times[0] <= 25,
+        "Phoenix's first-tick jitter is 0..=period/4"
+    );
 }
 
 #[test]
@@ -63,7 +66,10 @@ fn nodes_start_ticking_up_to_fifty_ms_later_than_phoenixs_jitter_alone() {
     let cfg = config(TickModel::Drift(TickDrift::calibrated()));
     let firsts: Vec<u64> = (0..200).map(|seed| tick_times(&cfg, seed, 1)[0]).collect();
     assert!(firsts.iter().all(|&f| f <= 25 + 50));
-    assert!(firsts.iter().any(|&f| f > 25), "the start offset is applied");
+    assert!(
+        firsts.iter().any(|&f| f > 25),
+        "the start offset is applied"
+    );
     assert!(firsts.iter().any(|&f| f < 10));
 }
 
@@ -74,8 +80,13 @@ fn a_tick_that_flushes_many_values_overruns_more() {
     let first = t.poll_timeout().expect("running");
     t.handle_timeout(first);
     for i in 0..2_000 {
-        t.track(&format!("o{i}"), "room:lobby", &format!("k{i}"), &Map::new())
-            .expect("track");
+        t.track(
+            &format!("o{i}"),
+            "room:lobby",
+            &format!("k{i}"),
+            &Map::new(),
+        )
+        .expect("track");
     }
     let flush = t.poll_timeout().expect("running");
     t.handle_timeout(flush);

@@ -53,7 +53,8 @@ pub fn canonical_meta(meta: &Json) -> String {
     fn sorted(v: &Json) -> Json {
         match v {
             Json::Object(m) => {
-                let by_key: BTreeMap<&String, Json> = m.iter().map(|(k, v)| (k, sorted(v))).collect();
+                let by_key: BTreeMap<&String, Json> =
+                    m.iter().map(|(k, v)| (k, sorted(v))).collect();
                 Json::Object(by_key.into_iter().map(|(k, v)| (k.clone(), v)).collect())
             }
             Json::Array(a) => Json::Array(a.iter().map(sorted).collect()),
@@ -87,8 +88,10 @@ pub fn trace_events(t_ms: u64, node: &str, e: &TrackerEvent) -> Vec<TraceEvent> 
         }
         TrackerEvent::PresenceDiff { topic, diff } => {
             let mut out = Vec::new();
-            for (kind, by_key) in [(TraceKind::Join, &diff.joins), (TraceKind::Leave, &diff.leaves)]
-            {
+            for (kind, by_key) in [
+                (TraceKind::Join, &diff.joins),
+                (TraceKind::Leave, &diff.leaves),
+            ] {
                 for (key, metas) in by_key {
                     for meta in metas {
                         out.push(TraceEvent {

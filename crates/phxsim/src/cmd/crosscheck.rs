@@ -4,7 +4,8 @@
 //!
 //! Exit codes: 0 every scenario agrees, 1 one disagrees, 2 bad input (a scenario that cannot be
 //! read or does not map to the tracker level, elixir or phoenix_pubsub missing), 70 internal
-//! (the real cluster failed while running).
+//! (the real cluster failed while running), 130 interrupted (Ctrl-C; every process started is
+//! stopped first).
 
 use super::sim_report::{EXIT_BAD_INPUT, EXIT_INTERNAL};
 use anyhow::Context;
@@ -16,14 +17,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const EXIT_DISAGREE: u8 = 1;
+/// Ctrl-C, as shells report a SIGINT death (128 + 2).
+const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(clap::Args)]
-#[command(after_help = "Tolerance: every real event may fall up to one broadcast_period outside the \
+#[command(
+    after_help = "Tolerance: every real event may fall up to one broadcast_period outside the \
 seeds' range of times (--tolerance-ms changes it). A real shard re-arms its tick after the tick's \
 work, so real ticks drift against the seeds' by about 1-1.5 ms per period: any event that happens \
 at a tick (a remote join or leave, a replica up, down or permdown) can land up to one period apart. \
 Events within the last tolerance window of the run are not required on either side. \
-Exit codes: 0 agree, 1 disagree, 2 bad input or elixir/phoenix_pubsub missing, 70 internal.")]
+Exit codes: 0 agree, 1 disagree, 2 bad input or elixir/phoenix_pubsub missing, 70 internal, \
+130 interrupted."
+)]
 pub struct Args {
     /// Scenario files (each must map to the tracker level: no holds, loss, per-link latency or
     /// non-faithful profile).
@@ -63,7 +69,8 @@ pub struct Args {
     #[arg(long, default_value_t = 60)]
     pub boot_timeout_s: u64,
     /// Run the real cluster again (up to this many times) when it disagreed while starved (a
-    /// node's timer or a command more than half the tolerance late: a loaded machine).
+    /// node's timer or a command more than half the tolerance late, or the trackers started
+    /// more than a quarter period apart: a loaded machine).
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
 }
@@ -139,6 +146,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         dist_ports: args.dist_ports,
         boot_timeout: Duration::from_secs(args.boot_timeout_s),
     };
+    // Ctrl-C outside a real run (while the simulator runs) ends the command at once: nothing
+    // else is running then. During a real run, `cluster::run` stops its processes first.
+    runtime.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() && !cluster::is_running() {
+            eprintln!("phxsim: crosscheck: interrupted (Ctrl-C)");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+    });
     let seeds: Vec<u64> = (args.seed_start..args.seed_start.saturating_add(args.seeds)).collect();
     let mut reports = Vec::new();
     let mut real_log = Vec::new();
@@ -161,6 +176,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let r = loop {
             let real = match runtime.block_on(cluster::run(s, &plan, &opts)) {
                 Ok(r) => r,
+                Err(e @ ClusterError::Interrupted) => {
+                    eprintln!("phxsim: crosscheck: {e}");
+                    return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                }
                 Err(e @ ClusterError::Missing { .. }) => {
                     eprintln!("phxsim: crosscheck: {e}");
                     return Ok(ExitCode::from(EXIT_BAD_INPUT));
@@ -186,8 +205,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             attempt += 1;
             eprintln!(
                 "phxsim: crosscheck {file}: disagreed while the real nodes were starved (timer {} ms, \
-                 command {} ms late): running the real cluster again ({attempt} of {})",
-                r.real.max_lag_ms, r.real.max_send_lag_ms, args.retries
+                 command {} ms late, trackers {} ms apart): running the real cluster again ({attempt} of {})",
+                r.real.max_lag_ms, r.real.max_send_lag_ms, r.real.start_skew_ms, args.retries
             );
         };
         println!("{}", report::table(&r));
