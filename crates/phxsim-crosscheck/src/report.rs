@@ -69,8 +69,8 @@ pub fn table(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<6} {:<16} {:<40} {:>2} {:>8} {:>13} {:>5}  {}",
-        "node", "event", "subject", "n", "real ms", "seeds ms", "seeds", "verdict"
+        "\n{:<6} {:<16} {:<40} {:>2} {:>8} {:>13} {:>5}  verdict",
+        "node", "event", "subject", "n", "real ms", "seeds ms", "seeds"
     );
     for e in &r.comparison.events {
         let mut subject = e.id.subject.clone();
