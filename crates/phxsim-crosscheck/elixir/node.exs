@@ -8,6 +8,7 @@
 #
 # Commands (one per line, arguments hex-encoded UTF-8 so that no key or meta can break a line):
 #   clock T0                         times are logged as os_time_ms - T0
+#   at WHEN CMD ARGS...              run CMD at os time WHEN (ms) on this node's own timer
 #   connect NODE | disconnect NODE   explicit distribution links (nothing connects on its own)
 #   block NODE | unblock NODE        drop (or stop dropping) this node's tracker messages to NODE
 #   start                            start the tracker (a new replica: a new vsn)
@@ -165,9 +166,27 @@ defmodule PhxsimCrosscheck.Node do
     if filtered == "1", do: FilteredPG2.init_table()
     {:ok, ps} = Phoenix.PubSub.Supervisor.start_link(name: @pubsub, adapter: adapter)
     Process.unlink(ps)
+    # Load the tracker's code now: loading it at the first start takes milliseconds that
+    # would put this node's first tick behind its peers'.
+    for m <- [Phoenix.Tracker, Phoenix.Tracker.Shard, Phoenix.Tracker.State, Phoenix.Tracker.Clock,
+              Phoenix.Tracker.DeltaGeneration, Phoenix.Tracker.Replica, PhxsimCrosscheck.Tracker] do
+      {:module, _} = Code.ensure_loaded(m)
+    end
+
     spawn(fn -> lag_monitor(System.monotonic_time(:millisecond)) end)
+    main = self()
+    spawn_link(fn -> read_lines(main) end)
     Log.emit(%{ev: "ready", otp: System.otp_release(), elixir: System.version()})
     loop(%{opts: opts, tracker: nil, owners: %{}})
+  end
+
+  # stdin, line by line, as messages to the main loop (which also takes timers)
+  defp read_lines(main) do
+    case IO.binread(:stdio, :line) do
+      :eof -> send(main, :eof)
+      {:error, _} -> send(main, :eof)
+      line -> send(main, {:line, line}) && read_lines(main)
+    end
   end
 
   # A starved BEAM (a loaded machine) delays every timer and message: the run's timings then say
@@ -192,16 +211,16 @@ defmodule PhxsimCrosscheck.Node do
   end
 
   defp loop(state) do
-    case IO.binread(:stdio, :line) do
+    receive do
       :eof ->
         System.halt(0)
 
-      {:error, _} ->
-        System.halt(1)
-
-      line ->
+      {:line, line} ->
         [cmd | args] = line |> String.trim() |> String.split(" ", trim: true)
         args = Enum.map(args, &Base.decode16!(&1, case: :mixed))
+        loop(command(cmd, args, state))
+
+      {:timer, cmd, args} ->
         loop(command(cmd, args, state))
     end
   end
@@ -211,6 +230,14 @@ defmodule PhxsimCrosscheck.Node do
   defp command("clock", [t0], state) do
     Log.set_t0(String.to_integer(t0))
     Log.emit(%{ev: "clock"})
+    state
+  end
+
+  # A command at an instant of the os clock (ms since the epoch): every node starts its tracker
+  # on its own timer at the same instant, rather than when a line reaches it.
+  defp command("at", [when_ms, cmd | args], state) do
+    delay = max(String.to_integer(when_ms) - System.os_time(:millisecond), 0)
+    Process.send_after(self(), {:timer, cmd, args}, delay)
     state
   end
 

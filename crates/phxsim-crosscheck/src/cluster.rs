@@ -515,6 +515,20 @@ async fn drive(
     for n in &plan.nodes {
         send(&mut nodes, n, &format!("clock {}\n", hex(&t0.to_string()))).await?;
     }
+    // the trackers of time 0 start on each node's own timer at t0, not when a line arrives
+    let (initial, timeline): (Vec<_>, Vec<_>) = timeline
+        .into_iter()
+        .partition(|t| t.at_ms == 0 && t.cmd == Cmd::Start);
+    for t in &initial {
+        // every argument of `at` is hex, the command's name included
+        let cmd = command_line(&t.cmd);
+        let (name, args) = cmd
+            .trim_end()
+            .split_once(' ')
+            .unwrap_or((cmd.trim_end(), ""));
+        let line = format!("at {} {} {args}\n", hex(&t0.to_string()), hex(name));
+        send(&mut nodes, &t.node, &line).await?;
+    }
     let mut log = Vec::new();
     let mut steps = timeline.into_iter().peekable();
     let end = base + Duration::from_millis(plan.duration_ms);

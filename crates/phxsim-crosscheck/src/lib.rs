@@ -104,7 +104,7 @@ pub fn tolerances(s: &Scenario, override_ms: Option<u64>) -> Vec<Tolerance> {
         why: format!(
             "every remote event (a join or leave carried by a heartbeat or a transfer, a replica \
              up at a heartbeat, a down or permdown found by a tick) happens at some node's tick. A \
-             real shard re-arms its tick after the tick's work (every {bp} ms + about 1-1.5 ms), \
+             real shard re-arms its tick after the tick's work (every {bp} ms + about 1-3.5 ms), \
              so the phase of each node's ticks drifts against the seeds' and against the \
              timeline: the same event can land up to one broadcast period ({bp} ms) earlier or \
              later than in any seed without either side being wrong{}",

@@ -277,6 +277,21 @@ pub fn plan(s: &Scenario, times: &dyn RejoinTimes) -> Plan {
             }
         }
     };
+    // cuts at time 0 hold from the start, as the simulator applies them before its first step
+    for st in s.timeline.iter().filter(|st| st.at_ms == 0) {
+        match &st.action {
+            Action::Cut(links) => net.cut.extend(links.iter().map(|(x, y)| pair(x, y))),
+            Action::Partition(groups) => {
+                for (i, g) in groups.iter().enumerate() {
+                    for other in &groups[i + 1..] {
+                        net.cut
+                            .extend(g.iter().flat_map(|x| other.iter().map(|y| pair(x, y))));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     sync(0, &mut net, &mut steps);
     for n in &s.nodes {
         steps.push(Timed {
@@ -638,6 +653,19 @@ node = "b"
             matches!(&at(&p, 1540)[..], [(n, Cmd::Track { client, .. })] if n == "b" && client == "bob")
         );
         assert_eq!(p.rejoins.len(), 1);
+    }
+
+    #[test]
+    fn a_cut_at_time_zero_holds_before_the_trackers_start() {
+        let p = plan(
+            &scenario("[[timeline]]\nat_ms = 0\ncut = [[\"a\", \"c\"], [\"b\", \"c\"]]\n"),
+            &Never,
+        );
+        let connects: Vec<_> = at(&p, 0)
+            .into_iter()
+            .filter(|(_, c)| matches!(c, Cmd::Connect(_) | Cmd::Disconnect(_)))
+            .collect();
+        assert_eq!(connects, vec![("b".into(), Cmd::Connect("a".into()))]);
     }
 
     #[test]

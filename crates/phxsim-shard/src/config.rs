@@ -115,10 +115,13 @@ pub enum TickModel {
 /// The calibration of [`TickModel::Drift`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickDrift {
-    /// Each tick's overrun past `broadcast_period`, drawn uniformly from this range in µs
-    /// (measured idle: silent heartbeats every 561–567 ms at bp 50, i.e. 11 ticks of
-    /// bp + 1–1.5 ms). Sub-millisecond parts accumulate, so the mean drift is kept exactly.
+    /// Each node's mean overrun of a tick past `broadcast_period`, drawn once per shard from
+    /// this range in µs. Measured idle: silent heartbeats every 561–567 ms at bp 50 and every
+    /// 1 111–1 139 ms at bp 100, i.e. 11 ticks of bp + 1–3.5 ms depending on the node and run.
     pub overrun_us: [u64; 2],
+    /// Each tick varies around its shard's mean by up to this many µs either way. Sub-ms parts
+    /// accumulate, so the mean drift is kept exactly.
+    pub tick_jitter_us: u64,
     /// More overrun under load: µs per presence value the shard sent or merged since its last
     /// tick (an estimate: a tick that flushes or follows a few hundred values runs about a
     /// millisecond longer).
@@ -133,7 +136,8 @@ impl TickDrift {
     /// The calibration measured on real phoenix_pubsub 2.2.0 clusters on loopback.
     pub fn calibrated() -> Self {
         Self {
-            overrun_us: [1_000, 1_500],
+            overrun_us: [1_000, 3_500],
+            tick_jitter_us: 250,
             load_us_per_value: 3,
             start_offset_ms: 50,
         }

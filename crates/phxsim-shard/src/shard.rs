@@ -98,9 +98,9 @@ pub struct Shard {
     next_transfer_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ShardEvent>,
-    /// [`TickModel::Drift`]: the overrun draws, the µs of overrun not yet a whole ms, and the
-    /// presence values sent or merged since the last tick.
-    tick_rng: Option<ChaCha8Rng>,
+    /// [`TickModel::Drift`]: the overrun draws and this shard's mean overrun (µs), the µs of
+    /// overrun not yet a whole ms, and the presence values sent or merged since the last tick.
+    tick_rng: Option<(ChaCha8Rng, u64)>,
     overrun_us: u64,
     work_values: u64,
 }
@@ -143,18 +143,28 @@ impl Shard {
     /// Seeds the tick overruns of [`TickModel::Drift`] (without a seed a drifting shard ticks
     /// exactly, as [`TickModel::Exact`]).
     pub fn seed_ticks(&mut self, seed: u64) {
-        self.tick_rng = Some(ChaCha8Rng::seed_from_u64(seed));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mean = match &self.cfg.tick_model {
+            TickModel::Drift(d) => {
+                let [lo, hi] = d.overrun_us;
+                rng.gen_range(lo.min(hi)..=hi.max(lo))
+            }
+            TickModel::Exact => 0,
+        };
+        self.tick_rng = Some((rng, mean));
     }
 
-    /// How many whole ms this tick's work overran the period ([`TickModel::Drift`]): a drawn
-    /// idle overrun plus the load since the last tick, with sub-ms remainders carried over.
+    /// How many whole ms this tick's work overran the period ([`TickModel::Drift`]): the
+    /// shard's mean idle overrun with a drawn jitter, plus the load since the last tick, with
+    /// sub-ms remainders carried over.
     fn overrun_ms(&mut self) -> u64 {
-        let (TickModel::Drift(d), Some(rng)) = (&self.cfg.tick_model, self.tick_rng.as_mut())
+        let (TickModel::Drift(d), Some((rng, mean))) =
+            (&self.cfg.tick_model, self.tick_rng.as_mut())
         else {
             return 0;
         };
-        let [lo, hi] = d.overrun_us;
-        let idle = rng.gen_range(lo.min(hi)..=hi.max(lo));
+        let j = d.tick_jitter_us.min(*mean);
+        let idle = rng.gen_range(*mean - j..=*mean + j);
         let load = self.work_values.saturating_mul(d.load_us_per_value);
         self.work_values = 0;
         self.overrun_us = self.overrun_us.saturating_add(idle).saturating_add(load);

@@ -1,5 +1,6 @@
 //! The tick models: exact ticks one period apart, or drifting ticks as on a real BEAM (each
-//! period overruns by a drawn 1–1.5 ms, more after work; each node starts a random 0–50 ms late).
+//! period overruns by 1–3.5 ms, a rate drawn per node, more after work; each node starts a random
+//! 0–50 ms late).
 
 use phxsim_shard::{TickDrift, TickModel, Tracker, TrackerConfig};
 use serde_json::Map;
@@ -38,20 +39,28 @@ fn exact_ticks_come_every_period() {
 }
 
 #[test]
-fn drifting_ticks_overrun_by_one_to_one_and_a_half_ms_on_average() {
+fn drifting_ticks_overrun_by_one_to_three_and_a_half_ms_as_measured() {
     let cfg = config(TickModel::Drift(TickDrift::calibrated()));
-    let times = tick_times(&cfg, 7, 401);
-    let iv = intervals(&times);
-    assert!(iv.iter().all(|&i| i == 101 || i == 102), "{iv:?}");
-    let overrun_us = (times[400] - times[0] - 400 * 100) * 1000 / 400;
+    let mut cycles = Vec::new();
+    for seed in 0..40 {
+        let times = tick_times(&cfg, seed, 401);
+        let iv = intervals(&times);
+        assert!(iv.iter().all(|&i| (100..=104).contains(&i)), "{iv:?}");
+        let mean_us = (times[400] - times[0] - 400 * 100) * 1000 / 400;
+        assert!(
+            (990..=3_510).contains(&mean_us),
+            "seed {seed}: {mean_us} µs per tick"
+        );
+        // 11 idle ticks: the span of one silent heartbeat cycle
+        cycles.push(times[11] - times[0]);
+    }
+    // measured on real clusters at bp 100: a silent heartbeat every 1 111–1 139 ms
     assert!(
-        (1_000..=1_500).contains(&overrun_us),
-        "mean overrun {overrun_us} µs per tick"
+        cycles.iter().all(|c| (1_110..=1_140).contains(c)),
+        "{cycles:?}"
     );
-    // 11 idle ticks, the span of one silent heartbeat cycle: 1 111–1 117 ms as measured
-    // (1 111–1 139 at bp 100 on a real cluster)
-    let cycle = times[11] - times[0];
-    assert!((1_111..=1_117).contains(&cycle), "{cycle}");
+    let (lo, hi) = (cycles.iter().min().unwrap(), cycles.iter().max().unwrap());
+    assert!(hi - lo >= 15, "nodes drift at different rates: {cycles:?}");
 }
 
 #[test]

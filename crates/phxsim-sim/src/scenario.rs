@@ -105,7 +105,7 @@ pub struct TrackerSettings {
     #[serde(default)]
     pub eager_window_ms: Option<u64>,
     /// `drift` (the default) times nodes as real clusters do: each tick comes after the
-    /// previous tick's work (broadcast_period + about 1–1.5 ms, more under load), each node
+    /// previous tick's work (broadcast_period + 1–3.5 ms at a rate drawn per node, more under load), each node
     /// starts ticking a random 0–50 ms late, and after a heal a broken link is dialled again
     /// 2–46 ms later, all drawn from the seed. `exact` is the textbook cadence: every tick
     /// exactly one period after the last, links redialled on their own schedule.

@@ -74,3 +74,16 @@ fn a_missing_scenario_file_is_bad_input() {
     let o = crosscheck(&["scenarios/nope.toml", "--pubsub-ebin", "/nonexistent"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn an_unwritable_json_path_is_refused_before_any_work() {
+    let o = crosscheck(&[
+        "scenarios/01_three_concurrent_tracks_visible_everywhere.toml",
+        "--pubsub-ebin",
+        "/nonexistent",
+        "--json",
+        "/nonexistent-folder/report.json",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--json"), "{}", stderr(&o));
+}

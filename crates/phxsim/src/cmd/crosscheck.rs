@@ -7,6 +7,7 @@
 //! (the real cluster failed while running), 130 interrupted (Ctrl-C; every process started is
 //! stopped first).
 
+use super::output;
 use super::sim_report::{EXIT_BAD_INPUT, EXIT_INTERNAL};
 use anyhow::Context;
 use phxsim_crosscheck::cluster::{self, ClusterError, ClusterOptions, PubsubSource};
@@ -24,7 +25,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[command(
     after_help = "Tolerance: every real event may fall up to one broadcast_period outside the \
 seeds' range of times (--tolerance-ms changes it). A real shard re-arms its tick after the tick's \
-work, so real ticks drift against the seeds' by about 1-1.5 ms per period: any event that happens \
+work, so real ticks drift against the seeds' by about 1-3.5 ms per period: any event that happens \
 at a tick (a remote join or leave, a replica up, down or permdown) can land up to one period apart. \
 Events within the last tolerance window of the run are not required on either side. \
 Exit codes: 0 agree, 1 disagree, 2 bad input or elixir/phoenix_pubsub missing, 70 internal, \
@@ -92,6 +93,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("phxsim: crosscheck: --seeds must be at least 1");
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
+    output::check_optional("--json", args.json.as_deref())?;
+    output::check_optional("--real-log", args.real_log.as_deref())?;
     let pubsub = match (&args.pubsub_ebin, args.mix) {
         (Some(dir), false) => PubsubSource::Ebin(dir.clone()),
         (None, true) => PubsubSource::Mix(args.mix_cache.clone()),
@@ -209,7 +212,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 r.real.max_lag_ms, r.real.max_send_lag_ms, r.real.start_skew_ms, args.retries
             );
         };
-        println!("{}", report::table(&r));
+        super::outln!("{}", report::table(&r))?;
         reports.push(r);
     }
     let agrees = reports.iter().all(|r| r.agrees);
@@ -223,11 +226,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if reports.len() > 1 {
-        println!(
+        super::outln!(
             "crosscheck: {} of {} scenarios agree",
             reports.iter().filter(|r| r.agrees).count(),
             reports.len()
-        );
+        )?;
     }
     Ok(ExitCode::from(if agrees { 0 } else { EXIT_DISAGREE }))
 }
