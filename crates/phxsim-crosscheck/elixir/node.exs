@@ -8,7 +8,8 @@
 #
 # Commands (one per line, arguments hex-encoded UTF-8 so that no key or meta can break a line):
 #   clock T0                         times are logged as os_time_ms - T0
-#   at WHEN CMD ARGS...              run CMD at os time WHEN (ms) on this node's own timer
+#   at WHEN CMD ARGS...              run CMD at os time WHEN (ms) on this node's own timer (at once
+#                                    if WHEN has passed, logging how late it is)
 #   connect NODE | disconnect NODE   explicit distribution links (nothing connects on its own)
 #   block NODE | unblock NODE        drop (or stop dropping) this node's tracker messages to NODE
 #   start                            start the tracker (a new replica: a new vsn)
@@ -235,10 +236,18 @@ defmodule PhxsimCrosscheck.Node do
 
   # A command at an instant of the os clock (ms since the epoch): every node starts its tracker
   # on its own timer at the same instant, rather than when a line reaches it.
+  # A command that arrives after its instant runs at once, and says how late it is (a starved
+  # node: its timings are not Phoenix's).
   defp command("at", [when_ms, cmd | args], state) do
-    delay = max(String.to_integer(when_ms) - System.os_time(:millisecond), 0)
-    Process.send_after(self(), {:timer, cmd, args}, delay)
-    state
+    delay = String.to_integer(when_ms) - System.os_time(:millisecond)
+
+    if delay > 0 do
+      Process.send_after(self(), {:timer, cmd, args}, delay)
+      state
+    else
+      if delay < -10, do: Log.emit(%{ev: "late", ms: -delay, cmd: cmd})
+      command(cmd, args, state)
+    end
   end
 
   defp command("connect", [peer], state) do

@@ -76,7 +76,8 @@ pub struct RealRun {
     /// The longest a node's 5 ms timer woke late during the run (0 if never by more than
     /// 10 ms): a starved BEAM's timings are not Phoenix's.
     pub max_lag_ms: u64,
-    /// How late the latest command left `phxsim` (a starved driver is as bad).
+    /// How late the latest command ran on its node, counted from its instant (a starved driver
+    /// or node is as bad as a late timer).
     pub max_send_lag_ms: u64,
     /// How far apart the trackers' first starts were: the simulator starts them together, so
     /// beyond Phoenix's own first-tick jitter the first heartbeats race differently.
@@ -292,6 +293,18 @@ fn command_line(cmd: &Cmd) -> String {
         Cmd::Drop { client } => vec!["drop".into(), hex(client)],
     };
     words.join(" ") + "\n"
+}
+
+/// `cmd` due at `due_ms` (os clock, ms since the epoch): the node runs it on its own timer, or
+/// at once if that instant has passed, logging how late it is. Every argument is hex, the
+/// command's name included.
+fn at_line(due_ms: u64, cmd: &Cmd) -> String {
+    let line = command_line(cmd);
+    let (name, args) = line
+        .trim_end()
+        .split_once(' ')
+        .unwrap_or((line.trim_end(), ""));
+    format!("at {} {} {args}\n", hex(&due_ms.to_string()), hex(name))
 }
 
 /// The tracker settings as the driver's arguments.
@@ -520,14 +533,7 @@ async fn drive(
         .into_iter()
         .partition(|t| t.at_ms == 0 && t.cmd == Cmd::Start);
     for t in &initial {
-        // every argument of `at` is hex, the command's name included
-        let cmd = command_line(&t.cmd);
-        let (name, args) = cmd
-            .trim_end()
-            .split_once(' ')
-            .unwrap_or((cmd.trim_end(), ""));
-        let line = format!("at {} {} {args}\n", hex(&t0.to_string()), hex(name));
-        send(&mut nodes, &t.node, &line).await?;
+        send(&mut nodes, &t.node, &at_line(t0, &t.cmd)).await?;
     }
     let mut log = Vec::new();
     let mut steps = timeline.into_iter().peekable();
@@ -547,7 +553,7 @@ async fn drive(
                 while let Some(t) = steps.next_if(|t| base + Duration::from_millis(t.at_ms) <= Instant::now()) {
                     let late = Instant::now().saturating_duration_since(base + Duration::from_millis(t.at_ms));
                     out.max_send_lag_ms = out.max_send_lag_ms.max(late.as_millis() as u64);
-                    send(&mut nodes, &t.node, &command_line(&t.cmd)).await?;
+                    send(&mut nodes, &t.node, &at_line(t0 + t.at_ms, &t.cmd)).await?;
                 }
             }
             msg = rx.recv() => match msg {
@@ -610,6 +616,13 @@ async fn drive(
         .filter_map(|j| j["ms"].as_u64())
         .max()
         .unwrap_or(0);
+    let late_commands = log
+        .iter()
+        .filter(|j| j["ev"] == "late")
+        .filter_map(|j| j["ms"].as_u64())
+        .max()
+        .unwrap_or(0);
+    out.max_send_lag_ms = out.max_send_lag_ms.max(late_commands);
     let mut first_start: BTreeMap<&str, i64> = BTreeMap::new();
     for j in log.iter().filter(|j| j["ev"] == "tracker_start") {
         let (node, t) = (
@@ -725,6 +738,15 @@ mod tests {
         assert!(
             !t.lists.contains_key("c"),
             "a node down at the end lists nothing"
+        );
+    }
+
+    #[test]
+    fn a_timed_command_carries_its_instant_and_a_hex_name() {
+        assert_eq!(at_line(12, &Cmd::Start), "at 3132 7374617274 \n");
+        assert_eq!(
+            at_line(5, &Cmd::Connect("b".into())),
+            "at 35 636f6e6e656374 62\n"
         );
     }
 

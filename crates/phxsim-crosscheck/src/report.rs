@@ -118,7 +118,7 @@ pub fn table(r: &Report) -> String {
     if r.real.starved {
         let _ = writeln!(
             out,
-            "warning: the real nodes were starved (a timer woke {} ms late, a command left {} ms late, \
+            "warning: the real nodes were starved (a timer woke {} ms late, a command ran {} ms late, \
              the trackers started {} ms apart): the machine is too loaded for real timings to mean anything",
             r.real.max_lag_ms, r.real.max_send_lag_ms, r.real.start_skew_ms
         );
