@@ -107,7 +107,8 @@ impl std::fmt::Debug for Tracker {
 
 impl Tracker {
     /// A tracker for node `name`, incarnation `vsn` (a restart must use a new one), started at
-    /// `now`. `seed` draws the shards' first-tick delays and the `phx_ref`s.
+    /// `now`. `seed` draws the shards' first-tick delays and the `phx_ref`s (and, with
+    /// [`TickModel::Drift`], a start offset and each shard's tick overruns).
     pub fn new(
         cfg: TrackerConfig,
         name: impl Into<String>,
