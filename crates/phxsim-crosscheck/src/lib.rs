@@ -30,7 +30,8 @@ pub struct SeedRun {
 }
 
 /// Runs the scenario on the simulator with each seed, keeping every node's tracker events.
-pub fn run_seeds(s: &Scenario, seeds: &[u64]) -> Vec<SeedRun> {
+/// `base` may plant a bug (`--mutate`), to show that the comparison notices a wrong simulator.
+pub fn run_seeds(s: &Scenario, seeds: &[u64], base: &RunOptions) -> Vec<SeedRun> {
     seeds
         .iter()
         .map(|&seed| {
@@ -39,7 +40,8 @@ pub fn run_seeds(s: &Scenario, seeds: &[u64]) -> Vec<SeedRun> {
                 &RunOptions {
                     seed,
                     node_trace: true,
-                    ..RunOptions::default()
+                    transcript: false,
+                    ..base.clone()
                 },
             );
             SeedRun {
@@ -130,6 +132,8 @@ pub struct Report {
     pub rejoins: Vec<RejoinInfo>,
     pub comparison: Comparison,
     pub agrees: bool,
+    /// A bug planted in the simulator (`--mutate`), if any.
+    pub planted_bug: Option<String>,
 }
 
 /// The real side of a report.
@@ -212,5 +216,6 @@ pub fn report(
             .collect(),
         agrees: comparison.agrees(),
         comparison,
+        planted_bug: None,
     }
 }

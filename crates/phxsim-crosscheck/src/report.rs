@@ -42,6 +42,9 @@ pub fn table(r: &Report) -> String {
             ""
         }
     );
+    if let Some(bug) = &r.planted_bug {
+        let _ = writeln!(out, "simulator with a planted bug: {bug}");
+    }
     let _ = writeln!(
         out,
         "simulator: {n} seeds ({})",

@@ -69,6 +69,10 @@ pub struct Args {
     /// How long the BEAMs may take to boot, in seconds.
     #[arg(long, default_value_t = 60)]
     pub boot_timeout_s: u64,
+    /// Plant a known bug in the simulator (see `phxsim run --mutate`): the comparison must then
+    /// disagree, which shows that it can.
+    #[arg(long)]
+    pub mutate: Option<String>,
     /// Run the real cluster again (up to this many times) when it disagreed while starved (a
     /// node's timer or a command more than half the tolerance late, or the trackers started
     /// more than a quarter period apart: a loaded machine).
@@ -91,6 +95,11 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.seeds == 0 {
         eprintln!("phxsim: crosscheck: --seeds must be at least 1");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    let mut base = phxsim_sim::harness::RunOptions::default();
+    if let Err(e) = super::run::apply_mutation(&mut base, args.mutate.as_deref()) {
+        eprintln!("phxsim: crosscheck: {e:#}");
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
     output::check_optional("--json", args.json.as_deref())?;
@@ -162,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut real_log = Vec::new();
     for (file, s) in &scenarios {
         eprintln!("phxsim: crosscheck {file}: {} simulator seeds", seeds.len());
-        let seed_runs = run_seeds(s, &seeds);
+        let seed_runs = run_seeds(s, &seeds, &base);
         let plan = plan::plan(
             s,
             &SeedRejoins {
@@ -193,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             };
             real_log.extend(real.log.iter().cloned());
-            let r = phxsim_crosscheck::report(
+            let mut r = phxsim_crosscheck::report(
                 file,
                 s,
                 &seed_runs,
@@ -202,6 +211,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &ebin.display().to_string(),
                 args.tolerance_ms,
             );
+            r.planted_bug = args.mutate.clone();
             if r.agrees || !r.real.starved || attempt >= args.retries {
                 break r;
             }
