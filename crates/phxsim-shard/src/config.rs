@@ -134,6 +134,10 @@ pub enum NodeMutation {
     Tracker(phxsim_tracker::Mutation),
     /// The shard never asks for a transfer: gaps left by lost heartbeats are never filled.
     SkipTransfer,
+    /// A silent peer is declared down only after twice `down_period`: the cluster still
+    /// converges after a crash, but later than its bound allows, and the crashed node's
+    /// presences outlive the ghost bound.
+    SlowDownDetection,
 }
 
 impl NodeMutation {
@@ -144,6 +148,7 @@ impl NodeMutation {
             .map(|m| NodeMutation::Tracker(*m))
             .collect();
         out.push(NodeMutation::SkipTransfer);
+        out.push(NodeMutation::SlowDownDetection);
         out
     }
 
@@ -151,6 +156,7 @@ impl NodeMutation {
         match self {
             NodeMutation::Tracker(m) => m.name(),
             NodeMutation::SkipTransfer => "skip-transfer",
+            NodeMutation::SlowDownDetection => "slow-down-detection",
         }
     }
 
@@ -158,7 +164,7 @@ impl NodeMutation {
     pub fn tracker(self) -> Option<phxsim_tracker::Mutation> {
         match self {
             NodeMutation::Tracker(m) => Some(m),
-            NodeMutation::SkipTransfer => None,
+            NodeMutation::SkipTransfer | NodeMutation::SlowDownDetection => None,
         }
     }
 }

@@ -402,7 +402,10 @@ impl Shard {
     }
 
     fn detect_downs(&mut self, now: u64) {
-        let down = self.cfg.down_period();
+        let mut down = self.cfg.down_period();
+        if self.cfg.mutation == Some(crate::config::NodeMutation::SlowDownDetection) {
+            down = down.saturating_mul(2);
+        }
         let perm = self.cfg.permdown_period;
         for name in self.peers.names() {
             let Some((prev, upd)) = self.peers.detect_down(&name, now, down, perm) else {

@@ -94,6 +94,24 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [FindingKind; 9] = [
+        FindingKind::NoConvergence,
+        FindingKind::ClientView,
+        FindingKind::Ghost,
+        FindingKind::Lost,
+        FindingKind::StaleMeta,
+        FindingKind::DiffStream,
+        FindingKind::DuplicateLeave,
+        FindingKind::DuplicateJoin,
+        FindingKind::Expectation,
+    ];
+
+    /// The kind named `name` (as [`FindingKind::name`] spells it).
+    pub fn from_name(name: &str) -> Option<FindingKind> {
+        FindingKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FindingKind::NoConvergence => "no_convergence",

@@ -17,7 +17,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
 
-pub use phxsim_runtime::client::ClientMutation as ClientBug;
 
 /// What the timeline tells a client to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +51,7 @@ pub fn view_list(view: ClientView) -> PresenceList {
 /// if any.
 pub fn server_config(_s: &Scenario, o: &RunOptions) -> ServerConfig {
     ServerConfig {
-        mutation: o.server_mutation,
+        mutation: o.planted.and_then(crate::planted::PlantedBug::server),
         ..ServerConfig::default()
     }
 }
@@ -220,7 +219,7 @@ pub(crate) fn client_host(
         return;
     }
     let specs = s.clients.clone();
-    let (seed, mutation, frames) = (o.seed, o.client_mutation, o.transcript);
+    let (seed, mutation, frames) = (o.seed, o.planted.and_then(crate::planted::PlantedBug::client), o.transcript);
     let rto = Duration::from_millis(s.network.rto_ms);
     sim.host(CLIENTS_HOST, move || {
         let (specs, shared) = (specs.clone(), shared.clone());

@@ -9,6 +9,7 @@ use crate::checkers::{
 };
 use crate::clients::{self, ClientControl, SimClient};
 use crate::lossy::{Loss, LossRate, LossReport, LossyStream};
+use crate::planted::PlantedBug;
 use crate::sampler::Sampler;
 use crate::scenario::{Action, Scenario};
 use crate::transcript::Transcript;
@@ -55,12 +56,8 @@ const EPOCH_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 pub struct RunOptions {
     /// The run's seed; every random choice derives from it.
     pub seed: u64,
-    /// A planted node bug (tests and `--mutate` only).
-    pub node_mutation: Option<NodeMutation>,
-    /// A planted server bug (tests and `--mutate` only).
-    pub server_mutation: Option<phxsim_runtime::server::ServerMutation>,
-    /// A planted client bug (tests and `--mutate` only).
-    pub client_mutation: Option<clients::ClientBug>,
+    /// A planted bug in a node, the server or the client (tests and `--mutate` only).
+    pub planted: Option<PlantedBug>,
     /// Keep the full transcript (every frame and node message) in the report.
     pub transcript: bool,
 }
@@ -259,7 +256,7 @@ fn node_host(
     opts: &RunOptions,
     shared: SharedRef,
 ) {
-    let tracker = tracker_config(scenario, opts.node_mutation);
+    let tracker = tracker_config(scenario, opts.planted.and_then(PlantedBug::node));
     let name = name.to_owned();
     let seed = opts.seed;
     let bp = scenario.tracker.broadcast_period_ms;
@@ -430,19 +427,22 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
         ("sample_ms".into(), sample_ms.to_string()),
         (
             "node_mutation".into(),
-            opts.node_mutation
+            opts.planted
+                .and_then(PlantedBug::node)
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "none".into()),
         ),
         (
             "server_mutation".into(),
-            opts.server_mutation
+            opts.planted
+                .and_then(PlantedBug::server)
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "none".into()),
         ),
         (
             "client_mutation".into(),
-            opts.client_mutation
+            opts.planted
+                .and_then(PlantedBug::client)
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "none".into()),
         ),

@@ -9,6 +9,7 @@ pub mod harness;
 pub mod latency;
 pub mod lossy;
 pub mod normalize;
+pub mod planted;
 pub mod sampler;
 pub mod scenario;
 pub mod trace;

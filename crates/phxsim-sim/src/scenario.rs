@@ -400,17 +400,15 @@ pub struct VisibleExpectation {
     pub meta_of: Option<String>,
 }
 
-/// Names of the findings a scenario may expect or allow (`crate::checkers::FindingKind`).
-pub const FINDING_NAMES: [&str; 8] = [
-    "no_convergence",
-    "client_view",
-    "ghost",
-    "lost",
-    "stale_meta",
-    "diff_stream",
-    "duplicate_leave",
-    "duplicate_join",
-];
+/// Names of the findings a scenario may expect or allow: every checker's but the
+/// expectations' own.
+pub fn finding_names() -> Vec<&'static str> {
+    crate::checkers::FindingKind::ALL
+        .into_iter()
+        .filter(|k| *k != crate::checkers::FindingKind::Expectation)
+        .map(|k| k.name())
+        .collect()
+}
 
 /// What the run must show.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -688,14 +686,14 @@ impl Scenario {
             (&raw.expect.allow, "expect.allow", &mut expect.allow),
         ] {
             for a in list {
-                if !FINDING_NAMES.contains(&a.get_ref().as_str()) {
+                if !finding_names().contains(&a.get_ref().as_str()) {
                     return Err(err(
                         a.span(),
                         field,
                         format!(
                             "unknown finding {:?} (known: {})",
                             a.get_ref(),
-                            FINDING_NAMES.join(", ")
+                            finding_names().join(", ")
                         ),
                     ));
                 }

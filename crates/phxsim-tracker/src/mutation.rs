@@ -15,13 +15,18 @@ pub enum Mutation {
     LeaveLosesTombstone,
     /// `replica_down` never hides the down replica's values.
     NeverHideDown,
+    /// A local update that never reaches the pending delta (neither the new value nor the old
+    /// one's tombstone), though its dots do: peers that learn by delta keep the old meta
+    /// forever, and their context says they are up to date.
+    UpdateStaysLocal,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 3] = [
+    pub const ALL: [Mutation; 4] = [
         Mutation::MergeIgnoresClouds,
         Mutation::LeaveLosesTombstone,
         Mutation::NeverHideDown,
+        Mutation::UpdateStaysLocal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -29,6 +34,7 @@ impl Mutation {
             Mutation::MergeIgnoresClouds => "merge-ignores-clouds",
             Mutation::LeaveLosesTombstone => "leave-loses-tombstone",
             Mutation::NeverHideDown => "never-hide-down",
+            Mutation::UpdateStaysLocal => "update-stays-local",
         }
     }
 }

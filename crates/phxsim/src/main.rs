@@ -44,6 +44,8 @@ enum Command {
     BenchLatency(cmd::bench_latency::Args),
     /// Wire conformance: the recorded Phoenix 1.7.21 behaviour against any server's URL.
     Conform(cmd::conform::Args),
+    /// List every planted bug (`--mutate NAME`), its layer and what catches it.
+    Mutations(cmd::mutations::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Explore(args) => cmd::explore::run(args),
         Command::Conform(args) => cmd::conform::run(args),
         Command::BenchLatency(args) => cmd::bench_latency::run(args),
+        Command::Mutations(args) => cmd::mutations::run(args),
     };
     match result {
         Ok(code) => code,

@@ -66,11 +66,14 @@ pub enum ServerMutation {
     DropLeaves,
     /// `phx_leave` is answered but never followed by `phx_close`.
     NoPhxCloseOnLeave,
+    /// `presence_diff` leaves name a `phx_ref` the client never got: it keeps the presence
+    /// that left, and the leave is of a ref it does not hold.
+    LeaveWrongRef,
 }
 
 impl ServerMutation {
     /// Every mutation, for CLIs and test matrices.
-    pub const ALL: [ServerMutation; 7] = [
+    pub const ALL: [ServerMutation; 8] = [
         ServerMutation::DropPhxRefPrev,
         ServerMutation::HeartbeatReplyWrongTopic,
         ServerMutation::NoPresenceState,
@@ -78,6 +81,7 @@ impl ServerMutation {
         ServerMutation::KeepPresencesOnDisconnect,
         ServerMutation::DropLeaves,
         ServerMutation::NoPhxCloseOnLeave,
+        ServerMutation::LeaveWrongRef,
     ];
 
     /// The kebab-case name used on command lines and in scenario files.
@@ -90,6 +94,7 @@ impl ServerMutation {
             ServerMutation::KeepPresencesOnDisconnect => "keep-presences-on-disconnect",
             ServerMutation::DropLeaves => "drop-leaves",
             ServerMutation::NoPhxCloseOnLeave => "no-phx-close-on-leave",
+            ServerMutation::LeaveWrongRef => "leave-wrong-ref",
         }
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use phxsim_sim::explore::{self, FAULT_KINDS, OPT_IN_FAULT_KINDS, SwarmConfig};
 use phxsim_sim::harness::{self, RunOptions, Verdict};
+use phxsim_sim::planted::PlantedBug;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,9 +28,9 @@ pub struct Args {
     /// `faithful` (default), `corrected` or `eager`.
     #[arg(long, default_value = "faithful")]
     pub profile: String,
-    /// Plant a known bug (see `phxsim run --mutate`).
-    #[arg(long)]
-    pub mutate: Option<String>,
+    /// Plant a known bug (`phxsim mutations` lists them with their catchers).
+    #[arg(long, value_name = "NAME")]
+    pub mutate: Option<PlantedBug>,
     /// Where shrunk failing scenarios are written.
     #[arg(long, default_value = "target/explore")]
     pub out: PathBuf,
@@ -97,8 +98,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ["faithful", "corrected", "eager"].contains(&args.profile.as_str()),
             "--profile faithful|corrected|eager"
         );
-        let mut base = RunOptions::default();
-        super::run::apply_mutation(&mut base, args.mutate.as_deref())?;
+        let base = RunOptions {
+            planted: super::run::simulated_bug(args.mutate)?,
+            ..RunOptions::default()
+        };
         Ok((a, b, k, n, faults, base))
     })();
     let (a, b, k, n, faults, base) = match parsed {
@@ -191,7 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .arg(&file)
                 .args(["--seed", &seed.to_string()]);
             if let Some(m) = &args.mutate {
-                cmd.args(["--mutate", m]);
+                cmd.args(["--mutate", m.name()]);
             }
             cmd.output().ok()
         });

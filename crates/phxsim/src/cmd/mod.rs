@@ -4,6 +4,7 @@ pub mod bench_latency;
 pub mod bench_ws;
 pub mod conform;
 pub mod explore;
+pub mod mutations;
 pub mod presence_sync;
 pub mod replay;
 pub mod run;

@@ -3,6 +3,7 @@
 use super::sim_report::{self, EXIT_BAD_INPUT};
 use phxsim_sim::Scenario;
 use phxsim_sim::harness::{self, RunOptions};
+use phxsim_sim::planted::PlantedBug;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,9 +15,9 @@ pub struct Args {
     /// Write the transcript (JSON lines) here.
     #[arg(long)]
     pub transcript: Option<PathBuf>,
-    /// Plant a known bug (see `phxsim run --mutate`).
-    #[arg(long)]
-    pub mutate: Option<String>,
+    /// Plant a known bug (`phxsim mutations` lists them with their catchers).
+    #[arg(long, value_name = "NAME")]
+    pub mutate: Option<PlantedBug>,
     /// Write a Chrome/Perfetto trace (JSON) of the run here: open it in ui.perfetto.dev.
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -35,15 +36,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
-    let mut opts = RunOptions {
+    let planted = match super::run::simulated_bug(args.mutate) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("phxsim: {e:#}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let opts = RunOptions {
         seed: args.seed,
         transcript: args.transcript.is_some() || args.trace.is_some(),
+        planted,
         ..RunOptions::default()
     };
-    if let Err(e) = super::run::apply_mutation(&mut opts, args.mutate.as_deref()) {
-        eprintln!("phxsim: {e:#}");
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
-    }
     let knobs: Vec<String> = harness::knobs(&scenario, &opts)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
