@@ -131,10 +131,18 @@ async fn diffs_seen_by_a_watcher(m: Option<ServerMutation>) -> Vec<(Vec<String>,
 #[tokio::test]
 async fn drop_leaves_hides_leave_diffs() {
     let clean = diffs_seen_by_a_watcher(None).await;
-    assert_eq!(clean.len(), 3, "bob joins, bob leaves, carol joins: {clean:?}");
+    assert_eq!(
+        clean.len(),
+        3,
+        "bob joins, bob leaves, carol joins: {clean:?}"
+    );
     assert_eq!(clean[1].1, clean[0].0, "bob's leave names his join's ref");
     let mutated = diffs_seen_by_a_watcher(Some(ServerMutation::DropLeaves)).await;
-    assert_eq!(mutated.len(), 2, "bob's leave is gone, carol's join comes: {mutated:?}");
+    assert_eq!(
+        mutated.len(),
+        2,
+        "bob's leave is gone, carol's join comes: {mutated:?}"
+    );
     assert!(mutated.iter().all(|(_, leaves)| leaves.is_empty()));
 }
 

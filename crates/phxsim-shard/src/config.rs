@@ -134,7 +134,7 @@ pub enum NodeMutation {
     Tracker(phxsim_tracker::Mutation),
     /// The shard never asks for a transfer: gaps left by lost heartbeats are never filled.
     SkipTransfer,
-    /// A silent peer is declared down only after twice `down_period`: the cluster still
+    /// A silent peer is declared down (and permdown) four times late: the cluster still
     /// converges after a crash, but later than its bound allows, and the crashed node's
     /// presences outlive the ghost bound.
     SlowDownDetection,

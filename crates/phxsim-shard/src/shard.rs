@@ -402,11 +402,10 @@ impl Shard {
     }
 
     fn detect_downs(&mut self, now: u64) {
-        let mut down = self.cfg.down_period();
+        let (mut down, mut perm) = (self.cfg.down_period(), self.cfg.permdown_period);
         if self.cfg.mutation == Some(crate::config::NodeMutation::SlowDownDetection) {
-            down = down.saturating_mul(2);
+            (down, perm) = (down.saturating_mul(4), perm.saturating_mul(4));
         }
-        let perm = self.cfg.permdown_period;
         for name in self.peers.names() {
             let Some((prev, upd)) = self.peers.detect_down(&name, now, down, perm) else {
                 continue;

@@ -17,7 +17,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
 
-
 /// What the timeline tells a client to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientControl {
@@ -219,7 +218,11 @@ pub(crate) fn client_host(
         return;
     }
     let specs = s.clients.clone();
-    let (seed, mutation, frames) = (o.seed, o.planted.and_then(crate::planted::PlantedBug::client), o.transcript);
+    let (seed, mutation, frames) = (
+        o.seed,
+        o.planted.and_then(crate::planted::PlantedBug::client),
+        o.transcript,
+    );
     let rto = Duration::from_millis(s.network.rto_ms);
     sim.host(CLIENTS_HOST, move || {
         let (specs, shared) = (specs.clone(), shared.clone());

@@ -115,9 +115,11 @@ impl PlantedBug {
     pub fn caught_by(self) -> &'static [Catcher] {
         match self {
             PlantedBug::Node(NodeMutation::Tracker(m)) => match m {
-                Mutation::MergeIgnoresClouds => &[Checker(K::DuplicateJoin)],
+                Mutation::MergeIgnoresClouds => {
+                    &[Checker(K::ClientView), Checker(K::DuplicateJoin)]
+                }
                 Mutation::LeaveLosesTombstone => &[Checker(K::Ghost)],
-                Mutation::NeverHideDown => &[Checker(K::Expectation)],
+                Mutation::NeverHideDown => &[Checker(K::Ghost), Checker(K::Expectation)],
                 Mutation::UpdateStaysLocal => &[Checker(K::StaleMeta)],
             },
             PlantedBug::Node(NodeMutation::SkipTransfer) => {
@@ -161,7 +163,7 @@ impl PlantedBug {
             },
             PlantedBug::Node(NodeMutation::SkipTransfer) => "the shard never asks for a transfer",
             PlantedBug::Node(NodeMutation::SlowDownDetection) => {
-                "a silent peer is declared down after twice down_period"
+                "a silent peer is declared down (and permdown) four times late"
             }
             PlantedBug::Server(m) => match m {
                 ServerMutation::DropPhxRefPrev => "metas go out without phx_ref_prev",
@@ -262,8 +264,7 @@ impl clap::ValueEnum for PlantedBug {
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         let catchers: Vec<&str> = self.caught_by().iter().map(|c| c.name()).collect();
-        Some(
-            clap::builder::PossibleValue::new(self.name()).help(format!(
+        Some(clap::builder::PossibleValue::new(self.name()).help(format!(
                 "{} layer: {} (caught by {})",
                 serde_json::to_value(self.layer())
                     .ok()
@@ -271,8 +272,7 @@ impl clap::ValueEnum for PlantedBug {
                     .unwrap_or_default(),
                 self.about(),
                 catchers.join(", ")
-            )),
-        )
+            )))
     }
 }
 

@@ -746,4 +746,3 @@ mod tests {
         assert_eq!(close_reason("short"), "short");
     }
 }
-

@@ -5,8 +5,8 @@
 use super::sim_report::{self, EXIT_BAD_INPUT};
 use anyhow::Context as _;
 use phxsim_sim::Scenario;
-use phxsim_sim::planted::PlantedBug;
 use phxsim_sim::harness::{self, RunOptions, RunReport};
+use phxsim_sim::planted::PlantedBug;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -46,7 +46,9 @@ pub fn simulated_bug(bug: Option<PlantedBug>) -> anyhow::Result<Option<PlantedBu
             "--mutate {b}: only the conformance catalogue catches this {} bug (no phoenix.js \
              client behaviour shows it, so no simulated run can); try \
              `phxsim serve --mutate {b}` with `phxsim conform`",
-            serde_json::to_value(b.layer())?.as_str().unwrap_or_default()
+            serde_json::to_value(b.layer())?
+                .as_str()
+                .unwrap_or_default()
         );
     }
     Ok(bug)
