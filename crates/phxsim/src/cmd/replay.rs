@@ -24,6 +24,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let planted = match super::run::simulated_bug(args.mutate) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("phxsim: {e:#}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
     let scenario = match Scenario::load(&args.file) {
         Ok(s) => {
             for w in s.warnings() {
@@ -33,13 +40,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("phxsim: {e}");
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
-        }
-    };
-    let planted = match super::run::simulated_bug(args.mutate) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("phxsim: {e:#}");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };

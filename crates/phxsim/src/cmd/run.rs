@@ -65,17 +65,17 @@ pub fn catalogue(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let paths = if args.paths.is_empty() {
-        catalogue(&args.catalogue)?
-    } else {
-        args.paths.clone()
-    };
     let planted = match simulated_bug(args.mutate) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("phxsim: {e:#}");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
+    };
+    let paths = if args.paths.is_empty() {
+        catalogue(&args.catalogue)?
+    } else {
+        args.paths.clone()
     };
     let base = RunOptions {
         transcript: args.transcript.is_some(),
