@@ -138,6 +138,10 @@ pub enum NodeMutation {
     /// converges after a crash, but later than its bound allows, and the crashed node's
     /// presences outlive the ghost bound.
     SlowDownDetection,
+    /// A transfer answers with the smallest generation that tells the requester anything,
+    /// without checking that it is contiguous with the requester's context (that the context
+    /// reaches the generation's start): the gap before it is never filled.
+    GenerationChoiceIgnoresGap,
 }
 
 impl NodeMutation {
@@ -149,6 +153,7 @@ impl NodeMutation {
             .collect();
         out.push(NodeMutation::SkipTransfer);
         out.push(NodeMutation::SlowDownDetection);
+        out.push(NodeMutation::GenerationChoiceIgnoresGap);
         out
     }
 
@@ -157,6 +162,7 @@ impl NodeMutation {
             NodeMutation::Tracker(m) => m.name(),
             NodeMutation::SkipTransfer => "skip-transfer",
             NodeMutation::SlowDownDetection => "slow-down-detection",
+            NodeMutation::GenerationChoiceIgnoresGap => "generation-choice-ignores-gap",
         }
     }
 
@@ -164,7 +170,7 @@ impl NodeMutation {
     pub fn tracker(self) -> Option<phxsim_tracker::Mutation> {
         match self {
             NodeMutation::Tracker(m) => Some(m),
-            NodeMutation::SkipTransfer | NodeMutation::SlowDownDetection => None,
+            _ => None,
         }
     }
 }

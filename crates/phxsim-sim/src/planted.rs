@@ -73,13 +73,14 @@ use FindingKind as K;
 
 impl PlantedBug {
     /// Every planted bug, in the order `phxsim mutations` lists them.
-    pub const ALL: [PlantedBug; 15] = [
+    pub const ALL: [PlantedBug; 16] = [
         PlantedBug::Node(NodeMutation::Tracker(Mutation::MergeIgnoresClouds)),
         PlantedBug::Node(NodeMutation::Tracker(Mutation::LeaveLosesTombstone)),
         PlantedBug::Node(NodeMutation::Tracker(Mutation::NeverHideDown)),
         PlantedBug::Node(NodeMutation::Tracker(Mutation::UpdateStaysLocal)),
         PlantedBug::Node(NodeMutation::SkipTransfer),
         PlantedBug::Node(NodeMutation::SlowDownDetection),
+        PlantedBug::Node(NodeMutation::GenerationChoiceIgnoresGap),
         PlantedBug::Server(ServerMutation::DropPhxRefPrev),
         PlantedBug::Server(ServerMutation::HeartbeatReplyWrongTopic),
         PlantedBug::Server(ServerMutation::NoPresenceState),
@@ -128,6 +129,7 @@ impl PlantedBug {
             PlantedBug::Node(NodeMutation::SlowDownDetection) => {
                 &[Checker(K::Ghost), Checker(K::NoConvergence)]
             }
+            PlantedBug::Node(NodeMutation::GenerationChoiceIgnoresGap) => &[Checker(K::Lost)],
             PlantedBug::Server(m) => match m {
                 ServerMutation::DropPhxRefPrev => &[Checker(K::ClientView)],
                 // phoenix.js only notices a missing heartbeat reply after two heartbeat
@@ -164,6 +166,9 @@ impl PlantedBug {
             PlantedBug::Node(NodeMutation::SkipTransfer) => "the shard never asks for a transfer",
             PlantedBug::Node(NodeMutation::SlowDownDetection) => {
                 "a silent peer is declared down (and permdown) four times late"
+            }
+            PlantedBug::Node(NodeMutation::GenerationChoiceIgnoresGap) => {
+                "a transfer sends a generation not contiguous with the requester's context"
             }
             PlantedBug::Server(m) => match m {
                 ServerMutation::DropPhxRefPrev => "metas go out without phx_ref_prev",

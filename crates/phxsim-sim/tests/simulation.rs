@@ -212,6 +212,14 @@ const PROOFS: &[(&str, FindingKind, Proof)] = &[
         FindingKind::Ghost,
         Proof::Explorer(SLOW_DOWN_SEED),
     ),
+    // a transfer answered with a generation that does not reach back to the requester's
+    // context: the gap is never filled, so what was in it stays missing (the catalogue's
+    // heals are all served by a contiguous generation or the full state)
+    (
+        "generation-choice-ignores-gap",
+        FindingKind::Lost,
+        Proof::Explorer(48),
+    ),
     (
         "drop-phx-ref-prev",
         FindingKind::ClientView,
