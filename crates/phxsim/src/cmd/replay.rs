@@ -47,7 +47,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         transcript: args.transcript.is_some() || args.trace.is_some(),
         planted,
-        ..RunOptions::default()
     };
     let knobs: Vec<String> = harness::knobs(&scenario, &opts)
         .iter()
