@@ -5,7 +5,7 @@
 use crate::checkers::FindingKind;
 use crate::harness::{self, RunOptions, RunReport, Verdict};
 use crate::scenario::{
-    Action, ClientSpec, Expectations, NetworkSettings, Scenario, Step, TrackerSettings,
+    Action, ClientSpec, Expectations, NetworkSettings, ProfileName, Scenario, Step, TrackerSettings,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -36,14 +36,14 @@ pub const OPT_IN_FAULT_KINDS: [&str; 2] = ["loss", "client-loss"];
 #[derive(Clone, Debug)]
 pub struct SwarmConfig {
     pub faults: BTreeSet<String>,
-    pub profile: String,
+    pub profile: ProfileName,
 }
 
 impl Default for SwarmConfig {
     fn default() -> Self {
         Self {
             faults: FAULT_KINDS.iter().map(|s| s.to_string()).collect(),
-            profile: "faithful".into(),
+            profile: ProfileName::Faithful,
         }
     }
 }
@@ -63,7 +63,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         max_silent_periods: max_silent,
         down_period_ms: None,
         permdown_period_ms: down * rng.gen_range(2..=4u64),
-        profile: cfg.profile.clone(),
+        profile: cfg.profile,
         ..TrackerSettings::default()
     };
     let lat_max = rng.gen_range(1..=20u64);
@@ -218,7 +218,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         timeline,
         expect: Expectations {
             // the reference's own anomalies are tolerated in the faithful profile
-            allow: if cfg.profile != "corrected" {
+            allow: if cfg.profile != ProfileName::Corrected {
                 ["duplicate_leave", "duplicate_join"]
                     .iter()
                     .map(|s| s.to_string())
@@ -453,7 +453,7 @@ pub fn to_toml(s: &Scenario) -> String {
     let sizes: Vec<String> = t.max_delta_sizes.iter().map(|n| n.to_string()).collect();
     let _ = writeln!(out, "max_delta_sizes = [{}]", sizes.join(", "));
     let _ = writeln!(out, "pool_size = {}", t.pool_size);
-    let _ = writeln!(out, "profile = {}\n", q(&t.profile));
+    let _ = writeln!(out, "profile = {}\n", q(t.profile.name()));
     let _ = writeln!(out, "[network]");
     let _ = writeln!(
         out,

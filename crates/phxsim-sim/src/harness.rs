@@ -11,7 +11,7 @@ use crate::clients::{self, ClientControl, SimClient};
 use crate::lossy::{Loss, LossRate, LossReport, LossyStream};
 use crate::planted::PlantedBug;
 use crate::sampler::Sampler;
-use crate::scenario::{Action, Scenario};
+use crate::scenario::{Action, ProfileName, Scenario};
 use crate::transcript::Transcript;
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
 use phxsim_shard::{NodeMutation, Profile, TrackerConfig, TrackerEvent};
@@ -163,10 +163,10 @@ fn tracker_config(s: &Scenario, mutation: Option<NodeMutation>) -> TrackerConfig
         max_delta_sizes: t.max_delta_sizes.clone(),
         pool_size: t.pool_size,
         first_tick_jitter: None,
-        profile: match t.profile.as_str() {
-            "corrected" => Profile::corrected(),
-            "eager" => Profile::eager(t.eager_window_ms.unwrap_or(5)),
-            _ => Profile::faithful(),
+        profile: match t.profile {
+            ProfileName::Faithful => Profile::faithful(),
+            ProfileName::Corrected => Profile::corrected(),
+            ProfileName::Eager => Profile::eager(t.eager_window_ms.unwrap_or(5)),
         },
         mutation,
     }
@@ -411,7 +411,7 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
             "permdown_period_ms".into(),
             scenario.tracker.permdown_period_ms.to_string(),
         ),
-        ("profile".into(), scenario.tracker.profile.clone()),
+        ("profile".into(), scenario.tracker.profile.to_string()),
         ("latency_ms".into(), format!("{lat_min}..{lat_max}")),
         ("loss".into(), scenario.network.loss.to_string()),
         (

@@ -9,7 +9,7 @@
 
 use crate::harness::{self, RunOptions, derive_seed};
 use crate::scenario::{
-    Action, ClientSpec, Expectations, LinkSettings, NetworkSettings, Scenario, Step,
+    Action, ClientSpec, Expectations, LinkSettings, NetworkSettings, ProfileName, Scenario, Step,
     TrackerSettings,
 };
 use rand::{Rng, SeedableRng};
@@ -27,7 +27,7 @@ pub struct LatencyCase {
     pub loss: f64,
     pub rto_ms: u64,
     /// `faithful` or `eager`.
-    pub profile: String,
+    pub profile: ProfileName,
     pub eager_window_ms: u64,
     /// How many changes (alternating joins and leaves) to time.
     pub changes: usize,
@@ -64,7 +64,7 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
         max_silent_periods: 10,
         down_period_ms: None,
         permdown_period_ms: bp * 10 * 2 * 4,
-        profile: case.profile.clone(),
+        profile: case.profile,
         eager_window_ms: Some(case.eager_window_ms),
         ..TrackerSettings::default()
     };

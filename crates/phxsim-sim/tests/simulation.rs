@@ -6,6 +6,7 @@ use phxsim_sim::checkers::FindingKind;
 use phxsim_sim::explore::{SwarmConfig, generate};
 use phxsim_sim::harness::{self, RunOptions, RunReport, Verdict};
 use phxsim_sim::planted::{Catcher, PlantedBug};
+use phxsim_sim::scenario::ProfileName;
 use std::path::PathBuf;
 
 fn catalogue_dir() -> PathBuf {
@@ -446,7 +447,7 @@ fn issue_148_is_reproduced_from_its_scenario_file_and_seed() {
 #[test]
 fn the_corrected_profile_refuses_the_stale_transfer_of_issue_148() {
     let corrected = scenario("19_");
-    assert_eq!(corrected.tracker.profile, "corrected");
+    assert_eq!(corrected.tracker.profile, ProfileName::Corrected);
     let seed = corrected.seed.expect("pinned");
     let clean = run(
         &corrected,
@@ -459,7 +460,7 @@ fn the_corrected_profile_refuses_the_stale_transfer_of_issue_148() {
     assert!(clean.findings.iter().all(|f| f.kind != FindingKind::Lost));
     // the same run in the faithful profile loses alice: the stale transfer does happen here
     let mut faithful = corrected.clone();
-    faithful.tracker.profile = "faithful".into();
+    faithful.tracker.profile = ProfileName::Faithful;
     let upstream = run(
         &faithful,
         RunOptions {

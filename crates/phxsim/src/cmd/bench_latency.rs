@@ -6,6 +6,7 @@
 use super::sim_report;
 use anyhow::Context as _;
 use phxsim_sim::latency::{LatencyCase, measure};
+use phxsim_sim::scenario::ProfileName;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,7 +58,7 @@ fn list<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<Vec<T>> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bps: Vec<u64> = list(&args.broadcast_periods, "broadcast period")?;
     let sizes: Vec<usize> = list(&args.nodes, "cluster size")?;
-    let profiles: Vec<String> = list(&args.profiles, "profile")?;
+    let profiles: Vec<ProfileName> = list(&args.profiles, "profile")?;
     let losses: Vec<f64> = list(&args.loss, "loss rate")?;
     if let Some(bad) = losses.iter().find(|l| !(0.0..=1.0).contains(*l)) {
         anyhow::bail!("loss rates are probabilities in [0, 1]; got {bad}");
@@ -65,11 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !(1..=60_000).contains(&args.rto) {
         anyhow::bail!("--rto is between 1 and 60000 ms; got {}", args.rto);
     }
-    if let Some(p) = profiles
-        .iter()
-        .find(|p| !["faithful", "eager"].contains(&p.as_str()))
-    {
-        anyhow::bail!("unknown profile {p:?}: faithful or eager");
+    if profiles.contains(&ProfileName::Corrected) {
+        anyhow::bail!(
+            "profile \"corrected\": faithful or eager (corrected replicates as faithful does)"
+        );
     }
     let mut lats = Vec::new();
     for r in args.latency.split(',') {
@@ -89,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         latency_ms: *lat,
                         loss,
                         rto_ms: args.rto,
-                        profile: profile.clone(),
+                        profile: *profile,
                         eager_window_ms: args.eager_window,
                         changes: args.changes,
                         seed: args.seed,

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use phxsim_sim::explore::{self, FAULT_KINDS, OPT_IN_FAULT_KINDS, SwarmConfig};
 use phxsim_sim::harness::{self, RunOptions, Verdict};
 use phxsim_sim::planted::PlantedBug;
+use phxsim_sim::scenario::ProfileName;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,8 +27,8 @@ pub struct Args {
     #[arg(long)]
     pub faults: Option<String>,
     /// `faithful` (default), `corrected` or `eager`.
-    #[arg(long, default_value = "faithful")]
-    pub profile: String,
+    #[arg(long, value_enum, default_value_t = ProfileName::Faithful)]
+    pub profile: ProfileName,
     /// Plant a known bug (`phxsim mutations` lists them with their catchers).
     #[arg(long, value_name = "NAME")]
     pub mutate: Option<PlantedBug>,
@@ -94,10 +95,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 OPT_IN_FAULT_KINDS.join(", ")
             );
         }
-        anyhow::ensure!(
-            ["faithful", "corrected", "eager"].contains(&args.profile.as_str()),
-            "--profile faithful|corrected|eager"
-        );
         let base = RunOptions {
             planted: super::run::simulated_bug(args.mutate)?,
             ..RunOptions::default()
@@ -113,7 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let cfg = SwarmConfig {
         faults: faults.into_iter().collect(),
-        profile: args.profile.clone(),
+        profile: args.profile,
     };
     let seeds: Vec<u64> = (a..b).filter(|s| s % n == k - 1).collect();
     let bar = if args.quiet {
