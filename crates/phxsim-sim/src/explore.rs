@@ -14,35 +14,117 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-/// Fault kinds the explorer may draw; `--faults` selects a subset.
-pub const FAULT_KINDS: [&str; 7] = [
-    "partition",
-    "cut",
-    "oneway",
-    "hold",
-    "crash",
-    "permdown",
-    "disconnect",
-];
+/// A kind of fault the explorer may draw, named as the timeline action it adds (`--faults`
+/// also takes the older names `oneway` and `client-loss`).
+///
+/// Declared in the alphabetical order of the names the explorer first drew with (`oneway`
+/// between `hold` and `partition`): a seed indexes the selected kinds in this order, so it
+/// keeps drawing the scenario it always drew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    Crash,
+    Cut,
+    Disconnect,
+    Hold,
+    CutOneway,
+    Partition,
+    Permdown,
+    /// Every node link loses 0.5–2 % of its segments (retransmitted, see [`crate::lossy`])
+    /// until the heal. Opt-in.
+    Loss,
+    /// The same on every browser link (node to its clients, both ways). Opt-in.
+    ClientLoss,
+}
 
-/// Fault kinds drawn only when asked for (`--faults loss,...`): the default set stays as it
-/// was, so a seed keeps drawing the same scenario.
-/// - `loss`: every node link loses 0.5–2 % of its segments (retransmitted, see
-///   [`crate::lossy`]) until the heal.
-/// - `client-loss`: the same on every browser link (node to its clients, both ways).
-pub const OPT_IN_FAULT_KINDS: [&str; 2] = ["loss", "client-loss"];
+impl FaultKind {
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Partition,
+        FaultKind::Cut,
+        FaultKind::CutOneway,
+        FaultKind::Hold,
+        FaultKind::Crash,
+        FaultKind::Permdown,
+        FaultKind::Disconnect,
+        FaultKind::Loss,
+        FaultKind::ClientLoss,
+    ];
+
+    /// The timeline action's key in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Cut => "cut",
+            FaultKind::CutOneway => "cut_oneway",
+            FaultKind::Hold => "hold",
+            FaultKind::Crash => "crash",
+            FaultKind::Permdown => "permdown",
+            FaultKind::Disconnect => "disconnect",
+            FaultKind::Loss => "loss",
+            FaultKind::ClientLoss => "client_loss",
+        }
+    }
+
+    /// Drawn only when asked for, so that the default set, and so every seed's scenario,
+    /// stays as it was before these kinds existed.
+    pub fn is_opt_in(self) -> bool {
+        matches!(self, FaultKind::Loss | FaultKind::ClientLoss)
+    }
+
+    /// The kinds drawn by default.
+    pub fn defaults() -> BTreeSet<FaultKind> {
+        FaultKind::ALL
+            .into_iter()
+            .filter(|k| !k.is_opt_in())
+            .collect()
+    }
+
+    /// The label of the random stream a loss rate is drawn from (the older names: a seed
+    /// keeps its rates).
+    fn stream(self) -> String {
+        let old = match self {
+            FaultKind::CutOneway => "oneway",
+            FaultKind::ClientLoss => "client-loss",
+            other => other.name(),
+        };
+        format!("explore/{old}")
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for FaultKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = match s {
+            "oneway" => "cut_oneway",
+            "client-loss" => "client_loss",
+            s => s,
+        };
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown fault kind {s:?}; known: {}", known.join(", "))
+            })
+    }
+}
 
 /// What a drawn scenario may contain.
 #[derive(Clone, Debug)]
 pub struct SwarmConfig {
-    pub faults: BTreeSet<String>,
+    pub faults: BTreeSet<FaultKind>,
     pub profile: ProfileName,
 }
 
 impl Default for SwarmConfig {
     fn default() -> Self {
         Self {
-            faults: FAULT_KINDS.iter().map(|s| s.to_string()).collect(),
+            faults: FaultKind::defaults(),
             profile: ProfileName::Faithful,
         }
     }
@@ -68,17 +150,17 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
     };
     let lat_max = rng.gen_range(1..=20u64);
     // drawn from a stream of its own, so that asking for loss changes nothing else
-    let loss_rate = |kind: &str| {
-        if cfg.faults.contains(kind) {
-            let stream = harness::derive_seed(seed, &format!("explore/{kind}"));
+    let loss_rate = |kind: FaultKind| {
+        if cfg.faults.contains(&kind) {
+            let stream = harness::derive_seed(seed, &kind.stream());
             let mut lrng = ChaCha8Rng::seed_from_u64(stream);
             *[0.005, 0.01, 0.02].choose(&mut lrng).expect("non-empty")
         } else {
             0.0
         }
     };
-    let loss = loss_rate("loss");
-    let client_loss = loss_rate("client-loss");
+    let loss = loss_rate(FaultKind::Loss);
+    let client_loss = loss_rate(FaultKind::ClientLoss);
     let network = NetworkSettings {
         latency_ms: [rng.gen_range(1..=lat_max), lat_max],
         loss,
@@ -118,10 +200,11 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             action: Action::Join(c.name.clone()),
         });
     }
-    let faults: Vec<&String> = cfg
+    let faults: Vec<FaultKind> = cfg
         .faults
         .iter()
-        .filter(|f| !OPT_IN_FAULT_KINDS.contains(&f.as_str()))
+        .copied()
+        .filter(|f| !f.is_opt_in())
         .collect();
     let n_events = rng.gen_range(2..=8usize);
     let mut crashed: BTreeSet<String> = BTreeSet::new();
@@ -142,8 +225,8 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             let x = nodes[rng.gen_range(0..n_nodes)].clone();
             let others: Vec<&String> = nodes.iter().filter(|n| **n != x).collect();
             let y = (*others.choose(&mut rng).expect("two nodes")).clone();
-            match faults[rng.gen_range(0..faults.len())].as_str() {
-                "partition" => {
+            match faults[rng.gen_range(0..faults.len())] {
+                FaultKind::Partition => {
                     let mut shuffled = nodes.clone();
                     shuffled.shuffle(&mut rng);
                     let cut_at = rng.gen_range(1..n_nodes);
@@ -152,14 +235,14 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
                         shuffled[cut_at..].to_vec(),
                     ])
                 }
-                "cut" => Action::Cut(vec![(x, y)]),
-                "oneway" => Action::CutOneway(vec![(x, y)]),
-                "hold" => Action::Hold(vec![(x, y)]),
-                "crash" if !crashed.contains(&x) => {
+                FaultKind::Cut => Action::Cut(vec![(x, y)]),
+                FaultKind::CutOneway => Action::CutOneway(vec![(x, y)]),
+                FaultKind::Hold => Action::Hold(vec![(x, y)]),
+                FaultKind::Crash if !crashed.contains(&x) => {
                     crashed.insert(x.clone());
                     Action::Crash(x)
                 }
-                "permdown" if !crashed.contains(&x) => {
+                FaultKind::Permdown if !crashed.contains(&x) => {
                     crashed.insert(x.clone());
                     Action::Permdown(x)
                 }
