@@ -3,11 +3,12 @@
 //! runtime's real client), each driven by the scripted timeline and observed frame by frame.
 
 use crate::checkers::{ClientMessage, PresenceList, presence_list};
-use crate::harness::{
-    Obs, RunOptions, SharedRef, WS_PORT, derive_seed, lock, now_ms, segment_lost_report,
-};
 use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
+use crate::world::{
+    ClientControl, Obs, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
+    segment_lost_report,
+};
 use phxsim_runtime::Node;
 use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, ClientView};
 use phxsim_runtime::server::{Server, ServerConfig};
@@ -16,30 +17,6 @@ use serde_json::{Value as Json, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
-
-/// What the timeline tells a client to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ClientControl {
-    Join,
-    Leave,
-    Update(Json),
-    /// The browser vanishes: its TCP connection drops without a close frame and it stays away
-    /// until `Reconnect`.
-    Disconnect,
-    /// Connects again; a channel that was joined rejoins, as phoenix.js does.
-    Reconnect,
-    /// The reference channel's `crash` event.
-    CrashChannel,
-}
-
-/// A client as the observer sees it.
-#[derive(Clone, Debug)]
-pub struct SimClient {
-    pub node: String,
-    pub topic: String,
-    pub user: String,
-    pub client: Client,
-}
 
 /// The checker's list of a client's view: `key → phx_ref → meta`.
 pub fn view_list(view: ClientView) -> PresenceList {

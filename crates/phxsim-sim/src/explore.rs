@@ -7,6 +7,7 @@ use crate::harness::{self, RunOptions, RunReport, Verdict};
 use crate::scenario::{
     Action, ClientSpec, Expectations, NetworkSettings, ProfileName, Scenario, Step, TrackerSettings,
 };
+use crate::world::derive_seed;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -132,7 +133,7 @@ impl Default for SwarmConfig {
 
 /// Draws the scenario of one seed.
 pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
-    let mut rng = ChaCha8Rng::seed_from_u64(harness::derive_seed(seed, "explore"));
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, "explore"));
     let n_nodes = rng.gen_range(2..=4usize);
     let nodes: Vec<String> = (0..n_nodes)
         .map(|i| ((b'a' + i as u8) as char).to_string())
@@ -152,7 +153,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
     // drawn from a stream of its own, so that asking for loss changes nothing else
     let loss_rate = |kind: FaultKind| {
         if cfg.faults.contains(&kind) {
-            let stream = harness::derive_seed(seed, &kind.stream());
+            let stream = derive_seed(seed, &kind.stream());
             let mut lrng = ChaCha8Rng::seed_from_u64(stream);
             *[0.005, 0.01, 0.02].choose(&mut lrng).expect("non-empty")
         } else {

@@ -4,29 +4,27 @@
 //! node's lists for the checkers. Everything random comes from the run's seed; time comes
 //! only from turmoil's clock, so one seed replays a run byte for byte.
 
-use crate::checkers::{
-    Bounds, Checkers, ClientMessage, Finding, FindingKind, PresenceList, Snapshot,
-};
-use crate::clients::{self, ClientControl, SimClient};
-use crate::lossy::{Loss, LossRate, LossReport, LossyStream};
+use crate::checkers::{Bounds, Checkers, Finding, FindingKind, PresenceList};
+use crate::clients;
+use crate::lossy::{Loss, LossyStream};
 use crate::planted::PlantedBug;
 use crate::sampler::Sampler;
 use crate::scenario::{Action, ProfileName, Scenario};
-use crate::transcript::Transcript;
+pub use crate::world::RunOptions;
+use crate::world::{
+    ClientControl, NODE_PORT, NodeControl, Obs, SharedRef, WS_PORT, derive_seed, lock, now_ms,
+    segment_lost_report,
+};
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
 use phxsim_shard::{NodeMutation, Profile, TrackerConfig, TrackerEvent};
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
 
-/// Port of the node-to-node links on every node host.
-pub const NODE_PORT: u16 = 4369;
-/// Port of the Channels WebSocket endpoint on every node host.
-pub const WS_PORT: u16 = 4000;
 /// A dial that gets no answer (a partitioned SYN) is abandoned after this long.
 const DIAL_TIMEOUT_MS: u64 = 500;
 /// Pause between two dials of the same peer.
@@ -50,17 +48,6 @@ pub fn link_recovery_ms(bp: u64) -> u64 {
 
 /// Every run starts at the same instant, so nothing depends on when it is run.
 const EPOCH_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-
-/// How to run a scenario.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    /// The run's seed; every random choice derives from it.
-    pub seed: u64,
-    /// A planted bug in a node, the server or the client (tests and `--mutate` only).
-    pub planted: Option<PlantedBug>,
-    /// Keep the full transcript (every frame and node message) in the report.
-    pub transcript: bool,
-}
 
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -94,62 +81,6 @@ pub struct RunReport {
     pub simulated_ms: u64,
     /// Messages between nodes, counted both ways.
     pub node_messages: u64,
-}
-
-/// Observations in the order the simulation made them.
-pub enum Obs {
-    Step(u64),
-    Snapshot(Snapshot),
-    Client(u64, String, ClientMessage),
-}
-
-/// What hosts and the driver share. One process, one thread: the lock is never contended, it
-/// only satisfies the types.
-#[derive(Default)]
-pub struct Shared {
-    pub nodes: BTreeMap<String, Node>,
-    pub incarnations: BTreeMap<String, u64>,
-    pub node_ctl: BTreeMap<String, mpsc::UnboundedSender<NodeControl>>,
-    pub client_ctl: BTreeMap<String, mpsc::UnboundedSender<ClientControl>>,
-    pub clients: BTreeMap<String, SimClient>,
-    pub obs: Vec<Obs>,
-    pub transcript: Transcript,
-    pub node_messages: u64,
-    /// The loss rate of every node link; `loss` steps change it.
-    pub loss_rate: LossRate,
-    /// The loss rate of every browser link (both ends); `client_loss` steps change it.
-    pub client_loss_rate: LossRate,
-}
-
-pub type SharedRef = Arc<Mutex<Shared>>;
-
-pub fn lock(s: &SharedRef) -> std::sync::MutexGuard<'_, Shared> {
-    // a panic inside a host already fails the run; the data is still usable for the report
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Simulated milliseconds, read inside a host or the driver.
-pub fn now_ms() -> u64 {
-    turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
-}
-
-pub enum NodeControl {
-    GracefulPermdown,
-}
-
-/// A stable 64-bit mix of the run seed and a label (splitmix64 over FNV-1a), so that every
-/// host and incarnation gets its own stream without drawing from a shared RNG in host order.
-pub fn derive_seed(seed: u64, label: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in label.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let mut z = seed ^ h;
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn tracker_config(s: &Scenario, mutation: Option<NodeMutation>) -> TrackerConfig {
@@ -227,22 +158,6 @@ fn lossy_streams(
         let report = segment_lost_report(shared.clone(), from.clone(), to, false);
         LossyStream::new(stream, loss.clone(), seed).reporting(report)
     }
-}
-
-/// Writes each segment lost from `from` (a node, or a browser when `by_browser`) to `to` into
-/// the transcript, with the delay its retransmissions add.
-pub(crate) fn segment_lost_report(
-    shared: SharedRef,
-    from: String,
-    to: String,
-    by_browser: bool,
-) -> LossReport {
-    let sender = if by_browser { "browser" } else { "node" };
-    Arc::new(move |delay: Duration| {
-        let line = json!({"ev": "segment_lost", "sender": sender, "from": from, "to": to,
-                          "delay_ms": delay.as_millis() as u64});
-        lock(&shared).transcript.push(now_ms(), line);
-    })
 }
 
 /// The host of one node: the node, its links (accepting, and redialling every node named

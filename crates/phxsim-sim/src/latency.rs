@@ -7,11 +7,12 @@
 //! or leaves it is the moment that node tracks or untracks it; the path measured is then node →
 //! node → browser: two network hops.
 
-use crate::harness::{self, RunOptions, derive_seed};
+use crate::harness::{self, RunOptions};
 use crate::scenario::{
     Action, ClientSpec, Expectations, LinkSettings, NetworkSettings, ProfileName, Scenario, Step,
     TrackerSettings,
 };
+use crate::world::derive_seed;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value as Json, json};

@@ -3,16 +3,17 @@
 //! byte for byte.
 
 pub mod checkers;
-pub mod clients;
+mod clients;
 pub mod explore;
 pub mod harness;
 pub mod latency;
-pub mod lossy;
+mod lossy;
 pub mod normalize;
 pub mod planted;
-pub mod sampler;
+mod sampler;
 pub mod scenario;
 pub mod trace;
-pub mod transcript;
+mod transcript;
+mod world;
 
 pub use scenario::{Action, ClientSpec, Scenario, ScenarioError, Step};

@@ -51,12 +51,4 @@ impl Transcript {
     pub fn lines(&self) -> Vec<String> {
         self.lines.clone()
     }
-
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
 }
