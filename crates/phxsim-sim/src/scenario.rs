@@ -65,7 +65,7 @@ struct RawScenario {
 }
 
 /// Tracker options of every node; missing ones take Phoenix's defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackerSettings {
     #[serde(default = "default_broadcast_period")]
@@ -73,7 +73,7 @@ pub struct TrackerSettings {
     #[serde(default = "default_max_silent_periods")]
     pub max_silent_periods: u64,
     /// Default: broadcast_period × max_silent_periods × 2, as Phoenix derives it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_period_ms: Option<u64>,
     #[serde(default = "default_permdown_period")]
     pub permdown_period_ms: u64,
@@ -86,7 +86,7 @@ pub struct TrackerSettings {
     #[serde(default)]
     pub profile: ProfileName,
     /// `eager` profile only: how long a change waits for others to ride along.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eager_window_ms: Option<u64>,
 }
 
@@ -189,7 +189,7 @@ impl TrackerSettings {
 }
 
 /// Link behaviour between every pair of hosts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSettings {
     /// One-way latency range `[min, max]` in ms.
@@ -215,12 +215,12 @@ pub struct NetworkSettings {
     pub tick_ms: u64,
     /// Links with their own latency (a slow WAN link between two nodes, or slow browsers:
     /// `between = ["a", "clients"]` is the link between node a and its clients).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkSettings>,
 }
 
 /// One link's own one-way latency range.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSettings {
     pub between: [String; 2],
@@ -253,13 +253,13 @@ impl Default for NetworkSettings {
 }
 
 /// A browser: one socket to one node, one room.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     pub name: String,
     pub node: String,
     /// The socket's `user_id`, which is the presence key. Default: the client's name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(default = "default_topic")]
     pub topic: String,
@@ -407,6 +407,42 @@ pub struct Step {
     pub action: Action,
 }
 
+/// A step as a `[[timeline]]` table: `at_ms`, then the action's key (and `meta` for an update).
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let pairs = |l: &[(String, String)]| -> Vec<[String; 2]> {
+            l.iter().map(|(x, y)| [x.clone(), y.clone()]).collect()
+        };
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("at_ms", &self.at_ms)?;
+        match &self.action {
+            Action::Join(c) => m.serialize_entry("join", c)?,
+            Action::Leave(c) => m.serialize_entry("leave", c)?,
+            Action::Update(c, meta) => {
+                m.serialize_entry("update", c)?;
+                m.serialize_entry("meta", meta)?;
+            }
+            Action::Disconnect(c) => m.serialize_entry("disconnect", c)?,
+            Action::Reconnect(c) => m.serialize_entry("reconnect", c)?,
+            Action::CrashChannel(c) => m.serialize_entry("crash_channel", c)?,
+            Action::Partition(groups) => m.serialize_entry("partition", groups)?,
+            Action::Cut(l) => m.serialize_entry("cut", &pairs(l))?,
+            Action::CutOneway(l) => m.serialize_entry("cut_oneway", &pairs(l))?,
+            Action::Heal => m.serialize_entry("heal", &true)?,
+            Action::Repair(l) => m.serialize_entry("repair", &pairs(l))?,
+            Action::Crash(n) => m.serialize_entry("crash", n)?,
+            Action::Restart(n) => m.serialize_entry("restart", n)?,
+            Action::Permdown(n) => m.serialize_entry("permdown", n)?,
+            Action::Hold(l) => m.serialize_entry("hold", &pairs(l))?,
+            Action::Release(l) => m.serialize_entry("release", &pairs(l))?,
+            Action::Loss(r) => m.serialize_entry("loss", r)?,
+            Action::ClientLoss(r) => m.serialize_entry("client_loss", r)?,
+        }
+        m.end()
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExpect {
@@ -421,7 +457,7 @@ struct RawExpect {
 
 /// "At `at_ms` (or within `within_ms` after it), `node` lists exactly these keys of `topic`",
 /// optionally with a meta whose fields include `meta`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VisibleExpectation {
     pub at_ms: u64,
@@ -431,10 +467,10 @@ pub struct VisibleExpectation {
     #[serde(default = "default_topic")]
     pub topic: String,
     pub keys: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<BTreeMap<String, Json>>,
     /// Whose meta `meta` must match; default: every key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta_of: Option<String>,
 }
 
@@ -449,22 +485,26 @@ pub fn finding_names() -> Vec<&'static str> {
 }
 
 /// What the run must show.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Expectations {
     /// Bound on convergence after the last step; default from the tracker settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub converged_within_ms: Option<u64>,
     /// Findings that must occur (e.g. the reference's duplicate leave).
     pub anomalies: BTreeSet<String>,
     /// Findings tolerated without being required (e.g. a known upstream bug's ghost).
     pub allow: BTreeSet<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub visible: Vec<VisibleExpectation>,
 }
 
-/// A validated scenario.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated scenario. It serializes to the file format [`Scenario::parse`] reads
+/// ([`Scenario::to_toml`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scenario {
     pub title: String,
     pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     pub duration_ms: u64,
     pub nodes: Vec<String>,
@@ -490,6 +530,12 @@ impl Lines<'_> {
 }
 
 impl Scenario {
+    /// The scenario as a file [`Scenario::parse`] reads back to an equal scenario. A meta
+    /// holding a JSON `null` has no TOML form and is refused.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
     /// Settings that are valid (Phoenix accepts them) but make a healthy cluster misbehave, so
     /// that a run's findings are not mistaken for bugs of the code under test.
     pub fn warnings(&self) -> Vec<String> {

@@ -2,7 +2,11 @@
 //! replays exactly; and the same seed always draws the same scenario.
 
 use phxsim_sim::Scenario;
-use phxsim_sim::explore::{SwarmConfig, generate, to_toml};
+use phxsim_sim::explore::{SwarmConfig, generate};
+
+fn to_toml(s: &Scenario) -> String {
+    s.to_toml().expect("a scenario serializes")
+}
 
 #[test]
 fn every_drawn_scenario_round_trips_through_its_file() {

@@ -152,7 +152,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (small, small_report) =
             explore::shrink(&scenario, &opts, report.verdict, args.shrink_budget);
         let file = args.out.join(format!("seed-{seed}.toml"));
-        sim_report::write_file(&file, &explore::to_toml(&small))?;
+        sim_report::write_file(
+            &file,
+            &small
+                .to_toml()
+                .context("writing the shrunk scenario as TOML")?,
+        )?;
         let mutate = args
             .mutate
             .as_ref()
