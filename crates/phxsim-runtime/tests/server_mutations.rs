@@ -22,14 +22,6 @@ async fn joined(addr: std::net::SocketAddr, user: &str) -> Raw<tokio::net::TcpSt
     c
 }
 
-#[test]
-fn names_round_trip() {
-    for m in ServerMutation::ALL {
-        assert_eq!(m.name().parse::<ServerMutation>(), Ok(m));
-    }
-    assert!("nope".parse::<ServerMutation>().is_err());
-}
-
 #[tokio::test]
 async fn drop_phx_ref_prev_strips_it_from_update_diffs() {
     for (m, has_prev) in [(None, true), (Some(ServerMutation::DropPhxRefPrev), false)] {

@@ -175,19 +175,6 @@ impl NodeMutation {
     }
 }
 
-impl std::str::FromStr for NodeMutation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NodeMutation::all()
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = NodeMutation::all().iter().map(|m| m.name()).collect();
-                format!("unknown node mutation {s:?}; known: {}", names.join(", "))
-            })
-    }
-}
-
 impl std::fmt::Display for NodeMutation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

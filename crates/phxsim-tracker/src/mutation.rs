@@ -3,7 +3,6 @@
 //! `--mutate`; a `State` built with `State::new` has none.
 
 use std::fmt;
-use std::str::FromStr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mutation {
@@ -45,18 +44,3 @@ impl fmt::Display for Mutation {
     }
 }
 
-impl FromStr for Mutation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Mutation::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Mutation::ALL.iter().map(|m| m.name()).collect();
-                format!(
-                    "unknown tracker mutation {s:?}; known: {}",
-                    names.join(", ")
-                )
-            })
-    }
-}

@@ -22,7 +22,6 @@ pub use handshake::{ConnectInfo, Refusal, SOCKET_PATH, decide, parse_query, perc
 use crate::node::Node;
 use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, Serializer};
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -102,16 +101,6 @@ impl ServerMutation {
 impl fmt::Display for ServerMutation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for ServerMutation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ServerMutation::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown server mutation {s:?}"))
     }
 }
 
