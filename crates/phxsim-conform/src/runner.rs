@@ -82,6 +82,14 @@ pub enum RunError {
         /// Why.
         detail: String,
     },
+    /// Nothing accepts TCP connections at the URL's host and port.
+    #[error("cannot reach {url}: {detail}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// The OS error, or the timeout.
+        detail: String,
+    },
 }
 
 /// Where to connect.
@@ -95,6 +103,25 @@ struct Target {
 /// Checks a server URL: `ws://` only (the client has no TLS), host required.
 pub fn check_url(url: &str) -> Result<(), RunError> {
     target(url).map(|_| ())
+}
+
+/// Checks that something accepts TCP connections at the URL's host and port within
+/// `timeout`, so that a server that is not there is found at once, not as a failure of every
+/// case. The probe connection is closed again without a byte sent.
+pub async fn check_reachable(url: &str, timeout: Duration) -> Result<(), RunError> {
+    let t = target(url)?;
+    let unreachable = |detail: String| RunError::Unreachable {
+        url: url.to_owned(),
+        detail,
+    };
+    match tokio::time::timeout(timeout, TcpStream::connect((t.host.as_str(), t.port))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
+    }
 }
 
 fn target(url: &str) -> Result<Target, RunError> {

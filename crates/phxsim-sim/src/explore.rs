@@ -5,7 +5,8 @@
 use crate::checkers::FindingKind;
 use crate::harness::{self, RunOptions, RunReport, Verdict};
 use crate::scenario::{
-    Action, ClientSpec, Expectations, NetworkSettings, ProfileName, Scenario, Step, TrackerSettings,
+    Action, ClientSpec, Expectations, NetworkSettings, ProfileName, Scenario, Step,
+    TrackerSettings, lifecycle_problem,
 };
 use crate::world::derive_seed;
 use rand::seq::SliceRandom;
@@ -208,6 +209,8 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         .collect();
     let n_events = rng.gen_range(2..=8usize);
     let mut crashed: BTreeSet<String> = BTreeSet::new();
+    // left for good: never restarted (a restart brings back only a crashed node)
+    let mut permdowned: BTreeSet<String> = BTreeSet::new();
     for _ in 0..n_events {
         let at = rng.gen_range(900..fault_end);
         let c = &clients[rng.gen_range(0..clients.len())].name;
@@ -244,6 +247,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
                 }
                 FaultKind::Permdown if !crashed.contains(&x) => {
                     crashed.insert(x.clone());
+                    permdowned.insert(x.clone());
                     Action::Permdown(x)
                 }
                 _ => Action::Disconnect(c.clone()),
@@ -269,7 +273,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             action: Action::ClientLoss(0.0),
         });
     }
-    for n in &crashed {
+    for n in crashed.difference(&permdowned) {
         timeline.push(Step {
             at_ms: heal_at,
             action: Action::Restart(n.clone()),
@@ -368,6 +372,14 @@ pub fn shrink(
     while i < s.best.timeline.len() && s.runs < budget {
         let mut candidate = s.best.clone();
         let removed = candidate.timeline.remove(i);
+        // a restart needs its crash (or permdown): they go together
+        if let Action::Crash(n) | Action::Permdown(n) = &removed.action
+            && let Some(r) = candidate.timeline[i..]
+                .iter()
+                .position(|st| st.action == Action::Restart(n.clone()))
+        {
+            candidate.timeline.remove(i + r);
+        }
         let settles = matches!(
             removed.action,
             Action::Heal
@@ -399,7 +411,7 @@ impl Shrinker<'_> {
     /// Runs `candidate` (if the budget allows) and keeps it if it fails the same way: the same
     /// verdict, with a finding of a kind the original run had.
     fn attempt(&mut self, candidate: Scenario) -> bool {
-        if self.runs >= self.budget {
+        if self.runs >= self.budget || lifecycle_problem(&candidate.timeline).is_some() {
             return false;
         }
         let report = harness::run(&candidate, self.opts);

@@ -32,14 +32,28 @@ use std::ops::Range;
 use std::path::Path;
 use toml::Spanned;
 
-/// A scenario file that could not be used: where, and why.
+/// A scenario file that could not be used: where, and why. Line 0 means the file as a whole
+/// (it could not be read), shown as `file: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {field}: {message}")]
+#[error("{}", self.located())]
 pub struct ScenarioError {
     pub file: String,
     pub line: usize,
     pub field: String,
     pub message: String,
+}
+
+impl ScenarioError {
+    fn located(&self) -> String {
+        if self.line == 0 {
+            format!("{}: {}", self.file, self.message)
+        } else {
+            format!(
+                "{}:{}: {}: {}",
+                self.file, self.line, self.field, self.message
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -727,6 +741,13 @@ impl Scenario {
             if spec.user().is_empty() {
                 return Err(err(c.span(), "clients.user", "must not be empty".into()));
             }
+            if spec.topic.is_empty() {
+                return Err(err(
+                    c.span(),
+                    "clients.topic",
+                    "must not be empty (default: \"room:lobby\")".into(),
+                ));
+            }
             clients.push(spec.clone());
         }
 
@@ -741,10 +762,18 @@ impl Scenario {
                     format!("{} is after duration_ms {duration_ms}", step.at_ms),
                 ));
             }
-            timeline.push(step);
+            timeline.push((step, s.span()));
         }
         // stable: steps at the same time keep file order
-        timeline.sort_by_key(|s| s.at_ms);
+        timeline.sort_by_key(|(s, _)| s.at_ms);
+        let (timeline, spans): (Vec<Step>, Vec<Range<usize>>) = timeline.into_iter().unzip();
+        if let Some(p) = lifecycle_problem(&timeline) {
+            return Err(err(
+                spans[p.step].clone(),
+                &format!("timeline.{}", p.field),
+                p.message,
+            ));
+        }
 
         if let Some(c) = raw
             .expect
@@ -791,6 +820,13 @@ impl Scenario {
                     v.span(),
                     "expect.visible.node",
                     format!("unknown node {:?}", vis.node),
+                ));
+            }
+            if vis.topic.is_empty() {
+                return Err(err(
+                    v.span(),
+                    "expect.visible.topic",
+                    "must not be empty (default: \"room:lobby\")".into(),
                 ));
             }
             if vis.at_ms > duration_ms {
@@ -896,6 +932,72 @@ fn validate_tracker(t: &TrackerSettings) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// A timeline step that does not fit the state its node is in at that moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleProblem {
+    /// Index of the step in the (time-ordered) timeline.
+    pub step: usize,
+    /// The step's field: `crash`, `permdown` or `restart`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Walks the time-ordered timeline with each node's state: `crash` stops a running node and
+/// `restart` starts it again as a new replica; `permdown` makes a running node leave the
+/// cluster for good. Anything else (a second crash, a restart of a running or permdowned node)
+/// would silently do nothing in the simulator, so it is refused.
+pub fn lifecycle_problem(timeline: &[Step]) -> Option<LifecycleProblem> {
+    // node → (the stopping action, its time)
+    let mut stopped: BTreeMap<&str, (&'static str, u64)> = BTreeMap::new();
+    for (i, step) in timeline.iter().enumerate() {
+        let problem = |field: &'static str, message: String| {
+            Some(LifecycleProblem {
+                step: i,
+                field,
+                message,
+            })
+        };
+        match &step.action {
+            Action::Crash(n) | Action::Permdown(n) => {
+                let field = if matches!(step.action, Action::Crash(_)) {
+                    "crash"
+                } else {
+                    "permdown"
+                };
+                if let Some((how, at)) = stopped.get(n.as_str()) {
+                    return problem(
+                        field,
+                        format!("node {n:?} is already stopped (by {how} at {at} ms)"),
+                    );
+                }
+                stopped.insert(n, (field, step.at_ms));
+            }
+            Action::Restart(n) => match stopped.remove(n.as_str()) {
+                Some(("crash", _)) => {}
+                Some((_, at)) => {
+                    return problem(
+                        "restart",
+                        format!(
+                            "node {n:?} left the cluster for good by permdown at {at} ms; only a crashed node restarts"
+                        ),
+                    );
+                }
+                None => {
+                    return problem(
+                        "restart",
+                        format!(
+                            "node {n:?} is running at {} ms; only a crashed node restarts",
+                            step.at_ms
+                        ),
+                    );
+                }
+            },
+            _ => {}
+        }
+    }
+    None
+}
+
 fn to_step(
     s: &RawStep,
     nodes: &BTreeSet<&str>,
@@ -968,6 +1070,17 @@ fn to_step(
         }
         if groups.len() < 2 {
             return Err(("partition", "at least two groups".into()));
+        }
+        // A node left out would keep reaching every group (a bridge), which is rarely what the
+        // author meant; `cut` says that explicitly.
+        if let Some(left_out) = nodes.iter().find(|n| !seen.contains(**n)) {
+            return Err((
+                "partition",
+                format!(
+                    "node {left_out:?} is in no group: list every node (a group of its own, \
+                     [{left_out:?}], isolates it; `cut` separates single links)"
+                ),
+            ));
         }
         actions.push(Action::Partition(groups.clone()));
     }

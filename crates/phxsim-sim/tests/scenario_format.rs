@@ -154,6 +154,57 @@ fn a_node_in_two_partition_groups_is_refused() {
 }
 
 #[test]
+fn a_partition_that_leaves_a_node_out_is_refused() {
+    let e = error_of(&replace(r#"[["a", "b"], ["c"]]"#, r#"[["a"], ["c"]]"#));
+    assert!(e.starts_with("bad.toml:29: timeline.partition:"), "{e}");
+    assert!(e.contains("node \"b\" is in no group"), "{e}");
+}
+
+#[test]
+fn an_empty_topic_is_refused() {
+    let e = error_of(&replace("vsn = \"1.0.0\"", "vsn = \"1.0.0\"\ntopic = \"\""));
+    assert!(
+        e.starts_with("bad.toml:16: clients.topic: must not be empty"),
+        "{e}"
+    );
+    let e = error_of(&replace(
+        "node = \"c\"\nkeys",
+        "node = \"c\"\ntopic = \"\"\nkeys",
+    ));
+    assert!(e.contains("expect.visible.topic: must not be empty"), "{e}");
+}
+
+/// `crash` stops a running node and `restart` starts a crashed one; `permdown` is for good.
+/// In time order (not file order); a step that would do nothing names its line.
+#[test]
+fn crash_permdown_and_restart_must_fit_the_node_s_state() {
+    let with = |steps: &str| replace("at_ms = 2500\nheal = true", steps);
+    let ok = with("at_ms = 2900\nrestart = \"b\"\n[[timeline]]\nat_ms = 2500\ncrash = \"b\"");
+    Scenario::parse("ok.toml", &ok).unwrap();
+    let e = error_of(&with(
+        "at_ms = 2500\npermdown = \"c\"\n[[timeline]]\nat_ms = 2600\nrestart = \"c\"",
+    ));
+    assert!(
+        e.starts_with("bad.toml:41: timeline.restart: node \"c\" left the cluster for good by permdown at 2500 ms"),
+        "{e}"
+    );
+    let e = error_of(&with("at_ms = 2500\nrestart = \"b\""));
+    assert!(
+        e.starts_with("bad.toml:38: timeline.restart: node \"b\" is running at 2500 ms"),
+        "{e}"
+    );
+    let e = error_of(&with(
+        "at_ms = 2500\ncrash = \"b\"\n[[timeline]]\nat_ms = 2600\npermdown = \"b\"",
+    ));
+    assert!(
+        e.starts_with(
+            "bad.toml:41: timeline.permdown: node \"b\" is already stopped (by crash at 2500 ms)"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
 fn tracker_settings_phoenix_would_refuse_are_refused() {
     let e = error_of(&replace(
         "permdown_period_ms = 5000",

@@ -43,4 +43,3 @@ impl fmt::Display for Mutation {
         f.write_str(self.name())
     }
 }
-

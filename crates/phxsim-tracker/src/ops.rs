@@ -1,4 +1,4 @@
-//! The `tracker-ops` driver (`shared/spec/tracker-ops.md`): several named replicas in one
+//! The `tracker-ops` driver (`crates/phxsim/docs/tracker-ops.md`): several named replicas in one
 //! process, stepped by JSON op lines, each answered by one JSON line. Pure: a line in, a line
 //! out, so the CLI, the vector tests and the property tests share it.
 

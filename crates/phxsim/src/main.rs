@@ -1,6 +1,6 @@
 //! `phxsim`: the command-line face of the suite. Each subcommand lives in `cmd/` and is a thin
-//! adapter from stdin/stdout/files to the pure crates; the formats are contracts (see
-//! `../shared/spec/`), so change them only compatibly.
+//! adapter from stdin/stdout/files to the pure crates; the formats are contracts
+//! (`crates/phxsim/docs/tracker-ops.md`, `crates/phxsim/docs/presence-sync.md`), so change them only compatibly.
 
 mod cmd;
 
@@ -26,9 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Drive tracker CRDT replicas from a JSON-lines op stream on stdin (spec: tracker-ops.md).
+    /// Drive tracker CRDT replicas from a JSON-lines op stream on stdin (format: crates/phxsim/docs/tracker-ops.md).
     TrackerOps,
-    /// Apply presence_state / presence_diff messages like phoenix.js (spec: presence-sync.md).
+    /// Apply presence_state / presence_diff messages like phoenix.js (format: crates/phxsim/docs/presence-sync.md).
     PresenceSync(cmd::presence_sync::Args),
     /// Run scenario files (default: the whole `scenarios/` catalogue).
     Run(cmd::run::Args),
@@ -64,9 +64,25 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("phxsim: error: {err:#}");
-            ExitCode::from(cmd::EXIT_INTERNAL)
-        }
+        // The reader of stdout went away (`phxsim tracker-ops | head`): nobody is left to
+        // report to, so the command ends quietly, with success, as `yes | head` looks to a shell.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => match err.downcast_ref::<cmd::BadInput>() {
+            Some(bad) => {
+                eprintln!("phxsim: {bad}");
+                ExitCode::from(cmd::EXIT_BAD_INPUT)
+            }
+            None => {
+                eprintln!("phxsim: error: {err:#}");
+                ExitCode::from(cmd::EXIT_INTERNAL)
+            }
+        },
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -4,14 +4,15 @@
 //!
 //! Prints one line per case as it finishes (stderr), then the table (stdout); writes the JSON,
 //! JUnit and HTML reports when asked. Exit code 0 when no case fails, 1 when one does, 2 for
-//! bad flags.
+//! bad flags, an unwritable report path or a server that does not accept connections.
 
+use super::output;
 use anyhow::Context as _;
 use phxsim_conform::cases::{CASES, DEFAULT_TOPIC_PREFIX};
 use phxsim_conform::report::{
     render_html, render_json, render_junit, render_table, vsn_label, vsn_number,
 };
-use phxsim_conform::runner::check_url;
+use phxsim_conform::runner::{check_reachable, check_url};
 use phxsim_conform::{Report, RunConfig, VsnRun, catalogue, run_all};
 use phxsim_wire::Serializer;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 /// Exit code when at least one case fails.
 const EXIT_FAIL: u8 = 1;
-/// Exit code for bad flags.
+/// Exit code for bad flags and an unreachable server.
 const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(clap::Args, Debug)]
@@ -35,8 +36,9 @@ pub struct Args {
     /// Run only these case numbers (repeatable).
     #[arg(long = "case")]
     pub cases: Vec<u8>,
-    /// Where the idle-timeout case connects, if not --url (e.g. an endpoint with a short
-    /// timeout, as the Phoenix recording used).
+    /// Where the idle-timeout case's idle socket connects, if not --url: another endpoint of
+    /// the same server, serving the same channel and presences, whose idle timeout is short
+    /// (the Phoenix recording used one of 1500 ms); give that timeout as --idle-timeout-ms.
     #[arg(long = "idle-url")]
     pub idle_url: Option<String>,
     /// How long to wait for one exchange's frames, in ms.
@@ -86,6 +88,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(other) => return bad(format!("unknown --vsn {other}")),
         None => vec![Serializer::V1, Serializer::V2],
     };
+    for (flag, path) in [
+        ("--json", &args.json),
+        ("--junit", &args.junit),
+        ("--html", &args.html),
+    ] {
+        if let Err(e) = output::check_optional(flag, path.as_deref()) {
+            return bad(e.to_string());
+        }
+    }
     let cfg = RunConfig {
         url: args.url.clone(),
         idle_url: args.idle_url.clone(),
@@ -97,6 +108,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    // a server that is not there is bad input, found in seconds rather than after every case
+    let probe = Duration::from_secs(5);
+    for url in std::iter::once(&args.url).chain(args.idle_url.as_ref()) {
+        if let Err(e) = runtime.block_on(check_reachable(url, probe)) {
+            return bad(e.to_string());
+        }
+    }
     let mut runs = Vec::new();
     for vsn in vsns {
         let scripts: Vec<_> = catalogue(vsn, &args.topic_prefix)?

@@ -3,6 +3,7 @@
 //! printed with the command that replays it.
 
 use super::sim_report::{self, EXIT_BAD_INPUT};
+use super::{outln, output};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use phxsim_sim::explore::{self, FaultKind, SwarmConfig};
@@ -34,7 +35,8 @@ pub struct Args {
     /// Plant a known bug (`phxsim mutations` lists them with their catchers).
     #[arg(long, value_name = "NAME")]
     pub mutate: Option<PlantedBug>,
-    /// Where shrunk failing scenarios are written.
+    /// Folder for the shrunk failing scenarios (`seed-N.toml`), relative to the current
+    /// folder; created if missing.
     #[arg(long, default_value = "target/explore")]
     pub out: PathBuf,
     /// Go on after the first failure.
@@ -105,6 +107,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
+    // the output places first: a shrunk failure must not be lost to a bad path at the end
+    output::prepare_dir("--out", &args.out)?;
+    output::check_optional("--json", args.json.as_deref())?;
+    output::check_optional("--junit", args.junit.as_deref())?;
     let cfg = SwarmConfig {
         faults,
         profile: args.profile,
@@ -216,12 +222,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
-    println!(
+    outln!(
         "explored {} seeds: {} passed, {} failed",
         results.len(),
         results.len() - failures.len(),
         failures.len()
-    );
+    )?;
     if let Some(j) = &args.json {
         sim_report::write_file(j, &serde_json::to_string_pretty(&results)?)?;
     }

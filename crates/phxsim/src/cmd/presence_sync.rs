@@ -1,5 +1,5 @@
 //! `phxsim presence-sync`: stdin → `phxsim_wire::sync_driver` → stdout, one line at a time
-//! (format: `shared/spec/presence-sync.md`). Malformed lines are reported in the output and the
+//! (format: `crates/phxsim/docs/presence-sync.md`). Malformed lines are reported in the output and the
 //! stream goes on, so a bad line never costs the lines after it.
 
 use std::io::{BufRead, Write};

@@ -1,6 +1,7 @@
 //! `phxsim replay FILE --seed N [--transcript FILE]`: one scenario, one seed, every finding.
 
 use super::sim_report::{self, EXIT_BAD_INPUT};
+use super::{outln, output};
 use phxsim_sim::Scenario;
 use phxsim_sim::harness::{self, RunOptions};
 use phxsim_sim::planted::PlantedBug;
@@ -48,29 +49,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         transcript: args.transcript.is_some() || args.trace.is_some(),
         planted,
     };
+    output::check_optional("--transcript", args.transcript.as_deref())?;
+    output::check_optional("--trace", args.trace.as_deref())?;
     let knobs: Vec<String> = harness::knobs(&scenario, &opts)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    println!("{}", knobs.join(" "));
+    outln!("{}", knobs.join(" "))?;
     let report = harness::run(&scenario, &opts);
-    println!("{}", scenario.title);
+    outln!("{}", scenario.title)?;
     for f in &report.findings {
         let mark = if report.failures.contains(f) {
             "FAIL"
         } else {
             "ok  "
         };
-        println!("  {mark} {f}");
+        outln!("  {mark} {f}")?;
     }
     for f in report
         .failures
         .iter()
         .filter(|f| !report.findings.contains(f))
     {
-        println!("  FAIL {f}");
+        outln!("  FAIL {f}")?;
     }
-    println!(
+    outln!(
         "converged: {}; node messages: {}; simulated: {} ms",
         report
             .converged_at_ms
@@ -78,8 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| "no".into()),
         report.node_messages,
         report.simulated_ms
-    );
-    println!("result: {}", sim_report::verdict_name(report.verdict));
+    )?;
+    outln!("result: {}", sim_report::verdict_name(report.verdict))?;
     if let Some(t) = &args.transcript {
         sim_report::write_transcript(t, &report)?;
     }

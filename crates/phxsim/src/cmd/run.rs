@@ -3,7 +3,7 @@
 //! code says the worst outcome (see `sim_report`).
 
 use super::sim_report::{self, EXIT_BAD_INPUT};
-use anyhow::Context as _;
+use super::{bad_input, outln, output};
 use phxsim_sim::Scenario;
 use phxsim_sim::harness::{self, RunOptions, RunReport};
 use phxsim_sim::planted::PlantedBug;
@@ -34,6 +34,10 @@ pub struct Args {
     /// The catalogue folder used when no path is given.
     #[arg(long, default_value = "scenarios")]
     pub catalogue: PathBuf,
+    /// Print every scenario's settings (seed, tracker and network knobs) to stderr before it
+    /// runs, e.g. to see which scenario a stuck run is in.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 /// The planted bug of a simulated run (run, replay, explore): a bug that only the
@@ -54,14 +58,52 @@ pub fn simulated_bug(bug: Option<PlantedBug>) -> anyhow::Result<Option<PlantedBu
     Ok(bug)
 }
 
+/// The `*.toml` files of a folder, sorted. A folder that cannot be read, or holds no scenario,
+/// is bad input: a run that tests nothing must not pass.
 pub fn catalogue(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading the catalogue {}", dir.display()))?
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return bad_input(format!(
+                "cannot read the scenario folder {}: {e} (run from the repository root, or pass --catalogue DIR or scenario files)",
+                dir.display()
+            ));
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
+    if paths.is_empty() {
+        return bad_input(format!(
+            "no scenario files (*.toml) in {}: nothing to run",
+            dir.display()
+        ));
+    }
     paths.sort();
     Ok(paths)
+}
+
+/// The transcript file of scenario `name`: `t` itself for a single scenario, else `t` with
+/// the scenario's name appended.
+fn transcript_file(t: &Path, name: &str, several: bool) -> PathBuf {
+    if several {
+        t.with_file_name(format!(
+            "{}.{name}.jsonl",
+            t.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ))
+    } else {
+        t.to_path_buf()
+    }
+}
+
+fn stem(path: &str) -> String {
+    Path::new(path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -75,7 +117,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let paths = if args.paths.is_empty() {
         catalogue(&args.catalogue)?
     } else {
-        args.paths.clone()
+        // a folder given as a path runs its catalogue
+        let mut paths = Vec::new();
+        for p in &args.paths {
+            if p.is_dir() {
+                paths.extend(catalogue(p)?);
+            } else {
+                paths.push(p.clone());
+            }
+        }
+        paths
     };
     let base = RunOptions {
         transcript: args.transcript.is_some(),
@@ -98,29 +149,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // every output file is checked before the first run
+    let several = scenarios.len() > 1;
+    if let Some(t) = &args.transcript {
+        for (path, _) in &scenarios {
+            output::check_file("--transcript", &transcript_file(t, &stem(path), several))?;
+        }
+    }
+    output::check_optional("--json", args.json.as_deref())?;
+    output::check_optional("--junit", args.junit.as_deref())?;
     let mut runs: Vec<(String, RunReport)> = Vec::new();
-    println!(
+    outln!(
         "{:<62} {:>6} {:>10}  result",
-        "scenario", "seed", "converged"
-    );
+        "scenario",
+        "seed",
+        "converged"
+    )?;
     for (path, s) in &scenarios {
         let seed = args.seed.or(s.seed).unwrap_or(1);
         let opts = RunOptions {
             seed,
             ..base.clone()
         };
-        // the seed and every knob first, so that even a run that never returns can be replayed
-        let knob_line: Vec<String> = harness::knobs(s, &opts)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        eprintln!("# {path}: {}", knob_line.join(" "));
+        if args.verbose {
+            // before the run, so that even a run that never returns can be replayed
+            let knob_line: Vec<String> = harness::knobs(s, &opts)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            eprintln!("# {path}: {}", knob_line.join(" "));
+        }
         let report = harness::run(s, &opts);
-        let name = Path::new(path)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        println!(
+        let name = stem(path);
+        outln!(
             "{:<62} {:>6} {:>10}  {}",
             truncate(&name, 62),
             seed,
@@ -129,25 +190,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map(|t| format!("{t} ms"))
                 .unwrap_or_else(|| "-".into()),
             sim_report::verdict_name(report.verdict)
-        );
+        )?;
         for f in &report.failures {
-            println!("    {f}");
+            outln!("    {f}")?;
         }
         if report.verdict != harness::Verdict::Pass {
-            println!("    replay: {}", sim_report::replay_command(path, seed));
+            outln!("    replay: {}", sim_report::replay_command(path, seed))?;
         }
         if let Some(t) = &args.transcript {
-            let file = if scenarios.len() == 1 {
-                t.clone()
-            } else {
-                t.with_file_name(format!(
-                    "{}.{name}.jsonl",
-                    t.file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                ))
-            };
-            sim_report::write_transcript(&file, &report)?;
+            sim_report::write_transcript(&transcript_file(t, &name, several), &report)?;
         }
         runs.push((path.clone(), report));
     }
@@ -155,11 +206,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|(_, r)| r.verdict != harness::Verdict::Pass)
         .count();
-    println!(
+    outln!(
         "scenarios: {} passed, {} failed",
         runs.len() - failed,
         failed
-    );
+    )?;
     if let Some(j) = &args.json {
         let doc: Vec<_> = runs
             .iter()

@@ -6,6 +6,7 @@
 //! Production, not simulation: `phx_ref`s come from OS entropy and time from the real clock.
 
 use super::serve_frames;
+use super::{bad_input, outln};
 use anyhow::{Context as _, bail};
 use phxsim_runtime::server::{ConnectionEnd, Server, ServerConfig, ServerEvent, ServerMutation};
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
@@ -77,6 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
+    if args.idle_timeout == 0 {
+        eprintln!("phxsim serve: --idle-timeout must be at least 1 ms (Phoenix: 60000)");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
     if let Err(e) = TrackerConfig::with_broadcast_period(args.broadcast_period).validate() {
         eprintln!("phxsim serve: --broadcast-period: {e}");
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
@@ -107,9 +112,17 @@ async fn serve(
     let mut endpoints = Vec::new();
     for i in 0..args.nodes {
         let addr = SocketAddr::new(args.bind, args.port + i);
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        // a port in use, a privileged port or an address not on this machine: bad input
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                return bad_input(format!(
+                    "cannot listen on {addr}: {e} (node {} of {}; pick other ports with --port)",
+                    i + 1,
+                    args.nodes
+                ));
+            }
+        };
         endpoints.push((addr, listener));
     }
     let server_cfg = ServerConfig {
@@ -188,7 +201,7 @@ async fn serve(
             record.clone(),
         ));
         tasks.push(server.listen(listener));
-        println!("node {} ready ws://{addr}/socket/websocket", node.name());
+        outln!("node {} ready ws://{addr}/socket/websocket", node.name())?;
     }
     std::io::stdout().flush().ok();
     tokio::signal::ctrl_c()

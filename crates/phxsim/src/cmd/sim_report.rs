@@ -130,10 +130,8 @@ pub fn junit_of(suite: &str, cases: &[JunitCase<'_>]) -> String {
     out
 }
 
+/// Writes a report file; its folder must exist (see `output`, which checks before the run).
 pub fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 

@@ -1,5 +1,6 @@
-//! `phxsim tracker-ops`: stdin op lines → stdout result lines (`shared/spec/tracker-ops.md`).
+//! `phxsim tracker-ops`: stdin op lines → stdout result lines (`crates/phxsim/docs/tracker-ops.md`).
 //! Bad lines, invalid UTF-8 included, are answered with an error line and the stream goes on.
+//! A closed stdout (`phxsim tracker-ops | head`) ends it quietly with exit 0.
 
 use anyhow::Context as _;
 use phxsim_tracker::ops::Driver;
@@ -22,7 +23,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Err(e) => Some(driver.unreadable_line(&e.to_string())),
         };
         if let Some(result) = result {
-            serde_json::to_writer(&mut out, &result)?;
+            // as an io::Error, so that a closed stdout is recognised (see main)
+            serde_json::to_writer(&mut out, &result).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
         }
     }
