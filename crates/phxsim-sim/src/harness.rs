@@ -6,6 +6,7 @@
 
 use crate::checkers::{Bounds, Checkers, Finding, FindingKind, PresenceList};
 use crate::clients;
+use crate::event::Event;
 use crate::lossy::{Loss, LossyStream};
 use crate::planted::PlantedBug;
 use crate::sampler::Sampler;
@@ -17,7 +18,7 @@ use crate::world::{
 };
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
 use phxsim_shard::{NodeMutation, Profile, TrackerConfig, TrackerEvent};
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,36 +104,55 @@ fn tracker_config(s: &Scenario, mutation: Option<NodeMutation>) -> TrackerConfig
     }
 }
 
-fn node_event_json(node: &str, e: &NodeEvent) -> Option<Json> {
+fn node_event(node: &str, e: &NodeEvent) -> Option<Event> {
+    let node = node.to_owned();
     Some(match e {
         NodeEvent::Tracker(TrackerEvent::PresenceDiff { .. }) => return None,
-        NodeEvent::Tracker(TrackerEvent::ReplicaUp { replica, .. }) => {
-            json!({"ev": "replica_up", "node": node, "remote": replica.name, "vsn": replica.vsn})
-        }
-        NodeEvent::Tracker(TrackerEvent::ReplicaDown { replica, .. }) => {
-            json!({"ev": "replica_down", "node": node, "remote": replica.name, "vsn": replica.vsn})
-        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaUp { replica, .. }) => Event::ReplicaUp {
+            node,
+            remote: replica.name.to_string(),
+            vsn: replica.vsn,
+        },
+        NodeEvent::Tracker(TrackerEvent::ReplicaDown { replica, .. }) => Event::ReplicaDown {
+            node,
+            remote: replica.name.to_string(),
+            vsn: replica.vsn,
+        },
         NodeEvent::Tracker(TrackerEvent::ReplicaPermdown { replica, .. }) => {
-            json!({"ev": "replica_permdown", "node": node, "remote": replica.name, "vsn": replica.vsn})
+            Event::ReplicaPermdown {
+                node,
+                remote: replica.name.to_string(),
+                vsn: replica.vsn,
+            }
         }
-        NodeEvent::LinkUp { peer, vsn } => {
-            json!({"ev": "link_up", "node": node, "peer": peer, "vsn": vsn})
-        }
-        NodeEvent::LinkDown { peer, reason } => {
-            json!({"ev": "link_down", "node": node, "peer": peer, "reason": reason.to_string()})
-        }
+        NodeEvent::LinkUp { peer, vsn } => Event::LinkUp {
+            node,
+            peer: peer.clone(),
+            vsn: *vsn,
+        },
+        NodeEvent::LinkDown { peer, reason } => Event::LinkDown {
+            node,
+            peer: peer.clone(),
+            reason: reason.to_string(),
+        },
         NodeEvent::Message {
-            outbound,
+            outbound: true,
             peer,
             kind,
-        } => {
-            let (from, to) = if *outbound {
-                (node, peer.as_str())
-            } else {
-                (peer.as_str(), node)
-            };
-            json!({"ev": if *outbound { "node_send" } else { "node_recv" }, "from": from, "to": to, "kind": kind})
-        }
+        } => Event::NodeSend {
+            from: node,
+            to: peer.clone(),
+            kind: (*kind).to_owned(),
+        },
+        NodeEvent::Message {
+            outbound: false,
+            peer,
+            kind,
+        } => Event::NodeRecv {
+            from: peer.clone(),
+            to: node,
+            kind: (*kind).to_owned(),
+        },
     })
 }
 
@@ -222,8 +242,13 @@ fn node_host(
                 s.nodes.insert(name.clone(), node.clone());
                 s.node_ctl.insert(name.clone(), ctl_tx);
                 let t = now_ms();
-                s.transcript
-                    .push(t, json!({"ev": "node_start", "node": name, "vsn": vsn}));
+                s.transcript.push(
+                    t,
+                    Event::NodeStart {
+                        node: name.clone(),
+                        vsn,
+                    },
+                );
             }
             let logger_shared = shared.clone();
             let logger_name = name.clone();
@@ -234,7 +259,7 @@ fn node_host(
                         s.node_messages += 1;
                     }
                     if !s.transcript.is_off()
-                        && let Some(j) = node_event_json(&logger_name, &e)
+                        && let Some(j) = node_event(&logger_name, &e)
                     {
                         let t = now_ms();
                         s.transcript.push(t, j);
@@ -383,8 +408,13 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         for (name, v) in &knobs {
             k.insert(name.clone(), Json::String(v.clone()));
         }
-        s.transcript
-            .push(0, json!({"ev": "run", "title": scenario.title, "knobs": k}));
+        s.transcript.push(
+            0,
+            Event::Run {
+                title: scenario.title.clone(),
+                knobs: k,
+            },
+        );
     }
 
     let mut sim = turmoil::Builder::new()
@@ -440,8 +470,12 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             {
                 let mut s = lock(&shared);
                 s.obs.push(Obs::Step(now));
-                s.transcript
-                    .push(now, json!({"ev": "step", "action": step.action.label()}));
+                s.transcript.push(
+                    now,
+                    Event::Step {
+                        action: step.action.label(),
+                    },
+                );
             }
             apply(
                 &mut sim,
@@ -515,7 +549,14 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         Verdict::Pass
     };
     for f in &findings {
-        s.transcript.push(f.at_ms, json!({"ev": "finding", "kind": f.kind.name(), "subject": f.subject, "detail": f.detail}));
+        s.transcript.push(
+            f.at_ms,
+            Event::Finding {
+                kind: f.kind,
+                subject: f.subject.clone(),
+                detail: f.detail.clone(),
+            },
+        );
     }
     let transcript = if opts.transcript {
         s.transcript.lines()

@@ -4,6 +4,7 @@
 
 pub mod checkers;
 mod clients;
+pub mod event;
 pub mod explore;
 pub mod harness;
 pub mod latency;

@@ -5,12 +5,13 @@
 //! the harness, the client glue and the sampler have no import loop.
 
 use crate::checkers::{ClientMessage, Snapshot};
+use crate::event::Event;
 use crate::lossy::{LossRate, LossReport};
 use crate::planted::PlantedBug;
 use crate::transcript::Transcript;
 use phxsim_runtime::Node;
 use phxsim_runtime::client::Client;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -122,8 +123,12 @@ pub(crate) fn segment_lost_report(
 ) -> LossReport {
     let sender = if by_browser { "browser" } else { "node" };
     Arc::new(move |delay: Duration| {
-        let line = json!({"ev": "segment_lost", "sender": sender, "from": from, "to": to,
-                          "delay_ms": delay.as_millis() as u64});
-        lock(&shared).transcript.push(now_ms(), line);
+        let event = Event::SegmentLost {
+            sender: sender.to_owned(),
+            from: from.clone(),
+            to: to.clone(),
+            delay_ms: delay.as_millis() as u64,
+        };
+        lock(&shared).transcript.push(now_ms(), event);
     })
 }
