@@ -21,7 +21,7 @@ fn case(nodes: usize, bp: u64, profile: &str, loss: f64) -> LatencyCase {
         latency_ms: [1, 5],
         loss,
         rto_ms: 200,
-        profile: profile.into(),
+        profile: profile.parse().expect("a profile"),
         eager_window_ms: 5,
         changes: 0,
         seed: 1,

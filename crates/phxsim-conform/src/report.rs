@@ -275,7 +275,10 @@ fn squash(s: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // JUnit
 
-fn xml(s: &str) -> String {
+/// Text for an XML attribute or element: the five entities escaped, and the control
+/// characters XML 1.0 cannot carry even escaped written as `\u{..}`. Every JUnit report of
+/// phxsim (conform, run, explore) escapes with this.
+pub fn xml(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

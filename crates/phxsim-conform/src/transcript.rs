@@ -13,7 +13,7 @@
 //! - a close frame's reason is kept for the reader but never compared (Phoenix sends none).
 
 use crate::cases::CaseScript;
-use crate::recording::encode_hex;
+
 use crate::script::{Action, Observed};
 use phxsim_wire::{Frame, Message, Payload, binary};
 use serde_json::{Map, Value as Json};
@@ -306,7 +306,10 @@ fn render_action(action: &Action) -> String {
 
 fn render_binary(bytes: &[u8], decoded: Result<Message, phxsim_wire::DecodeError>) -> String {
     let Ok(msg) = decoded else {
-        return format!("binary 0x{} (not a valid frame)", encode_hex(bytes));
+        return format!(
+            "binary 0x{} (not a valid frame)",
+            data_encoding::HEXLOWER.encode(bytes)
+        );
     };
     let kind = bytes.first().copied().unwrap_or(u8::MAX);
     let opt = |s: &Option<String>| s.as_deref().map_or("null".to_owned(), quote);
@@ -317,7 +320,7 @@ fn render_binary(bytes: &[u8], decoded: Result<Message, phxsim_wire::DecodeError
             opt(&msg.ref_),
             quote(&msg.topic),
             quote(status),
-            encode_hex(response)
+            data_encoding::HEXLOWER.encode(response)
         ),
         Payload::Binary(payload) => {
             let name = match kind {
@@ -331,10 +334,10 @@ fn render_binary(bytes: &[u8], decoded: Result<Message, phxsim_wire::DecodeError
                 opt(&msg.ref_),
                 quote(&msg.topic),
                 quote(&msg.event),
-                encode_hex(payload)
+                data_encoding::HEXLOWER.encode(payload)
             )
         }
-        Payload::Json(_) => format!("binary 0x{}", encode_hex(bytes)),
+        Payload::Json(_) => format!("binary 0x{}", data_encoding::HEXLOWER.encode(bytes)),
     }
 }
 

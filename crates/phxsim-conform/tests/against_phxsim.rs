@@ -151,6 +151,7 @@ fn must_fail(m: ServerMutation, vsn: Serializer) -> &'static [u8] {
         (ServerMutation::KeepPresencesOnDisconnect, _) => &[16, 19, 20, 24, 25],
         (ServerMutation::DropLeaves, _) => &[3, 14],
         (ServerMutation::NoPhxCloseOnLeave, _) => &[14],
+        (ServerMutation::LeaveWrongRef, _) => &[3, 14],
     }
 }
 

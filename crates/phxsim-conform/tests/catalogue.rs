@@ -143,28 +143,28 @@ fn every_case_creates_the_presences_it_expects() {
     }
 }
 
+/// Normalizing a frame is idempotent: a frame already in normal form (refs replaced by
+/// placeholders, keys sorted) is its own normal form. A normalization that depended on the
+/// refs' spelling, or that sorted or renamed only part of a frame, would fail here. (Across
+/// frames, refs are renamed consistently: see the next test.)
 #[test]
-fn the_recorded_transcript_normalizes_the_same_twice() {
-    for vsn in BOTH {
-        for s in scripts(vsn) {
-            let t = Transcript::expected(&s);
-            assert_eq!(normalize(&t, s.prelude_len), normalize(&t, s.prelude_len));
-            assert_eq!(
-                normalize(&t, s.prelude_len).render(),
-                normalize(&t.clone(), s.prelude_len).render()
-            );
-        }
-    }
-    // The whole V2 recording, frame by frame, is stable too.
+fn normalizing_a_normalized_frame_changes_nothing() {
+    let normal_text = |text: &str| -> String {
+        let n = normalize_frame(text).unwrap_or_else(|| panic!("normalizes: {text}"));
+        serde_json::to_string(&n).expect("JSON")
+    };
     let rec = reference(Serializer::V2).unwrap();
+    let mut frames = 0;
     for step in &rec.steps {
         for e in &step.entries {
             if let phxsim_conform::recording::EntryKind::Recv(Frame::Text(text)) = &e.kind {
-                assert_eq!(normalize_frame(text), normalize_frame(text));
-                assert!(normalize_frame(text).is_some(), "{text}");
+                let once = normal_text(text);
+                assert_eq!(normal_text(&once), once, "{text}");
+                frames += 1;
             }
         }
     }
+    assert!(frames > 50, "a recording worth checking: {frames} frames");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! has none of these), and the `corrected` and `eager` profiles (Phoenix has neither).
 
 use phxsim_sim::Scenario;
-use phxsim_sim::scenario::Action;
+use phxsim_sim::scenario::{Action, ProfileName};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One command for one node of the real cluster.
@@ -102,9 +102,9 @@ pub struct Plan {
 /// What in a scenario cannot be run on a real cluster, one reason per line; empty if it maps.
 pub fn unmappable(s: &Scenario) -> Vec<String> {
     let mut why = Vec::new();
-    if s.tracker.profile != "faithful" {
+    if s.tracker.profile != ProfileName::Faithful {
         why.push(format!(
-            "tracker.profile {:?}: only the faithful profile is Phoenix",
+            "tracker.profile \"{}\": only the faithful profile is Phoenix",
             s.tracker.profile
         ));
     }

@@ -22,14 +22,6 @@ async fn joined(addr: std::net::SocketAddr, user: &str) -> Raw<tokio::net::TcpSt
     c
 }
 
-#[test]
-fn names_round_trip() {
-    for m in ServerMutation::ALL {
-        assert_eq!(m.name().parse::<ServerMutation>(), Ok(m));
-    }
-    assert!("nope".parse::<ServerMutation>().is_err());
-}
-
 #[tokio::test]
 async fn drop_phx_ref_prev_strips_it_from_update_diffs() {
     for (m, has_prev) in [(None, true), (Some(ServerMutation::DropPhxRefPrev), false)] {
@@ -100,22 +92,102 @@ async fn keep_presences_on_disconnect_leaves_ghosts() {
     );
 }
 
-#[tokio::test]
-async fn drop_leaves_hides_leave_diffs() {
-    let (_s, addr) = serve(mutated(ServerMutation::DropLeaves)).await;
+/// Bob joins, then leaves, then carol joins: `w` sees bob's join, his leave (unless the
+/// planted bug hides it) and carol's join. Carol's join proves that diffs still flow, so a
+/// server that sends nothing at all does not pass for one that drops leaves.
+async fn diffs_seen_by_a_watcher(m: Option<ServerMutation>) -> Vec<(Vec<String>, Vec<String>)> {
+    let (_s, addr) = serve(ServerConfig {
+        mutation: m,
+        ..ServerConfig::default()
+    })
+    .await;
     let mut w = joined(addr, "w").await;
     let mut b = joined(addr, "bob").await;
-    w.next().await;
+    let mut seen = vec![diff_refs(&w.json().await)];
     b.send(r#"["1","2","room:lobby","phx_leave",{}]"#).await;
-    w.silent(300).await;
+    b.next().await; // the leave's reply
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let _c = joined(addr, "carol").await;
+    loop {
+        let diff = w.json().await;
+        assert_eq!(diff[3], "presence_diff", "{diff}");
+        let refs = diff_refs(&diff);
+        let joined_carol = diff[4]["joins"].get("carol").is_some();
+        seen.push(refs);
+        if joined_carol {
+            return seen;
+        }
+    }
 }
 
 #[tokio::test]
-async fn no_phx_close_on_leave() {
-    let (_s, addr) = serve(mutated(ServerMutation::NoPhxCloseOnLeave)).await;
+async fn drop_leaves_hides_leave_diffs() {
+    let clean = diffs_seen_by_a_watcher(None).await;
+    assert_eq!(
+        clean.len(),
+        3,
+        "bob joins, bob leaves, carol joins: {clean:?}"
+    );
+    assert_eq!(clean[1].1, clean[0].0, "bob's leave names his join's ref");
+    let mutated = diffs_seen_by_a_watcher(Some(ServerMutation::DropLeaves)).await;
+    assert_eq!(
+        mutated.len(),
+        2,
+        "bob's leave is gone, carol's join comes: {mutated:?}"
+    );
+    assert!(mutated.iter().all(|(_, leaves)| leaves.is_empty()));
+}
+
+#[tokio::test]
+async fn leave_wrong_ref_names_a_ref_never_joined() {
+    let mutated = diffs_seen_by_a_watcher(Some(ServerMutation::LeaveWrongRef)).await;
+    assert_eq!(mutated.len(), 3, "{mutated:?}");
+    let (joins, leaves) = (&mutated[0].0, &mutated[1].1);
+    assert_eq!(leaves.len(), 1, "{mutated:?}");
+    assert!(!joins.contains(&leaves[0]), "{mutated:?}");
+}
+
+/// After a `phx_leave`, the frames up to a heartbeat's reply: the heartbeat proves the socket
+/// still answers, so a server that sends nothing at all does not pass for one without
+/// `phx_close`.
+async fn frames_after_leave(m: Option<ServerMutation>) -> Vec<String> {
+    let (_s, addr) = serve(ServerConfig {
+        mutation: m,
+        ..ServerConfig::default()
+    })
+    .await;
     let mut a = joined(addr, "a").await;
     a.send(r#"["1","2","room:lobby","phx_leave",{}]"#).await;
     a.expect(r#"["1","2","room:lobby","phx_reply",{"response":{},"status":"ok"}]"#)
         .await;
-    a.silent(200).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    a.send(r#"[null,"3","phoenix","heartbeat",{}]"#).await;
+    let mut frames = Vec::new();
+    loop {
+        let Got::Text(t) = a.next().await else {
+            panic!("a text frame");
+        };
+        let done = t.contains("\"phoenix\",\"phx_reply\"");
+        frames.push(t);
+        if done {
+            return frames;
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_phx_close_on_leave() {
+    let clean = frames_after_leave(None).await;
+    assert_eq!(
+        clean,
+        [
+            r#"["1","1","room:lobby","phx_close",{}]"#,
+            r#"[null,"3","phoenix","phx_reply",{"response":{},"status":"ok"}]"#
+        ]
+    );
+    let mutated = frames_after_leave(Some(ServerMutation::NoPhxCloseOnLeave)).await;
+    assert_eq!(
+        mutated,
+        [r#"[null,"3","phoenix","phx_reply",{"response":{},"status":"ok"}]"#]
+    );
 }

@@ -184,6 +184,14 @@ pub enum NodeMutation {
     Tracker(phxsim_tracker::Mutation),
     /// The shard never asks for a transfer: gaps left by lost heartbeats are never filled.
     SkipTransfer,
+    /// A silent peer is declared down (and permdown) four times late: the cluster still
+    /// converges after a crash, but later than its bound allows, and the crashed node's
+    /// presences outlive the ghost bound.
+    SlowDownDetection,
+    /// A transfer answers with the smallest generation that tells the requester anything,
+    /// without checking that it is contiguous with the requester's context (that the context
+    /// reaches the generation's start): the gap before it is never filled.
+    GenerationChoiceIgnoresGap,
 }
 
 impl NodeMutation {
@@ -194,6 +202,8 @@ impl NodeMutation {
             .map(|m| NodeMutation::Tracker(*m))
             .collect();
         out.push(NodeMutation::SkipTransfer);
+        out.push(NodeMutation::SlowDownDetection);
+        out.push(NodeMutation::GenerationChoiceIgnoresGap);
         out
     }
 
@@ -201,6 +211,8 @@ impl NodeMutation {
         match self {
             NodeMutation::Tracker(m) => m.name(),
             NodeMutation::SkipTransfer => "skip-transfer",
+            NodeMutation::SlowDownDetection => "slow-down-detection",
+            NodeMutation::GenerationChoiceIgnoresGap => "generation-choice-ignores-gap",
         }
     }
 
@@ -208,21 +220,8 @@ impl NodeMutation {
     pub fn tracker(self) -> Option<phxsim_tracker::Mutation> {
         match self {
             NodeMutation::Tracker(m) => Some(m),
-            NodeMutation::SkipTransfer => None,
+            _ => None,
         }
-    }
-}
-
-impl std::str::FromStr for NodeMutation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NodeMutation::all()
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = NodeMutation::all().iter().map(|m| m.name()).collect();
-                format!("unknown node mutation {s:?}; known: {}", names.join(", "))
-            })
     }
 }
 

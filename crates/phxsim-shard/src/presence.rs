@@ -29,13 +29,6 @@ impl SeededRefs {
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
     }
-
-    /// For production: seeded from the OS, so never reproducible. Never use in a simulation.
-    pub fn from_entropy() -> Self {
-        Self {
-            rng: ChaCha8Rng::from_entropy(),
-        }
-    }
 }
 
 impl RefSource for SeededRefs {
@@ -48,22 +41,7 @@ impl RefSource for SeededRefs {
 
 /// URL-safe base64 without padding (12 bytes → 16 characters, as in Phoenix).
 fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            let idx = (n >> (18 - 6 * i)) & 0x3f;
-            out.push(char::from(ALPHABET[idx as usize]));
-        }
-    }
-    out
+    data_encoding::BASE64URL_NOPAD.encode(bytes)
 }
 
 /// A meta as Phoenix stores it: `phx_ref` first, then `phx_ref_prev` after an update, then the

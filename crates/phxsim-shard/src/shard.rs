@@ -7,7 +7,7 @@
 //! [`Shard::poll_transmit`] and [`Shard::poll_event`]. That is what lets the same code run under
 //! a scripted network in tests, under turmoil and on real sockets.
 
-use crate::config::{TickModel, TrackerConfig};
+use crate::config::{NodeMutation, TickModel, TrackerConfig};
 use crate::message::{ShardMessage, TransferPayload};
 use phxsim_tracker::{
     Catchup, ClockSet, Context, Diff, Generations, PeerStatus, Peers, ReplicaRef, State, Status,
@@ -431,7 +431,7 @@ impl Shard {
         }
         self.sample_countdown = self.cfg.clock_sample_periods;
         let mut set = std::mem::replace(&mut self.pending_clocks, ClockSet::new());
-        if self.cfg.mutation == Some(crate::config::NodeMutation::SkipTransfer) {
+        if self.cfg.mutation == Some(NodeMutation::SkipTransfer) {
             return;
         }
         let me = self.replica().clone();
@@ -451,8 +451,10 @@ impl Shard {
     }
 
     fn detect_downs(&mut self, now: u64) {
-        let down = self.cfg.down_period();
-        let perm = self.cfg.permdown_period;
+        let (mut down, mut perm) = (self.cfg.down_period(), self.cfg.permdown_period);
+        if self.cfg.mutation == Some(NodeMutation::SlowDownDetection) {
+            (down, perm) = (down.saturating_mul(4), perm.saturating_mul(4));
+        }
         for name in self.peers.names() {
             let Some((prev, upd)) = self.peers.detect_down(&name, now, down, perm) else {
                 continue;
@@ -529,7 +531,13 @@ impl Shard {
             }
             ShardMessage::TransferReq { id, from, clocks } => {
                 let remote = bare_name_ref(&from.name, &clocks);
-                let payload = match self.generations.extract(&self.state, &remote, &clocks) {
+                let catchup = match self.cfg.mutation {
+                    Some(NodeMutation::GenerationChoiceIgnoresGap) => {
+                        choice_ignoring_gaps(&self.generations, &self.state, &remote, &clocks)
+                    }
+                    _ => self.generations.extract(&self.state, &remote, &clocks),
+                };
+                let payload = match catchup {
                     Catchup::Delta(_, d) => TransferPayload::Delta(d),
                     Catchup::Full(mut e) => {
                         if self.cfg.profile.transfer_excludes_requester {
@@ -653,6 +661,23 @@ impl Shard {
             ShardMessage::GracefulPermdown { .. } => Ok(()),
         }
     }
+}
+
+/// [`NodeMutation::GenerationChoiceIgnoresGap`]: the smallest generation that tells the
+/// requester something, whether or not its context reaches the generation's start.
+fn choice_ignoring_gaps(
+    generations: &Generations,
+    state: &State,
+    remote: &ReplicaRef,
+    clocks: &Context,
+) -> Catchup {
+    for (i, g) in generations.as_slice().iter().enumerate() {
+        let end = phxsim_tracker::clock::filter_replicas(&g.range.1, clocks.keys());
+        if !phxsim_tracker::clock::dominates(clocks, &end) {
+            return Catchup::Delta(i, g.extract(remote, clocks));
+        }
+    }
+    Catchup::Full(state.extract(remote, clocks))
 }
 
 /// Anomaly 3, reproduced: Phoenix hands the extract the requester's bare node name where a

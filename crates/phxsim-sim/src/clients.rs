@@ -3,45 +3,21 @@
 //! runtime's real client), each driven by the scripted timeline and observed frame by frame.
 
 use crate::checkers::{ClientMessage, PresenceList, presence_list};
-use crate::harness::{
-    Obs, RunOptions, SharedRef, WS_PORT, derive_seed, lock, now_ms, segment_lost_report,
-};
+use crate::event::{Event, FrameBody};
 use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
+use crate::world::{
+    ClientControl, Obs, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
+    segment_lost_report,
+};
 use phxsim_runtime::Node;
 use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, ClientView};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
-
-pub use phxsim_runtime::client::ClientMutation as ClientBug;
-
-/// What the timeline tells a client to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ClientControl {
-    Join,
-    Leave,
-    Update(Json),
-    /// The browser vanishes: its TCP connection drops without a close frame and it stays away
-    /// until `Reconnect`.
-    Disconnect,
-    /// Connects again; a channel that was joined rejoins, as phoenix.js does.
-    Reconnect,
-    /// The reference channel's `crash` event.
-    CrashChannel,
-}
-
-/// A client as the observer sees it.
-#[derive(Clone, Debug)]
-pub struct SimClient {
-    pub node: String,
-    pub topic: String,
-    pub user: String,
-    pub client: Client,
-}
 
 /// The checker's list of a client's view: `key → phx_ref → meta`.
 pub fn view_list(view: ClientView) -> PresenceList {
@@ -52,7 +28,7 @@ pub fn view_list(view: ClientView) -> PresenceList {
 /// if any.
 pub fn server_config(_s: &Scenario, o: &RunOptions) -> ServerConfig {
     ServerConfig {
-        mutation: o.server_mutation,
+        mutation: o.planted.and_then(crate::planted::PlantedBug::server),
         ..ServerConfig::default()
     }
 }
@@ -79,17 +55,21 @@ where
     Ok(())
 }
 
-fn frame_json(client: &str, dir: &str, frame: &Frame) -> Json {
-    match frame {
-        Frame::Text(text) => {
-            // the event name helps a reader (and the trace); the data is the frame as sent
-            let event = text_event(text);
-            json!({"ev": "frame", "client": client, "dir": dir, "event": event, "data": text})
-        }
-        Frame::Binary(bytes) => {
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            json!({"ev": "frame", "client": client, "dir": dir, "data_hex": hex})
-        }
+fn frame_event(client: &str, dir: &str, frame: &Frame) -> Event {
+    let body = match frame {
+        // the event name helps a reader (and the trace); the data is the frame as sent
+        Frame::Text(text) => FrameBody::Text {
+            event: text_event(text),
+            data: text.clone(),
+        },
+        Frame::Binary(bytes) => FrameBody::Binary {
+            data_hex: data_encoding::HEXLOWER.encode(bytes),
+        },
+    };
+    Event::Frame {
+        client: client.to_owned(),
+        dir: dir.to_owned(),
+        body,
     }
 }
 
@@ -220,7 +200,11 @@ pub(crate) fn client_host(
         return;
     }
     let specs = s.clients.clone();
-    let (seed, mutation, frames) = (o.seed, o.client_mutation, o.transcript);
+    let (seed, mutation, frames) = (
+        o.seed,
+        o.planted.and_then(crate::planted::PlantedBug::client),
+        o.transcript,
+    );
     let rto = Duration::from_millis(s.network.rto_ms);
     sim.host(CLIENTS_HOST, move || {
         let (specs, shared) = (specs.clone(), shared.clone());
@@ -321,8 +305,8 @@ async fn forward_events(
         let t = base_ms + st.at.saturating_duration_since(base).as_millis() as u64;
         let mut sh = lock(&shared);
         match st.event {
-            ClientEvent::Sent(f) => sh.transcript.push_with(t, || frame_json(&name, "out", &f)),
-            ClientEvent::Received(f) => sh.transcript.push_with(t, || frame_json(&name, "in", &f)),
+            ClientEvent::Sent(f) => sh.transcript.push_with(t, || frame_event(&name, "out", &f)),
+            ClientEvent::Received(f) => sh.transcript.push_with(t, || frame_event(&name, "in", &f)),
             ClientEvent::Presence { event, payload, .. } => {
                 let msg = if event == "presence_state" {
                     ClientMessage::State(payload)
@@ -339,13 +323,36 @@ async fn forward_events(
                         ClientMessage::Joined(join_ref.clone().unwrap_or_default()),
                     ));
                 }
-                sh.transcript.push(t, json!({"ev": "channel", "client": name, "state": format!("{state:?}"), "join_ref": join_ref}));
+                sh.transcript.push(
+                    t,
+                    Event::Channel {
+                        client: name.clone(),
+                        state: format!("{state:?}"),
+                        join_ref,
+                    },
+                );
             }
-            ClientEvent::Connected => sh.transcript.push(t, json!({"ev": "connected", "client": name})),
-            ClientEvent::Disconnected { reason, reconnect } => {
-                sh.transcript.push(t, json!({"ev": "disconnected", "client": name, "reason": reason, "reconnect": reconnect}))
-            }
-            ClientEvent::Timeout { event } => sh.transcript.push(t, json!({"ev": "timeout", "client": name, "event": event})),
+            ClientEvent::Connected => sh.transcript.push(
+                t,
+                Event::Connected {
+                    client: name.clone(),
+                },
+            ),
+            ClientEvent::Disconnected { reason, reconnect } => sh.transcript.push(
+                t,
+                Event::Disconnected {
+                    client: name.clone(),
+                    reason,
+                    reconnect,
+                },
+            ),
+            ClientEvent::Timeout { event } => sh.transcript.push(
+                t,
+                Event::Timeout {
+                    client: name.clone(),
+                    event,
+                },
+            ),
             _ => {}
         }
     }
@@ -354,6 +361,7 @@ async fn forward_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value as Json;
 
     /// What `text_event` replaces: the whole frame parsed into a `Value`.
     fn by_value(text: &str) -> Option<String> {

@@ -5,53 +5,135 @@
 use crate::checkers::FindingKind;
 use crate::harness::{self, RunOptions, RunReport, Verdict};
 use crate::scenario::{
-    Action, ClientSpec, Expectations, NetworkSettings, Scenario, Step, TrackerSettings,
-    lifecycle_problem,
+    Action, ClientSpec, Expectations, NetworkSettings, ProfileName, Scenario, Step,
+    TrackerSettings, lifecycle_problem,
 };
+use crate::world::derive_seed;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 
-/// Fault kinds the explorer may draw; `--faults` selects a subset.
-pub const FAULT_KINDS: [&str; 7] = [
-    "partition",
-    "cut",
-    "oneway",
-    "hold",
-    "crash",
-    "permdown",
-    "disconnect",
-];
+/// A kind of fault the explorer may draw, named as the timeline action it adds (`--faults`
+/// also takes the older names `oneway` and `client-loss`).
+///
+/// Declared in the alphabetical order of the names the explorer first drew with (`oneway`
+/// between `hold` and `partition`): a seed indexes the selected kinds in this order, so it
+/// keeps drawing the scenario it always drew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    Crash,
+    Cut,
+    Disconnect,
+    Hold,
+    CutOneway,
+    Partition,
+    Permdown,
+    /// Every node link loses 0.5–2 % of its segments (retransmitted, see [`crate::lossy`])
+    /// until the heal. Opt-in.
+    Loss,
+    /// The same on every browser link (node to its clients, both ways). Opt-in.
+    ClientLoss,
+}
 
-/// Fault kinds drawn only when asked for (`--faults loss,...`): the default set stays as it
-/// was, so a seed keeps drawing the same scenario.
-/// - `loss`: every node link loses 0.5–2 % of its segments (retransmitted, see
-///   [`crate::lossy`]) until the heal.
-/// - `client-loss`: the same on every browser link (node to its clients, both ways).
-pub const OPT_IN_FAULT_KINDS: [&str; 2] = ["loss", "client-loss"];
+impl FaultKind {
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Partition,
+        FaultKind::Cut,
+        FaultKind::CutOneway,
+        FaultKind::Hold,
+        FaultKind::Crash,
+        FaultKind::Permdown,
+        FaultKind::Disconnect,
+        FaultKind::Loss,
+        FaultKind::ClientLoss,
+    ];
+
+    /// The timeline action's key in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Cut => "cut",
+            FaultKind::CutOneway => "cut_oneway",
+            FaultKind::Hold => "hold",
+            FaultKind::Crash => "crash",
+            FaultKind::Permdown => "permdown",
+            FaultKind::Disconnect => "disconnect",
+            FaultKind::Loss => "loss",
+            FaultKind::ClientLoss => "client_loss",
+        }
+    }
+
+    /// Drawn only when asked for, so that the default set, and so every seed's scenario,
+    /// stays as it was before these kinds existed.
+    pub fn is_opt_in(self) -> bool {
+        matches!(self, FaultKind::Loss | FaultKind::ClientLoss)
+    }
+
+    /// The kinds drawn by default.
+    pub fn defaults() -> BTreeSet<FaultKind> {
+        FaultKind::ALL
+            .into_iter()
+            .filter(|k| !k.is_opt_in())
+            .collect()
+    }
+
+    /// The label of the random stream a loss rate is drawn from (the older names: a seed
+    /// keeps its rates).
+    fn stream(self) -> String {
+        let old = match self {
+            FaultKind::CutOneway => "oneway",
+            FaultKind::ClientLoss => "client-loss",
+            other => other.name(),
+        };
+        format!("explore/{old}")
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for FaultKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = match s {
+            "oneway" => "cut_oneway",
+            "client-loss" => "client_loss",
+            s => s,
+        };
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown fault kind {s:?}; known: {}", known.join(", "))
+            })
+    }
+}
 
 /// What a drawn scenario may contain.
 #[derive(Clone, Debug)]
 pub struct SwarmConfig {
-    pub faults: BTreeSet<String>,
-    pub profile: String,
+    pub faults: BTreeSet<FaultKind>,
+    pub profile: ProfileName,
 }
 
 impl Default for SwarmConfig {
     fn default() -> Self {
         Self {
-            faults: FAULT_KINDS.iter().map(|s| s.to_string()).collect(),
-            profile: "faithful".into(),
+            faults: FaultKind::defaults(),
+            profile: ProfileName::Faithful,
         }
     }
 }
 
 /// Draws the scenario of one seed.
 pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
-    let mut rng = ChaCha8Rng::seed_from_u64(harness::derive_seed(seed, "explore"));
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, "explore"));
     let n_nodes = rng.gen_range(2..=4usize);
     let nodes: Vec<String> = (0..n_nodes)
         .map(|i| ((b'a' + i as u8) as char).to_string())
@@ -64,22 +146,22 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         max_silent_periods: max_silent,
         down_period_ms: None,
         permdown_period_ms: down * rng.gen_range(2..=4u64),
-        profile: cfg.profile.clone(),
+        profile: cfg.profile,
         ..TrackerSettings::default()
     };
     let lat_max = rng.gen_range(1..=20u64);
     // drawn from a stream of its own, so that asking for loss changes nothing else
-    let loss_rate = |kind: &str| {
-        if cfg.faults.contains(kind) {
-            let stream = harness::derive_seed(seed, &format!("explore/{kind}"));
+    let loss_rate = |kind: FaultKind| {
+        if cfg.faults.contains(&kind) {
+            let stream = derive_seed(seed, &kind.stream());
             let mut lrng = ChaCha8Rng::seed_from_u64(stream);
             *[0.005, 0.01, 0.02].choose(&mut lrng).expect("non-empty")
         } else {
             0.0
         }
     };
-    let loss = loss_rate("loss");
-    let client_loss = loss_rate("client-loss");
+    let loss = loss_rate(FaultKind::Loss);
+    let client_loss = loss_rate(FaultKind::ClientLoss);
     let network = NetworkSettings {
         latency_ms: [rng.gen_range(1..=lat_max), lat_max],
         loss,
@@ -119,10 +201,11 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             action: Action::Join(c.name.clone()),
         });
     }
-    let faults: Vec<&String> = cfg
+    let faults: Vec<FaultKind> = cfg
         .faults
         .iter()
-        .filter(|f| !OPT_IN_FAULT_KINDS.contains(&f.as_str()))
+        .copied()
+        .filter(|f| !f.is_opt_in())
         .collect();
     let n_events = rng.gen_range(2..=8usize);
     let mut crashed: BTreeSet<String> = BTreeSet::new();
@@ -145,8 +228,8 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             let x = nodes[rng.gen_range(0..n_nodes)].clone();
             let others: Vec<&String> = nodes.iter().filter(|n| **n != x).collect();
             let y = (*others.choose(&mut rng).expect("two nodes")).clone();
-            match faults[rng.gen_range(0..faults.len())].as_str() {
-                "partition" => {
+            match faults[rng.gen_range(0..faults.len())] {
+                FaultKind::Partition => {
                     let mut shuffled = nodes.clone();
                     shuffled.shuffle(&mut rng);
                     let cut_at = rng.gen_range(1..n_nodes);
@@ -155,14 +238,14 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
                         shuffled[cut_at..].to_vec(),
                     ])
                 }
-                "cut" => Action::Cut(vec![(x, y)]),
-                "oneway" => Action::CutOneway(vec![(x, y)]),
-                "hold" => Action::Hold(vec![(x, y)]),
-                "crash" if !crashed.contains(&x) => {
+                FaultKind::Cut => Action::Cut(vec![(x, y)]),
+                FaultKind::CutOneway => Action::CutOneway(vec![(x, y)]),
+                FaultKind::Hold => Action::Hold(vec![(x, y)]),
+                FaultKind::Crash if !crashed.contains(&x) => {
                     crashed.insert(x.clone());
                     Action::Crash(x)
                 }
-                "permdown" if !crashed.contains(&x) => {
+                FaultKind::Permdown if !crashed.contains(&x) => {
                     crashed.insert(x.clone());
                     permdowned.insert(x.clone());
                     Action::Permdown(x)
@@ -222,7 +305,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         timeline,
         expect: Expectations {
             // the reference's own anomalies are tolerated in the faithful profile
-            allow: if cfg.profile != "corrected" {
+            allow: if cfg.profile != ProfileName::Corrected {
                 ["duplicate_leave", "duplicate_join"]
                     .iter()
                     .map(|s| s.to_string())
@@ -409,132 +492,4 @@ pub fn without_node(s: &Scenario, node: &str) -> Option<Scenario> {
         })
         .collect();
     Some(out)
-}
-
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
-
-fn links(l: &[(String, String)]) -> String {
-    let parts: Vec<String> = l
-        .iter()
-        .map(|(x, y)| format!("[{}, {}]", q(x), q(y)))
-        .collect();
-    format!("[{}]", parts.join(", "))
-}
-
-fn inline_table(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Object(m) => {
-            let parts: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{} = {}", q(k), inline_table(v)))
-                .collect();
-            format!("{{ {} }}", parts.join(", "))
-        }
-        serde_json::Value::Array(a) => {
-            let parts: Vec<String> = a.iter().map(inline_table).collect();
-            format!("[{}]", parts.join(", "))
-        }
-        serde_json::Value::String(s) => q(s),
-        serde_json::Value::Null => "\"\"".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Writes a scenario in the file format `Scenario::parse` reads.
-pub fn to_toml(s: &Scenario) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "title = {}", q(&s.title));
-    let _ = writeln!(out, "description = {}", q(&s.description));
-    if let Some(seed) = s.seed {
-        let _ = writeln!(out, "seed = {seed}");
-    }
-    let nodes: Vec<String> = s.nodes.iter().map(|n| q(n)).collect();
-    let _ = writeln!(out, "nodes = [{}]", nodes.join(", "));
-    let _ = writeln!(out, "duration_ms = {}\n", s.duration_ms);
-    let t = &s.tracker;
-    let _ = writeln!(out, "[tracker]");
-    let _ = writeln!(out, "broadcast_period_ms = {}", t.broadcast_period_ms);
-    let _ = writeln!(out, "max_silent_periods = {}", t.max_silent_periods);
-    if let Some(d) = t.down_period_ms {
-        let _ = writeln!(out, "down_period_ms = {d}");
-    }
-    let _ = writeln!(out, "permdown_period_ms = {}", t.permdown_period_ms);
-    let _ = writeln!(out, "clock_sample_periods = {}", t.clock_sample_periods);
-    let sizes: Vec<String> = t.max_delta_sizes.iter().map(|n| n.to_string()).collect();
-    let _ = writeln!(out, "max_delta_sizes = [{}]", sizes.join(", "));
-    let _ = writeln!(out, "pool_size = {}", t.pool_size);
-    let _ = writeln!(out, "profile = {}\n", q(&t.profile));
-    let _ = writeln!(out, "[network]");
-    let _ = writeln!(
-        out,
-        "latency_ms = [{}, {}]",
-        s.network.latency_ms[0], s.network.latency_ms[1]
-    );
-    let _ = writeln!(out, "loss = {:?}", s.network.loss);
-    let _ = writeln!(out, "client_loss = {:?}", s.network.client_loss);
-    let _ = writeln!(out, "rto_ms = {}", s.network.rto_ms);
-    let _ = writeln!(out, "tick_ms = {}\n", s.network.tick_ms);
-    for c in &s.clients {
-        let _ = writeln!(
-            out,
-            "[[clients]]\nname = {}\nnode = {}",
-            q(&c.name),
-            q(&c.node)
-        );
-        if let Some(u) = &c.user {
-            let _ = writeln!(out, "user = {}", q(u));
-        }
-        let _ = writeln!(
-            out,
-            "topic = {}\nmeta = {}\nvsn = {}\n",
-            q(&c.topic),
-            inline_table(&c.meta),
-            q(&c.vsn)
-        );
-    }
-    for st in &s.timeline {
-        let _ = writeln!(out, "[[timeline]]\nat_ms = {}", st.at_ms);
-        let line = match &st.action {
-            Action::Join(c) => format!("join = {}", q(c)),
-            Action::Leave(c) => format!("leave = {}", q(c)),
-            Action::Update(c, m) => format!("update = {}\nmeta = {}", q(c), inline_table(m)),
-            Action::Disconnect(c) => format!("disconnect = {}", q(c)),
-            Action::Reconnect(c) => format!("reconnect = {}", q(c)),
-            Action::CrashChannel(c) => format!("crash_channel = {}", q(c)),
-            Action::Partition(g) => {
-                let groups: Vec<String> = g
-                    .iter()
-                    .map(|grp| {
-                        format!(
-                            "[{}]",
-                            grp.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ")
-                        )
-                    })
-                    .collect();
-                format!("partition = [{}]", groups.join(", "))
-            }
-            Action::Cut(l) => format!("cut = {}", links(l)),
-            Action::CutOneway(l) => format!("cut_oneway = {}", links(l)),
-            Action::Heal => "heal = true".into(),
-            Action::Repair(l) => format!("repair = {}", links(l)),
-            Action::Crash(n) => format!("crash = {}", q(n)),
-            Action::Restart(n) => format!("restart = {}", q(n)),
-            Action::Permdown(n) => format!("permdown = {}", q(n)),
-            Action::Hold(l) => format!("hold = {}", links(l)),
-            Action::Loss(r) => format!("loss = {r:?}"),
-            Action::ClientLoss(r) => format!("client_loss = {r:?}"),
-            Action::Release(l) => format!("release = {}", links(l)),
-        };
-        let _ = writeln!(out, "{line}\n");
-    }
-    let _ = writeln!(out, "[expect]");
-    if let Some(c) = s.expect.converged_within_ms {
-        let _ = writeln!(out, "converged_within_ms = {c}");
-    }
-    let list = |set: &BTreeSet<String>| set.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ");
-    let _ = writeln!(out, "anomalies = [{}]", list(&s.expect.anomalies));
-    let _ = writeln!(out, "allow = [{}]", list(&s.expect.allow));
-    out
 }

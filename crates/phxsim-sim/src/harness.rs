@@ -4,31 +4,31 @@
 //! node's lists for the checkers. Everything random comes from the run's seed; time comes
 //! only from turmoil's clock, so one seed replays a run byte for byte.
 
-use crate::checkers::{
-    Bounds, Checkers, ClientMessage, Finding, FindingKind, PresenceList, Snapshot,
-};
-use crate::clients::{self, ClientControl, SimClient};
-use crate::lossy::{Loss, LossRate, LossReport, LossyStream};
+use crate::checkers::{Bounds, Checkers, Finding, FindingKind, PresenceList};
+use crate::clients;
+use crate::event::Event;
+use crate::lossy::{Loss, LossyStream};
 use crate::node_trace::{TraceEvent, comparable_lists, trace_events};
+use crate::planted::PlantedBug;
 use crate::sampler::Sampler;
-use crate::scenario::{Action, Scenario};
-use crate::transcript::Transcript;
+use crate::scenario::{Action, ProfileName, Scenario, TickModelName};
+pub use crate::world::RunOptions;
+use crate::world::{
+    ClientControl, NODE_PORT, NodeControl, Obs, SharedRef, WS_PORT, derive_seed, lock, now_ms,
+    segment_lost_report,
+};
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
 use phxsim_shard::{NodeMutation, Profile, TickDrift, TickModel, TrackerConfig, TrackerEvent};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
 
-/// Port of the node-to-node links on every node host.
-pub const NODE_PORT: u16 = 4369;
-/// Port of the Channels WebSocket endpoint on every node host.
-pub const WS_PORT: u16 = 4000;
 /// A dial that gets no answer (a partitioned SYN) is abandoned after this long.
 const DIAL_TIMEOUT_MS: u64 = 500;
 /// Pause between two dials of the same peer.
@@ -57,23 +57,6 @@ pub fn link_recovery_ms(bp: u64) -> u64 {
 
 /// Every run starts at the same instant, so nothing depends on when it is run.
 const EPOCH_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-
-/// How to run a scenario.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    /// The run's seed; every random choice derives from it.
-    pub seed: u64,
-    /// A planted node bug (tests and `--mutate` only).
-    pub node_mutation: Option<NodeMutation>,
-    /// A planted server bug (tests and `--mutate` only).
-    pub server_mutation: Option<phxsim_runtime::server::ServerMutation>,
-    /// A planted client bug (tests and `--mutate` only).
-    pub client_mutation: Option<clients::ClientBug>,
-    /// Keep the full transcript (every frame and node message) in the report.
-    pub transcript: bool,
-    /// Keep every node's tracker events and final lists in the report (for `crosscheck`).
-    pub node_trace: bool,
-}
 
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -114,66 +97,6 @@ pub struct RunReport {
     pub final_lists: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
-/// Observations in the order the simulation made them.
-pub enum Obs {
-    Step(u64),
-    Snapshot(Snapshot),
-    Client(u64, String, ClientMessage),
-}
-
-/// What hosts and the driver share. One process, one thread: the lock is never contended, it
-/// only satisfies the types.
-#[derive(Default)]
-pub struct Shared {
-    pub nodes: BTreeMap<String, Node>,
-    pub incarnations: BTreeMap<String, u64>,
-    pub node_ctl: BTreeMap<String, mpsc::UnboundedSender<NodeControl>>,
-    pub client_ctl: BTreeMap<String, mpsc::UnboundedSender<ClientControl>>,
-    pub clients: BTreeMap<String, SimClient>,
-    pub obs: Vec<Obs>,
-    pub transcript: Transcript,
-    pub node_messages: u64,
-    /// The loss rate of every node link; `loss` steps change it.
-    pub loss_rate: LossRate,
-    /// The loss rate of every browser link (both ends); `client_loss` steps change it.
-    pub client_loss_rate: LossRate,
-    /// Tracker events of every node, kept when `Some` ([`RunOptions::node_trace`]).
-    pub node_trace: Option<Vec<TraceEvent>>,
-    /// Counts heals and repairs; diallers watch it (`tick_model = "drift"`).
-    pub heals: Option<tokio::sync::watch::Sender<u64>>,
-}
-
-pub type SharedRef = Arc<Mutex<Shared>>;
-
-pub fn lock(s: &SharedRef) -> std::sync::MutexGuard<'_, Shared> {
-    // a panic inside a host already fails the run; the data is still usable for the report
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Simulated milliseconds, read inside a host or the driver.
-pub fn now_ms() -> u64 {
-    turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
-}
-
-pub enum NodeControl {
-    GracefulPermdown,
-}
-
-/// A stable 64-bit mix of the run seed and a label (splitmix64 over FNV-1a), so that every
-/// host and incarnation gets its own stream without drawing from a shared RNG in host order.
-pub fn derive_seed(seed: u64, label: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in label.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let mut z = seed ^ h;
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 fn tracker_config(s: &Scenario, mutation: Option<NodeMutation>) -> TrackerConfig {
     let t = &s.tracker;
     TrackerConfig {
@@ -185,50 +108,68 @@ fn tracker_config(s: &Scenario, mutation: Option<NodeMutation>) -> TrackerConfig
         max_delta_sizes: t.max_delta_sizes.clone(),
         pool_size: t.pool_size,
         first_tick_jitter: None,
-        tick_model: if t.tick_model == "exact" {
-            TickModel::Exact
-        } else {
-            TickModel::Drift(TickDrift::calibrated())
+        tick_model: match t.tick_model {
+            TickModelName::Exact => TickModel::Exact,
+            TickModelName::Drift => TickModel::Drift(TickDrift::calibrated()),
         },
-        profile: match t.profile.as_str() {
-            "corrected" => Profile::corrected(),
-            "eager" => Profile::eager(t.eager_window_ms.unwrap_or(5)),
-            _ => Profile::faithful(),
+        profile: match t.profile {
+            ProfileName::Faithful => Profile::faithful(),
+            ProfileName::Corrected => Profile::corrected(),
+            ProfileName::Eager => Profile::eager(t.eager_window_ms.unwrap_or(5)),
         },
         mutation,
     }
 }
 
-fn node_event_json(node: &str, e: &NodeEvent) -> Option<Json> {
+fn node_event(node: &str, e: &NodeEvent) -> Option<Event> {
+    let node = node.to_owned();
     Some(match e {
         NodeEvent::Tracker(TrackerEvent::PresenceDiff { .. }) => return None,
-        NodeEvent::Tracker(TrackerEvent::ReplicaUp { replica, .. }) => {
-            json!({"ev": "replica_up", "node": node, "remote": replica.name, "vsn": replica.vsn})
-        }
-        NodeEvent::Tracker(TrackerEvent::ReplicaDown { replica, .. }) => {
-            json!({"ev": "replica_down", "node": node, "remote": replica.name, "vsn": replica.vsn})
-        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaUp { replica, .. }) => Event::ReplicaUp {
+            node,
+            remote: replica.name.to_string(),
+            vsn: replica.vsn,
+        },
+        NodeEvent::Tracker(TrackerEvent::ReplicaDown { replica, .. }) => Event::ReplicaDown {
+            node,
+            remote: replica.name.to_string(),
+            vsn: replica.vsn,
+        },
         NodeEvent::Tracker(TrackerEvent::ReplicaPermdown { replica, .. }) => {
-            json!({"ev": "replica_permdown", "node": node, "remote": replica.name, "vsn": replica.vsn})
+            Event::ReplicaPermdown {
+                node,
+                remote: replica.name.to_string(),
+                vsn: replica.vsn,
+            }
         }
-        NodeEvent::LinkUp { peer, vsn } => {
-            json!({"ev": "link_up", "node": node, "peer": peer, "vsn": vsn})
-        }
-        NodeEvent::LinkDown { peer, reason } => {
-            json!({"ev": "link_down", "node": node, "peer": peer, "reason": reason.to_string()})
-        }
+        NodeEvent::LinkUp { peer, vsn } => Event::LinkUp {
+            node,
+            peer: peer.clone(),
+            vsn: *vsn,
+        },
+        NodeEvent::LinkDown { peer, reason } => Event::LinkDown {
+            node,
+            peer: peer.clone(),
+            reason: reason.to_string(),
+        },
         NodeEvent::Message {
-            outbound,
+            outbound: true,
             peer,
             kind,
-        } => {
-            let (from, to) = if *outbound {
-                (node, peer.as_str())
-            } else {
-                (peer.as_str(), node)
-            };
-            json!({"ev": if *outbound { "node_send" } else { "node_recv" }, "from": from, "to": to, "kind": kind})
-        }
+        } => Event::NodeSend {
+            from: node,
+            to: peer.clone(),
+            kind: (*kind).to_owned(),
+        },
+        NodeEvent::Message {
+            outbound: false,
+            peer,
+            kind,
+        } => Event::NodeRecv {
+            from: peer.clone(),
+            to: node,
+            kind: (*kind).to_owned(),
+        },
     })
 }
 
@@ -256,22 +197,6 @@ fn lossy_streams(
     }
 }
 
-/// Writes each segment lost from `from` (a node, or a browser when `by_browser`) to `to` into
-/// the transcript, with the delay its retransmissions add.
-pub(crate) fn segment_lost_report(
-    shared: SharedRef,
-    from: String,
-    to: String,
-    by_browser: bool,
-) -> LossReport {
-    let sender = if by_browser { "browser" } else { "node" };
-    Arc::new(move |delay: Duration| {
-        let line = json!({"ev": "segment_lost", "sender": sender, "from": from, "to": to,
-                          "delay_ms": delay.as_millis() as u64});
-        lock(&shared).transcript.push(now_ms(), line);
-    })
-}
-
 /// The host of one node: the node, its links (accepting, and redialling every node named
 /// before it), its Channels server, and its control channel.
 fn node_host(
@@ -283,7 +208,7 @@ fn node_host(
     opts: &RunOptions,
     shared: SharedRef,
 ) {
-    let tracker = tracker_config(scenario, opts.node_mutation);
+    let tracker = tracker_config(scenario, opts.planted.and_then(PlantedBug::node));
     let name = name.to_owned();
     let seed = opts.seed;
     let bp = scenario.tracker.broadcast_period_ms;
@@ -334,8 +259,13 @@ fn node_host(
                 s.nodes.insert(name.clone(), node.clone());
                 s.node_ctl.insert(name.clone(), ctl_tx);
                 let t = now_ms();
-                s.transcript
-                    .push(t, json!({"ev": "node_start", "node": name, "vsn": vsn}));
+                s.transcript.push(
+                    t,
+                    Event::NodeStart {
+                        node: name.clone(),
+                        vsn,
+                    },
+                );
             }
             let logger_shared = shared.clone();
             let logger_name = name.clone();
@@ -349,7 +279,7 @@ fn node_host(
                         trace.extend(trace_events(now_ms(), &logger_name, te));
                     }
                     if !s.transcript.is_off()
-                        && let Some(j) = node_event_json(&logger_name, &e)
+                        && let Some(j) = node_event(&logger_name, &e)
                     {
                         let t = now_ms();
                         s.transcript.push(t, j);
@@ -483,7 +413,7 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
             "permdown_period_ms".into(),
             scenario.tracker.permdown_period_ms.to_string(),
         ),
-        ("profile".into(), scenario.tracker.profile.clone()),
+        ("profile".into(), scenario.tracker.profile.to_string()),
         ("latency_ms".into(), format!("{lat_min}..{lat_max}")),
         ("loss".into(), scenario.network.loss.to_string()),
         (
@@ -499,19 +429,22 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
         ("sample_ms".into(), sample_ms.to_string()),
         (
             "node_mutation".into(),
-            opts.node_mutation
+            opts.planted
+                .and_then(PlantedBug::node)
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "none".into()),
         ),
         (
             "server_mutation".into(),
-            opts.server_mutation
+            opts.planted
+                .and_then(PlantedBug::server)
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "none".into()),
         ),
         (
             "client_mutation".into(),
-            opts.client_mutation
+            opts.planted
+                .and_then(PlantedBug::client)
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "none".into()),
         ),
@@ -531,7 +464,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     if opts.node_trace {
         lock(&shared).node_trace = Some(Vec::new());
     }
-    if scenario.tracker.tick_model != "exact" {
+    if scenario.tracker.tick_model == TickModelName::Drift {
         lock(&shared).heals = Some(tokio::sync::watch::channel(0).0);
     }
     let mut last_lists = BTreeMap::new();
@@ -544,8 +477,13 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         for (name, v) in &knobs {
             k.insert(name.clone(), Json::String(v.clone()));
         }
-        s.transcript
-            .push(0, json!({"ev": "run", "title": scenario.title, "knobs": k}));
+        s.transcript.push(
+            0,
+            Event::Run {
+                title: scenario.title.clone(),
+                knobs: k,
+            },
+        );
     }
 
     let mut sim = turmoil::Builder::new()
@@ -601,8 +539,12 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             {
                 let mut s = lock(&shared);
                 s.obs.push(Obs::Step(now));
-                s.transcript
-                    .push(now, json!({"ev": "step", "action": step.action.label()}));
+                s.transcript.push(
+                    now,
+                    Event::Step {
+                        action: step.action.label(),
+                    },
+                );
             }
             apply(
                 &mut sim,
@@ -679,7 +621,14 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         Verdict::Pass
     };
     for f in &findings {
-        s.transcript.push(f.at_ms, json!({"ev": "finding", "kind": f.kind.name(), "subject": f.subject, "detail": f.detail}));
+        s.transcript.push(
+            f.at_ms,
+            Event::Finding {
+                kind: f.kind,
+                subject: f.subject.clone(),
+                detail: f.detail.clone(),
+            },
+        );
     }
     let transcript = if opts.transcript {
         s.transcript.lines()

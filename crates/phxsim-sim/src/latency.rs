@@ -7,11 +7,13 @@
 //! or leaves it is the moment that node tracks or untracks it; the path measured is then node →
 //! node → browser: two network hops.
 
-use crate::harness::{self, RunOptions, derive_seed};
+use crate::event::{Event, FrameBody, Line};
+use crate::harness::{self, RunOptions};
 use crate::scenario::{
-    Action, ClientSpec, Expectations, LinkSettings, NetworkSettings, Scenario, Step,
+    Action, ClientSpec, Expectations, LinkSettings, NetworkSettings, ProfileName, Scenario, Step,
     TrackerSettings,
 };
+use crate::world::derive_seed;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value as Json, json};
@@ -27,7 +29,7 @@ pub struct LatencyCase {
     pub loss: f64,
     pub rto_ms: u64,
     /// `faithful` or `eager`.
-    pub profile: String,
+    pub profile: ProfileName,
     pub eager_window_ms: u64,
     /// How many changes (alternating joins and leaves) to time.
     pub changes: usize,
@@ -64,7 +66,7 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
         max_silent_periods: 10,
         down_period_ms: None,
         permdown_period_ms: bp * 10 * 2 * 4,
-        profile: case.profile.clone(),
+        profile: case.profile,
         eager_window_ms: Some(case.eager_window_ms),
         ..TrackerSettings::default()
     };
@@ -143,26 +145,27 @@ pub fn measure(case: &LatencyCase) -> LatencyResult {
     );
     let mut pending: Vec<(u64, bool)> = Vec::new(); // (step time, is join)
     let mut samples = Vec::new();
-    for line in &report.transcript {
-        let Ok(e) = serde_json::from_str::<Json>(line) else {
+    for text in &report.transcript {
+        let Some(line) = Line::parse(text) else {
             continue;
         };
-        let t = e["t"].as_u64().unwrap_or(0);
-        match e["ev"].as_str() {
-            Some("step") => match e["action"].as_str() {
-                Some("join actor") => pending.push((t, true)),
-                Some("leave actor") => pending.push((t, false)),
+        let t = line.t;
+        match line.event {
+            Event::Step { action } => match action.as_str() {
+                "join actor" => pending.push((t, true)),
+                "leave actor" => pending.push((t, false)),
                 _ => {}
             },
-            Some("frame")
-                if e["client"] == "watcher"
-                    && e["dir"] == "in"
-                    && e["event"] == "presence_diff" =>
-            {
-                let Some(data) = e["data"].as_str() else {
-                    continue;
-                };
-                let Ok(frame) = serde_json::from_str::<Json>(data) else {
+            Event::Frame {
+                client,
+                dir,
+                body:
+                    FrameBody::Text {
+                        event: Some(event),
+                        data,
+                    },
+            } if client == "watcher" && dir == "in" && event == "presence_diff" => {
+                let Ok(frame) = serde_json::from_str::<Json>(&data) else {
                     continue;
                 };
                 let payload = &frame[4];

@@ -3,16 +3,19 @@
 //! byte for byte.
 
 pub mod checkers;
-pub mod clients;
+mod clients;
+pub mod event;
 pub mod explore;
 pub mod harness;
 pub mod latency;
-pub mod lossy;
+mod lossy;
 pub mod node_trace;
 pub mod normalize;
-pub mod sampler;
+pub mod planted;
+mod sampler;
 pub mod scenario;
 pub mod trace;
-pub mod transcript;
+mod transcript;
+mod world;
 
 pub use scenario::{Action, ClientSpec, Scenario, ScenarioError, Step};

@@ -27,6 +27,7 @@ use tokio::time::Sleep;
 pub struct LossRate(Arc<AtomicU64>);
 
 impl LossRate {
+    #[cfg(test)]
     pub fn new(rate: f64) -> Self {
         Self(Arc::new(AtomicU64::new(rate.to_bits())))
     }

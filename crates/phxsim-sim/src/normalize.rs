@@ -3,7 +3,7 @@
 //! down to the scenario's broadcast period, and node-to-node chatter is left out, so a snapshot
 //! changes only when behaviour on the wire does.
 
-use serde_json::Value as Json;
+use crate::event::Line;
 use std::collections::BTreeMap;
 
 /// Event kinds a wire snapshot keeps.
@@ -42,23 +42,16 @@ fn refs_in(text: &str, out: &mut Vec<String>) {
 /// Normalizes transcript lines (JSON) into the snapshot text.
 pub fn wire_snapshot(lines: &[String], tick_ms: u64) -> String {
     let tick = tick_ms.max(1);
-    let kept: Vec<&String> = lines
+    let kept: Vec<Line> = lines
         .iter()
-        .filter(|l| {
-            serde_json::from_str::<Json>(l)
-                .ok()
-                .and_then(|v| {
-                    v.get("ev")
-                        .and_then(Json::as_str)
-                        .map(|e| KEPT.contains(&e))
-                })
-                .unwrap_or(false)
-        })
+        .filter_map(|l| Line::parse(l))
+        .filter(|l| KEPT.contains(&l.event.name()))
         .collect();
     // placeholders in order of first appearance
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut order = Vec::new();
-    for l in &kept {
+    let kept: Vec<(u64, String)> = kept.into_iter().map(|l| (l.t, l.to_json())).collect();
+    for (_, l) in &kept {
         let mut found = Vec::new();
         refs_in(l, &mut found);
         for r in found {
@@ -71,14 +64,13 @@ pub fn wire_snapshot(lines: &[String], tick_ms: u64) -> String {
     // longest first, so that no ref is replaced inside another
     order.sort_by_key(|r| std::cmp::Reverse(r.len()));
     let mut out = String::new();
-    for l in kept {
-        let Ok(mut v) = serde_json::from_str::<Json>(l) else {
-            continue;
+    for (t, l) in kept {
+        // the time is the line's first field: rounding it leaves the rest as written
+        let rounded = format!("{{\"t\":{}", t / tick * tick);
+        let mut text = match l.strip_prefix(&format!("{{\"t\":{t}")) {
+            Some(rest) => rounded + rest,
+            None => l,
         };
-        if let Some(t) = v.get("t").and_then(Json::as_u64) {
-            v["t"] = Json::from(t / tick * tick);
-        }
-        let mut text = v.to_string();
         for r in &order {
             text = text.replace(r.as_str(), &names[r]);
         }

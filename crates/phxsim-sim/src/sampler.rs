@@ -7,7 +7,7 @@
 //! does not pay for one more host that turmoil would poll at every step.
 
 use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot, presence_list};
-use crate::harness::Shared;
+use crate::world::Shared;
 use phxsim_runtime::{NodeLists, TopicSnapshot};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -25,7 +25,7 @@
 //!
 //! Every error names the file, the line and the field.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -79,7 +79,7 @@ struct RawScenario {
 }
 
 /// Tracker options of every node; missing ones take Phoenix's defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackerSettings {
     #[serde(default = "default_broadcast_period")]
@@ -87,7 +87,7 @@ pub struct TrackerSettings {
     #[serde(default = "default_max_silent_periods")]
     pub max_silent_periods: u64,
     /// Default: broadcast_period × max_silent_periods × 2, as Phoenix derives it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_period_ms: Option<u64>,
     #[serde(default = "default_permdown_period")]
     pub permdown_period_ms: u64,
@@ -97,20 +97,18 @@ pub struct TrackerSettings {
     pub max_delta_sizes: Vec<usize>,
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
-    /// `faithful` reproduces Phoenix, anomalies included; `corrected` fixes what it can;
-    /// `eager` also sends deltas as soon as they change.
-    #[serde(default = "default_profile")]
-    pub profile: String,
-    /// `eager` profile only: how long a change waits for others to ride along.
     #[serde(default)]
+    pub profile: ProfileName,
+    /// `eager` profile only: how long a change waits for others to ride along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eager_window_ms: Option<u64>,
     /// `drift` (the default) times nodes as real clusters do: each tick comes after the
     /// previous tick's work (broadcast_period + 1–3.5 ms at a rate drawn per node, more under load), each node
     /// starts ticking a random 0–50 ms late, and after a heal a broken link is dialled again
     /// 2–46 ms later, all drawn from the seed. `exact` is the textbook cadence: every tick
     /// exactly one period after the last, links redialled on their own schedule.
-    #[serde(default = "default_tick_model")]
-    pub tick_model: String,
+    #[serde(default)]
+    pub tick_model: TickModelName,
 }
 
 fn default_broadcast_period() -> u64 {
@@ -131,11 +129,58 @@ fn default_max_delta_sizes() -> Vec<usize> {
 fn default_pool_size() -> u32 {
     1
 }
-fn default_profile() -> String {
-    "faithful".into()
+
+/// The tracker profile of a run, by its one name (scenario files, `--profile`, reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileName {
+    /// phoenix_pubsub 2.2 as it is, its anomalies and open bugs included.
+    #[default]
+    Faithful,
+    /// Faithful with the anomalies and CRDT bugs fixed that phxsim knows how to fix.
+    Corrected,
+    /// Faithful, but a delta goes out as soon as something changes.
+    Eager,
 }
-fn default_tick_model() -> String {
-    "drift".into()
+
+impl ProfileName {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileName::Faithful => "faithful",
+            ProfileName::Corrected => "corrected",
+            ProfileName::Eager => "eager",
+        }
+    }
+}
+
+impl std::str::FromStr for ProfileName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ProfileName::Faithful,
+            ProfileName::Corrected,
+            ProfileName::Eager,
+        ]
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("unknown profile {s:?}: faithful, corrected or eager"))
+    }
+}
+
+impl std::fmt::Display for ProfileName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+/// How the simulator times each node's ticks, by its one name (`[tracker] tick_model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TickModelName {
+    /// As real clusters do: ticks after the previous tick's work, drifting per node.
+    #[default]
+    Drift,
+    /// The textbook cadence: every tick exactly one broadcast period after the last.
+    Exact,
 }
 
 impl Default for TrackerSettings {
@@ -148,9 +193,9 @@ impl Default for TrackerSettings {
             clock_sample_periods: default_clock_sample_periods(),
             max_delta_sizes: default_max_delta_sizes(),
             pool_size: default_pool_size(),
-            profile: default_profile(),
+            profile: ProfileName::Faithful,
             eager_window_ms: None,
-            tick_model: default_tick_model(),
+            tick_model: TickModelName::Drift,
         }
     }
 }
@@ -176,7 +221,7 @@ impl TrackerSettings {
 }
 
 /// Link behaviour between every pair of hosts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSettings {
     /// One-way latency range `[min, max]` in ms.
@@ -202,12 +247,12 @@ pub struct NetworkSettings {
     pub tick_ms: u64,
     /// Links with their own latency (a slow WAN link between two nodes, or slow browsers:
     /// `between = ["a", "clients"]` is the link between node a and its clients).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkSettings>,
 }
 
 /// One link's own one-way latency range.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSettings {
     pub between: [String; 2],
@@ -240,13 +285,13 @@ impl Default for NetworkSettings {
 }
 
 /// A browser: one socket to one node, one room.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     pub name: String,
     pub node: String,
     /// The socket's `user_id`, which is the presence key. Default: the client's name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(default = "default_topic")]
     pub topic: String,
@@ -394,6 +439,42 @@ pub struct Step {
     pub action: Action,
 }
 
+/// A step as a `[[timeline]]` table: `at_ms`, then the action's key (and `meta` for an update).
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let pairs = |l: &[(String, String)]| -> Vec<[String; 2]> {
+            l.iter().map(|(x, y)| [x.clone(), y.clone()]).collect()
+        };
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("at_ms", &self.at_ms)?;
+        match &self.action {
+            Action::Join(c) => m.serialize_entry("join", c)?,
+            Action::Leave(c) => m.serialize_entry("leave", c)?,
+            Action::Update(c, meta) => {
+                m.serialize_entry("update", c)?;
+                m.serialize_entry("meta", meta)?;
+            }
+            Action::Disconnect(c) => m.serialize_entry("disconnect", c)?,
+            Action::Reconnect(c) => m.serialize_entry("reconnect", c)?,
+            Action::CrashChannel(c) => m.serialize_entry("crash_channel", c)?,
+            Action::Partition(groups) => m.serialize_entry("partition", groups)?,
+            Action::Cut(l) => m.serialize_entry("cut", &pairs(l))?,
+            Action::CutOneway(l) => m.serialize_entry("cut_oneway", &pairs(l))?,
+            Action::Heal => m.serialize_entry("heal", &true)?,
+            Action::Repair(l) => m.serialize_entry("repair", &pairs(l))?,
+            Action::Crash(n) => m.serialize_entry("crash", n)?,
+            Action::Restart(n) => m.serialize_entry("restart", n)?,
+            Action::Permdown(n) => m.serialize_entry("permdown", n)?,
+            Action::Hold(l) => m.serialize_entry("hold", &pairs(l))?,
+            Action::Release(l) => m.serialize_entry("release", &pairs(l))?,
+            Action::Loss(r) => m.serialize_entry("loss", r)?,
+            Action::ClientLoss(r) => m.serialize_entry("client_loss", r)?,
+        }
+        m.end()
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExpect {
@@ -408,7 +489,7 @@ struct RawExpect {
 
 /// "At `at_ms` (or within `within_ms` after it), `node` lists exactly these keys of `topic`",
 /// optionally with a meta whose fields include `meta`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VisibleExpectation {
     pub at_ms: u64,
@@ -418,42 +499,44 @@ pub struct VisibleExpectation {
     #[serde(default = "default_topic")]
     pub topic: String,
     pub keys: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<BTreeMap<String, Json>>,
     /// Whose meta `meta` must match; default: every key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta_of: Option<String>,
 }
 
-/// Names of the findings a scenario may expect or allow (`crate::checkers::FindingKind`).
-pub const FINDING_NAMES: [&str; 8] = [
-    "no_convergence",
-    "client_view",
-    "ghost",
-    "lost",
-    "stale_meta",
-    "diff_stream",
-    "duplicate_leave",
-    "duplicate_join",
-];
+/// Names of the findings a scenario may expect or allow: every checker's but the
+/// expectations' own.
+pub fn finding_names() -> Vec<&'static str> {
+    crate::checkers::FindingKind::ALL
+        .into_iter()
+        .filter(|k| *k != crate::checkers::FindingKind::Expectation)
+        .map(|k| k.name())
+        .collect()
+}
 
 /// What the run must show.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Expectations {
     /// Bound on convergence after the last step; default from the tracker settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub converged_within_ms: Option<u64>,
     /// Findings that must occur (e.g. the reference's duplicate leave).
     pub anomalies: BTreeSet<String>,
     /// Findings tolerated without being required (e.g. a known upstream bug's ghost).
     pub allow: BTreeSet<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub visible: Vec<VisibleExpectation>,
 }
 
-/// A validated scenario.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated scenario. It serializes to the file format [`Scenario::parse`] reads
+/// ([`Scenario::to_toml`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scenario {
     pub title: String,
     pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     pub duration_ms: u64,
     pub nodes: Vec<String>,
@@ -479,6 +562,12 @@ impl Lines<'_> {
 }
 
 impl Scenario {
+    /// The scenario as a file [`Scenario::parse`] reads back to an equal scenario. A meta
+    /// holding a JSON `null` has no TOML form and is refused.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
     /// Settings that are valid (Phoenix accepts them) but make a healthy cluster misbehave, so
     /// that a run's findings are not mistaken for bugs of the code under test.
     pub fn warnings(&self) -> Vec<String> {
@@ -728,14 +817,14 @@ impl Scenario {
             (&raw.expect.allow, "expect.allow", &mut expect.allow),
         ] {
             for a in list {
-                if !FINDING_NAMES.contains(&a.get_ref().as_str()) {
+                if !finding_names().contains(&a.get_ref().as_str()) {
                     return Err(err(
                         a.span(),
                         field,
                         format!(
                             "unknown finding {:?} (known: {})",
                             a.get_ref(),
-                            FINDING_NAMES.join(", ")
+                            finding_names().join(", ")
                         ),
                     ));
                 }
@@ -857,12 +946,6 @@ fn validate_tracker(t: &TrackerSettings) -> Result<(), (&'static str, String)> {
     }
     if t.pool_size == 0 || t.pool_size > 1024 {
         return Err(("pool_size", "between 1 and 1024".into()));
-    }
-    if !["faithful", "corrected", "eager"].contains(&t.profile.as_str()) {
-        return Err(("profile", "\"faithful\", \"corrected\" or \"eager\"".into()));
-    }
-    if !["drift", "exact"].contains(&t.tick_model.as_str()) {
-        return Err(("tick_model", "\"drift\" or \"exact\"".into()));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! Built from the transcript alone, so any recorded run (or a transcript file) can be turned
 //! into a trace.
 
+use crate::event::{Event, FrameBody, Line};
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -34,10 +35,6 @@ fn us(t_ms: u64) -> u64 {
     t_ms * 1000
 }
 
-fn str_of<'a>(e: &'a Json, k: &str) -> &'a str {
-    e.get(k).and_then(Json::as_str).unwrap_or("?")
-}
-
 /// Converts transcript lines into a Chrome trace document. Lines that are not JSON objects
 /// with a `t` are skipped (a transcript is our own output, but the file may have been edited).
 pub fn chrome_trace<'a>(lines: impl IntoIterator<Item = &'a str>) -> Json {
@@ -46,19 +43,17 @@ pub fn chrome_trace<'a>(lines: impl IntoIterator<Item = &'a str>) -> Json {
     // node_send waiting for their node_recv, per (from, to, kind), first in first out
     let mut in_flight: BTreeMap<(String, String, String), VecDeque<u64>> = BTreeMap::new();
     let mut next_flow = 0u64;
-    for line in lines {
-        let Ok(e) = serde_json::from_str::<Json>(line) else {
+    for text in lines {
+        let Some(line) = Line::parse(text) else {
             continue;
         };
-        let Some(t) = e.get("t").and_then(Json::as_u64) else {
-            continue;
-        };
-        let ev = str_of(&e, "ev");
-        match ev {
-            "node_send" | "node_recv" => {
-                let (from, to, kind) = (str_of(&e, "from"), str_of(&e, "to"), str_of(&e, "kind"));
-                let key = (from.to_owned(), to.to_owned(), kind.to_owned());
-                let (node, phase, id) = if ev == "node_send" {
+        let t = line.t;
+        let args = serde_json::to_value(&line).unwrap_or_default();
+        match &line.event {
+            Event::NodeSend { from, to, kind } | Event::NodeRecv { from, to, kind } => {
+                let send = matches!(line.event, Event::NodeSend { .. });
+                let key = (from.clone(), to.clone(), kind.clone());
+                let (node, phase, id) = if send {
                     next_flow += 1;
                     in_flight.entry(key).or_default().push_back(next_flow);
                     (from, "s", next_flow)
@@ -77,50 +72,54 @@ pub fn chrome_trace<'a>(lines: impl IntoIterator<Item = &'a str>) -> Json {
                 }
                 out.push(flow);
             }
-            "replica_up" | "replica_down" | "replica_permdown" | "link_up" | "link_down"
-            | "node_start" => {
-                let node = str_of(&e, "node");
-                let tid = tracks.id(NODES_PID, node);
-                let what = e
-                    .get("remote")
-                    .or(e.get("peer"))
-                    .and_then(Json::as_str)
-                    .unwrap_or("");
-                out.push(json!({"name": format!("{ev} {what}"), "cat": "replica", "ph": "i", "s": "t", "ts": us(t), "pid": NODES_PID, "tid": tid, "args": e}));
+            Event::ReplicaUp { node, remote, .. }
+            | Event::ReplicaDown { node, remote, .. }
+            | Event::ReplicaPermdown { node, remote, .. }
+            | Event::LinkUp {
+                node, peer: remote, ..
             }
-            "segment_lost" => {
+            | Event::LinkDown {
+                node, peer: remote, ..
+            } => {
+                let tid = tracks.id(NODES_PID, node);
+                let name = format!("{} {remote}", line.event.name());
+                out.push(json!({"name": name, "cat": "replica", "ph": "i", "s": "t", "ts": us(t), "pid": NODES_PID, "tid": tid, "args": args}));
+            }
+            Event::NodeStart { node, .. } => {
+                let tid = tracks.id(NODES_PID, node);
+                out.push(json!({"name": "node_start ", "cat": "replica", "ph": "i", "s": "t", "ts": us(t), "pid": NODES_PID, "tid": tid, "args": args}));
+            }
+            Event::SegmentLost {
+                sender,
+                from,
+                to,
+                delay_ms,
+            } => {
                 // on the sender's track: a node's, or a browser's
-                let from = str_of(&e, "from");
-                let pid = if str_of(&e, "sender") == "browser" {
+                let pid = if sender == "browser" {
                     CLIENTS_PID
                 } else {
                     NODES_PID
                 };
                 let tid = tracks.id(pid, from);
-                let name = format!(
-                    "segment lost {from}→{} (+{} ms)",
-                    str_of(&e, "to"),
-                    e.get("delay_ms").and_then(Json::as_u64).unwrap_or(0)
-                );
-                out.push(json!({"name": name, "cat": "loss", "ph": "i", "s": "t", "ts": us(t), "pid": pid, "tid": tid, "args": e}));
+                let name = format!("segment lost {from}→{to} (+{delay_ms} ms)");
+                out.push(json!({"name": name, "cat": "loss", "ph": "i", "s": "t", "ts": us(t), "pid": pid, "tid": tid, "args": args}));
             }
-            "frame" => {
-                let client = str_of(&e, "client");
+            Event::Frame { client, dir, body } => {
                 let tid = tracks.id(CLIENTS_PID, client);
-                let name = format!(
-                    "{} {}",
-                    str_of(&e, "dir"),
-                    e.get("event").and_then(Json::as_str).unwrap_or("frame")
-                );
-                out.push(json!({"name": name, "cat": "frame", "ph": "i", "s": "t", "ts": us(t), "pid": CLIENTS_PID, "tid": tid, "args": e}));
-            }
-            "step" | "finding" => {
-                let name = if ev == "step" {
-                    str_of(&e, "action").to_owned()
-                } else {
-                    format!("{}: {}", str_of(&e, "kind"), str_of(&e, "detail"))
+                let event = match body {
+                    FrameBody::Text { event: Some(e), .. } => e.as_str(),
+                    _ => "frame",
                 };
-                out.push(json!({"name": name, "cat": ev, "ph": "i", "s": "g", "ts": us(t), "pid": NODES_PID, "tid": 0, "args": e}));
+                let name = format!("{dir} {event}");
+                out.push(json!({"name": name, "cat": "frame", "ph": "i", "s": "t", "ts": us(t), "pid": CLIENTS_PID, "tid": tid, "args": args}));
+            }
+            Event::Step { action } => {
+                out.push(json!({"name": action, "cat": "step", "ph": "i", "s": "g", "ts": us(t), "pid": NODES_PID, "tid": 0, "args": args}));
+            }
+            Event::Finding { kind, detail, .. } => {
+                let name = format!("{kind}: {detail}");
+                out.push(json!({"name": name, "cat": "finding", "ph": "i", "s": "g", "ts": us(t), "pid": NODES_PID, "tid": 0, "args": args}));
             }
             _ => {}
         }

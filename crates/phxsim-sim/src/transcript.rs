@@ -1,7 +1,7 @@
 //! The run's event stream as JSON lines with simulated time: the checkers' evidence, the
 //! snapshot material, and what `--transcript FILE` writes.
 
-use serde_json::{Map, Value as Json};
+use crate::event::{Event, Line};
 
 /// Events in the order the simulation produced them.
 #[derive(Default, Debug, Clone)]
@@ -20,24 +20,17 @@ impl Transcript {
         }
     }
 
-    /// Appends an event (a JSON object) at `t_ms`; `t` becomes its first field.
-    pub fn push(&mut self, t_ms: u64, event: Json) {
+    /// Appends an event at `t_ms`.
+    pub fn push(&mut self, t_ms: u64, event: Event) {
         if self.off {
             return;
         }
-        let mut obj = Map::new();
-        obj.insert("t".into(), Json::from(t_ms));
-        if let Json::Object(fields) = event {
-            for (k, v) in fields {
-                obj.insert(k, v);
-            }
-        }
-        self.lines.push(Json::Object(obj).to_string());
+        self.lines.push(Line { t: t_ms, event }.to_json());
     }
 
     /// [`Transcript::push`] of an event built only if it is kept: frames are not rendered for
     /// runs nobody reads.
-    pub fn push_with(&mut self, t_ms: u64, event: impl FnOnce() -> Json) {
+    pub fn push_with(&mut self, t_ms: u64, event: impl FnOnce() -> Event) {
         if !self.off {
             self.push(t_ms, event());
         }
@@ -50,13 +43,5 @@ impl Transcript {
 
     pub fn lines(&self) -> Vec<String> {
         self.lines.clone()
-    }
-
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
     }
 }

@@ -2,7 +2,11 @@
 //! replays exactly; and the same seed always draws the same scenario.
 
 use phxsim_sim::Scenario;
-use phxsim_sim::explore::{SwarmConfig, generate, to_toml};
+use phxsim_sim::explore::{SwarmConfig, generate};
+
+fn to_toml(s: &Scenario) -> String {
+    s.to_toml().expect("a scenario serializes")
+}
 
 #[test]
 fn every_drawn_scenario_round_trips_through_its_file() {
@@ -25,7 +29,7 @@ fn a_seed_draws_the_same_scenario_every_time_and_seeds_differ() {
 #[test]
 fn the_fault_selection_limits_what_is_drawn() {
     let cfg = SwarmConfig {
-        faults: ["hold".to_string()].into(),
+        faults: [phxsim_sim::explore::FaultKind::Hold].into(),
         ..SwarmConfig::default()
     };
     for seed in 0..50 {
@@ -49,7 +53,7 @@ fn loss_is_drawn_only_when_asked_for_and_leaves_the_rest_of_the_draw_alone() {
     let plain = SwarmConfig::default();
     for kind in ["loss", "client-loss"] {
         let mut lossy = SwarmConfig::default();
-        lossy.faults.insert(kind.into());
+        lossy.faults.insert(kind.parse().expect("a fault kind"));
         for seed in 0..50 {
             let a = generate(seed, &plain);
             let b = generate(seed, &lossy);

@@ -3,15 +3,17 @@
 //! browser), faithful ones wait for the sender's next tick; loss delays both by retransmissions.
 
 use phxsim_sim::latency::{LatencyCase, measure};
+use phxsim_sim::scenario::ProfileName;
 
 fn case(profile: &str) -> LatencyCase {
+    let profile: ProfileName = profile.parse().expect("a profile");
     LatencyCase {
         nodes: 3,
         broadcast_period_ms: 200,
         latency_ms: [2, 4],
         loss: 0.0,
         rto_ms: 200,
-        profile: profile.into(),
+        profile,
         eager_window_ms: 5,
         changes: 20,
         seed: 3,

@@ -3,7 +3,6 @@
 //! `--mutate`; a `State` built with `State::new` has none.
 
 use std::fmt;
-use std::str::FromStr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mutation {
@@ -15,13 +14,18 @@ pub enum Mutation {
     LeaveLosesTombstone,
     /// `replica_down` never hides the down replica's values.
     NeverHideDown,
+    /// A local update that never reaches the pending delta (neither the new value nor the old
+    /// one's tombstone), though its dots do: peers that learn by delta keep the old meta
+    /// forever, and their context says they are up to date.
+    UpdateStaysLocal,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 3] = [
+    pub const ALL: [Mutation; 4] = [
         Mutation::MergeIgnoresClouds,
         Mutation::LeaveLosesTombstone,
         Mutation::NeverHideDown,
+        Mutation::UpdateStaysLocal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -29,6 +33,7 @@ impl Mutation {
             Mutation::MergeIgnoresClouds => "merge-ignores-clouds",
             Mutation::LeaveLosesTombstone => "leave-loses-tombstone",
             Mutation::NeverHideDown => "never-hide-down",
+            Mutation::UpdateStaysLocal => "update-stays-local",
         }
     }
 }
@@ -36,21 +41,5 @@ impl Mutation {
 impl fmt::Display for Mutation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for Mutation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Mutation::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Mutation::ALL.iter().map(|m| m.name()).collect();
-                format!(
-                    "unknown tracker mutation {s:?}; known: {}",
-                    names.join(", ")
-                )
-            })
     }
 }

@@ -426,6 +426,13 @@ impl State {
             return Err(TrackerError::NoPresence(key.clone()));
         };
         let old = self.value_of(key, row);
+        if self.mutation == Some(Mutation::UpdateStaysLocal) {
+            cloud_remove(&mut self.clouds, &old.tag);
+            self.bump();
+            let tag = self.bump();
+            self.insert_row(key.clone(), meta, tag.clone());
+            return Ok((old, tag));
+        }
         self.tombstone(&old.tag);
         self.bump();
         let tag = self.bump();

@@ -700,3 +700,9 @@ fn the_revision_moves_with_the_list_and_only_then() {
     sb.merge_delta(&sa.delta().clone());
     assert!(!moved(&sb), "the same delta again");
 }
+
+#[test]
+fn convergence_catches_an_update_that_stays_local() {
+    let msg = property_catches(Mutation::UpdateStaysLocal);
+    assert!(msg.contains("no convergence"), "{msg}");
+}

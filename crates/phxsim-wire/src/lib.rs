@@ -9,15 +9,12 @@
 //! - [`Codec`] / [`Serializer`]: V1 and V2 text frames ([`v1`], [`v2`]) and V2 binary frames
 //!   ([`binary`]), on the server's or the client's side, with a frame size limit.
 //! - [`presence`]: typed `presence_state` / `presence_diff` payloads that keep field order.
-//! - [`diff`]: grouping a tracker's joins and leaves into one `presence_diff`, as
-//!   Phoenix.Presence does.
 //! - [`sync`]: phoenix.js 1.8.16 `Presence` (`syncState`, `syncDiff`, `list`, the instance with
 //!   pending diffs), down to JavaScript key order and `===` on refs; [`jsmap`] holds the key order.
 //! - [`sync_driver`]: the JSON-lines driver behind `phxsim presence-sync`.
 
 pub mod binary;
 pub mod codec;
-pub mod diff;
 pub mod error;
 pub mod jsmap;
 pub mod message;
@@ -29,7 +26,6 @@ pub mod v1;
 pub mod v2;
 
 pub use codec::{Codec, DEFAULT_MAX_FRAME_LEN, Role, Serializer};
-pub use diff::{DiffBuilder, build_diff};
 pub use error::{DecodeError, EncodeError, PayloadError};
 pub use jsmap::JsMap;
 pub use message::{Frame, Message, Payload};

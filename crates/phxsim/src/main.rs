@@ -46,6 +46,8 @@ enum Command {
     Conform(cmd::conform::Args),
     /// A scenario on a real Phoenix.Tracker cluster (Elixir) and on N simulator seeds, compared.
     Crosscheck(cmd::crosscheck::Args),
+    /// List every planted bug (`--mutate NAME`), its layer and what catches it.
+    Mutations(cmd::mutations::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Conform(args) => cmd::conform::run(args),
         Command::Crosscheck(args) => cmd::crosscheck::run(args),
         Command::BenchLatency(args) => cmd::bench_latency::run(args),
+        Command::Mutations(args) => cmd::mutations::run(args),
     };
     match result {
         Ok(code) => code,

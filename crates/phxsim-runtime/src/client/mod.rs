@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,16 +50,6 @@ impl ClientMutation {
 impl fmt::Display for ClientMutation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for ClientMutation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ClientMutation::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown client mutation {s:?}"))
     }
 }
 

@@ -22,7 +22,6 @@ pub use handshake::{ConnectInfo, Refusal, SOCKET_PATH, decide, parse_query, perc
 use crate::node::Node;
 use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, Serializer};
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,11 +65,14 @@ pub enum ServerMutation {
     DropLeaves,
     /// `phx_leave` is answered but never followed by `phx_close`.
     NoPhxCloseOnLeave,
+    /// `presence_diff` leaves name a `phx_ref` the client never got: it keeps the presence
+    /// that left, and the leave is of a ref it does not hold.
+    LeaveWrongRef,
 }
 
 impl ServerMutation {
     /// Every mutation, for CLIs and test matrices.
-    pub const ALL: [ServerMutation; 7] = [
+    pub const ALL: [ServerMutation; 8] = [
         ServerMutation::DropPhxRefPrev,
         ServerMutation::HeartbeatReplyWrongTopic,
         ServerMutation::NoPresenceState,
@@ -78,6 +80,7 @@ impl ServerMutation {
         ServerMutation::KeepPresencesOnDisconnect,
         ServerMutation::DropLeaves,
         ServerMutation::NoPhxCloseOnLeave,
+        ServerMutation::LeaveWrongRef,
     ];
 
     /// The kebab-case name used on command lines and in scenario files.
@@ -90,6 +93,7 @@ impl ServerMutation {
             ServerMutation::KeepPresencesOnDisconnect => "keep-presences-on-disconnect",
             ServerMutation::DropLeaves => "drop-leaves",
             ServerMutation::NoPhxCloseOnLeave => "no-phx-close-on-leave",
+            ServerMutation::LeaveWrongRef => "leave-wrong-ref",
         }
     }
 }
@@ -97,16 +101,6 @@ impl ServerMutation {
 impl fmt::Display for ServerMutation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for ServerMutation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ServerMutation::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown server mutation {s:?}"))
     }
 }
 

@@ -534,7 +534,8 @@ where
         update: &PresenceUpdate,
     ) -> Result<(), ConnectionEnd> {
         let drop_leaves = self.server.mutated(ServerMutation::DropLeaves);
-        if drop_leaves || self.server.mutated(ServerMutation::DropPhxRefPrev) {
+        let wrong_ref = self.server.mutated(ServerMutation::LeaveWrongRef);
+        if drop_leaves || wrong_ref || self.server.mutated(ServerMutation::DropPhxRefPrev) {
             // a planted bug renders this socket's own payload
             if drop_leaves && update.diff.joins.is_empty() {
                 return Ok(());
@@ -544,6 +545,9 @@ where
                 diff.leaves.clear();
             }
             let mut payload = diff.to_json();
+            if wrong_ref && let Some(leaves) = payload.get_mut("leaves") {
+                misname_refs(leaves);
+            }
             if let Json::Object(m) = &mut payload {
                 for part in m.values_mut() {
                     self.scrub(part);
@@ -702,6 +706,23 @@ fn close_reason(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_owned()
+}
+
+/// [`ServerMutation::LeaveWrongRef`] on a `{key: {"metas": [...]}}` object: every `phx_ref`
+/// gets a suffix, so it names no presence the client holds.
+fn misname_refs(presences: &mut Json) {
+    let Json::Object(presences) = presences else {
+        return;
+    };
+    for entry in presences.values_mut() {
+        if let Some(Json::Array(metas)) = entry.get_mut("metas") {
+            for meta in metas {
+                if let Some(Json::String(r)) = meta.get_mut("phx_ref") {
+                    r.push_str("-wrong");
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

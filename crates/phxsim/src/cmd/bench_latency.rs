@@ -6,6 +6,7 @@
 use super::sim_report;
 use super::{bad_input, outln, output};
 use phxsim_sim::latency::{LatencyCase, measure, scenario};
+use phxsim_sim::scenario::ProfileName;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,15 +88,18 @@ fn grid(args: &Args) -> anyhow::Result<Vec<LatencyCase>> {
         // two: the change starts on the first node and is timed at a browser on the last
         within("--nodes", n, 2..=32)?;
     }
-    let profiles: Vec<String> = list(&args.profiles, "--profiles")?;
-    if let Some(p) = profiles
-        .iter()
-        .find(|p| !["faithful", "corrected", "eager"].contains(&p.as_str()))
-    {
-        return bad_input(format!(
-            "--profiles: unknown profile {p:?} (faithful, corrected or eager)"
-        ));
-    }
+    let profiles: Vec<ProfileName> = args
+        .profiles
+        .split(',')
+        .map(|p| {
+            p.trim().parse::<ProfileName>().or_else(|_| {
+                bad_input(format!(
+                    "--profiles: unknown profile {:?} (faithful, corrected or eager)",
+                    p.trim()
+                ))
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     let losses: Vec<f64> = list(&args.loss, "--loss")?;
     if let Some(bad) = losses.iter().find(|l| !(0.0..=1.0).contains(*l)) {
         return bad_input(format!(
@@ -130,7 +134,7 @@ fn grid(args: &Args) -> anyhow::Result<Vec<LatencyCase>> {
                         latency_ms: *lat,
                         loss,
                         rto_ms: args.rto,
-                        profile: profile.clone(),
+                        profile: *profile,
                         eager_window_ms: args.eager_window,
                         changes: args.changes,
                         seed: args.seed,
@@ -176,7 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             r.p99,
             r.max
         )?;
-        rows.push(json!({"nodes": n, "broadcast_period_ms": bp, "latency_ms": lat, "loss": loss, "rto_ms": args.rto, "profile": profile,
+        rows.push(json!({"nodes": n, "broadcast_period_ms": bp, "latency_ms": lat, "loss": loss, "rto_ms": args.rto, "profile": profile.name(),
             "samples": r.samples.len(), "p50_ms": r.p50, "p99_ms": r.p99, "max_ms": r.max}));
     }
     if let Some(j) = &args.json {

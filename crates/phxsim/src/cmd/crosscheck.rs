@@ -13,6 +13,7 @@ use anyhow::Context;
 use phxsim_crosscheck::cluster::{self, ClusterError, ClusterOptions, PubsubSource};
 use phxsim_crosscheck::{SeedRejoins, plan, report, run_seeds};
 use phxsim_sim::Scenario;
+use phxsim_sim::planted::PlantedBug;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -69,10 +70,10 @@ pub struct Args {
     /// How long the BEAMs may take to boot, in seconds.
     #[arg(long, default_value_t = 60)]
     pub boot_timeout_s: u64,
-    /// Plant a known bug in the simulator (see `phxsim run --mutate`): the comparison must then
-    /// disagree, which shows that it can.
-    #[arg(long)]
-    pub mutate: Option<String>,
+    /// Plant a known bug in the simulator (`phxsim mutations` lists them): the comparison must
+    /// then disagree, which shows that it can.
+    #[arg(long, value_name = "NAME")]
+    pub mutate: Option<PlantedBug>,
     /// Run the real cluster again (up to this many times) when it disagreed while starved (a
     /// node's timer or a command more than half the tolerance late, or the trackers started
     /// more than a quarter period apart: a loaded machine).
@@ -98,9 +99,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
     let mut base = phxsim_sim::harness::RunOptions::default();
-    if let Err(e) = super::run::apply_mutation(&mut base, args.mutate.as_deref()) {
-        eprintln!("phxsim: crosscheck: {e:#}");
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    match super::run::simulated_bug(args.mutate) {
+        Ok(planted) => base.planted = planted,
+        Err(e) => {
+            eprintln!("phxsim: crosscheck: {e:#}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
     }
     output::check_optional("--json", args.json.as_deref())?;
     output::check_optional("--real-log", args.real_log.as_deref())?;
@@ -211,7 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &ebin.display().to_string(),
                 args.tolerance_ms,
             );
-            r.planted_bug = args.mutate.clone();
+            r.planted_bug = args.mutate.map(|b| b.to_string());
             if r.agrees || !r.real.starved || attempt >= args.retries {
                 break r;
             }

@@ -6,8 +6,11 @@ use super::sim_report::{self, EXIT_BAD_INPUT};
 use super::{outln, output};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use phxsim_sim::explore::{self, FAULT_KINDS, OPT_IN_FAULT_KINDS, SwarmConfig};
+use phxsim_sim::explore::{self, FaultKind, SwarmConfig};
 use phxsim_sim::harness::{self, RunOptions, Verdict};
+use phxsim_sim::planted::PlantedBug;
+use phxsim_sim::scenario::ProfileName;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,18 +22,19 @@ pub struct Args {
     /// Run only this shard of the seeds, `K/N` (1-based): seeds with `seed % N == K - 1`.
     #[arg(long)]
     pub shard: Option<String>,
-    /// Fault kinds to draw, comma-separated (default: all of partition, cut, oneway, hold,
-    /// crash, permdown, disconnect; `none` for none). `loss` (0.5–2 % segment loss on node
-    /// links, retransmitted) and `client-loss` (the same on browser links) are drawn only when
-    /// named: `--faults loss,partition,cut,...`.
+    /// Fault kinds to draw, comma-separated, named as their timeline actions (default: all
+    /// of partition, cut, cut_oneway, hold, crash, permdown, disconnect; `none` for none).
+    /// `loss` (0.5–2 % segment loss on node links, retransmitted) and `client_loss` (the same
+    /// on browser links) are drawn only when named: `--faults loss,partition,cut,...`. The
+    /// older names `oneway` and `client-loss` are accepted.
     #[arg(long)]
     pub faults: Option<String>,
     /// `faithful` (default), `corrected` or `eager`.
-    #[arg(long, default_value = "faithful")]
-    pub profile: String,
-    /// Plant a known bug (see `phxsim run --mutate`).
-    #[arg(long)]
-    pub mutate: Option<String>,
+    #[arg(long, value_enum, default_value_t = ProfileName::Faithful)]
+    pub profile: ProfileName,
+    /// Plant a known bug (`phxsim mutations` lists them with their catchers).
+    #[arg(long, value_name = "NAME")]
+    pub mutate: Option<PlantedBug>,
     /// Folder for the shrunk failing scenarios (`seed-N.toml`), relative to the current
     /// folder; created if missing.
     #[arg(long, default_value = "target/explore")]
@@ -82,25 +86,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(parse_shard)
             .transpose()?
             .unwrap_or((1, 1));
-        let faults: Vec<String> = match args.faults.as_deref() {
-            None => FAULT_KINDS.iter().map(|s| s.to_string()).collect(),
-            Some("none") => Vec::new(),
-            Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
+        let faults: BTreeSet<FaultKind> = match args.faults.as_deref() {
+            None => FaultKind::defaults(),
+            Some("none") => BTreeSet::new(),
+            Some(list) => list
+                .split(',')
+                .map(|s| s.trim().parse::<FaultKind>().map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<_>>()?,
         };
-        for f in &faults {
-            anyhow::ensure!(
-                FAULT_KINDS.contains(&f.as_str()) || OPT_IN_FAULT_KINDS.contains(&f.as_str()),
-                "unknown fault kind {f:?}; known: {}, {}",
-                FAULT_KINDS.join(", "),
-                OPT_IN_FAULT_KINDS.join(", ")
-            );
-        }
-        anyhow::ensure!(
-            ["faithful", "corrected", "eager"].contains(&args.profile.as_str()),
-            "--profile faithful|corrected|eager"
-        );
-        let mut base = RunOptions::default();
-        super::run::apply_mutation(&mut base, args.mutate.as_deref())?;
+        let base = RunOptions {
+            planted: super::run::simulated_bug(args.mutate)?,
+            ..RunOptions::default()
+        };
         Ok((a, b, k, n, faults, base))
     })();
     let (a, b, k, n, faults, base) = match parsed {
@@ -115,8 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     output::check_optional("--json", args.json.as_deref())?;
     output::check_optional("--junit", args.junit.as_deref())?;
     let cfg = SwarmConfig {
-        faults: faults.into_iter().collect(),
-        profile: args.profile.clone(),
+        faults,
+        profile: args.profile,
     };
     let seeds: Vec<u64> = (a..b).filter(|s| s % n == k - 1).collect();
     let bar = if args.quiet {
@@ -161,7 +158,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (small, small_report) =
             explore::shrink(&scenario, &opts, report.verdict, args.shrink_budget);
         let file = args.out.join(format!("seed-{seed}.toml"));
-        sim_report::write_file(&file, &explore::to_toml(&small))?;
+        sim_report::write_file(
+            &file,
+            &small
+                .to_toml()
+                .context("writing the shrunk scenario as TOML")?,
+        )?;
         let mutate = args
             .mutate
             .as_ref()
@@ -197,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .arg(&file)
                 .args(["--seed", &seed.to_string()]);
             if let Some(m) = &args.mutate {
-                cmd.args(["--mutate", m]);
+                cmd.args(["--mutate", m.name()]);
             }
             cmd.output().ok()
         });

@@ -5,6 +5,7 @@ pub mod bench_ws;
 pub mod conform;
 pub mod crosscheck;
 pub mod explore;
+pub mod mutations;
 pub mod output;
 pub mod presence_sync;
 pub mod replay;

@@ -4,6 +4,7 @@ use super::sim_report::{self, EXIT_BAD_INPUT};
 use super::{outln, output};
 use phxsim_sim::Scenario;
 use phxsim_sim::harness::{self, RunOptions};
+use phxsim_sim::planted::PlantedBug;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,15 +16,22 @@ pub struct Args {
     /// Write the transcript (JSON lines) here.
     #[arg(long)]
     pub transcript: Option<PathBuf>,
-    /// Plant a known bug (see `phxsim run --mutate`).
-    #[arg(long)]
-    pub mutate: Option<String>,
+    /// Plant a known bug (`phxsim mutations` lists them with their catchers).
+    #[arg(long, value_name = "NAME")]
+    pub mutate: Option<PlantedBug>,
     /// Write a Chrome/Perfetto trace (JSON) of the run here: open it in ui.perfetto.dev.
     #[arg(long)]
     pub trace: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let planted = match super::run::simulated_bug(args.mutate) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("phxsim: {e:#}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
     let scenario = match Scenario::load(&args.file) {
         Ok(s) => {
             for w in s.warnings() {
@@ -36,15 +44,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
-    let mut opts = RunOptions {
+    let opts = RunOptions {
         seed: args.seed,
         transcript: args.transcript.is_some() || args.trace.is_some(),
-        ..RunOptions::default()
+        planted,
+        node_trace: false,
     };
-    if let Err(e) = super::run::apply_mutation(&mut opts, args.mutate.as_deref()) {
-        eprintln!("phxsim: {e:#}");
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
-    }
     output::check_optional("--transcript", args.transcript.as_deref())?;
     output::check_optional("--trace", args.trace.as_deref())?;
     let knobs: Vec<String> = harness::knobs(&scenario, &opts)

@@ -4,11 +4,9 @@
 
 use super::sim_report::{self, EXIT_BAD_INPUT};
 use super::{bad_input, outln, output};
-use phxsim_runtime::server::ServerMutation;
-use phxsim_shard::NodeMutation;
 use phxsim_sim::Scenario;
-use phxsim_sim::clients::ClientBug;
 use phxsim_sim::harness::{self, RunOptions, RunReport};
+use phxsim_sim::planted::PlantedBug;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -29,9 +27,10 @@ pub struct Args {
     /// Write a JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Plant a known bug in every node or client (see `phxsim explore --help`).
-    #[arg(long)]
-    pub mutate: Option<String>,
+    /// Plant a known bug in every node, server or client (`phxsim mutations` lists them
+    /// with their catchers).
+    #[arg(long, value_name = "NAME")]
+    pub mutate: Option<PlantedBug>,
     /// The catalogue folder used when no path is given.
     #[arg(long, default_value = "scenarios")]
     pub catalogue: PathBuf,
@@ -41,32 +40,22 @@ pub struct Args {
     pub verbose: bool,
 }
 
-/// Every planted-bug name `--mutate` accepts: node (CRDT and shard), server and client bugs.
-pub fn mutation_names() -> Vec<String> {
-    let mut known: Vec<String> = NodeMutation::all().iter().map(|m| m.to_string()).collect();
-    known.extend(ServerMutation::ALL.iter().map(|m| m.to_string()));
-    known.extend(ClientBug::ALL.iter().map(|c| c.to_string()));
-    known
-}
-
-/// Sets the planted bug named `name` (if any) in `opts`.
-pub fn apply_mutation(opts: &mut RunOptions, name: Option<&str>) -> anyhow::Result<()> {
-    let Some(name) = name else {
-        return Ok(());
-    };
-    if let Ok(m) = name.parse::<NodeMutation>() {
-        opts.node_mutation = Some(m);
-    } else if let Ok(m) = name.parse::<ServerMutation>() {
-        opts.server_mutation = Some(m);
-    } else if let Ok(c) = name.parse::<ClientBug>() {
-        opts.client_mutation = Some(c);
-    } else {
+/// The planted bug of a simulated run (run, replay, explore): a bug that only the
+/// conformance catalogue can catch is refused, since no simulated run could show it.
+pub fn simulated_bug(bug: Option<PlantedBug>) -> anyhow::Result<Option<PlantedBug>> {
+    if let Some(b) = bug
+        && b.conformance_only()
+    {
         anyhow::bail!(
-            "unknown mutation {name:?}; known: {}",
-            mutation_names().join(", ")
+            "--mutate {b}: only the conformance catalogue catches this {} bug (no phoenix.js \
+             client behaviour shows it, so no simulated run can); try \
+             `phxsim serve --mutate {b}` with `phxsim conform`",
+            serde_json::to_value(b.layer())?
+                .as_str()
+                .unwrap_or_default()
         );
     }
-    Ok(())
+    Ok(bug)
 }
 
 /// The `*.toml` files of a folder, sorted. A folder that cannot be read, or holds no scenario,
@@ -118,6 +107,13 @@ fn stem(path: &str) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let planted = match simulated_bug(args.mutate) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("phxsim: {e:#}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
     let paths = if args.paths.is_empty() {
         catalogue(&args.catalogue)?
     } else {
@@ -132,14 +128,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         paths
     };
-    let mut base = RunOptions {
+    let base = RunOptions {
         transcript: args.transcript.is_some(),
+        planted,
         ..RunOptions::default()
     };
-    if let Err(e) = apply_mutation(&mut base, args.mutate.as_deref()) {
-        eprintln!("phxsim: {e:#}");
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
-    }
     // validate every file before running anything: bad input is its own exit code
     let mut scenarios = Vec::new();
     for p in &paths {

@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use phxsim_runtime::server::{ConnectionEnd, Server, ServerConfig, ServerEvent, ServerMutation};
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
 use phxsim_shard::{TrackerConfig, TrackerEvent};
+use phxsim_sim::planted::PlantedBug;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -38,9 +39,10 @@ pub struct Args {
     /// Idle timeout of client sockets in ms (Phoenix: 60 000).
     #[arg(long = "idle-timeout", default_value_t = 60_000)]
     pub idle_timeout: u64,
-    /// Plant a known server bug (conformance checks only).
-    #[arg(long)]
-    pub mutate: Option<String>,
+    /// Plant a known server bug, for proving conformance checks (`phxsim mutations` lists
+    /// every planted bug; serve takes those of the server layer).
+    #[arg(long, value_name = "NAME")]
+    pub mutate: Option<PlantedBug>,
     /// Record every frame between the cluster and its clients here, as JSON lines in the shape
     /// of the recorded Phoenix sessions (`dir` send/recv from the client's side, `node`, `conn`).
     #[arg(long)]
@@ -60,12 +62,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
-    let mutation = match args.mutate.as_deref().map(str::parse::<ServerMutation>) {
+    let mutation = match args.mutate {
         None => None,
-        Some(Ok(m)) => Some(m),
-        Some(Err(e)) => {
-            let known: Vec<&str> = ServerMutation::ALL.iter().map(|m| m.name()).collect();
-            eprintln!("phxsim serve: {e}; known: {}", known.join(", "));
+        Some(PlantedBug::Server(m)) => Some(m),
+        Some(b) => {
+            let known: Vec<&str> = PlantedBug::ALL
+                .iter()
+                .filter(|b| b.server().is_some())
+                .map(|b| b.name())
+                .collect();
+            eprintln!(
+                "phxsim serve: --mutate {b} is not a server bug; serve plants only: {}",
+                known.join(", ")
+            );
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };

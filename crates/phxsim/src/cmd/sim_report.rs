@@ -2,6 +2,7 @@
 //! result table, JSON and JUnit reports, and exit codes.
 
 use anyhow::Context as _;
+use phxsim_conform::report::xml;
 use phxsim_sim::harness::{RunReport, Verdict};
 use serde_json::json;
 use std::fmt::Write as _;
@@ -69,13 +70,6 @@ pub fn replay_command(path: &str, seed: u64) -> String {
     format!("phxsim replay {path} --seed {seed}")
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// A JUnit XML document with one test case per scenario run.
 pub fn to_junit(suite: &str, runs: &[(String, RunReport)]) -> String {
     let cases: Vec<JunitCase<'_>> = runs
@@ -106,7 +100,7 @@ pub fn junit_of(suite: &str, cases: &[JunitCase<'_>]) -> String {
     let _ = writeln!(
         out,
         "<testsuite name=\"{}\" tests=\"{}\" failures=\"{}\">",
-        xml_escape(suite),
+        xml(suite),
         cases.len(),
         failures
     );
@@ -115,8 +109,8 @@ pub fn junit_of(suite: &str, cases: &[JunitCase<'_>]) -> String {
         let _ = write!(
             out,
             "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
-            xml_escape(suite),
-            xml_escape(&c.name),
+            xml(suite),
+            xml(&c.name),
             r.simulated_ms as f64 / 1000.0
         );
         if r.verdict == Verdict::Pass {
@@ -127,8 +121,8 @@ pub fn junit_of(suite: &str, cases: &[JunitCase<'_>]) -> String {
                 out,
                 ">\n    <failure message=\"{}\">{}\nreplay: {}</failure>\n  </testcase>",
                 verdict_name(r.verdict),
-                xml_escape(&body.join("\n")),
-                xml_escape(&c.replay)
+                xml(&body.join("\n")),
+                xml(&c.replay)
             );
         }
     }

@@ -1,0 +1,96 @@
+//! The end of a run: what differs between each node's list and the truth is classified as
+//! `lost` (a live presence missing), `stale_meta` (an older meta listed where the owner holds a
+//! newer one) or `ghost` (a presence whose owner is gone), and every joined client's list must
+//! equal its node's (`client_view`).
+
+use super::truth::{nonempty, short, truth};
+use super::{Finding, FindingKind, PresenceList, Snapshot, finding};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Each node's list against the truth at the end. A ghost already reported while the run went
+/// is not reported again.
+pub(super) fn nodes(last: &Snapshot, out: &mut Vec<Finding>) {
+    let end = last.at_ms;
+    // classify what differs at the end: lost, stale, ghost
+    let truth = truth(last);
+    let mut end_findings = Vec::new();
+    for (node, ns) in &last.nodes {
+        let lists = nonempty(&ns.lists);
+        let topics: BTreeSet<&String> = lists.keys().chain(truth.keys()).collect();
+        for topic in topics {
+            let have = lists.get(topic).cloned().unwrap_or_default();
+            let want = truth.get(topic).cloned().unwrap_or_default();
+            let keys: BTreeSet<&String> = have.keys().chain(want.keys()).collect();
+            for key in keys {
+                let h: BTreeSet<&String> = have
+                    .get(key)
+                    .map(|m| m.keys().collect())
+                    .unwrap_or_default();
+                let w: BTreeSet<&String> = want
+                    .get(key)
+                    .map(|m| m.keys().collect())
+                    .unwrap_or_default();
+                if h == w {
+                    continue;
+                }
+                let missing: Vec<_> = w.difference(&h).collect();
+                let extra: Vec<_> = h.difference(&w).collect();
+                let (kind, what) = if !missing.is_empty() && !extra.is_empty() {
+                    (
+                        FindingKind::StaleMeta,
+                        format!("lists {extra:?} where the owner holds {missing:?}"),
+                    )
+                } else if !missing.is_empty() {
+                    (FindingKind::Lost, format!("misses live {missing:?}"))
+                } else {
+                    (
+                        FindingKind::Ghost,
+                        format!("lists {extra:?}, whose owner is gone"),
+                    )
+                };
+                end_findings.push((kind, node.clone(), format!("{topic} {key}: {what}")));
+            }
+        }
+    }
+    for (kind, node, detail) in end_findings {
+        let dup = kind == FindingKind::Ghost
+            && out
+                .iter()
+                .any(|f| f.kind == kind && f.subject == node && detail.contains(&f.detail));
+        if !dup {
+            out.push(finding(end, kind, &node, detail));
+        }
+    }
+}
+
+/// Each joined client's list against its node's at the end.
+pub(super) fn client_views(
+    last: &Snapshot,
+    final_views: &BTreeMap<String, PresenceList>,
+    out: &mut Vec<Finding>,
+) {
+    for (name, c) in last.clients.iter() {
+        if !c.joined {
+            continue;
+        }
+        let Some(view) = final_views.get(name) else {
+            continue;
+        };
+        if let Some(ns) = last.nodes.get(&c.node) {
+            let node_list = ns.lists.get(&c.topic).cloned().unwrap_or_default();
+            if &node_list != view {
+                out.push(finding(
+                    last.at_ms,
+                    FindingKind::ClientView,
+                    name,
+                    format!(
+                        "shows {} but {} lists {}",
+                        short(view),
+                        c.node,
+                        short(&node_list)
+                    ),
+                ));
+            }
+        }
+    }
+}

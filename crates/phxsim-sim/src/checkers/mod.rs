@@ -1,0 +1,310 @@
+//! Checkers: passive observers of a run. The harness feeds them snapshots of what every node
+//! lists and every client sees (sampled on simulated time) and each client's presence messages
+//! as they arrive; they report findings. Pure: no I/O, no clock, deterministic order.
+//!
+//! One module per checker, each owning its state: [`convergence`] (`no_convergence`),
+//! [`ghost`] (`ghost` while the run goes), [`sockets`] (`ghost` by socket truth),
+//! [`diff_stream`] (`diff_stream`, `duplicate_join`, `duplicate_leave`), [`end_state`]
+//! (`lost`, `stale_meta`, `ghost` and `client_view` at the end) and [`visible`]
+//! (`expectation`). [`Checkers`] feeds them in order and collects what they find.
+
+mod convergence;
+mod diff_stream;
+mod end_state;
+mod ghost;
+mod sockets;
+mod truth;
+mod visible;
+
+use crate::scenario::VisibleExpectation;
+use serde::Serialize;
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+pub use diff_stream::list_of_instance;
+
+/// `key → phx_ref → meta`: a presence list as a node or a client holds it for one topic.
+pub type PresenceList = BTreeMap<String, BTreeMap<String, Json>>;
+
+/// A list of metas grouped by key (a node's `PresenceState`, a client's view) as a
+/// [`PresenceList`], metas moved; a meta without a `phx_ref` is no presence and is left out.
+pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
+    let mut out = PresenceList::new();
+    for (key, metas) in by_key {
+        let entry = out.entry(key).or_default();
+        for m in metas {
+            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
+                entry.insert(r.to_owned(), m);
+            }
+        }
+    }
+    out
+}
+
+/// What a running node shows at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeSnapshot {
+    /// Per topic, the node's `Presence.list` (down replicas hidden).
+    pub lists: BTreeMap<String, PresenceList>,
+    /// Per topic, the presences this node tracks for its own sockets: the ground truth.
+    pub local: BTreeMap<String, PresenceList>,
+}
+
+/// What a client holds at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientSnapshot {
+    pub node: String,
+    pub topic: String,
+    pub user: String,
+    /// Connected and joined (the join reply arrived and the channel is not closed).
+    pub joined: bool,
+    /// Its phoenix.js-exact presence list (the harness leaves it empty in samples and passes
+    /// the lists read at the end to [`Checkers::finish`]).
+    pub view: PresenceList,
+}
+
+/// The whole world at `at_ms`. Crashed nodes are absent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub at_ms: u64,
+    /// Shared: a node that did not change since the last sample hands in the same
+    /// allocation, and the checkers skip what only depends on the lists.
+    pub nodes: BTreeMap<String, Arc<NodeSnapshot>>,
+    /// Shared like the nodes: samples in which no client joined or left reuse one map.
+    pub clients: Arc<BTreeMap<String, ClientSnapshot>>,
+}
+
+/// A presence message as one client received it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientMessage {
+    /// The channel (re)joined with this join_ref.
+    Joined(String),
+    State(Json),
+    Diff(Json),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// Nodes did not agree with the live presences within the bound after the last step.
+    NoConvergence,
+    /// A joined client's list differs from its node's list at the end.
+    ClientView,
+    /// A presence whose owner is gone is still listed after the bound.
+    Ghost,
+    /// A live presence is missing after convergence should have happened.
+    Lost,
+    /// A presence is listed with an older meta (phx_ref) than its owner holds.
+    StaleMeta,
+    /// A client's messages do not replay to what it shows, or are malformed.
+    DiffStream,
+    /// A leave of a ref the client does not hold (reference anomaly 1).
+    DuplicateLeave,
+    /// A join of a ref the client already holds (reference anomaly 2).
+    DuplicateJoin,
+    /// An `[[expect.visible]]` did not hold.
+    Expectation,
+}
+
+impl FindingKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [FindingKind; 9] = [
+        FindingKind::NoConvergence,
+        FindingKind::ClientView,
+        FindingKind::Ghost,
+        FindingKind::Lost,
+        FindingKind::StaleMeta,
+        FindingKind::DiffStream,
+        FindingKind::DuplicateLeave,
+        FindingKind::DuplicateJoin,
+        FindingKind::Expectation,
+    ];
+
+    /// The kind named `name` (as [`FindingKind::name`] spells it).
+    pub fn from_name(name: &str) -> Option<FindingKind> {
+        FindingKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingKind::NoConvergence => "no_convergence",
+            FindingKind::ClientView => "client_view",
+            FindingKind::Ghost => "ghost",
+            FindingKind::Lost => "lost",
+            FindingKind::StaleMeta => "stale_meta",
+            FindingKind::DiffStream => "diff_stream",
+            FindingKind::DuplicateLeave => "duplicate_leave",
+            FindingKind::DuplicateJoin => "duplicate_join",
+            FindingKind::Expectation => "expectation",
+        }
+    }
+
+    /// Anomalies are what the reference itself does; everything else is a violation.
+    pub fn is_anomaly(self) -> bool {
+        matches!(
+            self,
+            FindingKind::DuplicateLeave | FindingKind::DuplicateJoin
+        )
+    }
+
+    /// No convergence is its own failure class (distinct exit code).
+    pub fn is_liveness(self) -> bool {
+        matches!(self, FindingKind::NoConvergence)
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Finding {
+    pub at_ms: u64,
+    pub kind: FindingKind,
+    /// The node or client it is about.
+    pub subject: String,
+    pub detail: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{} ms] {} at {}: {}",
+            self.at_ms, self.kind, self.subject, self.detail
+        )
+    }
+}
+
+/// Bounds the checkers judge by, derived from the tracker settings.
+#[derive(Clone, Debug)]
+pub struct Bounds {
+    /// After the last step, the cluster must agree within this.
+    pub convergence_ms: u64,
+    /// A gone owner's presence may stay visible at most this long.
+    pub ghost_ms: u64,
+    /// Sampling interval: an `[[expect.visible]]` window is widened by it, so that a window
+    /// shorter than the interval still contains a sample.
+    pub sample_ms: u64,
+}
+
+/// The checkers of one run.
+pub struct Checkers {
+    bounds: Bounds,
+    findings: Vec<Finding>,
+    convergence: convergence::Convergence,
+    ghosts: ghost::Ghosts,
+    sockets: sockets::SocketTruth,
+    streams: diff_stream::DiffStreams,
+    visible: visible::Visible,
+    last_step_ms: u64,
+    last: Option<Snapshot>,
+}
+
+/// A finding of `kind` about `subject` at `at_ms`.
+fn finding(at_ms: u64, kind: FindingKind, subject: &str, detail: String) -> Finding {
+    Finding {
+        at_ms,
+        kind,
+        subject: subject.to_owned(),
+        detail,
+    }
+}
+
+impl Checkers {
+    pub fn new(bounds: Bounds, visible: Vec<VisibleExpectation>) -> Self {
+        Self {
+            bounds,
+            findings: Vec::new(),
+            convergence: convergence::Convergence::default(),
+            ghosts: ghost::Ghosts::default(),
+            sockets: sockets::SocketTruth::default(),
+            streams: diff_stream::DiffStreams::default(),
+            visible: visible::Visible::new(visible),
+            last_step_ms: 0,
+            last: None,
+        }
+    }
+
+    /// A scripted step or fault happened: the convergence clock restarts.
+    pub fn step(&mut self, at_ms: u64) {
+        self.last_step_ms = at_ms;
+        self.convergence.step();
+    }
+
+    /// A client received a presence message (or rejoined).
+    pub fn client_message(&mut self, at_ms: u64, client: &str, msg: ClientMessage) {
+        self.streams.message(at_ms, client, msg, &mut self.findings);
+    }
+
+    /// Observes the world at one instant.
+    pub fn observe(&mut self, snapshot: Snapshot) {
+        let s = &snapshot;
+        // The same nodes handing in the same lists as last time: the truth, the live refs and
+        // the agreement are what they were. Only what depends on time is judged again.
+        let unchanged = self.last.as_ref().is_some_and(|last| {
+            last.nodes.len() == s.nodes.len()
+                && last
+                    .nodes
+                    .iter()
+                    .zip(&s.nodes)
+                    .all(|((n1, a), (n2, b))| n1 == n2 && Arc::ptr_eq(a, b))
+        });
+        let agree = if unchanged {
+            self.convergence.last_agree()
+        } else {
+            let truth = truth::truth_ref(s);
+            // ghosts: refs whose owner is gone, still listed past the bound
+            let live: BTreeMap<&str, BTreeSet<&str>> = truth
+                .iter()
+                .map(|(t, l)| {
+                    (
+                        *t,
+                        l.values().flat_map(|refs| refs.keys().copied()).collect(),
+                    )
+                })
+                .collect();
+            self.ghosts.track_gone(&live, s.at_ms);
+            s.nodes
+                .values()
+                .all(|n| truth::same_lists_ref(&n.lists, &truth))
+        };
+        let bound = self.last_step_ms;
+        self.ghosts
+            .observe(s, bound, self.bounds.ghost_ms, &mut self.findings);
+        self.sockets
+            .observe(s, bound, self.bounds.ghost_ms, &mut self.findings);
+        self.convergence.observe(agree, s.at_ms);
+        self.visible.observe(s, self.bounds.sample_ms);
+        self.last = Some(snapshot);
+    }
+
+    /// Ends the run; returns every finding, in time order. `final_views` are the clients'
+    /// lists read after the last step of the simulation, when every message they logged has
+    /// been applied: the replay of their messages must give exactly these.
+    pub fn finish(
+        mut self,
+        final_views: &BTreeMap<String, PresenceList>,
+    ) -> (Vec<Finding>, Option<u64>) {
+        let Some(last) = self.last.take() else {
+            return (self.findings, None);
+        };
+        let end = last.at_ms;
+        let converged_at = self.convergence.finish(
+            end,
+            self.last_step_ms,
+            self.bounds.convergence_ms,
+            &mut self.findings,
+        );
+        end_state::nodes(&last, &mut self.findings);
+        end_state::client_views(&last, final_views, &mut self.findings);
+        self.streams.finish(&last, final_views, &mut self.findings);
+        self.visible.finish(end, &mut self.findings);
+        self.findings.sort();
+        (self.findings, converged_at)
+    }
+}

@@ -1,0 +1,141 @@
+//! What a run's hosts and its driver share: the world state behind one lock, the
+//! observations the checkers read, the control messages of nodes and clients, the ports, and
+//! the seed derivation. Every other simulator module depends on this one and it on none of
+//! them but the data types it holds (checker observations, loss rates, the transcript), so
+//! the harness, the client glue and the sampler have no import loop.
+
+use crate::checkers::{ClientMessage, Snapshot};
+use crate::event::Event;
+use crate::lossy::{LossRate, LossReport};
+use crate::node_trace::TraceEvent;
+use crate::planted::PlantedBug;
+use crate::transcript::Transcript;
+use phxsim_runtime::Node;
+use phxsim_runtime::client::Client;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How to run a scenario.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The run's seed; every random choice derives from it.
+    pub seed: u64,
+    /// A planted bug in a node, the server or the client (tests and `--mutate` only).
+    pub planted: Option<PlantedBug>,
+    /// Keep the full transcript (every frame and node message) in the report.
+    pub transcript: bool,
+    /// Keep every node's tracker events and final lists in the report (for `crosscheck`).
+    pub node_trace: bool,
+}
+
+/// Port of the node-to-node links on every node host.
+pub(crate) const NODE_PORT: u16 = 4369;
+/// Port of the Channels WebSocket endpoint on every node host.
+pub(crate) const WS_PORT: u16 = 4000;
+
+/// Observations in the order the simulation made them.
+pub(crate) enum Obs {
+    Step(u64),
+    Snapshot(Snapshot),
+    Client(u64, String, ClientMessage),
+}
+
+/// What hosts and the driver share. One process, one thread: the lock is never contended, it
+/// only satisfies the types.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) nodes: BTreeMap<String, Node>,
+    pub(crate) incarnations: BTreeMap<String, u64>,
+    pub(crate) node_ctl: BTreeMap<String, mpsc::UnboundedSender<NodeControl>>,
+    pub(crate) client_ctl: BTreeMap<String, mpsc::UnboundedSender<ClientControl>>,
+    pub(crate) clients: BTreeMap<String, SimClient>,
+    pub(crate) obs: Vec<Obs>,
+    pub(crate) transcript: Transcript,
+    pub(crate) node_messages: u64,
+    /// The loss rate of every node link; `loss` steps change it.
+    pub(crate) loss_rate: LossRate,
+    /// The loss rate of every browser link (both ends); `client_loss` steps change it.
+    pub(crate) client_loss_rate: LossRate,
+    /// Tracker events of every node, kept when `Some` ([`RunOptions::node_trace`]).
+    pub(crate) node_trace: Option<Vec<TraceEvent>>,
+    /// Counts heals and repairs; diallers watch it (`tick_model = "drift"`).
+    pub(crate) heals: Option<tokio::sync::watch::Sender<u64>>,
+}
+
+pub(crate) type SharedRef = Arc<Mutex<Shared>>;
+
+pub(crate) fn lock(s: &SharedRef) -> std::sync::MutexGuard<'_, Shared> {
+    // a panic inside a host already fails the run; the data is still usable for the report
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Simulated milliseconds, read inside a host or the driver.
+pub(crate) fn now_ms() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+}
+
+pub(crate) enum NodeControl {
+    GracefulPermdown,
+}
+
+/// A stable 64-bit mix of the run seed and a label (splitmix64 over FNV-1a), so that every
+/// host and incarnation gets its own stream without drawing from a shared RNG in host order.
+pub(crate) fn derive_seed(seed: u64, label: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in label.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = seed ^ h;
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// What the timeline tells a client to do.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum ClientControl {
+    Join,
+    Leave,
+    Update(Json),
+    /// The browser vanishes: its TCP connection drops without a close frame and it stays away
+    /// until `Reconnect`.
+    Disconnect,
+    /// Connects again; a channel that was joined rejoins, as phoenix.js does.
+    Reconnect,
+    /// The reference channel's `crash` event.
+    CrashChannel,
+}
+
+/// A client as the observer sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct SimClient {
+    pub(crate) node: String,
+    pub(crate) topic: String,
+    pub(crate) user: String,
+    pub(crate) client: Client,
+}
+
+/// Writes each segment lost from `from` (a node, or a browser when `by_browser`) to `to` into
+/// the transcript, with the delay its retransmissions add.
+pub(crate) fn segment_lost_report(
+    shared: SharedRef,
+    from: String,
+    to: String,
+    by_browser: bool,
+) -> LossReport {
+    let sender = if by_browser { "browser" } else { "node" };
+    Arc::new(move |delay: Duration| {
+        let event = Event::SegmentLost {
+            sender: sender.to_owned(),
+            from: from.clone(),
+            to: to.clone(),
+            delay_ms: delay.as_millis() as u64,
+        };
+        lock(&shared).transcript.push(now_ms(), event);
+    })
+}
