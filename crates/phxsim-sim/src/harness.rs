@@ -417,7 +417,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         );
     }
 
+    let limits = crate::capacity::TurmoilLimits::of(scenario);
     let mut sim = turmoil::Builder::new()
+        .tcp_capacity(limits.tcp_capacity)
+        .ephemeral_ports(limits.ephemeral_ports)
         .rng_seed(opts.seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .tick_duration(Duration::from_millis(scenario.network.tick_ms))

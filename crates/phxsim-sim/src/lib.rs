@@ -2,6 +2,7 @@
 //! partitions, delays, loss and crashes, observed by checkers; one `u64` seed reproduces a run
 //! byte for byte.
 
+pub mod capacity;
 pub mod checkers;
 mod clients;
 pub mod event;

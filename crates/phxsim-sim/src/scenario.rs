@@ -751,6 +751,19 @@ impl Scenario {
             clients.push(spec.clone());
         }
 
+        if clients.len() > crate::capacity::MAX_CLIENTS {
+            return Err(err(
+                raw.clients[crate::capacity::MAX_CLIENTS].span(),
+                "clients",
+                format!(
+                    "at most {} clients: every browser dials from one simulated host, which \
+                     has that many ports; got {}",
+                    crate::capacity::MAX_CLIENTS,
+                    clients.len()
+                ),
+            ));
+        }
+
         let mut timeline = Vec::new();
         for s in &raw.timeline {
             let step = to_step(s.get_ref(), &node_set, &client_names)
