@@ -84,19 +84,25 @@ impl TurmoilLimits {
             .iter()
             .filter(|st| matches!(st.action, Action::Restart(_)))
             .count();
+        let node_of: std::collections::BTreeMap<&str, &str> = s
+            .clients
+            .iter()
+            .map(|c| (c.name.as_str(), c.node.as_str()))
+            .collect();
+        let mut browsers: std::collections::BTreeMap<&str, usize> = Default::default();
+        for c in &s.clients {
+            *browsers.entry(c.node.as_str()).or_default() += 1;
+        }
+        let mut client_steps: std::collections::BTreeMap<&str, usize> = Default::default();
+        for st in &s.timeline {
+            if let Some(node) = st.action.client().and_then(|c| node_of.get(c)) {
+                *client_steps.entry(node).or_default() += 1;
+            }
+        }
         let mut worst = 0usize;
         for (i, node) in s.nodes.iter().enumerate() {
-            let browsers = s.clients.iter().filter(|c| &c.node == node).count();
-            let client_steps = s
-                .timeline
-                .iter()
-                .filter(|st| {
-                    st.action
-                        .client()
-                        .and_then(|c| s.client(c))
-                        .is_some_and(|c| &c.node == node)
-                })
-                .count();
+            let browsers = browsers.get(node.as_str()).copied().unwrap_or_default();
+            let client_steps = client_steps.get(node.as_str()).copied().unwrap_or_default();
             // a browser may also be told to connect again while an attempt is in flight
             let browser_held = is_held(node, crate::clients::CLIENTS_HOST);
             let ws = browsers * attempts(browser_held, CLIENT_ATTEMPT_MS) + client_steps;

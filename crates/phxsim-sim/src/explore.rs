@@ -302,6 +302,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         tracker,
         network,
         clients,
+        populations: Vec::new(),
         timeline,
         expect: Expectations {
             // the reference's own anomalies are tolerated in the faithful profile

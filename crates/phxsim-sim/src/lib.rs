@@ -12,6 +12,7 @@ pub mod latency;
 mod lossy;
 pub mod normalize;
 pub mod planted;
+pub mod population;
 mod sampler;
 pub mod scenario;
 pub mod trace;

@@ -73,6 +73,8 @@ struct RawScenario {
     #[serde(default)]
     clients: Vec<Spanned<ClientSpec>>,
     #[serde(default)]
+    population: Vec<Spanned<crate::population::PopulationSpec>>,
+    #[serde(default)]
     timeline: Vec<Spanned<RawStep>>,
     #[serde(default)]
     expect: RawExpect,
@@ -525,6 +527,10 @@ pub struct Scenario {
     pub tracker: TrackerSettings,
     pub network: NetworkSettings,
     pub clients: Vec<ClientSpec>,
+    /// `[[population]]` blocks, turned into clients and steps when a run starts
+    /// ([`crate::population::expand`]).
+    #[serde(rename = "population", skip_serializing_if = "Vec::is_empty")]
+    pub populations: Vec<crate::population::PopulationSpec>,
     pub timeline: Vec<Step>,
     pub expect: Expectations,
 }
@@ -751,17 +757,45 @@ impl Scenario {
             clients.push(spec.clone());
         }
 
-        if clients.len() > crate::capacity::MAX_CLIENTS {
+        let mut populations = Vec::new();
+        for pop in &raw.population {
+            pop.get_ref()
+                .validate(&node_set, duration_ms)
+                .map_err(|(field, m)| err(pop.span(), &format!("population.{field}"), m))?;
+            populations.push(pop.get_ref().clone());
+        }
+        for c in &raw.clients {
+            if crate::population::population_of(&c.get_ref().name, &populations).is_some() {
+                return Err(err(
+                    c.span(),
+                    "clients.name",
+                    format!(
+                        "{:?} names a client of a [[population]] (pop<P>-<i>)",
+                        c.get_ref().name
+                    ),
+                ));
+            }
+        }
+        let population_clients: usize = populations.iter().map(|p| p.count).sum();
+        if clients.len() + population_clients > crate::capacity::MAX_CLIENTS {
             return Err(err(
-                raw.clients[crate::capacity::MAX_CLIENTS].span(),
+                raw.population
+                    .first()
+                    .map(|p| p.span())
+                    .unwrap_or_else(|| raw.clients[crate::capacity::MAX_CLIENTS].span()),
                 "clients",
                 format!(
                     "at most {} clients: every browser dials from one simulated host, which \
                      has that many ports; got {}",
                     crate::capacity::MAX_CLIENTS,
-                    clients.len()
+                    clients.len() + population_clients
                 ),
             ));
+        }
+
+        // the file's steps may name population clients too
+        for (p, pop) in populations.iter().enumerate() {
+            client_names.extend((0..pop.count).map(|i| crate::population::client_name(p, i)));
         }
 
         let mut timeline = Vec::new();
@@ -861,6 +895,7 @@ impl Scenario {
             tracker,
             network,
             clients,
+            populations,
             timeline,
             expect,
         })

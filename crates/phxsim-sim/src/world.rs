@@ -26,6 +26,9 @@ pub struct RunOptions {
     pub planted: Option<PlantedBug>,
     /// Keep the full transcript (every frame and node message) in the report.
     pub transcript: bool,
+    /// With `transcript`: also every frame of every `[[population]]` client (by default only
+    /// the frames of the sample the checkers replay, and one summary line per population).
+    pub population_frames: bool,
 }
 
 /// Port of the node-to-node links on every node host.
@@ -56,6 +59,9 @@ pub(crate) struct Shared {
     pub(crate) loss_rate: LossRate,
     /// The loss rate of every browser link (both ends); `client_loss` steps change it.
     pub(crate) client_loss_rate: LossRate,
+    /// The clients whose presence messages the checkers replay; `None`: every client (see
+    /// [`crate::population::replayed`]).
+    pub(crate) replayed: Option<std::collections::BTreeSet<String>>,
 }
 
 pub(crate) type SharedRef = Arc<Mutex<Shared>>;
