@@ -35,10 +35,13 @@ pub enum FaultKind {
     Loss,
     /// The same on every browser link (node to its clients, both ways). Opt-in.
     ClientLoss,
+    /// A rolling deploy ([`crate::rolling`]): every node that no other fault stops restarts
+    /// in turn, each as a new replica. Opt-in.
+    RollingRestart,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Partition,
         FaultKind::Cut,
         FaultKind::CutOneway,
@@ -48,6 +51,7 @@ impl FaultKind {
         FaultKind::Disconnect,
         FaultKind::Loss,
         FaultKind::ClientLoss,
+        FaultKind::RollingRestart,
     ];
 
     /// The timeline action's key in scenario files.
@@ -62,13 +66,17 @@ impl FaultKind {
             FaultKind::Disconnect => "disconnect",
             FaultKind::Loss => "loss",
             FaultKind::ClientLoss => "client_loss",
+            FaultKind::RollingRestart => "rolling_restart",
         }
     }
 
     /// Drawn only when asked for, so that the default set, and so every seed's scenario,
     /// stays as it was before these kinds existed.
     pub fn is_opt_in(self) -> bool {
-        matches!(self, FaultKind::Loss | FaultKind::ClientLoss)
+        matches!(
+            self,
+            FaultKind::Loss | FaultKind::ClientLoss | FaultKind::RollingRestart
+        )
     }
 
     /// The kinds drawn by default.
@@ -257,6 +265,27 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
     }
     // restart what crashed, heal everything, rejoin every client: the cluster must settle
     let heal_at = fault_end + rng.gen_range(0..down);
+    // a rolling deploy of the nodes no other fault stops, drawn from a stream of its own so
+    // that asking for it changes nothing else of the seed's scenario
+    let mut settled_from = heal_at;
+    if cfg.faults.contains(&FaultKind::RollingRestart) {
+        let mut rrng =
+            ChaCha8Rng::seed_from_u64(derive_seed(seed, &FaultKind::RollingRestart.stream()));
+        let mut rolled: Vec<String> = nodes
+            .iter()
+            .filter(|n| !crashed.contains(*n) && !permdowned.contains(*n))
+            .cloned()
+            .collect();
+        rolled.shuffle(&mut rrng);
+        if !rolled.is_empty() {
+            let at = rrng.gen_range(900..fault_end);
+            let down_ms = rrng.gen_range(10..=1_000u64);
+            let interval_ms = down_ms + rrng.gen_range(100..=3_000u64);
+            timeline.extend(crate::rolling::steps(at, &rolled, interval_ms, down_ms));
+            let end = crate::rolling::end_ms(at, rolled.len(), interval_ms, down_ms);
+            settled_from = settled_from.max(end);
+        }
+    }
     timeline.push(Step {
         at_ms: heal_at,
         action: Action::Heal,
@@ -297,7 +326,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         title: format!("explore seed {seed}"),
         description: "drawn by phxsim explore".into(),
         seed: Some(seed),
-        duration_ms: heal_at + 10 + bound + 500,
+        duration_ms: settled_from + 10 + bound + 500,
         nodes,
         tracker,
         network,

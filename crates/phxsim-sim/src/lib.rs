@@ -13,6 +13,7 @@ mod lossy;
 pub mod normalize;
 pub mod planted;
 pub mod population;
+pub mod rolling;
 mod sampler;
 pub mod scenario;
 pub mod trace;

@@ -25,8 +25,9 @@ pub struct Args {
     /// Fault kinds to draw, comma-separated, named as their timeline actions (default: all
     /// of partition, cut, cut_oneway, hold, crash, permdown, disconnect; `none` for none).
     /// `loss` (0.5–2 % segment loss on node links, retransmitted) and `client_loss` (the same
-    /// on browser links) are drawn only when named: `--faults loss,partition,cut,...`. The
-    /// older names `oneway` and `client-loss` are accepted.
+    /// on browser links) are drawn only when named: `--faults loss,partition,cut,...`, and
+    /// so is `rolling_restart` (a rolling deploy: every node no other fault stops restarts in
+    /// turn as a new replica). The older names `oneway` and `client-loss` are accepted.
     #[arg(long)]
     pub faults: Option<String>,
     /// `faithful` (default), `corrected` or `eager`.
