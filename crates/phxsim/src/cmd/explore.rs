@@ -49,6 +49,10 @@ pub struct Args {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
+    /// Also draw a `[[population]]` of 1 to N clients per seed (swarm testing of scale);
+    /// at most 100, so that the explorer stays at 300 or more seeds a minute.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub population: u16,
     /// Write a JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -115,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = SwarmConfig {
         faults,
         profile: args.profile,
+        population_max: usize::from(args.population),
     };
     let seeds: Vec<u64> = (a..b).filter(|s| s % n == k - 1).collect();
     let bar = if args.quiet {
