@@ -200,10 +200,11 @@ pub(crate) fn client_host(
         return;
     }
     let specs = s.clients.clone();
-    let (seed, mutation, frames) = (
+    let (seed, mutation, frames, population_frames) = (
         o.seed,
         o.planted.and_then(crate::planted::PlantedBug::client),
         o.transcript,
+        o.transcript && o.population_frames,
     );
     let rto = Duration::from_millis(s.network.rto_ms);
     sim.host(CLIENTS_HOST, move || {
@@ -260,13 +261,25 @@ pub(crate) fn client_host(
                         },
                     );
                 }
+                // a population client's messages reach the checkers only if it is one of the
+                // sample they replay (named clients all are), and its frames the transcript
+                // only if it is, or on request
+                let observed = lock(&shared)
+                    .replayed
+                    .as_ref()
+                    .is_none_or(|r| r.contains(&spec.name));
                 // frames only matter to a transcript: without one, the client copies none
-                let events = if frames {
+                let events = if frames && (observed || population_frames) {
                     client.subscribe()
                 } else {
                     client.subscribe_without_frames()
                 };
-                tokio::spawn(forward_events(spec.name.clone(), events, shared.clone()));
+                tokio::spawn(forward_events(
+                    spec.name.clone(),
+                    events,
+                    shared.clone(),
+                    observed,
+                ));
                 tokio::spawn(obey(client, ctl_rx));
             }
             std::future::pending::<()>().await;
@@ -292,12 +305,13 @@ async fn obey(client: Client, mut ctl: mpsc::UnboundedReceiver<ClientControl>) {
     }
 }
 
-/// Copies one client's events into the transcript and its presence messages into the
-/// observation log, stamped with simulated time.
+/// Copies one client's events into the transcript and, if it is `observed`, its presence
+/// messages into the observation log, stamped with simulated time.
 async fn forward_events(
     name: String,
     mut events: mpsc::UnboundedReceiver<phxsim_runtime::client::Stamped>,
     shared: SharedRef,
+    observed: bool,
 ) {
     let base = tokio::time::Instant::now();
     let base_ms = now_ms();
@@ -307,6 +321,7 @@ async fn forward_events(
         match st.event {
             ClientEvent::Sent(f) => sh.transcript.push_with(t, || frame_event(&name, "out", &f)),
             ClientEvent::Received(f) => sh.transcript.push_with(t, || frame_event(&name, "in", &f)),
+            ClientEvent::Presence { .. } if !observed => {}
             ClientEvent::Presence { event, payload, .. } => {
                 let msg = if event == "presence_state" {
                     ClientMessage::State(payload)
@@ -316,7 +331,7 @@ async fn forward_events(
                 sh.obs.push(Obs::Client(t, name.clone(), msg));
             }
             ClientEvent::Channel { state, join_ref } => {
-                if state == phxsim_runtime::client::ChannelState::Joined {
+                if observed && state == phxsim_runtime::client::ChannelState::Joined {
                     sh.obs.push(Obs::Client(
                         t,
                         name.clone(),

@@ -21,6 +21,17 @@ pub enum Event {
         node: String,
         vsn: u64,
     },
+    /// A `[[population]]` of the scenario (one line each, after `run`): its shape and the
+    /// clients of it whose messages the checkers replay.
+    Population {
+        population: usize,
+        count: usize,
+        nodes: Vec<String>,
+        topics: usize,
+        join_ms: [u64; 2],
+        leave_ms: Option<[u64; 2]>,
+        replayed: Vec<String>,
+    },
     /// A scripted step of the timeline, as [`crate::Action::label`] words it.
     Step {
         action: String,
@@ -140,6 +151,7 @@ impl Event {
         match self {
             Event::Run { .. } => "run",
             Event::NodeStart { .. } => "node_start",
+            Event::Population { .. } => "population",
             Event::Step { .. } => "step",
             Event::Frame { .. } => "frame",
             Event::Channel { .. } => "channel",

@@ -4,6 +4,7 @@
 
 use crate::checkers::FindingKind;
 use crate::harness::{self, RunOptions, RunReport, Verdict};
+use crate::population::PopulationSpec;
 use crate::scenario::{
     Action, ClientSpec, Expectations, NetworkSettings, ProfileName, Scenario, Step,
     TrackerSettings, lifecycle_problem,
@@ -35,10 +36,13 @@ pub enum FaultKind {
     Loss,
     /// The same on every browser link (node to its clients, both ways). Opt-in.
     ClientLoss,
+    /// A rolling deploy ([`crate::rolling`]): every node that no other fault stops restarts
+    /// in turn, each as a new replica. Opt-in.
+    RollingRestart,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Partition,
         FaultKind::Cut,
         FaultKind::CutOneway,
@@ -48,6 +52,7 @@ impl FaultKind {
         FaultKind::Disconnect,
         FaultKind::Loss,
         FaultKind::ClientLoss,
+        FaultKind::RollingRestart,
     ];
 
     /// The timeline action's key in scenario files.
@@ -62,13 +67,17 @@ impl FaultKind {
             FaultKind::Disconnect => "disconnect",
             FaultKind::Loss => "loss",
             FaultKind::ClientLoss => "client_loss",
+            FaultKind::RollingRestart => "rolling_restart",
         }
     }
 
     /// Drawn only when asked for, so that the default set, and so every seed's scenario,
     /// stays as it was before these kinds existed.
     pub fn is_opt_in(self) -> bool {
-        matches!(self, FaultKind::Loss | FaultKind::ClientLoss)
+        matches!(
+            self,
+            FaultKind::Loss | FaultKind::ClientLoss | FaultKind::RollingRestart
+        )
     }
 
     /// The kinds drawn by default.
@@ -120,13 +129,22 @@ impl std::str::FromStr for FaultKind {
 pub struct SwarmConfig {
     pub faults: BTreeSet<FaultKind>,
     pub profile: ProfileName,
+    /// Also draw a `[[population]]` of up to this many clients per seed (0: none), so that
+    /// swarm testing varies the scale as well; at most [`MAX_SWARM_POPULATION`].
+    pub population_max: usize,
 }
+
+/// The largest population the explorer draws: the explorer must stay at 300 or more seeds a
+/// minute (measured in BENCHMARKS.md), and a run's cost grows with the square of the clients
+/// in one topic.
+pub const MAX_SWARM_POPULATION: usize = 100;
 
 impl Default for SwarmConfig {
     fn default() -> Self {
         Self {
             faults: FaultKind::defaults(),
             profile: ProfileName::Faithful,
+            population_max: 0,
         }
     }
 }
@@ -257,6 +275,27 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
     }
     // restart what crashed, heal everything, rejoin every client: the cluster must settle
     let heal_at = fault_end + rng.gen_range(0..down);
+    // a rolling deploy of the nodes no other fault stops, drawn from a stream of its own so
+    // that asking for it changes nothing else of the seed's scenario
+    let mut settled_from = heal_at;
+    if cfg.faults.contains(&FaultKind::RollingRestart) {
+        let mut rrng =
+            ChaCha8Rng::seed_from_u64(derive_seed(seed, &FaultKind::RollingRestart.stream()));
+        let mut rolled: Vec<String> = nodes
+            .iter()
+            .filter(|n| !crashed.contains(*n) && !permdowned.contains(*n))
+            .cloned()
+            .collect();
+        rolled.shuffle(&mut rrng);
+        if !rolled.is_empty() {
+            let at = rrng.gen_range(900..fault_end);
+            let down_ms = rrng.gen_range(10..=1_000u64);
+            let interval_ms = down_ms + rrng.gen_range(100..=3_000u64);
+            timeline.extend(crate::rolling::steps(at, &rolled, interval_ms, down_ms));
+            let end = crate::rolling::end_ms(at, rolled.len(), interval_ms, down_ms);
+            settled_from = settled_from.max(end);
+        }
+    }
     timeline.push(Step {
         at_ms: heal_at,
         action: Action::Heal,
@@ -293,15 +332,17 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
         0
     };
     let bound = tracker.convergence_bound(lat_max) + harness::link_recovery_ms(bp) + retransmits;
+    let nodes_for_population = nodes.clone();
     Scenario {
         title: format!("explore seed {seed}"),
         description: "drawn by phxsim explore".into(),
         seed: Some(seed),
-        duration_ms: heal_at + 10 + bound + 500,
+        duration_ms: settled_from + 10 + bound + 500,
         nodes,
         tracker,
         network,
         clients,
+        populations: draw_population(seed, cfg, &nodes_for_population),
         timeline,
         expect: Expectations {
             // the reference's own anomalies are tolerated in the faithful profile
@@ -316,6 +357,31 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             ..Expectations::default()
         },
     }
+}
+
+/// The population of a seed when `cfg.population_max` asks for one: its size, nodes, topics
+/// and times from a stream of its own, so that the rest of the seed's scenario is the same.
+/// Every client joins in the workload phase and stays, so the end state must list them all.
+fn draw_population(seed: u64, cfg: &SwarmConfig, nodes: &[String]) -> Vec<PopulationSpec> {
+    let max = cfg.population_max.min(MAX_SWARM_POPULATION);
+    if max == 0 {
+        return Vec::new();
+    }
+    let mut prng = ChaCha8Rng::seed_from_u64(derive_seed(seed, "explore/population"));
+    let count = prng.gen_range(1..=max);
+    let mut on: Vec<String> = nodes.to_vec();
+    on.shuffle(&mut prng);
+    on.truncate(prng.gen_range(1..=nodes.len()));
+    vec![PopulationSpec {
+        nodes: on,
+        count,
+        topics: prng.gen_range(1..=count.min(3)),
+        join_ms: [200, 800],
+        leave_ms: None,
+        meta: json!({"device": "web"}),
+        vsn: "2.0.0".into(),
+        user: None,
+    }]
 }
 
 /// Shrinks a failing scenario while the run still fails the same way (the same verdict, with
@@ -443,6 +509,11 @@ pub fn without_node(s: &Scenario, node: &str) -> Option<Scenario> {
         .map(|c| c.name.clone())
         .collect();
     out.clients.retain(|c| c.node != node);
+    // a population keeps its other nodes (its clients spread over them instead)
+    for pop in &mut out.populations {
+        pop.nodes.retain(|n| n != node);
+    }
+    out.populations.retain(|p| !p.nodes.is_empty());
     out.network
         .links
         .retain(|l| l.between[0] != node && l.between[1] != node);

@@ -400,10 +400,14 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
     let [lat_min, lat_max] = scenario.network.latency_ms;
     let bp = scenario.tracker.broadcast_period_ms;
     let (bounds, sample_ms) = bounds_of(scenario);
-    vec![
+    let population_clients: usize = scenario.populations.iter().map(|p| p.count).sum();
+    let mut knobs = vec![
         ("seed".to_string(), opts.seed.to_string()),
         ("nodes".into(), scenario.nodes.join(",")),
-        ("clients".into(), scenario.clients.len().to_string()),
+        (
+            "clients".into(),
+            (scenario.clients.len() + population_clients).to_string(),
+        ),
         ("broadcast_period_ms".into(), bp.to_string()),
         (
             "down_period_ms".into(),
@@ -448,12 +452,34 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "none".into()),
         ),
-    ]
+    ];
+    if !scenario.populations.is_empty() {
+        let counts: Vec<String> = scenario
+            .populations
+            .iter()
+            .map(|p| p.count.to_string())
+            .collect();
+        knobs.push(("populations".into(), counts.join(",")));
+    }
+    knobs
 }
 
 /// Runs a scenario to its end and judges it.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
+    let knobs = knobs(scenario, opts);
+    let replayed = crate::population::replayed(scenario, opts.seed);
+    let expanded;
+    let (scenario, summaries) = if scenario.populations.is_empty() {
+        (scenario, Vec::new())
+    } else {
+        expanded = crate::population::expand(scenario, opts.seed);
+        (
+            &expanded,
+            crate::population::summaries(scenario, replayed.as_ref()),
+        )
+    };
     let shared: SharedRef = Arc::default();
+    lock(&shared).replayed = replayed.clone();
     lock(&shared).loss_rate.set(scenario.network.loss);
     lock(&shared)
         .client_loss_rate
@@ -470,7 +496,6 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     let mut last_lists = BTreeMap::new();
     let [lat_min, lat_max] = scenario.network.latency_ms;
     let (bounds, sample_ms) = bounds_of(scenario);
-    let knobs = knobs(scenario, opts);
     {
         let mut s = lock(&shared);
         let mut k = serde_json::Map::new();
@@ -484,9 +509,15 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
                 knobs: k,
             },
         );
+        for event in summaries {
+            s.transcript.push(0, event);
+        }
     }
 
+    let limits = crate::capacity::TurmoilLimits::of(scenario);
     let mut sim = turmoil::Builder::new()
+        .tcp_capacity(limits.tcp_capacity)
+        .ephemeral_ports(limits.ephemeral_ports)
         .rng_seed(opts.seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .tick_duration(Duration::from_millis(scenario.network.tick_ms))
@@ -576,14 +607,19 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     }
     let simulated_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
-    let final_views: BTreeMap<String, PresenceList> = lock(&shared)
-        .clients
-        .iter()
-        .map(|(name, c)| (name.clone(), clients::view_list(c.client.view())))
-        .collect();
-
     let mut s = lock(&shared);
     feed(&mut checkers, std::mem::take(&mut s.obs));
+    // the replayed clients' lists are kept for the replay's comparison; every other client's
+    // list is compared with its node's one at a time, so no more than one is held at once
+    let mut final_views: BTreeMap<String, PresenceList> = BTreeMap::new();
+    for (name, c) in &s.clients {
+        let view = clients::view_list(c.client.view());
+        if replayed.as_ref().is_none_or(|r| r.contains(name)) {
+            final_views.insert(name.clone(), view);
+        } else {
+            checkers.client_view(name, &view);
+        }
+    }
     let (findings, converged_at_ms) = checkers.finish(&final_views);
     let mut failures: Vec<Finding> = findings
         .iter()

@@ -127,6 +127,7 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
             }],
         },
         clients,
+        populations: Vec::new(),
         timeline,
         expect: Expectations::default(),
     }

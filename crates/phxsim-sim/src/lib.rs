@@ -2,6 +2,7 @@
 //! partitions, delays, loss and crashes, observed by checkers; one `u64` seed reproduces a run
 //! byte for byte.
 
+pub mod capacity;
 pub mod checkers;
 mod clients;
 pub mod event;
@@ -12,6 +13,8 @@ mod lossy;
 pub mod node_trace;
 pub mod normalize;
 pub mod planted;
+pub mod population;
+pub mod rolling;
 mod sampler;
 pub mod scenario;
 pub mod trace;

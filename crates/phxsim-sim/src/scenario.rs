@@ -73,6 +73,8 @@ struct RawScenario {
     #[serde(default)]
     clients: Vec<Spanned<ClientSpec>>,
     #[serde(default)]
+    population: Vec<Spanned<crate::population::PopulationSpec>>,
+    #[serde(default)]
     timeline: Vec<Spanned<RawStep>>,
     #[serde(default)]
     expect: RawExpect,
@@ -340,6 +342,10 @@ struct RawStep {
     release: Option<Vec<[String; 2]>>,
     loss: Option<f64>,
     client_loss: Option<f64>,
+    /// A rolling deploy ([`crate::rolling`]), with its `interval_ms` and `down_ms`.
+    rolling_restart: Option<Vec<String>>,
+    interval_ms: Option<u64>,
+    down_ms: Option<u64>,
 }
 
 /// What happens at one instant of the timeline.
@@ -543,6 +549,10 @@ pub struct Scenario {
     pub tracker: TrackerSettings,
     pub network: NetworkSettings,
     pub clients: Vec<ClientSpec>,
+    /// `[[population]]` blocks, turned into clients and steps when a run starts
+    /// ([`crate::population::expand`]).
+    #[serde(rename = "population", skip_serializing_if = "Vec::is_empty")]
+    pub populations: Vec<crate::population::PopulationSpec>,
     pub timeline: Vec<Step>,
     pub expect: Expectations,
 }
@@ -769,18 +779,61 @@ impl Scenario {
             clients.push(spec.clone());
         }
 
-        let mut timeline = Vec::new();
-        for s in &raw.timeline {
-            let step = to_step(s.get_ref(), &node_set, &client_names)
-                .map_err(|(field, m)| err(s.span(), &format!("timeline.{field}"), m))?;
-            if step.at_ms > duration_ms {
+        let mut populations = Vec::new();
+        for pop in &raw.population {
+            pop.get_ref()
+                .validate(&node_set, duration_ms)
+                .map_err(|(field, m)| err(pop.span(), &format!("population.{field}"), m))?;
+            populations.push(pop.get_ref().clone());
+        }
+        for c in &raw.clients {
+            if crate::population::population_of(&c.get_ref().name, &populations).is_some() {
                 return Err(err(
-                    s.span(),
-                    "timeline.at_ms",
-                    format!("{} is after duration_ms {duration_ms}", step.at_ms),
+                    c.span(),
+                    "clients.name",
+                    format!(
+                        "{:?} names a client of a [[population]] (pop<P>-<i>)",
+                        c.get_ref().name
+                    ),
                 ));
             }
-            timeline.push((step, s.span()));
+        }
+        let population_clients: usize = populations.iter().map(|p| p.count).sum();
+        if clients.len() + population_clients > crate::capacity::MAX_CLIENTS {
+            return Err(err(
+                raw.population
+                    .first()
+                    .map(|p| p.span())
+                    .unwrap_or_else(|| raw.clients[crate::capacity::MAX_CLIENTS].span()),
+                "clients",
+                format!(
+                    "at most {} clients: every browser dials from one simulated host, which \
+                     has that many ports; got {}",
+                    crate::capacity::MAX_CLIENTS,
+                    clients.len() + population_clients
+                ),
+            ));
+        }
+
+        // the file's steps may name population clients too
+        for (p, pop) in populations.iter().enumerate() {
+            client_names.extend((0..pop.count).map(|i| crate::population::client_name(p, i)));
+        }
+
+        let mut timeline = Vec::new();
+        for s in &raw.timeline {
+            let steps = to_steps(s.get_ref(), &node_set, &client_names)
+                .map_err(|(field, m)| err(s.span(), &format!("timeline.{field}"), m))?;
+            for step in steps {
+                if step.at_ms > duration_ms {
+                    return Err(err(
+                        s.span(),
+                        "timeline.at_ms",
+                        format!("{} is after duration_ms {duration_ms}", step.at_ms),
+                    ));
+                }
+                timeline.push((step, s.span()));
+            }
         }
         // stable: steps at the same time keep file order
         timeline.sort_by_key(|(s, _)| s.at_ms);
@@ -866,6 +919,7 @@ impl Scenario {
             tracker,
             network,
             clients,
+            populations,
             timeline,
             expect,
         })
@@ -1016,6 +1070,40 @@ pub fn lifecycle_problem(timeline: &[Step]) -> Option<LifecycleProblem> {
     None
 }
 
+/// The steps of one `[[timeline]]` table: one, or a rolling restart's crashes and restarts.
+fn to_steps(
+    s: &RawStep,
+    nodes: &BTreeSet<&str>,
+    clients: &BTreeSet<String>,
+) -> Result<Vec<Step>, (&'static str, String)> {
+    let Some(rolled) = &s.rolling_restart else {
+        if s.interval_ms.is_some() || s.down_ms.is_some() {
+            return Err((
+                "interval_ms",
+                "interval_ms and down_ms only go with rolling_restart".into(),
+            ));
+        }
+        return Ok(vec![to_step(s, nodes, clients)?]);
+    };
+    if let Some(n) = rolled.iter().find(|n| !nodes.contains(n.as_str())) {
+        return Err(("rolling_restart", format!("unknown node {n:?}")));
+    }
+    let interval = s.interval_ms.unwrap_or(crate::rolling::DEFAULT_INTERVAL_MS);
+    let down = s.down_ms.unwrap_or(crate::rolling::DEFAULT_DOWN_MS);
+    crate::rolling::validate(rolled, interval, down)?;
+    let alone = RawStep {
+        at_ms: s.at_ms,
+        rolling_restart: None,
+        interval_ms: None,
+        down_ms: None,
+        ..s.clone()
+    };
+    if to_step(&alone, nodes, clients).is_ok() {
+        return Err(("action", "one action per timeline entry".into()));
+    }
+    Ok(crate::rolling::steps(s.at_ms, rolled, interval, down))
+}
+
 fn to_step(
     s: &RawStep,
     nodes: &BTreeSet<&str>,
@@ -1150,7 +1238,7 @@ fn to_step(
         }),
         0 => Err((
             "action",
-            "no action: set one of join, leave, update, disconnect, reconnect, crash_channel, partition, cut, cut_oneway, heal, repair, crash, restart, permdown, hold, release, loss, client_loss".into(),
+            "no action: set one of join, leave, update, disconnect, reconnect, crash_channel, partition, cut, cut_oneway, heal, repair, crash, restart, permdown, rolling_restart, hold, release, loss, client_loss".into(),
         )),
         _ => Err(("action", "one action per timeline entry".into())),
     }

@@ -29,6 +29,9 @@ pub struct RunOptions {
     pub transcript: bool,
     /// Keep every node's tracker events and final lists in the report (for `crosscheck`).
     pub node_trace: bool,
+    /// With `transcript`: also every frame of every `[[population]]` client (by default only
+    /// the frames of the sample the checkers replay, and one summary line per population).
+    pub population_frames: bool,
 }
 
 /// Port of the node-to-node links on every node host.
@@ -63,6 +66,9 @@ pub(crate) struct Shared {
     pub(crate) node_trace: Option<Vec<TraceEvent>>,
     /// Counts heals and repairs; diallers watch it (`tick_model = "drift"`).
     pub(crate) heals: Option<tokio::sync::watch::Sender<u64>>,
+    /// The clients whose presence messages the checkers replay; `None`: every client (see
+    /// [`crate::population::replayed`]).
+    pub(crate) replayed: Option<std::collections::BTreeSet<String>>,
 }
 
 pub(crate) type SharedRef = Arc<Mutex<Shared>>;

@@ -154,3 +154,39 @@ restart = "c"
         .and_then(|s| phxsim_sim::explore::without_node(&s, "b"));
     assert!(two.is_none());
 }
+
+#[test]
+fn a_drawn_population_varies_the_scale_and_nothing_else() {
+    let plain = SwarmConfig::default();
+    let scaled = SwarmConfig {
+        population_max: 80,
+        ..SwarmConfig::default()
+    };
+    let mut sizes = std::collections::BTreeSet::new();
+    for seed in 0..30 {
+        let (a, b) = (generate(seed, &plain), generate(seed, &scaled));
+        assert!(a.populations.is_empty());
+        assert_eq!(b.populations.len(), 1);
+        let pop = &b.populations[0];
+        assert!((1..=80).contains(&pop.count), "seed {seed}");
+        assert!(pop.nodes.iter().all(|n| b.nodes.contains(n)));
+        sizes.insert(pop.count);
+        // the rest of the seed's scenario is the one it always drew
+        let mut without = b.clone();
+        without.populations.clear();
+        assert_eq!(without, a, "seed {seed}");
+        // the written file reads back, population included
+        let text = b.to_toml().expect("toml");
+        assert_eq!(Scenario::parse("seed.toml", &text).expect("parses"), b);
+        // dropping a node keeps the population on the others
+        if let Some(smaller) = phxsim_sim::explore::without_node(&b, &b.nodes[0]) {
+            assert!(
+                smaller
+                    .populations
+                    .iter()
+                    .all(|p| p.nodes.iter().all(|n| smaller.nodes.contains(n)))
+            );
+        }
+    }
+    assert!(sizes.len() > 10, "sizes vary: {sizes:?}");
+}

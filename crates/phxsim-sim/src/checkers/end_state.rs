@@ -69,28 +69,36 @@ pub(super) fn client_views(
     final_views: &BTreeMap<String, PresenceList>,
     out: &mut Vec<Finding>,
 ) {
-    for (name, c) in last.clients.iter() {
-        if !c.joined {
-            continue;
-        }
-        let Some(view) = final_views.get(name) else {
-            continue;
-        };
-        if let Some(ns) = last.nodes.get(&c.node) {
-            let node_list = ns.lists.get(&c.topic).cloned().unwrap_or_default();
-            if &node_list != view {
-                out.push(finding(
-                    last.at_ms,
-                    FindingKind::ClientView,
-                    name,
-                    format!(
-                        "shows {} but {} lists {}",
-                        short(view),
-                        c.node,
-                        short(&node_list)
-                    ),
-                ));
-            }
+    for (name, view) in final_views {
+        client_view(last, name, view, out);
+    }
+}
+
+/// One joined client's list against its node's at the end.
+pub(super) fn client_view(
+    last: &Snapshot,
+    name: &str,
+    view: &PresenceList,
+    out: &mut Vec<Finding>,
+) {
+    let Some(c) = last.clients.get(name).filter(|c| c.joined) else {
+        return;
+    };
+    if let Some(ns) = last.nodes.get(&c.node) {
+        let empty = PresenceList::new();
+        let node_list = ns.lists.get(&c.topic).unwrap_or(&empty);
+        if node_list != view {
+            out.push(finding(
+                last.at_ms,
+                FindingKind::ClientView,
+                name,
+                format!(
+                    "shows {} but {} lists {}",
+                    short(view),
+                    c.node,
+                    short(node_list)
+                ),
+            ));
         }
     }
 }

@@ -283,6 +283,15 @@ impl Checkers {
         self.last = Some(snapshot);
     }
 
+    /// One client's list at the end against its node's in the last sample, for a client whose
+    /// list is not handed to [`Checkers::finish`] (a population client whose messages are not
+    /// replayed): the same `client_view` finding, without holding every client's list at once.
+    pub fn client_view(&mut self, name: &str, view: &PresenceList) {
+        if let Some(last) = &self.last {
+            end_state::client_view(last, name, view, &mut self.findings);
+        }
+    }
+
     /// Ends the run; returns every finding, in time order. `final_views` are the clients'
     /// lists read after the last step of the simulation, when every message they logged has
     /// been applied: the replay of their messages must give exactly these.

@@ -25,8 +25,9 @@ pub struct Args {
     /// Fault kinds to draw, comma-separated, named as their timeline actions (default: all
     /// of partition, cut, cut_oneway, hold, crash, permdown, disconnect; `none` for none).
     /// `loss` (0.5–2 % segment loss on node links, retransmitted) and `client_loss` (the same
-    /// on browser links) are drawn only when named: `--faults loss,partition,cut,...`. The
-    /// older names `oneway` and `client-loss` are accepted.
+    /// on browser links) are drawn only when named: `--faults loss,partition,cut,...`, and
+    /// so is `rolling_restart` (a rolling deploy: every node no other fault stops restarts in
+    /// turn as a new replica). The older names `oneway` and `client-loss` are accepted.
     #[arg(long)]
     pub faults: Option<String>,
     /// `faithful` (default), `corrected` or `eager`.
@@ -48,6 +49,10 @@ pub struct Args {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
+    /// Also draw a `[[population]]` of 1 to N clients per seed (swarm testing of scale);
+    /// at most 100, so that the explorer stays at 300 or more seeds a minute.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub population: u16,
     /// Write a JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -114,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = SwarmConfig {
         faults,
         profile: args.profile,
+        population_max: usize::from(args.population),
     };
     let seeds: Vec<u64> = (a..b).filter(|s| s % n == k - 1).collect();
     let bar = if args.quiet {

@@ -1,4 +1,5 @@
-//! `phxsim replay FILE --seed N [--transcript FILE]`: one scenario, one seed, every finding.
+//! `phxsim replay FILE --seed N [--transcript FILE] [--population-frames]`: one scenario, one
+//! seed, every finding.
 
 use super::sim_report::{self, EXIT_BAD_INPUT};
 use super::{outln, output};
@@ -22,6 +23,10 @@ pub struct Args {
     /// Write a Chrome/Perfetto trace (JSON) of the run here: open it in ui.perfetto.dev.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Put every frame of every `[[population]]` client into the transcript and trace (by
+    /// default only the replayed sample's frames and one summary line per population).
+    #[arg(long)]
+    pub population_frames: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -49,6 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         transcript: args.transcript.is_some() || args.trace.is_some(),
         planted,
         node_trace: false,
+        population_frames: args.population_frames,
     };
     output::check_optional("--transcript", args.transcript.as_deref())?;
     output::check_optional("--trace", args.trace.as_deref())?;
