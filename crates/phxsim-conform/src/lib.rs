@@ -4,11 +4,15 @@
 //! - [`recording`]: the recordings (compiled in) parsed into steps.
 //! - [`script`]: recorded steps as exchanges a client can replay: one action, then what each
 //!   connection must see.
-//! - [`cases`]: the numbered catalogue, one case per behaviour, each on its own topic.
+//! - [`cases`]: the numbered catalogue, one case per behaviour, each on its own topic: the
+//!   cases of the reference recording, then the [`authored`] ones (client scripts whose
+//!   expected frames the [`recorder`] took from the real Phoenix 1.7.21 server).
 //! - [`runner`]: a raw-frame WebSocket client that runs cases against any server URL.
 //! - [`transcript`]: raw and normalized transcripts (refs as `<ref1>`, keys sorted).
+//! - [`races`]: the orderings Phoenix allows for a case (races U, D, L and the join order of
+//!   `phoenix-races.md`), each looseness citing its race.
 //! - [`compare`]: verdicts (pass, non-strict with a reason, fail with the first differing
-//!   frame), accepting the orders Phoenix itself varies.
+//!   frame and what was allowed there), exact about contents and key order.
 //! - [`report`]: text table, JSON, JUnit XML and an Autobahn-style HTML page.
 //!
 //! Running it:
@@ -25,11 +29,14 @@
 //! `snapshots/conform/`: `recorded/` from the recordings, `phxsim/` from phxsim's server,
 //! `reports/` golden reports; review changes with `cargo insta review`).
 //!
-//! Architecture invariant: only [`runner`] does I/O; everything else is a pure function of the
+//! Architecture invariant: only [`runner`] and [`recorder`] do I/O; everything else is a pure function of the
 //! recordings and a transcript, so verdicts and reports are tested without a server.
 
+pub mod authored;
 pub mod cases;
 pub mod compare;
+pub mod races;
+pub mod recorder;
 pub mod recording;
 pub mod report;
 pub mod runner;

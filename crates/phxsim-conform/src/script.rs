@@ -33,6 +33,15 @@ pub enum Action {
         conn: String,
         /// For example `vsn=2.0.0&user_id=alice`.
         query: String,
+        /// Connect to the endpoint with the short idle timeout (the runner's idle URL).
+        short: bool,
+    },
+    /// Send nothing for this long (no keepalives either), then go on.
+    Pause {
+        /// The connection that stays quiet.
+        conn: String,
+        /// How long, in ms.
+        ms: u64,
     },
     /// Send one data frame, exactly as given (it may be deliberately malformed).
     Send {
@@ -75,7 +84,8 @@ impl Action {
             | Action::Ping { conn }
             | Action::Close { conn, .. }
             | Action::Abort { conn }
-            | Action::Idle { conn } => conn,
+            | Action::Idle { conn }
+            | Action::Pause { conn, .. } => conn,
         }
     }
 }
@@ -205,10 +215,18 @@ pub fn exchanges_of(step: &Step) -> Result<Vec<Exchange>, ScriptError> {
                     Vec::new(),
                 ));
             }
-            EntryKind::Connected { query } => out.push(start(
+            EntryKind::Pause { ms } => out.push(start(
+                Action::Pause {
+                    conn: conn_s.clone(),
+                    ms: *ms,
+                },
+                Vec::new(),
+            )),
+            EntryKind::Connected { query, short } => out.push(start(
                 Action::Connect {
                     conn: conn_s.clone(),
                     query: query.clone(),
+                    short: *short,
                 },
                 vec![(conn_s, Observed::Accepted)],
             )),
@@ -220,6 +238,7 @@ pub fn exchanges_of(step: &Step) -> Result<Vec<Exchange>, ScriptError> {
                 Action::Connect {
                     conn: conn_s.clone(),
                     query: query.clone(),
+                    short: false,
                 },
                 vec![(
                     conn_s,
@@ -388,12 +407,22 @@ pub struct MissingStep {
 
 /// Rewrites [`RECORDED_TOPIC`] to `topic` in a frame: the JSON string literal in text frames
 /// (even in malformed ones, which is why this is textual), the topic field in binary ones.
+/// A topic that merely starts with it (`room:lobby-2`, a case's second topic) keeps its
+/// suffix: `<topic>-2`.
 pub fn rewrite_topic(frame: &Frame, topic: &str, from_client: bool) -> Result<Frame, String> {
+    retopic(frame, RECORDED_TOPIC, topic, from_client)
+}
+
+/// [`rewrite_topic`] from any topic prefix to any other.
+pub fn retopic(frame: &Frame, from: &str, topic: &str, from_client: bool) -> Result<Frame, String> {
     match frame {
         Frame::Text(text) => {
-            let from = serde_json::to_string(RECORDED_TOPIC).map_err(|e| e.to_string())?;
-            let to = serde_json::to_string(topic).map_err(|e| e.to_string())?;
-            Ok(Frame::Text(text.replace(&from, &to)))
+            // The opening quote and the prefix, without the closing quote.
+            let lit = |t: &str| -> Result<String, String> {
+                let s = serde_json::to_string(t).map_err(|e| e.to_string())?;
+                Ok(s[..s.len() - 1].to_owned())
+            };
+            Ok(Frame::Text(text.replace(&lit(from)?, &lit(topic)?)))
         }
         Frame::Binary(bytes) => {
             let decoded = if from_client {
@@ -406,10 +435,10 @@ pub fn rewrite_topic(frame: &Frame, topic: &str, from_client: bool) -> Result<Fr
                 // A binary frame that is not a valid message is sent as recorded.
                 Err(_) => return Ok(frame.clone()),
             };
-            if msg.topic != RECORDED_TOPIC {
+            let Some(rest) = msg.topic.strip_prefix(from) else {
                 return Ok(frame.clone());
-            }
-            msg.topic = topic.to_owned();
+            };
+            msg.topic = format!("{topic}{rest}");
             let encoded = if from_client {
                 binary::encode_client(&msg)
             } else {

@@ -8,12 +8,13 @@
 
 use super::output;
 use anyhow::Context as _;
-use phxsim_conform::cases::{CASES, DEFAULT_TOPIC_PREFIX};
+use phxsim_conform::authored::PhoenixVersion;
+use phxsim_conform::cases::{DEFAULT_TOPIC_PREFIX, all_cases, catalogue_for};
 use phxsim_conform::report::{
     render_html, render_json, render_junit, render_table, vsn_label, vsn_number,
 };
 use phxsim_conform::runner::{check_reachable, check_url};
-use phxsim_conform::{Report, RunConfig, VsnRun, catalogue, run_all};
+use phxsim_conform::{Report, RunConfig, VsnRun, run_all};
 use phxsim_wire::Serializer;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +34,11 @@ pub struct Args {
     /// Protocol version to test (default: both, V1 then V2).
     #[arg(long, value_parser = ["1.0.0", "2.0.0"])]
     pub vsn: Option<String>,
+    /// The Phoenix version whose behaviour to expect: 1.7.21 (the recorded reference, the
+    /// default) or 1.8 (the newer rules `phxsim serve --phoenix 1.8` follows). Cases that
+    /// describe only the other version are left out.
+    #[arg(long, default_value = "1.7.21", value_parser = ["1.7.21", "1.8"])]
+    pub phoenix: String,
     /// Run only these case numbers (repeatable).
     #[arg(long = "case")]
     pub cases: Vec<u8>,
@@ -75,13 +81,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return bad(e.to_string());
         }
     }
+    let cases = all_cases()?;
     if let Some(unknown) = args
         .cases
         .iter()
-        .find(|id| !CASES.iter().any(|c| c.id == **id))
+        .find(|id| !cases.iter().any(|c| c.id == **id))
     {
-        return bad(format!("no case {unknown}; cases are 1 to {}", CASES.len()));
+        let last = cases.iter().map(|c| c.id).max().unwrap_or(0);
+        return bad(format!("no case {unknown}; cases are 1 to {last}"));
     }
+    let phoenix: PhoenixVersion = match args.phoenix.parse() {
+        Ok(p) => p,
+        Err(e) => return bad(e),
+    };
     let vsns = match args.vsn.as_deref() {
         Some("1.0.0") => vec![Serializer::V1],
         Some("2.0.0") => vec![Serializer::V2],
@@ -117,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut runs = Vec::new();
     for vsn in vsns {
-        let scripts: Vec<_> = catalogue(vsn, &args.topic_prefix)?
+        let scripts: Vec<_> = catalogue_for(vsn, phoenix, &args.topic_prefix)?
             .into_iter()
             .filter(|s| args.cases.is_empty() || args.cases.contains(&s.case.id))
             .collect();
