@@ -193,7 +193,9 @@ fn realize(
                 Some((_, matches)) => matches
                     .iter()
                     .filter_map(|m| match m {
-                        Match::Required(k) => p.conn(conn).and_then(|c| c.items.get(*k)).cloned(),
+                        Match::Required(k) | Match::Repeat(k) => {
+                            p.conn(conn).and_then(|c| c.items.get(*k)).cloned()
+                        }
                         Match::Float(e, i) => plan.float(*e, conn, *i).map(|f| f.frame.clone()),
                     })
                     .collect(),
@@ -232,7 +234,7 @@ fn canonical_actual(script: &CaseScript, alignment: &Alignment, actual: &Transcr
                 .map(|(arrival, (m, o))| {
                     let key = match m {
                         Match::Required(k) => *k,
-                        Match::Float(..) => 10_000 + arrival,
+                        Match::Float(..) | Match::Repeat(..) => 10_000 + arrival,
                     };
                     (key, o.clone())
                 })
@@ -257,7 +259,7 @@ fn order_notes(plan: &Plan, alignment: &Alignment, actual: &Transcript) -> Vec<S
                 .iter()
                 .filter_map(|m| match m {
                     Match::Required(k) => Some(*k),
-                    Match::Float(..) => None,
+                    Match::Float(..) | Match::Repeat(..) => None,
                 })
                 .collect();
             if required.windows(2).any(|w| w[0] > w[1]) {
@@ -287,6 +289,13 @@ fn order_notes(plan: &Plan, alignment: &Alignment, actual: &Transcript) -> Vec<S
                         "{conn}: step {step:?}: also received its own leave diff ({}: {})",
                         f.race.label(),
                         f.race.cite()
+                    ));
+                }
+                if let (Match::Repeat(_), Some(race)) = (m, cp.and_then(|c| c.repeats)) {
+                    notes.push(format!(
+                        "{conn}: step {step:?}: received a presence_diff twice ({}: the ended \
+                         channel's subscription had not been dropped yet)",
+                        race.label()
                     ));
                 }
             }

@@ -15,6 +15,8 @@
 //!   new channel subscribes before it replies; the real server sent it before the old
 //!   channel's `phx_close` too, and between `presence_state` and the join diff), also late in
 //!   a later exchange.
+//! - [`Race::Topics`]: one connection's diffs of different topics, adjacent, in any order
+//!   (every channel is its own process; a socket joined to two topics leaves both at once).
 //! - [`Race::L`]: after a leave (`phx_reply` + `phx_close`) or a crash (`phx_error`), the socket
 //!   *may also receive* the `presence_diff` carrying its own leave, anywhere after that frame,
 //!   also late.
@@ -25,7 +27,7 @@
 
 use crate::cases::CaseScript;
 use crate::script::{Action, Observed};
-use crate::transcript::Transcript;
+use crate::transcript::{NormItem, RefNamer, Transcript, norm_item};
 use phxsim_wire::message::{
     PHX_CLOSE, PHX_ERROR, PHX_JOIN, PHX_LEAVE, PHX_REPLY, PRESENCE_DIFF, PRESENCE_STATE,
 };
@@ -43,6 +45,10 @@ pub enum Race {
     D,
     /// Leave or crash: the socket's own leave diff still reaches it.
     L,
+    /// Diffs of different topics: each topic has its own channel processes and its own
+    /// broadcasts, so one event that touches two topics (a socket joined to both closes)
+    /// reaches a watcher of both in either order.
+    Topics,
 }
 
 impl Race {
@@ -65,6 +71,11 @@ impl Race {
                 "phoenix-races.md race L: the PubSub registry drops a dead channel's \
                  subscription only when it sees the process exit"
             }
+            Race::Topics => {
+                "phoenix-races.md: every channel is its own process and every diff a \
+                 broadcast of the Presence process after an async task; nothing orders \
+                 two topics' diffs"
+            }
         }
     }
 
@@ -75,6 +86,7 @@ impl Race {
             Race::U => "race U",
             Race::D => "race D",
             Race::L => "race L",
+            Race::Topics => "topics",
         }
     }
 }
@@ -84,6 +96,8 @@ impl Race {
 pub struct Float {
     /// The frame.
     pub frame: Observed,
+    /// Its match key ([`match_key`]).
+    pub key: String,
     /// How many of the connection's required items of the anchoring exchange must have come
     /// first.
     pub after: usize,
@@ -98,10 +112,17 @@ pub struct ConnPlan {
     pub conn: String,
     /// Required observations, in the recording's order.
     pub items: Vec<Observed>,
+    /// Their match keys ([`match_key`]).
+    pub keys: Vec<String>,
     /// Ranges `[start, end)` of `items` whose members may come in any order among themselves.
     pub groups: Vec<(usize, usize, Race)>,
     /// Optional frames from this exchange on.
     pub floats: Vec<Float>,
+    /// Races D and L, the lingering subscription: while the registry still holds the ended
+    /// channel's subscription, each broadcast on the topic reaches the socket through it as
+    /// well, so every required `presence_diff` here may come a second time (seen on the real
+    /// server: a duplicate join's own join diff twice). `Some` names the race.
+    pub repeats: Option<Race>,
 }
 
 /// One exchange's expectations, connections in the case's order.
@@ -206,7 +227,7 @@ fn sent_event(vsn: Serializer, action: &Action) -> Option<(String, String)> {
     let Action::Send { frame, .. } = action else {
         return None;
     };
-    Codec::server(vsn)
+    Codec::server(vsn).with_numeric_refs(true)
         .decode(frame)
         .ok()
         .map(|m| (m.event, m.topic))
@@ -235,13 +256,42 @@ fn leave_diff(vsn: Serializer, topic: &str, user: &str, meta: &Json) -> Option<O
     Codec::server(vsn).encode(&msg).ok().map(Observed::Frame)
 }
 
+/// What makes two observations stand for each other: the normalized item (refs named by
+/// first appearance, so a ref that names another meta does not match), except that close
+/// frames match whatever their code (the strict comparison decides about codes).
+pub fn match_key(obs: &Observed, namer: &mut RefNamer) -> String {
+    match norm_item(obs, namer) {
+        NormItem::Closed { .. } => "closed".to_owned(),
+        other => other.render(),
+    }
+}
+
+/// Whether an observation is a presence_diff text frame (either serializer).
+fn is_diff_frame(obs: &Observed) -> bool {
+    [Serializer::V1, Serializer::V2]
+        .iter()
+        .any(|v| is_event(&Codec::client(*v).with_numeric_refs(true), obs, PRESENCE_DIFF))
+}
+
+/// The topic of a presence_diff frame.
+fn diff_topic(codec: &Codec, obs: &Observed) -> Option<String> {
+    let Observed::Frame(frame @ Frame::Text(_)) = obs else {
+        return None;
+    };
+    let msg = codec.decode(frame).ok()?;
+    (msg.event == PRESENCE_DIFF).then_some(msg.topic)
+}
+
 /// Derives a case's plan from its script.
 pub fn plan(script: &CaseScript) -> Plan {
     let expected = Transcript::expected(script);
+    let mut namer = RefNamer::default();
     let mut exchanges = Vec::new();
     // Each connection's own current meta per topic, from the diffs of its joins and updates:
     // what its leave diff will carry when no one else in the case saw that diff.
     let mut own_meta: std::collections::BTreeMap<(String, String), Json> = Default::default();
+    // Connections whose channel ended in the previous exchange (their subscription may linger).
+    let mut lingering: Vec<(String, Race)> = Vec::new();
     for (ex, t) in script.exchanges.iter().zip(&expected.exchanges) {
         let actor = ex.action.conn();
         let (_, actor_vsn) = conn_identity(script, actor);
@@ -249,10 +299,13 @@ pub fn plan(script: &CaseScript) -> Plan {
         let event = sent.as_ref().map(|(e, _)| e.clone());
         let sent_topic = sent.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
         let mut conns = Vec::new();
+        let mut ended_here: Vec<(String, Race)> = Vec::new();
         for (conn, items) in &t.observed {
             let (user, vsn) = conn_identity(script, conn);
-            let codec = Codec::client(vsn);
+            // Numeric refs decode too (Phoenix 1.7.21 echoes them).
+            let codec = Codec::client(vsn).with_numeric_refs(true);
             let mut items = items.clone();
+            let mut keys: Vec<String> = items.iter().map(|o| match_key(o, &mut namer)).collect();
             let mut floats = Vec::new();
             // Races D and L: the acting connection's own leave diff is optional after the
             // frame that ends its channel.
@@ -265,10 +318,14 @@ pub fn plan(script: &CaseScript) -> Plan {
             if let (true, Some((end_event, race)), Some(user)) = (conn == actor, ender, &user) {
                 let end_at = items.iter().position(|o| is_event(&codec, o, end_event));
                 if let Some(end_at) = end_at {
+                    ended_here.push((conn.clone(), race));
                     let own = items
                         .iter()
                         .position(|o| is_leave_of(&codec, o, user))
-                        .map(|i| items.remove(i));
+                        .map(|i| {
+                            keys.remove(i);
+                            items.remove(i)
+                        });
                     let from_others = || {
                         t.observed
                             .iter()
@@ -292,6 +349,7 @@ pub fn plan(script: &CaseScript) -> Plan {
                             .position(|o| is_event(&codec, o, anchor_event))
                             .unwrap_or(end_at);
                         floats.push(Float {
+                            key: match_key(&frame, &mut namer),
                             frame,
                             after: at + 1,
                             race,
@@ -319,17 +377,42 @@ pub fn plan(script: &CaseScript) -> Plan {
                 {
                     groups.push((i, i + 2, Race::U));
                     i += 2;
+                } else if let Some(first) = diff_topic(&codec, &items[i]) {
+                    // A run of diffs of pairwise different topics: any order.
+                    let mut topics = vec![first];
+                    let mut end = i + 1;
+                    while let Some(t) = items.get(end).and_then(|o| diff_topic(&codec, o)) {
+                        if topics.contains(&t) {
+                            break;
+                        }
+                        topics.push(t);
+                        end += 1;
+                    }
+                    if end - i >= 2 {
+                        groups.push((i, end, Race::Topics));
+                        i = end;
+                    } else {
+                        i += 1;
+                    }
                 } else {
                     i += 1;
                 }
             }
+            let repeats = ended_here
+                .iter()
+                .chain(&lingering)
+                .find(|(c, _)| c == conn)
+                .map(|(_, r)| *r);
             conns.push(ConnPlan {
                 conn: conn.clone(),
                 items,
+                keys,
                 groups,
                 floats,
+                repeats,
             });
         }
+        lingering = ended_here;
         exchanges.push(ExchangePlan { conns });
     }
     Plan { exchanges }
@@ -374,6 +457,8 @@ pub enum Match {
     Required(usize),
     /// An optional frame: (exchange it was anchored in, index among that exchange's floats).
     Float(usize, usize),
+    /// A second copy of the required item with this index ([`ConnPlan::repeats`]).
+    Repeat(usize),
 }
 
 /// An optional frame still allowed.
@@ -390,23 +475,29 @@ struct Open {
 fn match_exchange(
     exchange: usize,
     plan: Option<&ConnPlan>,
-    actual: &[Observed],
+    actual: &[String],
     open: &[Open],
 ) -> Option<Vec<Match>> {
-    let items: Vec<String> = plan.map_or_else(Vec::new, |p| p.items.iter().map(wild_key).collect());
+    let items: Vec<String> = plan.map_or_else(Vec::new, |p| p.keys.clone());
     let groups: Vec<(usize, usize, Race)> = plan.map_or_else(Vec::new, |p| p.groups.clone());
+    // Required diffs that may come twice.
+    let repeatable: Vec<bool> = plan.map_or_else(Vec::new, |p| {
+        p.items
+            .iter()
+            .map(|o| p.repeats.is_some() && is_diff_frame(o))
+            .collect()
+    });
     let mut floats: Vec<Open> = open.to_vec();
     if let Some(p) = plan {
         for (index, f) in p.floats.iter().enumerate() {
             floats.push(Open {
-                key: wild_key(&f.frame),
+                key: f.key.clone(),
                 exchange,
                 index,
                 after: f.after,
             });
         }
     }
-    let actual: Vec<String> = actual.iter().map(wild_key).collect();
     // The start of the group holding each item (the item itself if it is in none).
     let group_start: Vec<usize> = (0..items.len())
         .map(|k| {
@@ -418,18 +509,32 @@ fn match_exchange(
         .collect();
     let mut used_req = vec![false; items.len()];
     let mut used_float = vec![false; floats.len()];
+    let mut used_repeat = vec![false; items.len()];
     let mut out = Vec::new();
+    struct Ctx<'a> {
+        actual: &'a [String],
+        items: &'a [String],
+        group_start: &'a [usize],
+        floats: &'a [Open],
+        repeatable: &'a [bool],
+        exchange: usize,
+    }
     fn dfs(
         pos: usize,
-        actual: &[String],
-        items: &[String],
-        group_start: &[usize],
-        floats: &[Open],
-        exchange: usize,
+        cx: &Ctx<'_>,
         used_req: &mut Vec<bool>,
         used_float: &mut Vec<bool>,
+        used_repeat: &mut Vec<bool>,
         out: &mut Vec<Match>,
     ) -> bool {
+        let Ctx {
+            actual,
+            items,
+            group_start,
+            floats,
+            repeatable,
+            exchange,
+        } = *cx;
         let Some(a) = actual.get(pos) else {
             return used_req.iter().all(|u| *u);
         };
@@ -440,17 +545,7 @@ fn match_exchange(
             }
             used_req[k] = true;
             out.push(Match::Required(k));
-            if dfs(
-                pos + 1,
-                actual,
-                items,
-                group_start,
-                floats,
-                exchange,
-                used_req,
-                used_float,
-                out,
-            ) {
+            if dfs(pos + 1, cx, used_req, used_float, used_repeat, out) {
                 return true;
             }
             out.pop();
@@ -463,33 +558,40 @@ fn match_exchange(
             }
             used_float[f] = true;
             out.push(Match::Float(fl.exchange, fl.index));
-            if dfs(
-                pos + 1,
-                actual,
-                items,
-                group_start,
-                floats,
-                exchange,
-                used_req,
-                used_float,
-                out,
-            ) {
+            if dfs(pos + 1, cx, used_req, used_float, used_repeat, out) {
                 return true;
             }
             out.pop();
             used_float[f] = false;
         }
+        for k in 0..items.len() {
+            if !repeatable[k] || used_repeat[k] || items[k] != *a {
+                continue;
+            }
+            used_repeat[k] = true;
+            out.push(Match::Repeat(k));
+            if dfs(pos + 1, cx, used_req, used_float, used_repeat, out) {
+                return true;
+            }
+            out.pop();
+            used_repeat[k] = false;
+        }
         false
     }
+    let cx = Ctx {
+        actual,
+        items: &items,
+        group_start: &group_start,
+        floats: &floats,
+        repeatable: &repeatable,
+        exchange,
+    };
     dfs(
         0,
-        &actual,
-        &items,
-        &group_start,
-        &floats,
-        exchange,
+        &cx,
         &mut used_req,
         &mut used_float,
+        &mut used_repeat,
         &mut out,
     )
     .then_some(out)
@@ -510,6 +612,7 @@ pub fn align(plan: &Plan, actual: &Transcript) -> Alignment {
     let mut open: Vec<(String, Open)> = Vec::new();
     let mut failed_at = None;
     let empty = ExchangePlan { conns: Vec::new() };
+    let mut namer = RefNamer::default();
     for (j, ex) in actual.exchanges.iter().enumerate() {
         let p = plan.exchanges.get(j).unwrap_or(&empty);
         let mut per = Vec::new();
@@ -521,18 +624,21 @@ pub fn align(plan: &Plan, actual: &Transcript) -> Alignment {
             }
         }
         for conn in conns {
-            let seen: &[Observed] = ex
+            let seen: Vec<String> = ex
                 .observed
                 .iter()
                 .find(|(c, _)| c == conn)
-                .map_or(&[], |(_, v)| v.as_slice());
+                .map_or(&[][..], |(_, v)| v.as_slice())
+                .iter()
+                .map(|o| match_key(o, &mut namer))
+                .collect();
             let open_here: Vec<Open> = open
                 .iter()
                 .filter(|(c, _)| c == conn)
                 .map(|(_, o)| o.clone())
                 .collect();
             let cp = p.conn(conn);
-            match match_exchange(j, cp, seen, &open_here) {
+            match match_exchange(j, cp, &seen, &open_here) {
                 Some(matches) => {
                     // Floats consumed are gone; floats anchored here open for later exchanges.
                     open.retain(|(c, o)| {
@@ -545,7 +651,7 @@ pub fn align(plan: &Plan, actual: &Transcript) -> Alignment {
                                 open.push((
                                     conn.to_owned(),
                                     Open {
-                                        key: wild_key(&f.frame),
+                                        key: f.key.clone(),
                                         exchange: j,
                                         index,
                                         after: 0,
@@ -613,7 +719,12 @@ impl Plan {
             .filter_map(|e| e.conn(conn))
             .map(|c| c.floats.len())
             .sum();
-        all_found || seen.len() >= cp.items.len() + floats_possible
+        let repeats = if cp.repeats.is_some() {
+            cp.items.iter().filter(|o| is_diff_frame(o)).count()
+        } else {
+            0
+        };
+        all_found || seen.len() >= cp.items.len() + floats_possible + repeats
     }
 
     /// In words, what connection `conn` may see in exchange `j`, for failure reports.
@@ -644,6 +755,13 @@ impl Plan {
                 f.after,
                 f.race.label(),
                 render(&f.frame)
+            ));
+        }
+        if let Some(race) = cp.repeats {
+            out.push(format!(
+                "each presence_diff above may come twice ({}: the ended channel's \
+                 subscription lingers)",
+                race.label()
             ));
         }
         for (i, e) in self.exchanges.iter().enumerate().take(j) {

@@ -189,9 +189,10 @@ impl NormExchange {
     }
 }
 
-/// Gives each distinct ref a placeholder in order of first appearance.
-#[derive(Default)]
-struct RefNamer {
+/// Gives each distinct ref a placeholder in order of first appearance (shared by everything
+/// normalized with one namer).
+#[derive(Default, Clone, Debug)]
+pub struct RefNamer {
     names: BTreeMap<String, String>,
 }
 
@@ -235,7 +236,8 @@ pub fn normalize(t: &Transcript, prelude_len: usize) -> NormTranscript {
     NormTranscript { exchanges }
 }
 
-fn norm_item(obs: &Observed, namer: &mut RefNamer) -> NormItem {
+/// One observation normalized with `namer` (refs named in the order the namer meets them).
+pub fn norm_item(obs: &Observed, namer: &mut RefNamer) -> NormItem {
     match obs {
         Observed::Accepted => NormItem::Accepted,
         Observed::Refused { status, body } => NormItem::Refused {

@@ -643,3 +643,46 @@ fn race_d_without_a_witness_the_leave_diff_is_built_from_the_joiners_meta() {
         assert_eq!(floats[0].frame, witnessed, "{vsn:?}");
     }
 }
+
+#[test]
+fn race_d_the_lingering_subscription_may_deliver_a_diff_twice() {
+    // Seen on the real server: reply, phx_close, the old meta's leave, the new join diff twice,
+    // then the state (the old channel's subscription had not been dropped yet).
+    for vsn in BOTH {
+        let s = script(vsn, 12);
+        let base = Transcript::expected(&s);
+        let leave = leave_diff_of(&base, "duplicate join", 0, "alice", "A");
+        let mut t = base.clone();
+        let a = items_mut(&mut t, "duplicate join", 0, "A");
+        let join_diff = a[2].clone();
+        a.insert(2, leave.clone());
+        a.insert(3, join_diff.clone());
+        let c = compare(&s, &t);
+        assert_eq!(c.verdict, Verdict::Pass, "{vsn:?}: {:?}", c.verdict);
+        assert!(c.notes.iter().any(|n| n.contains("twice")), "{:?}", c.notes);
+        // Three times is not a race.
+        let a = items_mut(&mut t, "duplicate join", 0, "A");
+        a.insert(3, join_diff.clone());
+        assert!(compare(&s, &t).verdict.failed(), "{vsn:?}");
+        // Nor is a twice-delivered diff on a socket whose channel did not end.
+        let s = script(vsn, 3);
+        let mut t = Transcript::expected(&s);
+        let b = items_mut(&mut t, "update_meta", 0, "B");
+        let d = b[0].clone();
+        b.push(d);
+        assert!(compare(&s, &t).verdict.failed(), "{vsn:?}");
+    }
+}
+
+#[test]
+fn race_l_applies_to_numeric_refs_too() {
+    for vsn in BOTH {
+        let s = script(vsn, 41);
+        let base = Transcript::expected(&s);
+        let leave = leave_diff_of(&base, "leaves with numeric refs", 0, "alice", "A");
+        let mut t = base.clone();
+        items_mut(&mut t, "leaves with numeric refs", 0, "A").push(leave);
+        let c = compare(&s, &t);
+        assert_eq!(c.verdict, Verdict::Pass, "{vsn:?}: {:?}", c.verdict);
+    }
+}
