@@ -215,7 +215,9 @@ pub fn parse(text: &str) -> Result<Vec<AuthoredCase>, AuthoredError> {
         }
         if kw == "case" {
             let (id, slug) = word(rest);
-            let id: u8 = id.parse().map_err(|_| err(format!("bad case number {id:?}")))?;
+            let id: u8 = id
+                .parse()
+                .map_err(|_| err(format!("bad case number {id:?}")))?;
             if slug.is_empty() {
                 return Err(err("a case needs a slug".into()));
             }
@@ -455,8 +457,17 @@ mod tests {
         let v2 = send_frame(Serializer::V2, "\"1\"", "2", "room:x", "ping", r#"{"a":1}"#);
         assert_eq!(v2, r#"["1",2,"room:x","ping",{"a":1}]"#);
         let v1 = send_frame(Serializer::V1, "\"1\"", "2", "room:x", "ping", r#"{"a":1}"#);
-        assert_eq!(v1, r#"{"topic":"room:x","event":"ping","payload":{"a":1},"ref":2}"#);
-        assert_eq!(connect_query("user_id=a", Serializer::V1), "vsn=1.0.0&user_id=a");
-        assert_eq!(connect_query("vsn=3.0.0&user_id=a", Serializer::V1), "vsn=3.0.0&user_id=a");
+        assert_eq!(
+            v1,
+            r#"{"topic":"room:x","event":"ping","payload":{"a":1},"ref":2}"#
+        );
+        assert_eq!(
+            connect_query("user_id=a", Serializer::V1),
+            "vsn=1.0.0&user_id=a"
+        );
+        assert_eq!(
+            connect_query("vsn=3.0.0&user_id=a", Serializer::V1),
+            "vsn=3.0.0&user_id=a"
+        );
     }
 }

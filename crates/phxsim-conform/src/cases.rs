@@ -11,9 +11,9 @@
 
 use crate::authored::{self, PhoenixVersion, Versions};
 use crate::recording::{Recording, authored_recording, reference};
-use std::sync::LazyLock;
 use crate::script::{Action, Exchange, MissingStep, exchanges_for, rewrite_exchanges};
 use phxsim_wire::Serializer;
+use std::sync::LazyLock;
 
 /// A recorded step, optionally cut after its first `limit` exchanges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -618,7 +618,11 @@ pub fn catalogue_for(
         .into_iter()
         .filter(|c| c.applies_to(vsn) && c.versions.includes(phoenix))
         .map(|c| {
-            let rec = if c.authored { &authored_rec } else { &recording };
+            let rec = if c.authored {
+                &authored_rec
+            } else {
+                &recording
+            };
             let topic = case_topic(topic_prefix, c, vsn);
             CaseScript::build(c, rec, &topic).map_err(|e| CatalogueError(e.to_string()))
         })

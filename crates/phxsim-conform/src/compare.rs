@@ -16,7 +16,6 @@ use crate::cases::{CaseScript, Looseness};
 use crate::races::{self, Alignment, Match, Plan};
 use crate::script::Observed;
 use crate::transcript::{NormItem, NormTranscript, Transcript, normalize};
-use phxsim_wire::Serializer;
 use serde::Serialize;
 
 /// The first place where actual and expected differ.
@@ -41,6 +40,8 @@ pub struct Difference {
     /// What Phoenix allows this connection to see in this exchange, one line per frame or
     /// group (see [`crate::races`]).
     pub allowed: Vec<String>,
+    /// What this connection actually saw in this exchange, in arrival order.
+    pub came: Vec<String>,
 }
 
 impl Difference {
@@ -62,6 +63,9 @@ impl Difference {
         let mut out = format!("{place}: expected {exp}, got {act}");
         if !self.allowed.is_empty() {
             out.push_str(&format!("; allowed here: [{}]", self.allowed.join("; ")));
+        }
+        if !self.came.is_empty() {
+            out.push_str(&format!("; came: [{}]", self.came.join("; ")));
         }
         out
     }
@@ -141,13 +145,22 @@ pub fn compare(script: &CaseScript, actual: &Transcript) -> Comparison {
             actual: Some("the frames in an order Phoenix does not produce".to_owned()),
             timed_out: ex.is_some_and(|e| e.timed_out),
             allowed: Vec::new(),
+            came: Vec::new(),
         });
     }
     if let Verdict::Fail(d) = &mut verdict {
-        let codec_vsn = script.vsn;
-        d.allowed = plan.describe(d.exchange, &d.conn, |o| render_observed(codec_vsn, o));
+        d.allowed = plan.describe(d.exchange, &d.conn);
+        d.came = actual_n
+            .exchanges
+            .get(d.exchange)
+            .and_then(|e| e.observed.iter().find(|(c, _)| *c == d.conn))
+            .map(|(_, items)| items.iter().map(NormItem::render).collect())
+            .unwrap_or_default();
     }
-    let canonical = normalize(&canonical_actual(script, &alignment, actual), script.prelude_len);
+    let canonical = normalize(
+        &canonical_actual(script, &alignment, actual),
+        script.prelude_len,
+    );
     Comparison {
         verdict,
         notes,
@@ -155,19 +168,6 @@ pub fn compare(script: &CaseScript, actual: &Transcript) -> Comparison {
         actual: actual_n,
         actual_canonical: canonical,
     }
-}
-
-/// One observation as the reports show it (refs not renumbered).
-fn render_observed(_vsn: Serializer, obs: &Observed) -> String {
-    let t = Transcript {
-        exchanges: vec![crate::transcript::ExchangeTranscript {
-            step: String::new(),
-            action: crate::script::Action::Idle { conn: String::new() },
-            observed: vec![(String::new(), vec![obs.clone()])],
-            timed_out: false,
-        }],
-    };
-    normalize(&t, 0).exchanges[0].observed[0].1[0].render()
 }
 
 /// The expected transcript in the order the run followed where it followed an allowed one
@@ -268,8 +268,11 @@ fn order_notes(plan: &Plan, alignment: &Alignment, actual: &Transcript) -> Vec<S
                         c.groups
                             .iter()
                             .filter(|(s, e, _)| {
-                                let order: Vec<usize> =
-                                    required.iter().copied().filter(|k| s <= k && k < e).collect();
+                                let order: Vec<usize> = required
+                                    .iter()
+                                    .copied()
+                                    .filter(|k| s <= k && k < e)
+                                    .collect();
                                 order.windows(2).any(|w| w[0] > w[1])
                             })
                             .map(|(_, _, r)| r.label())
@@ -329,7 +332,7 @@ fn item_match(e: &NormItem, a: &NormItem, loose: Option<Looseness>) -> ItemMatch
         // Key order counts (Phoenix's V1 `event, payload, ref, topic`, metas `phx_ref` first):
         // serde_json's map equality ignores it, the rendered text does not.
         (NormItem::Json(x), NormItem::Json(y)) => {
-            if x.to_string() == y.to_string() {
+            if ordered_text(x) == ordered_text(y) {
                 ItemMatch::Equal
             } else {
                 ItemMatch::Differ
@@ -384,6 +387,7 @@ fn verdict(
                         actual: act.map(NormItem::render),
                         timed_out,
                         allowed: Vec::new(),
+                        came: Vec::new(),
                     })
                 };
                 match (ei.get(pos), ai.get(pos)) {
@@ -404,4 +408,9 @@ fn verdict(
             deviations,
         },
     }
+}
+
+/// A JSON value's text, keys in their order (the map's own equality ignores it).
+fn ordered_text(v: &serde_json::Value) -> String {
+    v.to_string()
 }

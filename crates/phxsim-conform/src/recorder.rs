@@ -56,10 +56,7 @@ impl Rec {
     fn observed(&mut self, conn: &str, obs: &Observed) {
         match obs {
             Observed::Frame(f) => self.frame(conn, "recv", f),
-            Observed::Pong => self.push(
-                conn,
-                json!({"dir": "event", "event": "ws_pong_received"}),
-            ),
+            Observed::Pong => self.push(conn, json!({"dir": "event", "event": "ws_pong_received"})),
             Observed::Closed { code, reason } => self.push(
                 conn,
                 json!({"dir": "event", "event": "closed", "close_rcvd_code": code,
@@ -106,7 +103,10 @@ pub async fn record(
         let out = |f: &Frame, client: bool| retopic(f, &topic, RECORDED_TOPIC, client);
         let into = |f: &Frame| retopic(f, RECORDED_TOPIC, &topic, true);
         for step in &case.steps {
-            rec.push("-", json!({"dir": "event", "event": "step", "step": step.title}));
+            rec.push(
+                "-",
+                json!({"dir": "event", "event": "step", "step": step.title}),
+            );
             for (act, fast) in &step.acts {
                 let name = match act {
                     Act::Connect { conn, .. }
@@ -130,7 +130,9 @@ pub async fn record(
                 let mut wait_close = false;
                 let mut text_out: Option<Frame> = None;
                 match act {
-                    Act::Connect { query, short: s, .. } => {
+                    Act::Connect {
+                        query, short: s, ..
+                    } => {
                         let q = connect_query(query, vsn);
                         let sv = q
                             .split('&')
@@ -213,9 +215,11 @@ pub async fn record(
                     Act::Pause(_, ms) => {
                         rec.push(&name, json!({"dir": "event", "event": "pause", "ms": ms}));
                         let until = Instant::now() + Duration::from_millis(*ms);
-                        while let Ok(Some((c, obs))) =
-                            timeout(until.saturating_duration_since(Instant::now()), events.recv())
-                                .await
+                        while let Ok(Some((c, obs))) = timeout(
+                            until.saturating_duration_since(Instant::now()),
+                            events.recv(),
+                        )
+                        .await
                         {
                             let n = names.get(c).cloned().unwrap_or_default();
                             rec.observed(&n, &back(&obs, &out));
@@ -241,18 +245,25 @@ pub async fn record(
                 } else {
                     MAX_WAIT
                 };
-                while !*fast {
-                    let wait = if wait_close { cap } else { QUIET };
-                    let left = (begun + cap).saturating_duration_since(Instant::now());
-                    match timeout(wait.min(left), events.recv()).await {
-                        Ok(Some((c, obs))) => {
-                            let n = names.get(c).cloned().unwrap_or_default();
-                            if c == idx && matches!(obs, Observed::Closed { .. } | Observed::Ended { .. }) {
-                                wait_close = false;
+                if !*fast {
+                    loop {
+                        let wait = if wait_close { cap } else { QUIET };
+                        let left = (begun + cap).saturating_duration_since(Instant::now());
+                        match timeout(wait.min(left), events.recv()).await {
+                            Ok(Some((c, obs))) => {
+                                let n = names.get(c).cloned().unwrap_or_default();
+                                if c == idx
+                                    && matches!(
+                                        obs,
+                                        Observed::Closed { .. } | Observed::Ended { .. }
+                                    )
+                                {
+                                    wait_close = false;
+                                }
+                                rec.observed(&n, &back(&obs, &out));
                             }
-                            rec.observed(&n, &back(&obs, &out));
+                            _ => break,
                         }
-                        _ => break,
                     }
                 }
             }

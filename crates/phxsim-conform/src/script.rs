@@ -7,8 +7,8 @@
 //!   client sent a WebSocket ping and got the pong".
 //! - `recv` lines belong to the exchange they follow, whichever connection received them.
 //! - `closed` is an expectation only when the server decided it: after the client's own close
-//!   (the close handshake's answer), or on a connection that sent a frame in the same step (a
-//!   malformed frame, or a join followed by silence). After `client_tcp_abort` there is nothing
+//!   (the close handshake's answer), or on a connection that sent a frame or connected in the
+//!   same step (a malformed frame, or a connect or join followed by silence). After `client_tcp_abort` there is nothing
 //!   to observe, and the closes at the very end are the recording script tearing down.
 //! - A pause of more than [`IDLE_GAP_MS`] inside an exchange is the recording script staying
 //!   idle: what follows is an [`Action::Idle`] exchange that waits for the server to close the
@@ -222,14 +222,19 @@ pub fn exchanges_of(step: &Step) -> Result<Vec<Exchange>, ScriptError> {
                 },
                 Vec::new(),
             )),
-            EntryKind::Connected { query, short } => out.push(start(
-                Action::Connect {
-                    conn: conn_s.clone(),
-                    query: query.clone(),
-                    short: *short,
-                },
-                vec![(conn_s, Observed::Accepted)],
-            )),
+            EntryKind::Connected { query, short } => {
+                // A connection opened in this step that the server closes in it was closed
+                // by the server's decision (an idle socket that never sent anything).
+                sent_in_step.push(conn);
+                out.push(start(
+                    Action::Connect {
+                        conn: conn_s.clone(),
+                        query: query.clone(),
+                        short: *short,
+                    },
+                    vec![(conn_s, Observed::Accepted)],
+                ));
+            }
             EntryKind::ConnectRejected {
                 query,
                 status,

@@ -75,7 +75,11 @@ fn the_catalogue_is_numbered_and_named_once() {
     let v2_only = cases.iter().filter(|c| c.v2_only).count();
     assert_eq!(scripts(Serializer::V2).len(), cases.len());
     assert_eq!(scripts(Serializer::V1).len(), cases.len() - v2_only);
-    assert!(scripts(Serializer::V1).len() >= 75, "{}", scripts(Serializer::V1).len());
+    assert!(
+        scripts(Serializer::V1).len() >= 75,
+        "{}",
+        scripts(Serializer::V1).len()
+    );
     for c in &cases {
         assert!(!c.steps.is_empty(), "{} tests no step", c.name());
     }
@@ -493,7 +497,11 @@ fn race_d_the_replaced_presences_leave_may_also_reach_the_joiner() {
             a.insert(at, leave.clone());
             let c = compare(&s, &t);
             assert_eq!(c.verdict, Verdict::Pass, "{vsn:?} at {at}: {:?}", c.verdict);
-            assert!(c.notes.iter().any(|n| n.contains("race D")), "{:?}", c.notes);
+            assert!(
+                c.notes.iter().any(|n| n.contains("race D")),
+                "{:?}",
+                c.notes
+            );
         }
         // Not before the reply to the join (the new channel has not subscribed yet).
         let mut t = base.clone();
@@ -508,7 +516,9 @@ fn race_d_the_replaced_presences_leave_may_also_reach_the_joiner() {
         // Another frame in its place is still a failure.
         let mut t = base.clone();
         let other = match &leave {
-            Observed::Frame(Frame::Text(x)) => Observed::Frame(Frame::Text(x.replace("away", "gone"))),
+            Observed::Frame(Frame::Text(x)) => {
+                Observed::Frame(Frame::Text(x.replace("away", "gone")))
+            }
             o => o.clone(),
         };
         items_mut(&mut t, "duplicate join", 0, "A").insert(2, other);
@@ -542,7 +552,11 @@ fn race_u_the_updaters_own_diff_may_overtake_its_reply() {
         a.swap(0, 1);
         let c = compare(&s, &t);
         assert_eq!(c.verdict, Verdict::Pass, "{vsn:?}");
-        assert!(c.notes.iter().any(|n| n.contains("race U")), "{:?}", c.notes);
+        assert!(
+            c.notes.iter().any(|n| n.contains("race U")),
+            "{:?}",
+            c.notes
+        );
         // The observer's diff has no such freedom: it must come, exactly once.
         let mut t = Transcript::expected(&s);
         let b = items_mut(&mut t, "update_meta", 0, "B");
@@ -562,7 +576,11 @@ fn race_l_the_leavers_own_leave_diff_may_also_come() {
         items_mut(&mut t, "phx_leave", 0, "B").push(leave.clone());
         let c = compare(&s, &t);
         assert_eq!(c.verdict, Verdict::Pass, "{vsn:?}: {:?}", c.verdict);
-        assert!(c.notes.iter().any(|n| n.contains("race L")), "{:?}", c.notes);
+        assert!(
+            c.notes.iter().any(|n| n.contains("race L")),
+            "{:?}",
+            c.notes
+        );
         // Before the reply it cannot come: the channel had not left yet.
         let mut t = base.clone();
         items_mut(&mut t, "phx_leave", 0, "B").insert(0, leave.clone());
@@ -570,7 +588,11 @@ fn race_l_the_leavers_own_leave_diff_may_also_come() {
             panic!("{vsn:?}: a leave diff before the leave's reply must fail");
         };
         // The failure says what was allowed.
-        assert!(d.allowed.iter().any(|a| a.contains("race L")), "{:?}", d.allowed);
+        assert!(
+            d.allowed.iter().any(|a| a.contains("race L")),
+            "{:?}",
+            d.allowed
+        );
         assert!(d.describe().contains("allowed here"), "{}", d.describe());
     }
 }
@@ -593,8 +615,14 @@ fn v1_key_order_is_checked() {
     let Verdict::Fail(d) = compare(&s, &t).verdict else {
         panic!("V1 keys in another order must fail");
     };
-    assert!(d.expected.as_deref().unwrap().starts_with(r#"{"event":"#), "{d:?}");
-    assert!(d.actual.as_deref().unwrap().starts_with(r#"{"topic":"#), "{d:?}");
+    assert!(
+        d.expected.as_deref().unwrap().starts_with(r#"{"event":"#),
+        "{d:?}"
+    );
+    assert!(
+        d.actual.as_deref().unwrap().starts_with(r#"{"topic":"#),
+        "{d:?}"
+    );
     // Inside a meta too: phx_ref comes first in Phoenix.
     let s = script(Serializer::V2, 1);
     let mut t = Transcript::expected(&s);
@@ -603,7 +631,10 @@ fn v1_key_order_is_checked() {
         reorder_metas(&mut v);
         v.to_string()
     });
-    assert!(compare(&s, &t).verdict.failed(), "metas with phx_ref last must fail");
+    assert!(
+        compare(&s, &t).verdict.failed(),
+        "metas with phx_ref last must fail"
+    );
 }
 
 fn reorder_metas(v: &mut Json) {

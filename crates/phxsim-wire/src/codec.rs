@@ -273,13 +273,22 @@ mod numeric_ref_tests {
     fn numeric_refs_are_echoed_as_numbers_only_when_enabled() {
         for (vsn, frame) in [
             (Serializer::V2, r#"[1,2,"room:x","ping",{}]"#),
-            (Serializer::V1, r#"{"topic":"room:x","event":"ping","payload":{},"ref":2,"join_ref":1}"#),
+            (
+                Serializer::V1,
+                r#"{"topic":"room:x","event":"ping","payload":{},"ref":2,"join_ref":1}"#,
+            ),
         ] {
             let plain = Codec::server(vsn);
             assert!(plain.decode(&Frame::Text(frame.into())).is_err(), "{vsn:?}");
             let codec = plain.with_numeric_refs(true);
             let msg = codec.decode(&Frame::Text(frame.into())).unwrap();
-            let reply = Message::reply(msg.join_ref.clone(), msg.ref_.clone(), "room:x", "ok", Value::Null);
+            let reply = Message::reply(
+                msg.join_ref.clone(),
+                msg.ref_.clone(),
+                "room:x",
+                "ok",
+                Value::Null,
+            );
             let Frame::Text(out) = codec.encode(&reply).unwrap() else {
                 panic!("text");
             };
@@ -292,7 +301,9 @@ mod numeric_ref_tests {
         let codec = Codec::server(Serializer::V2).with_numeric_refs(true);
         let tricky = format!(r#"["1","{}x","room:x","ping",{{}}]"#, "\\u0001");
         let msg = codec.decode(&Frame::Text(tricky)).unwrap();
-        let n = codec.decode(&Frame::Text(r#"[1,1,"room:x","ping",{}]"#.into())).unwrap();
+        let n = codec
+            .decode(&Frame::Text(r#"[1,1,"room:x","ping",{}]"#.into()))
+            .unwrap();
         assert_ne!(msg.join_ref, n.join_ref);
         let reply = Message::reply(msg.join_ref, msg.ref_, "room:x", "ok", Value::Null);
         let Frame::Text(out) = codec.encode(&reply).unwrap() else {

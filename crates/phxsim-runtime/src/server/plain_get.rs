@@ -90,7 +90,11 @@ fn header_values(head: &str, name: &str) -> Vec<String> {
         .skip(1)
         .filter_map(|l| l.split_once(':'))
         .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-        .flat_map(|(_, v)| v.split(',').map(|x| x.trim().to_owned()).collect::<Vec<_>>())
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(|x| x.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
         .filter(|v| !v.is_empty())
         .collect()
 }

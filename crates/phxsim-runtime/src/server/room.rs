@@ -116,11 +116,12 @@ pub fn handle_in(event: &str, payload: Payload) -> Action {
         },
         ("noreply", _) => Action::NoReply,
         ("list", _) => Action::List,
-        ("update_meta", Payload::Json(Json::Object(meta))) => match erlang_order(Json::Object(meta))
-        {
-            Json::Object(meta) => Action::UpdateMeta(meta),
-            _ => Action::Crash,
-        },
+        ("update_meta", Payload::Json(Json::Object(meta))) => {
+            match erlang_order(Json::Object(meta)) {
+                Json::Object(meta) => Action::UpdateMeta(meta),
+                _ => Action::Crash,
+            }
+        }
         _ => Action::Crash,
     }
 }
@@ -164,7 +165,12 @@ mod tests {
         assert!(join_meta(&p(json!({"deny": "yes"}))).is_ok());
         // Anything else joins with the default meta (recorded from Phoenix 1.7.21).
         let default = json!({"status": "online"});
-        for odd in [p(json!([1])), p(json!({"meta": 3})), p(json!("s")), p(Json::Null)] {
+        for odd in [
+            p(json!([1])),
+            p(json!({"meta": 3})),
+            p(json!("s")),
+            p(Json::Null),
+        ] {
             assert_eq!(join_meta(&odd).map(Json::Object), Ok(default.clone()));
         }
         assert_eq!(

@@ -13,7 +13,9 @@
 
 use super::handshake::{self, ConnectInfo, Refusal};
 use super::room::{self, Action, reason};
-use super::{ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get};
+use super::{
+    ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
+};
 use crate::node::PresenceUpdate;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_shard::presence::meta_with_refs;
@@ -493,8 +495,7 @@ where
         let Some(ch) = self.channels.get(&msg.topic) else {
             return self.unmatched(msg.ref_, &msg.topic).await;
         };
-        if stale(&msg.join_ref, &ch.join_ref)
-            && self.server.config().phoenix == PhoenixRules::V1_8
+        if stale(&msg.join_ref, &ch.join_ref) && self.server.config().phoenix == PhoenixRules::V1_8
         {
             // Phoenix 1.8.3+: a message for an earlier incarnation is dropped without a word.
             // 1.7.21 hands it to the current channel, which answers it.
