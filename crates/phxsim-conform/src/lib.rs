@@ -20,7 +20,10 @@
 //! ```text
 //! phxsim serve --nodes 1 --port 4000 --idle-timeout 1500 &
 //! phxsim conform --url ws://127.0.0.1:4000/socket/websocket --idle-timeout-ms 1500 \
-//!     [--vsn 1.0.0|2.0.0] [--case N]... [--json F] [--junit F] [--html F]
+//!     [--vsn 1.0.0|2.0.0] [--phoenix 1.7.21|1.8] [--case N]... [--json F] [--junit F] [--html F]
+//! # the real Phoenix reference server: its /short socket idles out after 1.5 s
+//! phxsim conform --url ws://127.0.0.1:4310/socket/websocket \
+//!     --idle-url ws://127.0.0.1:4310/short/websocket --idle-timeout-ms 1500
 //! ```
 //!
 //! A Phoenix app qualifies if it routes `room:*` to the reference channel and mounts its socket

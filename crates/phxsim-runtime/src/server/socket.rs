@@ -8,7 +8,8 @@
 //! - a duplicate join closes the old channel first (its presence leaves), replies to the new
 //!   join, then sends `phx_close` for the old join_ref;
 //! - a push or leave whose join_ref is neither null nor the current one is dropped silently
-//!   (Phoenix 1.8.12 rules);
+//!   (Phoenix 1.8.12 rules); with [`PhoenixRules::V1_7_21`] such a push is answered by the
+//!   current channel, with its join_ref (as every reply to a push is);
 //! - any frame that does not decode ends the whole connection, never just a channel.
 
 use super::handshake::{self, ConnectInfo, Refusal};
