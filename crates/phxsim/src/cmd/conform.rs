@@ -42,15 +42,16 @@ pub struct Args {
     /// Run only these case numbers (repeatable).
     #[arg(long = "case")]
     pub cases: Vec<u8>,
-    /// Where the idle-timeout case's idle socket connects, if not --url: another endpoint of
-    /// the same server, serving the same channel and presences, whose idle timeout is short
-    /// (the Phoenix recording used one of 1500 ms); give that timeout as --idle-timeout-ms.
+    /// Where the idle-timeout cases' idle sockets (and case 47's heartbeating one) connect,
+    /// if not --url: another endpoint of the same server, serving the same channel and
+    /// presences, whose idle timeout is short (the Phoenix reference server's /short: 1500 ms);
+    /// give that timeout as --idle-timeout-ms.
     #[arg(long = "idle-url")]
     pub idle_url: Option<String>,
     /// How long to wait for one exchange's frames, in ms.
     #[arg(long = "timeout-ms", default_value_t = 5_000)]
     pub timeout_ms: u64,
-    /// The server's idle timeout in ms (Phoenix: 60 000): the idle case waits this long.
+    /// The server's idle timeout in ms (Phoenix: 60 000): the idle cases wait this long.
     #[arg(long = "idle-timeout-ms", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
     /// How long to listen for stray frames after each case, in ms.
