@@ -263,7 +263,7 @@ fn order_notes(plan: &Plan, alignment: &Alignment, actual: &Transcript) -> Vec<S
                 })
                 .collect();
             if required.windows(2).any(|w| w[0] > w[1]) {
-                let races: Vec<&str> = cp
+                let races: Vec<String> = cp
                     .map(|c| {
                         c.groups
                             .iter()
@@ -275,13 +275,13 @@ fn order_notes(plan: &Plan, alignment: &Alignment, actual: &Transcript) -> Vec<S
                                     .collect();
                                 order.windows(2).any(|w| w[0] > w[1])
                             })
-                            .map(|(_, _, r)| r.label())
+                            .map(|(_, _, r)| format!("{}: {}", r.label(), r.cite()))
                             .collect()
                     })
                     .unwrap_or_default();
                 notes.push(format!(
                     "{conn}: step {step:?}: frames came in another order Phoenix allows ({})",
-                    races.join(", ")
+                    races.join("; ")
                 ));
             }
             for m in matches {

@@ -43,6 +43,16 @@ pub async fn serve_as(
     mutation: Option<ServerMutation>,
     seed: u64,
 ) -> String {
+    serve_with(phoenix, mutation, seed, IDLE).await
+}
+
+/// [`serve_as`] with another idle timeout.
+pub async fn serve_with(
+    phoenix: PhoenixRules,
+    mutation: Option<ServerMutation>,
+    seed: u64,
+    idle: Duration,
+) -> String {
     let node = Node::start(NodeConfig {
         tracker: TrackerConfig::with_broadcast_period(100),
         seed: Some(seed),
@@ -52,7 +62,7 @@ pub async fn serve_as(
     let server = Server::new(
         node,
         ServerConfig {
-            idle_timeout: IDLE,
+            idle_timeout: idle,
             phoenix,
             mutation,
             ..ServerConfig::default()
