@@ -8,6 +8,11 @@
 //! test. A prelude only leaves out recorded steps that change no presence, so every expected
 //! frame is exactly what Phoenix sent; `tests/catalogue.rs` checks that every `phx_ref` a case
 //! expects is created inside the case.
+//!
+//! Cases 1-25 use steps of the reference session ([`CASES`]); cases 26 on are the authored
+//! scripts ([`crate::authored`]), each self-contained, whose steps come from their own
+//! recording of the real Phoenix 1.7.21. Each case says which Phoenix versions it describes
+//! ([`Versions`]); [`catalogue_for`] picks the ones for a version.
 
 use crate::authored::{self, PhoenixVersion, Versions};
 use crate::recording::{Recording, authored_recording, reference};

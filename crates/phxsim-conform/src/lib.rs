@@ -11,7 +11,7 @@
 //! - [`transcript`]: raw and normalized transcripts (refs as `<ref1>`, keys sorted).
 //! - [`races`]: the orderings Phoenix allows for a case (races U, D, L and the join order of
 //!   `phoenix-races.md`), each looseness citing its race.
-//! - [`compare`]: verdicts (pass, non-strict with a reason, fail with the first differing
+//! - [`compare`](mod@compare): verdicts (pass, non-strict with a reason, fail with the first differing
 //!   frame and what was allowed there), exact about contents and key order.
 //! - [`report`]: text table, JSON, JUnit XML and an Autobahn-style HTML page.
 //!

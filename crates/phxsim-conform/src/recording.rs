@@ -7,7 +7,7 @@
 //! (`connected`, `connect_rejected`, `client_tcp_abort`, `client_close`, `closed`,
 //! `ws_pong_received`, `done`).
 //!
-//! The recordings are compiled in ([`reference`]), so `phxsim conform` carries its expectations
+//! The recordings are compiled in ([`reference`](fn@reference)), so `phxsim conform` carries its expectations
 //! with it; [`Recording::parse`] reads any other recording of the same format.
 
 use phxsim_wire::{Frame, Serializer};
