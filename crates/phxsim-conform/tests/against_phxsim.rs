@@ -41,6 +41,9 @@ async fn run(
         .expect("valid URL")
 }
 
+/// The idle timeout of the servers that run every case at once.
+const CONCURRENT_IDLE: Duration = Duration::from_secs(8);
+
 /// Like [`run`], but every case on its own task: cases use their own topics, so they are
 /// independent, and a planted bug then costs one timeout in total instead of one per case.
 async fn run_concurrently(
@@ -48,8 +51,14 @@ async fn run_concurrently(
     mutation: ServerMutation,
     cfg: RunConfig,
 ) -> Vec<CaseResult> {
-    let url = serve(Some(mutation), 11).await;
-    let cfg = RunConfig { url, ..cfg };
+    // Some eighty cases at once keep a loaded machine busy for seconds: a socket that waits
+    // for its next exchange must not idle out, so these servers wait longer than [`IDLE`].
+    let url = serve_with(PhoenixRules::V1_7_21, Some(mutation), 11, CONCURRENT_IDLE).await;
+    let cfg = RunConfig {
+        url,
+        idle_timeout: CONCURRENT_IDLE,
+        ..cfg
+    };
     let scripts = catalogue(vsn, DEFAULT_TOPIC_PREFIX).expect("catalogue builds");
     let tasks: Vec<_> = scripts
         .into_iter()
