@@ -545,3 +545,34 @@ async fn phoenix_1_7_21_rules_answer_a_plain_get_and_echo_numeric_refs() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn metas_of_one_key_are_listed_in_join_order_past_nine_connections() {
+    // Connections 1-8 only connect; alice's first socket is connection 9, her second 10.
+    let (_server, addr) = serve(ServerConfig::default()).await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(connect(addr, BOB).await);
+    }
+    let mut a = connect(addr, ALICE).await;
+    join_alice(&mut a).await;
+    let mut a2 = connect(addr, ALICE).await;
+    a2.send(r#"["1","1","room:lobby","phx_join",{"meta":{"name":"Second"}}]"#)
+        .await;
+    for _ in 0..3 {
+        a2.next().await; // reply, own diff, state
+    }
+    a.next().await; // the second join's diff
+    a.send(r#"["1","2","room:lobby","list",{}]"#).await;
+    let Got::Text(list) = a.next().await else {
+        panic!("a list reply");
+    };
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let names: Vec<&str> = v[4]["response"]["alice"]["metas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Alice", "Second"], "{list}");
+}

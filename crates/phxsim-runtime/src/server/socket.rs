@@ -400,7 +400,10 @@ where
         .await?;
         self.close_old(old_close, &topic).await?;
 
-        let owner = format!("conn{}/ch{}", self.conn, self.next_channel);
+        // Zero-padded so that owners sort in the order they were made, as Phoenix's channel
+        // pids do: the tracker orders a key's metas by owner, and `conn10` would come before
+        // `conn9` (found by conformance case 53 against a long-running server).
+        let owner = format!("conn{:012}/ch{:06}", self.conn, self.next_channel);
         self.next_channel += 1;
         let own = if self.server.config().track_on_join {
             match node
