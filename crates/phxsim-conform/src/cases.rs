@@ -8,10 +8,17 @@
 //! test. A prelude only leaves out recorded steps that change no presence, so every expected
 //! frame is exactly what Phoenix sent; `tests/catalogue.rs` checks that every `phx_ref` a case
 //! expects is created inside the case.
+//!
+//! Cases 1-25 use steps of the reference session ([`CASES`]); cases 26 on are the authored
+//! scripts ([`crate::authored`]), each self-contained, whose steps come from their own
+//! recording of the real Phoenix 1.7.21. Each case says which Phoenix versions it describes
+//! ([`Versions`]); [`catalogue_for`] picks the ones for a version.
 
-use crate::recording::{Recording, reference};
+use crate::authored::{self, PhoenixVersion, Versions};
+use crate::recording::{Recording, authored_recording, reference};
 use crate::script::{Action, Exchange, MissingStep, exchanges_for, rewrite_exchanges};
 use phxsim_wire::Serializer;
+use std::sync::LazyLock;
 
 /// A recorded step, optionally cut after its first `limit` exchanges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +65,11 @@ pub struct Case {
     pub steps: &'static [StepRef],
     /// Only for V2 (binary frames do not exist in V1).
     pub v2_only: bool,
+    /// Which Phoenix versions the case describes (1.8 changed a few behaviours).
+    pub versions: Versions,
+    /// Whether the steps come from the authored cases' recording ([`crate::authored`]) rather
+    /// than the reference session's.
+    pub authored: bool,
     /// Where a deviation is accepted, and why.
     pub loose: Option<(Looseness, &'static str)>,
     /// Anything else a reader of the result should know (Phoenix's own non-determinism).
@@ -149,6 +161,8 @@ pub const CASES: &[Case] = &[
         prelude: &[step(A_CONNECT)],
         steps: &[step(A_JOIN)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: Some(ORDER_NOTE),
     },
@@ -160,6 +174,8 @@ pub const CASES: &[Case] = &[
         prelude: JOINED,
         steps: &[step(B_JOIN)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: Some(ORDER_NOTE),
     },
@@ -171,6 +187,8 @@ pub const CASES: &[Case] = &[
         prelude: PAIR,
         steps: &[step(A_UPDATE)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -181,6 +199,8 @@ pub const CASES: &[Case] = &[
         prelude: &[step(A_CONNECT)],
         steps: &[step(A_HEARTBEAT)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -191,6 +211,8 @@ pub const CASES: &[Case] = &[
         prelude: JOINED,
         steps: &[step(A_PING)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -201,6 +223,8 @@ pub const CASES: &[Case] = &[
         prelude: JOINED,
         steps: &[step(A_ERROR_REPLY)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -211,6 +235,8 @@ pub const CASES: &[Case] = &[
         prelude: JOINED,
         steps: &[step(A_NOREPLY), step(A_HEARTBEAT)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: Some(
             "The recorded heartbeat step is replayed after noreply as a fence, so a stray reply \
@@ -224,6 +250,8 @@ pub const CASES: &[Case] = &[
         prelude: UPDATED,
         steps: &[step(A_LIST)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -235,6 +263,8 @@ pub const CASES: &[Case] = &[
         prelude: &[step(A_CONNECT)],
         steps: &[step(A_UNROUTED)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -245,6 +275,8 @@ pub const CASES: &[Case] = &[
         prelude: &[step(A_CONNECT)],
         steps: &[step(A_UNJOINED)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -255,6 +287,8 @@ pub const CASES: &[Case] = &[
         prelude: &[step(A_CONNECT)],
         steps: &[step(A_DENIED)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -266,6 +300,8 @@ pub const CASES: &[Case] = &[
         prelude: UPDATED,
         steps: &[step(A_DUPLICATE)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: Some(ORDER_NOTE),
     },
@@ -276,6 +312,8 @@ pub const CASES: &[Case] = &[
         prelude: AGAIN,
         steps: &[step(A_BINARY)],
         v2_only: true,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: Some(
             "The recorded binary push carries join_ref 11, so the prelude includes the duplicate \
@@ -289,6 +327,8 @@ pub const CASES: &[Case] = &[
         prelude: PAIR,
         steps: &[step(B_LEAVE)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -299,6 +339,8 @@ pub const CASES: &[Case] = &[
         prelude: AGAIN,
         steps: &[first(1, B_REJOIN_ABORT)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: Some(ORDER_NOTE),
     },
@@ -310,6 +352,8 @@ pub const CASES: &[Case] = &[
         prelude: AGAIN,
         steps: &[step(B_REJOIN_ABORT)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -320,6 +364,8 @@ pub const CASES: &[Case] = &[
         prelude: &[],
         steps: &[step(C_NO_USER)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -330,6 +376,8 @@ pub const CASES: &[Case] = &[
         prelude: &[],
         steps: &[step(D_BAD_VSN)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -340,6 +388,8 @@ pub const CASES: &[Case] = &[
         prelude: AGAIN,
         steps: &[step(E_WRONG_SHAPE)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: Some((Looseness::CloseCode, CLOSE_BAD_FRAME)),
         note: Some(ORDER_NOTE),
     },
@@ -350,6 +400,8 @@ pub const CASES: &[Case] = &[
         prelude: AGAIN,
         steps: &[step(F_NOT_JSON)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: Some((Looseness::CloseCode, CLOSE_BAD_FRAME)),
         note: Some(ORDER_NOTE),
     },
@@ -360,6 +412,8 @@ pub const CASES: &[Case] = &[
         prelude: &[],
         steps: &[step(G_WS_PING)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -371,6 +425,8 @@ pub const CASES: &[Case] = &[
         prelude: AGAIN,
         steps: &[step(H_CRASH)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: Some(ORDER_NOTE),
     },
@@ -389,6 +445,8 @@ pub const CASES: &[Case] = &[
         ],
         steps: &[step(H_AFTER_CRASH)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: Some(ORDER_NOTE),
     },
@@ -399,6 +457,8 @@ pub const CASES: &[Case] = &[
         prelude: WITH_HANK,
         steps: &[step(I_IDLE)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: Some((Looseness::CloseCode, CLOSE_IDLE)),
         note: Some(
             "The runner heartbeats the case's other sockets while it waits, so only the idle one \
@@ -412,6 +472,8 @@ pub const CASES: &[Case] = &[
         prelude: WITH_HANK,
         steps: &[step(A_CLOSE)],
         v2_only: false,
+        versions: Versions::All,
+        authored: false,
         loose: None,
         note: None,
     },
@@ -501,13 +563,79 @@ impl CaseScript {
     }
 }
 
-/// Every case that applies to `vsn`, built from the built-in recording.
-pub fn catalogue(vsn: Serializer, topic_prefix: &str) -> Result<Vec<CaseScript>, CatalogueError> {
-    let recording = reference(vsn).map_err(|e| CatalogueError(e.to_string()))?;
-    catalogue_from(&recording, topic_prefix)
+/// The authored cases as [`Case`]s, parsed once from the compiled-in case file. Their text
+/// lives as long as the process (the catalogue is static), hence the leaks.
+static AUTHORED: LazyLock<Result<Vec<Case>, String>> = LazyLock::new(|| {
+    let parsed = authored::parse(authored::CASES_TEXT).map_err(|e| e.to_string())?;
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+    Ok(parsed
+        .iter()
+        .map(|a| {
+            let refs = |prelude: bool| -> &'static [StepRef] {
+                let v: Vec<StepRef> = a
+                    .steps
+                    .iter()
+                    .filter(|s| s.prelude == prelude)
+                    .map(|s| step(leak(&s.title)))
+                    .collect();
+                Box::leak(v.into_boxed_slice())
+            };
+            Case {
+                id: a.id,
+                slug: leak(&a.slug),
+                title: leak(&a.title),
+                prelude: refs(true),
+                steps: refs(false),
+                v2_only: a.v2_only,
+                versions: a.versions,
+                authored: true,
+                loose: a
+                    .loose_close
+                    .as_deref()
+                    .map(|why| (Looseness::CloseCode, leak(why))),
+                note: a.note.as_deref().map(leak),
+            }
+        })
+        .collect())
+});
+
+/// Every case: the reference session's, then the authored ones.
+pub fn all_cases() -> Result<Vec<&'static Case>, CatalogueError> {
+    let authored = AUTHORED.as_ref().map_err(|e| CatalogueError(e.clone()))?;
+    Ok(CASES.iter().chain(authored.iter()).collect())
 }
 
-/// Every case that applies to the recording's serializer, built from `recording`.
+/// Every case that applies to `vsn` and describes Phoenix 1.7.21, built from the built-in
+/// recordings.
+pub fn catalogue(vsn: Serializer, topic_prefix: &str) -> Result<Vec<CaseScript>, CatalogueError> {
+    catalogue_for(vsn, PhoenixVersion::V1_7_21, topic_prefix)
+}
+
+/// Every case that applies to `vsn` and describes `phoenix`.
+pub fn catalogue_for(
+    vsn: Serializer,
+    phoenix: PhoenixVersion,
+    topic_prefix: &str,
+) -> Result<Vec<CaseScript>, CatalogueError> {
+    let recording = reference(vsn).map_err(|e| CatalogueError(e.to_string()))?;
+    let authored_rec = authored_recording(vsn).map_err(|e| CatalogueError(e.to_string()))?;
+    all_cases()?
+        .into_iter()
+        .filter(|c| c.applies_to(vsn) && c.versions.includes(phoenix))
+        .map(|c| {
+            let rec = if c.authored {
+                &authored_rec
+            } else {
+                &recording
+            };
+            let topic = case_topic(topic_prefix, c, vsn);
+            CaseScript::build(c, rec, &topic).map_err(|e| CatalogueError(e.to_string()))
+        })
+        .collect()
+}
+
+/// Every reference-session case that applies to the recording's serializer, built from
+/// `recording`.
 pub fn catalogue_from(
     recording: &Recording,
     topic_prefix: &str,
@@ -529,5 +657,5 @@ pub struct CatalogueError(pub String);
 
 /// The case with this number.
 pub fn case_by_id(id: u8) -> Option<&'static Case> {
-    CASES.iter().find(|c| c.id == id)
+    all_cases().ok()?.into_iter().find(|c| c.id == id)
 }

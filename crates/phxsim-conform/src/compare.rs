@@ -2,20 +2,21 @@
 //!
 //! - Frames are compared per exchange and per connection, after normalization
 //!   ([`crate::transcript`]), so arrival order *between* connections never matters.
-//! - Phoenix itself sends a joiner's own `presence_diff` and its `presence_state` in either
-//!   order. When the actual run has such an adjacent pair the other way round from the
-//!   recording, it is put in the recording's order before refs are numbered, and a note says
-//!   so; the verdict is unaffected.
+//! - Phoenix does not fix every order ([`crate::races`]): the run is first matched against the
+//!   set of orderings the case allows (reorders and optional frames, each citing its race); the
+//!   expected transcript is then put in the ordering the run followed, and every frame is
+//!   compared exactly: contents, key order (V1's `event, payload, ref, topic`, metas with
+//!   `phx_ref` first) and refs. A note names each race the run showed; the verdict is
+//!   unaffected. A run that fits no allowed ordering fails where the recording's order and
+//!   the run first differ, and the failure lists what was allowed there.
 //! - A case with a [`Looseness`] tolerates exactly that deviation; the verdict is then
 //!   `non-strict` with the case's reason. Every other difference fails the case.
 
 use crate::cases::{CaseScript, Looseness};
+use crate::races::{self, Alignment, Match, Plan};
 use crate::script::Observed;
 use crate::transcript::{NormItem, NormTranscript, Transcript, normalize};
-use phxsim_wire::message::{PRESENCE_DIFF, PRESENCE_STATE};
-use phxsim_wire::{Codec, Frame, Serializer};
 use serde::Serialize;
-use serde_json::Value as Json;
 
 /// The first place where actual and expected differ.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -36,6 +37,11 @@ pub struct Difference {
     pub actual: Option<String>,
     /// The runner stopped waiting at its deadline in this exchange.
     pub timed_out: bool,
+    /// What Phoenix allows this connection to see in this exchange, one line per frame or
+    /// group (see [`crate::races`]).
+    pub allowed: Vec<String>,
+    /// What this connection actually saw in this exchange, in arrival order.
+    pub came: Vec<String>,
 }
 
 impl Difference {
@@ -54,7 +60,14 @@ impl Difference {
             (None, true) => "nothing (timed out)".to_owned(),
             (None, false) => "nothing".to_owned(),
         };
-        format!("{place}: expected {exp}, got {act}")
+        let mut out = format!("{place}: expected {exp}, got {act}");
+        if !self.allowed.is_empty() {
+            out.push_str(&format!("; allowed here: [{}]", self.allowed.join("; ")));
+        }
+        if !self.came.is_empty() {
+            out.push_str(&format!("; came: [{}]", self.came.join("; ")));
+        }
+        out
     }
 }
 
@@ -99,25 +112,199 @@ pub struct Comparison {
     pub notes: Vec<String>,
     /// The recording's transcript, normalized.
     pub expected: NormTranscript,
-    /// The run's transcript, normalized (after order alignment).
+    /// The run's transcript, normalized, in arrival order.
     pub actual: NormTranscript,
+    /// The run's transcript with each exchange in the recording's order where the run took
+    /// another allowed one (optional frames last): stable across runs, for snapshots.
+    pub actual_canonical: NormTranscript,
 }
 
-/// Compares a run against its script.
+/// Compares a run against its script: finds the allowed ordering ([`races`]) the run followed,
+/// then compares every frame exactly (contents, key order, refs) in that ordering.
 pub fn compare(script: &CaseScript, actual: &Transcript) -> Comparison {
-    let expected_raw = Transcript::expected(script);
-    let mut actual = actual.clone();
-    let notes = align_orders(&expected_raw, &mut actual, script.vsn);
-    let expected = normalize(&expected_raw, script.prelude_len);
-    let actual_n = normalize(&actual, script.prelude_len);
+    let plan = races::plan(script);
+    let alignment = races::align(&plan, actual);
+    let realized = realize(script, &plan, &alignment, actual);
+    let notes = order_notes(&plan, &alignment, actual);
+    let expected = normalize(&realized, script.prelude_len);
+    let actual_n = normalize(actual, script.prelude_len);
     let loose = script.case.loose;
-    let verdict = verdict(&expected, &actual_n, loose);
+    let mut verdict = verdict(&expected, &actual_n, loose);
+    if let Some((j, conn)) = &alignment.failed_at
+        && !verdict.failed()
+    {
+        // Every frame is right but in an order no race explains.
+        let ex = actual.exchanges.get(*j);
+        verdict = Verdict::Fail(Difference {
+            exchange: *j,
+            step: ex.map(|e| e.step.clone()).unwrap_or_default(),
+            prelude: *j < script.prelude_len,
+            conn: conn.clone(),
+            position: 0,
+            expected: Some("an allowed ordering".to_owned()),
+            actual: Some("the frames in an order Phoenix does not produce".to_owned()),
+            timed_out: ex.is_some_and(|e| e.timed_out),
+            allowed: Vec::new(),
+            came: Vec::new(),
+        });
+    }
+    if let Verdict::Fail(d) = &mut verdict {
+        d.allowed = plan.describe(d.exchange, &d.conn);
+        d.came = actual_n
+            .exchanges
+            .get(d.exchange)
+            .and_then(|e| e.observed.iter().find(|(c, _)| *c == d.conn))
+            .map(|(_, items)| items.iter().map(NormItem::render).collect())
+            .unwrap_or_default();
+    }
+    let canonical = normalize(
+        &canonical_actual(script, &alignment, actual),
+        script.prelude_len,
+    );
     Comparison {
         verdict,
         notes,
         expected,
         actual: actual_n,
+        actual_canonical: canonical,
     }
+}
+
+/// The expected transcript in the order the run followed where it followed an allowed one
+/// (optional frames included where they came), and in the recording's order from the first
+/// exchange that fits none.
+fn realize(
+    script: &CaseScript,
+    plan: &Plan,
+    alignment: &Alignment,
+    actual: &Transcript,
+) -> Transcript {
+    let mut out = Transcript::expected(script);
+    let failed = alignment.failed_at.as_ref().map(|(j, _)| *j);
+    for (j, ex) in out.exchanges.iter_mut().enumerate() {
+        let Some(p) = plan.exchanges.get(j) else {
+            continue;
+        };
+        let aligned = alignment.exchanges.get(j).filter(|_| failed != Some(j));
+        let mut per: Vec<(String, Vec<Observed>)> = Vec::new();
+        for conn in &script.conns {
+            let items: Vec<Observed> = match aligned.and_then(|a| a.iter().find(|(c, _)| c == conn))
+            {
+                Some((_, matches)) => matches
+                    .iter()
+                    .filter_map(|m| match m {
+                        Match::Required(k) | Match::Repeat(k) => {
+                            p.conn(conn).and_then(|c| c.items.get(*k)).cloned()
+                        }
+                        Match::Float(e, i) => plan.float(*e, conn, *i).map(|f| f.frame.clone()),
+                    })
+                    .collect(),
+                None => p.conn(conn).map(|c| c.items.clone()).unwrap_or_default(),
+            };
+            if !items.is_empty() {
+                per.push((conn.clone(), items));
+            }
+        }
+        ex.observed = per;
+    }
+    // An actual run may have more exchanges' worth of nothing; keep lengths as they are.
+    let _ = actual;
+    out
+}
+
+/// The run with each exchange's observations put in the recording's order (optional frames
+/// last): stable across runs where Phoenix's order varies, for snapshots.
+fn canonical_actual(script: &CaseScript, alignment: &Alignment, actual: &Transcript) -> Transcript {
+    let mut out = actual.clone();
+    for (j, ex) in out.exchanges.iter_mut().enumerate() {
+        let Some(aligned) = alignment.exchanges.get(j) else {
+            continue;
+        };
+        for (conn, items) in &mut ex.observed {
+            let Some((_, matches)) = aligned.iter().find(|(c, _)| c == conn) else {
+                continue;
+            };
+            if matches.len() != items.len() {
+                continue;
+            }
+            let mut keyed: Vec<(usize, Observed)> = matches
+                .iter()
+                .zip(items.iter())
+                .enumerate()
+                .map(|(arrival, (m, o))| {
+                    let key = match m {
+                        Match::Required(k) => *k,
+                        Match::Float(..) | Match::Repeat(..) => 10_000 + arrival,
+                    };
+                    (key, o.clone())
+                })
+                .collect();
+            keyed.sort_by_key(|(k, _)| *k);
+            *items = keyed.into_iter().map(|(_, o)| o).collect();
+        }
+    }
+    let _ = script;
+    out
+}
+
+/// One note per exchange and connection where the run took another allowed order than the
+/// recording, or received an optional frame.
+fn order_notes(plan: &Plan, alignment: &Alignment, actual: &Transcript) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (j, per) in alignment.exchanges.iter().enumerate() {
+        let step = actual.exchanges.get(j).map_or("", |e| e.step.as_str());
+        for (conn, matches) in per {
+            let cp = plan.exchanges.get(j).and_then(|p| p.conn(conn));
+            let required: Vec<usize> = matches
+                .iter()
+                .filter_map(|m| match m {
+                    Match::Required(k) => Some(*k),
+                    Match::Float(..) | Match::Repeat(..) => None,
+                })
+                .collect();
+            if required.windows(2).any(|w| w[0] > w[1]) {
+                let races: Vec<String> = cp
+                    .map(|c| {
+                        c.groups
+                            .iter()
+                            .filter(|(s, e, _)| {
+                                let order: Vec<usize> = required
+                                    .iter()
+                                    .copied()
+                                    .filter(|k| s <= k && k < e)
+                                    .collect();
+                                order.windows(2).any(|w| w[0] > w[1])
+                            })
+                            .map(|(_, _, r)| format!("{}: {}", r.label(), r.cite()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                notes.push(format!(
+                    "{conn}: step {step:?}: frames came in another order Phoenix allows ({})",
+                    races.join("; ")
+                ));
+            }
+            for m in matches {
+                if let Match::Float(e, i) = m
+                    && let Some(f) = plan.float(*e, conn, *i)
+                {
+                    notes.push(format!(
+                        "{conn}: step {step:?}: also received its own leave diff ({}: {})",
+                        f.race.label(),
+                        f.race.cite()
+                    ));
+                }
+                if let (Match::Repeat(_), Some(race)) = (m, cp.and_then(|c| c.repeats)) {
+                    notes.push(format!(
+                        "{conn}: step {step:?}: received a presence_diff twice ({}: the ended \
+                         channel's subscription had not been dropped yet)",
+                        race.label()
+                    ));
+                }
+            }
+        }
+    }
+    notes
 }
 
 enum ItemMatch {
@@ -138,6 +325,15 @@ fn item_match(e: &NormItem, a: &NormItem, loose: Option<Looseness>) -> ItemMatch
                     show(ac),
                     show(ec)
                 ))
+            } else {
+                ItemMatch::Differ
+            }
+        }
+        // Key order counts (Phoenix's V1 `event, payload, ref, topic`, metas `phx_ref` first):
+        // serde_json's map equality ignores it, the rendered text does not.
+        (NormItem::Json(x), NormItem::Json(y)) => {
+            if ordered_text(x) == ordered_text(y) {
+                ItemMatch::Equal
             } else {
                 ItemMatch::Differ
             }
@@ -190,6 +386,8 @@ fn verdict(
                         expected: exp.map(NormItem::render),
                         actual: act.map(NormItem::render),
                         timed_out,
+                        allowed: Vec::new(),
+                        came: Vec::new(),
                     })
                 };
                 match (ei.get(pos), ai.get(pos)) {
@@ -212,75 +410,7 @@ fn verdict(
     }
 }
 
-/// Puts adjacent (own `presence_diff`, `presence_state`) pairs of the actual run in the
-/// recording's order; returns one note per pair it turned round.
-fn align_orders(expected: &Transcript, actual: &mut Transcript, vsn: Serializer) -> Vec<String> {
-    let codec = Codec::client(vsn);
-    let mut notes = Vec::new();
-    for (e_ex, a_ex) in expected.exchanges.iter().zip(actual.exchanges.iter_mut()) {
-        for (conn, a_items) in &mut a_ex.observed {
-            let Some((_, e_items)) = e_ex.observed.iter().find(|(c, _)| c == conn) else {
-                continue;
-            };
-            let mut i = 0;
-            while i + 1 < e_items.len().min(a_items.len()) {
-                let ev = |o: &Observed| presence_payload(&codec, o);
-                let (e0, e1) = (ev(&e_items[i]), ev(&e_items[i + 1]));
-                let (a0, a1) = (ev(&a_items[i]), ev(&a_items[i + 1]));
-                let swapped = match (e0, e1, a0, a1) {
-                    (Some((ee0, _)), Some((ee1, _)), Some((ae0, ap0)), Some((ae1, ap1))) => {
-                        ee0 != ee1 && ae0 == ee1 && ae1 == ee0 && own_pair(ae0, &ap0, ae1, &ap1)
-                    }
-                    _ => false,
-                };
-                if swapped {
-                    a_items.swap(i, i + 1);
-                    notes.push(format!(
-                        "{conn}: presence_state and the joiner's own presence_diff came in the \
-                         other order than in the recording (step {:?}); Phoenix sends either",
-                        a_ex.step
-                    ));
-                    i += 2;
-                } else {
-                    i += 1;
-                }
-            }
-        }
-    }
-    notes
-}
-
-/// `(event, payload)` of a presence_state or presence_diff frame.
-fn presence_payload(codec: &Codec, obs: &Observed) -> Option<(&'static str, Json)> {
-    let Observed::Frame(frame @ Frame::Text(_)) = obs else {
-        return None;
-    };
-    let msg = codec.decode(frame).ok()?;
-    let event = match msg.event.as_str() {
-        PRESENCE_STATE => PRESENCE_STATE,
-        PRESENCE_DIFF => PRESENCE_DIFF,
-        _ => return None,
-    };
-    Some((event, msg.payload.as_json()?.clone()))
-}
-
-/// Whether a diff/state pair is "the joiner's own diff and its state": the diff only joins
-/// keys the state holds, and leaves nothing.
-fn own_pair(ev0: &str, p0: &Json, ev1: &str, p1: &Json) -> bool {
-    let (diff, state) = match (ev0, ev1) {
-        (PRESENCE_DIFF, PRESENCE_STATE) => (p0, p1),
-        (PRESENCE_STATE, PRESENCE_DIFF) => (p1, p0),
-        _ => return false,
-    };
-    let (Some(joins), Some(state)) = (
-        diff.get("joins").and_then(Json::as_object),
-        state.as_object(),
-    ) else {
-        return false;
-    };
-    let no_leaves = diff
-        .get("leaves")
-        .and_then(Json::as_object)
-        .is_none_or(|l| l.is_empty());
-    !joins.is_empty() && no_leaves && joins.keys().all(|k| state.contains_key(k))
+/// A JSON value's text, keys in their order (the map's own equality ignores it).
+fn ordered_text(v: &serde_json::Value) -> String {
+    v.to_string()
 }

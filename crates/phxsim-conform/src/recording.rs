@@ -7,7 +7,7 @@
 //! (`connected`, `connect_rejected`, `client_tcp_abort`, `client_close`, `closed`,
 //! `ws_pong_received`, `done`).
 //!
-//! The recordings are compiled in ([`reference`]), so `phxsim conform` carries its expectations
+//! The recordings are compiled in ([`reference`](fn@reference)), so `phxsim conform` carries its expectations
 //! with it; [`Recording::parse`] reads any other recording of the same format.
 
 use phxsim_wire::{Frame, Serializer};
@@ -27,6 +27,29 @@ pub fn reference_source(vsn: Serializer) -> &'static str {
         Serializer::V1 => "crates/phxsim-conform/data/phoenix-1.7.21-frames-v1.jsonl",
         Serializer::V2 => "crates/phxsim-conform/data/phoenix-1.7.21-frames-v2.jsonl",
     }
+}
+
+/// The recordings of the authored cases ([`crate::authored`]), made by the recorder against
+/// the real Phoenix 1.7.21 server.
+pub const CASES_V1: &str = include_str!("../data/phoenix-1.7.21-cases-v1.jsonl");
+/// The V2 recording of the authored cases.
+pub const CASES_V2: &str = include_str!("../data/phoenix-1.7.21-cases-v2.jsonl");
+
+/// Where the authored cases' recordings come from.
+pub fn cases_source(vsn: Serializer) -> &'static str {
+    match vsn {
+        Serializer::V1 => "crates/phxsim-conform/data/phoenix-1.7.21-cases-v1.jsonl",
+        Serializer::V2 => "crates/phxsim-conform/data/phoenix-1.7.21-cases-v2.jsonl",
+    }
+}
+
+/// The built-in recording of the authored cases for `vsn`.
+pub fn authored_recording(vsn: Serializer) -> Result<Recording, RecordingError> {
+    let text = match vsn {
+        Serializer::V1 => CASES_V1,
+        Serializer::V2 => CASES_V2,
+    };
+    Recording::parse(cases_source(vsn), text)
 }
 
 /// The built-in recording for `vsn`.
@@ -113,6 +136,14 @@ pub enum EntryKind {
     Connected {
         /// For example `vsn=2.0.0&user_id=alice`.
         query: String,
+        /// Whether the connection went to the endpoint with the short idle timeout
+        /// (`"endpoint": "short"`; the reference server's `/short`).
+        short: bool,
+    },
+    /// The client stayed quiet on purpose for this long (`"event": "pause"`, `"ms"`).
+    Pause {
+        /// How long, in ms (under a second, so it is never read as an idle wait).
+        ms: u64,
     },
     /// The upgrade was refused with an HTTP status.
     ConnectRejected {
@@ -149,6 +180,7 @@ impl EntryKind {
             self,
             EntryKind::Send(_)
                 | EntryKind::Connected { .. }
+                | EntryKind::Pause { .. }
                 | EntryKind::ConnectRejected { .. }
                 | EntryKind::ClientTcpAbort
                 | EntryKind::ClientClose { .. }
@@ -229,7 +261,7 @@ impl Recording {
                 }),
                 Line::Done => {}
                 Line::Entry(entry) => {
-                    if let EntryKind::Connected { query } = &entry.kind {
+                    if let EntryKind::Connected { query, .. } = &entry.kind {
                         vsn = vsn.or_else(|| vsn_of_query(query));
                     }
                     let Some(step) = steps.last_mut() else {
@@ -382,6 +414,13 @@ impl LineCtx<'_> {
         Ok(match event {
             "connected" => EntryKind::Connected {
                 query: self.str(obj, "url_query")?.to_owned(),
+                short: obj.get("endpoint").and_then(Json::as_str) == Some("short"),
+            },
+            "pause" => EntryKind::Pause {
+                ms: obj
+                    .get("ms")
+                    .and_then(Json::as_u64)
+                    .ok_or_else(|| self.field_err("ms", "whole number"))?,
             },
             "connect_rejected" => EntryKind::ConnectRejected {
                 query: self.str(obj, "url_query")?.to_owned(),

@@ -5,10 +5,12 @@
 //! - Each connection is a small task that owns its socket, sends what it is told and reports
 //!   every frame, pong, close frame and end of stream on one channel. Pings from the server are
 //!   answered by tungstenite; they carry nothing for the transcript.
-//! - For each exchange the runner acts, then collects until every connection has seen as many
-//!   observations as the recording has, or the deadline passes. A frame that comes later than
-//!   its exchange is therefore reported in the next one (or in the settle period after the last
-//!   one), which still fails the case.
+//! - For each exchange the runner acts, then collects until every connection has seen each
+//!   frame the case requires there (in any order; optional frames of races D and L may come
+//!   on top, see [`crate::races`]), or as many observations as could possibly be right, or the
+//!   deadline passes. A frame that comes later than its exchange is therefore reported in the
+//!   next one (or in the settle period after the last one), which fails the case unless it is
+//!   an optional frame still allowed there.
 //! - "Drop TCP" closes the socket without a close frame (a FIN: tokio's SO_LINGER control, which
 //!   would give a RST, is deprecated; the server sees a stream that ends without a close
 //!   either way).
@@ -21,6 +23,7 @@
 
 use crate::cases::CaseScript;
 use crate::compare::{Comparison, compare};
+use crate::races;
 use crate::script::{Action, Observed};
 use crate::transcript::{ExchangeTranscript, Transcript};
 use futures_util::{SinkExt, StreamExt};
@@ -94,7 +97,7 @@ pub enum RunError {
 
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Target {
+pub(crate) struct Target {
     host: String,
     port: u16,
     base: String,
@@ -124,7 +127,7 @@ pub async fn check_reachable(url: &str, timeout: Duration) -> Result<(), RunErro
     }
 }
 
-fn target(url: &str) -> Result<Target, RunError> {
+pub(crate) fn target(url: &str) -> Result<Target, RunError> {
     let err = |detail: &str| RunError::InvalidUrl {
         url: url.to_owned(),
         detail: detail.to_owned(),
@@ -159,7 +162,7 @@ fn with_query(base: &str, query: &str) -> String {
     }
 }
 
-enum Cmd {
+pub(crate) enum Cmd {
     Send(WsMessage, oneshot::Sender<Result<(), String>>),
     /// Drop the socket without a close frame.
     Abort,
@@ -167,12 +170,12 @@ enum Cmd {
     Teardown,
 }
 
-struct Conn {
-    cmds: mpsc::UnboundedSender<Cmd>,
-    task: JoinHandle<()>,
+pub(crate) struct Conn {
+    pub(crate) cmds: mpsc::UnboundedSender<Cmd>,
+    pub(crate) task: JoinHandle<()>,
 }
 
-type Events = mpsc::UnboundedSender<(usize, Observed)>;
+pub(crate) type Events = mpsc::UnboundedSender<(usize, Observed)>;
 
 async fn conn_task(
     idx: usize,
@@ -242,7 +245,7 @@ fn ended_detail(e: &WsError) -> String {
 }
 
 /// Opens one connection; the observation is what the upgrade gave.
-async fn connect(
+pub(crate) async fn connect(
     target: &Target,
     query: &str,
     limit: Duration,
@@ -289,7 +292,7 @@ async fn connect(
     }
 }
 
-async fn send(conn: Option<&Conn>, msg: WsMessage) -> Option<Observed> {
+pub(crate) async fn send(conn: Option<&Conn>, msg: WsMessage) -> Option<Observed> {
     let failed = |detail: &str| {
         Some(Observed::SendFailed {
             detail: detail.to_owned(),
@@ -364,6 +367,7 @@ pub async fn run_case(cfg: &RunConfig, script: &CaseScript) -> Result<CaseRun, R
             _ => None,
         })
         .collect();
+    let plan = races::plan(script);
     let started = Instant::now();
     let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, Observed)>();
     let mut conns: BTreeMap<usize, Conn> = BTreeMap::new();
@@ -376,8 +380,8 @@ pub async fn run_case(cfg: &RunConfig, script: &CaseScript) -> Result<CaseRun, R
         let idx = idx_of(conn_name);
         let mut seen: BTreeMap<usize, Vec<Observed>> = BTreeMap::new();
         match &ex.action {
-            Action::Connect { query, .. } => {
-                let t = if idle_conns.contains(&conn_name) {
+            Action::Connect { query, short, .. } => {
+                let t = if *short || idle_conns.contains(&conn_name) {
                     &idle_target
                 } else {
                     &main
@@ -419,12 +423,13 @@ pub async fn run_case(cfg: &RunConfig, script: &CaseScript) -> Result<CaseRun, R
                 }
             }
             Action::Idle { .. } => {}
+            Action::Pause { ms, .. } => tokio::time::sleep(Duration::from_millis(*ms)).await,
         }
 
-        let mut want: BTreeMap<usize, usize> = BTreeMap::new();
-        for (c, _) in &ex.expect {
-            *want.entry(idx_of(c)).or_default() += 1;
-        }
+        let j = transcript.exchanges.len();
+        let want: Vec<usize> = plan.exchanges.get(j).map_or_else(Vec::new, |p| {
+            p.conns.iter().map(|c| idx_of(&c.conn)).collect()
+        });
         let idle = matches!(ex.action, Action::Idle { .. });
         let limit = if idle {
             cfg.timeout + cfg.idle_timeout
@@ -437,9 +442,10 @@ pub async fn run_case(cfg: &RunConfig, script: &CaseScript) -> Result<CaseRun, R
         let mut next_beat = Instant::now() + beat;
         let mut timed_out = false;
         loop {
-            let done = want
-                .iter()
-                .all(|(c, n)| seen.get(c).map_or(0, Vec::len) >= *n);
+            let done = want.iter().all(|c| {
+                let name = script.conns.get(*c).map_or("", String::as_str);
+                plan.exchange_done(j, name, seen.get(c).map_or(&[], Vec::as_slice))
+            });
             if done {
                 break;
             }
@@ -536,7 +542,7 @@ fn by_conn(
 }
 
 /// Closes every connection still open, politely, within a bounded time.
-async fn teardown(conns: BTreeMap<usize, Conn>) {
+pub(crate) async fn teardown(conns: BTreeMap<usize, Conn>) {
     let mut tasks = Vec::new();
     for conn in conns.into_values() {
         let _ = conn.cmds.send(Cmd::Teardown);

@@ -7,8 +7,8 @@
 //!   client sent a WebSocket ping and got the pong".
 //! - `recv` lines belong to the exchange they follow, whichever connection received them.
 //! - `closed` is an expectation only when the server decided it: after the client's own close
-//!   (the close handshake's answer), or on a connection that sent a frame in the same step (a
-//!   malformed frame, or a join followed by silence). After `client_tcp_abort` there is nothing
+//!   (the close handshake's answer), or on a connection that sent a frame or connected in the
+//!   same step (a malformed frame, or a connect or join followed by silence). After `client_tcp_abort` there is nothing
 //!   to observe, and the closes at the very end are the recording script tearing down.
 //! - A pause of more than [`IDLE_GAP_MS`] inside an exchange is the recording script staying
 //!   idle: what follows is an [`Action::Idle`] exchange that waits for the server to close the
@@ -33,6 +33,15 @@ pub enum Action {
         conn: String,
         /// For example `vsn=2.0.0&user_id=alice`.
         query: String,
+        /// Connect to the endpoint with the short idle timeout (the runner's idle URL).
+        short: bool,
+    },
+    /// Send nothing for this long (no keepalives either), then go on.
+    Pause {
+        /// The connection that stays quiet.
+        conn: String,
+        /// How long, in ms.
+        ms: u64,
     },
     /// Send one data frame, exactly as given (it may be deliberately malformed).
     Send {
@@ -75,7 +84,8 @@ impl Action {
             | Action::Ping { conn }
             | Action::Close { conn, .. }
             | Action::Abort { conn }
-            | Action::Idle { conn } => conn,
+            | Action::Idle { conn }
+            | Action::Pause { conn, .. } => conn,
         }
     }
 }
@@ -205,13 +215,26 @@ pub fn exchanges_of(step: &Step) -> Result<Vec<Exchange>, ScriptError> {
                     Vec::new(),
                 ));
             }
-            EntryKind::Connected { query } => out.push(start(
-                Action::Connect {
+            EntryKind::Pause { ms } => out.push(start(
+                Action::Pause {
                     conn: conn_s.clone(),
-                    query: query.clone(),
+                    ms: *ms,
                 },
-                vec![(conn_s, Observed::Accepted)],
+                Vec::new(),
             )),
+            EntryKind::Connected { query, short } => {
+                // A connection opened in this step that the server closes in it was closed
+                // by the server's decision (an idle socket that never sent anything).
+                sent_in_step.push(conn);
+                out.push(start(
+                    Action::Connect {
+                        conn: conn_s.clone(),
+                        query: query.clone(),
+                        short: *short,
+                    },
+                    vec![(conn_s, Observed::Accepted)],
+                ));
+            }
             EntryKind::ConnectRejected {
                 query,
                 status,
@@ -220,6 +243,7 @@ pub fn exchanges_of(step: &Step) -> Result<Vec<Exchange>, ScriptError> {
                 Action::Connect {
                     conn: conn_s.clone(),
                     query: query.clone(),
+                    short: false,
                 },
                 vec![(
                     conn_s,
@@ -388,12 +412,22 @@ pub struct MissingStep {
 
 /// Rewrites [`RECORDED_TOPIC`] to `topic` in a frame: the JSON string literal in text frames
 /// (even in malformed ones, which is why this is textual), the topic field in binary ones.
+/// A topic that merely starts with it (`room:lobby-2`, a case's second topic) keeps its
+/// suffix: `<topic>-2`.
 pub fn rewrite_topic(frame: &Frame, topic: &str, from_client: bool) -> Result<Frame, String> {
+    retopic(frame, RECORDED_TOPIC, topic, from_client)
+}
+
+/// [`rewrite_topic`] from any topic prefix to any other.
+pub fn retopic(frame: &Frame, from: &str, topic: &str, from_client: bool) -> Result<Frame, String> {
     match frame {
         Frame::Text(text) => {
-            let from = serde_json::to_string(RECORDED_TOPIC).map_err(|e| e.to_string())?;
-            let to = serde_json::to_string(topic).map_err(|e| e.to_string())?;
-            Ok(Frame::Text(text.replace(&from, &to)))
+            // The opening quote and the prefix, without the closing quote.
+            let lit = |t: &str| -> Result<String, String> {
+                let s = serde_json::to_string(t).map_err(|e| e.to_string())?;
+                Ok(s[..s.len() - 1].to_owned())
+            };
+            Ok(Frame::Text(text.replace(&lit(from)?, &lit(topic)?)))
         }
         Frame::Binary(bytes) => {
             let decoded = if from_client {
@@ -406,10 +440,10 @@ pub fn rewrite_topic(frame: &Frame, topic: &str, from_client: bool) -> Result<Fr
                 // A binary frame that is not a valid message is sent as recorded.
                 Err(_) => return Ok(frame.clone()),
             };
-            if msg.topic != RECORDED_TOPIC {
+            let Some(rest) = msg.topic.strip_prefix(from) else {
                 return Ok(frame.clone());
-            }
-            msg.topic = topic.to_owned();
+            };
+            msg.topic = format!("{topic}{rest}");
             let encoded = if from_client {
                 binary::encode_client(&msg)
             } else {

@@ -1,8 +1,8 @@
 //! What a case saw on the wire, raw ([`Transcript`]) and normalized ([`NormTranscript`]).
 //!
 //! Normalizing makes two runs of the same behaviour compare equal:
-//! - JSON text frames are parsed and their object keys sorted, since Phoenix's key order is an
-//!   artefact of Erlang maps (phoenix-protocol.md §2.3 says to compare parsed JSON);
+//! - JSON text frames are parsed with their key order kept: Phoenix's order (V1 `event,
+//!   payload, ref, topic`; metas `phx_ref` first) is part of what a case checks;
 //! - `phx_ref` and `phx_ref_prev` values, random per run, become `<ref1>`, `<ref2>`, … in order
 //!   of first appearance; the same ref gets the same placeholder everywhere in the case, so a
 //!   `phx_ref_prev` that names the wrong meta still shows;
@@ -75,7 +75,7 @@ pub fn conn_index(conns: &[String], conn: &str) -> usize {
 /// One normalized observation.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NormItem {
-    /// A JSON text frame: keys sorted, refs replaced.
+    /// A JSON text frame: keys in their order, refs replaced.
     Json(Json),
     /// A text frame that is not JSON, as received.
     Text(String),
@@ -189,9 +189,10 @@ impl NormExchange {
     }
 }
 
-/// Gives each distinct ref a placeholder in order of first appearance.
-#[derive(Default)]
-struct RefNamer {
+/// Gives each distinct ref a placeholder in order of first appearance (shared by everything
+/// normalized with one namer).
+#[derive(Default, Clone, Debug)]
+pub struct RefNamer {
     names: BTreeMap<String, String>,
 }
 
@@ -235,7 +236,8 @@ pub fn normalize(t: &Transcript, prelude_len: usize) -> NormTranscript {
     NormTranscript { exchanges }
 }
 
-fn norm_item(obs: &Observed, namer: &mut RefNamer) -> NormItem {
+/// One observation normalized with `namer` (refs named in the order the namer meets them).
+pub fn norm_item(obs: &Observed, namer: &mut RefNamer) -> NormItem {
     match obs {
         Observed::Accepted => NormItem::Accepted,
         Observed::Refused { status, body } => NormItem::Refused {
@@ -260,15 +262,12 @@ fn norm_item(obs: &Observed, namer: &mut RefNamer) -> NormItem {
     }
 }
 
-/// Sorts object keys and replaces random refs, depth first in sorted key order.
+/// Replaces random refs, depth first in document order; keys keep their order.
 fn canonical(v: &Json, namer: &mut RefNamer) -> Json {
     match v {
         Json::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
             let mut out = Map::new();
-            for k in keys {
-                let Some(value) = map.get(k) else { continue };
+            for (k, value) in map {
                 let value = match value {
                     Json::String(s) if RANDOM_KEYS.contains(&k.as_str()) => {
                         Json::String(namer.name(s))
@@ -292,7 +291,11 @@ pub fn normalize_frame(text: &str) -> Option<Json> {
 
 fn render_action(action: &Action) -> String {
     match action {
+        Action::Connect {
+            query, short: true, ..
+        } => format!("connect (short idle timeout) ?{query}"),
         Action::Connect { query, .. } => format!("connect ?{query}"),
+        Action::Pause { ms, .. } => format!("stays quiet for {ms} ms"),
         Action::Send { frame, .. } => match frame {
             Frame::Text(t) => format!("-> {t}"),
             Frame::Binary(b) => format!("-> {}", render_binary(b, binary::decode_from_client(b))),

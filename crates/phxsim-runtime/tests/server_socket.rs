@@ -114,9 +114,10 @@ async fn the_reference_channel_events_reply_as_recorded() {
         unref(&list),
         r#"["1","7","room:lobby","phx_reply",{"response":{"alice":{"metas":[{"phx_ref":"<ref>","name":"Alice","status":"online"}]}},"status":"ok"}]"#
     );
-    // A push with a null join_ref is accepted (phoenix.js 1.8.12+ servers take it).
+    // A push with a null join_ref is accepted, and answered by the channel with its own
+    // join_ref (as the real Phoenix 1.7.21 does).
     a.send(r#"[null,"8","room:lobby","ping",{}]"#).await;
-    a.expect(r#"[null,"8","room:lobby","phx_reply",{"response":{},"status":"ok"}]"#)
+    a.expect(r#"["1","8","room:lobby","phx_reply",{"response":{},"status":"ok"}]"#)
         .await;
 }
 
@@ -166,11 +167,14 @@ async fn a_denied_join_is_unauthorized_and_registers_nothing() {
     a.send(r#"["10","11","room:denied","ping",{}]"#).await;
     a.expect(r#"[null,"11","room:denied","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]"#)
         .await;
-    // Params that join/3 cannot read: join crashed.
+    // A meta that is not an object joins with the default meta (the real Phoenix app's
+    // join/3 falls back to %{}).
     a.send(r#"["12","12","room:x","phx_join",{"meta":7}]"#)
         .await;
-    a.expect(r#"["12","12","room:x","phx_reply",{"response":{"reason":"join crashed"},"status":"error"}]"#)
-        .await;
+    a.expect(
+        r#"["12","12","room:x","phx_reply",{"response":{"joined_as":"alice"},"status":"ok"}]"#,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -496,4 +500,79 @@ async fn v1_frames_carry_no_join_ref_and_close_with_a_null_ref() {
     // A V1 object missing a key kills the connection.
     a.send(r#"{"topic":"room:lobby","event":"ping"}"#).await;
     assert_eq!(a.closed().await.0, close_code::MALFORMED);
+}
+
+/// A plain HTTP GET (no upgrade) with the raw bytes a browser's address bar would send.
+async fn plain_get(addr: std::net::SocketAddr, query: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET /socket/websocket?{query} HTTP/1.1\r\nhost: x\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(3), tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn phoenix_1_7_21_rules_answer_a_plain_get_and_echo_numeric_refs() {
+    use phxsim_runtime::server::PhoenixRules;
+    let rules = |phoenix| ServerConfig {
+        phoenix,
+        ..ServerConfig::default()
+    };
+    let (_old, addr) = serve(rules(PhoenixRules::V1_7_21)).await;
+    let resp = plain_get(addr, "vsn=2.0.0&user_id=x").await;
+    assert!(resp.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{resp}");
+    assert!(
+        resp.ends_with("\r\n\r\n'connection' header must contain 'upgrade', got []"),
+        "{resp}"
+    );
+    // A refused connect keeps its status, and real upgrades still work.
+    let resp = plain_get(addr, "vsn=2.0.0").await;
+    assert!(resp.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{resp}");
+    let mut a = connect(addr, ALICE).await;
+    a.send(r#"[1,1,"room:lobby","phx_join",{}]"#).await;
+    a.expect(r#"[1,1,"room:lobby","phx_reply",{"response":{"joined_as":"alice"},"status":"ok"}]"#)
+        .await;
+    // 1.8 rules: no answer to a plain GET, and a numeric ref is a malformed frame.
+    let (_new, addr) = serve(rules(PhoenixRules::V1_8)).await;
+    assert_eq!(plain_get(addr, "vsn=2.0.0&user_id=x").await, "");
+    let mut a = connect(addr, ALICE).await;
+    a.send(r#"[1,1,"room:lobby","phx_join",{}]"#).await;
+    match a.next().await {
+        Got::Close(Some((code, _))) => assert_eq!(code, close_code::MALFORMED),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metas_of_one_key_are_listed_in_join_order_past_nine_connections() {
+    // Connections 1-8 only connect; alice's first socket is connection 9, her second 10.
+    let (_server, addr) = serve(ServerConfig::default()).await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(connect(addr, BOB).await);
+    }
+    let mut a = connect(addr, ALICE).await;
+    join_alice(&mut a).await;
+    let mut a2 = connect(addr, ALICE).await;
+    a2.send(r#"["1","1","room:lobby","phx_join",{"meta":{"name":"Second"}}]"#)
+        .await;
+    for _ in 0..3 {
+        a2.next().await; // reply, own diff, state
+    }
+    a.next().await; // the second join's diff
+    a.send(r#"["1","2","room:lobby","list",{}]"#).await;
+    let Got::Text(list) = a.next().await else {
+        panic!("a list reply");
+    };
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let names: Vec<&str> = v[4]["response"]["alice"]["metas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Alice", "Second"], "{list}");
 }

@@ -75,6 +75,7 @@ pub struct Codec {
     serializer: Serializer,
     role: Role,
     max_frame_len: usize,
+    numeric_refs: bool,
 }
 
 impl Codec {
@@ -94,6 +95,17 @@ impl Codec {
             serializer,
             role,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            numeric_refs: false,
+        }
+    }
+
+    /// The same codec accepting JSON numbers as `ref` and `join_ref` and writing them back as
+    /// numbers, as Phoenix 1.7.21 does (kept in the message with
+    /// [`NUMERIC_REF_MARK`](crate::NUMERIC_REF_MARK)).
+    pub fn with_numeric_refs(self, numeric: bool) -> Codec {
+        Codec {
+            numeric_refs: numeric,
+            ..self
         }
     }
 
@@ -125,10 +137,14 @@ impl Codec {
     /// what it accepts.
     pub fn encode(&self, msg: &Message) -> Result<Frame, EncodeError> {
         match (self.serializer, self.role) {
-            (Serializer::V1, Role::Server) => v1::encode_server(msg).map(Frame::Text),
+            (Serializer::V1, Role::Server) => {
+                v1::encode_server_refs(msg, self.numeric_refs).map(Frame::Text)
+            }
             (Serializer::V1, Role::Client) => v1::encode_client(msg).map(Frame::Text),
             (Serializer::V2, role) => match &msg.payload {
-                Payload::Json(payload) => v2::encode_text(msg, payload).map(Frame::Text),
+                Payload::Json(payload) => {
+                    v2::encode_text_refs(msg, payload, self.numeric_refs).map(Frame::Text)
+                }
                 Payload::Binary(_) | Payload::BinaryReply { .. } => match role {
                     Role::Server => binary::encode_server(msg).map(Frame::Binary),
                     Role::Client => binary::encode_client(msg).map(Frame::Binary),
@@ -147,9 +163,9 @@ impl Codec {
             });
         }
         match (self.serializer, frame) {
-            (Serializer::V1, Frame::Text(text)) => v1::decode(text),
+            (Serializer::V1, Frame::Text(text)) => v1::decode_refs(text, self.numeric_refs),
             (Serializer::V1, Frame::Binary(_)) => Err(DecodeError::BinaryOnV1),
-            (Serializer::V2, Frame::Text(text)) => v2::decode_text(text),
+            (Serializer::V2, Frame::Text(text)) => v2::decode_text_refs(text, self.numeric_refs),
             (Serializer::V2, Frame::Binary(bytes)) => match self.role {
                 Role::Server => binary::decode_from_client(bytes),
                 Role::Client => binary::decode_from_server(bytes),
@@ -245,5 +261,54 @@ mod tests {
         assert_eq!(err, Err(DecodeError::Oversized { len: 17, max: 10 }));
         let ok = codec.decode(&Frame::Text("[1]".to_owned()));
         assert_eq!(ok, Err(DecodeError::WrongArity { found: 1 }));
+    }
+}
+
+#[cfg(test)]
+mod numeric_ref_tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn numeric_refs_are_echoed_as_numbers_only_when_enabled() {
+        for (vsn, frame) in [
+            (Serializer::V2, r#"[1,2,"room:x","ping",{}]"#),
+            (
+                Serializer::V1,
+                r#"{"topic":"room:x","event":"ping","payload":{},"ref":2,"join_ref":1}"#,
+            ),
+        ] {
+            let plain = Codec::server(vsn);
+            assert!(plain.decode(&Frame::Text(frame.into())).is_err(), "{vsn:?}");
+            let codec = plain.with_numeric_refs(true);
+            let msg = codec.decode(&Frame::Text(frame.into())).unwrap();
+            let reply = Message::reply(
+                msg.join_ref.clone(),
+                msg.ref_.clone(),
+                "room:x",
+                "ok",
+                Value::Null,
+            );
+            let Frame::Text(out) = codec.encode(&reply).unwrap() else {
+                panic!("text");
+            };
+            match vsn {
+                Serializer::V2 => assert!(out.starts_with(r#"[1,2,"room:x""#), "{out}"),
+                Serializer::V1 => assert!(out.contains(r#""ref":2,"#), "{out}"),
+            }
+        }
+        // Strings stay strings, even one that starts with the mark; 1 and "1" differ.
+        let codec = Codec::server(Serializer::V2).with_numeric_refs(true);
+        let tricky = format!(r#"["1","{}x","room:x","ping",{{}}]"#, "\\u0001");
+        let msg = codec.decode(&Frame::Text(tricky)).unwrap();
+        let n = codec
+            .decode(&Frame::Text(r#"[1,1,"room:x","ping",{}]"#.into()))
+            .unwrap();
+        assert_ne!(msg.join_ref, n.join_ref);
+        let reply = Message::reply(msg.join_ref, msg.ref_, "room:x", "ok", Value::Null);
+        let Frame::Text(out) = codec.encode(&reply).unwrap() else {
+            panic!("text");
+        };
+        assert!(out.starts_with(r#"["1","\u0001x","room:x""#), "{out}");
     }
 }

@@ -22,6 +22,7 @@ pub mod presence;
 pub mod sync;
 pub mod sync_driver;
 mod text;
+pub use text::NUMERIC_REF_MARK;
 pub mod v1;
 pub mod v2;
 

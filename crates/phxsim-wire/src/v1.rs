@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{DecodeError, EncodeError, json_kind};
 use crate::message::{Message, Payload};
-use crate::text::{optional_string, required_string};
+use crate::text::{optional_ref, ref_value, required_string};
 
 /// Server → client, exactly as Phoenix writes it.
 #[derive(Serialize)]
@@ -16,7 +16,7 @@ struct ServerFrame<'a> {
     event: &'a str,
     payload: &'a Value,
     #[serde(rename = "ref")]
-    ref_: Option<&'a str>,
+    ref_: Value,
     topic: &'a str,
 }
 
@@ -40,10 +40,15 @@ fn json_payload(msg: &Message) -> Result<&Value, EncodeError> {
 
 /// Encodes a server → client frame; the message's `join_ref` is dropped, as Phoenix does.
 pub fn encode_server(msg: &Message) -> Result<String, EncodeError> {
+    encode_server_refs(msg, false)
+}
+
+/// [`encode_server`] on a codec that may hold numeric refs (Phoenix 1.7.21).
+pub fn encode_server_refs(msg: &Message, numeric: bool) -> Result<String, EncodeError> {
     let frame = ServerFrame {
         event: &msg.event,
         payload: json_payload(msg)?,
-        ref_: msg.ref_.as_deref(),
+        ref_: ref_value(msg.ref_.as_deref(), numeric),
         topic: &msg.topic,
     };
     serde_json::to_string(&frame).map_err(|err| EncodeError::Json(err.to_string()))
@@ -67,6 +72,11 @@ pub fn encode_client(msg: &Message) -> Result<String, EncodeError> {
 /// null) and reads `join_ref` if present; the same rule serves the client side, where the server
 /// simply never sends `join_ref`.
 pub fn decode(text: &str) -> Result<Message, DecodeError> {
+    decode_refs(text, false)
+}
+
+/// [`decode`] accepting numeric refs too (Phoenix 1.7.21).
+pub fn decode_refs(text: &str, numeric: bool) -> Result<Message, DecodeError> {
     let value: Value = serde_json::from_str(text).map_err(|err| DecodeError::NotJson {
         reason: err.to_string(),
     })?;
@@ -80,9 +90,9 @@ pub fn decode(text: &str) -> Result<Message, DecodeError> {
     let topic = required_string("topic", take(&mut map, "topic")?)?;
     let event = required_string("event", take(&mut map, "event")?)?;
     let payload = take(&mut map, "payload")?;
-    let ref_ = optional_string("ref", take(&mut map, "ref")?)?;
+    let ref_ = optional_ref("ref", take(&mut map, "ref")?, numeric)?;
     let join_ref = match map.remove("join_ref") {
-        Some(value) => optional_string("join_ref", value)?,
+        Some(value) => optional_ref("join_ref", value, numeric)?,
         None => None,
     };
     Ok(Message {

@@ -5,15 +5,26 @@ use serde_json::Value;
 
 use crate::error::{DecodeError, EncodeError, json_kind};
 use crate::message::{Message, Payload};
-use crate::text::{optional_string, required_string};
+use crate::text::{optional_ref, ref_value, required_string};
 
 /// Encodes a message with a JSON payload as a V2 text frame.
 ///
 /// Binary payloads go through [`crate::binary`] instead; the caller dispatches.
 pub fn encode_text(msg: &Message, payload: &Value) -> Result<String, EncodeError> {
+    encode_text_refs(msg, payload, false)
+}
+
+/// [`encode_text`] on a codec that may hold numeric refs (see [`NUMERIC_REF_MARK`]).
+///
+/// [`NUMERIC_REF_MARK`]: crate::NUMERIC_REF_MARK
+pub fn encode_text_refs(
+    msg: &Message,
+    payload: &Value,
+    numeric: bool,
+) -> Result<String, EncodeError> {
     let frame = (
-        msg.join_ref.as_deref(),
-        msg.ref_.as_deref(),
+        ref_value(msg.join_ref.as_deref(), numeric),
+        ref_value(msg.ref_.as_deref(), numeric),
         msg.topic.as_str(),
         msg.event.as_str(),
         payload,
@@ -26,6 +37,11 @@ pub fn encode_text(msg: &Message, payload: &Value) -> Result<String, EncodeError
 /// Phoenix binds the first five elements and ignores any more (`[a, b, c, d, e | _]`), so a
 /// longer array is accepted; a shorter one is a [`DecodeError::WrongArity`].
 pub fn decode_text(text: &str) -> Result<Message, DecodeError> {
+    decode_text_refs(text, false)
+}
+
+/// [`decode_text`] accepting numeric refs too (Phoenix 1.7.21).
+pub fn decode_text_refs(text: &str, numeric: bool) -> Result<Message, DecodeError> {
     let value: Value = serde_json::from_str(text).map_err(|err| DecodeError::NotJson {
         reason: err.to_string(),
     })?;
@@ -41,8 +57,8 @@ pub fn decode_text(text: &str) -> Result<Message, DecodeError> {
     }
     let mut items = items.into_iter();
     let mut next = || items.next().unwrap_or(Value::Null);
-    let join_ref = optional_string("join_ref", next())?;
-    let ref_ = optional_string("ref", next())?;
+    let join_ref = optional_ref("join_ref", next(), numeric)?;
+    let ref_ = optional_ref("ref", next(), numeric)?;
     let topic = required_string("topic", next())?;
     let event = required_string("event", next())?;
     let payload = next();

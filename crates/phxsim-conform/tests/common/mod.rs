@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use phxsim_conform::RunConfig;
-use phxsim_runtime::server::{Server, ServerConfig, ServerMutation};
+use phxsim_runtime::server::{PhoenixRules, Server, ServerConfig, ServerMutation};
 use phxsim_runtime::{Node, NodeConfig};
 use phxsim_shard::TrackerConfig;
 use std::path::PathBuf;
@@ -34,6 +34,25 @@ pub fn insta_settings(sub: &str) -> insta::Settings {
 /// A one-node phxsim server (the reference channel) on 127.0.0.1, returning its URL. The
 /// listener task ends with the test's runtime.
 pub async fn serve(mutation: Option<ServerMutation>, seed: u64) -> String {
+    serve_as(PhoenixRules::V1_7_21, mutation, seed).await
+}
+
+/// [`serve`] following the given Phoenix version's rules.
+pub async fn serve_as(
+    phoenix: PhoenixRules,
+    mutation: Option<ServerMutation>,
+    seed: u64,
+) -> String {
+    serve_with(phoenix, mutation, seed, IDLE).await
+}
+
+/// [`serve_as`] with another idle timeout.
+pub async fn serve_with(
+    phoenix: PhoenixRules,
+    mutation: Option<ServerMutation>,
+    seed: u64,
+    idle: Duration,
+) -> String {
     let node = Node::start(NodeConfig {
         tracker: TrackerConfig::with_broadcast_period(100),
         seed: Some(seed),
@@ -43,7 +62,8 @@ pub async fn serve(mutation: Option<ServerMutation>, seed: u64) -> String {
     let server = Server::new(
         node,
         ServerConfig {
-            idle_timeout: IDLE,
+            idle_timeout: idle,
+            phoenix,
             mutation,
             ..ServerConfig::default()
         },

@@ -14,6 +14,7 @@
 
 mod fastlane;
 mod handshake;
+mod plain_get;
 pub mod room;
 mod socket;
 
@@ -22,6 +23,7 @@ pub use handshake::{ConnectInfo, Refusal, SOCKET_PATH, decide, parse_query, perc
 use crate::node::Node;
 use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, Serializer};
 use std::fmt;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,6 +106,41 @@ impl fmt::Display for ServerMutation {
     }
 }
 
+/// Which Phoenix the server behaves as, where the versions differ (phoenix-races.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PhoenixRules {
+    /// Phoenix 1.7.21, the recorded reference: no channel cap, a push with a stale join_ref is
+    /// still answered, numeric `ref`/`join_ref` are accepted and echoed as numbers, a plain
+    /// HTTP GET on the socket path gets 400 with a text body.
+    V1_7_21,
+    /// Phoenix 1.8: at most [`ServerConfig::max_channels`] channels per socket, stale pushes
+    /// dropped silently, refs must be strings, a plain GET is dropped. What the simulator has
+    /// always run (and still does: its clients are phoenix.js, which never tells them apart).
+    #[default]
+    V1_8,
+}
+
+impl PhoenixRules {
+    /// `1.7.21` or `1.8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PhoenixRules::V1_7_21 => "1.7.21",
+            PhoenixRules::V1_8 => "1.8",
+        }
+    }
+}
+
+impl FromStr for PhoenixRules {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "1.7.21" => Ok(PhoenixRules::V1_7_21),
+            "1.8" => Ok(PhoenixRules::V1_8),
+            other => Err(format!("unknown Phoenix version {other:?} (1.7.21 or 1.8)")),
+        }
+    }
+}
+
 /// How the server treats its connections.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -114,8 +151,10 @@ pub struct ServerConfig {
     /// The largest WebSocket message accepted; a larger one closes the connection (1009).
     pub max_frame_len: usize,
     /// Channels one socket may have joined at once (Phoenix 1.7.24+: 100); one more join gets
-    /// `too many channels joined`.
+    /// `too many channels joined`. Only with [`PhoenixRules::V1_8`].
     pub max_channels: usize,
+    /// Which Phoenix to behave as where versions differ.
+    pub phoenix: PhoenixRules,
     /// A write that cannot complete in this time (a client that stopped reading) drops the
     /// connection, so that one stuck client never holds a task forever.
     pub write_timeout: Duration,
@@ -138,6 +177,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_channels: 100,
+            phoenix: PhoenixRules::default(),
             write_timeout: Duration::from_secs(60),
             read_buffer_size: 8 * 1024,
             track_on_join: true,

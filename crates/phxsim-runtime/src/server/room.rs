@@ -18,8 +18,8 @@ pub fn routes(topic: &str) -> bool {
 pub enum JoinRefusal {
     /// `{"deny": true}`: `join/3` returns `{:error, %{reason: "unauthorized"}}`.
     Unauthorized,
-    /// The params are not what `join/3` can read (not an object, or a non-object `meta`): in
-    /// Phoenix `join/3` raises and the client gets `join crashed`.
+    /// The channel could not start (phxsim: the node is gone); Phoenix answers a join that
+    /// crashes with `join crashed`.
     Crashed,
 }
 
@@ -36,26 +36,44 @@ impl JoinRefusal {
 /// Reads a join's params: the meta to track (`{"status":"online"}` merged with the given
 /// `meta`, given fields winning), or a refusal.
 ///
-/// Fields are sorted by name: Phoenix writes small maps in Erlang term order, which for string
-/// keys is byte order, so metas read the same as the recordings.
+/// As the reference channel does: params that are not an object (a string, an array, null, a
+/// binary payload) or a `meta` that is not an object join with the default meta.
+///
+/// Fields are sorted by name, nested objects too ([`erlang_order`]), so metas read the same as
+/// Phoenix's.
 pub fn join_meta(payload: &Payload) -> Result<Map<String, Json>, JoinRefusal> {
-    let Payload::Json(Json::Object(params)) = payload else {
-        return Err(JoinRefusal::Crashed);
+    let params = match payload {
+        Payload::Json(Json::Object(params)) => Some(params),
+        _ => None,
     };
-    if params.get("deny") == Some(&Json::Bool(true)) {
+    if params.and_then(|p| p.get("deny")) == Some(&Json::Bool(true)) {
         return Err(JoinRefusal::Unauthorized);
     }
-    let given = match params.get("meta") {
-        None | Some(Json::Null) => None,
+    let given = match params.and_then(|p| p.get("meta")) {
         Some(Json::Object(meta)) => Some(meta),
-        Some(_) => return Err(JoinRefusal::Crashed),
+        _ => None,
     };
     let mut meta: BTreeMap<String, Json> = BTreeMap::new();
     meta.insert("status".into(), Json::String("online".into()));
     for (k, v) in given.into_iter().flatten() {
-        meta.insert(k.clone(), v.clone());
+        meta.insert(k.clone(), erlang_order(v.clone()));
     }
     Ok(meta.into_iter().collect())
+}
+
+/// A JSON value with every object's keys in the order Phoenix writes them back: Phoenix decodes
+/// client JSON into Erlang maps, and Jason encodes a map of up to 32 keys in term order, which
+/// for string keys is byte order (a larger map is hash-ordered; that is not reproduced).
+pub fn erlang_order(v: Json) -> Json {
+    match v {
+        Json::Object(map) => {
+            let sorted: BTreeMap<String, Json> =
+                map.into_iter().map(|(k, v)| (k, erlang_order(v))).collect();
+            Json::Object(sorted.into_iter().collect())
+        }
+        Json::Array(items) => Json::Array(items.into_iter().map(erlang_order).collect()),
+        other => other,
+    }
 }
 
 /// What a pushed event (`handle_in/3`) does.
@@ -84,6 +102,10 @@ pub enum Action {
 /// too; so does `update_meta` with a payload that is not an object.
 pub fn handle_in(event: &str, payload: Payload) -> Action {
     match (event, payload) {
+        ("ping", Payload::Json(v)) => Action::Reply {
+            status: "ok",
+            response: Payload::Json(erlang_order(v)),
+        },
         ("ping", response) => Action::Reply {
             status: "ok",
             response,
@@ -94,7 +116,12 @@ pub fn handle_in(event: &str, payload: Payload) -> Action {
         },
         ("noreply", _) => Action::NoReply,
         ("list", _) => Action::List,
-        ("update_meta", Payload::Json(Json::Object(meta))) => Action::UpdateMeta(meta),
+        ("update_meta", Payload::Json(Json::Object(meta))) => {
+            match erlang_order(Json::Object(meta)) {
+                Json::Object(meta) => Action::UpdateMeta(meta),
+                _ => Action::Crash,
+            }
+        }
         _ => Action::Crash,
     }
 }
@@ -136,11 +163,25 @@ mod tests {
         );
         // Only `true` denies.
         assert!(join_meta(&p(json!({"deny": "yes"}))).is_ok());
-        assert_eq!(join_meta(&p(json!([1]))), Err(JoinRefusal::Crashed));
-        assert_eq!(join_meta(&p(json!({"meta": 3}))), Err(JoinRefusal::Crashed));
+        // Anything else joins with the default meta (recorded from Phoenix 1.7.21).
+        let default = json!({"status": "online"});
+        for odd in [
+            p(json!([1])),
+            p(json!({"meta": 3})),
+            p(json!("s")),
+            p(Json::Null),
+        ] {
+            assert_eq!(join_meta(&odd).map(Json::Object), Ok(default.clone()));
+        }
         assert_eq!(
-            join_meta(&Payload::Binary(vec![1])),
-            Err(JoinRefusal::Crashed)
+            join_meta(&Payload::Binary(vec![1])).map(Json::Object),
+            Ok(default)
+        );
+        // Nested keys come back in byte order.
+        let m = join_meta(&p(json!({"meta": {"n": {"t": 1, "a": 2}}}))).unwrap();
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"n":{"a":2,"t":1},"status":"online"}"#
         );
     }
 

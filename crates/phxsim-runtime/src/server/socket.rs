@@ -8,12 +8,15 @@
 //! - a duplicate join closes the old channel first (its presence leaves), replies to the new
 //!   join, then sends `phx_close` for the old join_ref;
 //! - a push or leave whose join_ref is neither null nor the current one is dropped silently
-//!   (Phoenix 1.8.12 rules);
+//!   (Phoenix 1.8.12 rules); with [`PhoenixRules::V1_7_21`] such a push is answered by the
+//!   current channel, with its join_ref (as every reply to a push is);
 //! - any frame that does not decode ends the whole connection, never just a channel.
 
 use super::handshake::{self, ConnectInfo, Refusal};
 use super::room::{self, Action, reason};
-use super::{ConnectionEnd, Server, ServerEvent, ServerMutation, close_code};
+use super::{
+    ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
+};
 use crate::node::PresenceUpdate;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_shard::presence::meta_with_refs;
@@ -65,6 +68,23 @@ where
         .read_buffer_size(cfg.read_buffer_size.max(1024))
         .max_message_size(Some(cfg.max_frame_len))
         .max_frame_size(Some(cfg.max_frame_len));
+    let v1_7_21 = cfg.phoenix == PhoenixRules::V1_7_21;
+    // 1.7.21 answers a plain GET itself; 1.8 leaves it to the WebSocket handshake.
+    let stream = if v1_7_21 {
+        match timeout(cfg.handshake_timeout, plain_get::screen(stream)).await {
+            Ok(Ok(Ok(prefixed))) => prefixed,
+            Ok(Ok(Err((status, body)))) => {
+                return ConnectionEnd::Refused {
+                    status,
+                    reason: format!("not a WebSocket upgrade: {body}"),
+                };
+            }
+            Ok(Err(e)) => return ConnectionEnd::HandshakeFailed(e.to_string()),
+            Err(_) => return ConnectionEnd::HandshakeFailed("handshake timed out".into()),
+        }
+    } else {
+        plain_get::Prefixed::new(Vec::new(), stream)
+    };
     let mut decided: Option<Result<ConnectInfo, Refusal>> = None;
     // The error type is tungstenite's callback contract, not ours to shrink.
     #[allow(clippy::result_large_err)]
@@ -106,7 +126,9 @@ where
     let session = Session {
         server: server.clone(),
         conn,
-        codec: Codec::server(info.serializer).with_max_frame_len(cfg.max_frame_len),
+        codec: Codec::server(info.serializer)
+            .with_max_frame_len(cfg.max_frame_len)
+            .with_numeric_refs(v1_7_21),
         user_id: info.user_id,
         ws,
         channels: BTreeMap::new(),
@@ -332,7 +354,9 @@ where
             return self.unmatched(ref_, &topic).await;
         }
         let old = self.channels.remove(&topic);
-        if old.is_none() && self.channels.len() >= self.server.config().max_channels {
+        let cfg = self.server.config();
+        let capped = cfg.phoenix == PhoenixRules::V1_8;
+        if old.is_none() && capped && self.channels.len() >= cfg.max_channels {
             let why = reason("too many channels joined");
             return self
                 .reply(join_ref, ref_, &topic, "error", Payload::Json(why))
@@ -376,7 +400,10 @@ where
         .await?;
         self.close_old(old_close, &topic).await?;
 
-        let owner = format!("conn{}/ch{}", self.conn, self.next_channel);
+        // Zero-padded so that owners sort in the order they were made, as Phoenix's channel
+        // pids do: the tracker orders a key's metas by owner, and `conn10` would come before
+        // `conn9` (found by conformance case 53 against a long-running server).
+        let owner = format!("conn{:012}/ch{:06}", self.conn, self.next_channel);
         self.next_channel += 1;
         let own = if self.server.config().track_on_join {
             match node
@@ -472,19 +499,24 @@ where
         let Some(ch) = self.channels.get(&msg.topic) else {
             return self.unmatched(msg.ref_, &msg.topic).await;
         };
-        if stale(&msg.join_ref, &ch.join_ref) {
+        if stale(&msg.join_ref, &ch.join_ref) && self.server.config().phoenix == PhoenixRules::V1_8
+        {
             // Phoenix 1.8.3+: a message for an earlier incarnation is dropped without a word.
+            // 1.7.21 hands it to the current channel, which answers it.
             return Ok(());
         }
         let owner = ch.owner.clone();
+        // The channel answers with its own join_ref, whatever the push carried.
+        let channel_join_ref = ch.join_ref.clone();
         let node = self.server.node().clone();
         let Message {
-            join_ref,
             ref_,
             topic,
             event,
             payload,
+            ..
         } = msg;
+        let join_ref = channel_join_ref;
         match room::handle_in(&event, payload) {
             Action::Reply { status, response } => {
                 self.reply(join_ref, ref_, &topic, status, response).await

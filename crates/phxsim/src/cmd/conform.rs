@@ -8,12 +8,13 @@
 
 use super::output;
 use anyhow::Context as _;
-use phxsim_conform::cases::{CASES, DEFAULT_TOPIC_PREFIX};
+use phxsim_conform::authored::PhoenixVersion;
+use phxsim_conform::cases::{DEFAULT_TOPIC_PREFIX, all_cases, catalogue_for};
 use phxsim_conform::report::{
     render_html, render_json, render_junit, render_table, vsn_label, vsn_number,
 };
 use phxsim_conform::runner::{check_reachable, check_url};
-use phxsim_conform::{Report, RunConfig, VsnRun, catalogue, run_all};
+use phxsim_conform::{Report, RunConfig, VsnRun, run_all};
 use phxsim_wire::Serializer;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,18 +34,24 @@ pub struct Args {
     /// Protocol version to test (default: both, V1 then V2).
     #[arg(long, value_parser = ["1.0.0", "2.0.0"])]
     pub vsn: Option<String>,
+    /// The Phoenix version whose behaviour to expect: 1.7.21 (the recorded reference, the
+    /// default) or 1.8 (the newer rules `phxsim serve --phoenix 1.8` follows). Cases that
+    /// describe only the other version are left out.
+    #[arg(long, default_value = "1.7.21", value_parser = ["1.7.21", "1.8"])]
+    pub phoenix: String,
     /// Run only these case numbers (repeatable).
     #[arg(long = "case")]
     pub cases: Vec<u8>,
-    /// Where the idle-timeout case's idle socket connects, if not --url: another endpoint of
-    /// the same server, serving the same channel and presences, whose idle timeout is short
-    /// (the Phoenix recording used one of 1500 ms); give that timeout as --idle-timeout-ms.
+    /// Where the idle-timeout cases' idle sockets (and case 47's heartbeating one) connect,
+    /// if not --url: another endpoint of the same server, serving the same channel and
+    /// presences, whose idle timeout is short (the Phoenix reference server's /short: 1500 ms);
+    /// give that timeout as --idle-timeout-ms.
     #[arg(long = "idle-url")]
     pub idle_url: Option<String>,
     /// How long to wait for one exchange's frames, in ms.
     #[arg(long = "timeout-ms", default_value_t = 5_000)]
     pub timeout_ms: u64,
-    /// The server's idle timeout in ms (Phoenix: 60 000): the idle case waits this long.
+    /// The server's idle timeout in ms (Phoenix: 60 000): the idle cases wait this long.
     #[arg(long = "idle-timeout-ms", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
     /// How long to listen for stray frames after each case, in ms.
@@ -75,13 +82,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return bad(e.to_string());
         }
     }
+    let cases = all_cases()?;
     if let Some(unknown) = args
         .cases
         .iter()
-        .find(|id| !CASES.iter().any(|c| c.id == **id))
+        .find(|id| !cases.iter().any(|c| c.id == **id))
     {
-        return bad(format!("no case {unknown}; cases are 1 to {}", CASES.len()));
+        let last = cases.iter().map(|c| c.id).max().unwrap_or(0);
+        return bad(format!("no case {unknown}; cases are 1 to {last}"));
     }
+    let phoenix: PhoenixVersion = match args.phoenix.parse() {
+        Ok(p) => p,
+        Err(e) => return bad(e),
+    };
     let vsns = match args.vsn.as_deref() {
         Some("1.0.0") => vec![Serializer::V1],
         Some("2.0.0") => vec![Serializer::V2],
@@ -117,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut runs = Vec::new();
     for vsn in vsns {
-        let scripts: Vec<_> = catalogue(vsn, &args.topic_prefix)?
+        let scripts: Vec<_> = catalogue_for(vsn, phoenix, &args.topic_prefix)?
             .into_iter()
             .filter(|s| args.cases.is_empty() || args.cases.contains(&s.case.id))
             .collect();

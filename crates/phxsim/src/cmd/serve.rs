@@ -1,4 +1,5 @@
-//! `phxsim serve --nodes 3 --port 4000 [--broadcast-period MS] [--bind 127.0.0.1]`: a real
+//! `phxsim serve --nodes 3 --port 4000 [--broadcast-period MS] [--bind 127.0.0.1]
+//! [--phoenix 1.7.21|1.8]`: a real
 //! cluster in one process for real clients. Node `i` serves the reference channel at
 //! `ws://BIND:(PORT+i-1)/socket/websocket`; the nodes talk to each other over loopback TCP.
 //! One ready line per node on stdout once the cluster is meshed; Ctrl-C (SIGINT) stops it.
@@ -8,7 +9,9 @@
 use super::serve_frames;
 use super::{bad_input, outln};
 use anyhow::{Context as _, bail};
-use phxsim_runtime::server::{ConnectionEnd, Server, ServerConfig, ServerEvent, ServerMutation};
+use phxsim_runtime::server::{
+    ConnectionEnd, PhoenixRules, Server, ServerConfig, ServerEvent, ServerMutation,
+};
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
 use phxsim_shard::{TrackerConfig, TrackerEvent};
 use phxsim_sim::planted::PlantedBug;
@@ -43,6 +46,10 @@ pub struct Args {
     /// every planted bug; serve takes those of the server layer).
     #[arg(long, value_name = "NAME")]
     pub mutate: Option<PlantedBug>,
+    /// Which Phoenix to behave as where versions differ: 1.7.21 (the recorded reference: no
+    /// channel cap, stale pushes answered, numeric refs echoed, a plain GET gets 400) or 1.8.
+    #[arg(long, default_value = "1.7.21", value_parser = ["1.7.21", "1.8"])]
+    pub phoenix: String,
     /// Record every frame between the cluster and its clients here, as JSON lines in the shape
     /// of the recorded Phoenix sessions (`dir` send/recv from the client's side, `node`, `conn`).
     #[arg(long)]
@@ -125,8 +132,13 @@ async fn serve(
         };
         endpoints.push((addr, listener));
     }
+    let phoenix = args
+        .phoenix
+        .parse::<PhoenixRules>()
+        .map_err(anyhow::Error::msg)?;
     let server_cfg = ServerConfig {
         idle_timeout: Duration::from_millis(args.idle_timeout),
+        phoenix,
         mutation,
         ..ServerConfig::default()
     };
