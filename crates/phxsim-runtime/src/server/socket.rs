@@ -14,7 +14,7 @@
 use super::handshake::{self, ConnectInfo, Refusal};
 use super::room::{self, Action, reason};
 use super::{ConnectionEnd, Server, ServerEvent, ServerMutation, close_code};
-use crate::node::PresenceUpdate;
+use crate::node::{OwnerLease, PresenceUpdate};
 use futures_util::{SinkExt, StreamExt};
 use phxsim_shard::presence::meta_with_refs;
 use phxsim_wire::message::{
@@ -50,8 +50,9 @@ struct Channel {
     join_ref: Option<String>,
     /// `join_ref || ref`: what Phoenix's channel tags its own pushes (`presence_state`) with.
     push_join_ref: Option<String>,
-    /// The node-side owner of this channel's presence (Phoenix: the channel pid).
-    owner: String,
+    /// The node-side owner of this channel's presence (Phoenix: the channel pid). Dropping
+    /// the channel, on any path, makes the node untrack it.
+    lease: OwnerLease,
     /// This node's diffs of the topic; dropping it unsubscribes.
     diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
 }
@@ -206,13 +207,18 @@ where
         }
         // Every channel of the socket exits with it, and the tracker drops their presences.
         let channels = std::mem::take(&mut self.channels);
-        if !self
+        if self
             .server
             .mutated(ServerMutation::KeepPresencesOnDisconnect)
         {
+            // The planted ghost: the leases are leaked, so the node never hears of the exit.
+            for ch in channels.into_values() {
+                std::mem::forget(ch.lease);
+            }
+        } else {
             for ch in channels.into_values() {
                 drop(ch.diffs);
-                let _ = self.server.node().untrack_owner(&ch.owner).await;
+                let _ = self.server.node().untrack_owner(ch.lease.owner()).await;
             }
         }
         match &end {
@@ -343,7 +349,7 @@ where
         let old_close = match old {
             Some(old) => {
                 drop(old.diffs);
-                let _ = self.server.node().untrack_owner(&old.owner).await;
+                let _ = self.server.node().untrack_owner(old.lease.owner()).await;
                 Some(old.join_ref)
             }
             None => None,
@@ -376,11 +382,14 @@ where
         .await?;
         self.close_old(old_close, &topic).await?;
 
-        let owner = format!("conn{}/ch{}", self.conn, self.next_channel);
+        // The lease is taken before the presence exists: from here on, whatever ends this
+        // join (a failed write, a closed socket, a cancelled task) drops it, and the node
+        // untracks the presence as Phoenix does when a channel process exits.
+        let mut lease = node.lease(&format!("conn{}/ch{}", self.conn, self.next_channel));
         self.next_channel += 1;
         let own = if self.server.config().track_on_join {
             match node
-                .track(&owner, &topic, &self.user_id, meta.clone())
+                .track_leased(&mut lease, &topic, &self.user_id, meta.clone())
                 .await
             {
                 Ok(phx_ref) => Some(meta_with_refs(&phx_ref, None, &meta)),
@@ -393,7 +402,7 @@ where
         let mut ch = Channel {
             push_join_ref: join_ref.clone().or(ref_),
             join_ref,
-            owner,
+            lease,
             diffs: sub.diffs,
         };
         // Diffs already queued (this join's own, and any other change since the subscription
@@ -464,7 +473,7 @@ where
         if !self.server.mutated(ServerMutation::NoPhxCloseOnLeave) {
             self.send_end(ch.join_ref, &msg.topic, PHX_CLOSE).await?;
         }
-        let _ = self.server.node().untrack_owner(&ch.owner).await;
+        let _ = self.server.node().untrack_owner(ch.lease.owner()).await;
         Ok(())
     }
 
@@ -476,7 +485,7 @@ where
             // Phoenix 1.8.3+: a message for an earlier incarnation is dropped without a word.
             return Ok(());
         }
-        let owner = ch.owner.clone();
+        let owner = ch.lease.owner().to_owned();
         let node = self.server.node().clone();
         let Message {
             join_ref,
@@ -519,7 +528,7 @@ where
         };
         drop(ch.diffs);
         self.send_end(ch.join_ref, topic, PHX_ERROR).await?;
-        let _ = self.server.node().untrack_owner(&ch.owner).await;
+        let _ = self.server.node().untrack_owner(ch.lease.owner()).await;
         Ok(())
     }
 
