@@ -2,6 +2,7 @@
 //! of that serializer is sent the same frame, instead of each socket rendering and encoding the
 //! diff again.
 
+use super::outbox::{WireFrame, wire_frame};
 use crate::node::PresenceUpdate;
 use phxsim_wire::{Frame, Serializer};
 use std::collections::VecDeque;
@@ -16,7 +17,16 @@ const RECENT: usize = 8;
 struct Entry {
     update: PresenceUpdate,
     serializer: Serializer,
-    frame: Frame,
+    shared: Shared,
+}
+
+/// One broadcast, encoded and framed once; cloning it copies no bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Shared {
+    /// The message, for observers (transcripts, `--frames`).
+    pub frame: Arc<Frame>,
+    /// The WebSocket frame every socket of that serializer writes.
+    pub wire: WireFrame,
 }
 
 #[derive(Default)]
@@ -32,7 +42,7 @@ impl Fastlane {
         update: &PresenceUpdate,
         serializer: Serializer,
         encode: impl FnOnce() -> Result<Frame, E>,
-    ) -> Result<Frame, E> {
+    ) -> Result<Shared, E> {
         let same = |e: &Entry| {
             e.serializer == serializer
                 && Arc::ptr_eq(&e.update.diff, &update.diff)
@@ -41,9 +51,13 @@ impl Fastlane {
         if let Ok(recent) = self.recent.lock()
             && let Some(e) = recent.iter().find(|e| same(e))
         {
-            return Ok(e.frame.clone());
+            return Ok(e.shared.clone());
         }
         let frame = encode()?;
+        let shared = Shared {
+            wire: wire_frame(&frame),
+            frame: Arc::new(frame),
+        };
         if let Ok(mut recent) = self.recent.lock() {
             if recent.len() == RECENT {
                 recent.pop_front();
@@ -51,10 +65,10 @@ impl Fastlane {
             recent.push_back(Entry {
                 update: update.clone(),
                 serializer,
-                frame: frame.clone(),
+                shared: shared.clone(),
             });
         }
-        Ok(frame)
+        Ok(shared)
     }
 }
 
@@ -81,22 +95,19 @@ mod tests {
         let a = update("room:a");
         let same_a = a.clone();
         let other = update("room:a");
-        assert_eq!(
-            lane.frame(&a, Serializer::V2, || enc("a2")),
-            Ok(Frame::Text("a2".into()))
-        );
-        // the same broadcast for another socket: no encoding, the same frame
-        assert_eq!(
-            lane.frame(&same_a, Serializer::V2, || enc("x")),
-            Ok(Frame::Text("a2".into()))
-        );
+        let text = |r: Result<Shared, ()>| r.map(|s| (*s.frame).clone());
+        let first = lane.frame(&a, Serializer::V2, || enc("a2")).unwrap();
+        assert_eq!(*first.frame, Frame::Text("a2".into()));
+        // the same broadcast for another socket: no encoding, the very same bytes
+        let again = lane.frame(&same_a, Serializer::V2, || enc("x")).unwrap();
+        assert!(Arc::ptr_eq(&first.wire, &again.wire));
         // another serializer, or another diff with equal content: encoded again
         assert_eq!(
-            lane.frame(&a, Serializer::V1, || enc("a1")),
+            text(lane.frame(&a, Serializer::V1, || enc("a1"))),
             Ok(Frame::Text("a1".into()))
         );
         assert_eq!(
-            lane.frame(&other, Serializer::V2, || enc("o2")),
+            text(lane.frame(&other, Serializer::V2, || enc("o2"))),
             Ok(Frame::Text("o2".into()))
         );
         assert_eq!(encoded, 3);
@@ -110,11 +121,9 @@ mod tests {
             lane.frame(&a, Serializer::V2, || Err("too big")),
             Err("too big")
         );
-        assert_eq!(
-            lane.frame(&a, Serializer::V2, || Ok::<_, &str>(Frame::Text(
-                "ok".into()
-            ))),
-            Ok(Frame::Text("ok".into()))
-        );
+        let ok = lane.frame(&a, Serializer::V2, || {
+            Ok::<_, &str>(Frame::Text("ok".into()))
+        });
+        assert_eq!(ok.map(|s| (*s.frame).clone()), Ok(Frame::Text("ok".into())));
     }
 }

@@ -14,6 +14,7 @@
 
 mod fastlane;
 mod handshake;
+mod outbox;
 pub mod room;
 mod socket;
 
@@ -46,6 +47,9 @@ pub mod close_code {
     pub const INTERNAL: u16 = 1011;
     /// The node behind the server stopped (graceful permdown): come back elsewhere or later.
     pub const NODE_STOPPED: u16 = 1012;
+    /// The socket's outbound buffer passed `max_outbound_bytes`: the client does not read
+    /// what it is sent (RFC 6455 "try again later"). The rest of the server is unaffected.
+    pub const OUTBOX_FULL: u16 = 1013;
 }
 
 /// A planted server bug, for proving that conformance checks catch it. Default: none.
@@ -110,6 +114,10 @@ impl FromStr for ServerMutation {
     }
 }
 
+/// Default of [`ServerConfig::max_outbound_bytes`]: room for a `presence_state` of about
+/// 50 000 presences, far more than a reading client ever has queued.
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
+
 /// How the server treats its connections.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -125,6 +133,9 @@ pub struct ServerConfig {
     /// A write that cannot complete in this time (a client that stopped reading) drops the
     /// connection, so that one stuck client never holds a task forever.
     pub write_timeout: Duration,
+    /// Bytes one socket may have queued for writing; one more frame closes the socket with
+    /// [`close_code::OUTBOX_FULL`]. Bounds the memory a client that stops reading can hold.
+    pub max_outbound_bytes: usize,
     /// Bytes of read buffer per connection. tungstenite's default (128 KiB, allocated eagerly)
     /// would cost 1.3 GB for 10 000 sockets; presence traffic is small frames.
     pub read_buffer_size: usize,
@@ -145,6 +156,7 @@ impl Default for ServerConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_channels: 100,
             write_timeout: Duration::from_secs(60),
+            max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
             read_buffer_size: 8 * 1024,
             track_on_join: true,
             mutation: None,

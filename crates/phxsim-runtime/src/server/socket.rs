@@ -12,6 +12,7 @@
 //! - any frame that does not decode ends the whole connection, never just a channel.
 
 use super::handshake::{self, ConnectInfo, Refusal};
+use super::outbox::{self, Outbox, WireFrame};
 use super::room::{self, Action, reason};
 use super::{ConnectionEnd, Server, ServerEvent, ServerMutation, close_code};
 use crate::node::{OwnerLease, PresenceUpdate};
@@ -114,6 +115,8 @@ where
         next_channel: 1,
         poll_from: 0,
         last_in: Instant::now(),
+        outbox: Outbox::new(cfg.max_outbound_bytes),
+        last_out: Instant::now(),
     };
     session.run().await
 }
@@ -138,6 +141,10 @@ struct Session<S> {
     /// Where the next scan of channel subscriptions starts, so no topic starves the others.
     poll_from: usize,
     last_in: Instant,
+    /// Frames on their way out, written by the loop as the client reads them.
+    outbox: Outbox,
+    /// When the outbox last moved (or was empty); a stuck one past `write_timeout` drops.
+    last_out: Instant,
 }
 
 /// What woke the socket up.
@@ -145,6 +152,10 @@ enum Wake {
     Incoming(Option<Result<WsMessage, WsError>>),
     Diff(String, Option<PresenceUpdate>),
     Idle,
+    /// Writing to the stream failed.
+    WriteFailed(String),
+    /// The outbox made no progress for `write_timeout`.
+    Stalled,
 }
 
 impl<S> Session<S>
@@ -153,15 +164,7 @@ where
 {
     async fn run(mut self) -> ConnectionEnd {
         let end = loop {
-            let deadline = self.last_in + self.server.config().idle_timeout;
-            let wake = tokio::select! {
-                biased;
-                m = self.ws.next() => Wake::Incoming(m),
-                (topic, update) = next_update(&mut self.channels, &mut self.poll_from) => {
-                    Wake::Diff(topic, update)
-                }
-                () = tokio::time::sleep_until(deadline) => Wake::Idle,
-            };
+            let wake = self.next_wake().await;
             let step = match wake {
                 Wake::Incoming(m) => {
                     // Every socket is a process of its own in Phoenix: sockets whose frames
@@ -183,10 +186,8 @@ where
                         self.server.config().idle_timeout.as_millis()
                     ),
                 )),
-            };
-            let step = match step {
-                Ok(()) => self.flush().await,
-                Err(end) => Err(end),
+                Wake::WriteFailed(e) => Err(ConnectionEnd::Dropped(format!("write failed: {e}"))),
+                Wake::Stalled => Err(ConnectionEnd::Dropped("write timed out".into())),
             };
             if let Err(end) = step {
                 break end;
@@ -195,16 +196,106 @@ where
         self.finish(end).await
     }
 
+    /// Writes what the outbox holds as far as the stream takes it, and waits for the next
+    /// thing to do: a frame from the client, a diff, the idle timeout, or a write problem.
+    ///
+    /// The client's frames are read only between two of our frames: tungstenite may answer a
+    /// ping or a close on its own while reading, and its frame must not land inside ours.
+    async fn next_wake(&mut self) -> Wake {
+        let cfg = self.server.config();
+        let idle = tokio::time::sleep_until(self.last_in + cfg.idle_timeout);
+        let write_timeout = cfg.write_timeout;
+        let stall = tokio::time::sleep_until(self.last_out + write_timeout);
+        tokio::pin!(idle, stall);
+        let Session {
+            ws,
+            channels,
+            poll_from,
+            outbox,
+            last_out,
+            ..
+        } = self;
+        poll_fn(|cx| {
+            if !outbox.is_empty() {
+                // tungstenite's own frames (pongs, a close echo) go first, never inside ours.
+                let theirs_done = outbox.mid_frame()
+                    || match ws.poll_flush_unpin(cx) {
+                        Poll::Ready(Ok(())) => true,
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Wake::WriteFailed(e.to_string()));
+                        }
+                        Poll::Pending => false,
+                    };
+                if theirs_done {
+                    let (progressed, res) = outbox.poll_write(ws.get_mut(), cx);
+                    if progressed {
+                        *last_out = Instant::now();
+                        stall.as_mut().reset(*last_out + write_timeout);
+                    }
+                    if let Poll::Ready(Err(e)) = res {
+                        return Poll::Ready(Wake::WriteFailed(e.to_string()));
+                    }
+                }
+            }
+            if !outbox.mid_frame()
+                && let Poll::Ready(m) = ws.poll_next_unpin(cx)
+            {
+                return Poll::Ready(Wake::Incoming(m));
+            }
+            if let Poll::Ready((topic, update)) = poll_update(channels, poll_from, cx) {
+                return Poll::Ready(Wake::Diff(topic, update));
+            }
+            if idle.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Idle);
+            }
+            if outbox.is_empty() {
+                *last_out = Instant::now();
+            } else if stall.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Stalled);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Writes out the whole outbox, for the end of a connection.
+    async fn drain(&mut self) -> Result<(), String> {
+        let Session { ws, outbox, .. } = self;
+        poll_fn(|cx| {
+            if !outbox.mid_frame() {
+                match ws.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            outbox
+                .poll_write(ws.get_mut(), cx)
+                .1
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
     /// Ends the connection: the close frame (if the server closes), the presences, then the
     /// rest of the close handshake.
     async fn finish(mut self, end: ConnectionEnd) -> ConnectionEnd {
         if let ConnectionEnd::ServerClosed { code, reason } = &end {
-            let frame = CloseFrame {
-                code: CloseCode::from(*code),
-                reason: close_reason(reason).into(),
-            };
-            let _ = timeout(CLOSE_GRACE, self.ws.close(Some(frame))).await;
+            // What was queued before the close goes first, within the grace period (not for
+            // a client that stopped reading). The close frame cannot go inside a frame.
+            if !self.outbox.is_empty() && *code != close_code::OUTBOX_FULL {
+                let _ = timeout(CLOSE_GRACE, self.drain()).await;
+            }
+            if !self.outbox.mid_frame() {
+                let frame = CloseFrame {
+                    code: CloseCode::from(*code),
+                    reason: close_reason(reason).into(),
+                };
+                let _ = timeout(CLOSE_GRACE, self.ws.close(Some(frame))).await;
+            }
         }
+        // Nothing more will be written: free the queue now.
+        self.outbox = Outbox::new(0);
         // Every channel of the socket exits with it, and the tracker drops their presences.
         let channels = std::mem::take(&mut self.channels);
         if self
@@ -264,6 +355,14 @@ where
             Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
                 return Err(ConnectionEnd::Dropped(
                     "stream ended without a close frame".into(),
+                ));
+            }
+            // RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection; 1007 says
+            // why, as for every other frame that is not a Channels message.
+            Some(Err(WsError::Utf8(e))) => {
+                return Err(self.server_close(
+                    close_code::MALFORMED,
+                    format!("text frame is not valid UTF-8 (near {e:?})"),
                 ));
             }
             Some(Err(WsError::Protocol(e))) => {
@@ -562,9 +661,10 @@ where
                 .send(&Message::broadcast(topic, PRESENCE_DIFF, payload))
                 .await;
         }
-        // The hot path of a fan-out: encoded once per serializer for every socket (fastlane).
+        // The hot path of a fan-out: encoded and framed once per serializer for every socket
+        // (fastlane); each socket queues the same bytes.
         let codec = self.codec;
-        let frame = self
+        let shared = self
             .server
             .fastlane()
             .frame(update, codec.serializer(), || {
@@ -577,7 +677,12 @@ where
             .map_err(|e| {
                 self.server_close(close_code::INTERNAL, format!("cannot encode a diff: {e}"))
             })?;
-        self.write_frame(frame).await
+        let conn = self.conn;
+        self.server.emit(|| ServerEvent::Sent {
+            conn,
+            frame: (*shared.frame).clone(),
+        });
+        self.queue(shared.wire)
     }
 
     /// [`ServerMutation::DropPhxRefPrev`] on a `{key: {"metas": [...]}}` object.
@@ -643,51 +748,44 @@ where
     }
 
     async fn write_frame(&mut self, frame: Frame) -> Result<(), ConnectionEnd> {
+        let wire = outbox::wire_frame(&frame);
         let conn = self.conn;
-        self.server.emit(|| ServerEvent::Sent {
-            conn,
-            frame: frame.clone(),
-        });
-        let ws_msg = match frame {
-            Frame::Text(text) => WsMessage::text(text),
-            Frame::Binary(bytes) => WsMessage::binary(bytes),
-        };
-        match timeout(self.server.config().write_timeout, self.ws.feed(ws_msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ConnectionEnd::Dropped(format!("write failed: {e}"))),
-            Err(_) => Err(ConnectionEnd::Dropped("write timed out".into())),
-        }
+        self.server.emit(|| ServerEvent::Sent { conn, frame });
+        self.queue(wire)
     }
 
-    async fn flush(&mut self) -> Result<(), ConnectionEnd> {
-        match timeout(self.server.config().write_timeout, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ConnectionEnd::Dropped(format!("write failed: {e}"))),
-            Err(_) => Err(ConnectionEnd::Dropped("write timed out".into())),
-        }
+    /// Queues a framed message; past the socket's limit, the connection is closed.
+    fn queue(&mut self, wire: WireFrame) -> Result<(), ConnectionEnd> {
+        self.outbox.push(wire).map_err(|o| {
+            self.server_close(
+                close_code::OUTBOX_FULL,
+                format!(
+                    "outbound buffer full: {} bytes queued, limit {} (the client does not read)",
+                    o.queued, o.limit
+                ),
+            )
+        })
     }
 }
 
 /// The next diff of any joined channel, scanning from a rotating start so that a busy topic
 /// cannot starve the others. `None` as the update means the node dropped the subscription.
-async fn next_update(
+fn poll_update(
     channels: &mut BTreeMap<String, Channel>,
     poll_from: &mut usize,
-) -> (String, Option<PresenceUpdate>) {
-    poll_fn(|cx| {
-        let n = channels.len();
-        for i in 0..n {
-            let idx = (*poll_from + i) % n;
-            if let Some((topic, ch)) = channels.iter_mut().nth(idx)
-                && let Poll::Ready(update) = ch.diffs.poll_recv(cx)
-            {
-                *poll_from = idx + 1;
-                return Poll::Ready((topic.clone(), update));
-            }
+    cx: &mut std::task::Context<'_>,
+) -> Poll<(String, Option<PresenceUpdate>)> {
+    let n = channels.len();
+    for i in 0..n {
+        let idx = (*poll_from + i) % n;
+        if let Some((topic, ch)) = channels.iter_mut().nth(idx)
+            && let Poll::Ready(update) = ch.diffs.poll_recv(cx)
+        {
+            *poll_from = idx + 1;
+            return Poll::Ready((topic.clone(), update));
         }
-        Poll::Pending
-    })
-    .await
+    }
+    Poll::Pending
 }
 
 /// A message whose join_ref is set and differs from the channel's (also set) belongs to an

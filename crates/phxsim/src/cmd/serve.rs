@@ -38,6 +38,10 @@ pub struct Args {
     /// Idle timeout of client sockets in ms (Phoenix: 60 000).
     #[arg(long = "idle-timeout", default_value_t = 60_000)]
     pub idle_timeout: u64,
+    /// Bytes one socket may have queued for writing; a client that does not read and goes
+    /// past it is closed with 1013, and its presences leave.
+    #[arg(long = "max-outbound-bytes", default_value_t = phxsim_runtime::server::DEFAULT_MAX_OUTBOUND_BYTES)]
+    pub max_outbound_bytes: usize,
     /// Plant a known server bug (conformance checks only).
     #[arg(long)]
     pub mutate: Option<String>,
@@ -118,6 +122,7 @@ async fn serve(
     }
     let server_cfg = ServerConfig {
         idle_timeout: Duration::from_millis(args.idle_timeout),
+        max_outbound_bytes: args.max_outbound_bytes,
         mutation,
         ..ServerConfig::default()
     };
