@@ -115,6 +115,9 @@ impl Outbox {
         cx: &mut Context<'_>,
     ) -> (bool, Poll<io::Result<()>>) {
         let mut progressed = false;
+        if !stream.is_write_vectored() {
+            self.merge();
+        }
         while !self.frames.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut n = 0;
@@ -138,6 +141,23 @@ impl Outbox {
             self.advance(written);
         }
         (progressed, Pin::new(stream).poll_flush(cx))
+    }
+
+    /// Joins every queued frame into one buffer, for a stream that writes one buffer at a
+    /// time: all that is queued then goes out in one write, as it would through a socket's
+    /// own write buffer (the simulator's streams deliver each write as one segment).
+    fn merge(&mut self) {
+        if self.frames.len() < 2 {
+            return;
+        }
+        let mut all = Vec::with_capacity(self.bytes);
+        for (i, f) in self.frames.iter().enumerate() {
+            let from = if i == 0 { self.head } else { 0 };
+            all.extend_from_slice(&f[from..]);
+        }
+        self.frames.clear();
+        self.frames.push_back(all.into());
+        self.head = 0;
     }
 
     fn advance(&mut self, mut written: usize) {
