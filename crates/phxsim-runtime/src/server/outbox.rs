@@ -62,6 +62,8 @@ pub(crate) struct Outbox {
     /// Bytes not yet written, over all frames.
     bytes: usize,
     limit: usize,
+    /// Frames at the back queued since the last [`Outbox::seal`].
+    unsealed: usize,
 }
 
 /// Frames handed to one vectored write.
@@ -74,20 +76,28 @@ impl Outbox {
             head: 0,
             bytes: 0,
             limit,
+            unsealed: 0,
         }
     }
 
     /// Queues a frame, unless that would put more than the limit in the queue.
     pub(crate) fn push(&mut self, frame: WireFrame) -> Result<(), Overflow> {
-        let queued = self.bytes + frame.len();
+        self.admit(frame.len())?;
+        self.bytes += frame.len();
+        self.unsealed += 1;
+        self.frames.push_back(frame);
+        Ok(())
+    }
+
+    /// Whether `more` bytes beyond what is queued stay within the limit.
+    pub(crate) fn admit(&self, more: usize) -> Result<(), Overflow> {
+        let queued = self.bytes + more;
         if queued > self.limit {
             return Err(Overflow {
                 queued,
                 limit: self.limit,
             });
         }
-        self.bytes = queued;
-        self.frames.push_back(frame);
         Ok(())
     }
 
@@ -115,9 +125,6 @@ impl Outbox {
         cx: &mut Context<'_>,
     ) -> (bool, Poll<io::Result<()>>) {
         let mut progressed = false;
-        if !stream.is_write_vectored() {
-            self.merge();
-        }
         while !self.frames.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut n = 0;
@@ -143,21 +150,22 @@ impl Outbox {
         (progressed, Pin::new(stream).poll_flush(cx))
     }
 
-    /// Joins every queued frame into one buffer, for a stream that writes one buffer at a
-    /// time: all that is queued then goes out in one write, as it would through a socket's
-    /// own write buffer (the simulator's streams deliver each write as one segment).
-    fn merge(&mut self) {
-        if self.frames.len() < 2 {
+    /// Ends a step of the socket: for a stream that writes one buffer at a time, the frames
+    /// queued since the last step are joined into one, so that a step goes out in one write,
+    /// as through a socket's own write buffer (the simulator's streams deliver each write as
+    /// one segment, and draw each segment's loss).
+    pub(crate) fn seal(&mut self, vectored: bool) {
+        let fresh = std::mem::take(&mut self.unsealed);
+        if vectored || fresh < 2 {
             return;
         }
-        let mut all = Vec::with_capacity(self.bytes);
-        for (i, f) in self.frames.iter().enumerate() {
-            let from = if i == 0 { self.head } else { 0 };
-            all.extend_from_slice(&f[from..]);
+        let start = self.frames.len() - fresh;
+        let len: usize = self.frames.iter().skip(start).map(|f| f.len()).sum();
+        let mut all = Vec::with_capacity(len);
+        for f in self.frames.drain(start..) {
+            all.extend_from_slice(&f);
         }
-        self.frames.clear();
         self.frames.push_back(all.into());
-        self.head = 0;
     }
 
     fn advance(&mut self, mut written: usize) {

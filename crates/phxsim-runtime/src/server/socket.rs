@@ -11,6 +11,7 @@
 //!   (Phoenix 1.8.12 rules);
 //! - any frame that does not decode ends the whole connection, never just a channel.
 
+use super::fastlane;
 use super::handshake::{self, ConnectInfo, Refusal};
 use super::outbox::{self, Outbox, WireFrame};
 use super::room::{self, Action, reason};
@@ -24,7 +25,7 @@ use phxsim_wire::message::{
 };
 use phxsim_wire::{Codec, DecodeError, Frame, Message, Payload};
 use serde_json::{Map, Value as Json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::task::Poll;
 use std::time::Duration;
@@ -117,6 +118,8 @@ where
         last_in: Instant::now(),
         outbox: Outbox::new(cfg.max_outbound_bytes),
         last_out: Instant::now(),
+        held: VecDeque::new(),
+        held_bytes: 0,
     };
     session.run().await
 }
@@ -145,6 +148,17 @@ struct Session<S> {
     outbox: Outbox,
     /// When the outbox last moved (or was empty); a stuck one past `write_timeout` drops.
     last_out: Instant,
+    /// Diffs that arrived while a write was stalled, and their bytes.
+    held: VecDeque<Held>,
+    held_bytes: usize,
+}
+
+/// A diff held while a write was stalled.
+struct Held {
+    topic: String,
+    update: Option<PresenceUpdate>,
+    /// Its frame's bytes, counted against the socket's limit until it is queued.
+    bytes: usize,
 }
 
 /// What woke the socket up.
@@ -152,6 +166,10 @@ enum Wake {
     Incoming(Option<Result<WsMessage, WsError>>),
     Diff(String, Option<PresenceUpdate>),
     Idle,
+    /// A diff that arrived while a write was stalled: to hold.
+    Hold(String, Option<PresenceUpdate>),
+    /// A held diff, now to send.
+    Held(Held),
     /// Writing to the stream failed.
     WriteFailed(String),
     /// The outbox made no progress for `write_timeout`.
@@ -176,7 +194,16 @@ where
                     self.incoming(m).await
                 }
                 Wake::Diff(topic, Some(update)) => self.send_diff(&topic, &update).await,
-                Wake::Diff(_, None) => {
+                Wake::Hold(topic, update) => self.hold(topic, update),
+                Wake::Held(Held {
+                    topic,
+                    update: Some(update),
+                    bytes,
+                }) => {
+                    self.held_bytes -= bytes;
+                    self.send_diff(&topic, &update).await
+                }
+                Wake::Diff(_, None) | Wake::Held(Held { update: None, .. }) => {
                     Err(self.server_close(close_code::NODE_STOPPED, "presence node stopped".into()))
                 }
                 Wake::Idle => Err(self.server_close(
@@ -189,6 +216,9 @@ where
                 Wake::WriteFailed(e) => Err(ConnectionEnd::Dropped(format!("write failed: {e}"))),
                 Wake::Stalled => Err(ConnectionEnd::Dropped("write timed out".into())),
             };
+            // What this step queued goes out as one write (see `Outbox::seal`).
+            let vectored = self.ws.get_ref().is_write_vectored();
+            self.outbox.seal(vectored);
             if let Err(end) = step {
                 break end;
             }
@@ -199,8 +229,13 @@ where
     /// Writes what the outbox holds as far as the stream takes it, and waits for the next
     /// thing to do: a frame from the client, a diff, the idle timeout, or a write problem.
     ///
-    /// The client's frames are read only between two of our frames: tungstenite may answer a
-    /// ping or a close on its own while reading, and its frame must not land inside ours.
+    /// While a write cannot complete, the socket takes no new work, as a Phoenix socket
+    /// process blocked in a send (and as this server always did): it reads no frame from the
+    /// client and handles no diff. Diffs that arrive meanwhile are only held, in order, and
+    /// counted against the socket's byte limit, so a client that stops reading is cut off
+    /// instead of growing a queue. Client frames are read only between two of our frames:
+    /// tungstenite may answer a ping or a close on its own while reading, and its frame must
+    /// not land inside ours.
     async fn next_wake(&mut self) -> Wake {
         let cfg = self.server.config();
         let idle = tokio::time::sleep_until(self.last_in + cfg.idle_timeout);
@@ -213,6 +248,7 @@ where
             poll_from,
             outbox,
             last_out,
+            held,
             ..
         } = self;
         poll_fn(|cx| {
@@ -236,11 +272,23 @@ where
                         return Poll::Ready(Wake::WriteFailed(e.to_string()));
                     }
                 }
+                if !outbox.is_empty() {
+                    if let Poll::Ready((topic, update)) = poll_update(channels, poll_from, cx) {
+                        return Poll::Ready(Wake::Hold(topic, update));
+                    }
+                    if stall.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Stalled);
+                    }
+                    return Poll::Pending;
+                }
             }
-            if !outbox.mid_frame()
-                && let Poll::Ready(m) = ws.poll_next_unpin(cx)
-            {
+            *last_out = Instant::now();
+            if let Poll::Ready(m) = ws.poll_next_unpin(cx) {
                 return Poll::Ready(Wake::Incoming(m));
+            }
+            // Diffs held during a stalled write come first, in the order they arrived.
+            if let Some(h) = held.pop_front() {
+                return Poll::Ready(Wake::Held(h));
             }
             if let Poll::Ready((topic, update)) = poll_update(channels, poll_from, cx) {
                 return Poll::Ready(Wake::Diff(topic, update));
@@ -248,14 +296,26 @@ where
             if idle.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Idle);
             }
-            if outbox.is_empty() {
-                *last_out = Instant::now();
-            } else if stall.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Wake::Stalled);
-            }
             Poll::Pending
         })
         .await
+    }
+
+    /// Keeps a diff that arrived while a write was stalled, counting its frame's bytes (framed
+    /// once for every socket by the fastlane) against the socket's limit.
+    fn hold(&mut self, topic: String, update: Option<PresenceUpdate>) -> Result<(), ConnectionEnd> {
+        let bytes = match &update {
+            Some(update) => self.shared_diff(&topic, update)?.wire.len(),
+            None => 0,
+        };
+        self.admit(bytes)?;
+        self.held_bytes += bytes;
+        self.held.push_back(Held {
+            topic,
+            update,
+            bytes,
+        });
+        Ok(())
     }
 
     /// Writes out the whole outbox, for the end of a connection.
@@ -663,9 +723,23 @@ where
         }
         // The hot path of a fan-out: encoded and framed once per serializer for every socket
         // (fastlane); each socket queues the same bytes.
+        let shared = self.shared_diff(topic, update)?;
+        let conn = self.conn;
+        self.server.emit(|| ServerEvent::Sent {
+            conn,
+            frame: (*shared.frame).clone(),
+        });
+        self.queue(shared.wire)
+    }
+
+    /// A diff's frame, encoded once per serializer for every socket of the node.
+    fn shared_diff(
+        &self,
+        topic: &str,
+        update: &PresenceUpdate,
+    ) -> Result<fastlane::Shared, ConnectionEnd> {
         let codec = self.codec;
-        let shared = self
-            .server
+        self.server
             .fastlane()
             .frame(update, codec.serializer(), || {
                 codec.encode(&Message::broadcast(
@@ -676,13 +750,7 @@ where
             })
             .map_err(|e| {
                 self.server_close(close_code::INTERNAL, format!("cannot encode a diff: {e}"))
-            })?;
-        let conn = self.conn;
-        self.server.emit(|| ServerEvent::Sent {
-            conn,
-            frame: (*shared.frame).clone(),
-        });
-        self.queue(shared.wire)
+            })
     }
 
     /// [`ServerMutation::DropPhxRefPrev`] on a `{key: {"metas": [...]}}` object.
@@ -756,15 +824,25 @@ where
 
     /// Queues a framed message; past the socket's limit, the connection is closed.
     fn queue(&mut self, wire: WireFrame) -> Result<(), ConnectionEnd> {
-        self.outbox.push(wire).map_err(|o| {
-            self.server_close(
-                close_code::OUTBOX_FULL,
-                format!(
-                    "outbound buffer full: {} bytes queued, limit {} (the client does not read)",
-                    o.queued, o.limit
-                ),
-            )
-        })
+        self.admit(wire.len())?;
+        self.outbox.push(wire).map_err(|o| self.overflow(&o))
+    }
+
+    /// Whether `more` bytes fit beside what is queued and held.
+    fn admit(&self, more: usize) -> Result<(), ConnectionEnd> {
+        self.outbox
+            .admit(self.held_bytes + more)
+            .map_err(|o| self.overflow(&o))
+    }
+
+    fn overflow(&self, o: &outbox::Overflow) -> ConnectionEnd {
+        self.server_close(
+            close_code::OUTBOX_FULL,
+            format!(
+                "outbound buffer full: {} bytes queued, limit {} (the client does not read)",
+                o.queued, o.limit
+            ),
+        )
     }
 }
 
