@@ -351,6 +351,7 @@ impl Driver {
                 let update = PresenceUpdate {
                     topic: topic.clone(),
                     diff: Arc::new(diff.clone()),
+                    frames: Arc::default(),
                 };
                 subs.retain(|tx| tx.send(update.clone()).is_ok());
                 if subs.is_empty() {

@@ -123,6 +123,9 @@ pub enum NodeEvent {
 pub struct PresenceUpdate {
     pub topic: String,
     pub diff: Arc<PresenceDiff>,
+    /// The diff's frames, encoded once by the first socket of each serializer (the server's
+    /// fastlane); shared by every subscriber's copy.
+    pub frames: Arc<crate::server::EncodedFrames>,
 }
 
 /// A topic subscription: the state when it started, then every diff after it.

@@ -18,6 +18,7 @@ mod outbox;
 pub mod room;
 mod socket;
 
+pub use fastlane::EncodedFrames;
 pub use handshake::{ConnectInfo, Refusal, SOCKET_PATH, decide, parse_query, percent_encode};
 
 use crate::node::Node;
@@ -234,7 +235,6 @@ struct Inner {
     next_conn: AtomicU64,
     observed: AtomicBool,
     observers: Mutex<Vec<mpsc::UnboundedSender<ServerEvent>>>,
-    fastlane: fastlane::Fastlane,
 }
 
 /// A Channels server for one node. Cheap to clone; it owns no listener and no task of its own.
@@ -262,7 +262,6 @@ impl Server {
                 next_conn: AtomicU64::new(1),
                 observed: AtomicBool::new(false),
                 observers: Mutex::new(Vec::new()),
-                fastlane: fastlane::Fastlane::default(),
             }),
         }
     }
@@ -270,10 +269,6 @@ impl Server {
     /// The node behind this server.
     pub fn node(&self) -> &Node {
         &self.inner.node
-    }
-
-    pub(crate) fn fastlane(&self) -> &fastlane::Fastlane {
-        &self.inner.fastlane
     }
 
     /// The configuration.

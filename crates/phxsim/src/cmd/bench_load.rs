@@ -70,6 +70,9 @@ pub struct Args {
     pub seed: u64,
 }
 
+/// phoenix.js's default heartbeat interval.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
 /// What the coordinator tells one socket.
 enum Ctl {
     Update(u64),
@@ -197,8 +200,18 @@ async fn socket(
         }};
     }
     join!();
+    // phoenix.js's heartbeat: without it the server's idle timeout (60 s) closes the socket.
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
     loop {
         tokio::select! {
+            _ = heartbeat.tick() => {
+                next_ref += 1;
+                let frame = serde_json::json!([null, next_ref.to_string(), "phoenix", "heartbeat", {}]);
+                if ws.send(Ws::text(frame.to_string())).await.is_err() {
+                    let _ = ev.send(Ev::Error(format!("{user}: heartbeat write failed")));
+                    return;
+                }
+            }
             m = ws.next() => {
                 let text = match m {
                     Some(Ok(Ws::Text(t))) => t,
