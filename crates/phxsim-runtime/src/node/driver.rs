@@ -349,7 +349,7 @@ impl Driver {
                 && let Some(subs) = self.subscribers.get_mut(topic)
             {
                 let update = PresenceUpdate {
-                    topic: topic.clone(),
+                    topic: Arc::from(topic.as_str()),
                     diff: Arc::new(diff.clone()),
                     frames: Arc::default(),
                 };

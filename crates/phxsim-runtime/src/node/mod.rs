@@ -121,7 +121,8 @@ pub enum NodeEvent {
 /// per diff, however many sockets follow the topic).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresenceUpdate {
-    pub topic: String,
+    /// Shared too: a subscriber's copy of an update allocates nothing.
+    pub topic: Arc<str>,
     pub diff: Arc<PresenceDiff>,
     /// The diff's frames, encoded once by the first socket of each serializer (the server's
     /// fastlane); shared by every subscriber's copy.

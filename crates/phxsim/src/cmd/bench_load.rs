@@ -2,7 +2,8 @@
 //! Phoenix-protocol server with the reference `room:*` channel (`phxsim serve`, the real
 //! Phoenix reference server, or your own app).
 //!
-//! Phases, all on one topic:
+//! Phases, on one topic (or `--topics K`: socket i joins `TOPIC:<i mod K>`, to hold many
+//! sockets without every one of them following every other):
 //! 1. join: N sockets connect (spread round-robin over the URLs, one URL per node) and join;
 //!    reports the time until all are joined, and the server's memory per socket when its pid
 //!    is given (`--server-pid`, RSS from /proc).
@@ -44,6 +45,10 @@ pub struct Args {
     /// The topic every socket joins.
     #[arg(long, default_value = "room:load")]
     pub topic: String,
+    /// Spread the sockets over this many topics (`TOPIC:0` ... `TOPIC:K-1`); 1 keeps them
+    /// all on `TOPIC`. The latency rounds are measured on socket 0's topic.
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
     /// Connects in flight at once while ramping up.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -102,6 +107,15 @@ enum Ev {
 struct Sock {
     ctl: mpsc::UnboundedSender<Ctl>,
     generation: u64,
+}
+
+/// The topic socket `id` joins.
+fn topic_of(args: &Args, id: usize) -> String {
+    if args.topics <= 1 {
+        args.topic.clone()
+    } else {
+        format!("{}:{}", args.topic, id % args.topics)
+    }
 }
 
 fn url_for(base: &str, user: &str) -> String {
@@ -406,7 +420,7 @@ impl Run {
         tokio::spawn(socket(
             url,
             user,
-            self.args.topic.clone(),
+            topic_of(&self.args, id),
             rx,
             etx_in,
             self.limit,
@@ -429,17 +443,19 @@ impl Run {
         *self.errors.entry(kind).or_default() += 1;
     }
 
-    /// The keys of every joined socket, once no join is pending.
-    async fn expected(&mut self) -> anyhow::Result<BTreeSet<String>> {
-        let mut keys = BTreeSet::new();
-        for s in &self.socks {
+    /// The keys of every joined socket by topic, once no join is pending.
+    async fn expected(&mut self) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+        let mut keys: BTreeMap<String, BTreeSet<String>> = (0..self.args.topics.max(1))
+            .map(|i| (topic_of(&self.args, i), BTreeSet::new()))
+            .collect();
+        for (id, s) in self.socks.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
             if s.ctl.send(Ctl::Status(tx)).is_err() {
                 continue; // the socket is gone (its error was counted)
             }
             match tokio::time::timeout(self.limit, rx).await {
                 Ok(Ok(Status::Joined(k))) => {
-                    keys.insert(k);
+                    keys.entry(topic_of(&self.args, id)).or_default().insert(k);
                 }
                 Ok(Ok(Status::NotJoined) | Err(_)) => {}
                 Err(_) => bail!("a socket did not report its status in time"),
@@ -448,37 +464,35 @@ impl Run {
         Ok(keys)
     }
 
-    /// Observers on every URL compare what they see with `expected`; returns (ghosts, missing).
+    /// Observers on every URL and topic compare what they see with `expected`; returns
+    /// (ghosts, missing).
     async fn check(
         &self,
-        expected: &BTreeSet<String>,
+        expected: &BTreeMap<String, BTreeSet<String>>,
         label: &str,
     ) -> anyhow::Result<(usize, usize)> {
         let (mut ghosts, mut missing) = (0, 0);
         for (i, url) in self.args.urls.iter().enumerate() {
-            let seen = observe(
-                url,
-                &self.args.topic,
-                &format!("observer.{label}.{i}"),
-                self.limit,
-            )
-            .await?;
-            let g: Vec<&String> = seen.difference(expected).collect();
-            let m: Vec<&String> = expected.difference(&seen).collect();
+            let (mut listed, mut wanted, mut g_all, mut m_all) = (0, 0, Vec::new(), 0);
+            for (t, (topic, keys)) in expected.iter().enumerate() {
+                let seen =
+                    observe(url, topic, &format!("observer.{label}.{i}.{t}"), self.limit).await?;
+                listed += seen.len();
+                wanted += keys.len();
+                g_all.extend(seen.difference(keys).cloned());
+                m_all += keys.difference(&seen).count();
+            }
             println!(
-                "check {label:<14} node {i}: {} listed, {} expected, {} ghosts, {} missing{}",
-                seen.len(),
-                expected.len(),
-                g.len(),
-                m.len(),
-                if g.is_empty() {
+                "check {label:<14} node {i}: {listed} listed, {wanted} expected, {} ghosts, {m_all} missing{}",
+                g_all.len(),
+                if g_all.is_empty() {
                     String::new()
                 } else {
-                    format!(" e.g. {:?}", &g[..g.len().min(5)])
+                    format!(" e.g. {:?}", &g_all[..g_all.len().min(5)])
                 }
             );
-            ghosts += g.len();
-            missing += m.len();
+            ghosts += g_all.len();
+            missing += m_all;
         }
         Ok((ghosts, missing))
     }
@@ -503,6 +517,7 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(run.args.concurrency));
     let mut joined = 0usize;
+    let mut joined_ids = BTreeSet::new();
     let mut last_join = started;
     let mut in_flight = Vec::new();
     for id in 0..n {
@@ -510,10 +525,11 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         let permit = Arc::clone(&gate).acquire_owned().await?;
         in_flight.push(permit);
         run.spawn(id);
-        while let Ok((_, e)) = run.ev_rx.try_recv() {
+        while let Ok((jid, e)) = run.ev_rx.try_recv() {
             match e {
                 Ev::Joined { at } => {
                     joined += 1;
+                    joined_ids.insert(jid);
                     last_join = last_join.max(at);
                     in_flight.pop();
                 }
@@ -527,8 +543,9 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         if in_flight.len() >= run.args.concurrency {
             // wait for one join before the next connect
             match tokio::time::timeout(limit, run.ev_rx.recv()).await {
-                Ok(Some((_, Ev::Joined { at }))) => {
+                Ok(Some((id, Ev::Joined { at }))) => {
                     joined += 1;
+                    joined_ids.insert(id);
                     last_join = last_join.max(at);
                     in_flight.pop();
                 }
@@ -544,8 +561,9 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
     let mut failed = run.errors.values().sum::<usize>();
     while joined + failed < n {
         match tokio::time::timeout(limit, run.ev_rx.recv()).await {
-            Ok(Some((_, Ev::Joined { at }))) => {
+            Ok(Some((id, Ev::Joined { at }))) => {
                 joined += 1;
+                joined_ids.insert(id);
                 last_join = last_join.max(at);
             }
             Ok(Some((_, Ev::Error(e)))) => {
@@ -562,9 +580,10 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
     drop(in_flight);
     let join_time = last_join.duration_since(started);
     println!(
-        "sockets            {n} over {} url(s), topic {}",
+        "sockets            {n} over {} url(s), topic {} ({} topic(s))",
         run.args.urls.len(),
-        run.args.topic
+        run.args.topic,
+        run.args.topics.max(1)
     );
     println!("joined             {joined} of {n} in {}", ms(join_time));
     // Let the join storm's diffs drain before measuring memory and latency.
@@ -578,7 +597,12 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         println!("server memory/sock {per:.1} KiB");
     }
 
-    // 2. latency: socket 0 moves, every joined socket (itself included) must see it.
+    // 2. latency: socket 0 moves, every joined socket of its topic (itself included) must
+    // see it.
+    let followers = joined_ids
+        .iter()
+        .filter(|id| topic_of(&run.args, **id) == topic_of(&run.args, 0))
+        .count();
     let mut latencies = Vec::with_capacity(n * run.args.rounds);
     let mut incomplete_rounds = 0;
     for round in 1..=run.args.rounds as u64 {
@@ -588,7 +612,7 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         }
         let mut got = 0;
         let deadline = t0 + limit.min(Duration::from_secs(30));
-        while got < joined {
+        while got < followers {
             match tokio::time::timeout_at(deadline, run.ev_rx.recv()).await {
                 Ok(Some((_, Ev::Mark { mark, at }))) if mark == round => {
                     latencies.push(at.saturating_duration_since(t0));
@@ -660,7 +684,7 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
                 );
                 cuts.push(tokio::spawn(cut_mid_join(
                     url,
-                    run.args.topic.clone(),
+                    topic_of(&run.args, id),
                     limit,
                 )));
                 "cut mid-join"
@@ -691,12 +715,16 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let (g1, m1) = run.check(&expected, "after-churn").await?;
-    let alive = expected.len();
+    let alive: usize = expected.values().map(BTreeSet::len).sum();
     for s in &run.socks {
         let _ = s.ctl.send(Ctl::Abort);
     }
     tokio::time::sleep(Duration::from_millis(run.args.settle_ms)).await;
-    let (g2, m2) = run.check(&BTreeSet::new(), "after-close").await?;
+    let nobody = expected
+        .keys()
+        .map(|t| (t.clone(), BTreeSet::new()))
+        .collect();
+    let (g2, m2) = run.check(&nobody, "after-close").await?;
     println!("abrupt closes      {alive} joined sockets dropped without a close frame");
     let errors: usize = run.errors.values().sum();
     println!("errors             {errors}");
