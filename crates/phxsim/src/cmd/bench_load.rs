@@ -131,7 +131,7 @@ fn raise_fd_limit(want: u64) -> anyhow::Result<u64> {
         && cur < max
     {
         lim.current = Some(max);
-        setrlimit(Resource::Nofile, lim.clone()).context("raising RLIMIT_NOFILE")?;
+        setrlimit(Resource::Nofile, lim).context("raising RLIMIT_NOFILE")?;
     }
     let have = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
     if have < want {
@@ -259,6 +259,10 @@ async fn socket(
                     for w in waiting.drain(..) {
                         let _ = w.send(if joined { Status::Joined(user.clone()) } else { Status::NotJoined });
                     }
+                } else if joined && text.contains("\"phx_error\"") {
+                    // The server's channel crashed: the presence is gone, the socket stays.
+                    joined = false;
+                    let _ = ev.send(Ev::Error(format!("{user}: channel crashed (phx_error)")));
                 } else if text.contains("\"presence_diff\"")
                     && let Some(mark) = mark_in(text)
                 {
@@ -625,6 +629,12 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
                     break;
                 }
             }
+        }
+        if got < followers {
+            println!(
+                "latency: round {round} reached {got} of {followers} sockets in 30 s; no more rounds"
+            );
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
