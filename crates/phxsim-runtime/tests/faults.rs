@@ -272,7 +272,7 @@ async fn a_subscriber_gets_the_state_then_every_diff_local_and_remote() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(gone.topic, "room:1");
+    assert_eq!(&*gone.topic, "room:1");
     assert_eq!(gone.diff.leave_refs(), vec![r3.as_str()]);
     assert!(sub.diffs.try_recv().is_err());
 }

@@ -78,7 +78,7 @@ async fn a_track_on_node_1_is_visible_on_node_3_within_two_broadcast_periods() {
         .expect("node3 got the join within two broadcast periods")
         .expect("subscription open");
     let elapsed = started.elapsed();
-    assert_eq!(update.topic, "lobby");
+    assert_eq!(&*update.topic, "lobby");
     assert_eq!(update.diff.join_refs(), vec![phx_ref.as_str()]);
     assert!(update.diff.leaves.is_empty());
     let listed = n3.list("lobby").await.unwrap();

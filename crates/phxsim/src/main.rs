@@ -36,6 +36,9 @@ enum Command {
     Serve(cmd::serve::Args),
     /// WebSocket fan-out benchmark: one node, N clients on one topic, diff latency and memory.
     BenchWs(cmd::bench_ws::Args),
+    /// Load generator for any Phoenix-protocol server: N sockets on one topic, churn, diff
+    /// latency, server memory per socket, and a check that no ghost presence is left.
+    BenchLoad(cmd::bench_load::Args),
     /// Replay one scenario with one seed, printing every finding.
     Replay(cmd::replay::Args),
     /// Swarm testing over random seeds; failures are shrunk and written as scenarios.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::BenchWs(args) => cmd::bench_ws::run(args),
+        Command::BenchLoad(args) => cmd::bench_load::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Explore(args) => cmd::explore::run(args),
         Command::Conform(args) => cmd::conform::run(args),

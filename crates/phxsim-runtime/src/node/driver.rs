@@ -4,6 +4,8 @@
 
 use super::link::LinkError;
 use super::{NodeEvent, PresenceUpdate};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use phxsim_shard::codec::encode_frame;
 use phxsim_shard::{
     Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, PresenceState, Tracker,
@@ -11,7 +13,10 @@ use phxsim_shard::{
 };
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -25,6 +30,8 @@ pub(crate) enum Command {
         topic: String,
         key: String,
         meta: Map<String, Json>,
+        /// Set by [`super::Node::track_leased`]: the owner's lease, watched from now on.
+        monitor: Option<Monitor>,
         reply: Reply<Result<String, PresenceError>>,
     },
     Untrack {
@@ -87,6 +94,24 @@ pub(crate) enum Command {
     },
 }
 
+/// The node's side of an [`super::OwnerLease`]: resolves to the owner once the lease is
+/// dropped, as a Phoenix tracker's monitor gets `:DOWN` when the channel process exits.
+pub(crate) struct Monitor {
+    pub owner: String,
+    pub gone: oneshot::Receiver<()>,
+}
+
+impl Future for Monitor {
+    type Output = String;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<String> {
+        // The lease never sends: the receiver completes (with an error) when it is dropped.
+        match Pin::new(&mut self.gone).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(std::mem::take(&mut self.owner)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 struct Link {
     id: u64,
     tx: mpsc::Sender<Arc<Vec<u8>>>,
@@ -99,6 +124,8 @@ pub(crate) struct Driver {
     links: BTreeMap<String, Link>,
     subscribers: BTreeMap<String, Vec<mpsc::UnboundedSender<PresenceUpdate>>>,
     observers: Vec<mpsc::UnboundedSender<NodeEvent>>,
+    /// Leased owners being watched: when a lease drops, every presence of its owner leaves.
+    monitors: FuturesUnordered<Monitor>,
     stopping: bool,
 }
 
@@ -111,6 +138,7 @@ impl Driver {
             links: BTreeMap::new(),
             subscribers: BTreeMap::new(),
             observers: Vec::new(),
+            monitors: FuturesUnordered::new(),
             stopping: false,
         }
     }
@@ -143,6 +171,14 @@ impl Driver {
                         self.tracker.schedule_eager(now);
                     }
                 },
+                // After the commands: a monitor only exists once its track was handled, so
+                // the owner's untrack can never overtake the track it undoes.
+                Some(owner) = self.monitors.next(), if !self.monitors.is_empty() => {
+                    // Nothing to do when the owner already untracked itself on a clean exit.
+                    let _ = self.tracker.untrack_owner(&owner);
+                    let now = self.now();
+                    self.tracker.schedule_eager(now);
+                }
             }
             self.flush();
             if self.stopping {
@@ -160,8 +196,12 @@ impl Driver {
                 topic,
                 key,
                 meta,
+                monitor,
                 reply,
             } => {
+                if let Some(m) = monitor {
+                    self.monitors.push(m);
+                }
                 let _ = reply.send(self.tracker.track(&owner, &topic, &key, &meta));
             }
             Command::Untrack {
@@ -309,8 +349,9 @@ impl Driver {
                 && let Some(subs) = self.subscribers.get_mut(topic)
             {
                 let update = PresenceUpdate {
-                    topic: topic.clone(),
+                    topic: Arc::from(topic.as_str()),
                     diff: Arc::new(diff.clone()),
+                    frames: Arc::default(),
                 };
                 subs.retain(|tx| tx.send(update.clone()).is_ok());
                 if subs.is_empty() {

@@ -121,8 +121,12 @@ pub enum NodeEvent {
 /// per diff, however many sockets follow the topic).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresenceUpdate {
-    pub topic: String,
+    /// Shared too: a subscriber's copy of an update allocates nothing.
+    pub topic: Arc<str>,
     pub diff: Arc<PresenceDiff>,
+    /// The diff's frames, encoded once by the first socket of each serializer (the server's
+    /// fastlane); shared by every subscriber's copy.
+    pub frames: Arc<crate::server::EncodedFrames>,
 }
 
 /// A topic subscription: the state when it started, then every diff after it.
@@ -153,6 +157,26 @@ pub struct NodeLists {
     pub revision: u64,
     /// Every topic, or `None` when `revision` is the one the caller already had.
     pub topics: Option<Vec<TopicSnapshot>>,
+}
+
+/// Ties an owner's presences to the lifetime of a value, as Phoenix's tracker monitors the
+/// channel process that tracked them: when the lease is dropped, by whatever path, the node
+/// untracks every presence of the owner. An owner that untracks itself first makes that a
+/// no-op. Made by [`Node::lease`], armed by [`Node::track_leased`].
+#[derive(Debug)]
+pub struct OwnerLease {
+    owner: String,
+    /// Never sent on: dropping it is the signal.
+    _alive: oneshot::Sender<()>,
+    /// The node's end, until the first leased track hands it over.
+    gone: Option<oneshot::Receiver<()>>,
+}
+
+impl OwnerLease {
+    /// The owner id the lease's presences are tracked under.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
 }
 
 /// A link added with [`Node::connect`].
@@ -308,6 +332,46 @@ impl Node {
                 topic,
                 key,
                 meta,
+                monitor: None,
+                reply,
+            })
+            .await??)
+    }
+
+    /// A lease for `owner`'s presences: see [`OwnerLease`]. Take it before tracking, so that
+    /// nothing the owner does afterwards (a failed write, an early return, a panic, an aborted
+    /// task) can leave a presence behind.
+    pub fn lease(&self, owner: &str) -> OwnerLease {
+        let (alive, gone) = oneshot::channel();
+        OwnerLease {
+            owner: owner.to_owned(),
+            _alive: alive,
+            gone: Some(gone),
+        }
+    }
+
+    /// `track` for the lease's owner; from this call on, dropping the lease untracks every
+    /// presence of the owner on this node. The watch travels inside the track command, so it
+    /// is in place even if the caller is cancelled while waiting for the reply.
+    pub async fn track_leased(
+        &self,
+        lease: &mut OwnerLease,
+        topic: &str,
+        key: &str,
+        meta: Map<String, Json>,
+    ) -> Result<String, NodeError> {
+        let (owner, topic, key) = (lease.owner.clone(), topic.to_owned(), key.to_owned());
+        let monitor = lease.gone.take().map(|gone| driver::Monitor {
+            owner: owner.clone(),
+            gone,
+        });
+        Ok(self
+            .call(|reply| Command::Track {
+                owner,
+                topic,
+                key,
+                meta,
+                monitor,
                 reply,
             })
             .await??)

@@ -1,61 +1,76 @@
 //! Phoenix's fastlane: a topic broadcast is encoded once per serializer, and every subscriber
 //! of that serializer is sent the same frame, instead of each socket rendering and encoding the
 //! diff again.
+//!
+//! The encoded frames live with the broadcast itself ([`PresenceUpdate::frames`]), so a socket
+//! that is far behind (a join storm queues thousands of diffs per socket) still finds the frame
+//! that the first socket encoded, and the frames go away with the last socket's copy of the
+//! update.
 
+use super::outbox::{WireFrame, wire_frame};
 use crate::node::PresenceUpdate;
 use phxsim_wire::{Frame, Serializer};
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
-/// How many recent broadcasts keep their frames: the sockets of a node send one diff within
-/// a few steps of each other, so a handful is enough; older ones are encoded again.
-const RECENT: usize = 8;
-
-/// One encoded broadcast. Holding the diff keeps its allocation alive, so a pointer match is
-/// the same diff and never a new one at a reused address.
-struct Entry {
-    update: PresenceUpdate,
-    serializer: Serializer,
-    frame: Frame,
+/// One broadcast, encoded and framed once; cloning it copies no bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Shared {
+    /// The message, for observers (transcripts, `--frames`).
+    pub frame: Arc<Frame>,
+    /// The WebSocket frame every socket of that serializer writes.
+    pub wire: WireFrame,
 }
 
+/// The frames of one broadcast, one per serializer, filled by the first socket that needs it.
 #[derive(Default)]
-pub(crate) struct Fastlane {
-    recent: Mutex<VecDeque<Entry>>,
+pub struct EncodedFrames {
+    v1: OnceLock<Shared>,
+    v2: OnceLock<Shared>,
 }
 
-impl Fastlane {
-    /// The frame of `update` for `serializer`: the one encoded already for another socket, or
-    /// `encode`'s, kept for the next.
-    pub(crate) fn frame<E>(
-        &self,
-        update: &PresenceUpdate,
-        serializer: Serializer,
-        encode: impl FnOnce() -> Result<Frame, E>,
-    ) -> Result<Frame, E> {
-        let same = |e: &Entry| {
-            e.serializer == serializer
-                && Arc::ptr_eq(&e.update.diff, &update.diff)
-                && e.update.topic == update.topic
-        };
-        if let Ok(recent) = self.recent.lock()
-            && let Some(e) = recent.iter().find(|e| same(e))
-        {
-            return Ok(e.frame.clone());
-        }
-        let frame = encode()?;
-        if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() == RECENT {
-                recent.pop_front();
-            }
-            recent.push_back(Entry {
-                update: update.clone(),
-                serializer,
-                frame: frame.clone(),
-            });
-        }
-        Ok(frame)
+impl fmt::Debug for EncodedFrames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedFrames")
+            .field("v1", &self.v1.get().is_some())
+            .field("v2", &self.v2.get().is_some())
+            .finish()
     }
+}
+
+/// A cache: two updates are equal whatever each has encoded so far.
+impl PartialEq for EncodedFrames {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EncodedFrames {}
+
+/// The frame of `update` for `serializer`: the one encoded already for another socket, or
+/// `encode`'s, kept for the next.
+pub(crate) fn frame<E>(
+    update: &PresenceUpdate,
+    serializer: Serializer,
+    encode: impl FnOnce() -> Result<Frame, E>,
+) -> Result<Shared, E> {
+    let cell = match serializer {
+        Serializer::V1 => &update.frames.v1,
+        Serializer::V2 => &update.frames.v2,
+    };
+    if let Some(s) = cell.get() {
+        return Ok(s.clone());
+    }
+    let frame = encode()?;
+    let fresh = Shared {
+        wire: wire_frame(&frame),
+        frame: Arc::new(frame),
+    };
+    // Two sockets may encode the same update at once: the first one stored wins.
+    Ok(match cell.set(fresh.clone()) {
+        Ok(()) => fresh,
+        Err(_) => cell.get().cloned().unwrap_or(fresh),
+    })
 }
 
 #[cfg(test)]
@@ -67,12 +82,12 @@ mod tests {
         PresenceUpdate {
             topic: topic.into(),
             diff: Arc::new(PresenceDiff::default()),
+            frames: Arc::default(),
         }
     }
 
     #[test]
     fn one_encoding_per_broadcast_and_serializer() {
-        let lane = Fastlane::default();
         let mut encoded = 0;
         let mut enc = |text: &str| {
             encoded += 1;
@@ -81,22 +96,19 @@ mod tests {
         let a = update("room:a");
         let same_a = a.clone();
         let other = update("room:a");
-        assert_eq!(
-            lane.frame(&a, Serializer::V2, || enc("a2")),
-            Ok(Frame::Text("a2".into()))
-        );
-        // the same broadcast for another socket: no encoding, the same frame
-        assert_eq!(
-            lane.frame(&same_a, Serializer::V2, || enc("x")),
-            Ok(Frame::Text("a2".into()))
-        );
+        let text = |r: Result<Shared, ()>| r.map(|s| (*s.frame).clone());
+        let first = frame(&a, Serializer::V2, || enc("a2")).unwrap();
+        assert_eq!(*first.frame, Frame::Text("a2".into()));
+        // the same broadcast for another socket: no encoding, the very same bytes
+        let again = frame(&same_a, Serializer::V2, || enc("x")).unwrap();
+        assert!(Arc::ptr_eq(&first.wire, &again.wire));
         // another serializer, or another diff with equal content: encoded again
         assert_eq!(
-            lane.frame(&a, Serializer::V1, || enc("a1")),
+            text(frame(&a, Serializer::V1, || enc("a1"))),
             Ok(Frame::Text("a1".into()))
         );
         assert_eq!(
-            lane.frame(&other, Serializer::V2, || enc("o2")),
+            text(frame(&other, Serializer::V2, || enc("o2"))),
             Ok(Frame::Text("o2".into()))
         );
         assert_eq!(encoded, 3);
@@ -104,17 +116,11 @@ mod tests {
 
     #[test]
     fn an_encoding_error_is_returned_and_not_kept() {
-        let lane = Fastlane::default();
         let a = update("room:a");
-        assert_eq!(
-            lane.frame(&a, Serializer::V2, || Err("too big")),
-            Err("too big")
-        );
-        assert_eq!(
-            lane.frame(&a, Serializer::V2, || Ok::<_, &str>(Frame::Text(
-                "ok".into()
-            ))),
-            Ok(Frame::Text("ok".into()))
-        );
+        assert_eq!(frame(&a, Serializer::V2, || Err("too big")), Err("too big"));
+        let ok = frame(&a, Serializer::V2, || {
+            Ok::<_, &str>(Frame::Text("ok".into()))
+        });
+        assert_eq!(ok.map(|s| (*s.frame).clone()), Ok(Frame::Text("ok".into())));
     }
 }

@@ -14,10 +14,12 @@
 
 mod fastlane;
 mod handshake;
+mod outbox;
 mod plain_get;
 pub mod room;
 mod socket;
 
+pub use fastlane::EncodedFrames;
 pub use handshake::{ConnectInfo, Refusal, SOCKET_PATH, decide, parse_query, percent_encode};
 
 use crate::node::Node;
@@ -47,6 +49,9 @@ pub mod close_code {
     pub const INTERNAL: u16 = 1011;
     /// The node behind the server stopped (graceful permdown): come back elsewhere or later.
     pub const NODE_STOPPED: u16 = 1012;
+    /// The socket's outbound buffer passed `max_outbound_bytes`: the client does not read
+    /// what it is sent (RFC 6455 "try again later"). The rest of the server is unaffected.
+    pub const OUTBOX_FULL: u16 = 1013;
 }
 
 /// A planted server bug, for proving that conformance checks catch it. Default: none.
@@ -141,6 +146,10 @@ impl FromStr for PhoenixRules {
     }
 }
 
+/// Default of [`ServerConfig::max_outbound_bytes`]: room for a `presence_state` of about
+/// 50 000 presences, far more than a reading client ever has queued.
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
+
 /// How the server treats its connections.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -158,6 +167,9 @@ pub struct ServerConfig {
     /// A write that cannot complete in this time (a client that stopped reading) drops the
     /// connection, so that one stuck client never holds a task forever.
     pub write_timeout: Duration,
+    /// Bytes one socket may have queued for writing; one more frame closes the socket with
+    /// [`close_code::OUTBOX_FULL`]. Bounds the memory a client that stops reading can hold.
+    pub max_outbound_bytes: usize,
     /// Bytes of read buffer per connection. tungstenite's default (128 KiB, allocated eagerly)
     /// would cost 1.3 GB for 10 000 sockets; presence traffic is small frames.
     pub read_buffer_size: usize,
@@ -179,6 +191,7 @@ impl Default for ServerConfig {
             max_channels: 100,
             phoenix: PhoenixRules::default(),
             write_timeout: Duration::from_secs(60),
+            max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
             read_buffer_size: 8 * 1024,
             track_on_join: true,
             mutation: None,
@@ -256,7 +269,6 @@ struct Inner {
     next_conn: AtomicU64,
     observed: AtomicBool,
     observers: Mutex<Vec<mpsc::UnboundedSender<ServerEvent>>>,
-    fastlane: fastlane::Fastlane,
 }
 
 /// A Channels server for one node. Cheap to clone; it owns no listener and no task of its own.
@@ -284,7 +296,6 @@ impl Server {
                 next_conn: AtomicU64::new(1),
                 observed: AtomicBool::new(false),
                 observers: Mutex::new(Vec::new()),
-                fastlane: fastlane::Fastlane::default(),
             }),
         }
     }
@@ -292,10 +303,6 @@ impl Server {
     /// The node behind this server.
     pub fn node(&self) -> &Node {
         &self.inner.node
-    }
-
-    pub(crate) fn fastlane(&self) -> &fastlane::Fastlane {
-        &self.inner.fastlane
     }
 
     /// The configuration.

@@ -12,12 +12,14 @@
 //!   current channel, with its join_ref (as every reply to a push is);
 //! - any frame that does not decode ends the whole connection, never just a channel.
 
+use super::fastlane;
 use super::handshake::{self, ConnectInfo, Refusal};
+use super::outbox::{self, Outbox, WireFrame};
 use super::room::{self, Action, reason};
 use super::{
     ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
 };
-use crate::node::PresenceUpdate;
+use crate::node::{OwnerLease, PresenceUpdate};
 use futures_util::{SinkExt, StreamExt};
 use phxsim_shard::presence::meta_with_refs;
 use phxsim_wire::message::{
@@ -26,7 +28,7 @@ use phxsim_wire::message::{
 };
 use phxsim_wire::{Codec, DecodeError, Frame, Message, Payload};
 use serde_json::{Map, Value as Json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::task::Poll;
 use std::time::Duration;
@@ -53,8 +55,9 @@ struct Channel {
     join_ref: Option<String>,
     /// `join_ref || ref`: what Phoenix's channel tags its own pushes (`presence_state`) with.
     push_join_ref: Option<String>,
-    /// The node-side owner of this channel's presence (Phoenix: the channel pid).
-    owner: String,
+    /// The node-side owner of this channel's presence (Phoenix: the channel pid). Dropping
+    /// the channel, on any path, makes the node untrack it.
+    lease: OwnerLease,
     /// This node's diffs of the topic; dropping it unsubscribes.
     diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
 }
@@ -135,6 +138,10 @@ where
         next_channel: 1,
         poll_from: 0,
         last_in: Instant::now(),
+        outbox: Outbox::new(cfg.max_outbound_bytes),
+        last_out: Instant::now(),
+        held: VecDeque::new(),
+        held_bytes: 0,
     };
     session.run().await
 }
@@ -159,6 +166,21 @@ struct Session<S> {
     /// Where the next scan of channel subscriptions starts, so no topic starves the others.
     poll_from: usize,
     last_in: Instant,
+    /// Frames on their way out, written by the loop as the client reads them.
+    outbox: Outbox,
+    /// When the outbox last moved (or was empty); a stuck one past `write_timeout` drops.
+    last_out: Instant,
+    /// Diffs that arrived while a write was stalled, and their bytes.
+    held: VecDeque<Held>,
+    held_bytes: usize,
+}
+
+/// A diff held while a write was stalled.
+struct Held {
+    topic: String,
+    update: Option<PresenceUpdate>,
+    /// Its frame's bytes, counted against the socket's limit until it is queued.
+    bytes: usize,
 }
 
 /// What woke the socket up.
@@ -166,6 +188,14 @@ enum Wake {
     Incoming(Option<Result<WsMessage, WsError>>),
     Diff(String, Option<PresenceUpdate>),
     Idle,
+    /// A diff that arrived while a write was stalled: to hold.
+    Hold(String, Option<PresenceUpdate>),
+    /// A held diff, now to send.
+    Held(Held),
+    /// Writing to the stream failed.
+    WriteFailed(String),
+    /// The outbox made no progress for `write_timeout`.
+    Stalled,
 }
 
 impl<S> Session<S>
@@ -174,15 +204,7 @@ where
 {
     async fn run(mut self) -> ConnectionEnd {
         let end = loop {
-            let deadline = self.last_in + self.server.config().idle_timeout;
-            let wake = tokio::select! {
-                biased;
-                m = self.ws.next() => Wake::Incoming(m),
-                (topic, update) = next_update(&mut self.channels, &mut self.poll_from) => {
-                    Wake::Diff(topic, update)
-                }
-                () = tokio::time::sleep_until(deadline) => Wake::Idle,
-            };
+            let wake = self.next_wake().await;
             let step = match wake {
                 Wake::Incoming(m) => {
                     // Every socket is a process of its own in Phoenix: sockets whose frames
@@ -193,8 +215,23 @@ where
                     tokio::task::yield_now().await;
                     self.incoming(m).await
                 }
-                Wake::Diff(topic, Some(update)) => self.send_diff(&topic, &update).await,
-                Wake::Diff(_, None) => {
+                Wake::Diff(topic, Some(update)) => {
+                    let sent = self.send_diff(&topic, &update).await;
+                    match sent {
+                        Ok(()) => self.send_ready_diffs(&topic).await,
+                        Err(end) => Err(end),
+                    }
+                }
+                Wake::Hold(topic, update) => self.hold(topic, update),
+                Wake::Held(Held {
+                    topic,
+                    update: Some(update),
+                    bytes,
+                }) => {
+                    self.held_bytes -= bytes;
+                    self.send_diff(&topic, &update).await
+                }
+                Wake::Diff(_, None) | Wake::Held(Held { update: None, .. }) => {
                     Err(self.server_close(close_code::NODE_STOPPED, "presence node stopped".into()))
                 }
                 Wake::Idle => Err(self.server_close(
@@ -204,11 +241,12 @@ where
                         self.server.config().idle_timeout.as_millis()
                     ),
                 )),
+                Wake::WriteFailed(e) => Err(ConnectionEnd::Dropped(format!("write failed: {e}"))),
+                Wake::Stalled => Err(ConnectionEnd::Dropped("write timed out".into())),
             };
-            let step = match step {
-                Ok(()) => self.flush().await,
-                Err(end) => Err(end),
-            };
+            // What this step queued goes out as one write (see `Outbox::seal`).
+            let vectored = self.ws.get_ref().is_write_vectored();
+            self.outbox.seal(vectored);
             if let Err(end) = step {
                 break end;
             }
@@ -216,25 +254,169 @@ where
         self.finish(end).await
     }
 
+    /// Writes what the outbox holds as far as the stream takes it, and waits for the next
+    /// thing to do: a frame from the client, a diff, the idle timeout, or a write problem.
+    ///
+    /// While a write cannot complete, the socket takes no new work, as a Phoenix socket
+    /// process blocked in a send (and as this server always did): it reads no frame from the
+    /// client and handles no diff. Diffs that arrive meanwhile are only held, in order, and
+    /// counted against the socket's byte limit, so a client that stops reading is cut off
+    /// instead of growing a queue. Client frames are read only between two of our frames:
+    /// tungstenite may answer a ping or a close on its own while reading, and its frame must
+    /// not land inside ours.
+    async fn next_wake(&mut self) -> Wake {
+        let cfg = self.server.config();
+        let idle = tokio::time::sleep_until(self.last_in + cfg.idle_timeout);
+        let write_timeout = cfg.write_timeout;
+        let stall = tokio::time::sleep_until(self.last_out + write_timeout);
+        tokio::pin!(idle, stall);
+        let Session {
+            ws,
+            channels,
+            poll_from,
+            outbox,
+            last_out,
+            held,
+            ..
+        } = self;
+        poll_fn(|cx| {
+            if !outbox.is_empty() {
+                // tungstenite's own frames (pongs, a close echo) go first, never inside ours.
+                let theirs_done = outbox.mid_frame()
+                    || match ws.poll_flush_unpin(cx) {
+                        Poll::Ready(Ok(())) => true,
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Wake::WriteFailed(e.to_string()));
+                        }
+                        Poll::Pending => false,
+                    };
+                if theirs_done {
+                    let (progressed, res) = outbox.poll_write(ws.get_mut(), cx);
+                    if progressed {
+                        *last_out = Instant::now();
+                        stall.as_mut().reset(*last_out + write_timeout);
+                    }
+                    if let Poll::Ready(Err(e)) = res {
+                        return Poll::Ready(Wake::WriteFailed(e.to_string()));
+                    }
+                }
+                if !outbox.is_empty() {
+                    if let Poll::Ready((topic, update)) = poll_update(channels, poll_from, cx) {
+                        return Poll::Ready(Wake::Hold(topic, update));
+                    }
+                    if stall.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Stalled);
+                    }
+                    return Poll::Pending;
+                }
+            }
+            *last_out = Instant::now();
+            if let Poll::Ready(m) = ws.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Incoming(m));
+            }
+            // Diffs held during a stalled write come first, in the order they arrived.
+            if let Some(h) = held.pop_front() {
+                return Poll::Ready(Wake::Held(h));
+            }
+            if let Poll::Ready((topic, update)) = poll_update(channels, poll_from, cx) {
+                return Poll::Ready(Wake::Diff(topic, update));
+            }
+            if idle.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Idle);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// On a real socket, the topic's diffs already waiting go out with the one just sent, in
+    /// one write: in a join storm every socket has thousands queued, and one write each would
+    /// cost a system call per diff per socket. (A stream that writes one buffer at a time, as
+    /// the simulator's, keeps one diff per step, so simulated runs are unchanged.)
+    async fn send_ready_diffs(&mut self, topic: &str) -> Result<(), ConnectionEnd> {
+        const BATCH: usize = 64;
+        if !self.ws.get_ref().is_write_vectored() {
+            return Ok(());
+        }
+        for _ in 1..BATCH {
+            let Some(Ok(update)) = self.channels.get_mut(topic).map(|ch| ch.diffs.try_recv())
+            else {
+                return Ok(());
+            };
+            self.send_diff(topic, &update).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a diff that arrived while a write was stalled, counting its frame's bytes (framed
+    /// once for every socket by the fastlane) against the socket's limit.
+    fn hold(&mut self, topic: String, update: Option<PresenceUpdate>) -> Result<(), ConnectionEnd> {
+        let bytes = match &update {
+            Some(update) => self.shared_diff(&topic, update)?.wire.len(),
+            None => 0,
+        };
+        self.admit(bytes)?;
+        self.held_bytes += bytes;
+        self.held.push_back(Held {
+            topic,
+            update,
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// Writes out the whole outbox, for the end of a connection.
+    async fn drain(&mut self) -> Result<(), String> {
+        let Session { ws, outbox, .. } = self;
+        poll_fn(|cx| {
+            if !outbox.mid_frame() {
+                match ws.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            outbox
+                .poll_write(ws.get_mut(), cx)
+                .1
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
     /// Ends the connection: the close frame (if the server closes), the presences, then the
     /// rest of the close handshake.
     async fn finish(mut self, end: ConnectionEnd) -> ConnectionEnd {
         if let ConnectionEnd::ServerClosed { code, reason } = &end {
-            let frame = CloseFrame {
-                code: CloseCode::from(*code),
-                reason: close_reason(reason).into(),
-            };
-            let _ = timeout(CLOSE_GRACE, self.ws.close(Some(frame))).await;
+            // What was queued before the close goes first, within the grace period (not for
+            // a client that stopped reading). The close frame cannot go inside a frame.
+            if !self.outbox.is_empty() && *code != close_code::OUTBOX_FULL {
+                let _ = timeout(CLOSE_GRACE, self.drain()).await;
+            }
+            if !self.outbox.mid_frame() {
+                let frame = CloseFrame {
+                    code: CloseCode::from(*code),
+                    reason: close_reason(reason).into(),
+                };
+                let _ = timeout(CLOSE_GRACE, self.ws.close(Some(frame))).await;
+            }
         }
+        // Nothing more will be written: free the queue now.
+        self.outbox = Outbox::new(0);
         // Every channel of the socket exits with it, and the tracker drops their presences.
         let channels = std::mem::take(&mut self.channels);
-        if !self
+        if self
             .server
             .mutated(ServerMutation::KeepPresencesOnDisconnect)
         {
+            // The planted ghost: the leases are leaked, so the node never hears of the exit.
+            for ch in channels.into_values() {
+                std::mem::forget(ch.lease);
+            }
+        } else {
             for ch in channels.into_values() {
                 drop(ch.diffs);
-                let _ = self.server.node().untrack_owner(&ch.owner).await;
+                let _ = self.server.node().untrack_owner(ch.lease.owner()).await;
             }
         }
         match &end {
@@ -280,6 +462,14 @@ where
             Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
                 return Err(ConnectionEnd::Dropped(
                     "stream ended without a close frame".into(),
+                ));
+            }
+            // RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection; 1007 says
+            // why, as for every other frame that is not a Channels message.
+            Some(Err(WsError::Utf8(e))) => {
+                return Err(self.server_close(
+                    close_code::MALFORMED,
+                    format!("text frame is not valid UTF-8 (near {e:?})"),
                 ));
             }
             Some(Err(WsError::Protocol(e))) => {
@@ -367,7 +557,7 @@ where
         let old_close = match old {
             Some(old) => {
                 drop(old.diffs);
-                let _ = self.server.node().untrack_owner(&old.owner).await;
+                let _ = self.server.node().untrack_owner(old.lease.owner()).await;
                 Some(old.join_ref)
             }
             None => None,
@@ -400,14 +590,17 @@ where
         .await?;
         self.close_old(old_close, &topic).await?;
 
-        // Zero-padded so that owners sort in the order they were made, as Phoenix's channel
+        // The lease is taken before the presence exists: from here on, whatever ends this
+        // join (a failed write, a closed socket, a cancelled task) drops it, and the node
+        // untracks the presence as Phoenix does when a channel process exits. The owner is
+        // zero-padded so that owners sort in the order they were made, as Phoenix's channel
         // pids do: the tracker orders a key's metas by owner, and `conn10` would come before
         // `conn9` (found by conformance case 53 against a long-running server).
-        let owner = format!("conn{:012}/ch{:06}", self.conn, self.next_channel);
+        let mut lease = node.lease(&format!("conn{:012}/ch{:06}", self.conn, self.next_channel));
         self.next_channel += 1;
         let own = if self.server.config().track_on_join {
             match node
-                .track(&owner, &topic, &self.user_id, meta.clone())
+                .track_leased(&mut lease, &topic, &self.user_id, meta.clone())
                 .await
             {
                 Ok(phx_ref) => Some(meta_with_refs(&phx_ref, None, &meta)),
@@ -420,7 +613,7 @@ where
         let mut ch = Channel {
             push_join_ref: join_ref.clone().or(ref_),
             join_ref,
-            owner,
+            lease,
             diffs: sub.diffs,
         };
         // Diffs already queued (this join's own, and any other change since the subscription
@@ -491,7 +684,7 @@ where
         if !self.server.mutated(ServerMutation::NoPhxCloseOnLeave) {
             self.send_end(ch.join_ref, &msg.topic, PHX_CLOSE).await?;
         }
-        let _ = self.server.node().untrack_owner(&ch.owner).await;
+        let _ = self.server.node().untrack_owner(ch.lease.owner()).await;
         Ok(())
     }
 
@@ -505,7 +698,7 @@ where
             // 1.7.21 hands it to the current channel, which answers it.
             return Ok(());
         }
-        let owner = ch.owner.clone();
+        let owner = ch.lease.owner().to_owned();
         // The channel answers with its own join_ref, whatever the push carried.
         let channel_join_ref = ch.join_ref.clone();
         let node = self.server.node().clone();
@@ -551,7 +744,7 @@ where
         };
         drop(ch.diffs);
         self.send_end(ch.join_ref, topic, PHX_ERROR).await?;
-        let _ = self.server.node().untrack_owner(&ch.owner).await;
+        let _ = self.server.node().untrack_owner(ch.lease.owner()).await;
         Ok(())
     }
 
@@ -589,22 +782,32 @@ where
                 .send(&Message::broadcast(topic, PRESENCE_DIFF, payload))
                 .await;
         }
-        // The hot path of a fan-out: encoded once per serializer for every socket (fastlane).
+        // The hot path of a fan-out: encoded and framed once per serializer for every socket
+        // (fastlane); each socket queues the same bytes.
+        let shared = self.shared_diff(topic, update)?;
+        let conn = self.conn;
+        self.server.emit(|| ServerEvent::Sent {
+            conn,
+            frame: (*shared.frame).clone(),
+        });
+        self.queue(shared.wire)
+    }
+
+    /// A diff's frame, encoded once per serializer for every socket of the node.
+    fn shared_diff(
+        &self,
+        topic: &str,
+        update: &PresenceUpdate,
+    ) -> Result<fastlane::Shared, ConnectionEnd> {
         let codec = self.codec;
-        let frame = self
-            .server
-            .fastlane()
-            .frame(update, codec.serializer(), || {
-                codec.encode(&Message::broadcast(
-                    topic,
-                    PRESENCE_DIFF,
-                    update.diff.to_json(),
-                ))
-            })
-            .map_err(|e| {
-                self.server_close(close_code::INTERNAL, format!("cannot encode a diff: {e}"))
-            })?;
-        self.write_frame(frame).await
+        fastlane::frame(update, codec.serializer(), || {
+            codec.encode(&Message::broadcast(
+                topic,
+                PRESENCE_DIFF,
+                update.diff.to_json(),
+            ))
+        })
+        .map_err(|e| self.server_close(close_code::INTERNAL, format!("cannot encode a diff: {e}")))
     }
 
     /// [`ServerMutation::DropPhxRefPrev`] on a `{key: {"metas": [...]}}` object.
@@ -670,51 +873,54 @@ where
     }
 
     async fn write_frame(&mut self, frame: Frame) -> Result<(), ConnectionEnd> {
+        let wire = outbox::wire_frame(&frame);
         let conn = self.conn;
-        self.server.emit(|| ServerEvent::Sent {
-            conn,
-            frame: frame.clone(),
-        });
-        let ws_msg = match frame {
-            Frame::Text(text) => WsMessage::text(text),
-            Frame::Binary(bytes) => WsMessage::binary(bytes),
-        };
-        match timeout(self.server.config().write_timeout, self.ws.feed(ws_msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ConnectionEnd::Dropped(format!("write failed: {e}"))),
-            Err(_) => Err(ConnectionEnd::Dropped("write timed out".into())),
-        }
+        self.server.emit(|| ServerEvent::Sent { conn, frame });
+        self.queue(wire)
     }
 
-    async fn flush(&mut self) -> Result<(), ConnectionEnd> {
-        match timeout(self.server.config().write_timeout, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ConnectionEnd::Dropped(format!("write failed: {e}"))),
-            Err(_) => Err(ConnectionEnd::Dropped("write timed out".into())),
-        }
+    /// Queues a framed message; past the socket's limit, the connection is closed.
+    fn queue(&mut self, wire: WireFrame) -> Result<(), ConnectionEnd> {
+        self.admit(wire.len())?;
+        self.outbox.push(wire).map_err(|o| self.overflow(&o))
+    }
+
+    /// Whether `more` bytes fit beside what is queued and held.
+    fn admit(&self, more: usize) -> Result<(), ConnectionEnd> {
+        self.outbox
+            .admit(self.held_bytes + more)
+            .map_err(|o| self.overflow(&o))
+    }
+
+    fn overflow(&self, o: &outbox::Overflow) -> ConnectionEnd {
+        self.server_close(
+            close_code::OUTBOX_FULL,
+            format!(
+                "outbound buffer full: {} bytes queued, limit {} (the client does not read)",
+                o.queued, o.limit
+            ),
+        )
     }
 }
 
 /// The next diff of any joined channel, scanning from a rotating start so that a busy topic
 /// cannot starve the others. `None` as the update means the node dropped the subscription.
-async fn next_update(
+fn poll_update(
     channels: &mut BTreeMap<String, Channel>,
     poll_from: &mut usize,
-) -> (String, Option<PresenceUpdate>) {
-    poll_fn(|cx| {
-        let n = channels.len();
-        for i in 0..n {
-            let idx = (*poll_from + i) % n;
-            if let Some((topic, ch)) = channels.iter_mut().nth(idx)
-                && let Poll::Ready(update) = ch.diffs.poll_recv(cx)
-            {
-                *poll_from = idx + 1;
-                return Poll::Ready((topic.clone(), update));
-            }
+    cx: &mut std::task::Context<'_>,
+) -> Poll<(String, Option<PresenceUpdate>)> {
+    let n = channels.len();
+    for i in 0..n {
+        let idx = (*poll_from + i) % n;
+        if let Some((topic, ch)) = channels.iter_mut().nth(idx)
+            && let Poll::Ready(update) = ch.diffs.poll_recv(cx)
+        {
+            *poll_from = idx + 1;
+            return Poll::Ready((topic.clone(), update));
         }
-        Poll::Pending
-    })
-    .await
+    }
+    Poll::Pending
 }
 
 /// A message whose join_ref is set and differs from the channel's (also set) belongs to an

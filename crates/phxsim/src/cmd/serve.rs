@@ -50,6 +50,10 @@ pub struct Args {
     /// channel cap, stale pushes answered, numeric refs echoed, a plain GET gets 400) or 1.8.
     #[arg(long, default_value = "1.7.21", value_parser = ["1.7.21", "1.8"])]
     pub phoenix: String,
+    /// Bytes one socket may have queued for writing; a client that does not read and goes
+    /// past it is closed with 1013, and its presences leave.
+    #[arg(long = "max-outbound-bytes", default_value_t = phxsim_runtime::server::DEFAULT_MAX_OUTBOUND_BYTES)]
+    pub max_outbound_bytes: usize,
     /// Record every frame between the cluster and its clients here, as JSON lines in the shape
     /// of the recorded Phoenix sessions (`dir` send/recv from the client's side, `node`, `conn`).
     #[arg(long)]
@@ -139,6 +143,7 @@ async fn serve(
     let server_cfg = ServerConfig {
         idle_timeout: Duration::from_millis(args.idle_timeout),
         phoenix,
+        max_outbound_bytes: args.max_outbound_bytes,
         mutation,
         ..ServerConfig::default()
     };
