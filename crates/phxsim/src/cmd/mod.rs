@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench_latency;
+pub mod bench_tracker;
 pub mod bench_ws;
 pub mod conform;
 pub mod explore;
