@@ -10,9 +10,10 @@
 //! decoding checks what the CRDT relies on (dots start at 1, each dot once, metas are objects).
 
 use crate::message::{Frame, Hello, NodeMessage, ShardMessage, TransferPayload};
-use phxsim_tracker::{Clouds, Context, Delta, Extract, Presence, ReplicaRef, Tag, ValueKey};
+use phxsim_tracker::{
+    Clouds, Context, Delta, Extract, Meta, Name, Presence, ReplicaRef, Tag, ValueKey,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The only body version this build speaks.
@@ -64,7 +65,7 @@ type WireClock = Vec<(u32, u64)>;
 
 /// `[replica index, clock, topic, pid, key, meta]`: one value, as an array to keep it short.
 #[derive(Serialize, Deserialize)]
-struct WireValue(u32, u64, String, String, String, Json);
+struct WireValue(u32, u64, Name, Name, Name, Meta);
 
 #[derive(Serialize, Deserialize)]
 struct WireDelta {
@@ -470,7 +471,7 @@ mod tests {
             Tag::new(r("a", 7), 3),
             Presence {
                 key: ValueKey::new("lobby", "p1@a", "alice"),
-                meta: json!({"phx_ref": "x", "status": "away"}),
+                meta: json!({"phx_ref": "x", "status": "away"}).into(),
             },
         );
         let mut clouds = Clouds::new();

@@ -10,8 +10,8 @@
 use crate::config::TrackerConfig;
 use crate::message::{ShardMessage, TransferPayload};
 use phxsim_tracker::{
-    Catchup, ClockSet, Context, Diff, Generations, PeerStatus, Peers, ReplicaRef, State, Status,
-    Tag, TrackerError, Value, ValueKey,
+    Catchup, ClockSet, Context, Diff, Generations, Meta, PeerStatus, Peers, ReplicaRef, State,
+    Status, Tag, TrackerError, Value, ValueKey,
 };
 use serde_json::Value as Json;
 use std::collections::VecDeque;
@@ -210,6 +210,7 @@ impl Shard {
     /// `track`: refuses a `{topic, pid, key}` already held; reports the join at once.
     pub fn track(&mut self, key: ValueKey, meta: Json) -> Result<Value, ShardError> {
         self.check_running()?;
+        let meta = Meta::from(meta);
         let tag = self.state.join(key.clone(), meta.clone())?;
         let v = Value { key, meta, tag };
         self.report(Diff {
@@ -248,6 +249,7 @@ impl Shard {
     /// Returns `(old, new)`.
     pub fn update(&mut self, key: &ValueKey, meta: Json) -> Result<(Value, Value), ShardError> {
         self.check_running()?;
+        let meta = Meta::from(meta);
         let (old, tag) = self.state.update(key, meta.clone())?;
         let new = Value {
             key: key.clone(),
@@ -391,7 +393,7 @@ impl Shard {
             let id = self.next_transfer_id;
             self.next_transfer_id += 1;
             self.send(
-                Destination::Node(r.name.clone()),
+                Destination::Node(r.name.to_string()),
                 ShardMessage::TransferReq {
                     id,
                     from: me.clone(),
@@ -490,7 +492,7 @@ impl Shard {
                 };
                 let me = self.replica().clone();
                 self.send(
-                    Destination::Node(from.name),
+                    Destination::Node(from.name.into()),
                     ShardMessage::TransferAck {
                         id,
                         from: me,
@@ -555,7 +557,7 @@ impl Shard {
     fn check_origin(&self, msg: &ShardMessage) -> Result<(), ShardError> {
         let me = self.replica();
         if msg.from().name == me.name {
-            return Err(ShardError::OwnName(me.name.clone()));
+            return Err(ShardError::OwnName(me.name.to_string()));
         }
         let clock = self.state.clock();
         let future = |c: u64| Tag::new(me.clone(), c);

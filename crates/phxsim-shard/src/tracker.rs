@@ -360,6 +360,7 @@ impl Tracker {
             .shards
             .iter()
             .flat_map(|s| s.state().topics())
+            .map(String::from)
             .collect();
         topics.sort();
         topics.dedup();
@@ -400,7 +401,7 @@ impl Tracker {
             .state()
             .get_by_key(topic, key)
             .into_iter()
-            .map(|v| v.meta)
+            .map(|v| v.meta.into_json())
             .collect()
     }
 
@@ -506,7 +507,9 @@ impl Tracker {
 fn group(values: Vec<Value>) -> PresenceState {
     let mut out: BTreeMap<String, Vec<Json>> = BTreeMap::new();
     for v in values {
-        out.entry(v.key.key).or_default().push(v.meta);
+        out.entry(v.key.key.into())
+            .or_default()
+            .push(v.meta.into_json());
     }
     PresenceState(out)
 }
@@ -515,20 +518,20 @@ fn group(values: Vec<Value>) -> PresenceState {
 pub fn presence_diffs(diff: Diff) -> BTreeMap<String, PresenceDiff> {
     let mut out: BTreeMap<String, PresenceDiff> = BTreeMap::new();
     for v in diff.joins {
-        out.entry(v.key.topic)
+        out.entry(v.key.topic.into())
             .or_default()
             .joins
-            .entry(v.key.key)
+            .entry(v.key.key.into())
             .or_default()
-            .push(v.meta);
+            .push(v.meta.into_json());
     }
     for v in diff.leaves {
-        out.entry(v.key.topic)
+        out.entry(v.key.topic.into())
             .or_default()
             .leaves
-            .entry(v.key.key)
+            .entry(v.key.key.into())
             .or_default()
-            .push(v.meta);
+            .push(v.meta.into_json());
     }
     out
 }

@@ -6,8 +6,8 @@ use crate::clock::{self, Context};
 use crate::delta::{Clouds, Delta, cloud_contains, cloud_insert, cloud_remove};
 use crate::error::TrackerError;
 use crate::mutation::Mutation;
+use crate::shared::{Meta, Name};
 use crate::types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};
-use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How this state sees a remote replica. Down replicas' values are kept but hidden from reads
@@ -30,7 +30,7 @@ pub struct Extract {
 /// One row of the values table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Row {
-    meta: Json,
+    meta: Meta,
     tag: Tag,
 }
 
@@ -63,10 +63,11 @@ pub struct State {
     values: BTreeMap<ValueKey, Row>,
     /// tag → row key, so that merges find a replica's values without scanning the table.
     by_tag: BTreeMap<Tag, ValueKey>,
-    /// pid → (topic, key): what a pid's exit removes.
-    by_pid: BTreeMap<String, BTreeSet<(String, String)>>,
-    /// (topic, key) → pids: `get_by_key` without a scan of the topic.
-    by_topic_key: BTreeMap<(String, String), BTreeSet<String>>,
+    /// (pid, topic, key): what a pid's exit removes, as one range. One flat set rather than a
+    /// set per pid: most pids hold one presence, and a one-element set costs a node each.
+    by_pid: BTreeSet<(Name, Name, Name)>,
+    /// (topic, key, pid): `get_by_key` without a scan of the topic.
+    by_topic_key: BTreeSet<(Name, Name, Name)>,
     replicas: BTreeMap<ReplicaRef, Status>,
     delta: Delta,
     mutation: Option<Mutation>,
@@ -95,8 +96,8 @@ impl State {
             clouds: Clouds::new(),
             values: BTreeMap::new(),
             by_tag: BTreeMap::new(),
-            by_pid: BTreeMap::new(),
-            by_topic_key: BTreeMap::new(),
+            by_pid: BTreeSet::new(),
+            by_topic_key: BTreeSet::new(),
             replicas: BTreeMap::new(),
             delta,
             mutation: None,
@@ -215,8 +216,8 @@ impl State {
     }
 
     /// Every topic with a row (hidden ones included), in order, without copying any value.
-    pub fn topics(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+    pub fn topics(&self) -> Vec<Name> {
+        let mut out: Vec<Name> = Vec::new();
         for k in self.values.keys() {
             if out.last() != Some(&k.topic) {
                 out.push(k.topic.clone());
@@ -239,7 +240,7 @@ impl State {
     pub fn visible_in_topic<'a>(
         &'a self,
         topic: &'a str,
-    ) -> impl Iterator<Item = (&'a ValueKey, &'a Json, &'a Tag)> + 'a {
+    ) -> impl Iterator<Item = (&'a ValueKey, &'a Meta, &'a Tag)> + 'a {
         let start = ValueKey::new(topic, "", "");
         self.values
             .range(start..)
@@ -261,12 +262,17 @@ impl State {
 
     /// The visible presences of one key of a topic, in pid order.
     pub fn get_by_key(&self, topic: &str, key: &str) -> Vec<Value> {
-        let Some(pids) = self.by_topic_key.get(&(topic.to_owned(), key.to_owned())) else {
-            return Vec::new();
-        };
-        pids.iter()
-            .filter_map(|pid| {
-                let k = ValueKey::new(topic, pid.as_str(), key);
+        let (topic, key) = (Name::from(topic), Name::from(key));
+        let start = (topic.clone(), key.clone(), Name::default());
+        self.by_topic_key
+            .range(start..)
+            .take_while(|(t, k, _)| *t == topic && *k == key)
+            .filter_map(|(t, k, pid)| {
+                let k = ValueKey {
+                    topic: t.clone(),
+                    pid: pid.clone(),
+                    key: k.clone(),
+                };
                 self.values.get(&k).map(|row| (k, row))
             })
             .filter(|(_, row)| self.visible(&row.tag))
@@ -276,13 +282,23 @@ impl State {
 
     /// Every value of a pid (any topic), in `{topic, key}` order.
     pub fn get_by_pid(&self, pid: &str) -> Vec<Value> {
-        let Some(rows) = self.by_pid.get(pid) else {
-            return Vec::new();
-        };
-        rows.iter()
-            .filter_map(|(topic, key)| {
-                let k = ValueKey::new(topic.as_str(), pid, key.as_str());
-                self.values.get(&k).map(|row| self.value_of(&k, row))
+        self.keys_of_pid(pid)
+            .into_iter()
+            .filter_map(|k| self.values.get(&k).map(|row| self.value_of(&k, row)))
+            .collect()
+    }
+
+    /// The rows of a pid, in `{topic, key}` order.
+    fn keys_of_pid(&self, pid: &str) -> Vec<ValueKey> {
+        let pid = Name::from(pid);
+        let start = (pid.clone(), Name::default(), Name::default());
+        self.by_pid
+            .range(start..)
+            .take_while(|(p, _, _)| *p == pid)
+            .map(|(p, t, k)| ValueKey {
+                topic: t.clone(),
+                pid: p.clone(),
+                key: k.clone(),
             })
             .collect()
     }
@@ -311,7 +327,7 @@ impl State {
 
     // ---- table maintenance -------------------------------------------------------------
 
-    fn insert_row(&mut self, key: ValueKey, meta: Json, tag: Tag) {
+    fn insert_row(&mut self, key: ValueKey, meta: Meta, tag: Tag) {
         self.revision.bump();
         if let Some(old) = self.values.get(&key) {
             // A row is overwritten in place (a remote update, or the stale re-add of
@@ -321,13 +337,9 @@ impl State {
         }
         self.by_tag.insert(tag.clone(), key.clone());
         self.by_pid
-            .entry(key.pid.clone())
-            .or_default()
-            .insert((key.topic.clone(), key.key.clone()));
+            .insert((key.pid.clone(), key.topic.clone(), key.key.clone()));
         self.by_topic_key
-            .entry((key.topic.clone(), key.key.clone()))
-            .or_default()
-            .insert(key.pid.clone());
+            .insert((key.topic.clone(), key.key.clone(), key.pid.clone()));
         self.values.insert(key, Row { meta, tag });
     }
 
@@ -335,19 +347,10 @@ impl State {
         let row = self.values.remove(key)?;
         self.revision.bump();
         self.by_tag.remove(&row.tag);
-        if let Some(set) = self.by_pid.get_mut(&key.pid) {
-            set.remove(&(key.topic.clone(), key.key.clone()));
-            if set.is_empty() {
-                self.by_pid.remove(&key.pid);
-            }
-        }
-        let tk = (key.topic.clone(), key.key.clone());
-        if let Some(set) = self.by_topic_key.get_mut(&tk) {
-            set.remove(&key.pid);
-            if set.is_empty() {
-                self.by_topic_key.remove(&tk);
-            }
-        }
+        self.by_pid
+            .remove(&(key.pid.clone(), key.topic.clone(), key.key.clone()));
+        self.by_topic_key
+            .remove(&(key.topic.clone(), key.key.clone(), key.pid.clone()));
         Some(row)
     }
 
@@ -374,7 +377,8 @@ impl State {
 
     /// Tracks a presence (one clock tick). Refuses a `{topic, pid, key}` already held, as
     /// `Tracker.track` does.
-    pub fn join(&mut self, key: ValueKey, meta: Json) -> Result<Tag, TrackerError> {
+    pub fn join(&mut self, key: ValueKey, meta: impl Into<Meta>) -> Result<Tag, TrackerError> {
+        let meta = meta.into();
         if self.values.contains_key(&key) {
             return Err(TrackerError::AlreadyTracked(key));
         }
@@ -409,19 +413,20 @@ impl State {
     /// Untracks every presence of `pid` (one tick each), as when its process exits. Returns
     /// what was removed, in `{topic, key}` order.
     pub fn leave_pid(&mut self, pid: &str) -> Vec<Value> {
-        let rows: Vec<(String, String)> = self
-            .by_pid
-            .get(pid)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        rows.into_iter()
-            .filter_map(|(topic, key)| self.leave(&ValueKey::new(topic, pid, key)))
+        self.keys_of_pid(pid)
+            .into_iter()
+            .filter_map(|k| self.leave(&k))
             .collect()
     }
 
     /// Replaces a presence's meta atomically (`leave_join`, two ticks): the old dot is
     /// tombstoned, the row is overwritten in place with a new dot, so readers never see a gap.
-    pub fn update(&mut self, key: &ValueKey, meta: Json) -> Result<(Value, Tag), TrackerError> {
+    pub fn update(
+        &mut self,
+        key: &ValueKey,
+        meta: impl Into<Meta>,
+    ) -> Result<(Value, Tag), TrackerError> {
+        let meta = meta.into();
         let Some(row) = self.values.get(key) else {
             return Err(TrackerError::NoPresence(key.clone()));
         };

@@ -295,7 +295,7 @@ fn merging_deltas_with_removes_lets_the_concurrent_add_win() {
     let clouds: Vec<(String, Vec<u64>)> = merged
         .clouds
         .iter()
-        .map(|(r, c)| (r.name.clone(), c.iter().copied().collect()))
+        .map(|(r, c)| (r.name.to_string(), c.iter().copied().collect()))
         .collect();
     assert_eq!(
         clouds,

@@ -6,7 +6,6 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
-
 /// The CLI's global allocator: mimalloc, plus a count of live requested bytes that is kept only
 /// while [`Counting`] is switched on (by the memory pass of this bench). Switched off, the only
 /// extra work per allocation is one relaxed load of a flag that never changes, so the other
@@ -83,4 +82,3 @@ impl Drop for Counting {
         COUNTING.store(false, Ordering::Relaxed);
     }
 }
-
