@@ -34,6 +34,23 @@ struct Row {
     tag: Tag,
 }
 
+/// What the tag index holds of a row (shared, so a second copy costs two pointers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    key: ValueKey,
+    meta: Meta,
+}
+
+impl Held {
+    fn value(&self, tag: &Tag) -> Value {
+        Value {
+            key: self.key.clone(),
+            meta: self.meta.clone(),
+            tag: tag.clone(),
+        }
+    }
+}
+
 /// A change counter that takes no part in a state's equality: two states holding the same
 /// rows are equal whatever their histories.
 #[derive(Clone, Copy, Debug, Default)]
@@ -61,13 +78,12 @@ pub struct State {
     clouds: Clouds,
     /// The values table: one row per `{topic, pid, key}`, topic-major so a topic is a range.
     values: BTreeMap<ValueKey, Row>,
-    /// tag → row key, so that merges find a replica's values without scanning the table.
-    by_tag: BTreeMap<Tag, ValueKey>,
+    /// tag → the row's key and meta, so that merges find a replica's values without scanning
+    /// the table, and extracts and lists read values in tag order without a lookup per row.
+    by_tag: BTreeMap<Tag, Held>,
     /// (pid, topic, key): what a pid's exit removes, as one range. One flat set rather than a
     /// set per pid: most pids hold one presence, and a one-element set costs a node each.
     by_pid: BTreeSet<(Name, Name, Name)>,
-    /// (topic, key, pid): `get_by_key` without a scan of the topic.
-    by_topic_key: BTreeSet<(Name, Name, Name)>,
     replicas: BTreeMap<ReplicaRef, Status>,
     delta: Delta,
     mutation: Option<Mutation>,
@@ -97,7 +113,6 @@ impl State {
             values: BTreeMap::new(),
             by_tag: BTreeMap::new(),
             by_pid: BTreeSet::new(),
-            by_topic_key: BTreeSet::new(),
             replicas: BTreeMap::new(),
             delta,
             mutation: None,
@@ -203,16 +218,13 @@ impl State {
         self.by_tag
             .iter()
             .filter(|(t, _)| self.visible(t))
-            .map(|(_, k)| self.value_of(k, &self.values[k]))
+            .map(|(t, h)| h.value(t))
             .collect()
     }
 
     /// Every value including those of down replicas (Phoenix's `dirty_list`), sorted by tag.
     pub fn all_values(&self) -> Vec<Value> {
-        self.by_tag
-            .values()
-            .map(|k| self.value_of(k, &self.values[k]))
-            .collect()
+        self.by_tag.iter().map(|(t, h)| h.value(t)).collect()
     }
 
     /// Every topic with a row (hidden ones included), in order, without copying any value.
@@ -260,23 +272,16 @@ impl State {
             .collect()
     }
 
-    /// The visible presences of one key of a topic, in pid order.
+    /// The visible presences of one key of a topic, in pid order: a scan of the topic's
+    /// rows (ordered by pid, then key), as Phoenix's match on the ordered values table does.
     pub fn get_by_key(&self, topic: &str, key: &str) -> Vec<Value> {
-        let (topic, key) = (Name::from(topic), Name::from(key));
-        let start = (topic.clone(), key.clone(), Name::default());
-        self.by_topic_key
-            .range(start..)
-            .take_while(|(t, k, _)| *t == topic && *k == key)
-            .filter_map(|(t, k, pid)| {
-                let k = ValueKey {
-                    topic: t.clone(),
-                    pid: pid.clone(),
-                    key: k.clone(),
-                };
-                self.values.get(&k).map(|row| (k, row))
+        self.visible_in_topic(topic)
+            .filter(|(k, _, _)| k.key == key)
+            .map(|(k, meta, tag)| Value {
+                key: k.clone(),
+                meta: meta.clone(),
+                tag: tag.clone(),
             })
-            .filter(|(_, row)| self.visible(&row.tag))
-            .map(|(k, row)| self.value_of(&k, row))
             .collect()
     }
 
@@ -335,11 +340,15 @@ impl State {
             let old_tag = old.tag.clone();
             self.by_tag.remove(&old_tag);
         }
-        self.by_tag.insert(tag.clone(), key.clone());
+        self.by_tag.insert(
+            tag.clone(),
+            Held {
+                key: key.clone(),
+                meta: meta.clone(),
+            },
+        );
         self.by_pid
             .insert((key.pid.clone(), key.topic.clone(), key.key.clone()));
-        self.by_topic_key
-            .insert((key.topic.clone(), key.key.clone(), key.pid.clone()));
         self.values.insert(key, Row { meta, tag });
     }
 
@@ -349,9 +358,55 @@ impl State {
         self.by_tag.remove(&row.tag);
         self.by_pid
             .remove(&(key.pid.clone(), key.topic.clone(), key.key.clone()));
-        self.by_topic_key
-            .remove(&(key.topic.clone(), key.key.clone(), key.pid.clone()));
         Some(row)
+    }
+
+    /// Fills an empty table from `joins` (sorted by tag, as merges produce them) in one go:
+    /// each index is collected from a sorted sequence instead of being grown row by row, which
+    /// is what a full transfer into a fresh replica costs. Refuses (and changes nothing) when
+    /// the table is not empty or two joins share a `{topic, pid, key}`, where the row-by-row
+    /// path decides which one stays.
+    fn build_in_bulk(&mut self, joins: &[Value]) -> bool {
+        if !self.values.is_empty() || joins.len() < 2 {
+            return false;
+        }
+        let mut rows: Vec<(ValueKey, Row)> = joins
+            .iter()
+            .map(|v| {
+                (
+                    v.key.clone(),
+                    Row {
+                        meta: v.meta.clone(),
+                        tag: v.tag.clone(),
+                    },
+                )
+            })
+            .collect();
+        rows.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        if rows.windows(2).any(|w| w[0].0 == w[1].0) {
+            return false;
+        }
+        let mut pids: Vec<(Name, Name, Name)> = rows
+            .iter()
+            .map(|(k, _)| (k.pid.clone(), k.topic.clone(), k.key.clone()))
+            .collect();
+        pids.sort_unstable();
+        self.by_pid = pids.into_iter().collect();
+        self.values = rows.into_iter().collect();
+        self.by_tag = joins
+            .iter()
+            .map(|v| {
+                (
+                    v.tag.clone(),
+                    Held {
+                        key: v.key.clone(),
+                        meta: v.meta.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.revision.bump();
+        true
     }
 
     /// One local event: advance the own clock and record the dot in the pending delta.
@@ -597,7 +652,7 @@ impl State {
         //      travel through third parties), then insert the joins, overwriting in place.
         let mut leaves = Vec::with_capacity(leave_tags.len());
         for t in &leave_tags {
-            let key = self.by_tag[t].clone();
+            let key = self.by_tag[t].key.clone();
             let row = self.delete_row(&key).expect("indexed row exists");
             self.tombstone(t);
             leaves.push(Value {
@@ -606,14 +661,18 @@ impl State {
                 tag: row.tag,
             });
         }
-        let mut join_values = Vec::with_capacity(joins.len());
-        for (t, p) in joins {
-            self.insert_row(p.key.clone(), p.meta.clone(), t.clone());
-            join_values.push(Value {
+        let join_values: Vec<Value> = joins
+            .into_iter()
+            .map(|(tag, p)| Value {
                 key: p.key,
                 meta: p.meta,
-                tag: t,
-            });
+                tag,
+            })
+            .collect();
+        if !self.build_in_bulk(&join_values) {
+            for v in &join_values {
+                self.insert_row(v.key.clone(), v.meta.clone(), v.tag.clone());
+            }
         }
 
         // 6. Context: upper bound with what the remote knows of replicas we know; compact.
@@ -632,21 +691,25 @@ impl State {
     /// Everything a remote with `remote_context` can use: values of the replicas it knows
     /// (never its own), with our context and clouds restricted to those replicas.
     pub fn extract(&self, remote: &ReplicaRef, remote_context: &Context) -> Extract {
-        let mut values = BTreeMap::new();
-        for r in remote_context.keys().filter(|r| *r != remote) {
-            let lo = Tag::new(r.clone(), 0);
-            let hi = Tag::new(r.clone(), u64::MAX);
-            for (t, k) in self.by_tag.range(lo..=hi) {
-                let row = &self.values[k];
-                values.insert(
+        // Tag order in, tag order out: collecting a sorted sequence builds the map in bulk.
+        let values: BTreeMap<Tag, Presence> = remote_context
+            .keys()
+            .filter(|r| *r != remote)
+            .flat_map(|r| {
+                let lo = Tag::new(r.clone(), 0);
+                let hi = Tag::new(r.clone(), u64::MAX);
+                self.by_tag.range(lo..=hi)
+            })
+            .map(|(t, h)| {
+                (
                     t.clone(),
                     Presence {
-                        key: k.clone(),
-                        meta: row.meta.clone(),
+                        key: h.key.clone(),
+                        meta: h.meta.clone(),
                     },
-                );
-            }
-        }
+                )
+            })
+            .collect();
         Extract {
             context: clock::filter_replicas(&self.context, remote_context.keys()),
             clouds: self
@@ -664,7 +727,7 @@ impl State {
         let hi = Tag::new(replica.clone(), u64::MAX);
         self.by_tag
             .range(lo..=hi)
-            .map(|(_, k)| self.value_of(k, &self.values[k]))
+            .map(|(t, h)| h.value(t))
             .collect()
     }
 
@@ -708,7 +771,10 @@ impl State {
         let keys: Vec<ValueKey> = {
             let lo = Tag::new(replica.clone(), 0);
             let hi = Tag::new(replica.clone(), u64::MAX);
-            self.by_tag.range(lo..=hi).map(|(_, k)| k.clone()).collect()
+            self.by_tag
+                .range(lo..=hi)
+                .map(|(_, h)| h.key.clone())
+                .collect()
         };
         for k in keys {
             self.delete_row(&k);
