@@ -291,9 +291,10 @@ impl Tracker {
             });
         };
         let empty = Map::new();
-        let old_meta = old.meta.as_object().unwrap_or(&empty);
+        let old_json = old.meta.to_json();
+        let old_meta = old_json.as_object().unwrap_or(&empty);
         let user = f(old_meta);
-        let prev = crate::presence::phx_ref_of(&old.meta).map(str::to_owned);
+        let prev = crate::presence::phx_ref_of(&old_json).map(str::to_owned);
         let phx_ref = self.refs.next_ref();
         let meta = meta_with_refs(&phx_ref, prev.as_deref(), &user);
         let res = self.shards[i].update(&vk, meta);
@@ -327,7 +328,7 @@ impl Tracker {
     }
 
     /// `list` and `local_list` of one topic, read in one pass over its values, each meta
-    /// copied once per list it is in.
+    /// parsed once and copied once per list it is in.
     pub fn list_and_local(&self, topic: &str) -> (PresenceState, PresenceState) {
         fn push(to: &mut BTreeMap<String, Vec<Json>>, key: &str, meta: &Json) {
             match to.get_mut(key) {
@@ -340,9 +341,10 @@ impl Tracker {
         let state = self.shards[self.shard_index(topic)].state();
         let (mut list, mut local) = (BTreeMap::new(), BTreeMap::new());
         for (k, meta, tag) in state.visible_in_topic(topic) {
-            push(&mut list, &k.key, meta);
+            let meta = meta.to_json();
+            push(&mut list, &k.key, &meta);
             if &tag.replica == state.replica() {
-                push(&mut local, &k.key, meta);
+                push(&mut local, &k.key, &meta);
             }
         }
         (PresenceState(list), PresenceState(local))

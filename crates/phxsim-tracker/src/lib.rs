@@ -22,6 +22,6 @@ pub use error::TrackerError;
 pub use generations::{Catchup, DEFAULT_MAX_DELTA_SIZES, Generations};
 pub use mutation::Mutation;
 pub use peers::{Peer, PeerStatus, Peers};
-pub use shared::{Meta, Name};
+pub use shared::{Meta, MetaError, Name};
 pub use state::{Extract, State, Status};
 pub use types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};

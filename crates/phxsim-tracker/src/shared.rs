@@ -166,35 +166,84 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
-/// A presence's meta: a JSON object shared by every copy of the presence. Compared by value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Meta(Arc<Json>);
+/// A presence's meta: a JSON object kept as its compact JSON text and shared by every copy of
+/// the presence. The tracker never looks inside a meta, so it holds about the 50 bytes of a
+/// typical meta's text instead of a tree of maps and strings, and a node frame carries the text
+/// as it is. Readers that need the fields parse it ([`Meta::to_json`]).
+///
+/// Built from a [`Json`] object (serialised once) or from text checked to be one
+/// ([`Meta::parse`]), so the text is always a valid JSON object. Equality is the equality of
+/// the JSON values (field order does not count, as for `serde_json::Value`): equal texts
+/// answer at once, different texts are parsed and compared.
+#[derive(Clone)]
+pub struct Meta(Arc<str>);
+
+/// Text that is not a JSON object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not a JSON object")]
+    NotObject,
+}
 
 impl Meta {
+    /// The meta of a JSON value. Anything but an object is kept as given (the tracker does not
+    /// judge metas; the wire and the codec refuse non-objects at their edges).
     pub fn new(json: Json) -> Self {
-        Meta(Arc::new(json))
+        Self::from_json(&json)
     }
 
-    pub fn as_json(&self) -> &Json {
+    pub fn from_json(json: &Json) -> Self {
+        // Serialising a serde_json value into a String cannot fail.
+        Meta(Arc::from(serde_json::to_string(json).unwrap_or_default()))
+    }
+
+    /// A meta from JSON text, checked to be one object (kept as given, whitespace included).
+    pub fn parse(text: &str) -> Result<Self, MetaError> {
+        if !text.trim_start().starts_with('{') {
+            // Still say "not JSON" for text that is not JSON at all.
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| MetaError::NotJson(e.to_string()))?;
+            return Err(MetaError::NotObject);
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| MetaError::NotJson(e.to_string()))?;
+        Ok(Meta(Arc::from(text)))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The JSON itself (a copy only if the meta is shared).
+    /// The meta as a JSON value (parsed from the text, which is always valid JSON).
+    pub fn to_json(&self) -> Json {
+        serde_json::from_str(&self.0).unwrap_or(Json::Null)
+    }
+
+    /// The same as [`Meta::to_json`], by value.
     pub fn into_json(self) -> Json {
-        Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+        self.to_json()
+    }
+
+    /// One field of the object, parsed.
+    pub fn get(&self, field: &str) -> Option<Json> {
+        match self.to_json() {
+            Json::Object(mut m) => m.remove(field),
+            _ => None,
+        }
+    }
+
+    /// Is the meta a JSON object?
+    pub fn is_object(&self) -> bool {
+        self.0.trim_start().starts_with('{')
     }
 }
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta::new(Json::Object(serde_json::Map::new()))
-    }
-}
-
-impl Deref for Meta {
-    type Target = Json;
-    fn deref(&self) -> &Json {
-        &self.0
+        Meta(Arc::from("{}"))
     }
 }
 
@@ -204,27 +253,41 @@ impl From<Json> for Meta {
     }
 }
 
+impl From<&Json> for Meta {
+    fn from(json: &Json) -> Self {
+        Meta::from_json(json)
+    }
+}
+
 impl From<Meta> for Json {
     fn from(m: Meta) -> Self {
         m.into_json()
     }
 }
 
+impl PartialEq for Meta {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0 || self.to_json() == other.to_json()
+    }
+}
+
+impl Eq for Meta {}
+
 impl PartialEq<Json> for Meta {
     fn eq(&self, other: &Json) -> bool {
-        *self.0 == *other
+        self.to_json() == *other
     }
 }
 
 impl fmt::Debug for Meta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&self.to_json(), f)
     }
 }
 
 impl Serialize for Meta {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.to_json().serialize(s)
     }
 }
 
@@ -247,5 +310,19 @@ mod tests {
         assert_eq!(Name::from("x"), "x");
         assert_eq!(format!("{:?}", Name::from("x")), format!("{:?}", "x"));
         assert_eq!(serde_json::to_string(&Name::from("x")).unwrap(), r#""x""#);
+    }
+
+    #[test]
+    fn metas_are_text_compared_as_json() {
+        let m = Meta::from(serde_json::json!({"b": 1, "a": [1.5, "x"]}));
+        assert_eq!(m.as_str(), r#"{"b":1,"a":[1.5,"x"]}"#, "field order kept");
+        assert_eq!(m.to_json(), serde_json::json!({"b": 1, "a": [1.5, "x"]}));
+        assert_eq!(m, Meta::parse(r#"{"a": [1.5, "x"], "b": 1}"#).unwrap());
+        assert_ne!(m, Meta::parse(r#"{"a": [1.5, "x"], "b": 2}"#).unwrap());
+        assert_eq!(m.get("b"), Some(serde_json::json!(1)));
+        assert_eq!(Meta::parse("[1]"), Err(MetaError::NotObject));
+        assert!(matches!(Meta::parse("{oops"), Err(MetaError::NotJson(_))));
+        assert!(matches!(Meta::parse("oops"), Err(MetaError::NotJson(_))));
+        assert_eq!(format!("{m:?}"), format!("{:?}", m.to_json()));
     }
 }

@@ -162,7 +162,7 @@ fn get_by_key_lists_every_pid_of_a_key_in_pid_order() {
     let got = s.get_by_key("topic", "key1");
     let pids: Vec<_> = got
         .iter()
-        .map(|v| (v.key.pid.as_str(), v.meta["n"].clone()))
+        .map(|v| (v.key.pid.as_str(), v.meta.to_json()["n"].clone()))
         .collect();
     assert_eq!(pids, [("p1", json!(1)), ("p2", json!(2))]);
     assert!(s.get_by_key("another_topic", "key1").is_empty());

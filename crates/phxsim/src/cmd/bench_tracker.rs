@@ -12,7 +12,7 @@ use crate::alloc_counter::Counting;
 use anyhow::{Context as _, bail, ensure};
 use phxsim_shard::codec::{DEFAULT_MAX_FRAME_LEN, decode_frame, encode_frame};
 use phxsim_shard::{Frame, NodeMessage, ShardMessage, TransferPayload};
-use phxsim_tracker::{ReplicaRef, State, ValueKey};
+use phxsim_tracker::{Meta, ReplicaRef, State, ValueKey};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -98,11 +98,11 @@ impl Gen {
         json!({"online_at": 1_750_000_000 + i as u64, "phx_ref": self.phx_ref()})
     }
 
-    fn updated_meta(&mut self, i: usize, prev: &Json) -> Json {
+    fn updated_meta(&mut self, i: usize, prev: &Meta) -> Json {
         json!({
             "online_at": 1_750_000_000 + i as u64,
             "phx_ref": self.phx_ref(),
-            "phx_ref_prev": prev.get("phx_ref").cloned().unwrap_or(Json::Null),
+            "phx_ref_prev": prev.get("phx_ref").unwrap_or(Json::Null),
         })
     }
 }
