@@ -84,6 +84,10 @@ pub struct State {
     /// (pid, topic, key): what a pid's exit removes, as one range. One flat set rather than a
     /// set per pid: most pids hold one presence, and a one-element set costs a node each.
     by_pid: BTreeSet<(Name, Name, Name)>,
+    /// Every topic with a row, each held once: rows share their topic's string, so a topic of
+    /// thousands of presences costs one allocation, and comparing two keys of one topic stops
+    /// at a pointer comparison. A function of the rows, so it takes no part in equality.
+    topics: BTreeSet<Name>,
     replicas: BTreeMap<ReplicaRef, Status>,
     delta: Delta,
     mutation: Option<Mutation>,
@@ -113,6 +117,7 @@ impl State {
             values: BTreeMap::new(),
             by_tag: BTreeMap::new(),
             by_pid: BTreeSet::new(),
+            topics: BTreeSet::new(),
             replicas: BTreeMap::new(),
             delta,
             mutation: None,
@@ -332,8 +337,20 @@ impl State {
 
     // ---- table maintenance -------------------------------------------------------------
 
+    /// `key` with its topic replaced by the one this state already holds (or registered).
+    fn with_shared_topic(&mut self, mut key: ValueKey) -> ValueKey {
+        match self.topics.get(key.topic.as_str()) {
+            Some(t) => key.topic = t.clone(),
+            None => {
+                self.topics.insert(key.topic.clone());
+            }
+        }
+        key
+    }
+
     fn insert_row(&mut self, key: ValueKey, meta: Meta, tag: Tag) {
         self.revision.bump();
+        let key = self.with_shared_topic(key);
         if let Some(old) = self.values.get(&key) {
             // A row is overwritten in place (a remote update, or the stale re-add of
             // phoenix_pubsub #148): its old tag no longer names a row.
@@ -358,6 +375,19 @@ impl State {
         self.by_tag.remove(&row.tag);
         self.by_pid
             .remove(&(key.pid.clone(), key.topic.clone(), key.key.clone()));
+        let start = ValueKey {
+            topic: key.topic.clone(),
+            pid: Name::default(),
+            key: Name::default(),
+        };
+        if self
+            .values
+            .range(start..)
+            .next()
+            .is_none_or(|(k, _)| k.topic != key.topic)
+        {
+            self.topics.remove(key.topic.as_str());
+        }
         Some(row)
     }
 
@@ -374,7 +404,7 @@ impl State {
             .iter()
             .map(|v| {
                 (
-                    v.key.clone(),
+                    self.with_shared_topic(v.key.clone()),
                     Row {
                         meta: v.meta.clone(),
                         tag: v.tag.clone(),
@@ -384,6 +414,7 @@ impl State {
             .collect();
         rows.sort_unstable_by(|x, y| x.0.cmp(&y.0));
         if rows.windows(2).any(|w| w[0].0 == w[1].0) {
+            self.topics.clear();
             return false;
         }
         let mut pids: Vec<(Name, Name, Name)> = rows
@@ -392,19 +423,19 @@ impl State {
             .collect();
         pids.sort_unstable();
         self.by_pid = pids.into_iter().collect();
-        self.values = rows.into_iter().collect();
-        self.by_tag = joins
+        self.by_tag = rows
             .iter()
-            .map(|v| {
+            .map(|(k, row)| {
                 (
-                    v.tag.clone(),
+                    row.tag.clone(),
                     Held {
-                        key: v.key.clone(),
-                        meta: v.meta.clone(),
+                        key: k.clone(),
+                        meta: row.meta.clone(),
                     },
                 )
             })
             .collect();
+        self.values = rows.into_iter().collect();
         self.revision.bump();
         true
     }
@@ -816,6 +847,92 @@ mod tests {
             }
         }
         (ctx, keep)
+    }
+
+    fn key(i: usize) -> ValueKey {
+        ValueKey::new(
+            format!("room:{}", i % 3),
+            format!("pid:{i}"),
+            format!("user:{}", i % 5),
+        )
+    }
+
+    #[test]
+    fn a_bulk_merge_builds_the_same_state_as_row_by_row_merges() {
+        let mut a = State::new(ReplicaRef::new("a", 1));
+        for i in 0..40 {
+            a.join(key(i), serde_json::json!({ "i": i })).unwrap();
+        }
+        a.leave(&key(7));
+        a.update(&key(9), serde_json::json!({"i": "new"})).unwrap();
+        a.flush();
+        let fresh = || {
+            let mut b = State::new(ReplicaRef::new("b", 1));
+            b.replica_up(a.replica()).unwrap();
+            b
+        };
+        let mut bulk = fresh();
+        let extract = a.extract(bulk.replica(), &bulk.clocks());
+        let diff = bulk.merge_extract(&extract);
+        assert_eq!(diff.joins.len(), 39);
+
+        // The same extract into a replica that already holds its first value goes row by row.
+        let mut one_by_one = fresh();
+        let (t1, p1) = extract.values.iter().next().unwrap();
+        let first = Extract {
+            context: [(a.replica().clone(), t1.clock)].into_iter().collect(),
+            clouds: Clouds::new(),
+            values: [(t1.clone(), p1.clone())].into_iter().collect(),
+        };
+        let mut joins = one_by_one.merge_extract(&first).joins;
+        joins.extend(one_by_one.merge_extract(&extract).joins);
+        assert_eq!(bulk, one_by_one);
+        assert_eq!(diff.joins, joins);
+        assert_eq!(bulk.topics, one_by_one.topics);
+        assert_eq!(
+            bulk.get_by_key("room:1", "user:1"),
+            a.get_by_key("room:1", "user:1")
+        );
+
+        // Rows share their topic's string, and a topic leaves with its last row.
+        let rows: Vec<&ValueKey> = bulk.values.keys().filter(|k| k.topic == "room:0").collect();
+        assert!(
+            rows.windows(2)
+                .all(|w| std::ptr::eq(w[0].topic.as_str(), w[1].topic.as_str()))
+        );
+        for k in bulk.values.keys().cloned().collect::<Vec<_>>() {
+            if k.topic == "room:2" {
+                bulk.delete_row(&k);
+            }
+        }
+        assert_eq!(bulk.topics().len(), 2);
+        assert!(bulk.topics.get("room:2").is_none());
+    }
+
+    #[test]
+    fn a_bulk_merge_leaves_duplicate_keys_to_the_row_by_row_path() {
+        let mut b = State::new(ReplicaRef::new("b", 1));
+        let a = ReplicaRef::new("a", 1);
+        b.replica_up(&a).unwrap();
+        let p = |v: i64| Presence {
+            key: key(1),
+            meta: serde_json::json!({ "v": v }).into(),
+        };
+        let extract = Extract {
+            context: [(a.clone(), 2)].into_iter().collect(),
+            clouds: Clouds::new(),
+            values: [
+                (Tag::new(a.clone(), 1), p(1)),
+                (Tag::new(a.clone(), 2), p(2)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let diff = b.merge_extract(&extract);
+        assert_eq!(diff.joins.len(), 2, "both reported, as row by row");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.get(&key(1)).unwrap().meta, serde_json::json!({"v": 2}));
+        assert_eq!(b.by_tag.len(), 1);
     }
 
     proptest! {
