@@ -400,14 +400,27 @@ impl State {
         if !self.values.is_empty() || joins.len() < 2 {
             return false;
         }
-        let mut rows: Vec<(ValueKey, Row)> = joins
+        // In tag order, as the joins come: the tag index is collected without sorting.
+        let held: Vec<(Tag, Held)> = joins
             .iter()
             .map(|v| {
                 (
-                    self.with_shared_topic(v.key.clone()),
-                    Row {
+                    v.tag.clone(),
+                    Held {
+                        key: self.with_shared_topic(v.key.clone()),
                         meta: v.meta.clone(),
-                        tag: v.tag.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut rows: Vec<(ValueKey, Row)> = held
+            .iter()
+            .map(|(tag, h)| {
+                (
+                    h.key.clone(),
+                    Row {
+                        meta: h.meta.clone(),
+                        tag: tag.clone(),
                     },
                 )
             })
@@ -423,18 +436,7 @@ impl State {
             .collect();
         pids.sort_unstable();
         self.by_pid = pids.into_iter().collect();
-        self.by_tag = rows
-            .iter()
-            .map(|(k, row)| {
-                (
-                    row.tag.clone(),
-                    Held {
-                        key: k.clone(),
-                        meta: row.meta.clone(),
-                    },
-                )
-            })
-            .collect();
+        self.by_tag = held.into_iter().collect();
         self.values = rows.into_iter().collect();
         self.revision.bump();
         true
@@ -906,7 +908,7 @@ mod tests {
             }
         }
         assert_eq!(bulk.topics().len(), 2);
-        assert!(bulk.topics.get("room:2").is_none());
+        assert!(!bulk.topics.contains("room:2"));
     }
 
     #[test]
