@@ -78,7 +78,7 @@ fn refuses_bad_arguments() {
             .args(args)
             .output()
             .expect("phxsim runs");
-        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: bad input is exit 2");
         assert!(out.stdout.is_empty() || !String::from_utf8_lossy(&out.stdout).contains("RUST"));
     }
 }

@@ -8,6 +8,7 @@
 // A benchmark measures wall-clock time on purpose; nothing here runs inside the simulator.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use super::{bad_input, outln};
 use crate::alloc_counter::Counting;
 use anyhow::{Context as _, bail, ensure};
 use phxsim_shard::codec::{DEFAULT_MAX_FRAME_LEN, decode_frame, encode_frame};
@@ -352,13 +353,10 @@ fn memory_run(n: usize, seed: u64, f: &mut Figures) -> anyhow::Result<()> {
 
 fn parse_ns(s: &str) -> anyhow::Result<Vec<usize>> {
     s.split(',')
-        .map(|p| {
-            let n: usize = p
-                .trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("bad --n value: {p:?}"))?;
-            ensure!(n >= CHANGES, "--n must be at least {CHANGES} (got {n})");
-            Ok(n)
+        .map(|p| match p.trim().parse::<usize>() {
+            Ok(n) if n >= CHANGES => Ok(n),
+            Ok(n) => bad_input(format!("--n: must be at least {CHANGES} (got {n})")),
+            Err(_) => bad_input(format!("--n: bad value {p:?}")),
         })
         .collect()
 }
@@ -375,11 +373,13 @@ fn stats(mut xs: Vec<f64>) -> (f64, f64, f64) {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ns = parse_ns(&args.n)?;
-    ensure!(args.runs >= 1, "--runs must be at least 1");
-    println!(
+    if args.runs == 0 {
+        return bad_input("--runs: must be at least 1");
+    }
+    outln!(
         "# phxsim bench-tracker: {} measured runs after one warm-up, times in µs, sizes in bytes",
         args.runs
-    );
+    )?;
     for n in ns {
         let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
         for run in 0..=args.runs {
@@ -396,7 +396,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for op in OPS {
             if let Some(xs) = samples.remove(op) {
                 let (median, min, max) = stats(xs);
-                println!("RUST {op} {n} {median:.3} min={min:.3} max={max:.3}");
+                outln!("RUST {op} {n} {median:.3} min={min:.3} max={max:.3}")?;
             }
         }
     }
