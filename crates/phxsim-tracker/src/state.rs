@@ -87,7 +87,8 @@ pub struct State {
     /// Every topic with a row, each held once: rows share their topic's string, so a topic of
     /// thousands of presences costs one allocation, and comparing two keys of one topic stops
     /// at a pointer comparison. A function of the rows, so it takes no part in equality.
-    topics: BTreeSet<Name>,
+    /// The number of rows of each topic, so a topic's list is allocated once at its size.
+    topics: BTreeMap<Name, usize>,
     replicas: BTreeMap<ReplicaRef, Status>,
     delta: Delta,
     mutation: Option<Mutation>,
@@ -117,7 +118,7 @@ impl State {
             values: BTreeMap::new(),
             by_tag: BTreeMap::new(),
             by_pid: BTreeSet::new(),
-            topics: BTreeSet::new(),
+            topics: BTreeMap::new(),
             replicas: BTreeMap::new(),
             delta,
             mutation: None,
@@ -205,6 +206,13 @@ impl State {
             .map(|(r, _)| r)
     }
 
+    /// Is every row visible (no replica down, or down replicas not hidden)? Readers then skip
+    /// the per-row check.
+    fn all_visible(&self) -> bool {
+        self.mutation == Some(Mutation::NeverHideDown)
+            || !self.replicas.values().any(|s| *s == Status::Down)
+    }
+
     fn visible(&self, tag: &Tag) -> bool {
         self.mutation == Some(Mutation::NeverHideDown)
             || self.replicas.get(&tag.replica) != Some(&Status::Down)
@@ -220,11 +228,18 @@ impl State {
 
     /// Every visible value, sorted by tag.
     pub fn online(&self) -> Vec<Value> {
-        self.by_tag
-            .iter()
-            .filter(|(t, _)| self.visible(t))
-            .map(|(t, h)| h.value(t))
-            .collect()
+        let mut out = Vec::with_capacity(self.by_tag.len());
+        if self.all_visible() {
+            out.extend(self.by_tag.iter().map(|(t, h)| h.value(t)));
+        } else {
+            out.extend(
+                self.by_tag
+                    .iter()
+                    .filter(|(t, _)| self.visible(t))
+                    .map(|(t, h)| h.value(t)),
+            );
+        }
+        out
     }
 
     /// Every value including those of down replicas (Phoenix's `dirty_list`), sorted by tag.
@@ -234,6 +249,11 @@ impl State {
 
     /// Every topic with a row (hidden ones included), in order, without copying any value.
     pub fn topics(&self) -> Vec<Name> {
+        self.topics.keys().cloned().collect()
+    }
+
+    #[cfg(test)]
+    fn topics_by_scan(&self) -> Vec<Name> {
         let mut out: Vec<Name> = Vec::new();
         for k in self.values.keys() {
             if out.last() != Some(&k.topic) {
@@ -256,25 +276,48 @@ impl State {
     /// order, borrowed (a reader that builds its own shape clones only what it keeps).
     pub fn visible_in_topic<'a>(
         &'a self,
-        topic: &'a str,
-    ) -> impl Iterator<Item = (&'a ValueKey, &'a Meta, &'a Tag)> + 'a {
-        let start = ValueKey::new(topic, "", "");
-        self.values
-            .range(start..)
-            .take_while(move |(k, _)| k.topic == topic)
+        topic: &str,
+    ) -> impl Iterator<Item = (&'a ValueKey, &'a Meta, &'a Tag)> + use<'a> {
+        self.rows_of_topic(topic)
             .filter(|(_, row)| self.visible(&row.tag))
             .map(|(k, row)| (k, &row.meta, &row.tag))
     }
 
+    /// Every row of a topic (hidden ones included), in `{pid, key}` order. The topic's shared
+    /// string bounds the range, so each row's topic compares by pointer.
+    fn rows_of_topic<'a>(
+        &'a self,
+        topic: &str,
+    ) -> impl Iterator<Item = (&'a ValueKey, &'a Row)> + use<'a> {
+        let shared = self.topics.get_key_value(topic).map(|(t, _)| t);
+        shared.into_iter().flat_map(move |t| {
+            let start = ValueKey {
+                topic: t.clone(),
+                pid: Name::default(),
+                key: Name::default(),
+            };
+            self.values
+                .range(start..)
+                .take_while(move |(k, _)| k.topic == *t)
+        })
+    }
+
     /// The visible presences of a topic, in `{pid, key}` order.
     pub fn get_by_topic(&self, topic: &str) -> Vec<Value> {
-        let start = ValueKey::new(topic, "", "");
-        self.values
-            .range(start..)
-            .take_while(|(k, _)| k.topic == topic)
-            .filter(|(_, row)| self.visible(&row.tag))
-            .map(|(k, row)| self.value_of(k, row))
-            .collect()
+        let mut out = Vec::with_capacity(self.topics.get(topic).copied().unwrap_or(0));
+        if self.all_visible() {
+            out.extend(
+                self.rows_of_topic(topic)
+                    .map(|(k, row)| self.value_of(k, row)),
+            );
+        } else {
+            out.extend(
+                self.rows_of_topic(topic)
+                    .filter(|(_, row)| self.visible(&row.tag))
+                    .map(|(k, row)| self.value_of(k, row)),
+            );
+        }
+        out
     }
 
     /// The visible presences of one key of a topic, in pid order: a scan of the topic's
@@ -339,10 +382,10 @@ impl State {
 
     /// `key` with its topic replaced by the one this state already holds (or registered).
     fn with_shared_topic(&mut self, mut key: ValueKey) -> ValueKey {
-        match self.topics.get(key.topic.as_str()) {
-            Some(t) => key.topic = t.clone(),
+        match self.topics.get_key_value(key.topic.as_str()) {
+            Some((t, _)) => key.topic = t.clone(),
             None => {
-                self.topics.insert(key.topic.clone());
+                self.topics.insert(key.topic.clone(), 0);
             }
         }
         key
@@ -356,6 +399,8 @@ impl State {
             // phoenix_pubsub #148): its old tag no longer names a row.
             let old_tag = old.tag.clone();
             self.by_tag.remove(&old_tag);
+        } else if let Some(n) = self.topics.get_mut(key.topic.as_str()) {
+            *n += 1;
         }
         self.by_tag.insert(
             tag.clone(),
@@ -375,18 +420,11 @@ impl State {
         self.by_tag.remove(&row.tag);
         self.by_pid
             .remove(&(key.pid.clone(), key.topic.clone(), key.key.clone()));
-        let start = ValueKey {
-            topic: key.topic.clone(),
-            pid: Name::default(),
-            key: Name::default(),
-        };
-        if self
-            .values
-            .range(start..)
-            .next()
-            .is_none_or(|(k, _)| k.topic != key.topic)
-        {
-            self.topics.remove(key.topic.as_str());
+        if let Some(n) = self.topics.get_mut(key.topic.as_str()) {
+            *n -= 1;
+            if *n == 0 {
+                self.topics.remove(key.topic.as_str());
+            }
         }
         Some(row)
     }
@@ -429,6 +467,11 @@ impl State {
         if rows.windows(2).any(|w| w[0].0 == w[1].0) {
             self.topics.clear();
             return false;
+        }
+        for (k, _) in &rows {
+            if let Some(n) = self.topics.get_mut(k.topic.as_str()) {
+                *n += 1;
+            }
         }
         let mut pids: Vec<(Name, Name, Name)> = rows
             .iter()
@@ -908,7 +951,10 @@ mod tests {
             }
         }
         assert_eq!(bulk.topics().len(), 2);
-        assert!(!bulk.topics.contains("room:2"));
+        assert!(!bulk.topics.contains_key("room:2"));
+        assert_eq!(bulk.topics(), bulk.topics_by_scan());
+        assert_eq!(bulk.topics["room:0"], 14);
+        assert_eq!(bulk.get_by_topic("room:1").len(), 12);
     }
 
     #[test]
