@@ -105,7 +105,7 @@ pub enum TickModel {
     /// the first one `0..=first_tick_jitter` ms after the start.
     #[default]
     Exact,
-    /// What a real shard does (`../shared/spec/phoenix-races.md`): `Process.send_after` re-arms
+    /// What a real shard does (`crates/phxsim/docs/phoenix-races.md`): `Process.send_after` re-arms
     /// the tick after the tick's work, so every period overruns a little and each node's tick
     /// phase drifts against the others'; and nodes started together start ticking tens of ms
     /// apart. Every draw comes from the node's seed.

@@ -10,8 +10,8 @@
 use crate::config::{NodeMutation, TickModel, TrackerConfig};
 use crate::message::{ShardMessage, TransferPayload};
 use phxsim_tracker::{
-    Catchup, ClockSet, Context, Diff, Generations, PeerStatus, Peers, ReplicaRef, State, Status,
-    Tag, TrackerError, Value, ValueKey,
+    Catchup, ClockSet, Context, Diff, Generations, Meta, PeerStatus, Peers, ReplicaRef, State,
+    Status, Tag, TrackerError, Value, ValueKey,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -253,6 +253,7 @@ impl Shard {
     /// `track`: refuses a `{topic, pid, key}` already held; reports the join at once.
     pub fn track(&mut self, key: ValueKey, meta: Json) -> Result<Value, ShardError> {
         self.check_running()?;
+        let meta = Meta::from(meta);
         let tag = self.state.join(key.clone(), meta.clone())?;
         let v = Value { key, meta, tag };
         self.report(Diff {
@@ -291,6 +292,7 @@ impl Shard {
     /// Returns `(old, new)`.
     pub fn update(&mut self, key: &ValueKey, meta: Json) -> Result<(Value, Value), ShardError> {
         self.check_running()?;
+        let meta = Meta::from(meta);
         let (old, tag) = self.state.update(key, meta.clone())?;
         let new = Value {
             key: key.clone(),
@@ -440,7 +442,7 @@ impl Shard {
             let id = self.next_transfer_id;
             self.next_transfer_id += 1;
             self.send(
-                Destination::Node(r.name.clone()),
+                Destination::Node(r.name.to_string()),
                 ShardMessage::TransferReq {
                     id,
                     from: me.clone(),
@@ -548,7 +550,7 @@ impl Shard {
                 };
                 let me = self.replica().clone();
                 self.send(
-                    Destination::Node(from.name),
+                    Destination::Node(from.name.into()),
                     ShardMessage::TransferAck {
                         id,
                         from: me,
@@ -615,7 +617,7 @@ impl Shard {
     fn check_origin(&self, msg: &ShardMessage) -> Result<(), ShardError> {
         let me = self.replica();
         if msg.from().name == me.name {
-            return Err(ShardError::OwnName(me.name.clone()));
+            return Err(ShardError::OwnName(me.name.to_string()));
         }
         let clock = self.state.clock();
         let future = |c: u64| Tag::new(me.clone(), c);

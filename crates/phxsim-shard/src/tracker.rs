@@ -309,9 +309,10 @@ impl Tracker {
             });
         };
         let empty = Map::new();
-        let old_meta = old.meta.as_object().unwrap_or(&empty);
+        let old_json = old.meta.to_json();
+        let old_meta = old_json.as_object().unwrap_or(&empty);
         let user = f(old_meta);
-        let prev = crate::presence::phx_ref_of(&old.meta).map(str::to_owned);
+        let prev = crate::presence::phx_ref_of(&old_json).map(str::to_owned);
         let phx_ref = self.refs.next_ref();
         let meta = meta_with_refs(&phx_ref, prev.as_deref(), &user);
         let res = self.shards[i].update(&vk, meta);
@@ -345,7 +346,7 @@ impl Tracker {
     }
 
     /// `list` and `local_list` of one topic, read in one pass over its values, each meta
-    /// copied once per list it is in.
+    /// parsed once and copied once per list it is in.
     pub fn list_and_local(&self, topic: &str) -> (PresenceState, PresenceState) {
         fn push(to: &mut BTreeMap<String, Vec<Json>>, key: &str, meta: &Json) {
             match to.get_mut(key) {
@@ -358,9 +359,10 @@ impl Tracker {
         let state = self.shards[self.shard_index(topic)].state();
         let (mut list, mut local) = (BTreeMap::new(), BTreeMap::new());
         for (k, meta, tag) in state.visible_in_topic(topic) {
-            push(&mut list, &k.key, meta);
+            let meta = meta.to_json();
+            push(&mut list, &k.key, &meta);
             if &tag.replica == state.replica() {
-                push(&mut local, &k.key, meta);
+                push(&mut local, &k.key, &meta);
             }
         }
         (PresenceState(list), PresenceState(local))
@@ -378,6 +380,7 @@ impl Tracker {
             .shards
             .iter()
             .flat_map(|s| s.state().topics())
+            .map(String::from)
             .collect();
         topics.sort();
         topics.dedup();
@@ -418,7 +421,7 @@ impl Tracker {
             .state()
             .get_by_key(topic, key)
             .into_iter()
-            .map(|v| v.meta)
+            .map(|v| v.meta.into_json())
             .collect()
     }
 
@@ -524,7 +527,9 @@ impl Tracker {
 fn group(values: Vec<Value>) -> PresenceState {
     let mut out: BTreeMap<String, Vec<Json>> = BTreeMap::new();
     for v in values {
-        out.entry(v.key.key).or_default().push(v.meta);
+        out.entry(v.key.key.into())
+            .or_default()
+            .push(v.meta.into_json());
     }
     PresenceState(out)
 }
@@ -533,20 +538,20 @@ fn group(values: Vec<Value>) -> PresenceState {
 pub fn presence_diffs(diff: Diff) -> BTreeMap<String, PresenceDiff> {
     let mut out: BTreeMap<String, PresenceDiff> = BTreeMap::new();
     for v in diff.joins {
-        out.entry(v.key.topic)
+        out.entry(v.key.topic.into())
             .or_default()
             .joins
-            .entry(v.key.key)
+            .entry(v.key.key.into())
             .or_default()
-            .push(v.meta);
+            .push(v.meta.into_json());
     }
     for v in diff.leaves {
-        out.entry(v.key.topic)
+        out.entry(v.key.topic.into())
             .or_default()
             .leaves
-            .entry(v.key.key)
+            .entry(v.key.key.into())
             .or_default()
-            .push(v.meta);
+            .push(v.meta.into_json());
     }
     out
 }

@@ -1,4 +1,4 @@
-//! Every row of the timing table in `shared/spec/tracker.md` (broadcast_period 100), from the
+//! Every row of the timing table in `crates/phxsim/docs/tracker.md` (broadcast_period 100), from the
 //! replayed reference run (see `common/replay.rs`), must come out within one broadcast period of
 //! the reference.
 

@@ -30,7 +30,7 @@ fn hostile_messages_are_refused_and_change_nothing() {
             Tag::new(me.clone(), 99),
             Presence {
                 key: ValueKey::new("lobby", "x@b", "mallory"),
-                meta: json!({}),
+                meta: json!({}).into(),
             },
         );
         values

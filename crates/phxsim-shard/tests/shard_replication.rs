@@ -225,7 +225,7 @@ fn tempdowns_with_nodeups_of_new_vsn_and_permdowns() {
         .node("primary")
         .peers()
         .into_iter()
-        .map(|p| p.replica.name)
+        .map(|p| p.replica.name.into())
         .collect();
     assert_eq!(names, vec!["node2"]);
 }

@@ -35,7 +35,7 @@ const DIAL_TIMEOUT_MS: u64 = 500;
 const REDIAL_MS: u64 = 100;
 /// `tick_model = "drift"`: after a heal or repair, a dialler whose link is down dials again
 /// this many ms later (drawn per dial from the seed), as distributed Erlang re-establishes a
-/// healed connection in 2–46 ms (measured, `../shared/spec/phoenix-races.md`); a dial stalled
+/// healed connection in 2–46 ms (measured, `crates/phxsim/docs/phoenix-races.md`); a dial stalled
 /// on the partition is abandoned at once instead of waiting for its timeout.
 const HEAL_REDIAL_MS: [u64; 2] = [2, 46];
 

@@ -12,6 +12,7 @@ pub mod generations;
 pub mod mutation;
 pub mod ops;
 pub mod peers;
+pub mod shared;
 pub mod state;
 pub mod types;
 
@@ -21,5 +22,6 @@ pub use error::TrackerError;
 pub use generations::{Catchup, DEFAULT_MAX_DELTA_SIZES, Generations};
 pub use mutation::Mutation;
 pub use peers::{Peer, PeerStatus, Peers};
+pub use shared::{Meta, MetaError, Name};
 pub use state::{Extract, State, Status};
 pub use types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};

@@ -119,7 +119,7 @@ impl Driver {
                 let context: Map<String, Json> = st
                     .clocks()
                     .into_iter()
-                    .map(|(r, c)| (r.name, json!(c)))
+                    .map(|(r, c)| (r.name.into(), json!(c)))
                     .collect();
                 let online: Vec<Json> = st.online().iter().map(value_json).collect();
                 (name.clone(), json!({"online": online, "context": context}))

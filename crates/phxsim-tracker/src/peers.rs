@@ -46,7 +46,7 @@ impl Peers {
     /// vsn. Returns the previous entry, from which the caller decides up/down/permdown.
     pub fn put_heartbeat(&mut self, replica: &ReplicaRef, now: u64) -> Option<Peer> {
         self.by_name.insert(
-            replica.name.clone(),
+            replica.name.to_string(),
             Peer {
                 replica: replica.clone(),
                 last_heartbeat_at: now,

@@ -6,8 +6,8 @@ use crate::clock::{self, Context};
 use crate::delta::{Clouds, Delta, cloud_contains, cloud_insert, cloud_remove};
 use crate::error::TrackerError;
 use crate::mutation::Mutation;
+use crate::shared::{Meta, Name};
 use crate::types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};
-use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How this state sees a remote replica. Down replicas' values are kept but hidden from reads
@@ -30,8 +30,25 @@ pub struct Extract {
 /// One row of the values table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Row {
-    meta: Json,
+    meta: Meta,
     tag: Tag,
+}
+
+/// What the tag index holds of a row (shared, so a second copy costs two pointers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    key: ValueKey,
+    meta: Meta,
+}
+
+impl Held {
+    fn value(&self, tag: &Tag) -> Value {
+        Value {
+            key: self.key.clone(),
+            meta: self.meta.clone(),
+            tag: tag.clone(),
+        }
+    }
 }
 
 /// A change counter that takes no part in a state's equality: two states holding the same
@@ -61,12 +78,17 @@ pub struct State {
     clouds: Clouds,
     /// The values table: one row per `{topic, pid, key}`, topic-major so a topic is a range.
     values: BTreeMap<ValueKey, Row>,
-    /// tag → row key, so that merges find a replica's values without scanning the table.
-    by_tag: BTreeMap<Tag, ValueKey>,
-    /// pid → (topic, key): what a pid's exit removes.
-    by_pid: BTreeMap<String, BTreeSet<(String, String)>>,
-    /// (topic, key) → pids: `get_by_key` without a scan of the topic.
-    by_topic_key: BTreeMap<(String, String), BTreeSet<String>>,
+    /// tag → the row's key and meta, so that merges find a replica's values without scanning
+    /// the table, and extracts and lists read values in tag order without a lookup per row.
+    by_tag: BTreeMap<Tag, Held>,
+    /// (pid, topic, key): what a pid's exit removes, as one range. One flat set rather than a
+    /// set per pid: most pids hold one presence, and a one-element set costs a node each.
+    by_pid: BTreeSet<(Name, Name, Name)>,
+    /// Every topic with a row, each held once: rows share their topic's string, so a topic of
+    /// thousands of presences costs one allocation, and comparing two keys of one topic stops
+    /// at a pointer comparison. A function of the rows, so it takes no part in equality.
+    /// The number of rows of each topic, so a topic's list is allocated once at its size.
+    topics: BTreeMap<Name, usize>,
     replicas: BTreeMap<ReplicaRef, Status>,
     delta: Delta,
     mutation: Option<Mutation>,
@@ -95,8 +117,8 @@ impl State {
             clouds: Clouds::new(),
             values: BTreeMap::new(),
             by_tag: BTreeMap::new(),
-            by_pid: BTreeMap::new(),
-            by_topic_key: BTreeMap::new(),
+            by_pid: BTreeSet::new(),
+            topics: BTreeMap::new(),
             replicas: BTreeMap::new(),
             delta,
             mutation: None,
@@ -184,6 +206,13 @@ impl State {
             .map(|(r, _)| r)
     }
 
+    /// Is every row visible (no replica down, or down replicas not hidden)? Readers then skip
+    /// the per-row check.
+    fn all_visible(&self) -> bool {
+        self.mutation == Some(Mutation::NeverHideDown)
+            || !self.replicas.values().any(|s| *s == Status::Down)
+    }
+
     fn visible(&self, tag: &Tag) -> bool {
         self.mutation == Some(Mutation::NeverHideDown)
             || self.replicas.get(&tag.replica) != Some(&Status::Down)
@@ -199,24 +228,33 @@ impl State {
 
     /// Every visible value, sorted by tag.
     pub fn online(&self) -> Vec<Value> {
-        self.by_tag
-            .iter()
-            .filter(|(t, _)| self.visible(t))
-            .map(|(_, k)| self.value_of(k, &self.values[k]))
-            .collect()
+        let mut out = Vec::with_capacity(self.by_tag.len());
+        if self.all_visible() {
+            out.extend(self.by_tag.iter().map(|(t, h)| h.value(t)));
+        } else {
+            out.extend(
+                self.by_tag
+                    .iter()
+                    .filter(|(t, _)| self.visible(t))
+                    .map(|(t, h)| h.value(t)),
+            );
+        }
+        out
     }
 
     /// Every value including those of down replicas (Phoenix's `dirty_list`), sorted by tag.
     pub fn all_values(&self) -> Vec<Value> {
-        self.by_tag
-            .values()
-            .map(|k| self.value_of(k, &self.values[k]))
-            .collect()
+        self.by_tag.iter().map(|(t, h)| h.value(t)).collect()
     }
 
     /// Every topic with a row (hidden ones included), in order, without copying any value.
-    pub fn topics(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+    pub fn topics(&self) -> Vec<Name> {
+        self.topics.keys().cloned().collect()
+    }
+
+    #[cfg(test)]
+    fn topics_by_scan(&self) -> Vec<Name> {
+        let mut out: Vec<Name> = Vec::new();
         for k in self.values.keys() {
             if out.last() != Some(&k.topic) {
                 out.push(k.topic.clone());
@@ -238,51 +276,82 @@ impl State {
     /// order, borrowed (a reader that builds its own shape clones only what it keeps).
     pub fn visible_in_topic<'a>(
         &'a self,
-        topic: &'a str,
-    ) -> impl Iterator<Item = (&'a ValueKey, &'a Json, &'a Tag)> + 'a {
-        let start = ValueKey::new(topic, "", "");
-        self.values
-            .range(start..)
-            .take_while(move |(k, _)| k.topic == topic)
+        topic: &str,
+    ) -> impl Iterator<Item = (&'a ValueKey, &'a Meta, &'a Tag)> + use<'a> {
+        self.rows_of_topic(topic)
             .filter(|(_, row)| self.visible(&row.tag))
             .map(|(k, row)| (k, &row.meta, &row.tag))
     }
 
-    /// The visible presences of a topic, in `{pid, key}` order.
-    pub fn get_by_topic(&self, topic: &str) -> Vec<Value> {
-        let start = ValueKey::new(topic, "", "");
-        self.values
-            .range(start..)
-            .take_while(|(k, _)| k.topic == topic)
-            .filter(|(_, row)| self.visible(&row.tag))
-            .map(|(k, row)| self.value_of(k, row))
-            .collect()
+    /// Every row of a topic (hidden ones included), in `{pid, key}` order. The topic's shared
+    /// string bounds the range, so each row's topic compares by pointer.
+    fn rows_of_topic<'a>(
+        &'a self,
+        topic: &str,
+    ) -> impl Iterator<Item = (&'a ValueKey, &'a Row)> + use<'a> {
+        let shared = self.topics.get_key_value(topic).map(|(t, _)| t);
+        shared.into_iter().flat_map(move |t| {
+            let start = ValueKey {
+                topic: t.clone(),
+                pid: Name::default(),
+                key: Name::default(),
+            };
+            self.values
+                .range(start..)
+                .take_while(move |(k, _)| k.topic == *t)
+        })
     }
 
-    /// The visible presences of one key of a topic, in pid order.
+    /// The visible presences of a topic, in `{pid, key}` order.
+    pub fn get_by_topic(&self, topic: &str) -> Vec<Value> {
+        let mut out = Vec::with_capacity(self.topics.get(topic).copied().unwrap_or(0));
+        if self.all_visible() {
+            out.extend(
+                self.rows_of_topic(topic)
+                    .map(|(k, row)| self.value_of(k, row)),
+            );
+        } else {
+            out.extend(
+                self.rows_of_topic(topic)
+                    .filter(|(_, row)| self.visible(&row.tag))
+                    .map(|(k, row)| self.value_of(k, row)),
+            );
+        }
+        out
+    }
+
+    /// The visible presences of one key of a topic, in pid order: a scan of the topic's
+    /// rows (ordered by pid, then key), as Phoenix's match on the ordered values table does.
     pub fn get_by_key(&self, topic: &str, key: &str) -> Vec<Value> {
-        let Some(pids) = self.by_topic_key.get(&(topic.to_owned(), key.to_owned())) else {
-            return Vec::new();
-        };
-        pids.iter()
-            .filter_map(|pid| {
-                let k = ValueKey::new(topic, pid.as_str(), key);
-                self.values.get(&k).map(|row| (k, row))
+        self.visible_in_topic(topic)
+            .filter(|(k, _, _)| k.key == key)
+            .map(|(k, meta, tag)| Value {
+                key: k.clone(),
+                meta: meta.clone(),
+                tag: tag.clone(),
             })
-            .filter(|(_, row)| self.visible(&row.tag))
-            .map(|(k, row)| self.value_of(&k, row))
             .collect()
     }
 
     /// Every value of a pid (any topic), in `{topic, key}` order.
     pub fn get_by_pid(&self, pid: &str) -> Vec<Value> {
-        let Some(rows) = self.by_pid.get(pid) else {
-            return Vec::new();
-        };
-        rows.iter()
-            .filter_map(|(topic, key)| {
-                let k = ValueKey::new(topic.as_str(), pid, key.as_str());
-                self.values.get(&k).map(|row| self.value_of(&k, row))
+        self.keys_of_pid(pid)
+            .into_iter()
+            .filter_map(|k| self.values.get(&k).map(|row| self.value_of(&k, row)))
+            .collect()
+    }
+
+    /// The rows of a pid, in `{topic, key}` order.
+    fn keys_of_pid(&self, pid: &str) -> Vec<ValueKey> {
+        let pid = Name::from(pid);
+        let start = (pid.clone(), Name::default(), Name::default());
+        self.by_pid
+            .range(start..)
+            .take_while(|(p, _, _)| *p == pid)
+            .map(|(p, t, k)| ValueKey {
+                topic: t.clone(),
+                pid: p.clone(),
+                key: k.clone(),
             })
             .collect()
     }
@@ -311,23 +380,37 @@ impl State {
 
     // ---- table maintenance -------------------------------------------------------------
 
-    fn insert_row(&mut self, key: ValueKey, meta: Json, tag: Tag) {
+    /// `key` with its topic replaced by the one this state already holds (or registered).
+    fn with_shared_topic(&mut self, mut key: ValueKey) -> ValueKey {
+        match self.topics.get_key_value(key.topic.as_str()) {
+            Some((t, _)) => key.topic = t.clone(),
+            None => {
+                self.topics.insert(key.topic.clone(), 0);
+            }
+        }
+        key
+    }
+
+    fn insert_row(&mut self, key: ValueKey, meta: Meta, tag: Tag) {
         self.revision.bump();
+        let key = self.with_shared_topic(key);
         if let Some(old) = self.values.get(&key) {
             // A row is overwritten in place (a remote update, or the stale re-add of
             // phoenix_pubsub #148): its old tag no longer names a row.
             let old_tag = old.tag.clone();
             self.by_tag.remove(&old_tag);
+        } else if let Some(n) = self.topics.get_mut(key.topic.as_str()) {
+            *n += 1;
         }
-        self.by_tag.insert(tag.clone(), key.clone());
+        self.by_tag.insert(
+            tag.clone(),
+            Held {
+                key: key.clone(),
+                meta: meta.clone(),
+            },
+        );
         self.by_pid
-            .entry(key.pid.clone())
-            .or_default()
-            .insert((key.topic.clone(), key.key.clone()));
-        self.by_topic_key
-            .entry((key.topic.clone(), key.key.clone()))
-            .or_default()
-            .insert(key.pid.clone());
+            .insert((key.pid.clone(), key.topic.clone(), key.key.clone()));
         self.values.insert(key, Row { meta, tag });
     }
 
@@ -335,20 +418,71 @@ impl State {
         let row = self.values.remove(key)?;
         self.revision.bump();
         self.by_tag.remove(&row.tag);
-        if let Some(set) = self.by_pid.get_mut(&key.pid) {
-            set.remove(&(key.topic.clone(), key.key.clone()));
-            if set.is_empty() {
-                self.by_pid.remove(&key.pid);
-            }
-        }
-        let tk = (key.topic.clone(), key.key.clone());
-        if let Some(set) = self.by_topic_key.get_mut(&tk) {
-            set.remove(&key.pid);
-            if set.is_empty() {
-                self.by_topic_key.remove(&tk);
+        self.by_pid
+            .remove(&(key.pid.clone(), key.topic.clone(), key.key.clone()));
+        if let Some(n) = self.topics.get_mut(key.topic.as_str()) {
+            *n -= 1;
+            if *n == 0 {
+                self.topics.remove(key.topic.as_str());
             }
         }
         Some(row)
+    }
+
+    /// Fills an empty table from `joins` (sorted by tag, as merges produce them) in one go:
+    /// each index is collected from a sorted sequence instead of being grown row by row, which
+    /// is what a full transfer into a fresh replica costs. Refuses (and changes nothing) when
+    /// the table is not empty or two joins share a `{topic, pid, key}`, where the row-by-row
+    /// path decides which one stays.
+    fn build_in_bulk(&mut self, joins: &[Value]) -> bool {
+        if !self.values.is_empty() || joins.len() < 2 {
+            return false;
+        }
+        // In tag order, as the joins come: the tag index is collected without sorting.
+        let held: Vec<(Tag, Held)> = joins
+            .iter()
+            .map(|v| {
+                (
+                    v.tag.clone(),
+                    Held {
+                        key: self.with_shared_topic(v.key.clone()),
+                        meta: v.meta.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut rows: Vec<(ValueKey, Row)> = held
+            .iter()
+            .map(|(tag, h)| {
+                (
+                    h.key.clone(),
+                    Row {
+                        meta: h.meta.clone(),
+                        tag: tag.clone(),
+                    },
+                )
+            })
+            .collect();
+        rows.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        if rows.windows(2).any(|w| w[0].0 == w[1].0) {
+            self.topics.clear();
+            return false;
+        }
+        for (k, _) in &rows {
+            if let Some(n) = self.topics.get_mut(k.topic.as_str()) {
+                *n += 1;
+            }
+        }
+        let mut pids: Vec<(Name, Name, Name)> = rows
+            .iter()
+            .map(|(k, _)| (k.pid.clone(), k.topic.clone(), k.key.clone()))
+            .collect();
+        pids.sort_unstable();
+        self.by_pid = pids.into_iter().collect();
+        self.by_tag = held.into_iter().collect();
+        self.values = rows.into_iter().collect();
+        self.revision.bump();
+        true
     }
 
     /// One local event: advance the own clock and record the dot in the pending delta.
@@ -374,7 +508,8 @@ impl State {
 
     /// Tracks a presence (one clock tick). Refuses a `{topic, pid, key}` already held, as
     /// `Tracker.track` does.
-    pub fn join(&mut self, key: ValueKey, meta: Json) -> Result<Tag, TrackerError> {
+    pub fn join(&mut self, key: ValueKey, meta: impl Into<Meta>) -> Result<Tag, TrackerError> {
+        let meta = meta.into();
         if self.values.contains_key(&key) {
             return Err(TrackerError::AlreadyTracked(key));
         }
@@ -409,19 +544,20 @@ impl State {
     /// Untracks every presence of `pid` (one tick each), as when its process exits. Returns
     /// what was removed, in `{topic, key}` order.
     pub fn leave_pid(&mut self, pid: &str) -> Vec<Value> {
-        let rows: Vec<(String, String)> = self
-            .by_pid
-            .get(pid)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        rows.into_iter()
-            .filter_map(|(topic, key)| self.leave(&ValueKey::new(topic, pid, key)))
+        self.keys_of_pid(pid)
+            .into_iter()
+            .filter_map(|k| self.leave(&k))
             .collect()
     }
 
     /// Replaces a presence's meta atomically (`leave_join`, two ticks): the old dot is
     /// tombstoned, the row is overwritten in place with a new dot, so readers never see a gap.
-    pub fn update(&mut self, key: &ValueKey, meta: Json) -> Result<(Value, Tag), TrackerError> {
+    pub fn update(
+        &mut self,
+        key: &ValueKey,
+        meta: impl Into<Meta>,
+    ) -> Result<(Value, Tag), TrackerError> {
+        let meta = meta.into();
         let Some(row) = self.values.get(key) else {
             return Err(TrackerError::NoPresence(key.clone()));
         };
@@ -599,7 +735,7 @@ impl State {
         //      travel through third parties), then insert the joins, overwriting in place.
         let mut leaves = Vec::with_capacity(leave_tags.len());
         for t in &leave_tags {
-            let key = self.by_tag[t].clone();
+            let key = self.by_tag[t].key.clone();
             let row = self.delete_row(&key).expect("indexed row exists");
             self.tombstone(t);
             leaves.push(Value {
@@ -608,14 +744,18 @@ impl State {
                 tag: row.tag,
             });
         }
-        let mut join_values = Vec::with_capacity(joins.len());
-        for (t, p) in joins {
-            self.insert_row(p.key.clone(), p.meta.clone(), t.clone());
-            join_values.push(Value {
+        let join_values: Vec<Value> = joins
+            .into_iter()
+            .map(|(tag, p)| Value {
                 key: p.key,
                 meta: p.meta,
-                tag: t,
-            });
+                tag,
+            })
+            .collect();
+        if !self.build_in_bulk(&join_values) {
+            for v in &join_values {
+                self.insert_row(v.key.clone(), v.meta.clone(), v.tag.clone());
+            }
         }
 
         // 6. Context: upper bound with what the remote knows of replicas we know; compact.
@@ -634,21 +774,25 @@ impl State {
     /// Everything a remote with `remote_context` can use: values of the replicas it knows
     /// (never its own), with our context and clouds restricted to those replicas.
     pub fn extract(&self, remote: &ReplicaRef, remote_context: &Context) -> Extract {
-        let mut values = BTreeMap::new();
-        for r in remote_context.keys().filter(|r| *r != remote) {
-            let lo = Tag::new(r.clone(), 0);
-            let hi = Tag::new(r.clone(), u64::MAX);
-            for (t, k) in self.by_tag.range(lo..=hi) {
-                let row = &self.values[k];
-                values.insert(
+        // Tag order in, tag order out: collecting a sorted sequence builds the map in bulk.
+        let values: BTreeMap<Tag, Presence> = remote_context
+            .keys()
+            .filter(|r| *r != remote)
+            .flat_map(|r| {
+                let lo = Tag::new(r.clone(), 0);
+                let hi = Tag::new(r.clone(), u64::MAX);
+                self.by_tag.range(lo..=hi)
+            })
+            .map(|(t, h)| {
+                (
                     t.clone(),
                     Presence {
-                        key: k.clone(),
-                        meta: row.meta.clone(),
+                        key: h.key.clone(),
+                        meta: h.meta.clone(),
                     },
-                );
-            }
-        }
+                )
+            })
+            .collect();
         Extract {
             context: clock::filter_replicas(&self.context, remote_context.keys()),
             clouds: self
@@ -666,7 +810,7 @@ impl State {
         let hi = Tag::new(replica.clone(), u64::MAX);
         self.by_tag
             .range(lo..=hi)
-            .map(|(_, k)| self.value_of(k, &self.values[k]))
+            .map(|(t, h)| h.value(t))
             .collect()
     }
 
@@ -710,7 +854,10 @@ impl State {
         let keys: Vec<ValueKey> = {
             let lo = Tag::new(replica.clone(), 0);
             let hi = Tag::new(replica.clone(), u64::MAX);
-            self.by_tag.range(lo..=hi).map(|(_, k)| k.clone()).collect()
+            self.by_tag
+                .range(lo..=hi)
+                .map(|(_, h)| h.key.clone())
+                .collect()
         };
         for k in keys {
             self.delete_row(&k);
@@ -752,6 +899,95 @@ mod tests {
             }
         }
         (ctx, keep)
+    }
+
+    fn key(i: usize) -> ValueKey {
+        ValueKey::new(
+            format!("room:{}", i % 3),
+            format!("pid:{i}"),
+            format!("user:{}", i % 5),
+        )
+    }
+
+    #[test]
+    fn a_bulk_merge_builds_the_same_state_as_row_by_row_merges() {
+        let mut a = State::new(ReplicaRef::new("a", 1));
+        for i in 0..40 {
+            a.join(key(i), serde_json::json!({ "i": i })).unwrap();
+        }
+        a.leave(&key(7));
+        a.update(&key(9), serde_json::json!({"i": "new"})).unwrap();
+        a.flush();
+        let fresh = || {
+            let mut b = State::new(ReplicaRef::new("b", 1));
+            b.replica_up(a.replica()).unwrap();
+            b
+        };
+        let mut bulk = fresh();
+        let extract = a.extract(bulk.replica(), &bulk.clocks());
+        let diff = bulk.merge_extract(&extract);
+        assert_eq!(diff.joins.len(), 39);
+
+        // The same extract into a replica that already holds its first value goes row by row.
+        let mut one_by_one = fresh();
+        let (t1, p1) = extract.values.iter().next().unwrap();
+        let first = Extract {
+            context: [(a.replica().clone(), t1.clock)].into_iter().collect(),
+            clouds: Clouds::new(),
+            values: [(t1.clone(), p1.clone())].into_iter().collect(),
+        };
+        let mut joins = one_by_one.merge_extract(&first).joins;
+        joins.extend(one_by_one.merge_extract(&extract).joins);
+        assert_eq!(bulk, one_by_one);
+        assert_eq!(diff.joins, joins);
+        assert_eq!(bulk.topics, one_by_one.topics);
+        assert_eq!(
+            bulk.get_by_key("room:1", "user:1"),
+            a.get_by_key("room:1", "user:1")
+        );
+
+        // Rows share their topic's string, and a topic leaves with its last row.
+        let rows: Vec<&ValueKey> = bulk.values.keys().filter(|k| k.topic == "room:0").collect();
+        assert!(
+            rows.windows(2)
+                .all(|w| std::ptr::eq(w[0].topic.as_str(), w[1].topic.as_str()))
+        );
+        for k in bulk.values.keys().cloned().collect::<Vec<_>>() {
+            if k.topic == "room:2" {
+                bulk.delete_row(&k);
+            }
+        }
+        assert_eq!(bulk.topics().len(), 2);
+        assert!(!bulk.topics.contains_key("room:2"));
+        assert_eq!(bulk.topics(), bulk.topics_by_scan());
+        assert_eq!(bulk.topics["room:0"], 14);
+        assert_eq!(bulk.get_by_topic("room:1").len(), 12);
+    }
+
+    #[test]
+    fn a_bulk_merge_leaves_duplicate_keys_to_the_row_by_row_path() {
+        let mut b = State::new(ReplicaRef::new("b", 1));
+        let a = ReplicaRef::new("a", 1);
+        b.replica_up(&a).unwrap();
+        let p = |v: i64| Presence {
+            key: key(1),
+            meta: serde_json::json!({ "v": v }).into(),
+        };
+        let extract = Extract {
+            context: [(a.clone(), 2)].into_iter().collect(),
+            clouds: Clouds::new(),
+            values: [
+                (Tag::new(a.clone(), 1), p(1)),
+                (Tag::new(a.clone(), 2), p(2)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let diff = b.merge_extract(&extract);
+        assert_eq!(diff.joins.len(), 2, "both reported, as row by row");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.get(&key(1)).unwrap().meta, serde_json::json!({"v": 2}));
+        assert_eq!(b.by_tag.len(), 1);
     }
 
     proptest! {

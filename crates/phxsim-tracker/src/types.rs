@@ -1,19 +1,19 @@
 //! The identities the CRDT is made of: replicas, dots (tags) and presences.
 
+use crate::shared::{Meta, Name};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 use std::fmt;
 
 /// A replica's identity: the node (or shard) name plus the version stamp chosen when it started.
 /// A restarted shard keeps its name and gets a new `vsn`, so it is a different replica.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReplicaRef {
-    pub name: String,
+    pub name: Name,
     pub vsn: u64,
 }
 
 impl ReplicaRef {
-    pub fn new(name: impl Into<String>, vsn: u64) -> Self {
+    pub fn new(name: impl Into<Name>, vsn: u64) -> Self {
         Self {
             name: name.into(),
             vsn,
@@ -52,13 +52,13 @@ impl fmt::Display for Tag {
 /// `{topic, pid, key}`. Ordered topic first so that a topic's presences form one range.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ValueKey {
-    pub topic: String,
-    pub pid: String,
-    pub key: String,
+    pub topic: Name,
+    pub pid: Name,
+    pub key: Name,
 }
 
 impl ValueKey {
-    pub fn new(topic: impl Into<String>, pid: impl Into<String>, key: impl Into<String>) -> Self {
+    pub fn new(topic: impl Into<Name>, pid: impl Into<Name>, key: impl Into<Name>) -> Self {
         Self {
             topic: topic.into(),
             pid: pid.into(),
@@ -71,7 +71,7 @@ impl ValueKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
     pub key: ValueKey,
-    pub meta: Json,
+    pub meta: Meta,
 }
 
 /// A presence with the dot that added it: a row of the values table, and the unit of every
@@ -79,7 +79,7 @@ pub struct Presence {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Value {
     pub key: ValueKey,
-    pub meta: Json,
+    pub meta: Meta,
     pub tag: Tag,
 }
 

@@ -26,7 +26,7 @@ pub fn empty() -> Json {
 
 /// Keys of a value list, for compact assertions.
 pub fn keys(values: &[Value]) -> Vec<String> {
-    values.iter().map(|v| v.key.key.clone()).collect()
+    values.iter().map(|v| v.key.key.to_string()).collect()
 }
 
 pub fn sorted_keys(values: &[Value]) -> Vec<String> {

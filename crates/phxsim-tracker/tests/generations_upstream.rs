@@ -6,13 +6,13 @@ use phxsim_tracker::{Catchup, Delta, Generations, State};
 use std::collections::BTreeSet;
 
 fn value_keys(d: &Delta) -> BTreeSet<String> {
-    d.values.values().map(|p| p.key.key.clone()).collect()
+    d.values.values().map(|p| p.key.key.to_string()).collect()
 }
 
 fn dots(d: &Delta) -> BTreeSet<(String, u64)> {
     d.clouds
         .iter()
-        .flat_map(|(r, c)| c.iter().map(move |&n| (r.name.clone(), n)))
+        .flat_map(|(r, c)| c.iter().map(move |&n| (r.name.to_string(), n)))
         .collect()
 }
 

@@ -162,7 +162,7 @@ fn get_by_key_lists_every_pid_of_a_key_in_pid_order() {
     let got = s.get_by_key("topic", "key1");
     let pids: Vec<_> = got
         .iter()
-        .map(|v| (v.key.pid.as_str(), v.meta["n"].clone()))
+        .map(|v| (v.key.pid.as_str(), v.meta.to_json()["n"].clone()))
         .collect();
     assert_eq!(pids, [("p1", json!(1)), ("p2", json!(2))]);
     assert!(s.get_by_key("another_topic", "key1").is_empty());
@@ -295,7 +295,7 @@ fn merging_deltas_with_removes_lets_the_concurrent_add_win() {
     let clouds: Vec<(String, Vec<u64>)> = merged
         .clouds
         .iter()
-        .map(|(r, c)| (r.name.clone(), c.iter().copied().collect()))
+        .map(|(r, c)| (r.name.to_string(), c.iter().copied().collect()))
         .collect();
     assert_eq!(
         clouds,

@@ -2,6 +2,7 @@
 //! adapter from stdin/stdout/files to the pure crates; the formats are contracts
 //! (`crates/phxsim/docs/tracker-ops.md`, `crates/phxsim/docs/presence-sync.md`), so change them only compatibly.
 
+mod alloc_counter;
 mod cmd;
 
 use clap::{Parser, Subcommand};
@@ -10,8 +11,10 @@ use std::process::ExitCode;
 /// The simulator allocates and frees small maps and strings at a high rate (every frame,
 /// diff and sample); mimalloc's thread-local free lists cut that cost well below glibc's
 /// (see BENCHMARKS.md, simulator speed). Nothing reads addresses, so output is unchanged.
+/// The wrapper counts live bytes only while `bench-tracker` measures memory; otherwise it
+/// adds one relaxed load of a flag per allocation.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_counter::CountingAlloc = alloc_counter::CountingAlloc;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +54,8 @@ enum Command {
     Crosscheck(cmd::crosscheck::Args),
     /// List every planted bug (`--mutate NAME`), its layer and what catches it.
     Mutations(cmd::mutations::Args),
+    /// The tracker workload of perf-workload.md, for side-by-side runs with Phoenix.Tracker.State.
+    BenchTracker(cmd::bench_tracker::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Crosscheck(args) => cmd::crosscheck::run(args),
         Command::BenchLatency(args) => cmd::bench_latency::run(args),
         Command::Mutations(args) => cmd::mutations::run(args),
+        Command::BenchTracker(args) => cmd::bench_tracker::run(args),
     };
     match result {
         Ok(code) => code,

@@ -89,9 +89,11 @@ pub fn replica_events(net: &SimNet, node: &str, since: u64) -> Vec<(u64, &'stati
     net.events_of(node, since)
         .into_iter()
         .filter_map(|(at, e)| match e {
-            TrackerEvent::ReplicaUp { replica, .. } => Some((at, "up", replica.name)),
-            TrackerEvent::ReplicaDown { replica, .. } => Some((at, "down", replica.name)),
-            TrackerEvent::ReplicaPermdown { replica, .. } => Some((at, "permdown", replica.name)),
+            TrackerEvent::ReplicaUp { replica, .. } => Some((at, "up", replica.name.into())),
+            TrackerEvent::ReplicaDown { replica, .. } => Some((at, "down", replica.name.into())),
+            TrackerEvent::ReplicaPermdown { replica, .. } => {
+                Some((at, "permdown", replica.name.into()))
+            }
             TrackerEvent::PresenceDiff { .. } => None,
         })
         .collect()

@@ -2,6 +2,7 @@
 
 pub mod bench_latency;
 pub mod bench_load;
+pub mod bench_tracker;
 pub mod bench_ws;
 pub mod conform;
 pub mod crosscheck;
