@@ -18,8 +18,9 @@
 //! - [`Race::Topics`]: one connection's diffs of different topics, adjacent, in any order
 //!   (every channel is its own process; a socket joined to two topics leaves both at once).
 //! - [`Race::L`]: after a leave (`phx_reply` + `phx_close`) or a crash (`phx_error`), the socket
-//!   *may also receive* the `presence_diff` carrying its own leave, anywhere after that frame,
-//!   also late.
+//!   *may also receive* the `presence_diff` carrying its own leave: anywhere after the reply
+//!   (a leave) or from the `phx_error`'s place on (a crash), also before the closing frame,
+//!   since the socket and the tracker see the channel's exit independently, and also late.
 //!
 //! Everything else is exact: the frames themselves (contents, key order, refs, join_refs) and
 //! every other order. The rules are derived from the script's frames, so they apply to every
@@ -358,22 +359,23 @@ pub fn plan(script: &CaseScript) -> Plan {
                             .and_then(|meta| leave_diff(vsn, &sent_topic, user, meta))
                     };
                     if let Some(frame) = own.or_else(from_others).or_else(synthesized) {
-                        // L: after the frame that ends the channel. D: after the reply to
-                        // the new join (its channel subscribed before replying; seen before
-                        // the old channel's phx_close on the real server).
-                        let anchor_event = if race == Race::D {
-                            PHX_REPLY
-                        } else {
-                            end_event
-                        };
-                        let at = items
+                        // The frame that ends the channel (phx_close, phx_error) is sent by
+                        // the socket when it sees the channel process exit; the tracker sees
+                        // the same exit and the leave diff follows through the Presence
+                        // process and PubSub. Nothing orders the two, so the diff may come
+                        // before that frame: after the reply when there is one (a leave; D:
+                        // the new channel subscribed before replying), and for a crash,
+                        // which gets no reply, anywhere from the phx_error's place on (the
+                        // real server sent the own leave before phx_error in a CI run).
+                        let after = items
                             .iter()
-                            .position(|o| is_event(&codec, o, anchor_event))
-                            .unwrap_or(end_at);
+                            .take(end_at)
+                            .position(|o| is_event(&codec, o, PHX_REPLY))
+                            .map_or(end_at, |at| at + 1);
                         floats.push(Float {
                             key: match_key(&frame, &mut namer),
                             frame,
-                            after: at + 1,
+                            after,
                             race,
                         });
                     }
