@@ -329,7 +329,7 @@ fn driver_args(plan: &Plan, s: &phxsim_sim::Scenario) -> Vec<String> {
 /// Wall-clock milliseconds since the Unix epoch: the nodes log their times against it.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // a real cluster: real time, never simulated
 fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
+    std::time::SystemTime::now() // allow-nondeterminism: a real cluster logs wall-clock times
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

@@ -114,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => {
             eprintln!(
                 "phxsim: crosscheck: say where phoenix_pubsub comes from: --pubsub-ebin DIR \
-                 (a compiled phoenix_pubsub, e.g. ../shared/phoenix/phoenix_pubsub-2.2.0/ebin) or --mix (Hex)"
+                 (the ebin folder of a compiled phoenix_pubsub 2.2) or --mix (Hex)"
             );
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
