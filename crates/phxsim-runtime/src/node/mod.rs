@@ -325,17 +325,8 @@ impl Node {
         key: &str,
         meta: Map<String, Json>,
     ) -> Result<String, NodeError> {
-        let (owner, topic, key) = (owner.to_owned(), topic.to_owned(), key.to_owned());
-        Ok(self
-            .call(|reply| Command::Track {
-                owner,
-                topic,
-                key,
-                meta,
-                monitor: None,
-                reply,
-            })
-            .await??)
+        self.track_as(owner.to_owned(), topic, key, meta, None)
+            .await
     }
 
     /// A lease for `owner`'s presences: see [`OwnerLease`]. Take it before tracking, so that
@@ -360,11 +351,24 @@ impl Node {
         key: &str,
         meta: Map<String, Json>,
     ) -> Result<String, NodeError> {
-        let (owner, topic, key) = (lease.owner.clone(), topic.to_owned(), key.to_owned());
         let monitor = lease.gone.take().map(|gone| driver::Monitor {
-            owner: owner.clone(),
+            owner: lease.owner.clone(),
             gone,
         });
+        self.track_as(lease.owner.clone(), topic, key, meta, monitor)
+            .await
+    }
+
+    /// The one `Track` command behind [`Node::track`] and [`Node::track_leased`].
+    async fn track_as(
+        &self,
+        owner: String,
+        topic: &str,
+        key: &str,
+        meta: Map<String, Json>,
+        monitor: Option<driver::Monitor>,
+    ) -> Result<String, NodeError> {
+        let (topic, key) = (topic.to_owned(), key.to_owned());
         Ok(self
             .call(|reply| Command::Track {
                 owner,
