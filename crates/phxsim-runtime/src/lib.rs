@@ -10,6 +10,6 @@ pub mod node;
 pub mod server;
 
 pub use node::{
-    LinkError, LinkHandle, Node, NodeConfig, NodeError, NodeEvent, NodeLists, OwnerLease,
-    PresenceUpdate, Subscription, TopicSnapshot,
+    Coalesce, LinkError, LinkHandle, Node, NodeConfig, NodeError, NodeEvent, NodeLists, OwnerLease,
+    PresenceUpdate, Subscription, TopicSnapshot, TopicState,
 };

@@ -3,13 +3,13 @@
 //! `tokio::time`, so under turmoil (or a paused tokio clock) the node runs on simulated time.
 
 use super::link::LinkError;
-use super::{NodeEvent, PresenceUpdate};
+use super::{Coalesce, NodeEvent, PresenceUpdate, TopicState, coalesce};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use phxsim_shard::codec::encode_frame;
 use phxsim_shard::{
-    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, PresenceState, Tracker,
-    TrackerEvent,
+    Destination, Frame, Hello, NodeMessage, PeerView, PresenceDiff, PresenceError, PresenceState,
+    Tracker, TrackerEvent,
 };
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
@@ -67,7 +67,7 @@ pub(crate) enum Command {
     Subscribe {
         topic: String,
         tx: mpsc::UnboundedSender<PresenceUpdate>,
-        reply: Reply<PresenceState>,
+        reply: Reply<Arc<TopicState>>,
     },
     Observe {
         tx: mpsc::UnboundedSender<NodeEvent>,
@@ -122,21 +122,62 @@ pub(crate) struct Driver {
     pub start: Instant,
     pub cmds: mpsc::Receiver<Command>,
     links: BTreeMap<String, Link>,
-    subscribers: BTreeMap<String, Vec<mpsc::UnboundedSender<PresenceUpdate>>>,
+    subscribers: BTreeMap<String, Topic>,
+    coalesce: Option<Coalesce>,
+    /// Topics with a merged diff waiting for the end of their window.
+    pending: BTreeMap<String, Instant>,
     observers: Vec<mpsc::UnboundedSender<NodeEvent>>,
     /// Leased owners being watched: when a lease drops, every presence of its owner leaves.
     monitors: FuturesUnordered<Monitor>,
     stopping: bool,
 }
 
+/// The subscribers of one topic, the list they start from, and (with coalescing) the diff
+/// waiting for the end of the topic's window.
+#[derive(Default)]
+struct Topic {
+    subs: Vec<mpsc::UnboundedSender<PresenceUpdate>>,
+    /// The list handed to subscribers, and the tracker revision it was taken at.
+    state: Option<(u64, Arc<TopicState>)>,
+    /// Changes since the last diff went out, merged.
+    merged: Option<PresenceDiff>,
+    /// When the last diff went out.
+    last_sent: Option<Instant>,
+}
+
+impl Topic {
+    /// Sends a diff to every subscriber; false when none is left.
+    fn send(&mut self, topic: &str, diff: PresenceDiff, now: Instant, coalescing: bool) -> bool {
+        let update = PresenceUpdate {
+            topic: Arc::from(topic),
+            diff: Arc::new(diff),
+            frames: Arc::default(),
+        };
+        self.subs.retain(|tx| tx.send(update.clone()).is_ok());
+        self.last_sent = Some(now);
+        if coalescing {
+            // A list taken before this diff would miss its changes for later subscribers.
+            self.state = None;
+        }
+        !self.subs.is_empty()
+    }
+}
+
 impl Driver {
-    pub fn new(tracker: Tracker, start: Instant, cmds: mpsc::Receiver<Command>) -> Self {
+    pub fn new(
+        tracker: Tracker,
+        start: Instant,
+        cmds: mpsc::Receiver<Command>,
+        coalesce: Option<Coalesce>,
+    ) -> Self {
         Self {
             tracker,
             start,
             cmds,
             links: BTreeMap::new(),
             subscribers: BTreeMap::new(),
+            coalesce,
+            pending: BTreeMap::new(),
             observers: Vec::new(),
             monitors: FuturesUnordered::new(),
             stopping: false,
@@ -161,6 +202,9 @@ impl Driver {
                 () = sleep_until(deadline) => {
                     let now = self.now();
                     self.tracker.handle_timeout(now);
+                }
+                () = sleep_until(self.pending.values().min().copied()) => {
+                    self.send_due(Instant::now());
                 }
                 cmd = self.cmds.recv() => match cmd {
                     // Every handle and every link is gone: nobody can observe this node.
@@ -247,8 +291,21 @@ impl Driver {
             Command::Subscribe { topic, tx, reply } => {
                 // State and subscription in one step of the driver: no diff can fall between
                 // the state the subscriber starts from and the first diff it receives.
-                let state = self.tracker.list(&topic);
-                self.subscribers.entry(topic).or_default().push(tx);
+                let revision = self.tracker.revision();
+                let coalescing = self.coalesce.is_some();
+                let entry = self.subscribers.entry(topic.clone()).or_default();
+                // One list per version of the topic, shared by its subscribers. With
+                // coalescing, a list taken since the last diff went out stays good until the
+                // next one goes (the pending diff holds every change after it).
+                let state = match &entry.state {
+                    Some((rev, s)) if coalescing || *rev == revision => Arc::clone(s),
+                    _ => {
+                        let fresh = Arc::new(topic_state(&self.tracker, &topic));
+                        entry.state = Some((revision, Arc::clone(&fresh)));
+                        fresh
+                    }
+                };
+                entry.subs.push(tx);
                 let _ = reply.send(state);
             }
             Command::Observe { tx } => self.observers.push(tx),
@@ -345,22 +402,78 @@ impl Driver {
             }
         }
         while let Some(e) = self.tracker.poll_event() {
-            if let TrackerEvent::PresenceDiff { topic, diff } = &e
-                && let Some(subs) = self.subscribers.get_mut(topic)
-            {
-                let update = PresenceUpdate {
-                    topic: Arc::from(topic.as_str()),
-                    diff: Arc::new(diff.clone()),
-                    frames: Arc::default(),
-                };
-                subs.retain(|tx| tx.send(update.clone()).is_ok());
-                if subs.is_empty() {
-                    self.subscribers.remove(topic);
-                }
+            if let TrackerEvent::PresenceDiff { topic, diff } = &e {
+                self.route_diff(topic, diff);
             }
             self.observe(NodeEvent::Tracker(e));
         }
     }
+
+    /// A topic's diff goes to its subscribers now, or (coalescing, within the topic's window)
+    /// into the diff that goes out when the window ends.
+    fn route_diff(&mut self, topic: &str, diff: &PresenceDiff) {
+        let Some(entry) = self.subscribers.get_mut(topic) else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(c) = self.coalesce else {
+            if !entry.send(topic, diff.clone(), now, false) {
+                self.subscribers.remove(topic);
+            }
+            return;
+        };
+        if let Some(merged) = &mut entry.merged {
+            coalesce::merge(merged, diff);
+            return;
+        }
+        let due = entry
+            .last_sent
+            .map(|t| t + coalesce::window(entry.subs.len(), c.per_subscriber, c.max_window));
+        match due {
+            Some(due) if due > now => {
+                entry.merged = Some(diff.clone());
+                self.pending.insert(topic.to_owned(), due);
+            }
+            _ => {
+                if !entry.send(topic, diff.clone(), now, true) {
+                    self.subscribers.remove(topic);
+                }
+            }
+        }
+    }
+
+    /// Sends the merged diffs whose window has ended.
+    fn send_due(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for topic in due {
+            self.pending.remove(&topic);
+            let Some(entry) = self.subscribers.get_mut(&topic) else {
+                continue;
+            };
+            if let Some(merged) = entry.merged.take()
+                && !entry.send(&topic, merged, now, true)
+            {
+                self.subscribers.remove(&topic);
+            }
+        }
+    }
+}
+
+/// `list(topic)` as a [`TopicState`]: the metas' JSON texts written as they are (no parsing,
+/// no JSON values), grouped by key in the order `Tracker::list` gives.
+fn topic_state(tracker: &Tracker, topic: &str) -> TopicState {
+    let shard = &tracker.shards()[tracker.shard_index(topic)];
+    let mut values = shard.state().get_by_topic(topic);
+    // Stable: a key's metas keep the tracker's order.
+    values.sort_by(|a, b| a.key.key.cmp(&b.key.key));
+    TopicState::new(crate::server::StatePayload::from_texts(
+        values.iter().map(|v| (v.key.key.as_str(), v.meta.as_str())),
+    ))
 }
 
 /// Phoenix's node messages are best-effort (no ack, no retransmission); a link whose queue is

@@ -14,6 +14,7 @@
 //! lost in between), [`Node::track`] with the socket's owner id, and [`Node::untrack_owner`]
 //! when the socket goes away.
 
+mod coalesce;
 mod driver;
 mod link;
 mod tcp;
@@ -62,6 +63,36 @@ pub struct NodeConfig {
     /// reconnects (Erlang distribution: net_ticktime 60 s, a tick every 15 s). Must exceed
     /// `link_keepalive` comfortably.
     pub link_idle_timeout: Duration,
+    /// Batch a big topic's diffs (see [`Coalesce`]); `None` (the default, and the simulator's)
+    /// sends every diff at once, one per change, as Phoenix does.
+    pub coalesce: Option<Coalesce>,
+}
+
+/// How a node batches the `presence_diff`s of a topic with many subscribers: after a diff went
+/// out, the topic's next changes wait for `per_subscriber × subscribers` (at most
+/// `max_window`) and go out merged into one diff. A change after a quiet window goes out at
+/// once, so a small topic (a few subscribers: microseconds) sees every diff as before.
+///
+/// Phoenix sends one diff per change; with N sockets joining one topic that is N² frames. A
+/// phoenix.js client reaches the same state from the merged diffs, with fewer
+/// `onJoin`/`onLeave` calls (see `coalesce.rs` for exactly what differs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coalesce {
+    /// Window per subscriber of the topic.
+    pub per_subscriber: Duration,
+    /// The longest window, whatever the subscriber count: the most a change waits.
+    pub max_window: Duration,
+}
+
+impl Default for Coalesce {
+    /// 5 µs per subscriber, at most 50 ms: about the cost of writing one frame to one socket,
+    /// so a topic's diffs never take more than about one core.
+    fn default() -> Self {
+        Coalesce {
+            per_subscriber: Duration::from_micros(5),
+            max_window: Duration::from_millis(50),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -77,6 +108,7 @@ impl NodeConfig {
             command_queue: 1024,
             link_keepalive: Duration::from_secs(15),
             link_idle_timeout: Duration::from_secs(60),
+            coalesce: None,
         }
     }
 }
@@ -129,11 +161,51 @@ pub struct PresenceUpdate {
     pub frames: Arc<crate::server::EncodedFrames>,
 }
 
+/// A topic's list as subscribers get it, shared by every subscriber while the list does not
+/// change: its `presence_state` payload, encoded once by the node from the metas' JSON texts.
+#[derive(Debug)]
+pub struct TopicState {
+    pub(crate) payload: Arc<crate::server::StatePayload>,
+    /// The presences as JSON, parsed from the payload the first time someone asks.
+    list: std::sync::OnceLock<PresenceState>,
+}
+
+impl TopicState {
+    pub(crate) fn new(payload: crate::server::StatePayload) -> TopicState {
+        TopicState {
+            payload: Arc::new(payload),
+            list: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The presences.
+    pub fn list(&self) -> &PresenceState {
+        self.list.get_or_init(|| self.payload.to_list())
+    }
+}
+
+impl std::ops::Deref for TopicState {
+    type Target = PresenceState;
+    fn deref(&self) -> &PresenceState {
+        self.list()
+    }
+}
+
+impl PartialEq for TopicState {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload == other.payload
+    }
+}
+
+impl Eq for TopicState {}
+
 /// A topic subscription: the state when it started, then every diff after it.
 #[derive(Debug)]
 pub struct Subscription {
-    /// `presence_state` at the instant of subscribing.
-    pub state: PresenceState,
+    /// `presence_state` at the instant of subscribing. With [`NodeConfig::coalesce`], possibly
+    /// a list taken earlier in the topic's current window: the pending diff, which the
+    /// subscriber gets, holds every change since.
+    pub state: Arc<TopicState>,
     /// Every `presence_diff` of the topic on this node after that instant. Dropping the
     /// receiver unsubscribes.
     pub diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
@@ -244,7 +316,7 @@ impl Node {
     /// The tracker's time 0 is now.
     pub fn start_with(cfg: NodeConfig, tracker: Tracker) -> Node {
         let (tx, rx) = mpsc::channel(cfg.command_queue.max(1));
-        let driver = Driver::new(tracker, tokio::time::Instant::now(), rx);
+        let driver = Driver::new(tracker, tokio::time::Instant::now(), rx, cfg.coalesce);
         let task = tokio::spawn(driver.run());
         let params = LinkParams {
             hello: Hello {

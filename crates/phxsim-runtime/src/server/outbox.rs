@@ -4,31 +4,27 @@
 //! Why not tungstenite's writer: it copies every frame into a per-socket `Vec` that keeps its
 //! largest size forever, so 10 000 sockets that each once received a 700 KB `presence_state`
 //! would hold 7 GB; and its buffer grows without bound for a client that stops reading. Here a
-//! broadcast is framed once and every socket queues the same `Arc` (no copy per socket), the
+//! broadcast is framed once and every socket queues the same shared buffer (no copy), the
 //! queue is freed as it drains, and a socket whose queue would pass its limit is closed.
 //!
 //! Server frames are never masked (RFC 6455 §5.1), so one framed broadcast is valid on every
 //! socket.
 
+use bytes::Bytes;
 use phxsim_wire::Frame;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 
 /// One complete WebSocket frame as it goes on the wire, shareable between sockets.
-pub(crate) type WireFrame = Arc<[u8]>;
+pub(crate) type WireFrame = Bytes;
 
-/// Frames a data message: FIN set, opcode text or binary, no mask, the shortest length form.
-pub(crate) fn wire_frame(frame: &Frame) -> WireFrame {
-    let (opcode, payload): (u8, &[u8]) = match frame {
-        Frame::Text(t) => (0x1, t.as_bytes()),
-        Frame::Binary(b) => (0x2, b),
-    };
-    let len = payload.len();
-    let mut out = Vec::with_capacity(len + 10);
+/// The header of an unmasked data frame with FIN set: opcode text (0x1) or binary (0x2), and
+/// the shortest length form.
+pub(crate) fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10);
     out.push(0x80 | opcode);
     if len < 126 {
         // fits the 7-bit length
@@ -40,8 +36,29 @@ pub(crate) fn wire_frame(frame: &Frame) -> WireFrame {
         out.push(127);
         out.extend_from_slice(&(len as u64).to_be_bytes());
     }
+    out
+}
+
+/// Frames a data message: FIN set, opcode text or binary, no mask, the shortest length form.
+pub(crate) fn wire_frame(frame: &Frame) -> WireFrame {
+    let (opcode, payload): (u8, &[u8]) = match frame {
+        Frame::Text(t) => (0x1, t.as_bytes()),
+        Frame::Binary(b) => (0x2, b),
+    };
+    let mut out = frame_header(opcode, payload.len());
+    out.reserve_exact(payload.len());
     out.extend_from_slice(payload);
     out.into()
+}
+
+/// A text frame whose payload is the concatenation of `parts` (shared buffers, slices of
+/// them): the header and the parts, written one after the other with no copy.
+pub(crate) fn text_frame_parts(parts: Vec<Bytes>) -> Vec<Bytes> {
+    let len = parts.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(parts.len() + 1);
+    out.push(Bytes::from(frame_header(0x1, len)));
+    out.extend(parts.into_iter().filter(|p| !p.is_empty()));
+    out
 }
 
 /// The queue went over its limit.
@@ -53,26 +70,34 @@ pub(crate) struct Overflow {
     pub limit: usize,
 }
 
+/// A piece of a frame: the whole frame, or one of the buffers it is written from.
+#[derive(Debug)]
+struct Part {
+    bytes: Bytes,
+    /// Whether a frame starts here (else the part continues the frame before it).
+    first: bool,
+}
+
 /// Frames waiting to be written, oldest first.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    frames: VecDeque<WireFrame>,
-    /// Bytes of the front frame already written.
+    parts: VecDeque<Part>,
+    /// Bytes of the front part already written.
     head: usize,
-    /// Bytes not yet written, over all frames.
+    /// Bytes not yet written, over all parts.
     bytes: usize,
     limit: usize,
-    /// Frames at the back queued since the last [`Outbox::seal`].
+    /// Parts at the back queued since the last [`Outbox::seal`].
     unsealed: usize,
 }
 
-/// Frames handed to one vectored write.
+/// Parts handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
 impl Outbox {
     pub(crate) fn new(limit: usize) -> Outbox {
         Outbox {
-            frames: VecDeque::new(),
+            parts: VecDeque::new(),
             head: 0,
             bytes: 0,
             limit,
@@ -82,10 +107,22 @@ impl Outbox {
 
     /// Queues a frame, unless that would put more than the limit in the queue.
     pub(crate) fn push(&mut self, frame: WireFrame) -> Result<(), Overflow> {
-        self.admit(frame.len())?;
-        self.bytes += frame.len();
-        self.unsealed += 1;
-        self.frames.push_back(frame);
+        self.push_parts(vec![frame])
+    }
+
+    /// Queues one frame made of `parts` (header first), unless that would put more than the
+    /// limit in the queue.
+    pub(crate) fn push_parts(&mut self, parts: Vec<Bytes>) -> Result<(), Overflow> {
+        let len = parts.iter().map(Bytes::len).sum();
+        self.admit(len)?;
+        self.bytes += len;
+        for (i, bytes) in parts.into_iter().enumerate() {
+            self.unsealed += 1;
+            self.parts.push_back(Part {
+                bytes,
+                first: i == 0,
+            });
+        }
         Ok(())
     }
 
@@ -102,12 +139,12 @@ impl Outbox {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.parts.is_empty()
     }
 
     /// Whether a frame is partly written: nothing else may touch the stream until it is done.
     pub(crate) fn mid_frame(&self) -> bool {
-        self.head > 0
+        self.head > 0 || self.parts.front().is_some_and(|p| !p.first)
     }
 
     /// Bytes not yet written.
@@ -125,12 +162,12 @@ impl Outbox {
         cx: &mut Context<'_>,
     ) -> (bool, Poll<io::Result<()>>) {
         let mut progressed = false;
-        while !self.frames.is_empty() {
+        while !self.parts.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut n = 0;
-            for (i, f) in self.frames.iter().take(MAX_SLICES).enumerate() {
+            for (i, p) in self.parts.iter().take(MAX_SLICES).enumerate() {
                 let from = if i == 0 { self.head } else { 0 };
-                slices[i] = IoSlice::new(&f[from..]);
+                slices[i] = IoSlice::new(&p.bytes[from..]);
                 n += 1;
             }
             let written = match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
@@ -150,7 +187,7 @@ impl Outbox {
         (progressed, Pin::new(stream).poll_flush(cx))
     }
 
-    /// Ends a step of the socket: for a stream that writes one buffer at a time, the frames
+    /// Ends a step of the socket: for a stream that writes one buffer at a time, the parts
     /// queued since the last step are joined into one, so that a step goes out in one write,
     /// as through a socket's own write buffer (the simulator's streams deliver each write as
     /// one segment, and draw each segment's loss).
@@ -159,34 +196,46 @@ impl Outbox {
         if vectored || fresh < 2 {
             return;
         }
-        let start = self.frames.len() - fresh;
-        let len: usize = self.frames.iter().skip(start).map(|f| f.len()).sum();
-        let mut all = Vec::with_capacity(len);
-        for f in self.frames.drain(start..) {
-            all.extend_from_slice(&f);
+        // Parts written since they were queued are gone; a part partly written stays whole.
+        let start = self
+            .parts
+            .len()
+            .saturating_sub(fresh)
+            .max(usize::from(self.head > 0));
+        if self.parts.len() < start + 2 {
+            return;
         }
-        self.frames.push_back(all.into());
+        let len: usize = self.parts.iter().skip(start).map(|p| p.bytes.len()).sum();
+        let first = self.parts.get(start).is_some_and(|p| p.first);
+        let mut all = Vec::with_capacity(len);
+        for p in self.parts.drain(start..) {
+            all.extend_from_slice(&p.bytes);
+        }
+        self.parts.push_back(Part {
+            bytes: all.into(),
+            first,
+        });
     }
 
     fn advance(&mut self, mut written: usize) {
         self.bytes -= written;
         while written > 0 {
-            let Some(front) = self.frames.front() else {
+            let Some(front) = self.parts.front() else {
                 return;
             };
-            let left = front.len() - self.head;
+            let left = front.bytes.len() - self.head;
             if written >= left {
                 written -= left;
                 self.head = 0;
-                self.frames.pop_front();
+                self.parts.pop_front();
             } else {
                 self.head += written;
                 written = 0;
             }
         }
-        if self.frames.is_empty() {
+        if self.parts.is_empty() {
             // Give a burst's queue memory back: an idle socket keeps no buffer.
-            self.frames = VecDeque::new();
+            self.parts = VecDeque::new();
         }
     }
 }
@@ -224,6 +273,20 @@ mod tests {
         assert_eq!(o.bytes(), 7);
         o.advance(7);
         assert!(o.is_empty() && !o.mid_frame());
+        // A frame of parts is under way until its last part is written.
+        o.push_parts(vec![Bytes::from("ab"), Bytes::from("cd")])
+            .unwrap();
+        assert!(!o.mid_frame());
+        o.advance(2);
+        assert!(o.mid_frame());
+        o.advance(2);
+        assert!(!o.mid_frame() && o.is_empty());
+        // Sealed for a stream without vectored writes, the parts become one frame.
+        o.push_parts(vec![Bytes::from("ab"), Bytes::from("cd")])
+            .unwrap();
+        o.seal(false);
+        assert_eq!(o.parts.len(), 1);
+        assert!(!o.mid_frame());
     }
 
     #[test]
@@ -241,6 +304,13 @@ mod tests {
             o.push(wire_frame(&Frame::Text("a".into()))).unwrap();
             o.push(wire_frame(&Frame::Text(big.clone()))).unwrap();
             o.push(wire_frame(&Frame::Binary(vec![1, 2]))).unwrap();
+            let shared = Bytes::from("0123456789");
+            o.push_parts(text_frame_parts(vec![
+                shared.slice(..4),
+                Bytes::from("-own-"),
+                shared.slice(4..),
+            ]))
+            .unwrap();
             let done = std::future::poll_fn(|cx| o.poll_write(&mut ours, cx).1).await;
             assert!(done.is_ok());
             let mut ws =
@@ -251,6 +321,10 @@ mod tests {
             assert_eq!(
                 ws.next().await.unwrap().unwrap(),
                 Message::binary(vec![1, 2])
+            );
+            assert_eq!(
+                ws.next().await.unwrap().unwrap(),
+                Message::text("0123-own-456789")
             );
         });
     }

@@ -16,10 +16,11 @@ use super::fastlane;
 use super::handshake::{self, ConnectInfo, Refusal};
 use super::outbox::{self, Outbox, WireFrame};
 use super::room::{self, Action, reason};
+use super::state_frame;
 use super::{
     ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
 };
-use crate::node::{OwnerLease, PresenceUpdate};
+use crate::node::{OwnerLease, PresenceUpdate, TopicState};
 use futures_util::{SinkExt, StreamExt};
 use phxsim_shard::presence::meta_with_refs;
 use phxsim_wire::message::{
@@ -30,11 +31,12 @@ use phxsim_wire::{Codec, DecodeError, Frame, Message, Payload};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, Sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
@@ -142,6 +144,8 @@ where
         last_out: Instant::now(),
         held: VecDeque::new(),
         held_bytes: 0,
+        idle: Box::pin(tokio::time::sleep(cfg.idle_timeout)),
+        stall: Box::pin(tokio::time::sleep(cfg.write_timeout)),
     };
     session.run().await
 }
@@ -173,6 +177,24 @@ struct Session<S> {
     /// Diffs that arrived while a write was stalled, and their bytes.
     held: VecDeque<Held>,
     held_bytes: usize,
+    /// The idle and write timeouts: one timer each for the socket's life, moved on only when
+    /// they fire early (see [`expired`]); a fresh timer per wake-up cost two timer-wheel
+    /// updates per diff per socket.
+    idle: Pin<Box<Sleep>>,
+    stall: Pin<Box<Sleep>>,
+}
+
+/// Whether `deadline` has passed, by `timer`, which may have been set for an earlier one:
+/// then it is set again for `deadline` (and polled, so that it wakes the task).
+fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
+    if timer.as_mut().poll(cx).is_pending() {
+        return false;
+    }
+    if Instant::now() >= deadline {
+        return true;
+    }
+    timer.as_mut().reset(deadline);
+    timer.as_mut().poll(cx).is_ready()
 }
 
 /// A diff held while a write was stalled.
@@ -266,17 +288,17 @@ where
     /// not land inside ours.
     async fn next_wake(&mut self) -> Wake {
         let cfg = self.server.config();
-        let idle = tokio::time::sleep_until(self.last_in + cfg.idle_timeout);
-        let write_timeout = cfg.write_timeout;
-        let stall = tokio::time::sleep_until(self.last_out + write_timeout);
-        tokio::pin!(idle, stall);
+        let (idle_timeout, write_timeout) = (cfg.idle_timeout, cfg.write_timeout);
         let Session {
             ws,
             channels,
             poll_from,
             outbox,
+            last_in,
             last_out,
             held,
+            idle,
+            stall,
             ..
         } = self;
         poll_fn(|cx| {
@@ -294,7 +316,6 @@ where
                     let (progressed, res) = outbox.poll_write(ws.get_mut(), cx);
                     if progressed {
                         *last_out = Instant::now();
-                        stall.as_mut().reset(*last_out + write_timeout);
                     }
                     if let Poll::Ready(Err(e)) = res {
                         return Poll::Ready(Wake::WriteFailed(e.to_string()));
@@ -304,7 +325,7 @@ where
                     if let Poll::Ready((topic, update)) = poll_update(channels, poll_from, cx) {
                         return Poll::Ready(Wake::Hold(topic, update));
                     }
-                    if stall.as_mut().poll(cx).is_ready() {
+                    if expired(stall, *last_out + write_timeout, cx) {
                         return Poll::Ready(Wake::Stalled);
                     }
                     return Poll::Pending;
@@ -321,7 +342,7 @@ where
             if let Poll::Ready((topic, update)) = poll_update(channels, poll_from, cx) {
                 return Poll::Ready(Wake::Diff(topic, update));
             }
-            if idle.as_mut().poll(cx).is_ready() {
+            if expired(idle, *last_in + idle_timeout, cx) {
                 return Poll::Ready(Wake::Idle);
             }
             Poll::Pending
@@ -624,22 +645,54 @@ where
             self.send_diff(&topic, &update).await?;
         }
         if !self.server.mutated(ServerMutation::NoPresenceState) {
-            let mut state = sub.state;
-            if let Some(own) = own {
-                state.0.entry(self.user_id.clone()).or_default().push(own);
-            }
-            let mut payload = state.to_json();
-            self.scrub(&mut payload);
             let push_join_ref = if self.server.mutated(ServerMutation::StateWithWrongJoinRef) {
                 Some("stale".to_owned())
             } else {
                 ch.push_join_ref.clone()
             };
-            let push = Message::push(push_join_ref, topic.as_str(), PRESENCE_STATE, payload);
-            self.send(&push).await?;
+            self.send_state(push_join_ref, &topic, &sub.state, own)
+                .await?;
         }
         self.channels.insert(topic, ch);
         Ok(())
+    }
+
+    /// `presence_state`: the topic's list with this socket's own presence, from the list's
+    /// one shared encoding (see `state_frame`), unless a planted bug rewrites the payload.
+    async fn send_state(
+        &mut self,
+        join_ref: Option<String>,
+        topic: &str,
+        state: &TopicState,
+        own: Option<Json>,
+    ) -> Result<(), ConnectionEnd> {
+        if !self.server.mutated(ServerMutation::DropPhxRefPrev) {
+            let payload = &state.payload;
+            let parts = match &own {
+                Some(own) => payload.with_own(&self.user_id, own),
+                None => vec![payload.bytes()],
+            };
+            if let Some(parts) =
+                state_frame::frame(self.codec, join_ref.clone(), topic, PRESENCE_STATE, parts)
+            {
+                let conn = self.conn;
+                self.server.emit(|| ServerEvent::Sent {
+                    conn,
+                    frame: Frame::Text(state_frame::joined(&parts)),
+                });
+                let parts = outbox::text_frame_parts(parts);
+                self.admit(parts.iter().map(bytes::Bytes::len).sum())?;
+                return self.outbox.push_parts(parts).map_err(|o| self.overflow(&o));
+            }
+        }
+        let mut list = state.list().clone();
+        if let Some(own) = own {
+            list.0.entry(self.user_id.clone()).or_default().push(own);
+        }
+        let mut payload = list.to_json();
+        self.scrub(&mut payload);
+        self.send(&Message::push(join_ref, topic, PRESENCE_STATE, payload))
+            .await
     }
 
     async fn close_old(

@@ -162,6 +162,76 @@ fn mark_in(text: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Where one socket reports, tagged with its id (no task of its own in between: at 10 000
+/// sockets a relay task per socket doubled the client's wake-ups per frame).
+struct Events {
+    id: usize,
+    tx: mpsc::UnboundedSender<(usize, Ev)>,
+}
+
+impl Events {
+    fn send(&self, e: Ev) -> Result<(), mpsc::error::SendError<(usize, Ev)>> {
+        self.tx.send((self.id, e))
+    }
+}
+
+/// The `event` of a V2 text frame (`[join_ref, ref, topic, event, payload]`), read from the
+/// head of the frame only: the sockets read O(N²) bytes of states and diffs in a join storm,
+/// and scanning whole frames for event names cost the client more than the server.
+fn event_of(text: &str) -> Option<&str> {
+    let b = text.as_bytes();
+    let mut i = 1; // after '['
+    if b.first() != Some(&b'[') {
+        return None;
+    }
+    for field in 0..4 {
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        let start = i;
+        match b.get(i)? {
+            b'n' => i += 4, // null
+            b'"' => {
+                i += 1;
+                while *b.get(i)? != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                if field == 3 {
+                    return text.get(start + 1..i - 1);
+                }
+            }
+            // a numeric ref
+            _ => {
+                while b.get(i).is_some_and(|c| *c != b',') {
+                    i += 1;
+                }
+            }
+        }
+        if b.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Opens a WebSocket as a browser does (no Nagle delay), with a small read buffer:
+/// tungstenite zeroes its whole read buffer (128 KiB by default) before every read attempt,
+/// which at 10 000 sockets was the client's largest cost per frame.
+async fn connect(
+    url: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024);
+    tokio_tungstenite::connect_async_with_config(url, Some(cfg), true)
+        .await
+        .map(|(ws, _)| ws)
+}
+
 /// One socket: connects, joins, then follows the coordinator until aborted.
 #[allow(clippy::too_many_lines)]
 async fn socket(
@@ -169,12 +239,12 @@ async fn socket(
     user: String,
     topic: String,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
-    ev: mpsc::UnboundedSender<Ev>,
+    ev: Events,
     limit: Duration,
 ) {
-    let connected = tokio::time::timeout(limit, tokio_tungstenite::connect_async(&url)).await;
+    let connected = tokio::time::timeout(limit, connect(&url)).await;
     let mut ws = match connected {
-        Ok(Ok((ws, _))) => ws,
+        Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             let _ = ev.send(Ev::Error(format!("connect {user}: {e}")));
             return;
@@ -245,8 +315,9 @@ async fn socket(
                 };
                 let at = Instant::now();
                 let text = text.as_str();
+                let event = event_of(text).unwrap_or("");
                 if let Some(jr) = &pending_join
-                    && text.contains("\"phx_reply\"")
+                    && event == "phx_reply"
                     && text.starts_with(&format!("[\"{jr}\",\"{jr}\""))
                 {
                     pending_join = None;
@@ -259,11 +330,11 @@ async fn socket(
                     for w in waiting.drain(..) {
                         let _ = w.send(if joined { Status::Joined(user.clone()) } else { Status::NotJoined });
                     }
-                } else if joined && text.contains("\"phx_error\"") {
+                } else if joined && event == "phx_error" {
                     // The server's channel crashed: the presence is gone, the socket stays.
                     joined = false;
                     let _ = ev.send(Ev::Error(format!("{user}: channel crashed (phx_error)")));
-                } else if text.contains("\"presence_diff\"")
+                } else if event == "presence_diff"
                     && let Some(mark) = mark_in(text)
                 {
                     let _ = ev.send(Ev::Mark { mark, at });
@@ -306,7 +377,7 @@ async fn socket(
 
 /// Sends its join and drops the connection at once: the issue's mid-join cut.
 async fn cut_mid_join(url: String, topic: String, limit: Duration) -> Result<(), String> {
-    let (mut ws, _) = tokio::time::timeout(limit, tokio_tungstenite::connect_async(&url))
+    let mut ws = tokio::time::timeout(limit, connect(&url))
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -325,10 +396,9 @@ async fn observe(
     name: &str,
     limit: Duration,
 ) -> anyhow::Result<BTreeSet<String>> {
-    let (mut ws, _) =
-        tokio::time::timeout(limit, tokio_tungstenite::connect_async(url_for(url, name)))
-            .await
-            .context("observer connect timed out")??;
+    let mut ws = tokio::time::timeout(limit, connect(&url_for(url, name)))
+        .await
+        .context("observer connect timed out")??;
     let frame = serde_json::json!(["1", "1", topic, "phx_join", {}]);
     ws.send(Ws::text(frame.to_string())).await?;
     let state = tokio::time::timeout(limit, async {
@@ -410,15 +480,6 @@ impl Run {
     fn spawn(&mut self, id: usize) {
         let generation = self.socks.get(id).map_or(0, |s| s.generation + 1);
         let (tx, rx) = mpsc::unbounded_channel();
-        let (etx_in, mut erx_in) = mpsc::unbounded_channel();
-        let ev_tx = self.ev_tx.clone();
-        tokio::spawn(async move {
-            while let Some(e) = erx_in.recv().await {
-                if ev_tx.send((id, e)).is_err() {
-                    return;
-                }
-            }
-        });
         let user = format!("u{id}.{generation}");
         let url = url_for(&self.args.urls[id % self.args.urls.len()], &user);
         tokio::spawn(socket(
@@ -426,7 +487,10 @@ impl Run {
             user,
             topic_of(&self.args, id),
             rx,
-            etx_in,
+            Events {
+                id,
+                tx: self.ev_tx.clone(),
+            },
             self.limit,
         ));
         let s = Sock {
@@ -760,6 +824,27 @@ mod tests {
         assert_eq!(mark_in(diff), Some(7));
         let other = r#"[null,null,"room:x","presence_diff",{"joins":{"u3.0":{"metas":[{"n":7}]}},"leaves":{}}]"#;
         assert_eq!(mark_in(other), None);
+    }
+
+    #[test]
+    fn events_come_from_the_frame_head() {
+        let f = |t: &str| event_of(t).map(str::to_owned);
+        assert_eq!(
+            f(r#"["1","2","room:x","phx_reply",{"status":"ok"}]"#).as_deref(),
+            Some("phx_reply")
+        );
+        assert_eq!(
+            f(r#"[null,null,"room:\"x\"","presence_diff",{"joins":{}}]"#).as_deref(),
+            Some("presence_diff")
+        );
+        assert_eq!(
+            f(r#"[1,2,"t","phx_error",{}]"#).as_deref(),
+            Some("phx_error")
+        );
+        // not a V2 frame, or cut short: no event
+        assert_eq!(f(r#"{"event":"phx_reply"}"#), None);
+        assert_eq!(f(r#"["1","2","room"#), None);
+        assert_eq!(f(""), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use phxsim_runtime::server::{
     ConnectionEnd, PhoenixRules, Server, ServerConfig, ServerEvent, ServerMutation,
 };
-use phxsim_runtime::{Node, NodeConfig, NodeEvent};
+use phxsim_runtime::{Coalesce, Node, NodeConfig, NodeEvent};
 use phxsim_shard::{TrackerConfig, TrackerEvent};
 use phxsim_sim::planted::PlantedBug;
 use std::io::Write as _;
@@ -54,6 +54,12 @@ pub struct Args {
     /// past it is closed with 1013, and its presences leave.
     #[arg(long = "max-outbound-bytes", default_value_t = phxsim_runtime::server::DEFAULT_MAX_OUTBOUND_BYTES)]
     pub max_outbound_bytes: usize,
+    /// Batch a big topic's presence_diffs: after a diff, the topic's next changes wait 5 µs
+    /// per subscriber, at most this many ms, and go out merged into one diff (a topic with a
+    /// few subscribers still sees every diff at once). 0 sends one diff per change, as Phoenix
+    /// does, which at N sockets on one topic is N² frames.
+    #[arg(long = "coalesce-max-ms", default_value_t = 50)]
+    pub coalesce_max_ms: u64,
     /// Record every frame between the cluster and its clients here, as JSON lines in the shape
     /// of the recorded Phoenix sessions (`dir` send/recv from the client's side, `node`, `conn`).
     #[arg(long)]
@@ -153,6 +159,10 @@ async fn serve(
     for i in 1..=args.nodes {
         let node = Node::start(NodeConfig {
             tracker: TrackerConfig::with_broadcast_period(args.broadcast_period),
+            coalesce: (args.coalesce_max_ms > 0).then(|| Coalesce {
+                max_window: Duration::from_millis(args.coalesce_max_ms),
+                ..Coalesce::default()
+            }),
             ..NodeConfig::new(format!("n{i}"), 1)
         })
         .context("starting a node")?;
