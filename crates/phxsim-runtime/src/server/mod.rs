@@ -270,7 +270,11 @@ struct Inner {
     cfg: ServerConfig,
     next_conn: AtomicU64,
     observed: AtomicBool,
-    observers: Mutex<Vec<mpsc::UnboundedSender<ServerEvent>>>,
+    /// Whether an observer wants the frames too ([`Server::observe`]): only then are
+    /// `Sent`/`Received` events built, which copy every frame of every socket.
+    frames_observed: AtomicBool,
+    /// Each observer, and whether it takes frames.
+    observers: Mutex<Vec<(mpsc::UnboundedSender<ServerEvent>, bool)>>,
 }
 
 /// A Channels server for one node. Cheap to clone; it owns no listener and no task of its own.
@@ -297,6 +301,7 @@ impl Server {
                 cfg,
                 next_conn: AtomicU64::new(1),
                 observed: AtomicBool::new(false),
+                frames_observed: AtomicBool::new(false),
                 observers: Mutex::new(Vec::new()),
             }),
         }
@@ -357,11 +362,26 @@ impl Server {
 
     /// Every event of this server from now on, unbounded so that an observer misses none.
     pub fn observe(&self) -> mpsc::UnboundedReceiver<ServerEvent> {
+        self.add_observer(true)
+    }
+
+    /// Connections only ([`ServerEvent::Connected`] and [`ServerEvent::Ended`]), for logs:
+    /// unlike [`Server::observe`], this costs the sockets nothing per frame (a frame observer
+    /// gets a copy of every frame of every socket, which at 10 000 sockets in one topic is
+    /// gigabytes).
+    pub fn observe_connections(&self) -> mpsc::UnboundedReceiver<ServerEvent> {
+        self.add_observer(false)
+    }
+
+    fn add_observer(&self, frames: bool) -> mpsc::UnboundedReceiver<ServerEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut obs) = self.inner.observers.lock() {
-            obs.push(tx);
+            obs.push((tx, frames));
         }
         self.inner.observed.store(true, Ordering::Release);
+        if frames {
+            self.inner.frames_observed.store(true, Ordering::Release);
+        }
         rx
     }
 
@@ -370,13 +390,25 @@ impl Server {
         self.inner.observed.load(Ordering::Acquire)
     }
 
+    /// A connection event, for every observer.
     fn emit(&self, event: impl FnOnce() -> ServerEvent) {
         if !self.observed() {
             return;
         }
-        let event = event();
+        self.dispatch(event(), false);
+    }
+
+    /// A frame event (`Sent`, `Received`), built only if an observer takes frames.
+    fn emit_frame(&self, event: impl FnOnce() -> ServerEvent) {
+        if !self.inner.frames_observed.load(Ordering::Acquire) {
+            return;
+        }
+        self.dispatch(event(), true);
+    }
+
+    fn dispatch(&self, event: ServerEvent, frame: bool) {
         if let Ok(mut obs) = self.inner.observers.lock() {
-            obs.retain(|tx| tx.send(event.clone()).is_ok());
+            obs.retain(|(tx, frames)| (frame && !frames) || tx.send(event.clone()).is_ok());
         }
     }
 

@@ -516,7 +516,7 @@ where
             WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return Ok(()),
         };
         let conn = self.conn;
-        self.server.emit(|| ServerEvent::Received {
+        self.server.emit_frame(|| ServerEvent::Received {
             conn,
             frame: frame.clone(),
         });
@@ -676,7 +676,7 @@ where
                 state_frame::frame(self.codec, join_ref.clone(), topic, PRESENCE_STATE, parts)
             {
                 let conn = self.conn;
-                self.server.emit(|| ServerEvent::Sent {
+                self.server.emit_frame(|| ServerEvent::Sent {
                     conn,
                     frame: Frame::Text(state_frame::joined(&parts)),
                 });
@@ -839,7 +839,7 @@ where
         // (fastlane); each socket queues the same bytes.
         let shared = self.shared_diff(topic, update)?;
         let conn = self.conn;
-        self.server.emit(|| ServerEvent::Sent {
+        self.server.emit_frame(|| ServerEvent::Sent {
             conn,
             frame: (*shared.frame).clone(),
         });
@@ -928,7 +928,7 @@ where
     async fn write_frame(&mut self, frame: Frame) -> Result<(), ConnectionEnd> {
         let wire = outbox::wire_frame(&frame);
         let conn = self.conn;
-        self.server.emit(|| ServerEvent::Sent { conn, frame });
+        self.server.emit_frame(|| ServerEvent::Sent { conn, frame });
         self.queue(wire)
     }
 

@@ -222,11 +222,14 @@ async fn serve(
     let mut tasks = Vec::new();
     for (node, (addr, listener)) in nodes.iter().zip(endpoints) {
         let server = Server::new(node.clone(), server_cfg.clone());
-        tasks.push(observe(
-            node.name().to_owned(),
-            server.observe(),
-            record.clone(),
-        ));
+        // Frames are observed only for --frames: copying every frame for nothing cost more
+        // than serving it at 10 000 sockets.
+        let events = if record.is_some() {
+            server.observe()
+        } else {
+            server.observe_connections()
+        };
+        tasks.push(observe(node.name().to_owned(), events, record.clone()));
         tasks.push(server.listen(listener));
         outln!("node {} ready ws://{addr}/socket/websocket", node.name())?;
     }
