@@ -54,11 +54,12 @@ pub struct Args {
     /// past it is closed with 1013, and its presences leave.
     #[arg(long = "max-outbound-bytes", default_value_t = phxsim_runtime::server::DEFAULT_MAX_OUTBOUND_BYTES)]
     pub max_outbound_bytes: usize,
-    /// Batch a big topic's presence_diffs: after a diff, the topic's next changes wait 5 µs
-    /// per subscriber, at most this many ms, and go out merged into one diff (a topic with a
-    /// few subscribers still sees every diff at once). 0 sends one diff per change, as Phoenix
-    /// does, which at N sockets on one topic is N² frames.
-    #[arg(long = "coalesce-max-ms", default_value_t = 50)]
+    /// Batch a big topic's presence_diffs: after a diff, the topic's next changes wait 20 µs
+    /// per subscriber, at most this many ms, and go out merged into one diff (a change after a
+    /// quiet window goes out at once, and a topic of a few subscribers waits microseconds).
+    /// 0 sends one diff per change, as Phoenix does, which at N sockets on one topic is N²
+    /// frames.
+    #[arg(long = "coalesce-max-ms", default_value_t = 250)]
     pub coalesce_max_ms: u64,
     /// Record every frame between the cluster and its clients here, as JSON lines in the shape
     /// of the recorded Phoenix sessions (`dir` send/recv from the client's side, `node`, `conn`).
