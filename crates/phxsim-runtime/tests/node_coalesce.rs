@@ -74,7 +74,9 @@ async fn run(coalesce: Option<Coalesce>) -> (usize, bool) {
     node.track("o1", "room:a", "alice", meta(json!({"s": 1})))
         .await
         .unwrap();
-    node.track("o2", "room:a", "bob", meta(json!({}))).await.unwrap();
+    node.track("o2", "room:a", "bob", meta(json!({})))
+        .await
+        .unwrap();
     let mut late = node.subscribe("room:a").await.unwrap();
     let mut late_view = view_of(&late.state);
     node.track("o3", "room:a", "carol", meta(json!({})))
