@@ -2,12 +2,12 @@
 //! runtime's real Channels server on turmoil TCP; one more host runs every client (the
 //! runtime's real client), each driven by the scripted timeline and observed frame by frame.
 
-use crate::checkers::{ClientMessage, PresenceList, presence_list};
+use crate::checkers::{PresenceList, presence_list};
 use crate::event::{Event, FrameBody};
 use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
 use crate::world::{
-    ClientControl, Obs, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
+    ClientControl, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
 };
 use phxsim_runtime::Node;
@@ -305,8 +305,8 @@ async fn obey(client: Client, mut ctl: mpsc::UnboundedReceiver<ClientControl>) {
     }
 }
 
-/// Copies one client's events into the transcript and, if it is `observed`, its presence
-/// messages into the observation log, stamped with simulated time.
+/// Emits one client's events into the run's stream, stamped with simulated time; its presence
+/// messages only if it is `observed` (one of the clients the checkers replay).
 async fn forward_events(
     name: String,
     mut events: mpsc::UnboundedReceiver<phxsim_runtime::client::Stamped>,
@@ -319,26 +319,19 @@ async fn forward_events(
         let t = base_ms + st.at.saturating_duration_since(base).as_millis() as u64;
         let mut sh = lock(&shared);
         match st.event {
-            ClientEvent::Sent(f) => sh.transcript.push_with(t, || frame_event(&name, "out", &f)),
-            ClientEvent::Received(f) => sh.transcript.push_with(t, || frame_event(&name, "in", &f)),
+            ClientEvent::Sent(f) => sh.events.push_with(t, || frame_event(&name, "out", &f)),
+            ClientEvent::Received(f) => sh.events.push_with(t, || frame_event(&name, "in", &f)),
             ClientEvent::Presence { .. } if !observed => {}
-            ClientEvent::Presence { event, payload, .. } => {
-                let msg = if event == "presence_state" {
-                    ClientMessage::State(payload)
-                } else {
-                    ClientMessage::Diff(payload)
-                };
-                sh.obs.push(Obs::Client(t, name.clone(), msg));
-            }
+            ClientEvent::Presence { event, payload, .. } => sh.events.push(
+                t,
+                Event::Presence {
+                    client: name.clone(),
+                    event,
+                    payload,
+                },
+            ),
             ClientEvent::Channel { state, join_ref } => {
-                if observed && state == phxsim_runtime::client::ChannelState::Joined {
-                    sh.obs.push(Obs::Client(
-                        t,
-                        name.clone(),
-                        ClientMessage::Joined(join_ref.clone().unwrap_or_default()),
-                    ));
-                }
-                sh.transcript.push(
+                sh.events.push(
                     t,
                     Event::Channel {
                         client: name.clone(),
@@ -347,13 +340,13 @@ async fn forward_events(
                     },
                 );
             }
-            ClientEvent::Connected => sh.transcript.push(
+            ClientEvent::Connected => sh.events.push(
                 t,
                 Event::Connected {
                     client: name.clone(),
                 },
             ),
-            ClientEvent::Disconnected { reason, reconnect } => sh.transcript.push(
+            ClientEvent::Disconnected { reason, reconnect } => sh.events.push(
                 t,
                 Event::Disconnected {
                     client: name.clone(),
@@ -361,7 +354,7 @@ async fn forward_events(
                     reconnect,
                 },
             ),
-            ClientEvent::Timeout { event } => sh.transcript.push(
+            ClientEvent::Timeout { event } => sh.events.push(
                 t,
                 Event::Timeout {
                     client: name.clone(),

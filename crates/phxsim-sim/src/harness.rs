@@ -14,7 +14,7 @@ use crate::sampler::Sampler;
 use crate::scenario::{Action, ProfileName, Scenario, TickModelName};
 pub use crate::world::RunOptions;
 use crate::world::{
-    ClientControl, NODE_PORT, NodeControl, Obs, SharedRef, WS_PORT, derive_seed, lock, now_ms,
+    ClientControl, NODE_PORT, NodeControl, SharedRef, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
 };
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
@@ -259,7 +259,7 @@ fn node_host(
                 s.nodes.insert(name.clone(), node.clone());
                 s.node_ctl.insert(name.clone(), ctl_tx);
                 let t = now_ms();
-                s.transcript.push(
+                s.events.push(
                     t,
                     Event::NodeStart {
                         node: name.clone(),
@@ -278,11 +278,11 @@ fn node_host(
                     if let (Some(trace), NodeEvent::Tracker(te)) = (s.node_trace.as_mut(), &e) {
                         trace.extend(trace_events(now_ms(), &logger_name, te));
                     }
-                    if !s.transcript.is_off()
+                    if s.events.is_printing()
                         && let Some(j) = node_event(&logger_name, &e)
                     {
                         let t = now_ms();
-                        s.transcript.push(t, j);
+                        s.events.push(t, j);
                     }
                 }
             });
@@ -485,7 +485,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         .client_loss_rate
         .set(scenario.network.client_loss);
     if !opts.transcript {
-        lock(&shared).transcript = crate::transcript::Transcript::disabled();
+        lock(&shared).events = crate::stream::EventStream::new(false);
     }
     if opts.node_trace {
         lock(&shared).node_trace = Some(Vec::new());
@@ -502,7 +502,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         for (name, v) in &knobs {
             k.insert(name.clone(), Json::String(v.clone()));
         }
-        s.transcript.push(
+        s.events.push(
             0,
             Event::Run {
                 title: scenario.title.clone(),
@@ -510,7 +510,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             },
         );
         for event in summaries {
-            s.transcript.push(0, event);
+            s.events.push(0, event);
         }
     }
 
@@ -557,7 +557,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         );
     }
 
-    let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone());
+    let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone())
+        .replaying(lock(&shared).replayed.clone());
     let mut sampler = Sampler::new(sample_ms);
     let mut steps = scenario.timeline.iter().peekable();
     let mut cut: BTreeSet<(String, String)> = BTreeSet::new();
@@ -569,8 +570,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         while let Some(step) = steps.next_if(|s| s.at_ms <= now) {
             {
                 let mut s = lock(&shared);
-                s.obs.push(Obs::Step(now));
-                s.transcript.push(
+                s.events.push(
                     now,
                     Event::Step {
                         action: step.action.label(),
@@ -591,7 +591,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             internal = Some(e.to_string());
             break;
         }
-        // the checkers observe as the run goes, so that nothing piles up in memory
+        // the checkers read the stream as the run goes, so that nothing piles up in memory
         let drained = {
             let mut s = lock(&shared);
             let now = sim.elapsed().as_millis() as u64;
@@ -599,16 +599,17 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
                 if opts.node_trace {
                     last_lists = snap.nodes.clone();
                 }
-                s.obs.push(Obs::Snapshot(snap));
+                s.events.push(now, Event::Snapshot(snap));
             }
-            std::mem::take(&mut s.obs)
+            s.events.drain()
         };
         feed(&mut checkers, drained);
     }
     let simulated_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
     let mut s = lock(&shared);
-    feed(&mut checkers, std::mem::take(&mut s.obs));
+    let drained = s.events.drain();
+    feed(&mut checkers, drained);
     // the replayed clients' lists are kept for the replay's comparison; every other client's
     // list is compared with its node's one at a time, so no more than one is held at once
     let mut final_views: BTreeMap<String, PresenceList> = BTreeMap::new();
@@ -657,7 +658,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         Verdict::Pass
     };
     for f in &findings {
-        s.transcript.push(
+        s.events.push(
             f.at_ms,
             Event::Finding {
                 kind: f.kind,
@@ -666,8 +667,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             },
         );
     }
+    // the findings are printed only: the checkers are done
+    s.events.drain();
     let transcript = if opts.transcript {
-        s.transcript.lines()
+        s.events.take_printed()
     } else {
         Vec::new()
     };
@@ -690,13 +693,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     }
 }
 
-fn feed(checkers: &mut Checkers, observations: Vec<Obs>) {
-    for o in observations {
-        match o {
-            Obs::Step(t) => checkers.step(t),
-            Obs::Snapshot(snap) => checkers.observe(snap),
-            Obs::Client(t, c, m) => checkers.client_message(t, &c, m),
-        }
+fn feed(checkers: &mut Checkers, lines: Vec<crate::event::Line>) {
+    for line in lines {
+        checkers.event(line.t, line.event);
     }
 }
 

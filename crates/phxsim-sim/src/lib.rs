@@ -17,8 +17,8 @@ pub mod population;
 pub mod rolling;
 mod sampler;
 pub mod scenario;
+mod stream;
 pub mod trace;
-mod transcript;
 mod world;
 
 pub use scenario::{Action, ClientSpec, Scenario, ScenarioError, Step};

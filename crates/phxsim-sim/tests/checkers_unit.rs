@@ -2,11 +2,62 @@
 //! exists for. (The simulator's planted-mutation tests show the same end to end.)
 
 use phxsim_sim::checkers::{
-    Bounds, Checkers, ClientMessage, ClientSnapshot, FindingKind, NodeSnapshot, PresenceList,
-    Snapshot,
+    Bounds, Checkers, ClientSnapshot, FindingKind, NodeSnapshot, PresenceList, Snapshot,
 };
-use serde_json::json;
+use phxsim_sim::event::Event;
+use serde_json::{Value as Json, json};
 use std::sync::Arc;
+
+/// A presence message as a client receives it (or its channel's join), for short tests.
+enum ClientMessage {
+    Joined(String),
+    State(Json),
+    Diff(Json),
+}
+
+/// The checkers read the run's event stream; these write the events a run would emit.
+trait Feed {
+    fn step(&mut self, at_ms: u64);
+    fn observe(&mut self, snapshot: Snapshot);
+    fn client_message(&mut self, at_ms: u64, client: &str, msg: ClientMessage);
+}
+
+impl Feed for Checkers {
+    fn step(&mut self, at_ms: u64) {
+        self.event(
+            at_ms,
+            Event::Step {
+                action: "step".into(),
+            },
+        );
+    }
+
+    fn observe(&mut self, snapshot: Snapshot) {
+        self.event(snapshot.at_ms, Event::Snapshot(snapshot));
+    }
+
+    fn client_message(&mut self, at_ms: u64, client: &str, msg: ClientMessage) {
+        let client = client.to_owned();
+        let event = match msg {
+            ClientMessage::Joined(join_ref) => Event::Channel {
+                client,
+                state: "Joined".into(),
+                join_ref: Some(join_ref),
+            },
+            ClientMessage::State(payload) => Event::Presence {
+                client,
+                event: "presence_state".into(),
+                payload,
+            },
+            ClientMessage::Diff(payload) => Event::Presence {
+                client,
+                event: "presence_diff".into(),
+                payload,
+            },
+        };
+        self.event(at_ms, event);
+    }
+}
 
 fn list(entries: &[(&str, &str)]) -> PresenceList {
     let mut l = PresenceList::new();
@@ -377,4 +428,17 @@ fn a_presence_kept_after_its_socket_is_gone_is_a_ghost() {
             .detail
             .contains("1 presence(s) tracked for 0 joined socket(s)")
     );
+}
+
+#[test]
+fn only_the_replayed_clients_messages_are_replayed() {
+    let malformed = || ClientMessage::State(json!({"alice": {"no_metas": []}}));
+    let mut c = checkers().replaying(Some(["amy".to_string()].into()));
+    c.client_message(1, "bob", ClientMessage::Joined("1".into()));
+    c.client_message(2, "bob", malformed());
+    assert!(c.finish(&Default::default()).0.is_empty());
+    let mut c = checkers().replaying(Some(["bob".to_string()].into()));
+    c.client_message(1, "bob", ClientMessage::Joined("1".into()));
+    c.client_message(2, "bob", malformed());
+    assert_eq!(kinds(c), [FindingKind::DiffStream]);
 }

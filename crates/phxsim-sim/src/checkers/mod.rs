@@ -1,6 +1,7 @@
-//! Checkers: passive observers of a run. The harness feeds them snapshots of what every node
-//! lists and every client sees (sampled on simulated time) and each client's presence messages
-//! as they arrive; they report findings. Pure: no I/O, no clock, deterministic order.
+//! Checkers: passive readers of a run's one event stream ([`Event`]). Of it they read the
+//! scripted steps, the sampled snapshots of what every node lists and every client sees, and
+//! the replayed clients' channel states and presence messages as they arrive; they report
+//! findings. Pure: no I/O, no clock, deterministic order.
 //!
 //! One module per checker, each owning its state: [`convergence`] (`no_convergence`),
 //! [`ghost`] (`ghost` while the run goes), [`sockets`] (`ghost` by socket truth),
@@ -16,6 +17,7 @@ mod sockets;
 mod truth;
 mod visible;
 
+use crate::event::Event;
 use crate::scenario::VisibleExpectation;
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -76,9 +78,9 @@ pub struct Snapshot {
     pub clients: Arc<BTreeMap<String, ClientSnapshot>>,
 }
 
-/// A presence message as one client received it.
+/// A presence message as one client received it, read from the stream.
 #[derive(Clone, Debug, PartialEq)]
-pub enum ClientMessage {
+enum ClientMessage {
     /// The channel (re)joined with this join_ref.
     Joined(String),
     State(Json),
@@ -203,6 +205,8 @@ pub struct Checkers {
     visible: visible::Visible,
     last_step_ms: u64,
     last: Option<Snapshot>,
+    /// The clients whose messages are replayed; `None`: every client.
+    replayed: Option<BTreeSet<String>>,
 }
 
 /// A finding of `kind` about `subject` at `at_ms`.
@@ -227,22 +231,61 @@ impl Checkers {
             visible: visible::Visible::new(visible),
             last_step_ms: 0,
             last: None,
+            replayed: None,
         }
     }
 
+    /// Replays the messages of these clients only (a sample of a population); the default is
+    /// every client.
+    pub fn replaying(mut self, clients: Option<BTreeSet<String>>) -> Self {
+        self.replayed = clients;
+        self
+    }
+
+    /// Reads the next event of the run's stream, emitted at `at_ms`; kinds the checkers do not
+    /// read pass by.
+    pub fn event(&mut self, at_ms: u64, event: Event) {
+        match event {
+            Event::Step { .. } => self.step(at_ms),
+            Event::Snapshot(snapshot) => self.observe(snapshot),
+            Event::Channel {
+                client,
+                state,
+                join_ref,
+            } if state == "Joined" && self.replays(&client) => {
+                let msg = ClientMessage::Joined(join_ref.unwrap_or_default());
+                self.streams
+                    .message(at_ms, &client, msg, &mut self.findings);
+            }
+            Event::Presence {
+                client,
+                event,
+                payload,
+            } if self.replays(&client) => {
+                let msg = if event == "presence_state" {
+                    ClientMessage::State(payload)
+                } else {
+                    ClientMessage::Diff(payload)
+                };
+                self.streams
+                    .message(at_ms, &client, msg, &mut self.findings);
+            }
+            _ => {}
+        }
+    }
+
+    fn replays(&self, client: &str) -> bool {
+        self.replayed.as_ref().is_none_or(|r| r.contains(client))
+    }
+
     /// A scripted step or fault happened: the convergence clock restarts.
-    pub fn step(&mut self, at_ms: u64) {
+    fn step(&mut self, at_ms: u64) {
         self.last_step_ms = at_ms;
         self.convergence.step();
     }
 
-    /// A client received a presence message (or rejoined).
-    pub fn client_message(&mut self, at_ms: u64, client: &str, msg: ClientMessage) {
-        self.streams.message(at_ms, client, msg, &mut self.findings);
-    }
-
     /// Observes the world at one instant.
-    pub fn observe(&mut self, snapshot: Snapshot) {
+    fn observe(&mut self, snapshot: Snapshot) {
         let s = &snapshot;
         // The same nodes handing in the same lists as last time: the truth, the live refs and
         // the agreement are what they were. Only what depends on time is judged again.
