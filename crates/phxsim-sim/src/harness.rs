@@ -244,6 +244,7 @@ fn node_host(
                 handshake_timeout: Duration::from_millis(link_idle_ms(bp)),
                 ..NodeConfig::new(name.clone(), vsn)
             };
+            tracing::debug!(node = %name, vsn, "node starts");
             let node = Node::start(cfg)?;
             let lossy = lossy_streams(
                 loss,
@@ -569,13 +570,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         let now = sim.elapsed().as_millis() as u64;
         while let Some(step) = steps.next_if(|s| s.at_ms <= now) {
             {
-                let mut s = lock(&shared);
-                s.events.push(
-                    now,
-                    Event::Step {
-                        action: step.action.label(),
-                    },
-                );
+                let action = step.action.label();
+                tracing::debug!(t_ms = now, action = %action, "step");
+                lock(&shared).events.push(now, Event::Step { action });
             }
             apply(
                 &mut sim,
@@ -588,6 +585,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         }
         sampler.before_step(now, &lock(&shared));
         if let Err(e) = sim.step() {
+            tracing::error!(t_ms = now, error = %e, "a simulated host failed");
             internal = Some(e.to_string());
             break;
         }

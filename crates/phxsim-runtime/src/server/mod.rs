@@ -327,6 +327,13 @@ impl Server {
     {
         let conn = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let end = socket::run(self, conn, stream).await;
+        match &end {
+            ConnectionEnd::ServerClosed { code, reason } => {
+                tracing::info!(conn, code, reason = %reason, "server closed the socket")
+            }
+            ConnectionEnd::Dropped(why) => tracing::debug!(conn, why = %why, "socket dropped"),
+            other => tracing::debug!(conn, end = ?other, "socket ended"),
+        }
         self.emit(|| ServerEvent::Ended {
             conn,
             end: end.clone(),
@@ -347,7 +354,10 @@ impl Server {
                     }
                     // Out of file descriptors, for example: that one peer is lost; back off a
                     // little instead of spinning on the error.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
                 }
             }
         })

@@ -121,6 +121,7 @@ where
         }
     };
     let (ws, info) = ws;
+    tracing::debug!(conn, user_id = %info.user_id, serializer = ?info.serializer, "socket connected");
     server.emit(|| ServerEvent::Connected {
         conn,
         user_id: info.user_id.clone(),
