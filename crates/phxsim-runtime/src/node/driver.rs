@@ -8,8 +8,8 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use phxsim_shard::codec::encode_frame;
 use phxsim_shard::{
-    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, PresenceState, Tracker,
-    TrackerEvent,
+    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, Tracker, TrackerEvent,
+    TrackerList,
 };
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
@@ -53,7 +53,7 @@ pub(crate) enum Command {
     },
     List {
         topic: String,
-        reply: Reply<PresenceState>,
+        reply: Reply<TrackerList>,
     },
     Snapshot {
         since: Option<u64>,
@@ -67,7 +67,7 @@ pub(crate) enum Command {
     Subscribe {
         topic: String,
         tx: mpsc::UnboundedSender<PresenceUpdate>,
-        reply: Reply<PresenceState>,
+        reply: Reply<TrackerList>,
     },
     Observe {
         tx: mpsc::UnboundedSender<NodeEvent>,

@@ -27,10 +27,14 @@ use std::sync::Arc;
 
 pub use diff_stream::list_of_instance;
 
-/// `key → phx_ref → meta`: a presence list as a node or a client holds it for one topic.
+/// `key → phx_ref → meta`: a presence list as a node or a client holds it for one topic, in
+/// the form the checkers compare. It is no payload model (those are `phxsim_wire`'s
+/// `PresenceState` and `PresenceDiff`, and the tracker's `TrackerList`): indexed by ref, it
+/// makes two lists equal when they hold the same presences whatever their order, which is
+/// what "the client shows what its node lists" means.
 pub type PresenceList = BTreeMap<String, BTreeMap<String, Json>>;
 
-/// A list of metas grouped by key (a node's `PresenceState`, a client's view) as a
+/// A list of metas grouped by key (a node's `TrackerList`, a client's view) as a
 /// [`PresenceList`], metas moved; a meta without a `phx_ref` is no presence and is left out.
 pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
     let mut out = PresenceList::new();
