@@ -3,8 +3,8 @@
 //! same plan.
 //!
 //! What maps: client joins, leaves and updates (a track, untrack or update by an owner process
-//! on the client's node), disconnects and channel crashes (the owner process is killed, so the
-//! shard's link removes its presences), reconnects, partitions, two-way cuts, repairs and heals
+//! on the client's node), disconnects, joins cut mid-exchange and channel crashes (the owner
+//! process is killed, so the shard's link removes its presences), reconnects, partitions, two-way cuts, repairs and heals
 //! (distributed Erlang connections dropped and made again), one-way cuts (see
 //! [`Cmd::Block`]), node crashes and restarts, and graceful permdowns. What does not map is
 //! refused with a reason ([`unmappable`]): holds, segment loss and per-link latency (loopback
@@ -393,6 +393,23 @@ pub fn plan(s: &Scenario, times: &dyn RejoinTimes) -> Plan {
                         }
                         rejoins.push((r, when));
                     }
+                }
+                Action::DropMidJoin(name) => {
+                    // a correct server untracks whatever the cut join tracked: on the nodes,
+                    // the client wants its presence and is away until it reconnects
+                    let c = clients.get_mut(name).expect("validated client");
+                    c.wants = true;
+                    if c.tracked {
+                        steps.push(Timed {
+                            at_ms: at,
+                            node: c.node.clone(),
+                            cmd: Cmd::Drop {
+                                client: name.clone(),
+                            },
+                        });
+                        c.tracked = false;
+                    }
+                    c.away = true;
                 }
                 Action::Reconnect(name) => {
                     let c = clients.get_mut(name).expect("validated client");

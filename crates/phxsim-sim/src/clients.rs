@@ -236,14 +236,21 @@ pub(crate) fn client_host(
                 };
                 let (name, mut connections) = (spec.name.clone(), 0u64);
                 let report = segment_lost_report(shared.clone(), name.clone(), node.clone(), true);
+                let connected = shared.clone();
                 let client = Client::start(cfg, move || {
                     let target = target.clone();
                     let link_seed =
                         derive_seed(seed, &format!("client-loss/browser/{name}/{connections}"));
                     connections += 1;
                     let (loss, report) = (loss.clone(), report.clone());
+                    let (resets, client) = (connected.clone(), name.clone());
                     async move {
                         let stream = TcpStream::connect((target.as_str(), WS_PORT)).await?;
+                        if let (Some(r), Ok(addr)) =
+                            (lock(&resets).resets.as_mut(), stream.local_addr())
+                        {
+                            r.connected(&client, addr);
+                        }
                         Ok(LossyStream::new(stream, loss, link_seed).reporting(report))
                     }
                 });
@@ -280,7 +287,7 @@ pub(crate) fn client_host(
                     shared.clone(),
                     observed,
                 ));
-                tokio::spawn(obey(client, ctl_rx));
+                tokio::spawn(obey(client, ctl_rx, spec.name.clone(), shared.clone()));
             }
             std::future::pending::<()>().await;
             Ok(())
@@ -289,7 +296,12 @@ pub(crate) fn client_host(
 }
 
 /// Applies the timeline's controls to one client.
-async fn obey(client: Client, mut ctl: mpsc::UnboundedReceiver<ClientControl>) {
+async fn obey(
+    client: Client,
+    mut ctl: mpsc::UnboundedReceiver<ClientControl>,
+    name: String,
+    shared: SharedRef,
+) {
     while let Some(c) = ctl.recv().await {
         match c {
             ClientControl::Join => client.join(),
@@ -301,6 +313,19 @@ async fn obey(client: Client, mut ctl: mpsc::UnboundedReceiver<ClientControl>) {
             }
             ClientControl::Reconnect => client.connect(),
             ClientControl::CrashChannel => client.push("crash", json!({})),
+            ClientControl::DropMidJoin(after) => {
+                client.drop_connection();
+                client.disconnect();
+                client.connect();
+                client.join();
+                // the next control waits: a few milliseconds at most (see the harness)
+                tokio::time::sleep(after).await;
+                if let Some(r) = lock(&shared).resets.as_mut() {
+                    r.reset(&name);
+                }
+                client.drop_connection();
+                client.disconnect();
+            }
         }
     }
 }

@@ -39,10 +39,13 @@ pub enum FaultKind {
     /// A rolling deploy ([`crate::rolling`]): every node that no other fault stops restarts
     /// in turn, each as a new replica. Opt-in.
     RollingRestart,
+    /// One to three clients join on a fresh connection that drops in the middle of the join
+    /// exchange ([`crate::Action::DropMidJoin`]), and come back with the heal. Opt-in.
+    DropMidJoin,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Partition,
         FaultKind::Cut,
         FaultKind::CutOneway,
@@ -53,6 +56,7 @@ impl FaultKind {
         FaultKind::Loss,
         FaultKind::ClientLoss,
         FaultKind::RollingRestart,
+        FaultKind::DropMidJoin,
     ];
 
     /// The timeline action's key in scenario files.
@@ -68,6 +72,7 @@ impl FaultKind {
             FaultKind::Loss => "loss",
             FaultKind::ClientLoss => "client_loss",
             FaultKind::RollingRestart => "rolling_restart",
+            FaultKind::DropMidJoin => "drop_mid_join",
         }
     }
 
@@ -76,7 +81,10 @@ impl FaultKind {
     pub fn is_opt_in(self) -> bool {
         matches!(
             self,
-            FaultKind::Loss | FaultKind::ClientLoss | FaultKind::RollingRestart
+            FaultKind::Loss
+                | FaultKind::ClientLoss
+                | FaultKind::RollingRestart
+                | FaultKind::DropMidJoin
         )
     }
 
@@ -294,6 +302,19 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             timeline.extend(crate::rolling::steps(at, &rolled, interval_ms, down_ms));
             let end = crate::rolling::end_ms(at, rolled.len(), interval_ms, down_ms);
             settled_from = settled_from.max(end);
+        }
+    }
+    // clients cut in the middle of a join, drawn from a stream of their own like the rolling
+    // deploy; they come back with everyone else's reconnect below
+    if cfg.faults.contains(&FaultKind::DropMidJoin) {
+        let mut drng =
+            ChaCha8Rng::seed_from_u64(derive_seed(seed, &FaultKind::DropMidJoin.stream()));
+        for _ in 0..drng.gen_range(1..=3) {
+            let c = &clients[drng.gen_range(0..clients.len())].name;
+            timeline.push(Step {
+                at_ms: drng.gen_range(900..fault_end),
+                action: Action::DropMidJoin(c.clone()),
+            });
         }
     }
     timeline.push(Step {

@@ -306,13 +306,22 @@ fn node_host(
                 rate: lock(&shared).client_loss_rate.clone(),
                 rto,
             };
-            let browser_link = lossy_streams(
+            let lossy_browser_link = lossy_streams(
                 client_loss,
                 seed,
                 format!("client-loss/server/{name}/{vsn}"),
                 name.clone(),
                 shared.clone(),
             );
+            let resets = shared.clone();
+            let browser_link = move |stream: TcpStream| {
+                let peer = stream.peer_addr().ok();
+                let link = lossy_browser_link(stream);
+                match (lock(&resets).resets.as_mut(), peer) {
+                    (Some(r), Some(peer)) => link.resettable(r.register(peer)),
+                    _ => link,
+                }
+            };
             clients::spawn_server(node.clone(), server_cfg.clone(), WS_PORT, browser_link).await?;
             while let Some(ctl) = ctl_rx.recv().await {
                 match ctl {
@@ -491,6 +500,13 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     if opts.node_trace {
         lock(&shared).node_trace = Some(Vec::new());
     }
+    if scenario
+        .timeline
+        .iter()
+        .any(|s| matches!(s.action, Action::DropMidJoin(_)))
+    {
+        lock(&shared).resets = Some(Default::default());
+    }
     if scenario.tracker.tick_model == TickModelName::Drift {
         lock(&shared).heals = Some(tokio::sync::watch::channel(0).0);
     }
@@ -565,6 +581,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     let mut cut: BTreeSet<(String, String)> = BTreeSet::new();
     let mut cut_oneway: BTreeSet<(String, String)> = BTreeSet::new();
     let mut held: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut mid_join = MidJoin::of(scenario, opts.seed);
     let mut internal: Option<String> = None;
     while (sim.elapsed().as_millis() as u64) < scenario.duration_ms {
         let now = sim.elapsed().as_millis() as u64;
@@ -581,6 +598,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
                 &mut cut,
                 &mut cut_oneway,
                 &mut held,
+                &mut mid_join,
             );
         }
         sampler.before_step(now, &lock(&shared));
@@ -704,6 +722,36 @@ fn notify_heal(shared: &SharedRef) {
     }
 }
 
+/// Where `drop_mid_join` steps cut their join exchange: a delay after the join, drawn from a
+/// stream of the run's seed of its own (so that a scenario without such steps draws nothing)
+/// and uniform over the whole exchange from a fresh connection: TCP connect, WebSocket
+/// upgrade, then `phx_join` and its reply and `presence_state`, three round trips of the
+/// slowest link.
+struct MidJoin {
+    rng: ChaCha8Rng,
+    window_ms: u64,
+}
+
+impl MidJoin {
+    fn of(scenario: &Scenario, seed: u64) -> MidJoin {
+        let slowest = scenario
+            .network
+            .links
+            .iter()
+            .map(|l| l.latency_ms[1])
+            .fold(scenario.network.latency_ms[1], u64::max);
+        MidJoin {
+            rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "drop_mid_join")),
+            window_ms: 6 * slowest + 2 * scenario.network.tick_ms,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        Duration::from_millis(self.rng.gen_range(0..=self.window_ms))
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the driver's state, passed apart so that each is borrowed alone
 fn apply(
     sim: &mut turmoil::Sim<'_>,
     shared: &SharedRef,
@@ -711,6 +759,7 @@ fn apply(
     cut: &mut BTreeSet<(String, String)>,
     cut_oneway: &mut BTreeSet<(String, String)>,
     held: &mut BTreeSet<(String, String)>,
+    mid_join: &mut MidJoin,
 ) {
     let client = |name: &str, ctl: ClientControl| {
         if let Some(tx) = lock(shared).client_ctl.get(name) {
@@ -722,6 +771,7 @@ fn apply(
         Action::Leave(c) => client(c, ClientControl::Leave),
         Action::Update(c, meta) => client(c, ClientControl::Update(meta.clone())),
         Action::Disconnect(c) => client(c, ClientControl::Disconnect),
+        Action::DropMidJoin(c) => client(c, ClientControl::DropMidJoin(mid_join.next())),
         Action::Reconnect(c) => client(c, ClientControl::Reconnect),
         Action::CrashChannel(c) => client(c, ClientControl::CrashChannel),
         Action::Partition(groups) => {

@@ -5,7 +5,7 @@
 //! the harness, the client glue and the sampler have no import loop.
 
 use crate::event::Event;
-use crate::lossy::{LossRate, LossReport};
+use crate::lossy::{LossRate, LossReport, Resets};
 use crate::node_trace::TraceEvent;
 use crate::planted::PlantedBug;
 use crate::stream::EventStream;
@@ -59,6 +59,9 @@ pub(crate) struct Shared {
     pub(crate) node_trace: Option<Vec<TraceEvent>>,
     /// Counts heals and repairs; diallers watch it (`tick_model = "drift"`).
     pub(crate) heals: Option<tokio::sync::watch::Sender<u64>>,
+    /// The browser connections `drop_mid_join` steps reset; `Some` only in runs with such
+    /// steps.
+    pub(crate) resets: Option<Resets>,
     /// The clients whose presence messages the checkers replay; `None`: every client (see
     /// [`crate::population::replayed`]).
     pub(crate) replayed: Option<std::collections::BTreeSet<String>>,
@@ -108,6 +111,10 @@ pub(crate) enum ClientControl {
     Reconnect,
     /// The reference channel's `crash` event.
     CrashChannel,
+    /// A fresh connection and a join on it (a joined channel rejoins, a closed one joins),
+    /// and the connection drops without a close frame this long after: somewhere in the
+    /// join exchange. The browser stays away until `Reconnect`.
+    DropMidJoin(Duration),
 }
 
 /// A client as the observer sees it.

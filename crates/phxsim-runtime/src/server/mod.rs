@@ -75,11 +75,15 @@ pub enum ServerMutation {
     /// `presence_diff` leaves name a `phx_ref` the client never got: it keeps the presence
     /// that left, and the leave is of a ref it does not hold.
     LeaveWrongRef,
+    /// The join's old order (issue 17): the presence is tracked without a lease, and the
+    /// channel is recorded only after the join's writes reached the client, so a connection
+    /// lost in the middle of the join skips the untrack: a ghost.
+    TrackBeforeBookkeeping,
 }
 
 impl ServerMutation {
     /// Every mutation, for CLIs and test matrices.
-    pub const ALL: [ServerMutation; 8] = [
+    pub const ALL: [ServerMutation; 9] = [
         ServerMutation::DropPhxRefPrev,
         ServerMutation::HeartbeatReplyWrongTopic,
         ServerMutation::NoPresenceState,
@@ -88,6 +92,7 @@ impl ServerMutation {
         ServerMutation::DropLeaves,
         ServerMutation::NoPhxCloseOnLeave,
         ServerMutation::LeaveWrongRef,
+        ServerMutation::TrackBeforeBookkeeping,
     ];
 
     /// The kebab-case name used on command lines and in scenario files.
@@ -101,6 +106,7 @@ impl ServerMutation {
             ServerMutation::DropLeaves => "drop-leaves",
             ServerMutation::NoPhxCloseOnLeave => "no-phx-close-on-leave",
             ServerMutation::LeaveWrongRef => "leave-wrong-ref",
+            ServerMutation::TrackBeforeBookkeeping => "track-before-bookkeeping",
         }
     }
 }
