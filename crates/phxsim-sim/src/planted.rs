@@ -201,9 +201,7 @@ impl PlantedBug {
     /// can show (opt-in kinds: without the bug, a seed's scenario stays what it was).
     pub fn explore_faults(self) -> &'static [FaultKind] {
         match self {
-            PlantedBug::Server(ServerMutation::TrackBeforeBookkeeping) => {
-                &[FaultKind::DropMidJoin]
-            }
+            PlantedBug::Server(ServerMutation::TrackBeforeBookkeeping) => &[FaultKind::DropMidJoin],
             _ => &[],
         }
     }

@@ -612,7 +612,12 @@ fn a_join_cut_midway_leaves_no_ghost_unless_the_server_tracks_before_its_bookkee
                 ..RunOptions::default()
             },
         );
-        assert_eq!(fine.verdict, Verdict::Pass, "seed {seed}: {:#?}", fine.failures);
+        assert_eq!(
+            fine.verdict,
+            Verdict::Pass,
+            "seed {seed}: {:#?}",
+            fine.failures
+        );
         let r = run(
             &s,
             RunOptions {
@@ -626,7 +631,8 @@ fn a_join_cut_midway_leaves_no_ghost_unless_the_server_tracks_before_its_bookkee
             let f = &r.failures[0];
             assert_eq!(f.subject, "a", "the node of the cut client");
             assert!(
-                f.detail.contains("alice: 1 presence(s) tracked for 0 joined socket(s)"),
+                f.detail
+                    .contains("alice: 1 presence(s) tracked for 0 joined socket(s)"),
                 "{f}"
             );
             caught.push(seed);
