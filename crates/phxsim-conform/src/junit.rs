@@ -6,6 +6,13 @@
 /// Text for an XML attribute or element: the five entities escaped, and the control
 /// characters XML 1.0 cannot carry even escaped written as `\u{..}`.
 pub fn xml(s: &str) -> String {
+    markup(s, "&apos;", true)
+}
+
+/// `&`, `<`, `>`, `"` and `'` (as `apos`) escaped; with `control`, also the control
+/// characters other than newline, tab and carriage return, as `\u{..}` (XML 1.0 cannot carry
+/// them, even escaped). The HTML report escapes with it too.
+pub(crate) fn markup(s: &str, apos: &str, control: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -13,9 +20,8 @@ pub fn xml(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 cannot carry most control characters, even escaped.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {
+            '\'' => out.push_str(apos),
+            c if control && (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {
                 out.push_str(&format!("\\u{{{:x}}}", c as u32));
             }
             c => out.push(c),

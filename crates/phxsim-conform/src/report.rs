@@ -330,18 +330,7 @@ fn junit_case(vsn: Serializer, r: &CaseResult) -> TestCase {
 // HTML
 
 fn html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    junit::markup(s, "&#39;", false)
 }
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\

@@ -67,7 +67,7 @@ impl Mechanism {
     }
 }
 
-/// One timing of one phase: the event on `node` (a `handle_diff` leave or join of `key`, or a
+/// One timing of one phase: the event on `node` (a `handle_diff` join or leave of `key`, or a
 /// replica event about `key`) after the phase's action, and the catalogue scenario that
 /// mirrors the phase, with the label of its step that stands for the action.
 struct Row {
@@ -80,183 +80,50 @@ struct Row {
     step: &'static str,
 }
 
-const fn row(
-    phase: &'static str,
-    mechanism: Mechanism,
-    node: &'static str,
-    event: &'static str,
-    key: &'static str,
-    scenario: &'static str,
-    step: &'static str,
-) -> Row {
-    Row {
-        phase,
-        mechanism,
-        node,
-        event,
-        key,
-        scenario,
-        step,
-    }
+/// One row a line: phase, mechanism, node, event, key, scenario prefix, and the step (the
+/// start of its label).
+const TABLE: &str = "
+P2_update              broadcast b join             alice 02_ update alice
+P2_update              broadcast c join             alice 02_ update alice
+P3_untrack             broadcast a leave            bob   03_ leave bob
+P3_untrack             broadcast c leave            bob   03_ leave bob
+P4_pid_exit            broadcast a leave            carol 04_ disconnect carol
+P4_pid_exit            broadcast b leave            carol 04_ disconnect carol
+P5_partition_c_short   down      a replica_down     c     05_ partition
+P5_partition_c_short   down      b replica_down     c     05_ partition
+P5_partition_c_short   down      c replica_down     a     05_ partition
+P6_partition_c_long    down      a replica_down     c     06_ partition
+P6_partition_c_long    permdown  a replica_permdown c     06_ partition
+P6_partition_c_long    permdown  b replica_permdown c     06_ partition
+P7_partition_a_c_only  down      a replica_down     c     07_ cut
+P8_graceful_permdown_b graceful  a replica_down     b     08_ permdown b
+P8_graceful_permdown_b graceful  c replica_down     b     08_ permdown b
+P9_kill_node_c         down      a replica_down     c     09_ partition
+P9_kill_node_c         permdown  a replica_permdown c     09_ partition
+";
+
+fn rows() -> impl Iterator<Item = Row> {
+    TABLE.lines().filter(|l| !l.trim().is_empty()).map(|line| {
+        let f: Vec<&'static str> = line.split_whitespace().collect();
+        let mechanism = match f[1] {
+            "broadcast" => Mechanism::Broadcast,
+            "down" => Mechanism::Down,
+            "permdown" => Mechanism::Permdown,
+            "graceful" => Mechanism::Graceful,
+            other => panic!("unknown mechanism {other}"),
+        };
+        let step_at = line.find(f[5]).expect("the scenario field") + f[5].len();
+        Row {
+            phase: f[0],
+            mechanism,
+            node: f[2],
+            event: f[3],
+            key: f[4],
+            scenario: f[5],
+            step: line[step_at..].trim(),
+        }
+    })
 }
-
-use Mechanism::{Broadcast, Down, Graceful, Permdown};
-
-const ROWS: &[Row] = &[
-    row(
-        "P2_update",
-        Broadcast,
-        "b",
-        "join",
-        "alice",
-        "02_",
-        "update alice",
-    ),
-    row(
-        "P2_update",
-        Broadcast,
-        "c",
-        "join",
-        "alice",
-        "02_",
-        "update alice",
-    ),
-    row(
-        "P3_untrack",
-        Broadcast,
-        "a",
-        "leave",
-        "bob",
-        "03_",
-        "leave bob",
-    ),
-    row(
-        "P3_untrack",
-        Broadcast,
-        "c",
-        "leave",
-        "bob",
-        "03_",
-        "leave bob",
-    ),
-    row(
-        "P4_pid_exit",
-        Broadcast,
-        "a",
-        "leave",
-        "carol",
-        "04_",
-        "disconnect carol",
-    ),
-    row(
-        "P4_pid_exit",
-        Broadcast,
-        "b",
-        "leave",
-        "carol",
-        "04_",
-        "disconnect carol",
-    ),
-    row(
-        "P5_partition_c_short",
-        Down,
-        "a",
-        "replica_down",
-        "c",
-        "05_",
-        "partition",
-    ),
-    row(
-        "P5_partition_c_short",
-        Down,
-        "b",
-        "replica_down",
-        "c",
-        "05_",
-        "partition",
-    ),
-    row(
-        "P5_partition_c_short",
-        Down,
-        "c",
-        "replica_down",
-        "a",
-        "05_",
-        "partition",
-    ),
-    row(
-        "P6_partition_c_long",
-        Down,
-        "a",
-        "replica_down",
-        "c",
-        "06_",
-        "partition",
-    ),
-    row(
-        "P6_partition_c_long",
-        Permdown,
-        "a",
-        "replica_permdown",
-        "c",
-        "06_",
-        "partition",
-    ),
-    row(
-        "P6_partition_c_long",
-        Permdown,
-        "b",
-        "replica_permdown",
-        "c",
-        "06_",
-        "partition",
-    ),
-    row(
-        "P7_partition_a_c_only",
-        Down,
-        "a",
-        "replica_down",
-        "c",
-        "07_",
-        "cut",
-    ),
-    row(
-        "P8_graceful_permdown_b",
-        Graceful,
-        "a",
-        "replica_down",
-        "b",
-        "08_",
-        "permdown b",
-    ),
-    row(
-        "P8_graceful_permdown_b",
-        Graceful,
-        "c",
-        "replica_down",
-        "b",
-        "08_",
-        "permdown b",
-    ),
-    row(
-        "P9_kill_node_c",
-        Down,
-        "a",
-        "replica_down",
-        "c",
-        "09_",
-        "partition",
-    ),
-    row(
-        "P9_kill_node_c",
-        Permdown,
-        "a",
-        "replica_permdown",
-        "c",
-        "09_",
-        "partition",
-    ),
-];
 
 /// The recorded run's events: phase → `(ms after the phase began, node, event, detail)`.
 fn reference() -> BTreeMap<String, Vec<(u64, String, String, String)>> {
@@ -366,9 +233,9 @@ fn scenario(prefix: &str) -> Scenario {
 #[test]
 fn every_real_timing_lies_in_the_window_its_mechanism_allows() {
     let phases = reference();
-    for r in ROWS {
+    for r in rows() {
         let (lo, hi) = r.mechanism.window();
-        let real = real_ms(&phases, r);
+        let real = real_ms(&phases, &r);
         assert!(
             (lo..=hi).contains(&real),
             "{} {} {} {}: the real cluster took {real} ms, outside [{lo}, {hi}]",
@@ -404,14 +271,14 @@ fn outside_the_windows(prefix: &str, seed: u64, planted: Option<PlantedBug>) -> 
         },
     );
     let mut out = Vec::new();
-    for r in ROWS.iter().filter(|r| r.scenario == prefix) {
+    for r in rows().filter(|r| r.scenario == prefix) {
         let step = s
             .timeline
             .iter()
             .find(|st| st.action.label().starts_with(r.step))
             .unwrap_or_else(|| panic!("{prefix}: no step {:?}", r.step));
         let (lo, hi) = r.mechanism.window();
-        let got = simulated_ms(&report.node_trace, step.at_ms, r);
+        let got = simulated_ms(&report.node_trace, step.at_ms, &r);
         if !got.is_some_and(|ms| (lo..=hi).contains(&ms)) {
             out.push(format!(
                 "{prefix} seed {seed}: {} {} of {} after {:?} took {got:?} ms; the real \
@@ -425,7 +292,7 @@ fn outside_the_windows(prefix: &str, seed: u64, planted: Option<PlantedBug>) -> 
 
 #[test]
 fn the_scenarios_that_mirror_a_reference_phase_keep_its_timing() {
-    let mut prefixes: Vec<&str> = ROWS.iter().map(|r| r.scenario).collect();
+    let mut prefixes: Vec<&str> = rows().map(|r| r.scenario).collect();
     prefixes.dedup();
     for prefix in prefixes {
         for seed in [1, 2] {

@@ -601,7 +601,8 @@ fn shrinking_drops_whole_clients_and_keeps_the_same_failure() {
 /// gone, and the socket-truth ghost check says so.
 #[test]
 fn a_join_cut_midway_leaves_no_ghost_unless_the_server_tracks_before_its_bookkeeping() {
-    let s = Scenario::parse("mid_join.toml", MID_JOIN).unwrap_or_else(|e| panic!("{e}"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mid_join.toml");
+    let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let bug = planted("track-before-bookkeeping");
     let mut caught = Vec::new();
     for seed in 1..=10 {
@@ -642,39 +643,3 @@ fn a_join_cut_midway_leaves_no_ghost_unless_the_server_tracks_before_its_bookkee
     // and its writes, the only place the old order leaks
     assert_eq!(caught, [5, 8]);
 }
-
-const MID_JOIN: &str = r#"
-title = "a client whose connection drops in the middle of its join leaves no presence"
-nodes = ["a", "b"]
-duration_ms = 6000
-
-[tracker]
-broadcast_period_ms = 100
-max_silent_periods = 10
-down_period_ms = 2000
-permdown_period_ms = 5000
-
-[[clients]]
-name = "alice"
-node = "a"
-
-[[clients]]
-name = "bob"
-node = "b"
-
-[[timeline]]
-at_ms = 500
-join = "bob"
-
-[[timeline]]
-at_ms = 1000
-drop_mid_join = "alice"
-
-[[timeline]]
-at_ms = 1500
-drop_mid_join = "alice"
-
-[[timeline]]
-at_ms = 2000
-drop_mid_join = "alice"
-"#;
