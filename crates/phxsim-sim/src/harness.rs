@@ -734,12 +734,7 @@ struct MidJoin {
 
 impl MidJoin {
     fn of(scenario: &Scenario, seed: u64) -> MidJoin {
-        let slowest = scenario
-            .network
-            .links
-            .iter()
-            .map(|l| l.latency_ms[1])
-            .fold(scenario.network.latency_ms[1], u64::max);
+        let slowest = scenario.network.slowest_ms();
         MidJoin {
             rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "drop_mid_join")),
             window_ms: 6 * slowest + 2 * scenario.network.tick_ms,

@@ -253,6 +253,16 @@ pub struct NetworkSettings {
     pub links: Vec<LinkSettings>,
 }
 
+impl NetworkSettings {
+    /// The highest one-way latency of any link (the default range or a `[[network.links]]`).
+    pub fn slowest_ms(&self) -> u64 {
+        self.links
+            .iter()
+            .map(|l| l.latency_ms[1])
+            .fold(self.latency_ms[1], u64::max)
+    }
+}
+
 /// One link's own one-way latency range.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

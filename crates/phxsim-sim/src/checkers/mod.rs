@@ -198,6 +198,23 @@ pub struct Bounds {
     pub sample_ms: u64,
 }
 
+/// When a gone owner's presence has been listed too long: the bound runs from the later of
+/// the owner's exit and the last scripted step (while faults and heals are still settling,
+/// Phoenix legitimately shows a down replica's stale values again at replica_up until a
+/// transfer removes them; a ghost is one that outlives the settling).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct GhostBound {
+    last_step_ms: u64,
+    ghost_ms: u64,
+}
+
+impl GhostBound {
+    /// Whether something gone at `gone_ms` and still there at `now_ms` is a ghost.
+    pub(super) fn passed(self, gone_ms: u64, now_ms: u64) -> bool {
+        now_ms > gone_ms.max(self.last_step_ms) + self.ghost_ms
+    }
+}
+
 /// The checkers of one run.
 pub struct Checkers {
     bounds: Bounds,
@@ -320,11 +337,12 @@ impl Checkers {
                 .values()
                 .all(|n| truth::same_lists_ref(&n.lists, &truth))
         };
-        let bound = self.last_step_ms;
-        self.ghosts
-            .observe(s, bound, self.bounds.ghost_ms, &mut self.findings);
-        self.sockets
-            .observe(s, bound, self.bounds.ghost_ms, &mut self.findings);
+        let bound = GhostBound {
+            last_step_ms: self.last_step_ms,
+            ghost_ms: self.bounds.ghost_ms,
+        };
+        self.ghosts.observe(s, bound, &mut self.findings);
+        self.sockets.observe(s, bound, &mut self.findings);
         self.convergence.observe(agree, s.at_ms);
         self.visible.observe(s, self.bounds.sample_ms);
         self.last = Some(snapshot);
