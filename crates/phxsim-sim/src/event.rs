@@ -8,7 +8,8 @@
 //! [`Snapshot`] of what every node lists, which is the checkers' view of the world and not an
 //! event of the protocol (printing it would double the transcript and move every snapshot).
 
-use crate::checkers::{FindingKind, Snapshot};
+use crate::finding::FindingKind;
+use crate::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 

@@ -8,8 +8,8 @@
 //! to the `match`es below (the compiler points at each); the tests in
 //! `tests/simulation.rs` then ask for a seed or scenario that proves every catcher.
 
-use crate::checkers::FindingKind;
-use crate::explore::FaultKind;
+use crate::fault::FaultKind;
+use crate::finding::FindingKind;
 use phxsim_runtime::client::ClientMutation;
 use phxsim_runtime::server::ServerMutation;
 use phxsim_shard::NodeMutation;

@@ -533,9 +533,9 @@ pub struct VisibleExpectation {
 /// Names of the findings a scenario may expect or allow: every checker's but the
 /// expectations' own.
 pub fn finding_names() -> Vec<&'static str> {
-    crate::checkers::FindingKind::ALL
+    crate::finding::FindingKind::ALL
         .into_iter()
-        .filter(|k| *k != crate::checkers::FindingKind::Expectation)
+        .filter(|k| *k != crate::finding::FindingKind::Expectation)
         .map(|k| k.name())
         .collect()
 }

@@ -19,68 +19,13 @@ mod visible;
 
 use crate::event::Event;
 use crate::scenario::VisibleExpectation;
-use serde::Serialize;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::sync::Arc;
 
+pub use crate::finding::{Finding, FindingKind};
+pub use crate::snapshot::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot, presence_list};
 pub use diff_stream::list_of_instance;
-
-/// `key → phx_ref → meta`: a presence list as a node or a client holds it for one topic, in
-/// the form the checkers compare. It is no payload model (those are `phxsim_wire`'s
-/// `PresenceState` and `PresenceDiff`, and the tracker's `TrackerList`): indexed by ref, it
-/// makes two lists equal when they hold the same presences whatever their order, which is
-/// what "the client shows what its node lists" means.
-pub type PresenceList = BTreeMap<String, BTreeMap<String, Json>>;
-
-/// A list of metas grouped by key (a node's `TrackerList`, a client's view) as a
-/// [`PresenceList`], metas moved; a meta without a `phx_ref` is no presence and is left out.
-pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
-    let mut out = PresenceList::new();
-    for (key, metas) in by_key {
-        let entry = out.entry(key).or_default();
-        for m in metas {
-            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                entry.insert(r.to_owned(), m);
-            }
-        }
-    }
-    out
-}
-
-/// What a running node shows at one instant.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct NodeSnapshot {
-    /// Per topic, the node's `Presence.list` (down replicas hidden).
-    pub lists: BTreeMap<String, PresenceList>,
-    /// Per topic, the presences this node tracks for its own sockets: the ground truth.
-    pub local: BTreeMap<String, PresenceList>,
-}
-
-/// What a client holds at one instant.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ClientSnapshot {
-    pub node: String,
-    pub topic: String,
-    pub user: String,
-    /// Connected and joined (the join reply arrived and the channel is not closed).
-    pub joined: bool,
-    /// Its phoenix.js-exact presence list (the harness leaves it empty in samples and passes
-    /// the lists read at the end to [`Checkers::finish`]).
-    pub view: PresenceList,
-}
-
-/// The whole world at `at_ms`. Crashed nodes are absent.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Snapshot {
-    pub at_ms: u64,
-    /// Shared: a node that did not change since the last sample hands in the same
-    /// allocation, and the checkers skip what only depends on the lists.
-    pub nodes: BTreeMap<String, Arc<NodeSnapshot>>,
-    /// Shared like the nodes: samples in which no client joined or left reuse one map.
-    pub clients: Arc<BTreeMap<String, ClientSnapshot>>,
-}
 
 /// A presence message as one client received it, read from the stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,101 +34,6 @@ enum ClientMessage {
     Joined(String),
     State(Json),
     Diff(Json),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingKind {
-    /// Nodes did not agree with the live presences within the bound after the last step.
-    NoConvergence,
-    /// A joined client's list differs from its node's list at the end.
-    ClientView,
-    /// A presence whose owner is gone is still listed after the bound.
-    Ghost,
-    /// A live presence is missing after convergence should have happened.
-    Lost,
-    /// A presence is listed with an older meta (phx_ref) than its owner holds.
-    StaleMeta,
-    /// A client's messages do not replay to what it shows, or are malformed.
-    DiffStream,
-    /// A leave of a ref the client does not hold (reference anomaly 1).
-    DuplicateLeave,
-    /// A join of a ref the client already holds (reference anomaly 2).
-    DuplicateJoin,
-    /// An `[[expect.visible]]` did not hold.
-    Expectation,
-}
-
-impl FindingKind {
-    /// Every kind, in the order reports list them.
-    pub const ALL: [FindingKind; 9] = [
-        FindingKind::NoConvergence,
-        FindingKind::ClientView,
-        FindingKind::Ghost,
-        FindingKind::Lost,
-        FindingKind::StaleMeta,
-        FindingKind::DiffStream,
-        FindingKind::DuplicateLeave,
-        FindingKind::DuplicateJoin,
-        FindingKind::Expectation,
-    ];
-
-    /// The kind named `name` (as [`FindingKind::name`] spells it).
-    pub fn from_name(name: &str) -> Option<FindingKind> {
-        FindingKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            FindingKind::NoConvergence => "no_convergence",
-            FindingKind::ClientView => "client_view",
-            FindingKind::Ghost => "ghost",
-            FindingKind::Lost => "lost",
-            FindingKind::StaleMeta => "stale_meta",
-            FindingKind::DiffStream => "diff_stream",
-            FindingKind::DuplicateLeave => "duplicate_leave",
-            FindingKind::DuplicateJoin => "duplicate_join",
-            FindingKind::Expectation => "expectation",
-        }
-    }
-
-    /// Anomalies are what the reference itself does; everything else is a violation.
-    pub fn is_anomaly(self) -> bool {
-        matches!(
-            self,
-            FindingKind::DuplicateLeave | FindingKind::DuplicateJoin
-        )
-    }
-
-    /// No convergence is its own failure class (distinct exit code).
-    pub fn is_liveness(self) -> bool {
-        matches!(self, FindingKind::NoConvergence)
-    }
-}
-
-impl fmt::Display for FindingKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Finding {
-    pub at_ms: u64,
-    pub kind: FindingKind,
-    /// The node or client it is about.
-    pub subject: String,
-    pub detail: String,
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[{} ms] {} at {}: {}",
-            self.at_ms, self.kind, self.subject, self.detail
-        )
-    }
 }
 
 /// Bounds the checkers judge by, derived from the tracker settings.
