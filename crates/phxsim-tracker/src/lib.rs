@@ -14,6 +14,7 @@ pub mod ops;
 pub mod peers;
 pub mod shared;
 pub mod state;
+mod table;
 pub mod types;
 
 pub use clock::{ClockSet, Context};
