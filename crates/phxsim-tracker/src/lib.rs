@@ -16,6 +16,7 @@ pub mod shared;
 pub mod state;
 mod table;
 pub mod types;
+pub mod values;
 
 pub use clock::{ClockSet, Context};
 pub use delta::{Clouds, Delta, NotContiguous};
@@ -26,3 +27,4 @@ pub use peers::{Peer, PeerStatus, Peers};
 pub use shared::{Meta, MetaError, Name};
 pub use state::{Extract, State, Status};
 pub use types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};
+pub use values::{NotSorted, TagValues};

@@ -3,12 +3,13 @@
 //! iteration is in a defined order.
 
 use crate::clock::{self, Context};
-use crate::delta::{Clouds, Delta, cloud_contains, cloud_insert, cloud_remove};
+use crate::delta::{Clouds, Delta, cloud_insert, cloud_remove};
 use crate::error::TrackerError;
 use crate::mutation::Mutation;
 use crate::shared::{Meta, Name};
 use crate::table::Table;
 use crate::types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};
+use crate::values::TagValues;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How this state sees a remote replica. Down replicas' values are kept but hidden from reads
@@ -25,7 +26,32 @@ pub enum Status {
 pub struct Extract {
     pub context: Context,
     pub clouds: Clouds,
-    pub values: BTreeMap<Tag, Presence>,
+    pub values: TagValues,
+}
+
+/// What a merge reads of the remote's values: a delta's map or an extract's sorted vector.
+trait RemoteValues {
+    /// In tag order.
+    fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)>;
+    fn has(&self, tag: &Tag) -> bool;
+}
+
+impl RemoteValues for BTreeMap<Tag, Presence> {
+    fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)> {
+        self.iter()
+    }
+    fn has(&self, tag: &Tag) -> bool {
+        self.contains_key(tag)
+    }
+}
+
+impl RemoteValues for TagValues {
+    fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)> {
+        self.iter()
+    }
+    fn has(&self, tag: &Tag) -> bool {
+        self.contains_key(tag)
+    }
 }
 
 /// A change counter that takes no part in a state's equality: two states holding the same
@@ -463,12 +489,6 @@ impl State {
 
     // ---- replication ---------------------------------------------------------------------
 
-    /// Is the dot known here (covered by the context or in the cloud), before any merge?
-    fn knows(&self, tag: &Tag) -> bool {
-        self.context.get(&tag.replica).copied().unwrap_or(0) >= tag.clock
-            || cloud_contains(&self.clouds, tag)
-    }
-
     /// Merges a peer's pending delta, as carried by a heartbeat.
     pub fn merge_delta(&mut self, delta: &Delta) -> Diff {
         self.merge_remote(&delta.values, &Context::new(), &delta.clouds)
@@ -481,7 +501,7 @@ impl State {
 
     fn merge_remote(
         &mut self,
-        remote_values: &BTreeMap<Tag, Presence>,
+        remote_values: &impl RemoteValues,
         remote_context: &Context,
         remote_clouds: &Clouds,
     ) -> Diff {
@@ -489,26 +509,40 @@ impl State {
         // 1. Joins: values of replicas we know, whose dot we have not seen. Only our own
         //    context and clouds are consulted: the root of phoenix_pubsub #148, unless the
         //    guard refuses values a newer row of their replica supersedes.
+        //    Values come in tag order, so the context and cloud of a replica are looked up
+        //    once per run of its values.
         let mut superseded: Vec<Tag> = Vec::new();
-        let joins: Vec<(Tag, Presence)> = remote_values
-            .iter()
-            .filter(|(t, _)| self.context.contains_key(&t.replica))
-            .filter(|(t, _)| {
-                if ignore_clouds {
-                    self.context.get(&t.replica).copied().unwrap_or(0) < t.clock
-                } else {
-                    !self.knows(t)
+        let mut join_values: Vec<Value> = Vec::new();
+        let mut run: Option<(&ReplicaRef, Option<u64>, Option<&BTreeSet<u64>>)> = None;
+        for (t, p) in remote_values.entries() {
+            let (ctx, cloud) = match run {
+                Some((r, ctx, cloud)) if *r == t.replica => (ctx, cloud),
+                _ => {
+                    let ctx = self.context.get(&t.replica).copied();
+                    let cloud = if ignore_clouds {
+                        None
+                    } else {
+                        self.clouds.get(&t.replica)
+                    };
+                    run = Some((&t.replica, ctx, cloud));
+                    (ctx, cloud)
                 }
-            })
-            .filter(|(t, p)| {
-                let stale = self.superseded_guard && self.supersedes(t, &p.key);
-                if stale {
-                    superseded.push((*t).clone());
-                }
-                !stale
-            })
-            .map(|(t, p)| (t.clone(), p.clone()))
-            .collect();
+            };
+            // values of replicas we do not know are not ours to add
+            let Some(ctx) = ctx else { continue };
+            if ctx >= t.clock || cloud.is_some_and(|c| c.contains(&t.clock)) {
+                continue;
+            }
+            if self.superseded_guard && self.supersedes(t, &p.key) {
+                superseded.push(t.clone());
+                continue;
+            }
+            join_values.push(Value {
+                key: p.key.clone(),
+                meta: p.meta.clone(),
+                tag: t.clone(),
+            });
+        }
 
         // 2. Leaves: another replica's value we hold, which the remote has seen (context or
         //    cloud) but no longer holds. Candidates come from the remote's context ranges and
@@ -520,7 +554,7 @@ impl State {
             }
             for (clock, _) in self.table.rows_of_replica(r, 1, c) {
                 let t = Tag::new(r.clone(), clock);
-                if !remote_values.contains_key(&t) {
+                if !remote_values.has(&t) {
                     leave_tags.insert(t);
                 }
             }
@@ -532,7 +566,7 @@ impl State {
                 }
                 for &d in dots {
                     let t = Tag::new(r.clone(), d);
-                    if self.table.find_dot(&t).is_some() && !remote_values.contains_key(&t) {
+                    if self.table.find_dot(&t).is_some() && !remote_values.has(&t) {
                         leave_tags.insert(t);
                     }
                 }
@@ -564,14 +598,6 @@ impl State {
             self.tombstone(t);
             leaves.push(value);
         }
-        let join_values: Vec<Value> = joins
-            .into_iter()
-            .map(|(tag, p)| Value {
-                key: p.key,
-                meta: p.meta,
-                tag,
-            })
-            .collect();
         if self.table.build_in_bulk(&join_values) {
             self.revision.bump();
         } else {
@@ -596,25 +622,27 @@ impl State {
     /// Everything a remote with `remote_context` can use: values of the replicas it knows
     /// (never its own), with our context and clouds restricted to those replicas.
     pub fn extract(&self, remote: &ReplicaRef, remote_context: &Context) -> Extract {
-        // Tag order in, tag order out: collecting a sorted sequence builds the map in bulk.
-        let values: BTreeMap<Tag, Presence> = remote_context
-            .keys()
-            .filter(|r| *r != remote)
-            .flat_map(|r| {
-                self.table
-                    .rows_of_replica(r, 0, u64::MAX)
-                    .map(move |(clock, id)| {
-                        let row = self.table.row(id);
-                        (
-                            Tag::new(r.clone(), clock),
-                            Presence {
-                                key: row.key.clone(),
-                                meta: row.meta.clone(),
-                            },
-                        )
-                    })
-            })
-            .collect();
+        // Tag order in, tag order out: the dot index is read in order into one vector.
+        let mut values: Vec<(Tag, Presence)> = Vec::with_capacity(self.table.len());
+        values.extend(
+            remote_context
+                .keys()
+                .filter(|r| *r != remote)
+                .flat_map(|r| {
+                    self.table
+                        .rows_of_replica(r, 0, u64::MAX)
+                        .map(move |(clock, id)| {
+                            let row = self.table.row(id);
+                            (
+                                Tag::new(r.clone(), clock),
+                                Presence {
+                                    key: row.key.clone(),
+                                    meta: row.meta.clone(),
+                                },
+                            )
+                        })
+                }),
+        );
         Extract {
             context: clock::filter_replicas(&self.context, remote_context.keys()),
             clouds: self
@@ -623,7 +651,7 @@ impl State {
                 .filter(|(r, _)| remote_context.contains_key(*r))
                 .map(|(r, c)| (r.clone(), c.clone()))
                 .collect(),
-            values,
+            values: TagValues::from_sorted_trusted(values),
         }
     }
 

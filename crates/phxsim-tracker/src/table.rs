@@ -82,7 +82,7 @@ impl Table {
     /// The row of exactly one `{topic, pid, key}`.
     pub fn find(&self, key: &ValueKey) -> Option<RowId> {
         self.by_topic
-            .get(key.topic.as_str())?
+            .get(&key.topic)?
             .get(&(key.pid.clone(), key.key.clone()))
             .copied()
     }
@@ -129,13 +129,15 @@ impl Table {
 
     /// Number of rows of a topic.
     pub fn topic_len(&self, topic: &str) -> usize {
-        self.by_topic.get(topic).map_or(0, BTreeMap::len)
+        self.by_topic
+            .get(&Name::from(topic))
+            .map_or(0, BTreeMap::len)
     }
 
     /// The rows of a topic in `{pid, key}` order.
     pub fn rows_of_topic<'a>(&'a self, topic: &str) -> impl Iterator<Item = &'a Row> + use<'a> {
         self.by_topic
-            .get(topic)
+            .get(&Name::from(topic))
             .into_iter()
             .flat_map(|rows| rows.values())
             .map(|&id| self.row(id))
@@ -200,12 +202,10 @@ impl Table {
             return;
         }
         let mut key = key;
-        let rows = match self.by_topic.get_key_value(key.topic.as_str()) {
+        let rows = match self.by_topic.get_key_value(&key.topic) {
             Some((t, _)) => {
                 key.topic = t.clone();
-                self.by_topic
-                    .get_mut(key.topic.as_str())
-                    .expect("topic just found")
+                self.by_topic.get_mut(&key.topic).expect("topic just found")
             }
             None => self.by_topic.entry(key.topic.clone()).or_default(),
         };
@@ -241,10 +241,10 @@ impl Table {
         }
         self.by_dot[row.replica as usize].remove(&row.clock);
         self.by_pid.remove(&(row.key.pid.clone(), id));
-        if let Some(rows) = self.by_topic.get_mut(row.key.topic.as_str()) {
+        if let Some(rows) = self.by_topic.get_mut(&row.key.topic) {
             rows.remove(&(row.key.pid.clone(), row.key.key.clone()));
             if rows.is_empty() {
-                self.by_topic.remove(row.key.topic.as_str());
+                self.by_topic.remove(&row.key.topic);
             }
         }
         let tag = Tag::new(self.replicas[row.replica as usize].clone(), row.clock);
@@ -270,9 +270,9 @@ impl Table {
             .enumerate()
             .map(|(i, v)| {
                 (
-                    SortKey::of(&v.key.topic),
-                    SortKey::of(&v.key.pid),
-                    SortKey::of(&v.key.key),
+                    SortKey::of(v.key.topic.as_bytes()),
+                    SortKey::of(v.key.pid.as_bytes()),
+                    SortKey::of(v.key.key.as_bytes()),
                     i as u32,
                 )
             })
@@ -347,7 +347,7 @@ impl Table {
             .enumerate()
             .map(|(id, row)| {
                 let row = row.as_ref().expect("just written");
-                (SortKey::of(&row.key.pid), id as u32)
+                (SortKey::of(row.key.pid.as_bytes()), id as u32)
             })
             .collect();
         pids.sort_unstable_by(|a, b| {
@@ -373,15 +373,14 @@ impl Table {
 struct SortKey(u128, u8);
 
 impl SortKey {
-    fn of(s: &str) -> Self {
-        let b = s.as_bytes();
+    fn of(b: &[u8]) -> Self {
         let mut buf = [0u8; 16];
         let n = b.len().min(16);
         buf[..n].copy_from_slice(&b[..n]);
         SortKey(u128::from_be_bytes(buf), b.len().min(17) as u8)
     }
 
-    fn cmp(&self, other: &Self, a: &str, b: &str) -> Ordering {
+    fn cmp(&self, other: &Self, a: &Name, b: &Name) -> Ordering {
         Ord::cmp(self, other).then_with(|| {
             if self.1 == 17 {
                 a.cmp(b)
@@ -445,7 +444,11 @@ mod tests {
         for a in words {
             for b in words {
                 assert_eq!(
-                    SortKey::of(a).cmp(&SortKey::of(b), a, b),
+                    SortKey::of(a.as_bytes()).cmp(
+                        &SortKey::of(b.as_bytes()),
+                        &Name::from(a),
+                        &Name::from(b)
+                    ),
                     a.cmp(b),
                     "{a:?} vs {b:?}"
                 );
