@@ -358,31 +358,45 @@ impl Table {
             .into_iter()
             .map(|(_, id)| (self.row(id).key.pid.clone(), id))
             .collect();
-        // Dot index: the joins come in tag order, so each replica's clocks ascend.
-        for (id, (v, r)) in joins.iter().zip(&ids).enumerate() {
-            self.by_dot[*r as usize].insert(v.tag.clock, id as u32);
+        // Dot index: the joins come in tag order, so each replica's run of clocks ascends and
+        // is collected in bulk.
+        let mut start = 0;
+        while start < joins.len() {
+            let r = ids[start];
+            let end = start + ids[start..].iter().take_while(|&&x| x == r).count();
+            let run = (start..end).map(|id| (joins[id].tag.clock, id as u32));
+            if self.by_dot[r as usize].is_empty() {
+                self.by_dot[r as usize] = run.collect();
+            } else {
+                self.by_dot[r as usize].extend(run);
+            }
+            start = end;
         }
         true
     }
 }
 
-/// A string's first 16 bytes as a big-endian number, and its length capped at 17: comparing
-/// two of them orders the strings exactly as their text unless both are longer than 16 bytes
-/// and share those 16 bytes, and then the text decides.
+/// A string's first 15 bytes as a big-endian number over its length capped at 16, in one
+/// `u128`: comparing two of them orders the strings exactly as their text unless both are at
+/// least 16 bytes long and share those 15 bytes, and then the text decides. (Zero padding
+/// sorts a shorter string first, as a prefix sorts first.)
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct SortKey(u128, u8);
+struct SortKey(u128);
 
 impl SortKey {
+    const PREFIX: usize = 15;
+
     fn of(b: &[u8]) -> Self {
         let mut buf = [0u8; 16];
-        let n = b.len().min(16);
+        let n = b.len().min(Self::PREFIX);
         buf[..n].copy_from_slice(&b[..n]);
-        SortKey(u128::from_be_bytes(buf), b.len().min(17) as u8)
+        buf[15] = b.len().min(Self::PREFIX + 1) as u8;
+        SortKey(u128::from_be_bytes(buf))
     }
 
     fn cmp(&self, other: &Self, a: &Name, b: &Name) -> Ordering {
         Ord::cmp(self, other).then_with(|| {
-            if self.1 == 17 {
+            if self.0 as u8 as usize > Self::PREFIX {
                 a.cmp(b)
             } else {
                 Ordering::Equal
@@ -440,6 +454,12 @@ mod tests {
             "0123456789abcdefX",
             "0123456789abcdefY",
             "0123456789abcdeg",
+            "0123456789abcde",
+            "0123456789abcde\0",
+            "0123456789abcdf",
+            "0123456789abcd",
+            "\u{7f}\u{7f}",
+            "é",
         ];
         for a in words {
             for b in words {
