@@ -9,6 +9,7 @@ pub mod clock;
 pub mod delta;
 pub mod error;
 pub mod generations;
+mod json_check;
 pub mod mutation;
 pub mod ops;
 pub mod peers;
