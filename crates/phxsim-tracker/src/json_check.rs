@@ -282,10 +282,10 @@ mod tests {
                 }
                 _ => {}
             }
-            if let Ok(text) = String::from_utf8(b) {
-                if surely_valid(&text) {
-                    prop_assert!(serde_accepts(&text), "{:?}", text);
-                }
+            if let Ok(text) = String::from_utf8(b)
+                && surely_valid(&text)
+            {
+                prop_assert!(serde_accepts(&text), "{:?}", text);
             }
         }
 

@@ -29,6 +29,9 @@ pub struct Extract {
     pub values: TagValues,
 }
 
+/// A replica whose values a merge is reading: its context (if known here) and its cloud.
+type ReplicaRun<'a> = (&'a ReplicaRef, Option<u64>, Option<&'a BTreeSet<u64>>);
+
 /// What a merge reads of the remote's values: a delta's map or an extract's sorted vector.
 trait RemoteValues {
     /// In tag order.
@@ -513,7 +516,7 @@ impl State {
         //    once per run of its values.
         let mut superseded: Vec<Tag> = Vec::new();
         let mut join_values: Vec<Value> = Vec::new();
-        let mut run: Option<(&ReplicaRef, Option<u64>, Option<&BTreeSet<u64>>)> = None;
+        let mut run: Option<ReplicaRun> = None;
         for (t, p) in remote_values.entries() {
             let (ctx, cloud) = match run {
                 Some((r, ctx, cloud)) if *r == t.replica => (ctx, cloud),
