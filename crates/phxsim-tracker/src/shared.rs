@@ -1,7 +1,8 @@
 //! Shared immutable values: the strings (topics, pids, keys, replica names) and metas that a
 //! presence carries. One presence is held by its row, several indexes, the pending delta, the
 //! delta generations, extracts and the joins/leaves of every merge; these types make each of
-//! those copies a reference-count bump instead of a deep copy of a string or a JSON tree.
+//! those copies a copy of a few bytes (a short name) or a reference-count bump (a long name, a
+//! meta) instead of a deep copy of a string or a JSON tree.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value as Json;

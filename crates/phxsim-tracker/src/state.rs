@@ -549,7 +549,7 @@ impl State {
 
         // 2. Leaves: another replica's value we hold, which the remote has seen (context or
         //    cloud) but no longer holds. Candidates come from the remote's context ranges and
-        //    cloud dots, looked up in the tag index instead of scanning every row.
+        //    cloud dots, looked up in the dot index instead of scanning every row.
         let mut leave_tags: BTreeSet<Tag> = BTreeSet::new();
         for (r, &c) in remote_context {
             if r == &self.replica || c == 0 {
