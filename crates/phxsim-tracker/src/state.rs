@@ -37,6 +37,7 @@ trait RemoteValues {
     /// In tag order.
     fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)>;
     fn has(&self, tag: &Tag) -> bool;
+    fn count(&self) -> usize;
 }
 
 impl RemoteValues for BTreeMap<Tag, Presence> {
@@ -46,6 +47,9 @@ impl RemoteValues for BTreeMap<Tag, Presence> {
     fn has(&self, tag: &Tag) -> bool {
         self.contains_key(tag)
     }
+    fn count(&self) -> usize {
+        self.len()
+    }
 }
 
 impl RemoteValues for TagValues {
@@ -54,6 +58,9 @@ impl RemoteValues for TagValues {
     }
     fn has(&self, tag: &Tag) -> bool {
         self.contains_key(tag)
+    }
+    fn count(&self) -> usize {
+        self.len()
     }
 }
 
@@ -515,7 +522,13 @@ impl State {
         //    Values come in tag order, so the context and cloud of a replica are looked up
         //    once per run of its values.
         let mut superseded: Vec<Tag> = Vec::new();
-        let mut join_values: Vec<Value> = Vec::new();
+        // Into an empty table (a first transfer) nearly every value joins: the list is sized
+        // once instead of growing through a dozen copies.
+        let mut join_values: Vec<Value> = if self.table.is_empty() {
+            Vec::with_capacity(remote_values.count())
+        } else {
+            Vec::new()
+        };
         let mut run: Option<ReplicaRun> = None;
         for (t, p) in remote_values.entries() {
             let (ctx, cloud) = match run {
