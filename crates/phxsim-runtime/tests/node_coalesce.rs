@@ -3,7 +3,7 @@
 //! subscribed, ends on the node's own list; without coalescing every change is a diff.
 
 use phxsim_runtime::{Coalesce, Node, NodeConfig, Subscription};
-use phxsim_shard::{PresenceState, TrackerConfig};
+use phxsim_shard::{TrackerConfig, TrackerList};
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn refs(metas: &[Json]) -> Vec<String> {
         .collect()
 }
 
-fn view_of(state: &PresenceState) -> View {
+fn view_of(state: &TrackerList) -> View {
     state.0.iter().map(|(k, m)| (k.clone(), refs(m))).collect()
 }
 

@@ -399,6 +399,7 @@ impl Task {
         self.shared.update(|v| v.connected = false);
         let reason = end.reason.clone();
         let reconnect = end.reconnect;
+        tracing::debug!(topic = %self.cfg.topic, reason = %reason, reconnect, "client disconnected");
         self.shared
             .emit(|| ClientEvent::Disconnected { reason, reconnect });
         self.heartbeat_ref = None;

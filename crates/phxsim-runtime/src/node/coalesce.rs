@@ -13,7 +13,7 @@
 //! by arrival. A subscriber that joins during a window gets the pending diff too, including
 //! changes already in its `presence_state`: that is the same harmless overlap.
 
-use phxsim_shard::PresenceDiff;
+use phxsim_shard::TrackerDiff;
 use phxsim_shard::presence::phx_ref_of;
 use serde_json::Value as Json;
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub(crate) fn window(subscribers: usize, per_subscriber: Duration, max: Duration
 /// A join of a `phx_ref` that left earlier in the batch takes the leave back (a replica that
 /// came back up); a leave keeps the earlier join, so that a subscriber whose state already
 /// holds the presence drops it too.
-pub(crate) fn merge(into: &mut PresenceDiff, next: &PresenceDiff) {
+pub(crate) fn merge(into: &mut TrackerDiff, next: &TrackerDiff) {
     for (key, metas) in &next.joins {
         for meta in metas {
             let r = phx_ref_of(meta);
@@ -76,8 +76,8 @@ mod tests {
         json!({"phx_ref": r})
     }
 
-    fn diff(joins: &[(&str, &str)], leaves: &[(&str, &str)]) -> PresenceDiff {
-        let mut d = PresenceDiff::default();
+    fn diff(joins: &[(&str, &str)], leaves: &[(&str, &str)]) -> TrackerDiff {
+        let mut d = TrackerDiff::default();
         for (k, r) in joins {
             d.joins.entry((*k).into()).or_default().push(m(r));
         }
@@ -88,7 +88,7 @@ mod tests {
     }
 
     /// phoenix.js `syncDiff` on the refs of each key: joins (deduplicated by ref), then leaves.
-    fn apply(list: &mut List, d: &PresenceDiff) {
+    fn apply(list: &mut List, d: &TrackerDiff) {
         for (k, metas) in &d.joins {
             let refs = list.entry(k.clone()).or_default();
             for meta in metas {
@@ -135,7 +135,7 @@ mod tests {
         let mut start: List = BTreeMap::new();
         start.insert("b".into(), vec!["b1".into()]);
         start.insert("c".into(), vec!["c1".into()]);
-        let mut merged = PresenceDiff::default();
+        let mut merged = TrackerDiff::default();
         for d in &seq {
             merge(&mut merged, d);
         }
@@ -154,7 +154,7 @@ mod tests {
         }
         // A planted naive merge (union of joins and of leaves) fails it: b comes back up
         // and is then removed again.
-        let mut naive = PresenceDiff::default();
+        let mut naive = TrackerDiff::default();
         for d in &seq {
             for (k, v) in &d.joins {
                 naive

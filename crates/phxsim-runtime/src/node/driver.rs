@@ -8,8 +8,8 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use phxsim_shard::codec::encode_frame;
 use phxsim_shard::{
-    Destination, Frame, Hello, NodeMessage, PeerView, PresenceDiff, PresenceError, PresenceState,
-    Tracker, TrackerEvent,
+    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, Tracker, TrackerDiff,
+    TrackerEvent, TrackerList,
 };
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
@@ -53,7 +53,7 @@ pub(crate) enum Command {
     },
     List {
         topic: String,
-        reply: Reply<PresenceState>,
+        reply: Reply<TrackerList>,
     },
     Snapshot {
         since: Option<u64>,
@@ -140,14 +140,14 @@ struct Topic {
     /// The list handed to subscribers, and the tracker revision it was taken at.
     state: Option<(u64, Arc<TopicState>)>,
     /// Changes since the last diff went out, merged.
-    merged: Option<PresenceDiff>,
+    merged: Option<TrackerDiff>,
     /// When the last diff went out.
     last_sent: Option<Instant>,
 }
 
 impl Topic {
     /// Sends a diff to every subscriber; false when none is left.
-    fn send(&mut self, topic: &str, diff: PresenceDiff, now: Instant, coalescing: bool) -> bool {
+    fn send(&mut self, topic: &str, diff: TrackerDiff, now: Instant, coalescing: bool) -> bool {
         let update = PresenceUpdate {
             topic: Arc::from(topic),
             diff: Arc::new(diff),
@@ -368,6 +368,7 @@ impl Driver {
     }
 
     fn observe(&mut self, e: NodeEvent) {
+        log(&e);
         self.observers.retain(|tx| tx.send(e.clone()).is_ok());
     }
 
@@ -411,7 +412,7 @@ impl Driver {
 
     /// A topic's diff goes to its subscribers now, or (coalescing, within the topic's window)
     /// into the diff that goes out when the window ends.
-    fn route_diff(&mut self, topic: &str, diff: &PresenceDiff) {
+    fn route_diff(&mut self, topic: &str, diff: &TrackerDiff) {
         let Some(entry) = self.subscribers.get_mut(topic) else {
             return;
         };
@@ -486,5 +487,25 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The human log of a node event: links and replicas coming and going (messages are too many).
+fn log(e: &NodeEvent) {
+    match e {
+        NodeEvent::LinkUp { peer, vsn } => tracing::debug!(peer = %peer, vsn, "link up"),
+        NodeEvent::LinkDown { peer, reason } => {
+            tracing::debug!(peer = %peer, reason = %reason, "link down")
+        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaDown { replica: r, .. }) => {
+            tracing::info!(replica = %r.name, vsn = r.vsn, "replica down")
+        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaPermdown { replica: r, .. }) => {
+            tracing::info!(replica = %r.name, vsn = r.vsn, "replica permanently down")
+        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaUp { replica: r, .. }) => {
+            tracing::info!(replica = %r.name, vsn = r.vsn, "replica up")
+        }
+        _ => {}
     }
 }

@@ -25,8 +25,8 @@ use driver::{Command, Driver};
 use link::LinkParams;
 use phxsim_shard::codec::DEFAULT_MAX_FRAME_LEN;
 use phxsim_shard::{
-    ConfigError, Hello, PeerView, PresenceDiff, PresenceError, PresenceState, RefSource,
-    SeededRefs, Tracker, TrackerConfig, TrackerEvent,
+    ConfigError, Hello, PeerView, PresenceError, RefSource, SeededRefs, Tracker, TrackerConfig,
+    TrackerDiff, TrackerEvent, TrackerList,
 };
 use rand::RngCore;
 use serde_json::{Map, Value as Json};
@@ -157,7 +157,7 @@ pub enum NodeEvent {
 pub struct PresenceUpdate {
     /// Shared too: a subscriber's copy of an update allocates nothing.
     pub topic: Arc<str>,
-    pub diff: Arc<PresenceDiff>,
+    pub diff: Arc<TrackerDiff>,
     /// The diff's frames, encoded once by the first socket of each serializer (the server's
     /// fastlane); shared by every subscriber's copy.
     pub frames: Arc<crate::server::EncodedFrames>,
@@ -169,7 +169,7 @@ pub struct PresenceUpdate {
 pub struct TopicState {
     pub(crate) payload: Arc<crate::server::StatePayload>,
     /// The presences as JSON, parsed from the payload the first time someone asks.
-    list: std::sync::OnceLock<PresenceState>,
+    list: std::sync::OnceLock<TrackerList>,
 }
 
 impl TopicState {
@@ -181,14 +181,14 @@ impl TopicState {
     }
 
     /// The presences.
-    pub fn list(&self) -> &PresenceState {
+    pub fn list(&self) -> &TrackerList {
         self.list.get_or_init(|| self.payload.to_list())
     }
 }
 
 impl std::ops::Deref for TopicState {
-    type Target = PresenceState;
-    fn deref(&self) -> &PresenceState {
+    type Target = TrackerList;
+    fn deref(&self) -> &TrackerList {
         self.list()
     }
 }
@@ -218,9 +218,9 @@ pub struct Subscription {
 pub struct TopicSnapshot {
     pub topic: String,
     /// `list(topic)`: down replicas hidden.
-    pub list: PresenceState,
+    pub list: TrackerList,
     /// The presences of this node's own sockets: the ground truth for checkers.
-    pub local: PresenceState,
+    pub local: TrackerList,
 }
 
 /// What [`Node::request_lists`] answers.
@@ -508,7 +508,7 @@ impl Node {
     }
 
     /// `list`: the topic's presences, hiding replicas currently down.
-    pub async fn list(&self, topic: &str) -> Result<PresenceState, NodeError> {
+    pub async fn list(&self, topic: &str) -> Result<TrackerList, NodeError> {
         let topic = topic.to_owned();
         self.call(|reply| Command::List { topic, reply }).await
     }

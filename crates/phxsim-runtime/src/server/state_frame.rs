@@ -10,11 +10,11 @@
 //! are those of the full encoding (tested below against the codec), so clients cannot tell.
 
 use bytes::Bytes;
-use phxsim_shard::PresenceState;
+use phxsim_shard::TrackerList;
 use phxsim_wire::{Codec, Frame, Message, Serializer};
 use serde_json::{Map, Value as Json};
 
-/// `{"key":{"metas":[...]},...}` exactly as `PresenceState::to_json` encodes, and where each
+/// `{"key":{"metas":[...]},...}` exactly as `TrackerList::to_json` encodes, and where each
 /// key's entry starts and its metas end.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct StatePayload {
@@ -60,8 +60,8 @@ impl StatePayload {
     }
 
     /// The list back as JSON values, for callers that want the presences themselves.
-    pub(crate) fn to_list(&self) -> PresenceState {
-        let mut list = PresenceState::default();
+    pub(crate) fn to_list(&self) -> TrackerList {
+        let mut list = TrackerList::default();
         let Ok(Json::Object(map)) = serde_json::from_slice::<Json>(&self.text) else {
             return list;
         };
@@ -77,7 +77,7 @@ impl StatePayload {
 
     /// The payload of a list of JSON values (what [`StatePayload::from_texts`] must equal).
     #[cfg(test)]
-    pub(crate) fn encode(list: &PresenceState) -> StatePayload {
+    pub(crate) fn encode(list: &TrackerList) -> StatePayload {
         let mut text = String::with_capacity(list.0.len() * 80 + 2);
         let mut keys = Vec::with_capacity(list.0.len());
         text.push('{');
@@ -216,16 +216,16 @@ mod tests {
         json!({"phx_ref": r, "status": "online", "n": {"b": 1, "a": [1, "é\"\\"]}})
     }
 
-    fn state(keys: &[(&str, &[&str])]) -> PresenceState {
+    fn state(keys: &[(&str, &[&str])]) -> TrackerList {
         let mut m = BTreeMap::new();
         for (k, refs) in keys {
             m.insert((*k).to_owned(), refs.iter().map(|r| meta(r)).collect());
         }
-        PresenceState(m)
+        TrackerList(m)
     }
 
     /// What the socket did before: the own meta pushed into the list, then encoded whole.
-    fn full(list: &PresenceState, own: Option<(&str, &Json)>) -> String {
+    fn full(list: &TrackerList, own: Option<(&str, &Json)>) -> String {
         let mut list = list.clone();
         if let Some((k, m)) = own {
             list.0.entry(k.to_owned()).or_default().push(m.clone());
@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(p, StatePayload::encode(&list));
         assert_eq!(p.to_list(), list);
         let empty = StatePayload::from_texts([]);
-        assert_eq!(empty, StatePayload::encode(&PresenceState::default()));
-        assert_eq!(empty.to_list(), PresenceState::default());
+        assert_eq!(empty, StatePayload::encode(&TrackerList::default()));
+        assert_eq!(empty.to_list(), TrackerList::default());
     }
 }
