@@ -2,7 +2,7 @@
 //! runtime's real Channels server on turmoil TCP; one more host runs every client (the
 //! runtime's real client), each driven by the scripted timeline and observed frame by frame.
 
-use crate::checkers::{ClientMessage, PresenceList, presence_list};
+use crate::checkers::{ClientMessage, PresenceList};
 use crate::event::{Event, FrameBody};
 use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
@@ -11,17 +11,29 @@ use crate::world::{
     segment_lost_report,
 };
 use phxsim_runtime::Node;
-use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, ClientView};
+use phxsim_runtime::client::{Client, ClientConfig, ClientEvent};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
 
-/// The checker's list of a client's view: `key → phx_ref → meta`.
-pub fn view_list(view: ClientView) -> PresenceList {
-    presence_list(view.presences)
+/// The checker's list of a client: `key → phx_ref → meta`, read from the list the client
+/// keeps (what `presence_list` makes of its view, without building the view first).
+pub fn client_list(client: &Client) -> PresenceList {
+    client.with_presences(|p| {
+        let mut out = PresenceList::new();
+        for (key, presence) in p.state().iter() {
+            let entry = out.entry(key.to_owned()).or_default();
+            for m in &presence.metas {
+                if let Some(r) = m.phx_ref_str() {
+                    entry.insert(r.to_owned(), Json::Object(m.as_map().clone()));
+                }
+            }
+        }
+        out
+    })
 }
 
 /// The Channels server of every node in a run: Phoenix's defaults, plus the planted server bug
@@ -376,7 +388,6 @@ async fn forward_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value as Json;
 
     /// What `text_event` replaces: the whole frame parsed into a `Value`.
     fn by_value(text: &str) -> Option<String> {

@@ -613,7 +613,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     // list is compared with its node's one at a time, so no more than one is held at once
     let mut final_views: BTreeMap<String, PresenceList> = BTreeMap::new();
     for (name, c) in &s.clients {
-        let view = clients::view_list(c.client.view());
+        let view = clients::client_list(&c.client);
         if replayed.as_ref().is_none_or(|r| r.contains(name)) {
             final_views.insert(name.clone(), view);
         } else {

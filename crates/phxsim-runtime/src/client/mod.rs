@@ -3,29 +3,35 @@
 //! join_ref each time), leave; presences kept by `phxsim_wire`'s phoenix.js-exact
 //! [`PresenceInstance`](phxsim_wire::PresenceInstance), which buffers diffs until the state.
 //!
+//! - The socket and channel logic is a sans-IO state machine (`machine`) with time passed in;
+//!   the tokio task (`task`) is the glue that reads the clock, the stream and the commands.
 //! - Streams come from a caller-supplied factory, so the client runs on tokio TCP, on turmoil
 //!   TCP in the simulator, or on an in-memory duplex.
 //! - Time only from `tokio::time`; the WebSocket key comes from the configured seed.
-//! - For checkers: [`Client::view`] (connected, joined, join_ref, presence list) and
-//!   [`Client::subscribe`] (every frame sent and received, every presence message with what was
-//!   done with it, every channel state change), both updated as each message is handled.
+//! - For checkers: [`Client::status`] and [`Client::watch`] (connected, joined, join_ref,
+//!   counters), [`Client::view`] (the status and the presence list, built from the client's one
+//!   list on demand) and [`Client::subscribe`] (every frame sent and received, every presence
+//!   message with what was done with it, every channel state change), all current as each
+//!   message is handled.
 //! - [`ClientMutation`]s plant known client bugs.
 
+mod machine;
 mod task;
 
-use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, Serializer};
+use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, PresenceInstance, Serializer};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+
+use machine::Machine;
 
 /// A planted client bug. Default: none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -169,7 +175,36 @@ pub enum ChannelState {
     Leaving,
 }
 
-/// What a checker reads of a client at one instant.
+/// What a client reports besides its presence list: cheap to copy, and what
+/// [`Client::watch`] publishes on every change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// Whether a WebSocket is open.
+    pub connected: bool,
+    /// The channel's state.
+    pub channel: ChannelState,
+    /// The join_ref of the current (or last) join.
+    pub join_ref: Option<String>,
+    /// Diffs buffered while waiting for the state of the current join.
+    pub pending_diffs: usize,
+    /// Successful WebSocket upgrades so far.
+    pub connects: u64,
+    /// Joins accepted so far.
+    pub joins: u64,
+    /// Counts the presence messages handled (and fresh instances): it moves whenever the
+    /// presence list may have changed.
+    pub presence_changes: u64,
+}
+
+impl ClientStatus {
+    /// Whether the channel is joined (`channel == Joined`).
+    pub fn joined(&self) -> bool {
+        self.channel == ChannelState::Joined
+    }
+}
+
+/// What a checker reads of a client at one instant: its status and its presence list, the
+/// list computed from the one the client keeps ([`Client::view`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClientView {
     /// Whether a WebSocket is open.
@@ -295,35 +330,50 @@ pub(crate) enum Command {
     Push { event: String, payload: Json },
 }
 
+/// What the handle and the task share: the state machine, the status watchers see, and the
+/// event observers.
 pub(crate) struct Shared {
-    view: watch::Sender<ClientView>,
-    observed: AtomicBool,
-    /// Whether some observer wants frames ([`ClientEvent::Sent`] and [`ClientEvent::Received`]).
-    frames_observed: AtomicBool,
+    machine: Mutex<Machine>,
+    status: watch::Sender<ClientStatus>,
     /// Every observer, and whether it wants frames.
     observers: Mutex<Vec<(mpsc::UnboundedSender<Stamped>, bool)>>,
 }
 
 impl Shared {
-    pub(crate) fn emit(&self, event: impl FnOnce() -> ClientEvent) {
-        if self.observed.load(Ordering::Acquire) {
-            self.deliver(event(), false);
-        }
+    fn machine(&self) -> std::sync::MutexGuard<'_, Machine> {
+        // the machine is only changed through whole steps, so a panic elsewhere leaves it usable
+        self.machine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// [`Shared::emit`] of a frame event: built only if an observer wants frames, and sent
-    /// only to those.
-    pub(crate) fn emit_frame(&self, event: impl FnOnce() -> ClientEvent) {
-        if self.frames_observed.load(Ordering::Acquire) {
-            self.deliver(event(), true);
-        }
-    }
-
-    fn deliver(&self, event: ClientEvent, is_frame: bool) {
-        let stamped = Stamped {
-            at: Instant::now(),
-            event,
+    /// Runs one input of the machine, then hands its events to the observers (stamped `now`)
+    /// and its status to the watchers.
+    pub(crate) fn step<T>(&self, now: Instant, f: impl FnOnce(&mut Machine) -> T) -> T {
+        let (out, events) = {
+            let mut m = self.machine();
+            let out = f(&mut m);
+            self.status.send_if_modified(|s| {
+                let changed = s != m.status();
+                if changed {
+                    s.clone_from(m.status());
+                }
+                changed
+            });
+            (out, m.take_events())
         };
+        for event in events {
+            self.deliver(now, event);
+        }
+        out
+    }
+
+    /// Reads the machine without changing it.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Machine) -> T) -> T {
+        f(&self.machine())
+    }
+
+    fn deliver(&self, at: Instant, event: ClientEvent) {
+        let is_frame = matches!(event, ClientEvent::Sent(_) | ClientEvent::Received(_));
+        let stamped = Stamped { at, event };
         if let Ok(mut obs) = self.observers.lock() {
             // every observer but the last that wants it gets a copy; that one gets the event
             let last = obs.iter().rposition(|(_, frames)| *frames || !is_frame);
@@ -344,10 +394,6 @@ impl Shared {
             });
         }
     }
-
-    pub(crate) fn update(&self, f: impl FnOnce(&mut ClientView)) {
-        self.view.send_modify(f);
-    }
 }
 
 /// A running client. Cloning gives another handle to the same client; it stops when
@@ -362,7 +408,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("view", &*self.shared.view.borrow())
+            .field("status", &*self.shared.status.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -377,13 +423,13 @@ impl Client {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (cmds, rx) = mpsc::unbounded_channel();
+        let machine = Machine::new(cfg, Instant::now());
         let shared = Arc::new(Shared {
-            view: watch::Sender::new(ClientView::default()),
-            observed: AtomicBool::new(false),
-            frames_observed: AtomicBool::new(false),
+            status: watch::Sender::new(machine.status().clone()),
+            machine: Mutex::new(machine),
             observers: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(task::run(cfg, connect, rx, Arc::clone(&shared)));
+        let task = tokio::spawn(task::run(connect, rx, Arc::clone(&shared)));
         Client {
             cmds,
             shared,
@@ -450,14 +496,26 @@ impl Client {
         self.task.abort();
     }
 
-    /// The current view.
+    /// The current view. Its presence list is built from the client's own on each call.
     pub fn view(&self) -> ClientView {
-        self.shared.view.borrow().clone()
+        self.shared.read(Machine::view)
     }
 
-    /// A receiver of every view change.
-    pub fn watch(&self) -> watch::Receiver<ClientView> {
-        self.shared.view.subscribe()
+    /// The current status (the view without the presence list).
+    pub fn status(&self) -> ClientStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Reads the presences as the client keeps them (phoenix.js's `Presence` state), without
+    /// copying them.
+    pub fn with_presences<T>(&self, f: impl FnOnce(&PresenceInstance) -> T) -> T {
+        self.shared.read(|m| f(m.presence()))
+    }
+
+    /// A receiver of every status change (a presence message moves
+    /// [`ClientStatus::presence_changes`]).
+    pub fn watch(&self) -> watch::Receiver<ClientStatus> {
+        self.shared.status.subscribe()
     }
 
     /// Every event from now on, unbounded so that a checker misses none.
@@ -476,23 +534,34 @@ impl Client {
         if let Ok(mut obs) = self.shared.observers.lock() {
             obs.push((tx, frames));
         }
-        self.shared.observed.store(true, Ordering::Release);
-        if frames {
-            self.shared.frames_observed.store(true, Ordering::Release);
-        }
+        self.shared.machine().observe(frames);
         rx
     }
 
     /// Waits until the view satisfies `pred`, at most `limit`; returns the last view either way.
+    /// The view is built again after every status change, so this is for tests and tools, not
+    /// for a loop over many clients.
     pub async fn wait_for(
         &self,
         limit: Duration,
         mut pred: impl FnMut(&ClientView) -> bool,
     ) -> Result<ClientView, ClientView> {
         let mut rx = self.watch();
-        let waited = tokio::time::timeout(limit, rx.wait_for(|v| pred(v))).await;
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                rx.borrow_and_update();
+                let view = self.view();
+                if pred(&view) {
+                    return Some(view);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
         match waited {
-            Ok(Ok(view)) => Ok(view.clone()),
+            Ok(Some(view)) => Ok(view),
             _ => Err(self.view()),
         }
     }
