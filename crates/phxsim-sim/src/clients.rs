@@ -11,7 +11,7 @@ use crate::world::{
     segment_lost_report,
 };
 use phxsim_runtime::Node;
-use phxsim_runtime::client::{Client, ClientConfig, ClientEvent};
+use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, FrameCache};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
 use serde_json::{Value as Json, json};
@@ -222,6 +222,8 @@ pub(crate) fn client_host(
     sim.host(CLIENTS_HOST, move || {
         let (specs, shared) = (specs.clone(), shared.clone());
         async move {
+            // the browsers of this host decode each broadcast diff once between them
+            let frame_cache = FrameCache::new();
             for spec in specs {
                 let node = spec.node.clone();
                 let mut cfg = ClientConfig::new(
@@ -238,6 +240,7 @@ pub(crate) fn client_host(
                 cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
                 cfg.auto_join = false;
                 cfg.mutation = mutation;
+                cfg.frame_cache = Some(frame_cache.clone());
                 // a partitioned SYN is never answered: bound each attempt
                 cfg.timeout = Duration::from_secs(10);
                 let target = node.clone();
@@ -280,11 +283,14 @@ pub(crate) fn client_host(
                     .replayed
                     .as_ref()
                     .is_none_or(|r| r.contains(&spec.name));
-                // frames only matter to a transcript: without one, the client copies none
+                // frames only matter to a transcript: without one, the client copies none; and
+                // the presence messages of a client outside the sample matter to nobody
                 let events = if frames && (observed || population_frames) {
                     client.subscribe()
-                } else {
+                } else if observed {
                     client.subscribe_without_frames()
+                } else {
+                    client.subscribe_lifecycle()
                 };
                 tokio::spawn(forward_events(
                     spec.name.clone(),

@@ -8,6 +8,7 @@
 use indexmap::IndexMap;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 use crate::error::{PayloadError, json_kind};
 
@@ -15,8 +16,17 @@ use crate::error::{PayloadError, json_kind};
 ///
 /// `phx_ref` is whatever JSON the server put there: phoenix.js compares it with `===`, so a
 /// client must keep a numeric or missing ref as it is rather than coerce it to a string.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct Meta(Map<String, Value>);
+///
+/// The fields are shared (`Arc`) and never changed in place: cloning a meta, as every copy of
+/// a list or diff does (one per client of a simulated topic), copies a pointer.
+#[derive(Clone, Debug, Default)]
+pub struct Meta(Arc<Map<String, Value>>);
+
+impl PartialEq for Meta {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 impl Meta {
     /// A fresh meta as `Presence.track` makes it: `phx_ref` first, then the application's fields
@@ -46,12 +56,12 @@ impl Meta {
                 map.insert(key, value);
             }
         }
-        Meta(map)
+        Meta(Arc::new(map))
     }
 
     /// A meta exactly as received, field order kept.
     pub fn from_map(map: Map<String, Value>) -> Meta {
-        Meta(map)
+        Meta(Arc::new(map))
     }
 
     /// The `phx_ref` value, if present (any JSON kind).
@@ -76,7 +86,7 @@ impl Meta {
 
     /// The fields, consuming the meta.
     pub fn into_map(self) -> Map<String, Value> {
-        self.0
+        Arc::unwrap_or_clone(self.0)
     }
 }
 
@@ -177,7 +187,7 @@ impl Presence {
             .into_iter()
             .enumerate()
             .map(|(index, meta)| match meta {
-                Value::Object(map) => Ok(Meta(map)),
+                Value::Object(map) => Ok(Meta::from_map(map)),
                 other => Err(PayloadError::MetaNotObject {
                     key: key.to_owned(),
                     index,
@@ -198,7 +208,7 @@ impl Presence {
         let mut metas = Some(Value::Array(
             self.metas
                 .iter()
-                .map(|m| Value::Object(m.0.clone()))
+                .map(|m| Value::Object((*m.0).clone()))
                 .collect(),
         ));
         for (index, (field, value)) in self.extra.iter().enumerate() {
@@ -226,7 +236,10 @@ impl Presence {
         } = self;
         let mut map = Map::with_capacity(extra.len() + 1);
         let mut metas = Some(Value::Array(
-            metas.into_iter().map(|m| Value::Object(m.0)).collect(),
+            metas
+                .into_iter()
+                .map(|m| Value::Object(m.into_map()))
+                .collect(),
         ));
         for (index, (field, value)) in extra.into_iter().enumerate() {
             if index == metas_at

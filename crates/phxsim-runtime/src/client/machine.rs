@@ -4,9 +4,10 @@
 //! it queues. Its one presence list is the phoenix.js-exact [`PresenceInstance`]; a
 //! [`ClientView`] is computed from it on demand, so a client holds each list once.
 
+use super::frame_cache::{CachedDiff, FrameCache};
 use super::{
     ChannelState, ClientConfig, ClientEvent, ClientMutation, ClientStatus, ClientView, Command,
-    PresenceOutcome,
+    PresenceOutcome, Wants,
 };
 use phxsim_wire::message::{
     HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE, PHX_ERROR, PHX_JOIN, PHX_LEAVE, PHX_REPLY, PRESENCE_DIFF,
@@ -15,6 +16,7 @@ use phxsim_wire::message::{
 use phxsim_wire::{Codec, Frame, Handled, Message, Payload, PresenceDiff, PresenceInstance};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use tokio::time::Instant;
 
 /// How a connection ends, and whether to come back.
@@ -83,8 +85,12 @@ pub(crate) struct Machine {
     out: VecDeque<Message>,
     /// Events for observers, in order; recorded only while someone observes.
     events: Vec<ClientEvent>,
+    /// Someone observes events (channel and connection events at least).
     observed: bool,
+    /// Someone wants the frames.
     frames_observed: bool,
+    /// Someone wants the presence messages.
+    presence_observed: bool,
 }
 
 impl Machine {
@@ -110,6 +116,7 @@ impl Machine {
             events: Vec::new(),
             observed: false,
             frames_observed: false,
+            presence_observed: false,
             cfg,
         };
         if m.cfg.auto_join {
@@ -122,10 +129,11 @@ impl Machine {
         &self.cfg
     }
 
-    /// Someone observes events from now on (and frames, with `frames`).
-    pub(crate) fn observe(&mut self, frames: bool) {
+    /// Someone observes events from now on, and what else it wants.
+    pub(crate) fn observe(&mut self, wants: Wants) {
         self.observed = true;
-        self.frames_observed |= frames;
+        self.frames_observed |= wants.frames;
+        self.presence_observed |= wants.presence;
     }
 
     /// Whether the socket should be (re)connecting.
@@ -444,11 +452,30 @@ impl Machine {
 
     /// A text or binary frame from the server.
     pub(crate) fn receive(&mut self, now: Instant, frame: Frame) {
+        // An observer of presence messages or frames gets every payload as received, so only
+        // a client without one uses (and fills) the shared cache of decoded diffs.
+        let cache = if self.presence_observed || self.frames_observed {
+            None
+        } else {
+            self.cfg.frame_cache.clone()
+        };
+        if let (Some(cache), Frame::Text(text)) = (&cache, &frame)
+            && text.len() <= self.cfg.max_frame_len
+            && let Some(hit) = cache.get(self.cfg.serializer, text)
+        {
+            if self.accepts(now, hit.ref_.as_ref(), &hit.topic, hit.join_ref.as_deref()) {
+                self.shared_diff(&hit.diff);
+            }
+            return;
+        }
         // decoding emits nothing, so the frame can be decoded first and then handed over
         let decoded = self.codec.decode(&frame);
-        if self.frames_observed {
+        let frame = if self.frames_observed {
             self.events.push(ClientEvent::Received(frame));
-        }
+            None
+        } else {
+            Some(frame)
+        };
         let msg = match decoded {
             Ok(msg) => msg,
             Err(e) => {
@@ -458,18 +485,7 @@ impl Machine {
                 return;
             }
         };
-        if msg.ref_.is_some() && msg.ref_ == self.heartbeat_ref {
-            self.heartbeat_ref = None;
-            self.heartbeat_at = now + self.cfg.heartbeat_interval;
-        }
-        if msg.topic != self.cfg.topic || self.state == ChannelState::Closed {
-            return;
-        }
-        // phoenix.js `isMember`: a message of another incarnation is dropped.
-        if let Some(jr) = msg.join_ref.as_deref()
-            && !jr.is_empty()
-            && Some(jr) != self.join_ref.as_deref()
-        {
+        if !self.accepts(now, msg.ref_.as_ref(), &msg.topic, msg.join_ref.as_deref()) {
             return;
         }
         match msg.event.as_str() {
@@ -486,9 +502,97 @@ impl Machine {
                 self.leave_deadline = None;
                 self.set_state(ChannelState::Closed);
             }
-            PRESENCE_STATE | PRESENCE_DIFF => self.presence_message(msg),
+            PRESENCE_DIFF => match (cache, frame) {
+                (Some(cache), Some(Frame::Text(text))) => {
+                    self.first_shared_diff(&cache, &text, msg)
+                }
+                _ => self.presence_message(msg),
+            },
+            PRESENCE_STATE => self.presence_message(msg),
             _ => {}
         }
+    }
+
+    /// Whether a message is for this channel (phoenix.js's socket and `isMember`); a reply to
+    /// the pending heartbeat re-arms it first, whatever its topic.
+    fn accepts(
+        &mut self,
+        now: Instant,
+        ref_: Option<&String>,
+        topic: &str,
+        join_ref: Option<&str>,
+    ) -> bool {
+        if ref_.is_some() && ref_ == self.heartbeat_ref.as_ref() {
+            self.heartbeat_ref = None;
+            self.heartbeat_at = now + self.cfg.heartbeat_interval;
+        }
+        if topic != self.cfg.topic || self.state == ChannelState::Closed {
+            return false;
+        }
+        // phoenix.js `isMember`: a message of another incarnation is dropped.
+        if let Some(jr) = join_ref
+            && !jr.is_empty()
+            && Some(jr) != self.join_ref.as_deref()
+        {
+            return false;
+        }
+        true
+    }
+
+    /// A diff frame no client of the cache has decoded yet: decoded once, kept, then handled
+    /// as [`Machine::shared_diff`] handles the copies.
+    fn first_shared_diff(&mut self, cache: &FrameCache, text: &str, msg: Message) {
+        let Message {
+            join_ref,
+            ref_,
+            topic,
+            payload,
+            ..
+        } = msg;
+        let Payload::Json(payload) = payload else {
+            return;
+        };
+        match PresenceDiff::from_payload(payload) {
+            Ok(diff) => {
+                let cached = Arc::new(CachedDiff {
+                    join_ref,
+                    ref_,
+                    topic,
+                    diff,
+                });
+                cache.insert(self.cfg.serializer, text, cached.clone());
+                self.shared_diff(&cached.diff);
+            }
+            Err(e) => self.presence_handled(PresenceOutcome::Invalid(e.to_string())),
+        }
+    }
+
+    /// A decoded `presence_diff` of this channel, for a client nobody observes: what
+    /// [`Machine::presence_message`] does with the diff, without a payload to report.
+    fn shared_diff(&mut self, diff: &PresenceDiff) {
+        let forget = self.cfg.mutation == Some(ClientMutation::ForgetPendingDiffs)
+            && self
+                .presence
+                .in_pending_sync_state(self.join_ref.as_deref());
+        let outcome = if forget {
+            PresenceOutcome::Dropped
+        } else if self
+            .presence
+            .handle_diff(self.join_ref.as_deref(), diff.clone(), &mut ())
+        {
+            PresenceOutcome::Applied
+        } else {
+            PresenceOutcome::Buffered
+        };
+        self.presence_handled(outcome);
+    }
+
+    /// After a presence message: the status moves with the list.
+    fn presence_handled(&mut self, outcome: PresenceOutcome) {
+        if outcome != PresenceOutcome::Dropped {
+            self.status.presence_changes += 1;
+        }
+        self.status.pending_diffs = self.presence.pending_diffs().len();
     }
 
     fn reply(&mut self, now: Instant, msg: Message) {
@@ -541,7 +645,7 @@ impl Machine {
             && msg.event == PRESENCE_DIFF
             && self.presence.in_pending_sync_state(join_ref.as_deref());
         // the payload is copied only for an observer: the sync consumes its own
-        let kept = self.observed.then(|| payload.clone());
+        let kept = self.presence_observed.then(|| payload.clone());
         let outcome = if forget {
             match PresenceDiff::from_payload(payload) {
                 Ok(_) => PresenceOutcome::Dropped,
@@ -557,11 +661,9 @@ impl Machine {
                 Err(e) => PresenceOutcome::Invalid(e.to_string()),
             }
         };
-        if outcome != PresenceOutcome::Dropped {
-            self.status.presence_changes += 1;
-        }
-        self.status.pending_diffs = self.presence.pending_diffs().len();
-        if let Some(payload) = kept {
+        let reported = kept.map(|payload| (payload, outcome.clone()));
+        self.presence_handled(outcome);
+        if let Some((payload, outcome)) = reported {
             self.events.push(ClientEvent::Presence {
                 event: msg.event,
                 join_ref,

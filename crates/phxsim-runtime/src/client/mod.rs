@@ -15,8 +15,11 @@
 //!   message is handled.
 //! - [`ClientMutation`]s plant known client bugs.
 
+mod frame_cache;
 mod machine;
 mod task;
+
+pub use frame_cache::FrameCache;
 
 use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, PresenceInstance, Serializer};
 use serde_json::{Map, Value as Json};
@@ -123,6 +126,10 @@ pub struct ClientConfig {
     pub auto_join: bool,
     /// A planted bug; `None` normally.
     pub mutation: Option<ClientMutation>,
+    /// Decoded `presence_diff` frames shared with the other clients holding this cache (one
+    /// per simulated browsers' host): a broadcast is decoded once instead of once per client.
+    /// Unobserved clients only; `None` decodes every frame itself.
+    pub frame_cache: Option<FrameCache>,
 }
 
 impl ClientConfig {
@@ -147,6 +154,7 @@ impl ClientConfig {
             auto_connect: true,
             auto_join: true,
             mutation: None,
+            frame_cache: None,
         }
     }
 
@@ -330,13 +338,22 @@ pub(crate) enum Command {
     Push { event: String, payload: Json },
 }
 
+/// What an observer wants besides the connection and channel events.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Wants {
+    /// [`ClientEvent::Sent`] and [`ClientEvent::Received`].
+    pub(crate) frames: bool,
+    /// [`ClientEvent::Presence`].
+    pub(crate) presence: bool,
+}
+
 /// What the handle and the task share: the state machine, the status watchers see, and the
 /// event observers.
 pub(crate) struct Shared {
     machine: Mutex<Machine>,
     status: watch::Sender<ClientStatus>,
-    /// Every observer, and whether it wants frames.
-    observers: Mutex<Vec<(mpsc::UnboundedSender<Stamped>, bool)>>,
+    /// Every observer, and what it wants.
+    observers: Mutex<Vec<(mpsc::UnboundedSender<Stamped>, Wants)>>,
 }
 
 impl Shared {
@@ -372,17 +389,21 @@ impl Shared {
     }
 
     fn deliver(&self, at: Instant, event: ClientEvent) {
-        let is_frame = matches!(event, ClientEvent::Sent(_) | ClientEvent::Received(_));
-        let stamped = Stamped { at, event };
+        let wanted_by = |w: &Wants| match event {
+            ClientEvent::Sent(_) | ClientEvent::Received(_) => w.frames,
+            ClientEvent::Presence { .. } => w.presence,
+            _ => true,
+        };
         if let Ok(mut obs) = self.observers.lock() {
             // every observer but the last that wants it gets a copy; that one gets the event
-            let last = obs.iter().rposition(|(_, frames)| *frames || !is_frame);
-            let mut stamped = Some(stamped);
+            let last = obs.iter().rposition(|(_, w)| wanted_by(w));
+            let wanted: Vec<bool> = obs.iter().map(|(_, w)| wanted_by(w)).collect();
+            let mut stamped = Some(Stamped { at, event });
             let mut i = 0;
-            obs.retain(|(tx, frames)| {
+            obs.retain(|(tx, _)| {
                 let this = i;
                 i += 1;
-                if is_frame && !frames {
+                if !wanted[this] {
                     return !tx.is_closed();
                 }
                 let event = if Some(this) == last {
@@ -520,21 +541,37 @@ impl Client {
 
     /// Every event from now on, unbounded so that a checker misses none.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Stamped> {
-        self.subscribe_with_frames(true)
+        self.subscribe_with(Wants {
+            frames: true,
+            presence: true,
+        })
     }
 
     /// Every event but the frames ([`ClientEvent::Sent`], [`ClientEvent::Received`]): for an
     /// observer that keeps no transcript, a client then copies no frame for it.
     pub fn subscribe_without_frames(&self) -> mpsc::UnboundedReceiver<Stamped> {
-        self.subscribe_with_frames(false)
+        self.subscribe_with(Wants {
+            frames: false,
+            presence: true,
+        })
     }
 
-    fn subscribe_with_frames(&self, frames: bool) -> mpsc::UnboundedReceiver<Stamped> {
+    /// The connection and channel events only: neither frames nor presence messages
+    /// ([`ClientEvent::Presence`]). A client nobody else observes then keeps no payload for
+    /// its observers and may share decoded diffs ([`ClientConfig::frame_cache`]).
+    pub fn subscribe_lifecycle(&self) -> mpsc::UnboundedReceiver<Stamped> {
+        self.subscribe_with(Wants {
+            frames: false,
+            presence: false,
+        })
+    }
+
+    fn subscribe_with(&self, wants: Wants) -> mpsc::UnboundedReceiver<Stamped> {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut obs) = self.shared.observers.lock() {
-            obs.push((tx, frames));
+            obs.push((tx, wants));
         }
-        self.shared.machine().observe(frames);
+        self.shared.machine().observe(wants);
         rx
     }
 
