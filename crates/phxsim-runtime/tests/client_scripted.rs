@@ -275,8 +275,9 @@ const SCRIPT: [&str; 9] = [
     r#"[null,null,"room:t","presence_diff",{"joins":{"v":{"metas":[{"phx_ref":"rv"}]}},"leaves":{}}]"#,
 ];
 
-/// One client through [`SCRIPT`]; returns its view once the last diff is handled.
-async fn scripted(cfg: ClientConfig, observe: bool) -> ClientView {
+/// One client through [`SCRIPT`]; returns its view once the last diff is handled, how many
+/// metas share the fields of its `me` meta (see `Meta::copies`), and the client.
+async fn scripted(cfg: ClientConfig, observe: bool) -> (ClientView, usize, Client) {
     let (client, mut conns) = start(cfg);
     let _log = if observe {
         client.subscribe_without_frames()
@@ -294,10 +295,12 @@ async fn scripted(cfg: ClientConfig, observe: bool) -> ClientView {
         send(&mut ws, frame).await;
     }
     // the script moves the list 7 times (the other topic's and the earlier join's are dropped)
-    client
+    let view = client
         .wait_for(Duration::from_secs(5), |v| v.presences.contains_key("v"))
         .await
-        .expect("the script runs to its end")
+        .expect("the script runs to its end");
+    let copies = client.with_presences(|p| p.state().get("me").map(|me| me.metas[0].copies()));
+    (view, copies.unwrap_or_default(), client)
 }
 
 #[tokio::test(start_paused = true)]
@@ -310,12 +313,14 @@ async fn shared_frames_give_the_same_lists_as_decoding_each() {
             ..cfg()
         };
         // the first fills the cache, the second reads it, the third decodes every frame
-        let first = scripted(shared(), false).await;
+        let (first, _, _first) = scripted(shared(), false).await;
         // the well-formed diffs of room:t that the first client accepted: x, y's update, x's
         // leave, v (twice the same frame)
         assert_eq!(cache.frames(), 4, "{mutation:?}");
-        let second = scripted(shared(), false).await;
-        let own = scripted(ClientConfig { mutation, ..cfg() }, true).await;
+        let (second, shared_copies, _second) = scripted(shared(), false).await;
+        let (own, own_copies, _own) = scripted(ClientConfig { mutation, ..cfg() }, true).await;
+        // both cached clients and the cache hold one `me` meta; the other holds its own
+        assert_eq!((shared_copies, own_copies), (3, 1), "{mutation:?}");
         assert_eq!(first, own, "{mutation:?}");
         assert_eq!(second, own, "{mutation:?}");
         assert_eq!(own.presences.keys().collect::<Vec<_>>(), ["me", "v", "y"]);

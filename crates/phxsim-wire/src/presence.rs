@@ -88,6 +88,11 @@ impl Meta {
     pub fn into_map(self) -> Map<String, Value> {
         Arc::unwrap_or_clone(self.0)
     }
+
+    /// How many metas share these fields (this one included): clones share them.
+    pub fn copies(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
 }
 
 impl Serialize for Meta {
@@ -96,12 +101,39 @@ impl Serialize for Meta {
     }
 }
 
+/// A presence's top-level fields besides `"metas"`: boxed, because almost every presence has
+/// none and a client of a large topic holds one presence per key (a `Map` inline is 72 bytes,
+/// the box 8).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Extra(Option<Box<Map<String, Value>>>);
+
+static NO_EXTRA: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+impl From<Map<String, Value>> for Extra {
+    fn from(map: Map<String, Value>) -> Extra {
+        Extra((!map.is_empty()).then(|| Box::new(map)))
+    }
+}
+
+impl std::ops::Deref for Extra {
+    type Target = Map<String, Value>;
+    fn deref(&self) -> &Map<String, Value> {
+        self.0.as_deref().unwrap_or(&NO_EXTRA)
+    }
+}
+
+impl Extra {
+    fn into_map(self) -> Map<String, Value> {
+        self.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
 /// All metas of one key, plus any top-level fields a server-side `fetch/2` added.
 #[derive(Clone, Debug, Default)]
 pub struct Presence {
     /// The metas, one per tracked process.
     pub metas: Vec<Meta>,
-    extra: Map<String, Value>,
+    extra: Extra,
     /// How many `extra` fields came before `"metas"`, so re-encoding keeps the received order.
     metas_at: usize,
 }
@@ -118,20 +150,20 @@ impl Presence {
     pub fn new(metas: Vec<Meta>) -> Presence {
         Presence {
             metas,
-            extra: Map::new(),
+            extra: Extra::default(),
             metas_at: 0,
         }
     }
 
     /// A presence with extra top-level fields after `"metas"` (what `fetch/2` adds).
     pub fn with_extra(metas: Vec<Meta>, extra: Map<String, Value>) -> Presence {
-        let extra = extra
+        let extra: Map<String, Value> = extra
             .into_iter()
             .filter(|(key, _)| key != "metas")
             .collect();
         Presence {
             metas,
-            extra,
+            extra: extra.into(),
             metas_at: 0,
         }
     }
@@ -197,7 +229,7 @@ impl Presence {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Presence {
             metas,
-            extra,
+            extra: extra.into(),
             metas_at,
         })
     }
@@ -241,7 +273,7 @@ impl Presence {
                 .map(|m| Value::Object(m.into_map()))
                 .collect(),
         ));
-        for (index, (field, value)) in extra.into_iter().enumerate() {
+        for (index, (field, value)) in extra.into_map().into_iter().enumerate() {
             if index == metas_at
                 && let Some(metas) = metas.take()
             {

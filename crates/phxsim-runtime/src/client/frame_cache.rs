@@ -5,8 +5,12 @@
 //! Decoding is a pure function of the bytes and the serializer: the first client to receive
 //! a frame decodes it and keeps the result here, the others find it by its bytes and apply a
 //! copy whose metas are shared (`Arc`). What a client does with the diff is unchanged.
+//!
+//! A `presence_state` is different for every socket (it carries the join_ref), so each client
+//! decodes its own; its metas are then swapped for equal ones already held ([`FrameCache::
+//! share_metas`]), so a thousand clients listing one presence hold its fields once.
 
-use phxsim_wire::{PresenceDiff, Serializer};
+use phxsim_wire::{Meta, PresenceDiff, Presences, Serializer};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -26,8 +30,21 @@ pub(crate) struct CachedDiff {
     pub(crate) diff: PresenceDiff,
 }
 
+/// Metas held by some client, by presence key and `phx_ref`.
+#[derive(Default)]
+struct Metas {
+    by_ref: BTreeMap<String, BTreeMap<String, Meta>>,
+    len: usize,
+    /// Unused metas are dropped when `len` reaches this.
+    prune_at: usize,
+}
+
+/// Pruning starts at this many metas, and happens again each time their number doubles.
+const PRUNE_MIN: usize = 1024;
+
 #[derive(Default)]
 struct Frames {
+    metas: Metas,
     /// Per serializer (V1, V2), the frames by their text.
     by_text: [BTreeMap<Arc<str>, Arc<CachedDiff>>; 2],
     /// Oldest first.
@@ -64,6 +81,45 @@ impl FrameCache {
     /// How many frames are kept.
     pub fn frames(&self) -> usize {
         self.0.lock().map(|f| f.order.len()).unwrap_or_default()
+    }
+
+    /// Swaps every meta of `presences` that equals one already held by a client of this cache
+    /// for that one (they then share their fields), and keeps the others for the next
+    /// clients. Metas are compared whole: a `phx_ref` only finds the candidate.
+    pub(crate) fn share_metas(&self, presences: &mut Presences) {
+        let Ok(mut frames) = self.0.lock() else {
+            return;
+        };
+        let metas = &mut frames.metas;
+        for (key, presence) in presences.iter_mut() {
+            for meta in &mut presence.metas {
+                let Some(phx_ref) = meta.phx_ref_str() else {
+                    continue;
+                };
+                match metas.by_ref.get(key.as_str()).and_then(|m| m.get(phx_ref)) {
+                    Some(held) if held == meta => *meta = held.clone(),
+                    Some(_) => {}
+                    None => {
+                        let phx_ref = phx_ref.to_owned();
+                        metas
+                            .by_ref
+                            .entry(key.clone())
+                            .or_default()
+                            .insert(phx_ref, meta.clone());
+                        metas.len += 1;
+                    }
+                }
+            }
+        }
+        if metas.len >= metas.prune_at.max(PRUNE_MIN) {
+            // a meta only this cache holds is no client's any more
+            metas.by_ref.retain(|_, by_ref| {
+                by_ref.retain(|_, m| m.copies() > 1);
+                !by_ref.is_empty()
+            });
+            metas.len = metas.by_ref.values().map(BTreeMap::len).sum();
+            metas.prune_at = 2 * metas.len;
+        }
     }
 
     pub(crate) fn get(&self, serializer: Serializer, text: &str) -> Option<Arc<CachedDiff>> {

@@ -13,7 +13,9 @@ use phxsim_wire::message::{
     HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE, PHX_ERROR, PHX_JOIN, PHX_LEAVE, PHX_REPLY, PRESENCE_DIFF,
     PRESENCE_STATE,
 };
-use phxsim_wire::{Codec, Frame, Handled, Message, Payload, PresenceDiff, PresenceInstance};
+use phxsim_wire::{
+    Codec, Frame, Handled, Message, Payload, PresenceDiff, PresenceInstance, PresenceState,
+};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -553,7 +555,8 @@ impl Machine {
             return;
         };
         match PresenceDiff::from_payload(payload) {
-            Ok(diff) => {
+            Ok(mut diff) => {
+                cache.share_metas(&mut diff.joins);
                 let cached = Arc::new(CachedDiff {
                     join_ref,
                     ref_,
@@ -649,6 +652,17 @@ impl Machine {
         let outcome = if forget {
             match PresenceDiff::from_payload(payload) {
                 Ok(_) => PresenceOutcome::Dropped,
+                Err(e) => PresenceOutcome::Invalid(e.to_string()),
+            }
+        } else if let (Some(cache), PRESENCE_STATE) = (&self.cfg.frame_cache, msg.event.as_str()) {
+            // what `handle_message` does with a state, with the metas shared in between
+            match PresenceState::from_payload(payload) {
+                Ok(mut state) => {
+                    cache.share_metas(&mut state.presences);
+                    self.presence
+                        .handle_state(join_ref.as_deref(), state, &mut ());
+                    PresenceOutcome::Applied
+                }
                 Err(e) => PresenceOutcome::Invalid(e.to_string()),
             }
         } else {
