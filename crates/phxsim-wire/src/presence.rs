@@ -66,7 +66,12 @@ impl Meta {
 
     /// The `phx_ref` value, if present (any JSON kind).
     pub fn phx_ref(&self) -> Option<&Value> {
-        self.0.get("phx_ref")
+        // Phoenix writes `phx_ref` first: the first field (fields keep their order) answers
+        // without hashing the name; keys are unique, so this is what `get` would return
+        match self.0.iter().next() {
+            Some((key, value)) if key == "phx_ref" => Some(value),
+            _ => self.0.get("phx_ref"),
+        }
     }
 
     /// The `phx_ref` when it is a string, which is what every Phoenix server sends.
