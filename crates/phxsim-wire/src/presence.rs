@@ -23,8 +23,13 @@ use crate::error::{PayloadError, json_kind};
 pub struct Meta(Arc<Map<String, Value>>);
 
 impl PartialEq for Meta {
+    /// Equal as JSON objects (field order does not matter). Shared fields compare by pointer,
+    /// and fields in the same order pairwise, before the order-free comparison (which looks
+    /// every field up by name).
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.len() == other.0.len() && self.0.iter().eq(other.0.iter()))
+            || self.0 == other.0
     }
 }
 
