@@ -710,3 +710,70 @@ impl Machine {
         !self.out.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The machine alone: no stream, no runtime, time chosen by the test.
+    use super::*;
+    use std::time::Duration;
+
+    fn machine(now: Instant) -> Machine {
+        let cfg = ClientConfig::new("ws://server/socket/websocket", "me", "room:t");
+        Machine::new(cfg, now)
+    }
+
+    fn sent(m: &mut Machine) -> Vec<String> {
+        std::iter::from_fn(|| m.poll_transmit())
+            .map(|f| match f {
+                Frame::Text(t) => t,
+                Frame::Binary(b) => format!("{b:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn joins_on_open_then_heartbeats_and_a_missing_reply_ends_the_session() {
+        let t0 = Instant::now();
+        let mut m = machine(t0);
+        m.connected(t0);
+        assert_eq!(m.next_deadline(), t0, "the join is due at once");
+        m.timers(t0).unwrap();
+        assert_eq!(sent(&mut m), [r#"["1","1","room:t","phx_join",{}]"#]);
+        m.receive(
+            t0,
+            Frame::Text(r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#.into()),
+        );
+        assert!(m.status().joined());
+        assert_eq!(m.status().joins, 1);
+        let beat = t0 + Duration::from_secs(30);
+        assert_eq!(m.next_deadline(), beat);
+        m.timers(beat).unwrap();
+        assert_eq!(sent(&mut m), [r#"[null,"2","phoenix","heartbeat",{}]"#]);
+        let end = m.timers(beat + Duration::from_secs(30)).unwrap_err();
+        assert_eq!(end.reason, HEARTBEAT_TIMEOUT);
+        m.disconnected(&end);
+        assert_eq!(m.status().channel, ChannelState::Errored);
+    }
+
+    #[test]
+    fn an_unanswered_join_is_left_and_retried_after_the_rejoin_backoff() {
+        let t0 = Instant::now();
+        let mut m = machine(t0);
+        m.observe(Wants::default());
+        m.connected(t0);
+        m.timers(t0).unwrap();
+        sent(&mut m);
+        let late = t0 + Duration::from_secs(10);
+        assert_eq!(m.next_deadline(), late);
+        m.timers(late).unwrap();
+        assert_eq!(sent(&mut m), [r#"["1","2","room:t","phx_leave",{}]"#]);
+        assert_eq!(m.status().channel, ChannelState::Errored);
+        assert!(m.take_events().contains(&ClientEvent::Timeout {
+            event: PHX_JOIN.into()
+        }));
+        let retry = late + Duration::from_secs(1);
+        assert_eq!(m.next_deadline(), retry);
+        m.timers(retry).unwrap();
+        assert_eq!(sent(&mut m), [r#"["3","3","room:t","phx_join",{}]"#]);
+    }
+}
