@@ -14,6 +14,7 @@
 //! - [`compare`](mod@compare): verdicts (pass, non-strict with a reason, fail with the first differing
 //!   frame and what was allowed there), exact about contents and key order.
 //! - [`report`]: text table, JSON, JUnit XML and an Autobahn-style HTML page.
+//! - [`junit`]: the JUnit XML writer every phxsim report uses (conform, run, explore).
 //!
 //! Running it:
 //!
@@ -38,6 +39,7 @@
 pub mod authored;
 pub mod cases;
 pub mod compare;
+pub mod junit;
 pub mod races;
 pub mod recorder;
 pub mod recording;

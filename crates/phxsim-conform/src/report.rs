@@ -6,6 +6,7 @@
 //! all text that came from the server is escaped for its format.
 
 use crate::compare::{Difference, Verdict};
+use crate::junit::{self, Failure, Suite, TestCase};
 use crate::recording::{PHOENIX_VERSION, reference_source};
 use crate::runner::CaseResult;
 use crate::transcript::NormTranscript;
@@ -275,124 +276,61 @@ fn squash(s: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // JUnit
 
-/// Text for an XML attribute or element: the five entities escaped, and the control
-/// characters XML 1.0 cannot carry even escaped written as `\u{..}`. Every JUnit report of
-/// phxsim (conform, run, explore) escapes with this.
-pub fn xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 cannot carry most control characters, even escaped.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn secs(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
 /// JUnit XML: one test suite per serializer, one test case per conformance case. A non-strict
 /// case passes, with its reason in a property and in `system-out`.
 pub fn render_junit(report: &Report) -> String {
-    let s = report.summary();
-    let total_ms: u64 = report
+    let suites: Vec<Suite> = report
         .runs
         .iter()
-        .flat_map(|r| &r.results)
-        .map(millis)
-        .sum();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    out.push_str(&format!(
-        "<testsuites name=\"phxsim conform\" tests=\"{}\" failures=\"{}\" errors=\"0\" time=\"{}\">\n",
-        s.total(),
-        s.fail,
-        secs(total_ms)
-    ));
-    for run in &report.runs {
-        let fails = run
-            .results
-            .iter()
-            .filter(|r| r.comparison.verdict.failed())
-            .count();
-        let ms: u64 = run.results.iter().map(millis).sum();
-        out.push_str(&format!(
-            "  <testsuite name=\"conform {} (vsn={})\" tests=\"{}\" failures=\"{fails}\" errors=\"0\" skipped=\"0\" time=\"{}\">\n",
-            vsn_label(run.vsn),
-            vsn_number(run.vsn),
-            run.results.len(),
-            secs(ms)
-        ));
-        out.push_str(&format!(
-            "    <properties>\n      <property name=\"url\" value=\"{}\"/>\n      <property name=\"recording\" value=\"{}\"/>\n    </properties>\n",
-            xml(&report.url),
-            xml(reference_source(run.vsn))
-        ));
-        for r in &run.results {
-            out.push_str(&format!(
-                "    <testcase classname=\"conform.{}\" name=\"{}\" time=\"{}\"",
-                vsn_label(run.vsn).to_lowercase(),
-                xml(&r.script.case.name()),
-                secs(millis(r))
-            ));
-            match &r.comparison.verdict {
-                Verdict::Pass => out.push_str("/>\n"),
-                Verdict::NonStrict { reason, deviations } => {
-                    out.push_str(">\n");
-                    out.push_str(&format!(
-                        "      <properties>\n        <property name=\"non-strict\" value=\"{}\"/>\n      </properties>\n",
-                        xml(reason)
-                    ));
-                    out.push_str(&format!(
-                        "      <system-out>non-strict: {}\n{}</system-out>\n",
-                        xml(&deviations.join("; ")),
-                        xml(reason)
-                    ));
-                    out.push_str("    </testcase>\n");
-                }
-                Verdict::Fail(d) => {
-                    out.push_str(">\n");
-                    out.push_str(&format!(
-                        "      <failure message=\"{}\" type=\"conformance\">expected:\n{}\nactual:\n{}</failure>\n",
-                        xml(&d.describe()),
-                        xml(&r.comparison.expected.render()),
-                        xml(&r.comparison.actual.render())
-                    ));
-                    out.push_str("    </testcase>\n");
-                }
-            }
+        .map(|run| Suite {
+            name: format!(
+                "conform {} (vsn={})",
+                vsn_label(run.vsn),
+                vsn_number(run.vsn)
+            ),
+            properties: vec![
+                ("url".into(), report.url.clone()),
+                ("recording".into(), reference_source(run.vsn).into()),
+            ],
+            cases: run.results.iter().map(|r| junit_case(run.vsn, r)).collect(),
+        })
+        .collect();
+    junit::render_suites("phxsim conform", &suites)
+}
+
+fn junit_case(vsn: Serializer, r: &CaseResult) -> TestCase {
+    let mut case = TestCase {
+        classname: format!("conform.{}", vsn_label(vsn).to_lowercase()),
+        name: r.script.case.name(),
+        time_ms: millis(r),
+        ..TestCase::default()
+    };
+    match &r.comparison.verdict {
+        Verdict::Pass => {}
+        Verdict::NonStrict { reason, deviations } => {
+            case.properties = vec![("non-strict".into(), reason.clone())];
+            case.system_out = Some(format!("non-strict: {}\n{reason}", deviations.join("; ")));
         }
-        out.push_str("  </testsuite>\n");
+        Verdict::Fail(d) => {
+            case.failure = Some(Failure {
+                message: d.describe(),
+                kind: Some("conformance".into()),
+                text: format!(
+                    "expected:\n{}\nactual:\n{}",
+                    r.comparison.expected.render(),
+                    r.comparison.actual.render()
+                ),
+            });
+        }
     }
-    out.push_str("</testsuites>\n");
-    out
+    case
 }
 
 // ---------------------------------------------------------------------------------------------
 // HTML
 
 fn html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    junit::markup(s, "&#39;", false)
 }
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\

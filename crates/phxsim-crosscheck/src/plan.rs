@@ -3,8 +3,8 @@
 //! same plan.
 //!
 //! What maps: client joins, leaves and updates (a track, untrack or update by an owner process
-//! on the client's node), disconnects and channel crashes (the owner process is killed, so the
-//! shard's link removes its presences), reconnects, partitions, two-way cuts, repairs and heals
+//! on the client's node), disconnects, joins cut mid-exchange and channel crashes (the owner
+//! process is killed, so the shard's link removes its presences), reconnects, partitions, two-way cuts, repairs and heals
 //! (distributed Erlang connections dropped and made again), one-way cuts (see
 //! [`Cmd::Block`]), node crashes and restarts, and graceful permdowns. What does not map is
 //! refused with a reason ([`unmappable`]): holds, segment loss and per-link latency (loopback
@@ -365,8 +365,15 @@ pub fn plan(s: &Scenario, times: &dyn RejoinTimes) -> Plan {
                         });
                     }
                 }
-                Action::Disconnect(name) | Action::CrashChannel(name) => {
+                Action::Disconnect(name)
+                | Action::DropMidJoin(name)
+                | Action::CrashChannel(name) => {
                     let c = clients.get_mut(name).expect("validated client");
+                    // a join cut midway: a correct server untracks whatever it tracked, so on
+                    // the nodes the client wants its presence and is away until it reconnects
+                    if matches!(action, Action::DropMidJoin(_)) {
+                        c.wants = true;
+                    }
                     if c.tracked {
                         steps.push(Timed {
                             at_ms: at,
@@ -377,7 +384,7 @@ pub fn plan(s: &Scenario, times: &dyn RejoinTimes) -> Plan {
                         });
                         c.tracked = false;
                     }
-                    if matches!(action, Action::Disconnect(_)) {
+                    if matches!(action, Action::Disconnect(_) | Action::DropMidJoin(_)) {
                         c.away = true;
                     } else if c.wants && !c.away {
                         let r = Rejoin {
@@ -583,6 +590,32 @@ node = "b"
                 ("c".into(), Cmd::Start),
             ]
         );
+    }
+
+    #[test]
+    fn a_join_cut_midway_leaves_the_client_away_and_its_reconnect_tracks_it() {
+        let p = plan(
+            &scenario(
+                "[[timeline]]\nat_ms = 100\njoin = \"alice\"\n[[timeline]]\nat_ms = 200\ndrop_mid_join = \"alice\"\n[[timeline]]\nat_ms = 300\nreconnect = \"alice\"\n",
+            ),
+            &Never,
+        );
+        let alice = |cmd: &Cmd| match cmd {
+            Cmd::Track { client, .. } | Cmd::Drop { client } => client == "alice",
+            _ => false,
+        };
+        assert!(matches!(&at(&p, 100)[..], [(n, c @ Cmd::Track { .. })] if n == "a" && alice(c)));
+        assert!(matches!(&at(&p, 200)[..], [(n, c @ Cmd::Drop { .. })] if n == "a" && alice(c)));
+        assert!(matches!(&at(&p, 300)[..], [(n, c @ Cmd::Track { .. })] if n == "a" && alice(c)));
+        // never joined before: the cut join tracked nothing, and the reconnect tracks
+        let p = plan(
+            &scenario(
+                "[[timeline]]\nat_ms = 200\ndrop_mid_join = \"alice\"\n[[timeline]]\nat_ms = 300\nreconnect = \"alice\"\n",
+            ),
+            &Never,
+        );
+        assert!(at(&p, 200).is_empty());
+        assert!(matches!(&at(&p, 300)[..], [(n, c @ Cmd::Track { .. })] if n == "a" && alice(c)));
     }
 
     #[test]

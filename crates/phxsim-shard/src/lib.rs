@@ -26,7 +26,7 @@ pub use codec::{CodecError, decode_body, decode_frame, decode_header, encode_fra
 pub use config::{ConfigError, NodeMutation, Profile, TickDrift, TickModel, TrackerConfig};
 pub use message::{Frame, Hello, NodeMessage, ShardMessage, TransferPayload};
 pub use pool::shard_for_topic;
-pub use presence::{PresenceDiff, PresenceState, RefSource, SeededRefs};
+pub use presence::{RefSource, SeededRefs, TrackerDiff, TrackerList};
 pub use shard::{Destination, PeerView, Shard, ShardError, ShardEvent, Transmit};
 pub use sim::SimNet;
 pub use tracker::{InboundError, NodeTransmit, PresenceError, Tracker, TrackerEvent};

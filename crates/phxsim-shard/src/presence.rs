@@ -1,8 +1,12 @@
-//! Phoenix.Presence's data: `phx_ref`s, metas, and the `presence_state` / `presence_diff`
-//! payloads as plain data (§2.2, §2.3).
+//! Phoenix.Presence's data on a node: `phx_ref`s, metas, and what the tracker reports, a
+//! topic's list ([`TrackerList`]) and its changes ([`TrackerDiff`]), grouped by key (§2.2,
+//! §2.3).
 //!
-//! The payloads are kept independent of the wire crate; [`PresenceDiff::to_json`] and
-//! [`PresenceState::to_json`] give the exact Phoenix shapes, which is the contract between them.
+//! These are the tracker's side only. The `presence_state` and `presence_diff` payloads, as
+//! servers send them and clients read them, have one model, `phxsim_wire::{PresenceState,
+//! PresenceDiff}`; [`TrackerDiff::to_json`] and [`TrackerList::to_json`] give the exact
+//! Phoenix shapes of those payloads, which is the contract between the two crates (the shard
+//! stays independent of the wire crate, and keeps metas as the tracker stores them).
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -78,14 +82,15 @@ fn grouped_json(g: &BTreeMap<String, Vec<Json>>) -> Json {
     )
 }
 
-/// One `presence_diff` for one topic: only the metas that joined and left, grouped by key.
+/// What the tracker reports changed on one topic, the content of one `presence_diff`: only
+/// the metas that joined and left, grouped by key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PresenceDiff {
+pub struct TrackerDiff {
     pub joins: BTreeMap<String, Vec<Json>>,
     pub leaves: BTreeMap<String, Vec<Json>>,
 }
 
-impl PresenceDiff {
+impl TrackerDiff {
     pub fn is_empty(&self) -> bool {
         self.joins.is_empty() && self.leaves.is_empty()
     }
@@ -117,17 +122,18 @@ impl PresenceDiff {
     }
 }
 
-impl From<&PresenceDiff> for Json {
-    fn from(d: &PresenceDiff) -> Json {
+impl From<&TrackerDiff> for Json {
+    fn from(d: &TrackerDiff) -> Json {
         d.to_json()
     }
 }
 
-/// A topic's presences as `list` returns them (and `presence_state` carries them).
+/// A topic's presences as the tracker's `list` returns them, grouped by key (the content of a
+/// `presence_state`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PresenceState(pub BTreeMap<String, Vec<Json>>);
+pub struct TrackerList(pub BTreeMap<String, Vec<Json>>);
 
-impl PresenceState {
+impl TrackerList {
     /// `{key: {"metas": [...]}}`.
     pub fn to_json(&self) -> Json {
         grouped_json(&self.0)
@@ -151,8 +157,8 @@ impl PresenceState {
     }
 }
 
-impl From<&PresenceState> for Json {
-    fn from(s: &PresenceState) -> Json {
+impl From<&TrackerList> for Json {
+    fn from(s: &TrackerList) -> Json {
         s.to_json()
     }
 }
@@ -203,7 +209,7 @@ mod tests {
 
     #[test]
     fn payloads_have_the_phoenix_shape() {
-        let mut d = PresenceDiff::default();
+        let mut d = TrackerDiff::default();
         assert_eq!(d.to_json(), json!({"joins": {}, "leaves": {}}));
         d.joins
             .insert("alice".into(), vec![json!({"phx_ref": "2", "s": "away"})]);
@@ -216,7 +222,7 @@ mod tests {
         );
         assert_eq!(d.join_refs(), vec!["2"]);
         assert_eq!(d.leave_refs(), vec!["1"]);
-        let s = PresenceState(BTreeMap::from([(
+        let s = TrackerList(BTreeMap::from([(
             "bob".to_string(),
             vec![json!({"phx_ref": "3"})],
         )]));

@@ -11,7 +11,7 @@
 use crate::config::{ConfigError, TickModel, TrackerConfig};
 use crate::message::NodeMessage;
 use crate::pool::shard_for_topic;
-use crate::presence::{PresenceDiff, PresenceState, RefSource, SeededRefs, meta_with_refs};
+use crate::presence::{RefSource, SeededRefs, TrackerDiff, TrackerList, meta_with_refs};
 use crate::shard::{Destination, PeerView, Shard, ShardError, ShardEvent};
 use phxsim_tracker::{Diff, ReplicaRef, TrackerError, Value, ValueKey};
 use rand::{Rng, SeedableRng};
@@ -32,7 +32,7 @@ pub enum TrackerEvent {
     /// A `presence_diff` for every local subscriber of `topic`.
     PresenceDiff {
         topic: String,
-        diff: PresenceDiff,
+        diff: TrackerDiff,
     },
     ReplicaUp {
         shard: u32,
@@ -347,7 +347,7 @@ impl Tracker {
 
     /// `list` and `local_list` of one topic, read in one pass over its values, each meta
     /// parsed once and copied once per list it is in.
-    pub fn list_and_local(&self, topic: &str) -> (PresenceState, PresenceState) {
+    pub fn list_and_local(&self, topic: &str) -> (TrackerList, TrackerList) {
         fn push(to: &mut BTreeMap<String, Vec<Json>>, key: &str, meta: &Json) {
             match to.get_mut(key) {
                 Some(metas) => metas.push(meta.clone()),
@@ -365,11 +365,11 @@ impl Tracker {
                 push(&mut local, &k.key, &meta);
             }
         }
-        (PresenceState(list), PresenceState(local))
+        (TrackerList(list), TrackerList(local))
     }
 
     /// `list`: the topic's presences, hiding replicas currently marked down.
-    pub fn list(&self, topic: &str) -> PresenceState {
+    pub fn list(&self, topic: &str) -> TrackerList {
         let i = self.shard_index(topic);
         group(self.shards[i].state().get_by_topic(topic))
     }
@@ -389,7 +389,7 @@ impl Tracker {
 
     /// The presences this node tracks itself (its own replica's values) for `topic`: what
     /// its sockets hold, the ground truth a simulator compares every node's list with.
-    pub fn local_list(&self, topic: &str) -> PresenceState {
+    pub fn local_list(&self, topic: &str) -> TrackerList {
         let i = self.shard_index(topic);
         let state = self.shards[i].state();
         group(
@@ -402,7 +402,7 @@ impl Tracker {
     }
 
     /// `dirty_list`: like `list`, down replicas included.
-    pub fn dirty_list(&self, topic: &str) -> PresenceState {
+    pub fn dirty_list(&self, topic: &str) -> TrackerList {
         let i = self.shard_index(topic);
         group(
             self.shards[i]
@@ -524,19 +524,19 @@ impl Tracker {
 }
 
 /// Values grouped by key, metas in the order given.
-fn group(values: Vec<Value>) -> PresenceState {
+fn group(values: Vec<Value>) -> TrackerList {
     let mut out: BTreeMap<String, Vec<Json>> = BTreeMap::new();
     for v in values {
         out.entry(v.key.key.into())
             .or_default()
             .push(v.meta.into_json());
     }
-    PresenceState(out)
+    TrackerList(out)
 }
 
 /// One `handle_diff` split per topic, joins and leaves grouped by key.
-pub fn presence_diffs(diff: Diff) -> BTreeMap<String, PresenceDiff> {
-    let mut out: BTreeMap<String, PresenceDiff> = BTreeMap::new();
+pub fn presence_diffs(diff: Diff) -> BTreeMap<String, TrackerDiff> {
+    let mut out: BTreeMap<String, TrackerDiff> = BTreeMap::new();
     for v in diff.joins {
         out.entry(v.key.topic.into())
             .or_default()

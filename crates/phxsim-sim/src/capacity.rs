@@ -65,12 +65,7 @@ impl TurmoilLimits {
             .map(|(x, y)| (x.as_str(), y.as_str()))
             .collect();
         let is_held = |x: &str, y: &str| held.iter().any(|&h| h == (x, y) || h == (y, x));
-        let latency_ms = s
-            .network
-            .links
-            .iter()
-            .map(|l| l.latency_ms[1])
-            .fold(s.network.latency_ms[1], u64::max);
+        let latency_ms = s.network.slowest_ms();
         let attempts = |held: bool, attempt_ms: u64| {
             let in_flight_ms = if held {
                 s.duration_ms + 10_000

@@ -2,12 +2,12 @@
 //! runtime's real Channels server on turmoil TCP; one more host runs every client (the
 //! runtime's real client), each driven by the scripted timeline and observed frame by frame.
 
-use crate::checkers::{ClientMessage, PresenceList};
+use crate::checkers::PresenceList;
 use crate::event::{Event, FrameBody};
 use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
 use crate::world::{
-    ClientControl, Obs, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
+    ClientControl, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
 };
 use phxsim_runtime::Node;
@@ -251,14 +251,21 @@ pub(crate) fn client_host(
                 };
                 let (name, mut connections) = (spec.name.clone(), 0u64);
                 let report = segment_lost_report(shared.clone(), name.clone(), node.clone(), true);
+                let connected = shared.clone();
                 let client = Client::start(cfg, move || {
                     let target = target.clone();
                     let link_seed =
                         derive_seed(seed, &format!("client-loss/browser/{name}/{connections}"));
                     connections += 1;
                     let (loss, report) = (loss.clone(), report.clone());
+                    let (resets, client) = (connected.clone(), name.clone());
                     async move {
                         let stream = TcpStream::connect((target.as_str(), WS_PORT)).await?;
+                        if let (Some(r), Ok(addr)) =
+                            (lock(&resets).resets.as_mut(), stream.local_addr())
+                        {
+                            r.connected(&client, addr);
+                        }
                         Ok(LossyStream::new(stream, loss, link_seed).reporting(report))
                     }
                 });
@@ -298,7 +305,7 @@ pub(crate) fn client_host(
                     shared.clone(),
                     observed,
                 ));
-                tokio::spawn(obey(client, ctl_rx));
+                tokio::spawn(obey(client, ctl_rx, spec.name.clone(), shared.clone()));
             }
             std::future::pending::<()>().await;
             Ok(())
@@ -307,7 +314,12 @@ pub(crate) fn client_host(
 }
 
 /// Applies the timeline's controls to one client.
-async fn obey(client: Client, mut ctl: mpsc::UnboundedReceiver<ClientControl>) {
+async fn obey(
+    client: Client,
+    mut ctl: mpsc::UnboundedReceiver<ClientControl>,
+    name: String,
+    shared: SharedRef,
+) {
     while let Some(c) = ctl.recv().await {
         match c {
             ClientControl::Join => client.join(),
@@ -319,12 +331,25 @@ async fn obey(client: Client, mut ctl: mpsc::UnboundedReceiver<ClientControl>) {
             }
             ClientControl::Reconnect => client.connect(),
             ClientControl::CrashChannel => client.push("crash", json!({})),
+            ClientControl::DropMidJoin(after) => {
+                client.drop_connection();
+                client.disconnect();
+                client.connect();
+                client.join();
+                // the next control waits: a few milliseconds at most (see the harness)
+                tokio::time::sleep(after).await;
+                if let Some(r) = lock(&shared).resets.as_mut() {
+                    r.reset(&name);
+                }
+                client.drop_connection();
+                client.disconnect();
+            }
         }
     }
 }
 
-/// Copies one client's events into the transcript and, if it is `observed`, its presence
-/// messages into the observation log, stamped with simulated time.
+/// Emits one client's events into the run's stream, stamped with simulated time; its presence
+/// messages only if it is `observed` (one of the clients the checkers replay).
 async fn forward_events(
     name: String,
     mut events: mpsc::UnboundedReceiver<phxsim_runtime::client::Stamped>,
@@ -337,26 +362,19 @@ async fn forward_events(
         let t = base_ms + st.at.saturating_duration_since(base).as_millis() as u64;
         let mut sh = lock(&shared);
         match st.event {
-            ClientEvent::Sent(f) => sh.transcript.push_with(t, || frame_event(&name, "out", &f)),
-            ClientEvent::Received(f) => sh.transcript.push_with(t, || frame_event(&name, "in", &f)),
+            ClientEvent::Sent(f) => sh.events.push_with(t, || frame_event(&name, "out", &f)),
+            ClientEvent::Received(f) => sh.events.push_with(t, || frame_event(&name, "in", &f)),
             ClientEvent::Presence { .. } if !observed => {}
-            ClientEvent::Presence { event, payload, .. } => {
-                let msg = if event == "presence_state" {
-                    ClientMessage::State(payload)
-                } else {
-                    ClientMessage::Diff(payload)
-                };
-                sh.obs.push(Obs::Client(t, name.clone(), msg));
-            }
+            ClientEvent::Presence { event, payload, .. } => sh.events.push(
+                t,
+                Event::Presence {
+                    client: name.clone(),
+                    event,
+                    payload,
+                },
+            ),
             ClientEvent::Channel { state, join_ref } => {
-                if observed && state == phxsim_runtime::client::ChannelState::Joined {
-                    sh.obs.push(Obs::Client(
-                        t,
-                        name.clone(),
-                        ClientMessage::Joined(join_ref.clone().unwrap_or_default()),
-                    ));
-                }
-                sh.transcript.push(
+                sh.events.push(
                     t,
                     Event::Channel {
                         client: name.clone(),
@@ -365,13 +383,13 @@ async fn forward_events(
                     },
                 );
             }
-            ClientEvent::Connected => sh.transcript.push(
+            ClientEvent::Connected => sh.events.push(
                 t,
                 Event::Connected {
                     client: name.clone(),
                 },
             ),
-            ClientEvent::Disconnected { reason, reconnect } => sh.transcript.push(
+            ClientEvent::Disconnected { reason, reconnect } => sh.events.push(
                 t,
                 Event::Disconnected {
                     client: name.clone(),
@@ -379,7 +397,7 @@ async fn forward_events(
                     reconnect,
                 },
             ),
-            ClientEvent::Timeout { event } => sh.transcript.push(
+            ClientEvent::Timeout { event } => sh.events.push(
                 t,
                 Event::Timeout {
                     client: name.clone(),

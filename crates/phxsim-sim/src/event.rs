@@ -1,9 +1,15 @@
-//! Every event of a run's transcript, typed: the harness, the client glue and the lossy links
-//! write them, and the snapshot normalizer, the Perfetto trace and the latency tool read them
-//! back. On the wire (`--transcript FILE`, snapshots) each is one JSON line,
-//! `{"t": MS, "ev": KIND, ...fields}`, with the fields in the order declared here.
+//! Every event of a run, typed: the one stream of a run. The harness, the client glue and the
+//! lossy links emit each event once; the checkers read the stream as it goes, and the printed
+//! kinds become the transcript, which the snapshot normalizer, the Perfetto trace and the
+//! latency tool read back. On the wire (`--transcript FILE`, snapshots) each printed event is
+//! one JSON line, `{"t": MS, "ev": KIND, ...fields}`, with the fields in the order declared
+//! here. Two kinds are for the checkers only and never printed (see [`Event::is_printed`]):
+//! a client's presence message, whose frame line already carries it, and a sampled
+//! [`Snapshot`] of what every node lists, which is the checkers' view of the world and not an
+//! event of the protocol (printing it would double the transcript and move every snapshot).
 
-use crate::checkers::FindingKind;
+use crate::finding::FindingKind;
+use crate::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -113,6 +119,18 @@ pub enum Event {
         subject: String,
         detail: String,
     },
+    /// A presence message (`presence_state` or `presence_diff`, as `event` says) a client
+    /// whose messages the checkers replay received. Not printed: its frame line carries it.
+    #[serde(skip)]
+    Presence {
+        client: String,
+        event: String,
+        payload: Json,
+    },
+    /// What every node lists and every client holds at one instant, sampled on simulated
+    /// time for the checkers. Not printed (see the module doc).
+    #[serde(skip)]
+    Snapshot(Snapshot),
 }
 
 /// What a frame carried: text (with its Channels event name if it has one), or binary bytes
@@ -167,7 +185,25 @@ impl Event {
             Event::NodeRecv { .. } => "node_recv",
             Event::SegmentLost { .. } => "segment_lost",
             Event::Finding { .. } => "finding",
+            Event::Presence { .. } => "presence",
+            Event::Snapshot(_) => "snapshot",
         }
+    }
+
+    /// Whether the transcript prints the event; the others feed the checkers only.
+    pub fn is_printed(&self) -> bool {
+        !matches!(self, Event::Presence { .. } | Event::Snapshot(_))
+    }
+
+    /// Whether the checkers read the event; a run without a transcript keeps only these.
+    pub fn feeds_checkers(&self) -> bool {
+        matches!(
+            self,
+            Event::Step { .. }
+                | Event::Channel { .. }
+                | Event::Presence { .. }
+                | Event::Snapshot(_)
+        )
     }
 }
 

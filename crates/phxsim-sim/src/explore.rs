@@ -3,6 +3,7 @@
 //! minimal one that still fails the same way, and written as a scenario file.
 
 use crate::checkers::FindingKind;
+pub use crate::fault::FaultKind;
 use crate::harness::{self, RunOptions, RunReport, Verdict};
 use crate::population::PopulationSpec;
 use crate::scenario::{
@@ -15,114 +16,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use std::collections::BTreeSet;
-
-/// A kind of fault the explorer may draw, named as the timeline action it adds (`--faults`
-/// also takes the older names `oneway` and `client-loss`).
-///
-/// Declared in the alphabetical order of the names the explorer first drew with (`oneway`
-/// between `hold` and `partition`): a seed indexes the selected kinds in this order, so it
-/// keeps drawing the scenario it always drew.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum FaultKind {
-    Crash,
-    Cut,
-    Disconnect,
-    Hold,
-    CutOneway,
-    Partition,
-    Permdown,
-    /// Every node link loses 0.5–2 % of its segments (retransmitted, see [`crate::lossy`])
-    /// until the heal. Opt-in.
-    Loss,
-    /// The same on every browser link (node to its clients, both ways). Opt-in.
-    ClientLoss,
-    /// A rolling deploy ([`crate::rolling`]): every node that no other fault stops restarts
-    /// in turn, each as a new replica. Opt-in.
-    RollingRestart,
-}
-
-impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
-        FaultKind::Partition,
-        FaultKind::Cut,
-        FaultKind::CutOneway,
-        FaultKind::Hold,
-        FaultKind::Crash,
-        FaultKind::Permdown,
-        FaultKind::Disconnect,
-        FaultKind::Loss,
-        FaultKind::ClientLoss,
-        FaultKind::RollingRestart,
-    ];
-
-    /// The timeline action's key in scenario files.
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultKind::Partition => "partition",
-            FaultKind::Cut => "cut",
-            FaultKind::CutOneway => "cut_oneway",
-            FaultKind::Hold => "hold",
-            FaultKind::Crash => "crash",
-            FaultKind::Permdown => "permdown",
-            FaultKind::Disconnect => "disconnect",
-            FaultKind::Loss => "loss",
-            FaultKind::ClientLoss => "client_loss",
-            FaultKind::RollingRestart => "rolling_restart",
-        }
-    }
-
-    /// Drawn only when asked for, so that the default set, and so every seed's scenario,
-    /// stays as it was before these kinds existed.
-    pub fn is_opt_in(self) -> bool {
-        matches!(
-            self,
-            FaultKind::Loss | FaultKind::ClientLoss | FaultKind::RollingRestart
-        )
-    }
-
-    /// The kinds drawn by default.
-    pub fn defaults() -> BTreeSet<FaultKind> {
-        FaultKind::ALL
-            .into_iter()
-            .filter(|k| !k.is_opt_in())
-            .collect()
-    }
-
-    /// The label of the random stream a loss rate is drawn from (the older names: a seed
-    /// keeps its rates).
-    fn stream(self) -> String {
-        let old = match self {
-            FaultKind::CutOneway => "oneway",
-            FaultKind::ClientLoss => "client-loss",
-            other => other.name(),
-        };
-        format!("explore/{old}")
-    }
-}
-
-impl std::fmt::Display for FaultKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for FaultKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = match s {
-            "oneway" => "cut_oneway",
-            "client-loss" => "client_loss",
-            s => s,
-        };
-        FaultKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let known: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown fault kind {s:?}; known: {}", known.join(", "))
-            })
-    }
-}
 
 /// What a drawn scenario may contain.
 #[derive(Clone, Debug)]
@@ -294,6 +187,19 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             timeline.extend(crate::rolling::steps(at, &rolled, interval_ms, down_ms));
             let end = crate::rolling::end_ms(at, rolled.len(), interval_ms, down_ms);
             settled_from = settled_from.max(end);
+        }
+    }
+    // clients cut in the middle of a join, drawn from a stream of their own like the rolling
+    // deploy; they come back with everyone else's reconnect below
+    if cfg.faults.contains(&FaultKind::DropMidJoin) {
+        let mut drng =
+            ChaCha8Rng::seed_from_u64(derive_seed(seed, &FaultKind::DropMidJoin.stream()));
+        for _ in 0..drng.gen_range(1..=3) {
+            let c = &clients[drng.gen_range(0..clients.len())].name;
+            timeline.push(Step {
+                at_ms: drng.gen_range(900..fault_end),
+                action: Action::DropMidJoin(c.clone()),
+            });
         }
     }
     timeline.push(Step {

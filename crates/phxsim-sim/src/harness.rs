@@ -14,7 +14,7 @@ use crate::sampler::Sampler;
 use crate::scenario::{Action, ProfileName, Scenario, TickModelName};
 pub use crate::world::RunOptions;
 use crate::world::{
-    ClientControl, NODE_PORT, NodeControl, Obs, SharedRef, WS_PORT, derive_seed, lock, now_ms,
+    ClientControl, NODE_PORT, NodeControl, SharedRef, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
 };
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
@@ -244,6 +244,7 @@ fn node_host(
                 handshake_timeout: Duration::from_millis(link_idle_ms(bp)),
                 ..NodeConfig::new(name.clone(), vsn)
             };
+            tracing::debug!(node = %name, vsn, "node starts");
             let node = Node::start(cfg)?;
             let lossy = lossy_streams(
                 loss,
@@ -259,7 +260,7 @@ fn node_host(
                 s.nodes.insert(name.clone(), node.clone());
                 s.node_ctl.insert(name.clone(), ctl_tx);
                 let t = now_ms();
-                s.transcript.push(
+                s.events.push(
                     t,
                     Event::NodeStart {
                         node: name.clone(),
@@ -278,11 +279,11 @@ fn node_host(
                     if let (Some(trace), NodeEvent::Tracker(te)) = (s.node_trace.as_mut(), &e) {
                         trace.extend(trace_events(now_ms(), &logger_name, te));
                     }
-                    if !s.transcript.is_off()
+                    if s.events.is_printing()
                         && let Some(j) = node_event(&logger_name, &e)
                     {
                         let t = now_ms();
-                        s.transcript.push(t, j);
+                        s.events.push(t, j);
                     }
                 }
             });
@@ -305,13 +306,22 @@ fn node_host(
                 rate: lock(&shared).client_loss_rate.clone(),
                 rto,
             };
-            let browser_link = lossy_streams(
+            let lossy_browser_link = lossy_streams(
                 client_loss,
                 seed,
                 format!("client-loss/server/{name}/{vsn}"),
                 name.clone(),
                 shared.clone(),
             );
+            let resets = shared.clone();
+            let browser_link = move |stream: TcpStream| {
+                let peer = stream.peer_addr().ok();
+                let link = lossy_browser_link(stream);
+                match (lock(&resets).resets.as_mut(), peer) {
+                    (Some(r), Some(peer)) => link.resettable(r.register(peer)),
+                    _ => link,
+                }
+            };
             clients::spawn_server(node.clone(), server_cfg.clone(), WS_PORT, browser_link).await?;
             while let Some(ctl) = ctl_rx.recv().await {
                 match ctl {
@@ -485,10 +495,17 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         .client_loss_rate
         .set(scenario.network.client_loss);
     if !opts.transcript {
-        lock(&shared).transcript = crate::transcript::Transcript::disabled();
+        lock(&shared).events = crate::stream::EventStream::new(false);
     }
     if opts.node_trace {
         lock(&shared).node_trace = Some(Vec::new());
+    }
+    if scenario
+        .timeline
+        .iter()
+        .any(|s| matches!(s.action, Action::DropMidJoin(_)))
+    {
+        lock(&shared).resets = Some(Default::default());
     }
     if scenario.tracker.tick_model == TickModelName::Drift {
         lock(&shared).heals = Some(tokio::sync::watch::channel(0).0);
@@ -502,7 +519,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         for (name, v) in &knobs {
             k.insert(name.clone(), Json::String(v.clone()));
         }
-        s.transcript.push(
+        s.events.push(
             0,
             Event::Run {
                 title: scenario.title.clone(),
@@ -510,7 +527,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             },
         );
         for event in summaries {
-            s.transcript.push(0, event);
+            s.events.push(0, event);
         }
     }
 
@@ -557,25 +574,22 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         );
     }
 
-    let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone());
+    let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone())
+        .replaying(lock(&shared).replayed.clone());
     let mut sampler = Sampler::new(sample_ms);
     let mut steps = scenario.timeline.iter().peekable();
     let mut cut: BTreeSet<(String, String)> = BTreeSet::new();
     let mut cut_oneway: BTreeSet<(String, String)> = BTreeSet::new();
     let mut held: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut mid_join = MidJoin::of(scenario, opts.seed);
     let mut internal: Option<String> = None;
     while (sim.elapsed().as_millis() as u64) < scenario.duration_ms {
         let now = sim.elapsed().as_millis() as u64;
         while let Some(step) = steps.next_if(|s| s.at_ms <= now) {
             {
-                let mut s = lock(&shared);
-                s.obs.push(Obs::Step(now));
-                s.transcript.push(
-                    now,
-                    Event::Step {
-                        action: step.action.label(),
-                    },
-                );
+                let action = step.action.label();
+                tracing::debug!(t_ms = now, action = %action, "step");
+                lock(&shared).events.push(now, Event::Step { action });
             }
             apply(
                 &mut sim,
@@ -584,14 +598,16 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
                 &mut cut,
                 &mut cut_oneway,
                 &mut held,
+                &mut mid_join,
             );
         }
         sampler.before_step(now, &lock(&shared));
         if let Err(e) = sim.step() {
+            tracing::error!(t_ms = now, error = %e, "a simulated host failed");
             internal = Some(e.to_string());
             break;
         }
-        // the checkers observe as the run goes, so that nothing piles up in memory
+        // the checkers read the stream as the run goes, so that nothing piles up in memory
         let drained = {
             let mut s = lock(&shared);
             let now = sim.elapsed().as_millis() as u64;
@@ -599,16 +615,17 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
                 if opts.node_trace {
                     last_lists = snap.nodes.clone();
                 }
-                s.obs.push(Obs::Snapshot(snap));
+                s.events.push(now, Event::Snapshot(snap));
             }
-            std::mem::take(&mut s.obs)
+            s.events.drain()
         };
         feed(&mut checkers, drained);
     }
     let simulated_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
     let mut s = lock(&shared);
-    feed(&mut checkers, std::mem::take(&mut s.obs));
+    let drained = s.events.drain();
+    feed(&mut checkers, drained);
     // the replayed clients' lists are kept for the replay's comparison; every other client's
     // list is compared with its node's one at a time, so no more than one is held at once
     let mut final_views: BTreeMap<String, PresenceList> = BTreeMap::new();
@@ -665,7 +682,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         Verdict::Pass
     };
     for f in &findings {
-        s.transcript.push(
+        s.events.push(
             f.at_ms,
             Event::Finding {
                 kind: f.kind,
@@ -674,8 +691,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             },
         );
     }
+    // the findings are printed only: the checkers are done
+    s.events.drain();
     let transcript = if opts.transcript {
-        s.transcript.lines()
+        s.events.take_printed()
     } else {
         Vec::new()
     };
@@ -698,13 +717,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     }
 }
 
-fn feed(checkers: &mut Checkers, observations: Vec<Obs>) {
-    for o in observations {
-        match o {
-            Obs::Step(t) => checkers.step(t),
-            Obs::Snapshot(snap) => checkers.observe(snap),
-            Obs::Client(t, c, m) => checkers.client_message(t, &c, m),
-        }
+fn feed(checkers: &mut Checkers, lines: Vec<crate::event::Line>) {
+    for line in lines {
+        checkers.event(line.t, line.event);
     }
 }
 
@@ -715,6 +730,31 @@ fn notify_heal(shared: &SharedRef) {
     }
 }
 
+/// Where `drop_mid_join` steps cut their join exchange: a delay after the join, drawn from a
+/// stream of the run's seed of its own (so that a scenario without such steps draws nothing)
+/// and uniform over the whole exchange from a fresh connection: TCP connect, WebSocket
+/// upgrade, then `phx_join` and its reply and `presence_state`, three round trips of the
+/// slowest link.
+struct MidJoin {
+    rng: ChaCha8Rng,
+    window_ms: u64,
+}
+
+impl MidJoin {
+    fn of(scenario: &Scenario, seed: u64) -> MidJoin {
+        let slowest = scenario.network.slowest_ms();
+        MidJoin {
+            rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "drop_mid_join")),
+            window_ms: 6 * slowest + 2 * scenario.network.tick_ms,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        Duration::from_millis(self.rng.gen_range(0..=self.window_ms))
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the driver's state, passed apart so that each is borrowed alone
 fn apply(
     sim: &mut turmoil::Sim<'_>,
     shared: &SharedRef,
@@ -722,6 +762,7 @@ fn apply(
     cut: &mut BTreeSet<(String, String)>,
     cut_oneway: &mut BTreeSet<(String, String)>,
     held: &mut BTreeSet<(String, String)>,
+    mid_join: &mut MidJoin,
 ) {
     let client = |name: &str, ctl: ClientControl| {
         if let Some(tx) = lock(shared).client_ctl.get(name) {
@@ -733,6 +774,7 @@ fn apply(
         Action::Leave(c) => client(c, ClientControl::Leave),
         Action::Update(c, meta) => client(c, ClientControl::Update(meta.clone())),
         Action::Disconnect(c) => client(c, ClientControl::Disconnect),
+        Action::DropMidJoin(c) => client(c, ClientControl::DropMidJoin(mid_join.next())),
         Action::Reconnect(c) => client(c, ClientControl::Reconnect),
         Action::CrashChannel(c) => client(c, ClientControl::CrashChannel),
         Action::Partition(groups) => {

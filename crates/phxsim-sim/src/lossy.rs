@@ -11,11 +11,13 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 use std::future::Future as _;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -62,6 +64,50 @@ pub struct LossyStream<S> {
     retransmit: Option<Pin<Box<Sleep>>>,
     /// The current write has been given its fate (lost once or more, or delivered).
     decided: bool,
+    /// Set when the peer reset the connection ([`Resets`]): every write fails from then on.
+    reset: Option<Arc<AtomicBool>>,
+}
+
+/// Browser connections that a `drop_mid_join` step resets. A browser killed in the middle
+/// of its join makes its kernel answer with a reset, and the server's next write on that
+/// connection fails; turmoil only resets a connection one round trip after data reaches a
+/// closed socket, by which time a join is long done, so the simulator marks the server's end
+/// of the connection itself (at the instant of the drop). Kept only in runs with such steps.
+#[derive(Default)]
+pub(crate) struct Resets {
+    /// The server's end of each browser connection, by the browser's address.
+    by_peer: BTreeMap<SocketAddr, Arc<AtomicBool>>,
+    /// Each client's address on its latest connection.
+    client_addr: BTreeMap<String, SocketAddr>,
+}
+
+impl Resets {
+    /// The flag of the server's end of a connection from `peer`.
+    pub(crate) fn register(&mut self, peer: SocketAddr) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.by_peer.insert(peer, flag.clone());
+        flag
+    }
+
+    /// `client` connected from `addr`.
+    pub(crate) fn connected(&mut self, client: &str, addr: SocketAddr) {
+        self.client_addr.insert(client.to_owned(), addr);
+    }
+
+    /// Resets `client`'s latest connection: the server's writes on it fail from now on.
+    pub(crate) fn reset(&mut self, client: &str) {
+        if let Some(flag) = self
+            .client_addr
+            .remove(client)
+            .and_then(|a| self.by_peer.remove(&a))
+        {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn reset_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "connection reset by peer")
 }
 
 impl<S> LossyStream<S> {
@@ -73,7 +119,20 @@ impl<S> LossyStream<S> {
             report: None,
             retransmit: None,
             decided: false,
+            reset: None,
         }
+    }
+
+    /// Fails every write once `flag` is set (see [`Resets`]).
+    pub(crate) fn resettable(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.reset = Some(flag);
+        self
+    }
+
+    fn is_reset(&self) -> bool {
+        self.reset
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// Calls `report` for every lost segment (for the transcript).
@@ -119,6 +178,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LossyStream<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.is_reset() {
+            return Poll::Ready(Err(reset_error()));
+        }
         if buf.is_empty() {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
@@ -142,6 +204,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LossyStream<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.is_reset() {
+            return Poll::Ready(Err(reset_error()));
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 

@@ -8,7 +8,8 @@
 //! to the `match`es below (the compiler points at each); the tests in
 //! `tests/simulation.rs` then ask for a seed or scenario that proves every catcher.
 
-use crate::checkers::FindingKind;
+use crate::fault::FaultKind;
+use crate::finding::FindingKind;
 use phxsim_runtime::client::ClientMutation;
 use phxsim_runtime::server::ServerMutation;
 use phxsim_shard::NodeMutation;
@@ -73,7 +74,7 @@ use FindingKind as K;
 
 impl PlantedBug {
     /// Every planted bug, in the order `phxsim mutations` lists them.
-    pub const ALL: [PlantedBug; 16] = [
+    pub const ALL: [PlantedBug; 17] = [
         PlantedBug::Node(NodeMutation::Tracker(Mutation::MergeIgnoresClouds)),
         PlantedBug::Node(NodeMutation::Tracker(Mutation::LeaveLosesTombstone)),
         PlantedBug::Node(NodeMutation::Tracker(Mutation::NeverHideDown)),
@@ -89,6 +90,7 @@ impl PlantedBug {
         PlantedBug::Server(ServerMutation::DropLeaves),
         PlantedBug::Server(ServerMutation::NoPhxCloseOnLeave),
         PlantedBug::Server(ServerMutation::LeaveWrongRef),
+        PlantedBug::Server(ServerMutation::TrackBeforeBookkeeping),
         PlantedBug::Client(ClientMutation::ForgetPendingDiffs),
     ];
 
@@ -144,6 +146,8 @@ impl PlantedBug {
                 ServerMutation::LeaveWrongRef => {
                     &[Checker(K::ClientView), Checker(K::DuplicateLeave)]
                 }
+                // the node still lists the presence, so only the socket truth sees the ghost
+                ServerMutation::TrackBeforeBookkeeping => &[Checker(K::Ghost)],
             },
             PlantedBug::Client(ClientMutation::ForgetPendingDiffs) => &[Checker(K::DiffStream)],
         }
@@ -183,10 +187,22 @@ impl PlantedBug {
                 ServerMutation::DropLeaves => "presence_diffs go out without their leaves",
                 ServerMutation::NoPhxCloseOnLeave => "phx_leave is never followed by phx_close",
                 ServerMutation::LeaveWrongRef => "leaves name a phx_ref the client never got",
+                ServerMutation::TrackBeforeBookkeeping => {
+                    "a join tracks before its channel is kept: a connection lost mid-join leaves a ghost"
+                }
             },
             PlantedBug::Client(ClientMutation::ForgetPendingDiffs) => {
                 "diffs that come before the state are dropped, not buffered"
             }
+        }
+    }
+
+    /// The fault kinds `explore --mutate` adds to the ones it draws, for a bug that only they
+    /// can show (opt-in kinds: without the bug, a seed's scenario stays what it was).
+    pub fn explore_faults(self) -> &'static [FaultKind] {
+        match self {
+            PlantedBug::Server(ServerMutation::TrackBeforeBookkeeping) => &[FaultKind::DropMidJoin],
+            _ => &[],
         }
     }
 

@@ -253,6 +253,16 @@ pub struct NetworkSettings {
     pub links: Vec<LinkSettings>,
 }
 
+impl NetworkSettings {
+    /// The highest one-way latency of any link (the default range or a `[[network.links]]`).
+    pub fn slowest_ms(&self) -> u64 {
+        self.links
+            .iter()
+            .map(|l| l.latency_ms[1])
+            .fold(self.latency_ms[1], u64::max)
+    }
+}
+
 /// One link's own one-way latency range.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -328,6 +338,7 @@ struct RawStep {
     update: Option<String>,
     meta: Option<Json>,
     disconnect: Option<String>,
+    drop_mid_join: Option<String>,
     reconnect: Option<String>,
     crash_channel: Option<String>,
     partition: Option<Vec<Vec<String>>>,
@@ -359,6 +370,10 @@ pub enum Action {
     Update(String, Json),
     /// The client's TCP connection drops without a close frame.
     Disconnect(String),
+    /// The client joins on a fresh connection (rejoins, if it was joined), and that
+    /// connection drops without a close frame at a point of the join exchange drawn from the
+    /// run's seed; it stays away until `reconnect`.
+    DropMidJoin(String),
     /// The client reconnects and rejoins.
     Reconnect(String),
     /// The client's channel crashes (`crash` event).
@@ -408,6 +423,7 @@ impl Action {
             | Action::Leave(c)
             | Action::Update(c, _)
             | Action::Disconnect(c)
+            | Action::DropMidJoin(c)
             | Action::Reconnect(c)
             | Action::CrashChannel(c) => Some(c),
             _ => None,
@@ -421,6 +437,7 @@ impl Action {
             Action::Leave(c) => format!("leave {c}"),
             Action::Update(c, m) => format!("update {c} {m}"),
             Action::Disconnect(c) => format!("disconnect {c}"),
+            Action::DropMidJoin(c) => format!("drop_mid_join {c}"),
             Action::Reconnect(c) => format!("reconnect {c}"),
             Action::CrashChannel(c) => format!("crash_channel {c}"),
             Action::Partition(g) => format!("partition {g:?}"),
@@ -462,6 +479,7 @@ impl Serialize for Step {
                 m.serialize_entry("meta", meta)?;
             }
             Action::Disconnect(c) => m.serialize_entry("disconnect", c)?,
+            Action::DropMidJoin(c) => m.serialize_entry("drop_mid_join", c)?,
             Action::Reconnect(c) => m.serialize_entry("reconnect", c)?,
             Action::CrashChannel(c) => m.serialize_entry("crash_channel", c)?,
             Action::Partition(groups) => m.serialize_entry("partition", groups)?,
@@ -515,9 +533,9 @@ pub struct VisibleExpectation {
 /// Names of the findings a scenario may expect or allow: every checker's but the
 /// expectations' own.
 pub fn finding_names() -> Vec<&'static str> {
-    crate::checkers::FindingKind::ALL
+    crate::finding::FindingKind::ALL
         .into_iter()
-        .filter(|k| *k != crate::checkers::FindingKind::Expectation)
+        .filter(|k| *k != crate::finding::FindingKind::Expectation)
         .map(|k| k.name())
         .collect()
 }
@@ -1157,6 +1175,9 @@ fn to_step(
     }
     if let Some(c) = &s.disconnect {
         actions.push(Action::Disconnect(client("disconnect", c)?));
+    }
+    if let Some(c) = &s.drop_mid_join {
+        actions.push(Action::DropMidJoin(client("drop_mid_join", c)?));
     }
     if let Some(c) = &s.reconnect {
         actions.push(Action::Reconnect(client("reconnect", c)?));

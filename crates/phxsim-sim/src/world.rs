@@ -1,15 +1,14 @@
-//! What a run's hosts and its driver share: the world state behind one lock, the
-//! observations the checkers read, the control messages of nodes and clients, the ports, and
+//! What a run's hosts and its driver share: the world state behind one lock, the run's
+//! event stream (which the checkers and the transcript read), the control messages of nodes and clients, the ports, and
 //! the seed derivation. Every other simulator module depends on this one and it on none of
-//! them but the data types it holds (checker observations, loss rates, the transcript), so
+//! them but the data types it holds (events, loss rates, the stream), so
 //! the harness, the client glue and the sampler have no import loop.
 
-use crate::checkers::{ClientMessage, Snapshot};
 use crate::event::Event;
-use crate::lossy::{LossRate, LossReport};
+use crate::lossy::{LossRate, LossReport, Resets};
 use crate::node_trace::TraceEvent;
 use crate::planted::PlantedBug;
-use crate::transcript::Transcript;
+use crate::stream::EventStream;
 use phxsim_runtime::Node;
 use phxsim_runtime::client::Client;
 use serde_json::Value as Json;
@@ -39,13 +38,6 @@ pub(crate) const NODE_PORT: u16 = 4369;
 /// Port of the Channels WebSocket endpoint on every node host.
 pub(crate) const WS_PORT: u16 = 4000;
 
-/// Observations in the order the simulation made them.
-pub(crate) enum Obs {
-    Step(u64),
-    Snapshot(Snapshot),
-    Client(u64, String, ClientMessage),
-}
-
 /// What hosts and the driver share. One process, one thread: the lock is never contended, it
 /// only satisfies the types.
 #[derive(Default)]
@@ -55,8 +47,9 @@ pub(crate) struct Shared {
     pub(crate) node_ctl: BTreeMap<String, mpsc::UnboundedSender<NodeControl>>,
     pub(crate) client_ctl: BTreeMap<String, mpsc::UnboundedSender<ClientControl>>,
     pub(crate) clients: BTreeMap<String, SimClient>,
-    pub(crate) obs: Vec<Obs>,
-    pub(crate) transcript: Transcript,
+    /// Every event of the run, emitted once: the driver drains it into the checkers and the
+    /// transcript after each step.
+    pub(crate) events: EventStream,
     pub(crate) node_messages: u64,
     /// The loss rate of every node link; `loss` steps change it.
     pub(crate) loss_rate: LossRate,
@@ -66,6 +59,9 @@ pub(crate) struct Shared {
     pub(crate) node_trace: Option<Vec<TraceEvent>>,
     /// Counts heals and repairs; diallers watch it (`tick_model = "drift"`).
     pub(crate) heals: Option<tokio::sync::watch::Sender<u64>>,
+    /// The browser connections `drop_mid_join` steps reset; `Some` only in runs with such
+    /// steps.
+    pub(crate) resets: Option<Resets>,
     /// The clients whose presence messages the checkers replay; `None`: every client (see
     /// [`crate::population::replayed`]).
     pub(crate) replayed: Option<std::collections::BTreeSet<String>>,
@@ -115,6 +111,10 @@ pub(crate) enum ClientControl {
     Reconnect,
     /// The reference channel's `crash` event.
     CrashChannel,
+    /// A fresh connection and a join on it (a joined channel rejoins, a closed one joins),
+    /// and the connection drops without a close frame this long after: somewhere in the
+    /// join exchange. The browser stays away until `Reconnect`.
+    DropMidJoin(Duration),
 }
 
 /// A client as the observer sees it.
@@ -126,8 +126,8 @@ pub(crate) struct SimClient {
     pub(crate) client: Client,
 }
 
-/// Writes each segment lost from `from` (a node, or a browser when `by_browser`) to `to` into
-/// the transcript, with the delay its retransmissions add.
+/// Emits each segment lost from `from` (a node, or a browser when `by_browser`) to `to` as an
+/// event, with the delay its retransmissions add.
 pub(crate) fn segment_lost_report(
     shared: SharedRef,
     from: String,
@@ -142,6 +142,6 @@ pub(crate) fn segment_lost_report(
             to: to.clone(),
             delay_ms: delay.as_millis() as u64,
         };
-        lock(&shared).transcript.push(now_ms(), event);
+        lock(&shared).events.push(now_ms(), event);
     })
 }

@@ -2,11 +2,62 @@
 //! exists for. (The simulator's planted-mutation tests show the same end to end.)
 
 use phxsim_sim::checkers::{
-    Bounds, Checkers, ClientMessage, ClientSnapshot, FindingKind, NodeSnapshot, PresenceList,
-    Snapshot,
+    Bounds, Checkers, ClientSnapshot, FindingKind, NodeSnapshot, PresenceList, Snapshot,
 };
-use serde_json::json;
+use phxsim_sim::event::Event;
+use serde_json::{Value as Json, json};
 use std::sync::Arc;
+
+/// A presence message as a client receives it (or its channel's join), for short tests.
+enum ClientMessage {
+    Joined(String),
+    State(Json),
+    Diff(Json),
+}
+
+/// The checkers read the run's event stream; these write the events a run would emit.
+trait Feed {
+    fn step(&mut self, at_ms: u64);
+    fn observe(&mut self, snapshot: Snapshot);
+    fn client_message(&mut self, at_ms: u64, client: &str, msg: ClientMessage);
+}
+
+impl Feed for Checkers {
+    fn step(&mut self, at_ms: u64) {
+        self.event(
+            at_ms,
+            Event::Step {
+                action: "step".into(),
+            },
+        );
+    }
+
+    fn observe(&mut self, snapshot: Snapshot) {
+        self.event(snapshot.at_ms, Event::Snapshot(snapshot));
+    }
+
+    fn client_message(&mut self, at_ms: u64, client: &str, msg: ClientMessage) {
+        let client = client.to_owned();
+        let event = match msg {
+            ClientMessage::Joined(join_ref) => Event::Channel {
+                client,
+                state: "Joined".into(),
+                join_ref: Some(join_ref),
+            },
+            ClientMessage::State(payload) => Event::Presence {
+                client,
+                event: "presence_state".into(),
+                payload,
+            },
+            ClientMessage::Diff(payload) => Event::Presence {
+                client,
+                event: "presence_diff".into(),
+                payload,
+            },
+        };
+        self.event(at_ms, event);
+    }
+}
 
 fn list(entries: &[(&str, &str)]) -> PresenceList {
     let mut l = PresenceList::new();
@@ -66,6 +117,15 @@ fn checkers() -> Checkers {
     )
 }
 
+/// alice tracked on a and listed on both nodes at `at_ms`: the agreed start of most tests.
+fn alice_on_a_seen_by_both(at_ms: u64) -> Snapshot {
+    snap(
+        at_ms,
+        node(&[("alice", "r1")], &[("alice", "r1")]),
+        node(&[("alice", "r1")], &[]),
+    )
+}
+
 fn kinds(c: Checkers) -> Vec<FindingKind> {
     c.finish(&Default::default())
         .0
@@ -83,16 +143,8 @@ fn a_healthy_run_has_no_findings() {
         node(&[("alice", "r1")], &[("alice", "r1")]),
         node(&[], &[]),
     ));
-    c.observe(snap(
-        100,
-        node(&[("alice", "r1")], &[("alice", "r1")]),
-        node(&[("alice", "r1")], &[]),
-    ));
-    c.observe(snap(
-        2000,
-        node(&[("alice", "r1")], &[("alice", "r1")]),
-        node(&[("alice", "r1")], &[]),
-    ));
+    c.observe(alice_on_a_seen_by_both(100));
+    c.observe(alice_on_a_seen_by_both(2000));
     let (findings, converged) = c.finish(&Default::default());
     assert!(findings.is_empty(), "{findings:?}");
     assert_eq!(converged, Some(100));
@@ -116,11 +168,7 @@ fn a_node_that_never_learns_is_no_convergence_and_lost() {
 fn a_ghost_is_reported_at_the_first_sample_past_the_bound() {
     let mut c = checkers();
     c.step(0);
-    c.observe(snap(
-        0,
-        node(&[("alice", "r1")], &[("alice", "r1")]),
-        node(&[("alice", "r1")], &[]),
-    ));
+    c.observe(alice_on_a_seen_by_both(0));
     // alice leaves at a (gone from the truth at 100 ms); b keeps listing her
     for t in [100, 400, 600, 601, 700] {
         c.observe(snap(t, node(&[], &[]), node(&[("alice", "r1")], &[])));
@@ -145,11 +193,7 @@ fn a_ghost_is_reported_at_the_first_sample_past_the_bound() {
 fn unchanged_shared_lists_still_show_a_ghost_and_no_convergence() {
     let mut c = checkers();
     c.step(0);
-    c.observe(snap(
-        0,
-        node(&[("alice", "r1")], &[("alice", "r1")]),
-        node(&[("alice", "r1")], &[]),
-    ));
+    c.observe(alice_on_a_seen_by_both(0));
     let gone = snap(100, node(&[], &[]), node(&[("alice", "r1")], &[]));
     for t in [100, 400, 600, 601, 700, 2000] {
         // the same allocations every time, as the harness passes an unchanged node
@@ -193,11 +237,7 @@ fn an_older_meta_listed_in_place_of_the_owners_is_stale() {
 fn a_client_whose_list_differs_from_its_node_is_a_client_view_finding() {
     let mut c = checkers();
     c.step(0);
-    let mut s = snap(
-        0,
-        node(&[("alice", "r1")], &[("alice", "r1")]),
-        node(&[("alice", "r1")], &[]),
-    );
+    let mut s = alice_on_a_seen_by_both(0);
     Arc::make_mut(&mut s.clients).insert(
         "bob".into(),
         ClientSnapshot {
@@ -336,15 +376,17 @@ fn a_client_that_shows_what_its_messages_do_not_say_is_a_diff_stream_finding() {
     assert!(k.contains(&FindingKind::ClientView), "{k:?}");
 }
 
+/// bob joins, then gets a `presence_state` that is no presence list.
+fn bob_gets_a_malformed_state(mut c: Checkers) -> Checkers {
+    c.client_message(1, "bob", ClientMessage::Joined("1".into()));
+    let malformed = json!({"alice": {"no_metas": []}});
+    c.client_message(2, "bob", ClientMessage::State(malformed));
+    c
+}
+
 #[test]
 fn a_malformed_presence_payload_is_a_diff_stream_finding() {
-    let mut c = checkers();
-    c.client_message(1, "bob", ClientMessage::Joined("1".into()));
-    c.client_message(
-        2,
-        "bob",
-        ClientMessage::State(json!({"alice": {"no_metas": []}})),
-    );
+    let c = bob_gets_a_malformed_state(checkers());
     let (findings, _) = c.finish(&Default::default());
     assert_eq!(findings[0].kind, FindingKind::DiffStream);
 }
@@ -354,11 +396,7 @@ fn a_presence_kept_after_its_socket_is_gone_is_a_ghost() {
     let mut c = checkers();
     c.step(0);
     for t in [0, 400, 600] {
-        let mut s = snap(
-            t,
-            node(&[("alice", "r1")], &[("alice", "r1")]),
-            node(&[("alice", "r1")], &[]),
-        );
+        let mut s = alice_on_a_seen_by_both(t);
         // alice's socket on a is gone from t = 0, but a still tracks her presence
         Arc::make_mut(&mut s.clients)
             .values_mut()
@@ -376,5 +414,21 @@ fn a_presence_kept_after_its_socket_is_gone_is_a_ghost() {
         ghosts[0]
             .detail
             .contains("1 presence(s) tracked for 0 joined socket(s)")
+    );
+}
+
+#[test]
+fn only_the_replayed_clients_messages_are_replayed() {
+    let others = checkers().replaying(Some(["amy".to_string()].into()));
+    assert!(
+        bob_gets_a_malformed_state(others)
+            .finish(&Default::default())
+            .0
+            .is_empty()
+    );
+    let bob = checkers().replaying(Some(["bob".to_string()].into()));
+    assert_eq!(
+        kinds(bob_gets_a_malformed_state(bob)),
+        [FindingKind::DiffStream]
     );
 }

@@ -271,6 +271,13 @@ const PROOFS: &[(&str, FindingKind, Proof)] = &[
         FindingKind::DiffStream,
         Proof::Explorer(19),
     ),
+    // the join's old order: a connection lost mid-join skips the untrack, and the socket
+    // truth sees a presence with no socket (`--mutate` brings the `drop_mid_join` fault)
+    (
+        "track-before-bookkeeping",
+        FindingKind::Ghost,
+        Proof::Explorer(3),
+    ),
 ];
 
 const UPDATE_STAYS_LOCAL_SEED: u64 = 1;
@@ -330,11 +337,14 @@ fn each_checker_catches_the_bugs_it_exists_for_in_the_catalogue() {
 /// the registry names (so a bug cannot pass for found because something else broke).
 #[test]
 fn the_explorer_finds_every_planted_bug_with_the_checker_that_exists_for_it() {
-    let cfg = SwarmConfig::default();
     for (name, kind, proof) in PROOFS {
         let Proof::Explorer(seed) = proof else {
             continue;
         };
+        // as `phxsim explore --mutate NAME` draws: with the fault kinds the bug needs
+        let mut cfg = SwarmConfig::default();
+        cfg.faults
+            .extend(planted(name).expect("a bug").explore_faults());
         let opts = RunOptions {
             seed: *seed,
             planted: planted(name),
@@ -583,4 +593,53 @@ fn shrinking_drops_whole_clients_and_keeps_the_same_failure() {
             .all(|c| c == name),
         "no step names a client that is gone"
     );
+}
+
+/// Issue 17 in the simulator: a browser whose connection drops somewhere in its join
+/// exchange. A correct server leaves no presence behind, wherever the cut falls; the join's
+/// old order (track, then the writes, then the bookkeeping) leaves one for a socket that is
+/// gone, and the socket-truth ghost check says so.
+#[test]
+fn a_join_cut_midway_leaves_no_ghost_unless_the_server_tracks_before_its_bookkeeping() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mid_join.toml");
+    let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let bug = planted("track-before-bookkeeping");
+    let mut caught = Vec::new();
+    for seed in 1..=10 {
+        let fine = run(
+            &s,
+            RunOptions {
+                seed,
+                ..RunOptions::default()
+            },
+        );
+        assert_eq!(
+            fine.verdict,
+            Verdict::Pass,
+            "seed {seed}: {:#?}",
+            fine.failures
+        );
+        let r = run(
+            &s,
+            RunOptions {
+                seed,
+                planted: bug,
+                ..RunOptions::default()
+            },
+        );
+        if r.verdict != Verdict::Pass {
+            assert_eq!(kinds(&r), [FindingKind::Ghost], "seed {seed}");
+            let f = &r.failures[0];
+            assert_eq!(f.subject, "a", "the node of the cut client");
+            assert!(
+                f.detail
+                    .contains("alice: 1 presence(s) tracked for 0 joined socket(s)"),
+                "{f}"
+            );
+            caught.push(seed);
+        }
+    }
+    // where the cut falls is drawn from the seed: some seeds cut between the join's arrival
+    // and its writes, the only place the old order leaks
+    assert_eq!(caught, [5, 8]);
 }

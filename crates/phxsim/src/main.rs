@@ -4,6 +4,7 @@
 
 mod alloc_counter;
 mod cmd;
+mod logging;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +24,10 @@ static GLOBAL: alloc_counter::CountingAlloc = alloc_counter::CountingAlloc;
     about = "Simulation and conformance test suite for Phoenix Presence"
 )]
 struct Cli {
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace (`RUST_LOG`, when set, is
+    /// the filter instead). With `run`, -v also prints every scenario's settings first.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,10 +65,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::install(cli.verbose);
     let result = match cli.command {
         Command::TrackerOps => cmd::tracker_ops::run(),
         Command::PresenceSync(args) => cmd::presence_sync::run(args),
-        Command::Run(args) => cmd::run::run(args),
+        Command::Run(mut args) => {
+            args.verbose = cli.verbose > 0;
+            cmd::run::run(args)
+        }
         Command::Serve(args) => cmd::serve::run(args),
         Command::BenchWs(args) => cmd::bench_ws::run(args),
         Command::BenchLoad(args) => cmd::bench_load::run(args),

@@ -272,6 +272,7 @@ impl Machine {
         self.status.connected = false;
         let reason = end.reason.clone();
         let reconnect = end.reconnect;
+        tracing::debug!(topic = %self.cfg.topic, reason = %reason, reconnect, "client disconnected");
         self.emit(|| ClientEvent::Disconnected { reason, reconnect });
         self.heartbeat_ref = None;
         self.awaiting.clear();

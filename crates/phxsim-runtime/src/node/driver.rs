@@ -8,8 +8,8 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use phxsim_shard::codec::encode_frame;
 use phxsim_shard::{
-    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, PresenceState, Tracker,
-    TrackerEvent,
+    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, Tracker, TrackerEvent,
+    TrackerList,
 };
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
@@ -53,7 +53,7 @@ pub(crate) enum Command {
     },
     List {
         topic: String,
-        reply: Reply<PresenceState>,
+        reply: Reply<TrackerList>,
     },
     Snapshot {
         since: Option<u64>,
@@ -67,7 +67,7 @@ pub(crate) enum Command {
     Subscribe {
         topic: String,
         tx: mpsc::UnboundedSender<PresenceUpdate>,
-        reply: Reply<PresenceState>,
+        reply: Reply<TrackerList>,
     },
     Observe {
         tx: mpsc::UnboundedSender<NodeEvent>,
@@ -311,6 +311,7 @@ impl Driver {
     }
 
     fn observe(&mut self, e: NodeEvent) {
+        log(&e);
         self.observers.retain(|tx| tx.send(e.clone()).is_ok());
     }
 
@@ -373,5 +374,25 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The human log of a node event: links and replicas coming and going (messages are too many).
+fn log(e: &NodeEvent) {
+    match e {
+        NodeEvent::LinkUp { peer, vsn } => tracing::debug!(peer = %peer, vsn, "link up"),
+        NodeEvent::LinkDown { peer, reason } => {
+            tracing::debug!(peer = %peer, reason = %reason, "link down")
+        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaDown { replica: r, .. }) => {
+            tracing::info!(replica = %r.name, vsn = r.vsn, "replica down")
+        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaPermdown { replica: r, .. }) => {
+            tracing::info!(replica = %r.name, vsn = r.vsn, "replica permanently down")
+        }
+        NodeEvent::Tracker(TrackerEvent::ReplicaUp { replica: r, .. }) => {
+            tracing::info!(replica = %r.name, vsn = r.vsn, "replica up")
+        }
+        _ => {}
     }
 }

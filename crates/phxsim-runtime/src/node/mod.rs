@@ -24,8 +24,8 @@ use driver::{Command, Driver};
 use link::LinkParams;
 use phxsim_shard::codec::DEFAULT_MAX_FRAME_LEN;
 use phxsim_shard::{
-    ConfigError, Hello, PeerView, PresenceDiff, PresenceError, PresenceState, RefSource,
-    SeededRefs, Tracker, TrackerConfig, TrackerEvent,
+    ConfigError, Hello, PeerView, PresenceError, RefSource, SeededRefs, Tracker, TrackerConfig,
+    TrackerDiff, TrackerEvent, TrackerList,
 };
 use rand::RngCore;
 use serde_json::{Map, Value as Json};
@@ -123,7 +123,7 @@ pub enum NodeEvent {
 pub struct PresenceUpdate {
     /// Shared too: a subscriber's copy of an update allocates nothing.
     pub topic: Arc<str>,
-    pub diff: Arc<PresenceDiff>,
+    pub diff: Arc<TrackerDiff>,
     /// The diff's frames, encoded once by the first socket of each serializer (the server's
     /// fastlane); shared by every subscriber's copy.
     pub frames: Arc<crate::server::EncodedFrames>,
@@ -133,7 +133,7 @@ pub struct PresenceUpdate {
 #[derive(Debug)]
 pub struct Subscription {
     /// `presence_state` at the instant of subscribing.
-    pub state: PresenceState,
+    pub state: TrackerList,
     /// Every `presence_diff` of the topic on this node after that instant. Dropping the
     /// receiver unsubscribes.
     pub diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
@@ -144,9 +144,9 @@ pub struct Subscription {
 pub struct TopicSnapshot {
     pub topic: String,
     /// `list(topic)`: down replicas hidden.
-    pub list: PresenceState,
+    pub list: TrackerList,
     /// The presences of this node's own sockets: the ground truth for checkers.
-    pub local: PresenceState,
+    pub local: TrackerList,
 }
 
 /// What [`Node::request_lists`] answers.
@@ -434,7 +434,7 @@ impl Node {
     }
 
     /// `list`: the topic's presences, hiding replicas currently down.
-    pub async fn list(&self, topic: &str) -> Result<PresenceState, NodeError> {
+    pub async fn list(&self, topic: &str) -> Result<TrackerList, NodeError> {
         let topic = topic.to_owned();
         self.call(|reply| Command::List { topic, reply }).await
     }

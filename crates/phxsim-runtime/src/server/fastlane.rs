@@ -76,12 +76,12 @@ pub(crate) fn frame<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use phxsim_shard::PresenceDiff;
+    use phxsim_shard::TrackerDiff;
 
     fn update(topic: &str) -> PresenceUpdate {
         PresenceUpdate {
             topic: topic.into(),
-            diff: Arc::new(PresenceDiff::default()),
+            diff: Arc::new(TrackerDiff::default()),
             frames: Arc::default(),
         }
     }

@@ -75,11 +75,15 @@ pub enum ServerMutation {
     /// `presence_diff` leaves name a `phx_ref` the client never got: it keeps the presence
     /// that left, and the leave is of a ref it does not hold.
     LeaveWrongRef,
+    /// The join's old order (issue 17): the presence is tracked without a lease, and the
+    /// channel is recorded only after the join's writes reached the client, so a connection
+    /// lost in the middle of the join skips the untrack: a ghost.
+    TrackBeforeBookkeeping,
 }
 
 impl ServerMutation {
     /// Every mutation, for CLIs and test matrices.
-    pub const ALL: [ServerMutation; 8] = [
+    pub const ALL: [ServerMutation; 9] = [
         ServerMutation::DropPhxRefPrev,
         ServerMutation::HeartbeatReplyWrongTopic,
         ServerMutation::NoPresenceState,
@@ -88,6 +92,7 @@ impl ServerMutation {
         ServerMutation::DropLeaves,
         ServerMutation::NoPhxCloseOnLeave,
         ServerMutation::LeaveWrongRef,
+        ServerMutation::TrackBeforeBookkeeping,
     ];
 
     /// The kebab-case name used on command lines and in scenario files.
@@ -101,6 +106,7 @@ impl ServerMutation {
             ServerMutation::DropLeaves => "drop-leaves",
             ServerMutation::NoPhxCloseOnLeave => "no-phx-close-on-leave",
             ServerMutation::LeaveWrongRef => "leave-wrong-ref",
+            ServerMutation::TrackBeforeBookkeeping => "track-before-bookkeeping",
         }
     }
 }
@@ -327,6 +333,13 @@ impl Server {
     {
         let conn = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let end = socket::run(self, conn, stream).await;
+        match &end {
+            ConnectionEnd::ServerClosed { code, reason } => {
+                tracing::info!(conn, code, reason = %reason, "server closed the socket")
+            }
+            ConnectionEnd::Dropped(why) => tracing::debug!(conn, why = %why, "socket dropped"),
+            other => tracing::debug!(conn, end = ?other, "socket ended"),
+        }
         self.emit(|| ServerEvent::Ended {
             conn,
             end: end.clone(),
@@ -347,7 +360,10 @@ impl Server {
                     }
                     // Out of file descriptors, for example: that one peer is lost; back off a
                     // little instead of spinning on the error.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
                 }
             }
         })

@@ -121,6 +121,7 @@ where
         }
     };
     let (ws, info) = ws;
+    tracing::debug!(conn, user_id = %info.user_id, serializer = ?info.serializer, "socket connected");
     server.emit(|| ServerEvent::Connected {
         conn,
         user_id: info.user_id.clone(),
@@ -598,11 +599,17 @@ where
         // `conn9` (found by conformance case 53 against a long-running server).
         let mut lease = node.lease(&format!("conn{:012}/ch{:06}", self.conn, self.next_channel));
         self.next_channel += 1;
+        let old_order = self.server.mutated(ServerMutation::TrackBeforeBookkeeping);
         let own = if self.server.config().track_on_join {
-            match node
-                .track_leased(&mut lease, &topic, &self.user_id, meta.clone())
-                .await
-            {
+            let tracked = if old_order {
+                // planted: no lease watches this presence (see the bookkeeping below)
+                node.track(lease.owner(), &topic, &self.user_id, meta.clone())
+                    .await
+            } else {
+                node.track_leased(&mut lease, &topic, &self.user_id, meta.clone())
+                    .await
+            };
+            match tracked {
                 Ok(phx_ref) => Some(meta_with_refs(&phx_ref, None, &meta)),
                 // The after-join step failed: the channel process would have crashed.
                 Err(_) => return self.send_end(join_ref, &topic, PHX_ERROR).await,
@@ -637,6 +644,15 @@ where
             };
             let push = Message::push(push_join_ref, topic.as_str(), PRESENCE_STATE, payload);
             self.send(&push).await?;
+        }
+        if old_order {
+            // planted: the join's writes must reach the client before the channel is kept;
+            // if they fail, nothing will ever untrack the presence
+            let vectored = self.ws.get_ref().is_write_vectored();
+            self.outbox.seal(vectored);
+            self.drain()
+                .await
+                .map_err(|e| ConnectionEnd::Dropped(format!("write failed: {e}")))?;
         }
         self.channels.insert(topic, ch);
         Ok(())

@@ -2,7 +2,7 @@
 //! more), still listed by a node longer than the ghost bound after the later of the owner's exit
 //! and the last scripted step.
 
-use super::{Finding, FindingKind, Snapshot, finding};
+use super::{Finding, FindingKind, GhostBound, Snapshot, finding};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Default)]
@@ -46,14 +46,8 @@ impl Ghosts {
         self.live = next;
     }
 
-    /// Reports every listed ref whose owner has been gone for longer than `ghost_ms`.
-    pub(super) fn observe(
-        &mut self,
-        s: &Snapshot,
-        last_step_ms: u64,
-        ghost_ms: u64,
-        out: &mut Vec<Finding>,
-    ) {
+    /// Reports every listed ref whose owner has been gone past the bound.
+    pub(super) fn observe(&mut self, s: &Snapshot, bound: GhostBound, out: &mut Vec<Finding>) {
         for (node, ns) in &s.nodes {
             for (topic, list) in &ns.lists {
                 let Some(gone_in_topic) = self.gone_at.get(topic) else {
@@ -61,13 +55,8 @@ impl Ghosts {
                 };
                 for (key, refs) in list {
                     for rf in refs.keys() {
-                        // The bound runs from the later of the owner's exit and the last
-                        // scripted step: while faults and heals are still settling, Phoenix
-                        // legitimately shows a down replica's stale values again at replica_up
-                        // until a transfer removes them; a ghost is one that outlives the
-                        // settling.
                         if let Some(&gone) = gone_in_topic.get(rf)
-                            && s.at_ms > gone.max(last_step_ms) + ghost_ms
+                            && bound.passed(gone, s.at_ms)
                             && self
                                 .reported
                                 .insert((node.clone(), topic.clone(), rf.clone()))

@@ -1,6 +1,7 @@
-//! Checkers: passive observers of a run. The harness feeds them snapshots of what every node
-//! lists and every client sees (sampled on simulated time) and each client's presence messages
-//! as they arrive; they report findings. Pure: no I/O, no clock, deterministic order.
+//! Checkers: passive readers of a run's one event stream ([`Event`]). Of it they read the
+//! scripted steps, the sampled snapshots of what every node lists and every client sees, and
+//! the replayed clients' channel states and presence messages as they arrive; they report
+//! findings. Pure: no I/O, no clock, deterministic order.
 //!
 //! One module per checker, each owning its state: [`convergence`] (`no_convergence`),
 //! [`ghost`] (`ghost` while the run goes), [`sockets`] (`ghost` by socket truth),
@@ -16,168 +17,23 @@ mod sockets;
 mod truth;
 mod visible;
 
+use crate::event::Event;
 use crate::scenario::VisibleExpectation;
-use serde::Serialize;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::sync::Arc;
 
+pub use crate::finding::{Finding, FindingKind};
+pub use crate::snapshot::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot, presence_list};
 pub use diff_stream::list_of_instance;
 
-/// `key → phx_ref → meta`: a presence list as a node or a client holds it for one topic.
-pub type PresenceList = BTreeMap<String, BTreeMap<String, Json>>;
-
-/// A list of metas grouped by key (a node's `PresenceState`, a client's view) as a
-/// [`PresenceList`], metas moved; a meta without a `phx_ref` is no presence and is left out.
-pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
-    let mut out = PresenceList::new();
-    for (key, metas) in by_key {
-        let entry = out.entry(key).or_default();
-        for m in metas {
-            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                entry.insert(r.to_owned(), m);
-            }
-        }
-    }
-    out
-}
-
-/// What a running node shows at one instant.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct NodeSnapshot {
-    /// Per topic, the node's `Presence.list` (down replicas hidden).
-    pub lists: BTreeMap<String, PresenceList>,
-    /// Per topic, the presences this node tracks for its own sockets: the ground truth.
-    pub local: BTreeMap<String, PresenceList>,
-}
-
-/// What a client holds at one instant.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ClientSnapshot {
-    pub node: String,
-    pub topic: String,
-    pub user: String,
-    /// Connected and joined (the join reply arrived and the channel is not closed).
-    pub joined: bool,
-    /// Its phoenix.js-exact presence list (the harness leaves it empty in samples and passes
-    /// the lists read at the end to [`Checkers::finish`]).
-    pub view: PresenceList,
-}
-
-/// The whole world at `at_ms`. Crashed nodes are absent.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Snapshot {
-    pub at_ms: u64,
-    /// Shared: a node that did not change since the last sample hands in the same
-    /// allocation, and the checkers skip what only depends on the lists.
-    pub nodes: BTreeMap<String, Arc<NodeSnapshot>>,
-    /// Shared like the nodes: samples in which no client joined or left reuse one map.
-    pub clients: Arc<BTreeMap<String, ClientSnapshot>>,
-}
-
-/// A presence message as one client received it.
+/// A presence message as one client received it, read from the stream.
 #[derive(Clone, Debug, PartialEq)]
-pub enum ClientMessage {
+enum ClientMessage {
     /// The channel (re)joined with this join_ref.
     Joined(String),
     State(Json),
     Diff(Json),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingKind {
-    /// Nodes did not agree with the live presences within the bound after the last step.
-    NoConvergence,
-    /// A joined client's list differs from its node's list at the end.
-    ClientView,
-    /// A presence whose owner is gone is still listed after the bound.
-    Ghost,
-    /// A live presence is missing after convergence should have happened.
-    Lost,
-    /// A presence is listed with an older meta (phx_ref) than its owner holds.
-    StaleMeta,
-    /// A client's messages do not replay to what it shows, or are malformed.
-    DiffStream,
-    /// A leave of a ref the client does not hold (reference anomaly 1).
-    DuplicateLeave,
-    /// A join of a ref the client already holds (reference anomaly 2).
-    DuplicateJoin,
-    /// An `[[expect.visible]]` did not hold.
-    Expectation,
-}
-
-impl FindingKind {
-    /// Every kind, in the order reports list them.
-    pub const ALL: [FindingKind; 9] = [
-        FindingKind::NoConvergence,
-        FindingKind::ClientView,
-        FindingKind::Ghost,
-        FindingKind::Lost,
-        FindingKind::StaleMeta,
-        FindingKind::DiffStream,
-        FindingKind::DuplicateLeave,
-        FindingKind::DuplicateJoin,
-        FindingKind::Expectation,
-    ];
-
-    /// The kind named `name` (as [`FindingKind::name`] spells it).
-    pub fn from_name(name: &str) -> Option<FindingKind> {
-        FindingKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            FindingKind::NoConvergence => "no_convergence",
-            FindingKind::ClientView => "client_view",
-            FindingKind::Ghost => "ghost",
-            FindingKind::Lost => "lost",
-            FindingKind::StaleMeta => "stale_meta",
-            FindingKind::DiffStream => "diff_stream",
-            FindingKind::DuplicateLeave => "duplicate_leave",
-            FindingKind::DuplicateJoin => "duplicate_join",
-            FindingKind::Expectation => "expectation",
-        }
-    }
-
-    /// Anomalies are what the reference itself does; everything else is a violation.
-    pub fn is_anomaly(self) -> bool {
-        matches!(
-            self,
-            FindingKind::DuplicateLeave | FindingKind::DuplicateJoin
-        )
-    }
-
-    /// No convergence is its own failure class (distinct exit code).
-    pub fn is_liveness(self) -> bool {
-        matches!(self, FindingKind::NoConvergence)
-    }
-}
-
-impl fmt::Display for FindingKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Finding {
-    pub at_ms: u64,
-    pub kind: FindingKind,
-    /// The node or client it is about.
-    pub subject: String,
-    pub detail: String,
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[{} ms] {} at {}: {}",
-            self.at_ms, self.kind, self.subject, self.detail
-        )
-    }
 }
 
 /// Bounds the checkers judge by, derived from the tracker settings.
@@ -192,6 +48,23 @@ pub struct Bounds {
     pub sample_ms: u64,
 }
 
+/// When a gone owner's presence has been listed too long: the bound runs from the later of
+/// the owner's exit and the last scripted step (while faults and heals are still settling,
+/// Phoenix legitimately shows a down replica's stale values again at replica_up until a
+/// transfer removes them; a ghost is one that outlives the settling).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct GhostBound {
+    last_step_ms: u64,
+    ghost_ms: u64,
+}
+
+impl GhostBound {
+    /// Whether something gone at `gone_ms` and still there at `now_ms` is a ghost.
+    pub(super) fn passed(self, gone_ms: u64, now_ms: u64) -> bool {
+        now_ms > gone_ms.max(self.last_step_ms) + self.ghost_ms
+    }
+}
+
 /// The checkers of one run.
 pub struct Checkers {
     bounds: Bounds,
@@ -203,6 +76,8 @@ pub struct Checkers {
     visible: visible::Visible,
     last_step_ms: u64,
     last: Option<Snapshot>,
+    /// The clients whose messages are replayed; `None`: every client.
+    replayed: Option<BTreeSet<String>>,
 }
 
 /// A finding of `kind` about `subject` at `at_ms`.
@@ -227,22 +102,61 @@ impl Checkers {
             visible: visible::Visible::new(visible),
             last_step_ms: 0,
             last: None,
+            replayed: None,
         }
     }
 
+    /// Replays the messages of these clients only (a sample of a population); the default is
+    /// every client.
+    pub fn replaying(mut self, clients: Option<BTreeSet<String>>) -> Self {
+        self.replayed = clients;
+        self
+    }
+
+    /// Reads the next event of the run's stream, emitted at `at_ms`; kinds the checkers do not
+    /// read pass by.
+    pub fn event(&mut self, at_ms: u64, event: Event) {
+        match event {
+            Event::Step { .. } => self.step(at_ms),
+            Event::Snapshot(snapshot) => self.observe(snapshot),
+            Event::Channel {
+                client,
+                state,
+                join_ref,
+            } if state == "Joined" && self.replays(&client) => {
+                let msg = ClientMessage::Joined(join_ref.unwrap_or_default());
+                self.streams
+                    .message(at_ms, &client, msg, &mut self.findings);
+            }
+            Event::Presence {
+                client,
+                event,
+                payload,
+            } if self.replays(&client) => {
+                let msg = if event == "presence_state" {
+                    ClientMessage::State(payload)
+                } else {
+                    ClientMessage::Diff(payload)
+                };
+                self.streams
+                    .message(at_ms, &client, msg, &mut self.findings);
+            }
+            _ => {}
+        }
+    }
+
+    fn replays(&self, client: &str) -> bool {
+        self.replayed.as_ref().is_none_or(|r| r.contains(client))
+    }
+
     /// A scripted step or fault happened: the convergence clock restarts.
-    pub fn step(&mut self, at_ms: u64) {
+    fn step(&mut self, at_ms: u64) {
         self.last_step_ms = at_ms;
         self.convergence.step();
     }
 
-    /// A client received a presence message (or rejoined).
-    pub fn client_message(&mut self, at_ms: u64, client: &str, msg: ClientMessage) {
-        self.streams.message(at_ms, client, msg, &mut self.findings);
-    }
-
     /// Observes the world at one instant.
-    pub fn observe(&mut self, snapshot: Snapshot) {
+    fn observe(&mut self, snapshot: Snapshot) {
         let s = &snapshot;
         // The same nodes handing in the same lists as last time: the truth, the live refs and
         // the agreement are what they were. Only what depends on time is judged again.
@@ -273,11 +187,12 @@ impl Checkers {
                 .values()
                 .all(|n| truth::same_lists_ref(&n.lists, &truth))
         };
-        let bound = self.last_step_ms;
-        self.ghosts
-            .observe(s, bound, self.bounds.ghost_ms, &mut self.findings);
-        self.sockets
-            .observe(s, bound, self.bounds.ghost_ms, &mut self.findings);
+        let bound = GhostBound {
+            last_step_ms: self.last_step_ms,
+            ghost_ms: self.bounds.ghost_ms,
+        };
+        self.ghosts.observe(s, bound, &mut self.findings);
+        self.sockets.observe(s, bound, &mut self.findings);
         self.convergence.observe(agree, s.at_ms);
         self.visible.observe(s, self.bounds.sample_ms);
         self.last = Some(snapshot);

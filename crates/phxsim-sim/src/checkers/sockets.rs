@@ -3,7 +3,7 @@
 //! that forgot to untrack. The node-level truth cannot see it, since the node itself still
 //! holds it.
 
-use super::{Finding, FindingKind, Snapshot, finding};
+use super::{Finding, FindingKind, GhostBound, Snapshot, finding};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Default)]
@@ -15,13 +15,7 @@ pub(super) struct SocketTruth {
 }
 
 impl SocketTruth {
-    pub(super) fn observe(
-        &mut self,
-        s: &Snapshot,
-        last_step_ms: u64,
-        ghost_ms: u64,
-        out: &mut Vec<Finding>,
-    ) {
+    pub(super) fn observe(&mut self, s: &Snapshot, bound: GhostBound, out: &mut Vec<Finding>) {
         let mut joined: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
         for c in s.clients.values().filter(|c| c.joined) {
             *joined
@@ -48,7 +42,7 @@ impl SocketTruth {
         self.orphans_since.retain(|id, _| excess.contains_key(id));
         for (id, (tracked, sockets)) in excess {
             let since = *self.orphans_since.entry(id.clone()).or_insert(s.at_ms);
-            if s.at_ms > since.max(last_step_ms) + ghost_ms && self.reported.insert(id.clone()) {
+            if bound.passed(since, s.at_ms) && self.reported.insert(id.clone()) {
                 let (node, topic, key) = id;
                 out.push(finding(
                     s.at_ms,

@@ -27,7 +27,9 @@ pub struct Args {
     /// `loss` (0.5–2 % segment loss on node links, retransmitted) and `client_loss` (the same
     /// on browser links) are drawn only when named: `--faults loss,partition,cut,...`, and
     /// so is `rolling_restart` (a rolling deploy: every node no other fault stops restarts in
-    /// turn as a new replica). The older names `oneway` and `client-loss` are accepted.
+    /// turn as a new replica) and `drop_mid_join` (a client's connection drops in the middle
+    /// of its join; `--mutate` of a bug only it shows adds it). The older names `oneway` and
+    /// `client-loss` are accepted.
     #[arg(long)]
     pub faults: Option<String>,
     /// `faithful` (default), `corrected` or `eager`.
@@ -91,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(parse_shard)
             .transpose()?
             .unwrap_or((1, 1));
-        let faults: BTreeSet<FaultKind> = match args.faults.as_deref() {
+        let mut faults: BTreeSet<FaultKind> = match args.faults.as_deref() {
             None => FaultKind::defaults(),
             Some("none") => BTreeSet::new(),
             Some(list) => list
@@ -103,6 +105,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             planted: super::run::simulated_bug(args.mutate)?,
             ..RunOptions::default()
         };
+        // a bug only a fault kind shows brings it along (`drop_mid_join` for a join's ghost)
+        if let Some(bug) = base.planted {
+            faults.extend(bug.explore_faults());
+        }
         Ok((a, b, k, n, faults, base))
     })();
     let (a, b, k, n, faults, base) = match parsed {

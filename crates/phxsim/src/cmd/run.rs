@@ -35,8 +35,8 @@ pub struct Args {
     #[arg(long, default_value = "scenarios")]
     pub catalogue: PathBuf,
     /// Print every scenario's settings (seed, tracker and network knobs) to stderr before it
-    /// runs, e.g. to see which scenario a stuck run is in.
-    #[arg(long, short)]
+    /// runs, e.g. to see which scenario a stuck run is in: the global `-v`/`--verbose`.
+    #[arg(skip)]
     pub verbose: bool,
 }
 

@@ -2,10 +2,9 @@
 //! result table, JSON and JUnit reports, and exit codes.
 
 use anyhow::Context as _;
-use phxsim_conform::report::xml;
+use phxsim_conform::junit::{self, Failure, Suite, TestCase};
 use phxsim_sim::harness::{RunReport, Verdict};
 use serde_json::json;
-use std::fmt::Write as _;
 use std::path::Path;
 
 /// A safety property or an expectation failed.
@@ -90,44 +89,35 @@ pub struct JunitCase<'a> {
     pub report: &'a RunReport,
 }
 
-/// A JUnit XML document of these cases; a failing run carries its findings and its replay.
+/// A JUnit XML document of these cases (one suite named `suite`, written by the one JUnit
+/// writer); a failing run carries its findings and its replay.
 pub fn junit_of(suite: &str, cases: &[JunitCase<'_>]) -> String {
-    let failures = cases
+    let cases = cases
         .iter()
-        .filter(|c| c.report.verdict != Verdict::Pass)
-        .count();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuite name=\"{}\" tests=\"{}\" failures=\"{}\">",
-        xml(suite),
-        cases.len(),
-        failures
-    );
-    for c in cases {
-        let r = c.report;
-        let _ = write!(
-            out,
-            "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
-            xml(suite),
-            xml(&c.name),
-            r.simulated_ms as f64 / 1000.0
-        );
-        if r.verdict == Verdict::Pass {
-            out.push_str("/>\n");
-        } else {
-            let body: Vec<String> = r.failures.iter().map(|f| f.to_string()).collect();
-            let _ = writeln!(
-                out,
-                ">\n    <failure message=\"{}\">{}\nreplay: {}</failure>\n  </testcase>",
-                verdict_name(r.verdict),
-                xml(&body.join("\n")),
-                xml(&c.replay)
-            );
-        }
-    }
-    out.push_str("</testsuite>\n");
-    out
+        .map(|c| {
+            let r = c.report;
+            let failure = (r.verdict != Verdict::Pass).then(|| {
+                let body: Vec<String> = r.failures.iter().map(|f| f.to_string()).collect();
+                Failure {
+                    message: verdict_name(r.verdict).to_owned(),
+                    kind: None,
+                    text: format!("{}\nreplay: {}", body.join("\n"), c.replay),
+                }
+            });
+            TestCase {
+                classname: suite.to_owned(),
+                name: c.name.clone(),
+                time_ms: r.simulated_ms,
+                failure,
+                ..TestCase::default()
+            }
+        })
+        .collect();
+    junit::render_suite(&Suite {
+        name: suite.to_owned(),
+        properties: Vec::new(),
+        cases,
+    })
 }
 
 /// Writes a report file; its folder must exist (see `output`, which checks before the run).
@@ -139,4 +129,55 @@ pub fn write_transcript(path: &Path, r: &RunReport) -> anyhow::Result<()> {
     let mut text = r.transcript.join("\n");
     text.push('\n');
     write_file(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phxsim_sim::checkers::{Finding, FindingKind};
+
+    fn report(seed: u64, verdict: Verdict, failures: Vec<Finding>) -> RunReport {
+        RunReport {
+            title: "t".into(),
+            seed,
+            knobs: Vec::new(),
+            findings: failures.clone(),
+            failures,
+            converged_at_ms: None,
+            verdict,
+            transcript: Vec::new(),
+            simulated_ms: 12_345,
+            node_messages: 0,
+            node_trace: Vec::new(),
+            final_lists: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_run_report_is_one_suite_and_a_failure_carries_its_findings_escaped_and_its_replay() {
+        let ghost = Finding {
+            at_ms: 7,
+            kind: FindingKind::Ghost,
+            subject: "a".into(),
+            detail: "<bob>\u{7}".into(),
+        };
+        let runs = [
+            ("s.toml".to_string(), report(1, Verdict::Pass, Vec::new())),
+            (
+                "s.toml".to_string(),
+                report(2, Verdict::Safety, vec![ghost]),
+            ),
+        ];
+        assert_eq!(
+            to_junit("phxsim run", &runs),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <testsuite name=\"phxsim run\" tests=\"2\" failures=\"1\" errors=\"0\" skipped=\"0\" time=\"24.690\">\n  \
+             <testcase classname=\"phxsim run\" name=\"s.toml (seed 1)\" time=\"12.345\"/>\n  \
+             <testcase classname=\"phxsim run\" name=\"s.toml (seed 2)\" time=\"12.345\">\n    \
+             <failure message=\"FAIL safety\">[7 ms] ghost at a: &lt;bob&gt;\\u{7}\n\
+             replay: phxsim replay s.toml --seed 2</failure>\n  \
+             </testcase>\n\
+             </testsuite>\n"
+        );
+    }
 }

@@ -1,0 +1,63 @@
+//! What the sampler hands the checkers at one instant: every node's lists and its own
+//! presences, and every client's state, as plain data. A module of its own so that the event
+//! stream, which carries snapshots, and the checkers, which read the stream, both depend on
+//! it and not on each other.
+
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// `key → phx_ref → meta`: a presence list as a node or a client holds it for one topic, in
+/// the form the checkers compare. It is no payload model (those are `phxsim_wire`'s
+/// `PresenceState` and `PresenceDiff`, and the tracker's `TrackerList`): indexed by ref, it
+/// makes two lists equal when they hold the same presences whatever their order, which is
+/// what "the client shows what its node lists" means.
+pub type PresenceList = BTreeMap<String, BTreeMap<String, Json>>;
+
+/// A list of metas grouped by key (a node's `TrackerList`, a client's view) as a
+/// [`PresenceList`], metas moved; a meta without a `phx_ref` is no presence and is left out.
+pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
+    let mut out = PresenceList::new();
+    for (key, metas) in by_key {
+        let entry = out.entry(key).or_default();
+        for m in metas {
+            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
+                entry.insert(r.to_owned(), m);
+            }
+        }
+    }
+    out
+}
+
+/// What a running node shows at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeSnapshot {
+    /// Per topic, the node's `Presence.list` (down replicas hidden).
+    pub lists: BTreeMap<String, PresenceList>,
+    /// Per topic, the presences this node tracks for its own sockets: the ground truth.
+    pub local: BTreeMap<String, PresenceList>,
+}
+
+/// What a client holds at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientSnapshot {
+    pub node: String,
+    pub topic: String,
+    pub user: String,
+    /// Connected and joined (the join reply arrived and the channel is not closed).
+    pub joined: bool,
+    /// Its phoenix.js-exact presence list (the harness leaves it empty in samples and passes
+    /// the lists read at the end to [`Checkers::finish`]).
+    pub view: PresenceList,
+}
+
+/// The whole world at `at_ms`. Crashed nodes are absent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub at_ms: u64,
+    /// Shared: a node that did not change since the last sample hands in the same
+    /// allocation, and the checkers skip what only depends on the lists.
+    pub nodes: BTreeMap<String, Arc<NodeSnapshot>>,
+    /// Shared like the nodes: samples in which no client joined or left reuse one map.
+    pub clients: Arc<BTreeMap<String, ClientSnapshot>>,
+}
