@@ -630,16 +630,14 @@ impl Shard {
                 Some(&c) if c > clock => Err(ShardError::FromTheFuture(future(c))),
                 _ => Ok(()),
             };
-        let check_values = |values: &std::collections::BTreeMap<Tag, phxsim_tracker::Presence>| {
-            let lo = Tag::new(me.clone(), clock.saturating_add(1));
-            let hi = Tag::new(me.clone(), u64::MAX);
-            match values.range(lo..=hi).next() {
-                Some((t, _)) => Err(ShardError::FromTheFuture(t.clone())),
-                None => Ok(()),
-            }
+        let future_tags =
+            || Tag::new(me.clone(), clock.saturating_add(1))..=Tag::new(me.clone(), u64::MAX);
+        let check_first = |first: Option<(&Tag, &phxsim_tracker::Presence)>| match first {
+            Some((t, _)) => Err(ShardError::FromTheFuture(t.clone())),
+            None => Ok(()),
         };
         let check_delta = |d: &phxsim_tracker::Delta| {
-            check_values(&d.values)?;
+            check_first(d.values.range(future_tags()).next())?;
             check_clouds(&d.clouds)?;
             check_ctx(&d.range.0)?;
             check_ctx(&d.range.1)
@@ -655,7 +653,7 @@ impl Shard {
             ShardMessage::TransferAck { payload, .. } => match payload {
                 TransferPayload::Delta(d) => check_delta(d),
                 TransferPayload::Full(e) => {
-                    check_values(&e.values)?;
+                    check_first(e.values.range(future_tags()).next())?;
                     check_clouds(&e.clouds)?;
                     check_ctx(&e.context)
                 }

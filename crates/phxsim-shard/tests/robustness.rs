@@ -96,7 +96,7 @@ fn hostile_messages_are_refused_and_change_nothing() {
                     payload: TransferPayload::Full(Extract {
                         context: future_ctx,
                         clouds: BTreeMap::new(),
-                        values: BTreeMap::new(),
+                        values: Default::default(),
                     }),
                 },
             },

@@ -400,6 +400,7 @@ fn bounds_of(scenario: &Scenario) -> (Bounds, u64) {
             .converged_within_ms
             .unwrap_or_else(|| scenario.tracker.convergence_bound(lat_max) + link_recovery_ms(bp)),
         ghost_ms: scenario.tracker.down_period() + 3 * bp + 4 * lat_max,
+        link_recovery_ms: link_recovery_ms(bp),
         sample_ms,
     };
     (bounds, sample_ms)

@@ -416,6 +416,16 @@ impl Action {
         ) && !matches!(self, Action::Loss(r) | Action::ClientLoss(r) if *r == 0.0)
     }
 
+    /// Does this action reopen node links that may have stalled (so heartbeats resume only
+    /// after the links recover)? [`crate::checkers::step_reopens_links`] reads the same from
+    /// the label.
+    pub fn reopens_links(&self) -> bool {
+        matches!(
+            self,
+            Action::Heal | Action::Repair(_) | Action::Release(_) | Action::Restart(_)
+        )
+    }
+
     /// The client this action drives, if it is a client's action.
     pub fn client(&self) -> Option<&str> {
         match self {

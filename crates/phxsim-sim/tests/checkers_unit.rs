@@ -111,6 +111,7 @@ fn checkers() -> Checkers {
         Bounds {
             convergence_ms: 1000,
             ghost_ms: 500,
+            link_recovery_ms: 2000,
             sample_ms: 1,
         },
         vec![],
@@ -184,6 +185,79 @@ fn a_ghost_is_reported_at_the_first_sample_past_the_bound() {
         (601, "b"),
         "not within the 500 ms bound, at the first sample past it"
     );
+}
+
+/// After a heal, a link that stalled during the split carries heartbeats again only after its
+/// idle timeout and redials (`link_recovery_ms`): a replica cut off until then may still list
+/// an owner that left during the split. That is settling, not a ghost; one that outlives the
+/// recovery and the bound is.
+#[test]
+fn a_ghost_bound_after_a_heal_waits_for_the_links_to_recover() {
+    let ghosts_at = |heal: &str| {
+        let mut c = checkers();
+        c.step(0);
+        c.observe(alice_on_a_seen_by_both(0));
+        // alice leaves at a at 100 ms while b is cut off; the split heals at 200 ms
+        c.observe(snap(100, node(&[], &[]), node(&[("alice", "r1")], &[])));
+        c.event(
+            200,
+            Event::Step {
+                action: heal.into(),
+            },
+        );
+        for t in [701, 1_500, 2_700, 2_701] {
+            c.observe(snap(t, node(&[], &[]), node(&[("alice", "r1")], &[])));
+        }
+        let (findings, _) = c.finish(&Default::default());
+        findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Ghost)
+            .map(|f| f.at_ms)
+            .next()
+    };
+    // 200 + 2 000 ms of link recovery + the 500 ms bound
+    assert_eq!(ghosts_at("heal"), Some(2_701));
+    assert_eq!(ghosts_at("release [[\"a\", \"b\"]]"), Some(2_701));
+    // a step that reopens nothing keeps the plain bound from the step
+    assert_eq!(ghosts_at("join bob"), Some(701));
+}
+
+/// The checkers read steps by their label; which labels reopen links must agree with the
+/// typed `Action::reopens_links` for every action.
+#[test]
+fn step_labels_that_reopen_links_match_the_typed_actions() {
+    use phxsim_sim::Action;
+    use phxsim_sim::checkers::step_reopens_links;
+    let link = vec![("a".to_string(), "b".to_string())];
+    let every = [
+        Action::Join("u".into()),
+        Action::Leave("u".into()),
+        Action::Update("u".into(), Default::default()),
+        Action::Disconnect("u".into()),
+        Action::DropMidJoin("u".into()),
+        Action::Reconnect("u".into()),
+        Action::CrashChannel("u".into()),
+        Action::Partition(vec![vec!["a".into()], vec!["b".into()]]),
+        Action::Cut(link.clone()),
+        Action::CutOneway(link.clone()),
+        Action::Heal,
+        Action::Repair(link.clone()),
+        Action::Crash("a".into()),
+        Action::Restart("a".into()),
+        Action::Permdown("a".into()),
+        Action::Hold(link.clone()),
+        Action::Release(link),
+        Action::Loss(0.1),
+        Action::ClientLoss(0.1),
+    ];
+    for action in every {
+        assert_eq!(
+            step_reopens_links(&action.label()),
+            action.reopens_links(),
+            "{}",
+            action.label()
+        );
+    }
 }
 
 /// A sampler hands in the very same node lists while nothing changes: the checkers skip the

@@ -1,7 +1,8 @@
 //! Shared immutable values: the strings (topics, pids, keys, replica names) and metas that a
 //! presence carries. One presence is held by its row, several indexes, the pending delta, the
 //! delta generations, extracts and the joins/leaves of every merge; these types make each of
-//! those copies a reference-count bump instead of a deep copy of a string or a JSON tree.
+//! those copies a copy of a few bytes (a short name) or a reference-count bump (a long name, a
+//! meta) instead of a deep copy of a string or a JSON tree.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value as Json;
@@ -11,50 +12,101 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-/// A shared string, ordered and compared as its text (so it sorts exactly as `String`).
+/// A string of the tracker (topic, pid, key, replica name), ordered and compared as its text
+/// (so it sorts exactly as `String`).
+///
+/// Short strings, which most pids, keys and topics are, are held inline: a copy is a copy of
+/// 24 bytes, with no heap block to allocate, count or chase. Longer ones are shared by
+/// reference count, so one presence held by a row, its indexes, deltas and diffs still costs
+/// one heap block.
 #[derive(Clone)]
-pub struct Name(Arc<str>);
+pub struct Name(Repr);
+
+/// The longest string held inline (the enum is then 24 bytes, as a `String`).
+const INLINE: usize = 22;
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
 
 impl std::hash::Hash for Name {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        // as `str` hashes, since a `Name` is looked up by `&str` (`Borrow<str>`)
+        self.as_str().hash(state);
     }
 }
 
 impl Name {
+    fn new(s: &str) -> Self {
+        if s.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Name(Repr::Inline {
+                len: s.len() as u8,
+                bytes,
+            })
+        } else {
+            Name(Repr::Shared(Arc::from(s)))
+        }
+    }
+
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Shared(s) => s,
+            // Built from a `&str` cut at its own length, so always UTF-8.
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+        }
+    }
+
+    /// The UTF-8 bytes, without re-checking them.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Shared(s) => s.as_bytes(),
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+        }
+    }
+
+    /// Is this a copy of the same shared string (true only for long, shared names)?
+    fn same_block(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Repr::Shared(a), Repr::Shared(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
 impl Default for Name {
     fn default() -> Self {
-        Name::from("")
+        Name::new("")
     }
 }
 
 impl Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Name {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl Borrow<str> for Name {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl PartialEq for Name {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+        self.same_block(other) || self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -68,65 +120,70 @@ impl PartialOrd for Name {
 
 impl Ord for Name {
     fn cmp(&self, other: &Self) -> Ordering {
-        if Arc::ptr_eq(&self.0, &other.0) {
+        if self.same_block(other) {
             Ordering::Equal
         } else {
-            self.0.cmp(&other.0)
+            // UTF-8 byte order is `str` order
+            self.as_bytes().cmp(other.as_bytes())
         }
     }
 }
 
 impl PartialEq<str> for Name {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl PartialEq<String> for Name {
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
+        *self.as_str() == **other
     }
 }
 
 impl PartialEq<Name> for str {
     fn eq(&self, other: &Name) -> bool {
-        self == &*other.0
+        self == other.as_str()
     }
 }
 
 impl PartialEq<Name> for &str {
     fn eq(&self, other: &Name) -> bool {
-        *self == &*other.0
+        *self == other.as_str()
     }
 }
 
 impl PartialEq<Name> for String {
     fn eq(&self, other: &Name) -> bool {
-        **self == *other.0
+        **self == *other.as_str()
     }
 }
 
 impl From<&str> for Name {
     fn from(s: &str) -> Self {
-        Name(Arc::from(s))
+        Name::new(s)
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Self {
-        Name(Arc::from(s))
+        if s.len() <= INLINE {
+            Name::new(&s)
+        } else {
+            Name(Repr::Shared(Arc::from(s)))
+        }
     }
 }
 
 impl From<&String> for Name {
     fn from(s: &String) -> Self {
-        Name(Arc::from(s.as_str()))
+        Name::new(s)
     }
 }
 
@@ -138,25 +195,25 @@ impl From<&Name> for Name {
 
 impl From<Name> for String {
     fn from(s: Name) -> Self {
-        s.0.to_string()
+        s.as_str().to_owned()
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&*self.0, f)
+        fmt::Display::fmt(self.as_str(), f)
     }
 }
 
 impl Serialize for Name {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -207,8 +264,12 @@ impl Meta {
                 .map_err(|e| MetaError::NotJson(e.to_string()))?;
             return Err(MetaError::NotObject);
         }
-        serde_json::from_str::<serde::de::IgnoredAny>(text)
-            .map_err(|e| MetaError::NotJson(e.to_string()))?;
+        // The quick check answers for nearly every meta; serde_json judges (and explains) the
+        // rest.
+        if !crate::json_check::surely_valid(text) {
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| MetaError::NotJson(e.to_string()))?;
+        }
         Ok(Meta(Arc::from(text)))
     }
 
@@ -310,6 +371,24 @@ mod tests {
         assert_eq!(Name::from("x"), "x");
         assert_eq!(format!("{:?}", Name::from("x")), format!("{:?}", "x"));
         assert_eq!(serde_json::to_string(&Name::from("x")).unwrap(), r#""x""#);
+        // inline and shared names compare, order and hash as their text
+        let long = "a name longer than twenty-two bytes";
+        let mut v: Vec<Name> = [long, "a name", "b", long]
+            .into_iter()
+            .map(Name::from)
+            .collect();
+        v.sort();
+        let s: Vec<&str> = v.iter().map(Name::as_str).collect();
+        assert_eq!(s, ["a name", long, long, "b"]);
+        assert_eq!(Name::from(long.to_owned()), long);
+        assert_eq!(
+            Name::from("x".repeat(22)).as_bytes(),
+            "x".repeat(22).as_bytes()
+        );
+        let mut h = std::collections::BTreeMap::new();
+        h.insert(Name::from(long), 1);
+        h.insert(Name::from("k"), 2);
+        assert_eq!((h.get(long), h.get("k")), (Some(&1), Some(&2)));
     }
 
     #[test]

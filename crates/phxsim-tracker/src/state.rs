@@ -3,11 +3,13 @@
 //! iteration is in a defined order.
 
 use crate::clock::{self, Context};
-use crate::delta::{Clouds, Delta, cloud_contains, cloud_insert, cloud_remove};
+use crate::delta::{Clouds, Delta, cloud_insert, cloud_remove};
 use crate::error::TrackerError;
 use crate::mutation::Mutation;
 use crate::shared::{Meta, Name};
+use crate::table::Table;
 use crate::types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};
+use crate::values::TagValues;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How this state sees a remote replica. Down replicas' values are kept but hidden from reads
@@ -24,30 +26,41 @@ pub enum Status {
 pub struct Extract {
     pub context: Context,
     pub clouds: Clouds,
-    pub values: BTreeMap<Tag, Presence>,
+    pub values: TagValues,
 }
 
-/// One row of the values table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Row {
-    meta: Meta,
-    tag: Tag,
+/// A replica whose values a merge is reading: its context (if known here) and its cloud.
+type ReplicaRun<'a> = (&'a ReplicaRef, Option<u64>, Option<&'a BTreeSet<u64>>);
+
+/// What a merge reads of the remote's values: a delta's map or an extract's sorted vector.
+trait RemoteValues {
+    /// In tag order.
+    fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)>;
+    fn has(&self, tag: &Tag) -> bool;
+    fn count(&self) -> usize;
 }
 
-/// What the tag index holds of a row (shared, so a second copy costs two pointers).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Held {
-    key: ValueKey,
-    meta: Meta,
+impl RemoteValues for BTreeMap<Tag, Presence> {
+    fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)> {
+        self.iter()
+    }
+    fn has(&self, tag: &Tag) -> bool {
+        self.contains_key(tag)
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
 }
 
-impl Held {
-    fn value(&self, tag: &Tag) -> Value {
-        Value {
-            key: self.key.clone(),
-            meta: self.meta.clone(),
-            tag: tag.clone(),
-        }
+impl RemoteValues for TagValues {
+    fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)> {
+        self.iter()
+    }
+    fn has(&self, tag: &Tag) -> bool {
+        self.contains_key(tag)
+    }
+    fn count(&self) -> usize {
+        self.len()
     }
 }
 
@@ -76,19 +89,9 @@ pub struct State {
     replica: ReplicaRef,
     context: Context,
     clouds: Clouds,
-    /// The values table: one row per `{topic, pid, key}`, topic-major so a topic is a range.
-    values: BTreeMap<ValueKey, Row>,
-    /// tag → the row's key and meta, so that merges find a replica's values without scanning
-    /// the table, and extracts and lists read values in tag order without a lookup per row.
-    by_tag: BTreeMap<Tag, Held>,
-    /// (pid, topic, key): what a pid's exit removes, as one range. One flat set rather than a
-    /// set per pid: most pids hold one presence, and a one-element set costs a node each.
-    by_pid: BTreeSet<(Name, Name, Name)>,
-    /// Every topic with a row, each held once: rows share their topic's string, so a topic of
-    /// thousands of presences costs one allocation, and comparing two keys of one topic stops
-    /// at a pointer comparison. A function of the rows, so it takes no part in equality.
-    /// The number of rows of each topic, so a topic's list is allocated once at its size.
-    topics: BTreeMap<Name, usize>,
+    /// The values table: one row per `{topic, pid, key}`, in a slab with indexes by dot, by
+    /// topic and by pid (see [`Table`]).
+    table: Table,
     replicas: BTreeMap<ReplicaRef, Status>,
     delta: Delta,
     mutation: Option<Mutation>,
@@ -115,10 +118,7 @@ impl State {
             replica,
             context,
             clouds: Clouds::new(),
-            values: BTreeMap::new(),
-            by_tag: BTreeMap::new(),
-            by_pid: BTreeSet::new(),
-            topics: BTreeMap::new(),
+            table: Table::default(),
             replicas: BTreeMap::new(),
             delta,
             mutation: None,
@@ -161,9 +161,10 @@ impl State {
 
     /// Does this state hold a newer row of the same replica for the same presence?
     fn supersedes(&self, tag: &Tag, key: &ValueKey) -> bool {
-        self.values
-            .get(key)
-            .is_some_and(|row| row.tag.replica == tag.replica && row.tag.clock > tag.clock)
+        self.table.find(key).is_some_and(|id| {
+            let row = self.table.row(id);
+            *self.table.replica_of(row) == tag.replica && row.clock > tag.clock
+        })
     }
 
     pub fn replica(&self) -> &ReplicaRef {
@@ -213,110 +214,78 @@ impl State {
             || !self.replicas.values().any(|s| *s == Status::Down)
     }
 
-    fn visible(&self, tag: &Tag) -> bool {
-        self.mutation == Some(Mutation::NeverHideDown)
-            || self.replicas.get(&tag.replica) != Some(&Status::Down)
-    }
-
-    fn value_of(&self, key: &ValueKey, row: &Row) -> Value {
-        Value {
-            key: key.clone(),
-            meta: row.meta.clone(),
-            tag: row.tag.clone(),
-        }
+    fn hidden(&self, replica: &ReplicaRef) -> bool {
+        self.mutation != Some(Mutation::NeverHideDown)
+            && self.replicas.get(replica) == Some(&Status::Down)
     }
 
     /// Every visible value, sorted by tag.
     pub fn online(&self) -> Vec<Value> {
-        let mut out = Vec::with_capacity(self.by_tag.len());
-        if self.all_visible() {
-            out.extend(self.by_tag.iter().map(|(t, h)| h.value(t)));
-        } else {
-            out.extend(
-                self.by_tag
-                    .iter()
-                    .filter(|(t, _)| self.visible(t))
-                    .map(|(t, h)| h.value(t)),
-            );
-        }
+        let mut out = Vec::with_capacity(self.table.len());
+        let all = self.all_visible();
+        out.extend(
+            self.table
+                .in_tag_order(|r| !all && self.hidden(r))
+                .map(|(r, row)| Value {
+                    key: row.key.clone(),
+                    meta: row.meta.clone(),
+                    tag: Tag::new(r.clone(), row.clock),
+                }),
+        );
         out
     }
 
     /// Every value including those of down replicas (Phoenix's `dirty_list`), sorted by tag.
     pub fn all_values(&self) -> Vec<Value> {
-        self.by_tag.iter().map(|(t, h)| h.value(t)).collect()
+        let mut out = Vec::with_capacity(self.table.len());
+        out.extend(self.table.in_tag_order(|_| false).map(|(r, row)| Value {
+            key: row.key.clone(),
+            meta: row.meta.clone(),
+            tag: Tag::new(r.clone(), row.clock),
+        }));
+        out
     }
 
     /// Every topic with a row (hidden ones included), in order, without copying any value.
     pub fn topics(&self) -> Vec<Name> {
-        self.topics.keys().cloned().collect()
-    }
-
-    #[cfg(test)]
-    fn topics_by_scan(&self) -> Vec<Name> {
-        let mut out: Vec<Name> = Vec::new();
-        for k in self.values.keys() {
-            if out.last() != Some(&k.topic) {
-                out.push(k.topic.clone());
-            }
-        }
-        out
+        self.table.topics().cloned().collect()
     }
 
     /// Number of rows, hidden ones included.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.table.is_empty()
     }
 
-    /// [`State::get_by_topic`] without copies: the visible rows of a topic, in the same
-    /// order, borrowed (a reader that builds its own shape clones only what it keeps).
+    /// [`State::get_by_topic`] without copying keys or metas: the visible rows of a topic, in
+    /// the same order, borrowed (a reader that builds its own shape clones only what it keeps).
     pub fn visible_in_topic<'a>(
         &'a self,
         topic: &str,
-    ) -> impl Iterator<Item = (&'a ValueKey, &'a Meta, &'a Tag)> + use<'a> {
-        self.rows_of_topic(topic)
-            .filter(|(_, row)| self.visible(&row.tag))
-            .map(|(k, row)| (k, &row.meta, &row.tag))
-    }
-
-    /// Every row of a topic (hidden ones included), in `{pid, key}` order. The topic's shared
-    /// string bounds the range, so each row's topic compares by pointer.
-    fn rows_of_topic<'a>(
-        &'a self,
-        topic: &str,
-    ) -> impl Iterator<Item = (&'a ValueKey, &'a Row)> + use<'a> {
-        let shared = self.topics.get_key_value(topic).map(|(t, _)| t);
-        shared.into_iter().flat_map(move |t| {
-            let start = ValueKey {
-                topic: t.clone(),
-                pid: Name::default(),
-                key: Name::default(),
-            };
-            self.values
-                .range(start..)
-                .take_while(move |(k, _)| k.topic == *t)
-        })
+    ) -> impl Iterator<Item = (&'a ValueKey, &'a Meta, Tag)> + use<'a> {
+        self.table
+            .rows_of_topic(topic)
+            .filter(|row| !self.hidden(self.table.replica_of(row)))
+            .map(|row| (&row.key, &row.meta, self.table.tag_of(row)))
     }
 
     /// The visible presences of a topic, in `{pid, key}` order.
     pub fn get_by_topic(&self, topic: &str) -> Vec<Value> {
-        let mut out = Vec::with_capacity(self.topics.get(topic).copied().unwrap_or(0));
-        if self.all_visible() {
-            out.extend(
-                self.rows_of_topic(topic)
-                    .map(|(k, row)| self.value_of(k, row)),
-            );
-        } else {
-            out.extend(
-                self.rows_of_topic(topic)
-                    .filter(|(_, row)| self.visible(&row.tag))
-                    .map(|(k, row)| self.value_of(k, row)),
-            );
-        }
+        let mut out = Vec::with_capacity(self.table.topic_len(topic));
+        let all = self.all_visible();
+        out.extend(
+            self.table
+                .rows_of_topic(topic)
+                .filter(|row| all || !self.hidden(self.table.replica_of(row)))
+                .map(|row| Value {
+                    key: row.key.clone(),
+                    meta: row.meta.clone(),
+                    tag: self.table.tag_of(row),
+                }),
+        );
         out
     }
 
@@ -328,37 +297,23 @@ impl State {
             .map(|(k, meta, tag)| Value {
                 key: k.clone(),
                 meta: meta.clone(),
-                tag: tag.clone(),
+                tag,
             })
             .collect()
     }
 
     /// Every value of a pid (any topic), in `{topic, key}` order.
     pub fn get_by_pid(&self, pid: &str) -> Vec<Value> {
-        self.keys_of_pid(pid)
+        self.table
+            .rows_of_pid(pid)
             .into_iter()
-            .filter_map(|k| self.values.get(&k).map(|row| self.value_of(&k, row)))
-            .collect()
-    }
-
-    /// The rows of a pid, in `{topic, key}` order.
-    fn keys_of_pid(&self, pid: &str) -> Vec<ValueKey> {
-        let pid = Name::from(pid);
-        let start = (pid.clone(), Name::default(), Name::default());
-        self.by_pid
-            .range(start..)
-            .take_while(|(p, _, _)| *p == pid)
-            .map(|(p, t, k)| ValueKey {
-                topic: t.clone(),
-                pid: p.clone(),
-                key: k.clone(),
-            })
+            .map(|id| self.table.value(id))
             .collect()
     }
 
     /// The value of exactly one `{topic, pid, key}`, hidden or not.
     pub fn get(&self, key: &ValueKey) -> Option<Value> {
-        self.values.get(key).map(|row| self.value_of(key, row))
+        self.table.find(key).map(|id| self.table.value(id))
     }
 
     /// The pending delta, exactly as the next heartbeat would carry it.
@@ -380,109 +335,15 @@ impl State {
 
     // ---- table maintenance -------------------------------------------------------------
 
-    /// `key` with its topic replaced by the one this state already holds (or registered).
-    fn with_shared_topic(&mut self, mut key: ValueKey) -> ValueKey {
-        match self.topics.get_key_value(key.topic.as_str()) {
-            Some((t, _)) => key.topic = t.clone(),
-            None => {
-                self.topics.insert(key.topic.clone(), 0);
-            }
-        }
-        key
-    }
-
     fn insert_row(&mut self, key: ValueKey, meta: Meta, tag: Tag) {
         self.revision.bump();
-        let key = self.with_shared_topic(key);
-        if let Some(old) = self.values.get(&key) {
-            // A row is overwritten in place (a remote update, or the stale re-add of
-            // phoenix_pubsub #148): its old tag no longer names a row.
-            let old_tag = old.tag.clone();
-            self.by_tag.remove(&old_tag);
-        } else if let Some(n) = self.topics.get_mut(key.topic.as_str()) {
-            *n += 1;
-        }
-        self.by_tag.insert(
-            tag.clone(),
-            Held {
-                key: key.clone(),
-                meta: meta.clone(),
-            },
-        );
-        self.by_pid
-            .insert((key.pid.clone(), key.topic.clone(), key.key.clone()));
-        self.values.insert(key, Row { meta, tag });
+        self.table.insert(key, meta, &tag);
     }
 
-    fn delete_row(&mut self, key: &ValueKey) -> Option<Row> {
-        let row = self.values.remove(key)?;
+    fn delete_row(&mut self, key: &ValueKey) -> Option<Value> {
+        let id = self.table.find(key)?;
         self.revision.bump();
-        self.by_tag.remove(&row.tag);
-        self.by_pid
-            .remove(&(key.pid.clone(), key.topic.clone(), key.key.clone()));
-        if let Some(n) = self.topics.get_mut(key.topic.as_str()) {
-            *n -= 1;
-            if *n == 0 {
-                self.topics.remove(key.topic.as_str());
-            }
-        }
-        Some(row)
-    }
-
-    /// Fills an empty table from `joins` (sorted by tag, as merges produce them) in one go:
-    /// each index is collected from a sorted sequence instead of being grown row by row, which
-    /// is what a full transfer into a fresh replica costs. Refuses (and changes nothing) when
-    /// the table is not empty or two joins share a `{topic, pid, key}`, where the row-by-row
-    /// path decides which one stays.
-    fn build_in_bulk(&mut self, joins: &[Value]) -> bool {
-        if !self.values.is_empty() || joins.len() < 2 {
-            return false;
-        }
-        // In tag order, as the joins come: the tag index is collected without sorting.
-        let held: Vec<(Tag, Held)> = joins
-            .iter()
-            .map(|v| {
-                (
-                    v.tag.clone(),
-                    Held {
-                        key: self.with_shared_topic(v.key.clone()),
-                        meta: v.meta.clone(),
-                    },
-                )
-            })
-            .collect();
-        let mut rows: Vec<(ValueKey, Row)> = held
-            .iter()
-            .map(|(tag, h)| {
-                (
-                    h.key.clone(),
-                    Row {
-                        meta: h.meta.clone(),
-                        tag: tag.clone(),
-                    },
-                )
-            })
-            .collect();
-        rows.sort_unstable_by(|x, y| x.0.cmp(&y.0));
-        if rows.windows(2).any(|w| w[0].0 == w[1].0) {
-            self.topics.clear();
-            return false;
-        }
-        for (k, _) in &rows {
-            if let Some(n) = self.topics.get_mut(k.topic.as_str()) {
-                *n += 1;
-            }
-        }
-        let mut pids: Vec<(Name, Name, Name)> = rows
-            .iter()
-            .map(|(k, _)| (k.pid.clone(), k.topic.clone(), k.key.clone()))
-            .collect();
-        pids.sort_unstable();
-        self.by_pid = pids.into_iter().collect();
-        self.by_tag = held.into_iter().collect();
-        self.values = rows.into_iter().collect();
-        self.revision.bump();
-        true
+        Some(self.table.remove(id))
     }
 
     /// One local event: advance the own clock and record the dot in the pending delta.
@@ -510,7 +371,7 @@ impl State {
     /// `Tracker.track` does.
     pub fn join(&mut self, key: ValueKey, meta: impl Into<Meta>) -> Result<Tag, TrackerError> {
         let meta = meta.into();
-        if self.values.contains_key(&key) {
+        if self.table.find(&key).is_some() {
             return Err(TrackerError::AlreadyTracked(key));
         }
         let tag = self.bump();
@@ -534,20 +395,19 @@ impl State {
             self.tombstone(&row.tag);
         }
         self.bump();
-        Some(Value {
-            key: key.clone(),
-            meta: row.meta,
-            tag: row.tag,
-        })
+        Some(row)
     }
 
     /// Untracks every presence of `pid` (one tick each), as when its process exits. Returns
     /// what was removed, in `{topic, key}` order.
     pub fn leave_pid(&mut self, pid: &str) -> Vec<Value> {
-        self.keys_of_pid(pid)
+        let keys: Vec<ValueKey> = self
+            .table
+            .rows_of_pid(pid)
             .into_iter()
-            .filter_map(|k| self.leave(&k))
-            .collect()
+            .map(|id| self.table.row(id).key.clone())
+            .collect();
+        keys.into_iter().filter_map(|k| self.leave(&k)).collect()
     }
 
     /// Replaces a presence's meta atomically (`leave_join`, two ticks): the old dot is
@@ -558,10 +418,10 @@ impl State {
         meta: impl Into<Meta>,
     ) -> Result<(Value, Tag), TrackerError> {
         let meta = meta.into();
-        let Some(row) = self.values.get(key) else {
+        let Some(id) = self.table.find(key) else {
             return Err(TrackerError::NoPresence(key.clone()));
         };
-        let old = self.value_of(key, row);
+        let old = self.table.value(id);
         if self.mutation == Some(Mutation::UpdateStaysLocal) {
             cloud_remove(&mut self.clouds, &old.tag);
             self.bump();
@@ -639,12 +499,6 @@ impl State {
 
     // ---- replication ---------------------------------------------------------------------
 
-    /// Is the dot known here (covered by the context or in the cloud), before any merge?
-    fn knows(&self, tag: &Tag) -> bool {
-        self.context.get(&tag.replica).copied().unwrap_or(0) >= tag.clock
-            || cloud_contains(&self.clouds, tag)
-    }
-
     /// Merges a peer's pending delta, as carried by a heartbeat.
     pub fn merge_delta(&mut self, delta: &Delta) -> Diff {
         self.merge_remote(&delta.values, &Context::new(), &delta.clouds)
@@ -657,7 +511,7 @@ impl State {
 
     fn merge_remote(
         &mut self,
-        remote_values: &BTreeMap<Tag, Presence>,
+        remote_values: &impl RemoteValues,
         remote_context: &Context,
         remote_clouds: &Clouds,
     ) -> Diff {
@@ -665,40 +519,59 @@ impl State {
         // 1. Joins: values of replicas we know, whose dot we have not seen. Only our own
         //    context and clouds are consulted: the root of phoenix_pubsub #148, unless the
         //    guard refuses values a newer row of their replica supersedes.
+        //    Values come in tag order, so the context and cloud of a replica are looked up
+        //    once per run of its values.
         let mut superseded: Vec<Tag> = Vec::new();
-        let joins: Vec<(Tag, Presence)> = remote_values
-            .iter()
-            .filter(|(t, _)| self.context.contains_key(&t.replica))
-            .filter(|(t, _)| {
-                if ignore_clouds {
-                    self.context.get(&t.replica).copied().unwrap_or(0) < t.clock
-                } else {
-                    !self.knows(t)
+        // Into an empty table (a first transfer) nearly every value joins: the list is sized
+        // once instead of growing through a dozen copies.
+        let mut join_values: Vec<Value> = if self.table.is_empty() {
+            Vec::with_capacity(remote_values.count())
+        } else {
+            Vec::new()
+        };
+        let mut run: Option<ReplicaRun> = None;
+        for (t, p) in remote_values.entries() {
+            let (ctx, cloud) = match run {
+                Some((r, ctx, cloud)) if *r == t.replica => (ctx, cloud),
+                _ => {
+                    let ctx = self.context.get(&t.replica).copied();
+                    let cloud = if ignore_clouds {
+                        None
+                    } else {
+                        self.clouds.get(&t.replica)
+                    };
+                    run = Some((&t.replica, ctx, cloud));
+                    (ctx, cloud)
                 }
-            })
-            .filter(|(t, p)| {
-                let stale = self.superseded_guard && self.supersedes(t, &p.key);
-                if stale {
-                    superseded.push((*t).clone());
-                }
-                !stale
-            })
-            .map(|(t, p)| (t.clone(), p.clone()))
-            .collect();
+            };
+            // values of replicas we do not know are not ours to add
+            let Some(ctx) = ctx else { continue };
+            if ctx >= t.clock || cloud.is_some_and(|c| c.contains(&t.clock)) {
+                continue;
+            }
+            if self.superseded_guard && self.supersedes(t, &p.key) {
+                superseded.push(t.clone());
+                continue;
+            }
+            join_values.push(Value {
+                key: p.key.clone(),
+                meta: p.meta.clone(),
+                tag: t.clone(),
+            });
+        }
 
         // 2. Leaves: another replica's value we hold, which the remote has seen (context or
         //    cloud) but no longer holds. Candidates come from the remote's context ranges and
-        //    cloud dots, looked up in the tag index instead of scanning every row.
+        //    cloud dots, looked up in the dot index instead of scanning every row.
         let mut leave_tags: BTreeSet<Tag> = BTreeSet::new();
         for (r, &c) in remote_context {
             if r == &self.replica || c == 0 {
                 continue;
             }
-            let lo = Tag::new(r.clone(), 1);
-            let hi = Tag::new(r.clone(), c);
-            for t in self.by_tag.range(lo..=hi).map(|(t, _)| t) {
-                if !remote_values.contains_key(t) {
-                    leave_tags.insert(t.clone());
+            for (clock, _) in self.table.rows_of_replica(r, 1, c) {
+                let t = Tag::new(r.clone(), clock);
+                if !remote_values.has(&t) {
+                    leave_tags.insert(t);
                 }
             }
         }
@@ -709,7 +582,7 @@ impl State {
                 }
                 for &d in dots {
                     let t = Tag::new(r.clone(), d);
-                    if self.by_tag.contains_key(&t) && !remote_values.contains_key(&t) {
+                    if self.table.find_dot(&t).is_some() && !remote_values.has(&t) {
                         leave_tags.insert(t);
                     }
                 }
@@ -735,24 +608,15 @@ impl State {
         //      travel through third parties), then insert the joins, overwriting in place.
         let mut leaves = Vec::with_capacity(leave_tags.len());
         for t in &leave_tags {
-            let key = self.by_tag[t].key.clone();
-            let row = self.delete_row(&key).expect("indexed row exists");
+            let id = self.table.find_dot(t).expect("indexed row exists");
+            let key = self.table.row(id).key.clone();
+            let value = self.delete_row(&key).expect("indexed row exists");
             self.tombstone(t);
-            leaves.push(Value {
-                key,
-                meta: row.meta,
-                tag: row.tag,
-            });
+            leaves.push(value);
         }
-        let join_values: Vec<Value> = joins
-            .into_iter()
-            .map(|(tag, p)| Value {
-                key: p.key,
-                meta: p.meta,
-                tag,
-            })
-            .collect();
-        if !self.build_in_bulk(&join_values) {
+        if self.table.build_in_bulk(&join_values) {
+            self.revision.bump();
+        } else {
             for v in &join_values {
                 self.insert_row(v.key.clone(), v.meta.clone(), v.tag.clone());
             }
@@ -774,25 +638,27 @@ impl State {
     /// Everything a remote with `remote_context` can use: values of the replicas it knows
     /// (never its own), with our context and clouds restricted to those replicas.
     pub fn extract(&self, remote: &ReplicaRef, remote_context: &Context) -> Extract {
-        // Tag order in, tag order out: collecting a sorted sequence builds the map in bulk.
-        let values: BTreeMap<Tag, Presence> = remote_context
-            .keys()
-            .filter(|r| *r != remote)
-            .flat_map(|r| {
-                let lo = Tag::new(r.clone(), 0);
-                let hi = Tag::new(r.clone(), u64::MAX);
-                self.by_tag.range(lo..=hi)
-            })
-            .map(|(t, h)| {
-                (
-                    t.clone(),
-                    Presence {
-                        key: h.key.clone(),
-                        meta: h.meta.clone(),
-                    },
-                )
-            })
-            .collect();
+        // Tag order in, tag order out: the dot index is read in order into one vector.
+        let mut values: Vec<(Tag, Presence)> = Vec::with_capacity(self.table.len());
+        values.extend(
+            remote_context
+                .keys()
+                .filter(|r| *r != remote)
+                .flat_map(|r| {
+                    self.table
+                        .rows_of_replica(r, 0, u64::MAX)
+                        .map(move |(clock, id)| {
+                            let row = self.table.row(id);
+                            (
+                                Tag::new(r.clone(), clock),
+                                Presence {
+                                    key: row.key.clone(),
+                                    meta: row.meta.clone(),
+                                },
+                            )
+                        })
+                }),
+        );
         Extract {
             context: clock::filter_replicas(&self.context, remote_context.keys()),
             clouds: self
@@ -801,16 +667,14 @@ impl State {
                 .filter(|(r, _)| remote_context.contains_key(*r))
                 .map(|(r, c)| (r.clone(), c.clone()))
                 .collect(),
-            values,
+            values: TagValues::from_sorted_trusted(values),
         }
     }
 
     fn values_of(&self, replica: &ReplicaRef) -> Vec<Value> {
-        let lo = Tag::new(replica.clone(), 0);
-        let hi = Tag::new(replica.clone(), u64::MAX);
-        self.by_tag
-            .range(lo..=hi)
-            .map(|(t, h)| h.value(t))
+        self.table
+            .rows_of_replica(replica, 0, u64::MAX)
+            .map(|(_, id)| self.table.value(id))
             .collect()
     }
 
@@ -851,14 +715,11 @@ impl State {
         }
         self.context.remove(replica);
         self.clouds.remove(replica);
-        let keys: Vec<ValueKey> = {
-            let lo = Tag::new(replica.clone(), 0);
-            let hi = Tag::new(replica.clone(), u64::MAX);
-            self.by_tag
-                .range(lo..=hi)
-                .map(|(_, h)| h.key.clone())
-                .collect()
-        };
+        let keys: Vec<ValueKey> = self
+            .table
+            .rows_of_replica(replica, 0, u64::MAX)
+            .map(|(_, id)| self.table.row(id).key.clone())
+            .collect();
         for k in keys {
             self.delete_row(&k);
         }
@@ -940,27 +801,23 @@ mod tests {
         joins.extend(one_by_one.merge_extract(&extract).joins);
         assert_eq!(bulk, one_by_one);
         assert_eq!(diff.joins, joins);
-        assert_eq!(bulk.topics, one_by_one.topics);
+        assert_eq!(bulk.topics(), one_by_one.topics());
+        for t in bulk.topics() {
+            assert_eq!(bulk.get_by_topic(&t), one_by_one.get_by_topic(&t));
+        }
+        assert_eq!(bulk.get_by_pid("pid:3"), one_by_one.get_by_pid("pid:3"));
         assert_eq!(
             bulk.get_by_key("room:1", "user:1"),
             a.get_by_key("room:1", "user:1")
         );
 
-        // Rows share their topic's string, and a topic leaves with its last row.
-        let rows: Vec<&ValueKey> = bulk.values.keys().filter(|k| k.topic == "room:0").collect();
-        assert!(
-            rows.windows(2)
-                .all(|w| std::ptr::eq(w[0].topic.as_str(), w[1].topic.as_str()))
-        );
-        for k in bulk.values.keys().cloned().collect::<Vec<_>>() {
-            if k.topic == "room:2" {
-                bulk.delete_row(&k);
-            }
+        // A topic leaves with its last row.
+        for v in bulk.get_by_topic("room:2") {
+            bulk.delete_row(&v.key);
         }
         assert_eq!(bulk.topics().len(), 2);
-        assert!(!bulk.topics.contains_key("room:2"));
-        assert_eq!(bulk.topics(), bulk.topics_by_scan());
-        assert_eq!(bulk.topics["room:0"], 14);
+        assert_eq!(bulk.table.topic_len("room:2"), 0);
+        assert_eq!(bulk.table.topic_len("room:0"), 14);
         assert_eq!(bulk.get_by_topic("room:1").len(), 12);
     }
 
@@ -987,7 +844,7 @@ mod tests {
         assert_eq!(diff.joins.len(), 2, "both reported, as row by row");
         assert_eq!(b.len(), 1);
         assert_eq!(b.get(&key(1)).unwrap().meta, serde_json::json!({"v": 2}));
-        assert_eq!(b.by_tag.len(), 1);
+        assert_eq!(b.all_values().len(), 1);
     }
 
     proptest! {

@@ -107,8 +107,11 @@ impl Interner {
             .collect()
     }
 
-    fn values(&mut self, v: &BTreeMap<Tag, Presence>) -> Vec<WireValue> {
-        v.iter()
+    fn values<'v>(
+        &mut self,
+        v: impl IntoIterator<Item = (&'v Tag, &'v Presence)>,
+    ) -> Vec<WireValue> {
+        v.into_iter()
             .map(|(t, p)| {
                 WireValue(
                     self.id(&t.replica),

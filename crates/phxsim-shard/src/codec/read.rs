@@ -4,9 +4,10 @@ use super::CodecError;
 use super::write::{GRACEFUL_PERMDOWN, HEARTBEAT, HELLO, TICK, TRANSFER_ACK, TRANSFER_REQ};
 use crate::message::{Frame, Hello, NodeMessage, ShardMessage, TransferPayload};
 use phxsim_tracker::{
-    Clouds, Context, Delta, Extract, Meta, MetaError, Name, Presence, ReplicaRef, Tag, ValueKey,
+    Clouds, Context, Delta, Extract, Meta, MetaError, Name, Presence, ReplicaRef, Tag, TagValues,
+    ValueKey,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 struct Reader<'a> {
     buf: &'a [u8],
@@ -137,7 +138,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn values(&mut self) -> Result<BTreeMap<Tag, Presence>, CodecError> {
+    fn values(&mut self) -> Result<Vec<(Tag, Presence)>, CodecError> {
         // replica, clock, three empty strings, a 4-byte meta length and "{}"
         let n = self.count("values", 11)?;
         let mut out: Vec<(Tag, Presence)> = Vec::with_capacity(n);
@@ -178,13 +179,13 @@ impl<'a> Reader<'a> {
                 },
             ));
         }
-        // strictly ascending, so the map is built in bulk
-        Ok(out.into_iter().collect())
+        Ok(out)
     }
 
     fn delta(&mut self) -> Result<Delta, CodecError> {
         Ok(Delta {
-            values: self.values()?,
+            // strictly ascending, so the map is built in bulk
+            values: self.values()?.into_iter().collect(),
             clouds: self.clouds()?,
             range: (self.clock()?, self.clock()?),
         })
@@ -258,7 +259,8 @@ pub(super) fn frame(buf: &[u8]) -> Result<Frame, CodecError> {
                 TransferPayload::Full(Extract {
                     context: r.clock()?,
                     clouds: r.clouds()?,
-                    values: r.values()?,
+                    values: TagValues::from_sorted(r.values()?)
+                        .map_err(|_| CodecError::OutOfOrder("values"))?,
                 })
             } else {
                 TransferPayload::Delta(r.delta()?)

@@ -100,7 +100,7 @@ fn every_kind() -> Vec<Frame> {
                 payload: TransferPayload::Full(Extract {
                     context: ctx,
                     clouds: d.clouds,
-                    values: d.values,
+                    values: d.values.into_iter().collect(),
                 }),
             },
         ),
@@ -416,7 +416,7 @@ fn frame_strategy() -> impl Strategy<Value = Frame> {
                     payload: TransferPayload::Full(Extract {
                         context,
                         clouds,
-                        values
+                        values: values.into_iter().collect(),
                     }),
                 }
             )),

@@ -15,7 +15,6 @@ use super::HEADER_LEN;
 use super::VERSION;
 use crate::message::{Frame, NodeMessage, ShardMessage, TransferPayload};
 use phxsim_tracker::{Clouds, Context, Delta, Presence, ReplicaRef, Tag};
-use std::collections::BTreeMap;
 
 pub(super) const TICK: u8 = 0;
 pub(super) const HELLO: u8 = 1;
@@ -49,10 +48,10 @@ impl<'a> Table<'a> {
         self.add_clock(&d.range.1);
     }
 
-    fn add_values(&mut self, v: &'a BTreeMap<Tag, Presence>) {
+    fn add_values(&mut self, v: impl IntoIterator<Item = (&'a Tag, &'a Presence)>) {
         // Values are in tag order, so a replica's run is contiguous: compare with the last.
         let mut last: Option<&ReplicaRef> = None;
-        for t in v.keys() {
+        for (t, _) in v {
             if last != Some(&t.replica) {
                 self.add(&t.replica);
                 last = Some(&t.replica);
@@ -66,9 +65,9 @@ impl<'a> Table<'a> {
 }
 
 /// An upper-bound-ish guess of the encoded size, so the buffer grows once, not by doubling.
-fn values_size(v: &BTreeMap<Tag, Presence>) -> usize {
-    v.values()
-        .map(|p| {
+fn values_size<'v>(v: impl IntoIterator<Item = (&'v Tag, &'v Presence)>) -> usize {
+    v.into_iter()
+        .map(|(_, p)| {
             // replica, clock, three lengths and the meta's length
             24 + p.key.topic.len() + p.key.pid.len() + p.key.key.len() + p.meta.as_str().len()
         })
@@ -102,8 +101,12 @@ impl<'a> Writer<'a, '_> {
     }
 
     fn str(&mut self, s: &str) {
-        self.varint(s.len() as u64);
-        self.out.extend_from_slice(s.as_bytes());
+        self.bytes(s.as_bytes());
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.varint(b.len() as u64);
+        self.out.extend_from_slice(b);
     }
 
     fn table(&mut self) {
@@ -139,7 +142,11 @@ impl<'a> Writer<'a, '_> {
         }
     }
 
-    fn values(&mut self, v: &BTreeMap<Tag, Presence>) {
+    fn values<'v>(
+        &mut self,
+        v: impl IntoIterator<Item = (&'v Tag, &'v Presence), IntoIter: ExactSizeIterator>,
+    ) {
+        let v = v.into_iter();
         self.varint(v.len() as u64);
         let mut last: Option<(&ReplicaRef, u64)> = None;
         for (t, p) in v {
@@ -151,9 +158,9 @@ impl<'a> Writer<'a, '_> {
             last = Some((&t.replica, i));
             self.varint(i);
             self.varint(t.clock);
-            self.str(&p.key.topic);
-            self.str(&p.key.pid);
-            self.str(&p.key.key);
+            self.bytes(p.key.topic.as_bytes());
+            self.bytes(p.key.pid.as_bytes());
+            self.bytes(p.key.key.as_bytes());
             // the meta's JSON text, as the tracker holds it
             let text = p.meta.as_str().as_bytes();
             let len = u32::try_from(text.len()).unwrap_or(u32::MAX);

@@ -43,6 +43,10 @@ pub struct Bounds {
     pub convergence_ms: u64,
     /// A gone owner's presence may stay visible at most this long.
     pub ghost_ms: u64,
+    /// How long a healed link may take to carry heartbeats again (a stalled stream's idle
+    /// timeout, then redials): after a step that reopens links, a ghost bound starts only
+    /// once this has passed, as the convergence bound does.
+    pub link_recovery_ms: u64,
     /// Sampling interval: an `[[expect.visible]]` window is widened by it, so that a window
     /// shorter than the interval still contains a sample.
     pub sample_ms: u64,
@@ -56,13 +60,27 @@ pub struct Bounds {
 pub(super) struct GhostBound {
     last_step_ms: u64,
     ghost_ms: u64,
+    /// When links may carry heartbeats again after the last step that reopened them (a heal,
+    /// a repair, a release, a restart): until then, a replica cut off before the step may
+    /// still list what its peer has dropped.
+    links_back_ms: u64,
 }
 
 impl GhostBound {
     /// Whether something gone at `gone_ms` and still there at `now_ms` is a ghost.
     pub(super) fn passed(self, gone_ms: u64, now_ms: u64) -> bool {
-        now_ms > gone_ms.max(self.last_step_ms) + self.ghost_ms
+        now_ms > gone_ms.max(self.last_step_ms).max(self.links_back_ms) + self.ghost_ms
     }
+}
+
+/// Whether a timeline step, as [`crate::Action::label`] words it, reopens node links that
+/// may have stalled: the checkers read steps from the event stream, where only the label
+/// travels. `Action::reopens_links` is the typed twin; a test keeps the two in step.
+pub fn step_reopens_links(label: &str) -> bool {
+    matches!(
+        label.split_whitespace().next(),
+        Some("heal" | "repair" | "release" | "restart")
+    )
 }
 
 /// The checkers of one run.
@@ -75,6 +93,8 @@ pub struct Checkers {
     streams: diff_stream::DiffStreams,
     visible: visible::Visible,
     last_step_ms: u64,
+    /// See [`GhostBound::links_back_ms`].
+    links_back_ms: u64,
     last: Option<Snapshot>,
     /// The clients whose messages are replayed; `None`: every client.
     replayed: Option<BTreeSet<String>>,
@@ -101,6 +121,7 @@ impl Checkers {
             streams: diff_stream::DiffStreams::default(),
             visible: visible::Visible::new(visible),
             last_step_ms: 0,
+            links_back_ms: 0,
             last: None,
             replayed: None,
         }
@@ -117,7 +138,12 @@ impl Checkers {
     /// read pass by.
     pub fn event(&mut self, at_ms: u64, event: Event) {
         match event {
-            Event::Step { .. } => self.step(at_ms),
+            Event::Step { action } => {
+                if step_reopens_links(&action) {
+                    self.links_back_ms = at_ms + self.bounds.link_recovery_ms;
+                }
+                self.step(at_ms)
+            }
             Event::Snapshot(snapshot) => self.observe(snapshot),
             Event::Channel {
                 client,
@@ -190,6 +216,7 @@ impl Checkers {
         let bound = GhostBound {
             last_step_ms: self.last_step_ms,
             ghost_ms: self.bounds.ghost_ms,
+            links_back_ms: self.links_back_ms,
         };
         self.ghosts.observe(s, bound, &mut self.findings);
         self.sockets.observe(s, bound, &mut self.findings);
