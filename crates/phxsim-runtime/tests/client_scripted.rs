@@ -259,3 +259,71 @@ async fn pushes_wait_for_the_join_and_the_log_has_every_frame() {
     assert_eq!((sent, received), (3, 3));
     assert_eq!(replies, [("update_meta".to_owned(), "ok".to_owned())]);
 }
+
+/// The frames of [`shared_frames_give_the_same_lists_as_decoding_each`], after the join reply:
+/// a diff before the state, the state, then live diffs (an update, a leave, another topic's,
+/// an earlier join's, a malformed one) and the same diff again.
+const SCRIPT: [&str; 9] = [
+    DIFF_X,
+    r#"["1",null,"room:t","presence_state",{"me":{"metas":[{"phx_ref":"r1"}]},"y":{"metas":[{"phx_ref":"ry"}]}}]"#,
+    r#"[null,null,"room:t","presence_diff",{"joins":{"y":{"metas":[{"phx_ref":"ry2","phx_ref_prev":"ry"}]}},"leaves":{"y":{"metas":[{"phx_ref":"ry"}]}}}]"#,
+    r#"[null,null,"room:t","presence_diff",{"joins":{},"leaves":{"x":{"metas":[{"phx_ref":"rx"}]}}}]"#,
+    r#"[null,null,"room:u","presence_diff",{"joins":{"z":{"metas":[{"phx_ref":"rz"}]}},"leaves":{}}]"#,
+    r#"["0",null,"room:t","presence_diff",{"joins":{"w":{"metas":[{"phx_ref":"rw"}]}},"leaves":{}}]"#,
+    r#"[null,null,"room:t","presence_diff",{"joins":[],"leaves":{}}]"#,
+    r#"[null,null,"room:t","presence_diff",{"joins":{"v":{"metas":[{"phx_ref":"rv"}]}},"leaves":{}}]"#,
+    r#"[null,null,"room:t","presence_diff",{"joins":{"v":{"metas":[{"phx_ref":"rv"}]}},"leaves":{}}]"#,
+];
+
+/// One client through [`SCRIPT`]; returns its view once the last diff is handled, how many
+/// metas share the fields of its `me` meta (see `Meta::copies`), and the client.
+async fn scripted(cfg: ClientConfig, observe: bool) -> (ClientView, usize, Client) {
+    let (client, mut conns) = start(cfg);
+    let _log = if observe {
+        client.subscribe_without_frames()
+    } else {
+        client.subscribe_lifecycle()
+    };
+    let mut ws = conns.recv().await.unwrap();
+    recv(&mut ws).await;
+    send(
+        &mut ws,
+        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    for frame in SCRIPT {
+        send(&mut ws, frame).await;
+    }
+    // the script moves the list 7 times (the other topic's and the earlier join's are dropped)
+    let view = client
+        .wait_for(Duration::from_secs(5), |v| v.presences.contains_key("v"))
+        .await
+        .expect("the script runs to its end");
+    let copies = client.with_presences(|p| p.state().get("me").map(|me| me.metas[0].copies()));
+    (view, copies.unwrap_or_default(), client)
+}
+
+#[tokio::test(start_paused = true)]
+async fn shared_frames_give_the_same_lists_as_decoding_each() {
+    for mutation in [None, Some(ClientMutation::ForgetPendingDiffs)] {
+        let cache = phxsim_runtime::client::FrameCache::new();
+        let shared = || ClientConfig {
+            mutation,
+            frame_cache: Some(cache.clone()),
+            ..cfg()
+        };
+        // the first fills the cache, the second reads it, the third decodes every frame
+        let (first, _, _first) = scripted(shared(), false).await;
+        // the well-formed diffs of room:t that the first client accepted: x, y's update, x's
+        // leave, v (twice the same frame)
+        assert_eq!(cache.frames(), 4, "{mutation:?}");
+        let (second, shared_copies, _second) = scripted(shared(), false).await;
+        let (own, own_copies, _own) = scripted(ClientConfig { mutation, ..cfg() }, true).await;
+        // both cached clients and the cache hold one `me` meta; the other holds its own
+        assert_eq!((shared_copies, own_copies), (3, 1), "{mutation:?}");
+        assert_eq!(first, own, "{mutation:?}");
+        assert_eq!(second, own, "{mutation:?}");
+        assert_eq!(own.presences.keys().collect::<Vec<_>>(), ["me", "v", "y"]);
+        assert_eq!(own.presences["y"][0]["phx_ref"], "ry2");
+    }
+}

@@ -80,8 +80,8 @@ fn browser(sim: &mut turmoil::Sim<'_>, name: &'static str, node: &'static str, v
         });
         let mut rx = client.watch();
         loop {
-            let v = rx.borrow_and_update().clone();
-            views.lock().expect("views").push((name, v));
+            rx.borrow_and_update();
+            views.lock().expect("views").push((name, client.view()));
             if rx.changed().await.is_err() {
                 return Ok(());
             }

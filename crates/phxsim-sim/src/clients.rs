@@ -2,7 +2,7 @@
 //! runtime's real Channels server on turmoil TCP; one more host runs every client (the
 //! runtime's real client), each driven by the scripted timeline and observed frame by frame.
 
-use crate::checkers::{PresenceList, presence_list};
+use crate::checkers::PresenceList;
 use crate::event::{Event, FrameBody};
 use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
@@ -11,17 +11,29 @@ use crate::world::{
     segment_lost_report,
 };
 use phxsim_runtime::Node;
-use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, ClientView};
+use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, FrameCache};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
 
-/// The checker's list of a client's view: `key → phx_ref → meta`.
-pub fn view_list(view: ClientView) -> PresenceList {
-    presence_list(view.presences)
+/// The checker's list of a client: `key → phx_ref → meta`, read from the list the client
+/// keeps (what `presence_list` makes of its view, without building the view first).
+pub fn client_list(client: &Client) -> PresenceList {
+    client.with_presences(|p| {
+        let mut out = PresenceList::new();
+        for (key, presence) in p.state().iter() {
+            let entry = out.entry(key.to_owned()).or_default();
+            for m in &presence.metas {
+                if let Some(r) = m.phx_ref_str() {
+                    entry.insert(r.to_owned(), Json::Object(m.as_map().clone()));
+                }
+            }
+        }
+        out
+    })
 }
 
 /// The Channels server of every node in a run: Phoenix's defaults, plus the planted server bug
@@ -210,6 +222,8 @@ pub(crate) fn client_host(
     sim.host(CLIENTS_HOST, move || {
         let (specs, shared) = (specs.clone(), shared.clone());
         async move {
+            // the browsers of this host decode each broadcast diff once between them
+            let frame_cache = FrameCache::new();
             for spec in specs {
                 let node = spec.node.clone();
                 let mut cfg = ClientConfig::new(
@@ -226,6 +240,7 @@ pub(crate) fn client_host(
                 cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
                 cfg.auto_join = false;
                 cfg.mutation = mutation;
+                cfg.frame_cache = Some(frame_cache.clone());
                 // a partitioned SYN is never answered: bound each attempt
                 cfg.timeout = Duration::from_secs(10);
                 let target = node.clone();
@@ -275,11 +290,14 @@ pub(crate) fn client_host(
                     .replayed
                     .as_ref()
                     .is_none_or(|r| r.contains(&spec.name));
-                // frames only matter to a transcript: without one, the client copies none
+                // frames only matter to a transcript: without one, the client copies none; and
+                // the presence messages of a client outside the sample matter to nobody
                 let events = if frames && (observed || population_frames) {
                     client.subscribe()
-                } else {
+                } else if observed {
                     client.subscribe_without_frames()
+                } else {
+                    client.subscribe_lifecycle()
                 };
                 tokio::spawn(forward_events(
                     spec.name.clone(),
@@ -394,7 +412,6 @@ async fn forward_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value as Json;
 
     /// What `text_event` replaces: the whole frame parsed into a `Value`.
     fn by_value(text: &str) -> Option<String> {

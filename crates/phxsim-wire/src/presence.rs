@@ -8,6 +8,7 @@
 use indexmap::IndexMap;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 use crate::error::{PayloadError, json_kind};
 
@@ -15,8 +16,22 @@ use crate::error::{PayloadError, json_kind};
 ///
 /// `phx_ref` is whatever JSON the server put there: phoenix.js compares it with `===`, so a
 /// client must keep a numeric or missing ref as it is rather than coerce it to a string.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct Meta(Map<String, Value>);
+///
+/// The fields are shared (`Arc`) and never changed in place: cloning a meta, as every copy of
+/// a list or diff does (one per client of a simulated topic), copies a pointer.
+#[derive(Clone, Debug, Default)]
+pub struct Meta(Arc<Map<String, Value>>);
+
+impl PartialEq for Meta {
+    /// Equal as JSON objects (field order does not matter). Shared fields compare by pointer,
+    /// and fields in the same order pairwise, before the order-free comparison (which looks
+    /// every field up by name).
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.len() == other.0.len() && self.0.iter().eq(other.0.iter()))
+            || self.0 == other.0
+    }
+}
 
 impl Meta {
     /// A fresh meta as `Presence.track` makes it: `phx_ref` first, then the application's fields
@@ -46,17 +61,22 @@ impl Meta {
                 map.insert(key, value);
             }
         }
-        Meta(map)
+        Meta(Arc::new(map))
     }
 
     /// A meta exactly as received, field order kept.
     pub fn from_map(map: Map<String, Value>) -> Meta {
-        Meta(map)
+        Meta(Arc::new(map))
     }
 
     /// The `phx_ref` value, if present (any JSON kind).
     pub fn phx_ref(&self) -> Option<&Value> {
-        self.0.get("phx_ref")
+        // Phoenix writes `phx_ref` first: the first field (fields keep their order) answers
+        // without hashing the name; keys are unique, so this is what `get` would return
+        match self.0.iter().next() {
+            Some((key, value)) if key == "phx_ref" => Some(value),
+            _ => self.0.get("phx_ref"),
+        }
     }
 
     /// The `phx_ref` when it is a string, which is what every Phoenix server sends.
@@ -76,7 +96,12 @@ impl Meta {
 
     /// The fields, consuming the meta.
     pub fn into_map(self) -> Map<String, Value> {
-        self.0
+        Arc::unwrap_or_clone(self.0)
+    }
+
+    /// How many metas share these fields (this one included): clones share them.
+    pub fn copies(&self) -> usize {
+        Arc::strong_count(&self.0)
     }
 }
 
@@ -86,12 +111,39 @@ impl Serialize for Meta {
     }
 }
 
+/// A presence's top-level fields besides `"metas"`: boxed, because almost every presence has
+/// none and a client of a large topic holds one presence per key (a `Map` inline is 72 bytes,
+/// the box 8).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Extra(Option<Box<Map<String, Value>>>);
+
+static NO_EXTRA: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+impl From<Map<String, Value>> for Extra {
+    fn from(map: Map<String, Value>) -> Extra {
+        Extra((!map.is_empty()).then(|| Box::new(map)))
+    }
+}
+
+impl std::ops::Deref for Extra {
+    type Target = Map<String, Value>;
+    fn deref(&self) -> &Map<String, Value> {
+        self.0.as_deref().unwrap_or(&NO_EXTRA)
+    }
+}
+
+impl Extra {
+    fn into_map(self) -> Map<String, Value> {
+        self.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
 /// All metas of one key, plus any top-level fields a server-side `fetch/2` added.
 #[derive(Clone, Debug, Default)]
 pub struct Presence {
     /// The metas, one per tracked process.
     pub metas: Vec<Meta>,
-    extra: Map<String, Value>,
+    extra: Extra,
     /// How many `extra` fields came before `"metas"`, so re-encoding keeps the received order.
     metas_at: usize,
 }
@@ -108,20 +160,20 @@ impl Presence {
     pub fn new(metas: Vec<Meta>) -> Presence {
         Presence {
             metas,
-            extra: Map::new(),
+            extra: Extra::default(),
             metas_at: 0,
         }
     }
 
     /// A presence with extra top-level fields after `"metas"` (what `fetch/2` adds).
     pub fn with_extra(metas: Vec<Meta>, extra: Map<String, Value>) -> Presence {
-        let extra = extra
+        let extra: Map<String, Value> = extra
             .into_iter()
             .filter(|(key, _)| key != "metas")
             .collect();
         Presence {
             metas,
-            extra,
+            extra: extra.into(),
             metas_at: 0,
         }
     }
@@ -177,7 +229,7 @@ impl Presence {
             .into_iter()
             .enumerate()
             .map(|(index, meta)| match meta {
-                Value::Object(map) => Ok(Meta(map)),
+                Value::Object(map) => Ok(Meta::from_map(map)),
                 other => Err(PayloadError::MetaNotObject {
                     key: key.to_owned(),
                     index,
@@ -187,7 +239,7 @@ impl Presence {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Presence {
             metas,
-            extra,
+            extra: extra.into(),
             metas_at,
         })
     }
@@ -198,7 +250,7 @@ impl Presence {
         let mut metas = Some(Value::Array(
             self.metas
                 .iter()
-                .map(|m| Value::Object(m.0.clone()))
+                .map(|m| Value::Object((*m.0).clone()))
                 .collect(),
         ));
         for (index, (field, value)) in self.extra.iter().enumerate() {
@@ -226,9 +278,12 @@ impl Presence {
         } = self;
         let mut map = Map::with_capacity(extra.len() + 1);
         let mut metas = Some(Value::Array(
-            metas.into_iter().map(|m| Value::Object(m.0)).collect(),
+            metas
+                .into_iter()
+                .map(|m| Value::Object(m.into_map()))
+                .collect(),
         ));
-        for (index, (field, value)) in extra.into_iter().enumerate() {
+        for (index, (field, value)) in extra.into_map().into_iter().enumerate() {
             if index == metas_at
                 && let Some(metas) = metas.take()
             {

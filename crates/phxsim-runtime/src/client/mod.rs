@@ -3,29 +3,38 @@
 //! join_ref each time), leave; presences kept by `phxsim_wire`'s phoenix.js-exact
 //! [`PresenceInstance`](phxsim_wire::PresenceInstance), which buffers diffs until the state.
 //!
+//! - The socket and channel logic is a sans-IO state machine (`machine`) with time passed in;
+//!   the tokio task (`task`) is the glue that reads the clock, the stream and the commands.
 //! - Streams come from a caller-supplied factory, so the client runs on tokio TCP, on turmoil
 //!   TCP in the simulator, or on an in-memory duplex.
 //! - Time only from `tokio::time`; the WebSocket key comes from the configured seed.
-//! - For checkers: [`Client::view`] (connected, joined, join_ref, presence list) and
-//!   [`Client::subscribe`] (every frame sent and received, every presence message with what was
-//!   done with it, every channel state change), both updated as each message is handled.
+//! - For checkers: [`Client::status`] and [`Client::watch`] (connected, joined, join_ref,
+//!   counters), [`Client::view`] (the status and the presence list, built from the client's one
+//!   list on demand) and [`Client::subscribe`] (every frame sent and received, every presence
+//!   message with what was done with it, every channel state change), all current as each
+//!   message is handled.
 //! - [`ClientMutation`]s plant known client bugs.
 
+mod frame_cache;
+mod machine;
 mod task;
 
-use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, Serializer};
+pub use frame_cache::FrameCache;
+
+use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, PresenceInstance, Serializer};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+
+use machine::Machine;
 
 /// A planted client bug. Default: none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,6 +126,10 @@ pub struct ClientConfig {
     pub auto_join: bool,
     /// A planted bug; `None` normally.
     pub mutation: Option<ClientMutation>,
+    /// Decoded `presence_diff` frames shared with the other clients holding this cache (one
+    /// per simulated browsers' host): a broadcast is decoded once instead of once per client.
+    /// Unobserved clients only; `None` decodes every frame itself.
+    pub frame_cache: Option<FrameCache>,
 }
 
 impl ClientConfig {
@@ -141,6 +154,7 @@ impl ClientConfig {
             auto_connect: true,
             auto_join: true,
             mutation: None,
+            frame_cache: None,
         }
     }
 
@@ -169,7 +183,36 @@ pub enum ChannelState {
     Leaving,
 }
 
-/// What a checker reads of a client at one instant.
+/// What a client reports besides its presence list: cheap to copy, and what
+/// [`Client::watch`] publishes on every change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// Whether a WebSocket is open.
+    pub connected: bool,
+    /// The channel's state.
+    pub channel: ChannelState,
+    /// The join_ref of the current (or last) join.
+    pub join_ref: Option<String>,
+    /// Diffs buffered while waiting for the state of the current join.
+    pub pending_diffs: usize,
+    /// Successful WebSocket upgrades so far.
+    pub connects: u64,
+    /// Joins accepted so far.
+    pub joins: u64,
+    /// Counts the presence messages handled (and fresh instances): it moves whenever the
+    /// presence list may have changed.
+    pub presence_changes: u64,
+}
+
+impl ClientStatus {
+    /// Whether the channel is joined (`channel == Joined`).
+    pub fn joined(&self) -> bool {
+        self.channel == ChannelState::Joined
+    }
+}
+
+/// What a checker reads of a client at one instant: its status and its presence list, the
+/// list computed from the one the client keeps ([`Client::view`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClientView {
     /// Whether a WebSocket is open.
@@ -295,44 +338,72 @@ pub(crate) enum Command {
     Push { event: String, payload: Json },
 }
 
+/// What an observer wants besides the connection and channel events.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Wants {
+    /// [`ClientEvent::Sent`] and [`ClientEvent::Received`].
+    pub(crate) frames: bool,
+    /// [`ClientEvent::Presence`].
+    pub(crate) presence: bool,
+}
+
+/// What the handle and the task share: the state machine, the status watchers see, and the
+/// event observers.
 pub(crate) struct Shared {
-    view: watch::Sender<ClientView>,
-    observed: AtomicBool,
-    /// Whether some observer wants frames ([`ClientEvent::Sent`] and [`ClientEvent::Received`]).
-    frames_observed: AtomicBool,
-    /// Every observer, and whether it wants frames.
-    observers: Mutex<Vec<(mpsc::UnboundedSender<Stamped>, bool)>>,
+    machine: Mutex<Machine>,
+    status: watch::Sender<ClientStatus>,
+    /// Every observer, and what it wants.
+    observers: Mutex<Vec<(mpsc::UnboundedSender<Stamped>, Wants)>>,
 }
 
 impl Shared {
-    pub(crate) fn emit(&self, event: impl FnOnce() -> ClientEvent) {
-        if self.observed.load(Ordering::Acquire) {
-            self.deliver(event(), false);
-        }
+    fn machine(&self) -> std::sync::MutexGuard<'_, Machine> {
+        // the machine is only changed through whole steps, so a panic elsewhere leaves it usable
+        self.machine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// [`Shared::emit`] of a frame event: built only if an observer wants frames, and sent
-    /// only to those.
-    pub(crate) fn emit_frame(&self, event: impl FnOnce() -> ClientEvent) {
-        if self.frames_observed.load(Ordering::Acquire) {
-            self.deliver(event(), true);
+    /// Runs one input of the machine, then hands its events to the observers (stamped `now`)
+    /// and its status to the watchers.
+    pub(crate) fn step<T>(&self, now: Instant, f: impl FnOnce(&mut Machine) -> T) -> T {
+        let (out, events) = {
+            let mut m = self.machine();
+            let out = f(&mut m);
+            self.status.send_if_modified(|s| {
+                let changed = s != m.status();
+                if changed {
+                    s.clone_from(m.status());
+                }
+                changed
+            });
+            (out, m.take_events())
+        };
+        for event in events {
+            self.deliver(now, event);
         }
+        out
     }
 
-    fn deliver(&self, event: ClientEvent, is_frame: bool) {
-        let stamped = Stamped {
-            at: Instant::now(),
-            event,
+    /// Reads the machine without changing it.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Machine) -> T) -> T {
+        f(&self.machine())
+    }
+
+    fn deliver(&self, at: Instant, event: ClientEvent) {
+        let wanted_by = |w: &Wants| match event {
+            ClientEvent::Sent(_) | ClientEvent::Received(_) => w.frames,
+            ClientEvent::Presence { .. } => w.presence,
+            _ => true,
         };
         if let Ok(mut obs) = self.observers.lock() {
             // every observer but the last that wants it gets a copy; that one gets the event
-            let last = obs.iter().rposition(|(_, frames)| *frames || !is_frame);
-            let mut stamped = Some(stamped);
+            let last = obs.iter().rposition(|(_, w)| wanted_by(w));
+            let wanted: Vec<bool> = obs.iter().map(|(_, w)| wanted_by(w)).collect();
+            let mut stamped = Some(Stamped { at, event });
             let mut i = 0;
-            obs.retain(|(tx, frames)| {
+            obs.retain(|(tx, _)| {
                 let this = i;
                 i += 1;
-                if is_frame && !frames {
+                if !wanted[this] {
                     return !tx.is_closed();
                 }
                 let event = if Some(this) == last {
@@ -343,10 +414,6 @@ impl Shared {
                 event.is_some_and(|e| tx.send(e).is_ok())
             });
         }
-    }
-
-    pub(crate) fn update(&self, f: impl FnOnce(&mut ClientView)) {
-        self.view.send_modify(f);
     }
 }
 
@@ -362,7 +429,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("view", &*self.shared.view.borrow())
+            .field("status", &*self.shared.status.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -377,13 +444,13 @@ impl Client {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (cmds, rx) = mpsc::unbounded_channel();
+        let machine = Machine::new(cfg, Instant::now());
         let shared = Arc::new(Shared {
-            view: watch::Sender::new(ClientView::default()),
-            observed: AtomicBool::new(false),
-            frames_observed: AtomicBool::new(false),
+            status: watch::Sender::new(machine.status().clone()),
+            machine: Mutex::new(machine),
             observers: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(task::run(cfg, connect, rx, Arc::clone(&shared)));
+        let task = tokio::spawn(task::run(connect, rx, Arc::clone(&shared)));
         Client {
             cmds,
             shared,
@@ -450,49 +517,99 @@ impl Client {
         self.task.abort();
     }
 
-    /// The current view.
+    /// The current view. Its presence list is built from the client's own on each call.
     pub fn view(&self) -> ClientView {
-        self.shared.view.borrow().clone()
+        self.shared.read(Machine::view)
     }
 
-    /// A receiver of every view change.
-    pub fn watch(&self) -> watch::Receiver<ClientView> {
-        self.shared.view.subscribe()
+    /// The current status (the view without the presence list).
+    pub fn status(&self) -> ClientStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Reads the presences as the client keeps them (phoenix.js's `Presence` state), without
+    /// copying them.
+    pub fn with_presences<T>(&self, f: impl FnOnce(&PresenceInstance) -> T) -> T {
+        self.shared.read(|m| f(m.presence()))
+    }
+
+    /// Whether two clients hold the same presence list (same keys in the same order, equal
+    /// presences). Cheap when their metas are shared ([`ClientConfig::frame_cache`]): equal
+    /// shared metas compare by pointer.
+    pub fn same_presences(&self, other: &Client) -> bool {
+        if Arc::ptr_eq(&self.shared, &other.shared) {
+            return true;
+        }
+        let (a, b) = (self.shared.machine(), other.shared.machine());
+        a.presence().state() == b.presence().state()
+    }
+
+    /// A receiver of every status change (a presence message moves
+    /// [`ClientStatus::presence_changes`]).
+    pub fn watch(&self) -> watch::Receiver<ClientStatus> {
+        self.shared.status.subscribe()
     }
 
     /// Every event from now on, unbounded so that a checker misses none.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Stamped> {
-        self.subscribe_with_frames(true)
+        self.subscribe_with(Wants {
+            frames: true,
+            presence: true,
+        })
     }
 
     /// Every event but the frames ([`ClientEvent::Sent`], [`ClientEvent::Received`]): for an
     /// observer that keeps no transcript, a client then copies no frame for it.
     pub fn subscribe_without_frames(&self) -> mpsc::UnboundedReceiver<Stamped> {
-        self.subscribe_with_frames(false)
+        self.subscribe_with(Wants {
+            frames: false,
+            presence: true,
+        })
     }
 
-    fn subscribe_with_frames(&self, frames: bool) -> mpsc::UnboundedReceiver<Stamped> {
+    /// The connection and channel events only: neither frames nor presence messages
+    /// ([`ClientEvent::Presence`]). A client nobody else observes then keeps no payload for
+    /// its observers and may share decoded diffs ([`ClientConfig::frame_cache`]).
+    pub fn subscribe_lifecycle(&self) -> mpsc::UnboundedReceiver<Stamped> {
+        self.subscribe_with(Wants {
+            frames: false,
+            presence: false,
+        })
+    }
+
+    fn subscribe_with(&self, wants: Wants) -> mpsc::UnboundedReceiver<Stamped> {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut obs) = self.shared.observers.lock() {
-            obs.push((tx, frames));
+            obs.push((tx, wants));
         }
-        self.shared.observed.store(true, Ordering::Release);
-        if frames {
-            self.shared.frames_observed.store(true, Ordering::Release);
-        }
+        self.shared.machine().observe(wants);
         rx
     }
 
     /// Waits until the view satisfies `pred`, at most `limit`; returns the last view either way.
+    /// The view is built again after every status change, so this is for tests and tools, not
+    /// for a loop over many clients.
     pub async fn wait_for(
         &self,
         limit: Duration,
         mut pred: impl FnMut(&ClientView) -> bool,
     ) -> Result<ClientView, ClientView> {
         let mut rx = self.watch();
-        let waited = tokio::time::timeout(limit, rx.wait_for(|v| pred(v))).await;
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                rx.borrow_and_update();
+                let view = self.view();
+                if pred(&view) {
+                    return Some(view);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
         match waited {
-            Ok(Ok(view)) => Ok(view.clone()),
+            Ok(Some(view)) => Ok(view),
             _ => Err(self.view()),
         }
     }
