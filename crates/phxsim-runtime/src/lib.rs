@@ -6,8 +6,10 @@
 //! Further drivers (the Channels server and client) live in their own modules beside `node`.
 
 pub mod client;
+mod encoded;
 pub mod node;
 pub mod server;
+mod state_frame;
 
 pub use node::{
     Coalesce, LinkError, LinkHandle, Node, NodeConfig, NodeError, NodeEvent, NodeLists, OwnerLease,

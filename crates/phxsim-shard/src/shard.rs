@@ -632,7 +632,7 @@ impl Shard {
             };
         let future_tags =
             || Tag::new(me.clone(), clock.saturating_add(1))..=Tag::new(me.clone(), u64::MAX);
-        let check_first = |first: Option<(&Tag, &phxsim_tracker::Presence)>| match first {
+        let check_first = |first: Option<(&Tag, &phxsim_tracker::TrackedMeta)>| match first {
             Some((t, _)) => Err(ShardError::FromTheFuture(t.clone())),
             None => Ok(()),
         };

@@ -6,7 +6,7 @@ mod common;
 use common::replay::replay_run2;
 use common::*;
 use phxsim_shard::{InboundError, NodeMessage, Profile, ShardError, ShardMessage, TransferPayload};
-use phxsim_tracker::{Context, Delta, Extract, Presence, ReplicaRef, Tag, ValueKey};
+use phxsim_tracker::{Context, Delta, Extract, ReplicaRef, Tag, TrackedMeta, ValueKey};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -28,7 +28,7 @@ fn hostile_messages_are_refused_and_change_nothing() {
         let mut values = BTreeMap::new();
         values.insert(
             Tag::new(me.clone(), 99),
-            Presence {
+            TrackedMeta {
                 key: ValueKey::new("lobby", "x@b", "mallory"),
                 meta: json!({}).into(),
             },

@@ -22,9 +22,8 @@ use crate::scenario::{Action, Scenario};
 /// turmoil's default listener backlog and stream window.
 pub const TURMOIL_DEFAULT_TCP_CAPACITY: usize = 64;
 
-/// The browsers' host has ports 1024..=65535 at most (below them, well-known ports); a few
-/// thousand stay free for connections that are closing while their client redials.
-pub const MAX_CLIENTS: usize = 60_000;
+/// The most clients a scenario may have; the scenario refuses more when it is read.
+pub use crate::scenario::MAX_CLIENTS;
 
 /// A browser's connection attempt lasts this long at least unless it is answered (the client's
 /// `timeout` in `clients::client_host`): the most attempts one client can have in flight.

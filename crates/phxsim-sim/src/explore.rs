@@ -184,8 +184,13 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             let at = rrng.gen_range(900..fault_end);
             let down_ms = rrng.gen_range(10..=1_000u64);
             let interval_ms = down_ms + rrng.gen_range(100..=3_000u64);
-            timeline.extend(crate::rolling::steps(at, &rolled, interval_ms, down_ms));
-            let end = crate::rolling::end_ms(at, rolled.len(), interval_ms, down_ms);
+            timeline.extend(crate::scenario::rolling::steps(
+                at,
+                &rolled,
+                interval_ms,
+                down_ms,
+            ));
+            let end = crate::scenario::rolling::end_ms(at, rolled.len(), interval_ms, down_ms);
             settled_from = settled_from.max(end);
         }
     }
@@ -469,4 +474,47 @@ pub fn without_node(s: &Scenario, node: &str) -> Option<Scenario> {
         })
         .collect();
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Action, Step};
+
+    #[test]
+    fn the_explorer_draws_a_rolling_deploy_only_when_asked_and_changes_nothing_else() {
+        let plain = SwarmConfig::default();
+        let mut rolling = SwarmConfig::default();
+        rolling.faults.insert(FaultKind::RollingRestart);
+        let mut drawn = 0;
+        for seed in 1..=20 {
+            let a = generate(seed, &plain);
+            let b = generate(seed, &rolling);
+            // the seed's other steps stay; the deploy only adds crash/restart pairs
+            let extra: Vec<&Step> = b
+                .timeline
+                .iter()
+                .filter(|s| !a.timeline.contains(s))
+                .collect();
+            assert_eq!(a.clients, b.clients);
+            assert!(extra.len().is_multiple_of(2), "seed {seed}");
+            for pair in extra.chunks(2) {
+                assert!(matches!(pair[0].action, Action::Crash(_)), "seed {seed}");
+            }
+            if !extra.is_empty() {
+                drawn += 1;
+                assert!(b.duration_ms >= a.duration_ms);
+                assert!(
+                    crate::scenario::lifecycle_problem(&b.timeline).is_none(),
+                    "seed {seed}"
+                );
+                // one node down at a time
+                let restarts = extra
+                    .iter()
+                    .filter(|s| matches!(s.action, Action::Restart(_)));
+                assert_eq!(restarts.count(), extra.len() / 2);
+            }
+        }
+        assert!(drawn >= 15, "a deploy in most seeds: {drawn}");
+    }
 }

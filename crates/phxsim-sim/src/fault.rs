@@ -24,7 +24,7 @@ pub enum FaultKind {
     Loss,
     /// The same on every browser link (node to its clients, both ways). Opt-in.
     ClientLoss,
-    /// A rolling deploy ([`crate::rolling`]): every node that no other fault stops restarts
+    /// A rolling deploy ([`crate::scenario::rolling`]): every node that no other fault stops restarts
     /// in turn, each as a new replica. Opt-in.
     RollingRestart,
     /// One to three clients join on a fresh connection that drops in the middle of the join

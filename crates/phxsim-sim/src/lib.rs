@@ -16,7 +16,6 @@ pub mod node_trace;
 pub mod normalize;
 pub mod planted;
 pub mod population;
-pub mod rolling;
 mod sampler;
 pub mod scenario;
 pub mod snapshot;
@@ -24,4 +23,5 @@ mod stream;
 pub mod trace;
 mod world;
 
+pub use scenario::rolling;
 pub use scenario::{Action, ClientSpec, Scenario, ScenarioError, Step};

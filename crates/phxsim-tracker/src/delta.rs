@@ -3,7 +3,7 @@
 //! shard's delta generations are built from.
 
 use crate::clock::{self, Context};
-use crate::types::{Presence, ReplicaRef, Tag};
+use crate::types::{ReplicaRef, Tag, TrackedMeta};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// `replica => dots known but not (yet) contiguous with the context`.
@@ -34,7 +34,7 @@ pub(crate) fn cloud_remove(clouds: &mut Clouds, tag: &Tag) {
 /// (and, after merging generations, which remote) clocks it spans.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delta {
-    pub values: BTreeMap<Tag, Presence>,
+    pub values: BTreeMap<Tag, TrackedMeta>,
     pub clouds: Clouds,
     /// `(start, end)`: the sender had seen `start` before the first event of the delta and
     /// `end` after the last.
@@ -96,7 +96,7 @@ impl Delta {
                 .or_default()
                 .extend(dots.iter().copied());
         }
-        let mut values: BTreeMap<Tag, Presence> = self
+        let mut values: BTreeMap<Tag, TrackedMeta> = self
             .values
             .iter()
             .filter(|(t, _)| other.values.contains_key(t) || !other.observed(t))

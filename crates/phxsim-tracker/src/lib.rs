@@ -27,5 +27,5 @@ pub use mutation::Mutation;
 pub use peers::{Peer, PeerStatus, Peers};
 pub use shared::{Meta, MetaError, Name};
 pub use state::{Extract, State, Status};
-pub use types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};
+pub use types::{Diff, ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 pub use values::{NotSorted, TagValues};

@@ -8,7 +8,7 @@ use crate::error::TrackerError;
 use crate::mutation::Mutation;
 use crate::shared::{Meta, Name};
 use crate::table::Table;
-use crate::types::{Diff, Presence, ReplicaRef, Tag, Value, ValueKey};
+use crate::types::{Diff, ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 use crate::values::TagValues;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,13 +35,13 @@ type ReplicaRun<'a> = (&'a ReplicaRef, Option<u64>, Option<&'a BTreeSet<u64>>);
 /// What a merge reads of the remote's values: a delta's map or an extract's sorted vector.
 trait RemoteValues {
     /// In tag order.
-    fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)>;
+    fn entries(&self) -> impl Iterator<Item = (&Tag, &TrackedMeta)>;
     fn has(&self, tag: &Tag) -> bool;
     fn count(&self) -> usize;
 }
 
-impl RemoteValues for BTreeMap<Tag, Presence> {
-    fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)> {
+impl RemoteValues for BTreeMap<Tag, TrackedMeta> {
+    fn entries(&self) -> impl Iterator<Item = (&Tag, &TrackedMeta)> {
         self.iter()
     }
     fn has(&self, tag: &Tag) -> bool {
@@ -53,7 +53,7 @@ impl RemoteValues for BTreeMap<Tag, Presence> {
 }
 
 impl RemoteValues for TagValues {
-    fn entries(&self) -> impl Iterator<Item = (&Tag, &Presence)> {
+    fn entries(&self) -> impl Iterator<Item = (&Tag, &TrackedMeta)> {
         self.iter()
     }
     fn has(&self, tag: &Tag) -> bool {
@@ -377,7 +377,7 @@ impl State {
         let tag = self.bump();
         self.delta.values.insert(
             tag.clone(),
-            Presence {
+            TrackedMeta {
                 key: key.clone(),
                 meta: meta.clone(),
             },
@@ -434,7 +434,7 @@ impl State {
         let tag = self.bump();
         self.delta.values.insert(
             tag.clone(),
-            Presence {
+            TrackedMeta {
                 key: key.clone(),
                 meta: meta.clone(),
             },
@@ -639,7 +639,7 @@ impl State {
     /// (never its own), with our context and clouds restricted to those replicas.
     pub fn extract(&self, remote: &ReplicaRef, remote_context: &Context) -> Extract {
         // Tag order in, tag order out: the dot index is read in order into one vector.
-        let mut values: Vec<(Tag, Presence)> = Vec::with_capacity(self.table.len());
+        let mut values: Vec<(Tag, TrackedMeta)> = Vec::with_capacity(self.table.len());
         values.extend(
             remote_context
                 .keys()
@@ -651,7 +651,7 @@ impl State {
                             let row = self.table.row(id);
                             (
                                 Tag::new(r.clone(), clock),
-                                Presence {
+                                TrackedMeta {
                                     key: row.key.clone(),
                                     meta: row.meta.clone(),
                                 },
@@ -826,7 +826,7 @@ mod tests {
         let mut b = State::new(ReplicaRef::new("b", 1));
         let a = ReplicaRef::new("a", 1);
         b.replica_up(&a).unwrap();
-        let p = |v: i64| Presence {
+        let p = |v: i64| TrackedMeta {
             key: key(1),
             meta: serde_json::json!({ "v": v }).into(),
         };

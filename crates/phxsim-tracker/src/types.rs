@@ -67,9 +67,11 @@ impl ValueKey {
     }
 }
 
-/// A presence as it travels in a delta or an extract (`tag => {pid, topic, key, meta}`).
+/// A meta tracked under a (topic, pid, key), as it travels in a delta or an extract
+/// (`tag => {pid, topic, key, meta}`). Not a wire `Presence` (`{"metas": [...]}` of one key,
+/// in `phxsim-wire`): this is one entry of the tracker's values, without its dot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Presence {
+pub struct TrackedMeta {
     pub key: ValueKey,
     pub meta: Meta,
 }

@@ -4,13 +4,13 @@
 //! (by a merge or an encoder) and asked "is this dot in it?" a few times: a sorted vector does
 //! all three without the node allocations and pointer chasing of a tree of 100 000 entries.
 
-use crate::types::{Presence, Tag};
+use crate::types::{Tag, TrackedMeta};
 use std::fmt;
 use std::ops::{Bound, RangeBounds};
 
-/// `tag → presence`, sorted by tag, each tag once. Reads like a `BTreeMap<Tag, Presence>`.
+/// `tag → presence`, sorted by tag, each tag once. Reads like a `BTreeMap<Tag, TrackedMeta>`.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct TagValues(Vec<(Tag, Presence)>);
+pub struct TagValues(Vec<(Tag, TrackedMeta)>);
 
 /// [`TagValues::from_sorted`] was given tags out of order or twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -23,7 +23,7 @@ impl TagValues {
     }
 
     /// Pairs already strictly ascending by tag, kept as they are (checked, not sorted).
-    pub fn from_sorted(pairs: Vec<(Tag, Presence)>) -> Result<Self, NotSorted> {
+    pub fn from_sorted(pairs: Vec<(Tag, TrackedMeta)>) -> Result<Self, NotSorted> {
         if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
             Ok(Self(pairs))
         } else {
@@ -32,7 +32,7 @@ impl TagValues {
     }
 
     /// Pairs the caller built in strictly ascending tag order (checked in debug builds).
-    pub(crate) fn from_sorted_trusted(pairs: Vec<(Tag, Presence)>) -> Self {
+    pub(crate) fn from_sorted_trusted(pairs: Vec<(Tag, TrackedMeta)>) -> Self {
         debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
         Self(pairs)
     }
@@ -46,7 +46,9 @@ impl TagValues {
     }
 
     /// In tag order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Tag, &Presence)> + ExactSizeIterator {
+    pub fn iter(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (&Tag, &TrackedMeta)> + ExactSizeIterator {
         self.0.iter().map(|(t, p)| (t, p))
     }
 
@@ -54,11 +56,11 @@ impl TagValues {
         self.0.iter().map(|(t, _)| t)
     }
 
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Presence> + ExactSizeIterator {
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &TrackedMeta> + ExactSizeIterator {
         self.0.iter().map(|(_, p)| p)
     }
 
-    pub fn get(&self, tag: &Tag) -> Option<&Presence> {
+    pub fn get(&self, tag: &Tag) -> Option<&TrackedMeta> {
         self.0
             .binary_search_by(|(t, _)| t.cmp(tag))
             .ok()
@@ -73,7 +75,7 @@ impl TagValues {
     pub fn range(
         &self,
         range: impl RangeBounds<Tag>,
-    ) -> impl DoubleEndedIterator<Item = (&Tag, &Presence)> {
+    ) -> impl DoubleEndedIterator<Item = (&Tag, &TrackedMeta)> {
         let start = match range.start_bound() {
             Bound::Included(s) => self.0.partition_point(|(t, _)| t < s),
             Bound::Excluded(s) => self.0.partition_point(|(t, _)| t <= s),
@@ -88,23 +90,23 @@ impl TagValues {
     }
 
     /// Keeps the pairs `keep` answers true for, in order.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Tag, &Presence) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&Tag, &TrackedMeta) -> bool) {
         self.0.retain(|(t, p)| keep(t, p));
     }
 
-    pub fn as_slice(&self) -> &[(Tag, Presence)] {
+    pub fn as_slice(&self) -> &[(Tag, TrackedMeta)] {
         &self.0
     }
 }
 
 /// Collects pairs in any order; as a map, a later pair replaces an earlier one of its tag.
-impl FromIterator<(Tag, Presence)> for TagValues {
-    fn from_iter<I: IntoIterator<Item = (Tag, Presence)>>(iter: I) -> Self {
-        let mut pairs: Vec<(Tag, Presence)> = iter.into_iter().collect();
+impl FromIterator<(Tag, TrackedMeta)> for TagValues {
+    fn from_iter<I: IntoIterator<Item = (Tag, TrackedMeta)>>(iter: I) -> Self {
+        let mut pairs: Vec<(Tag, TrackedMeta)> = iter.into_iter().collect();
         if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
             // stable: equal tags keep their order, and the last of each run wins
             pairs.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut out: Vec<(Tag, Presence)> = Vec::with_capacity(pairs.len());
+            let mut out: Vec<(Tag, TrackedMeta)> = Vec::with_capacity(pairs.len());
             for p in pairs {
                 match out.last_mut() {
                     Some(last) if last.0 == p.0 => *last = p,
@@ -118,10 +120,10 @@ impl FromIterator<(Tag, Presence)> for TagValues {
 }
 
 impl<'a> IntoIterator for &'a TagValues {
-    type Item = (&'a Tag, &'a Presence);
+    type Item = (&'a Tag, &'a TrackedMeta);
     type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (Tag, Presence)>,
-        fn(&'a (Tag, Presence)) -> (&'a Tag, &'a Presence),
+        std::slice::Iter<'a, (Tag, TrackedMeta)>,
+        fn(&'a (Tag, TrackedMeta)) -> (&'a Tag, &'a TrackedMeta),
     >;
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(|(t, p)| (t, p))
@@ -129,8 +131,8 @@ impl<'a> IntoIterator for &'a TagValues {
 }
 
 impl IntoIterator for TagValues {
-    type Item = (Tag, Presence);
-    type IntoIter = std::vec::IntoIter<(Tag, Presence)>;
+    type Item = (Tag, TrackedMeta);
+    type IntoIter = std::vec::IntoIter<(Tag, TrackedMeta)>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
     }
@@ -148,10 +150,10 @@ mod tests {
     use super::*;
     use crate::types::{ReplicaRef, ValueKey};
 
-    fn pair(r: &str, clock: u64, v: i64) -> (Tag, Presence) {
+    fn pair(r: &str, clock: u64, v: i64) -> (Tag, TrackedMeta) {
         (
             Tag::new(ReplicaRef::new(r, 1), clock),
-            Presence {
+            TrackedMeta {
                 key: ValueKey::new("t", "p", "k"),
                 meta: serde_json::json!({ "v": v }).into(),
             },
@@ -181,7 +183,7 @@ mod tests {
             ]
         );
         assert!(v.contains_key(&pair("a", 2, 0).0));
-        let tags = |it: &mut dyn Iterator<Item = (&Tag, &Presence)>| -> Vec<u64> {
+        let tags = |it: &mut dyn Iterator<Item = (&Tag, &TrackedMeta)>| -> Vec<u64> {
             it.map(|(t, _)| t.clock).collect()
         };
         assert_eq!(tags(&mut v.range(pair("a", 2, 0).0..)), [2, 1]);

@@ -472,7 +472,7 @@ fn topic_state(tracker: &Tracker, topic: &str) -> TopicState {
     let mut values = shard.state().get_by_topic(topic);
     // Stable: a key's metas keep the tracker's order.
     values.sort_by(|a, b| a.key.key.cmp(&b.key.key));
-    TopicState::new(crate::server::StatePayload::from_texts(
+    TopicState::new(crate::state_frame::StatePayload::from_texts(
         values.iter().map(|v| (v.key.key.as_str(), v.meta.as_str())),
     ))
 }

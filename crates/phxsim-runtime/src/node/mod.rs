@@ -160,20 +160,20 @@ pub struct PresenceUpdate {
     pub diff: Arc<TrackerDiff>,
     /// The diff's frames, encoded once by the first socket of each serializer (the server's
     /// fastlane); shared by every subscriber's copy.
-    pub frames: Arc<crate::server::EncodedFrames>,
+    pub frames: Arc<crate::encoded::EncodedFrames>,
 }
 
 /// A topic's list as subscribers get it, shared by every subscriber while the list does not
 /// change: its `presence_state` payload, encoded once by the node from the metas' JSON texts.
 #[derive(Debug)]
 pub struct TopicState {
-    pub(crate) payload: Arc<crate::server::StatePayload>,
+    pub(crate) payload: Arc<crate::state_frame::StatePayload>,
     /// The presences as JSON, parsed from the payload the first time someone asks.
     list: std::sync::OnceLock<TrackerList>,
 }
 
 impl TopicState {
-    pub(crate) fn new(payload: crate::server::StatePayload) -> TopicState {
+    pub(crate) fn new(payload: crate::state_frame::StatePayload) -> TopicState {
         TopicState {
             payload: Arc::new(payload),
             list: std::sync::OnceLock::new(),

@@ -7,45 +7,11 @@
 //! that the first socket encoded, and the frames go away with the last socket's copy of the
 //! update.
 
-use super::outbox::{WireFrame, wire_frame};
+use super::outbox::wire_frame;
+use crate::encoded::Shared;
 use crate::node::PresenceUpdate;
 use phxsim_wire::{Frame, Serializer};
-use std::fmt;
-use std::sync::{Arc, OnceLock};
-
-/// One broadcast, encoded and framed once; cloning it copies no bytes.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Shared {
-    /// The message, for observers (transcripts, `--frames`).
-    pub frame: Arc<Frame>,
-    /// The WebSocket frame every socket of that serializer writes.
-    pub wire: WireFrame,
-}
-
-/// The frames of one broadcast, one per serializer, filled by the first socket that needs it.
-#[derive(Default)]
-pub struct EncodedFrames {
-    v1: OnceLock<Shared>,
-    v2: OnceLock<Shared>,
-}
-
-impl fmt::Debug for EncodedFrames {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EncodedFrames")
-            .field("v1", &self.v1.get().is_some())
-            .field("v2", &self.v2.get().is_some())
-            .finish()
-    }
-}
-
-/// A cache: two updates are equal whatever each has encoded so far.
-impl PartialEq for EncodedFrames {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for EncodedFrames {}
+use std::sync::Arc;
 
 /// The frame of `update` for `serializer`: the one encoded already for another socket, or
 /// `encode`'s, kept for the next.

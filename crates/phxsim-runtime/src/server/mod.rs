@@ -18,11 +18,9 @@ mod outbox;
 mod plain_get;
 pub mod room;
 mod socket;
-mod state_frame;
 
-pub use fastlane::EncodedFrames;
+pub use crate::encoded::EncodedFrames;
 pub use handshake::{ConnectInfo, Refusal, SOCKET_PATH, decide, parse_query, percent_encode};
-pub(crate) use state_frame::StatePayload;
 
 use crate::node::Node;
 use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, Serializer};

@@ -16,11 +16,11 @@ use super::fastlane;
 use super::handshake::{self, ConnectInfo, Refusal};
 use super::outbox::{self, Outbox, WireFrame};
 use super::room::{self, Action, reason};
-use super::state_frame;
 use super::{
     ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
 };
 use crate::node::{OwnerLease, PresenceUpdate, TopicState};
+use crate::state_frame;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_shard::presence::meta_with_refs;
 use phxsim_wire::message::{
@@ -867,7 +867,7 @@ where
         &self,
         topic: &str,
         update: &PresenceUpdate,
-    ) -> Result<fastlane::Shared, ConnectionEnd> {
+    ) -> Result<crate::encoded::Shared, ConnectionEnd> {
         let codec = self.codec;
         fastlane::frame(update, codec.serializer(), || {
             codec.encode(&Message::broadcast(

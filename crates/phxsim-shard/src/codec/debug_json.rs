@@ -3,7 +3,7 @@
 //! line-friendly array. Not a wire format: nothing decodes it.
 
 use crate::message::{Frame, NodeMessage, ShardMessage, TransferPayload};
-use phxsim_tracker::{Clouds, Context, Delta, Meta, Name, Presence, ReplicaRef, Tag};
+use phxsim_tracker::{Clouds, Context, Delta, Meta, Name, ReplicaRef, Tag, TrackedMeta};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -109,7 +109,7 @@ impl Interner {
 
     fn values<'v>(
         &mut self,
-        v: impl IntoIterator<Item = (&'v Tag, &'v Presence)>,
+        v: impl IntoIterator<Item = (&'v Tag, &'v TrackedMeta)>,
     ) -> Vec<WireValue> {
         v.into_iter()
             .map(|(t, p)| {

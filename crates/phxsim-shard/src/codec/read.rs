@@ -4,8 +4,8 @@ use super::CodecError;
 use super::write::{GRACEFUL_PERMDOWN, HEARTBEAT, HELLO, TICK, TRANSFER_ACK, TRANSFER_REQ};
 use crate::message::{Frame, Hello, NodeMessage, ShardMessage, TransferPayload};
 use phxsim_tracker::{
-    Clouds, Context, Delta, Extract, Meta, MetaError, Name, Presence, ReplicaRef, Tag, TagValues,
-    ValueKey,
+    Clouds, Context, Delta, Extract, Meta, MetaError, Name, ReplicaRef, Tag, TagValues,
+    TrackedMeta, ValueKey,
 };
 use std::collections::BTreeSet;
 
@@ -138,10 +138,10 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn values(&mut self) -> Result<Vec<(Tag, Presence)>, CodecError> {
+    fn values(&mut self) -> Result<Vec<(Tag, TrackedMeta)>, CodecError> {
         // replica, clock, three empty strings, a 4-byte meta length and "{}"
         let n = self.count("values", 11)?;
-        let mut out: Vec<(Tag, Presence)> = Vec::with_capacity(n);
+        let mut out: Vec<(Tag, TrackedMeta)> = Vec::with_capacity(n);
         for _ in 0..n {
             let replica = self.replica()?;
             let clock = self.varint("dot clock")?;
@@ -173,7 +173,7 @@ impl<'a> Reader<'a> {
             };
             out.push((
                 tag,
-                Presence {
+                TrackedMeta {
                     key: ValueKey { topic, pid, key },
                     meta,
                 },

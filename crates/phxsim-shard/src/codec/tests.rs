@@ -1,6 +1,6 @@
 use super::*;
 use crate::message::{Hello, NodeMessage, ShardMessage, TransferPayload};
-use phxsim_tracker::{Clouds, Context, Delta, Extract, Presence, ReplicaRef, Tag, ValueKey};
+use phxsim_tracker::{Clouds, Context, Delta, Extract, ReplicaRef, Tag, TrackedMeta, ValueKey};
 use proptest::prelude::*;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -13,14 +13,14 @@ fn sample_delta() -> Delta {
     let mut values = BTreeMap::new();
     values.insert(
         Tag::new(r("a", 7), 3),
-        Presence {
+        TrackedMeta {
             key: ValueKey::new("lobby", "p1@a", "alice"),
             meta: json!({"phx_ref": "x", "status": "away"}).into(),
         },
     );
     values.insert(
         Tag::new(r("b", 9), 4),
-        Presence {
+        TrackedMeta {
             key: ValueKey::new("lobby", "p2@b", "bob"),
             meta: json!({"phx_ref": "y", "n": [1, 2.5, null], "é": "ü"}).into(),
         },
@@ -332,10 +332,10 @@ fn meta() -> impl Strategy<Value = serde_json::Value> {
         .prop_map(|(s, i, o)| json!({"phx_ref": s, "n": i, "prev": o}))
 }
 
-fn values() -> impl Strategy<Value = BTreeMap<Tag, Presence>> {
+fn values() -> impl Strategy<Value = BTreeMap<Tag, TrackedMeta>> {
     prop::collection::btree_map(
         (replica(), 1u64..u64::MAX).prop_map(|(r, c)| Tag::new(r, c)),
-        (name(), name(), name(), meta()).prop_map(|(t, p, k, m)| Presence {
+        (name(), name(), name(), meta()).prop_map(|(t, p, k, m)| TrackedMeta {
             key: ValueKey::new(t, p, k),
             meta: m.into(),
         }),

@@ -14,7 +14,7 @@
 use super::HEADER_LEN;
 use super::VERSION;
 use crate::message::{Frame, NodeMessage, ShardMessage, TransferPayload};
-use phxsim_tracker::{Clouds, Context, Delta, Presence, ReplicaRef, Tag};
+use phxsim_tracker::{Clouds, Context, Delta, ReplicaRef, Tag, TrackedMeta};
 
 pub(super) const TICK: u8 = 0;
 pub(super) const HELLO: u8 = 1;
@@ -48,7 +48,7 @@ impl<'a> Table<'a> {
         self.add_clock(&d.range.1);
     }
 
-    fn add_values(&mut self, v: impl IntoIterator<Item = (&'a Tag, &'a Presence)>) {
+    fn add_values(&mut self, v: impl IntoIterator<Item = (&'a Tag, &'a TrackedMeta)>) {
         // Values are in tag order, so a replica's run is contiguous: compare with the last.
         let mut last: Option<&ReplicaRef> = None;
         for (t, _) in v {
@@ -65,7 +65,7 @@ impl<'a> Table<'a> {
 }
 
 /// An upper-bound-ish guess of the encoded size, so the buffer grows once, not by doubling.
-fn values_size<'v>(v: impl IntoIterator<Item = (&'v Tag, &'v Presence)>) -> usize {
+fn values_size<'v>(v: impl IntoIterator<Item = (&'v Tag, &'v TrackedMeta)>) -> usize {
     v.into_iter()
         .map(|(_, p)| {
             // replica, clock, three lengths and the meta's length
@@ -144,7 +144,7 @@ impl<'a> Writer<'a, '_> {
 
     fn values<'v>(
         &mut self,
-        v: impl IntoIterator<Item = (&'v Tag, &'v Presence), IntoIter: ExactSizeIterator>,
+        v: impl IntoIterator<Item = (&'v Tag, &'v TrackedMeta), IntoIter: ExactSizeIterator>,
     ) {
         let v = v.into_iter();
         self.varint(v.len() as u64);

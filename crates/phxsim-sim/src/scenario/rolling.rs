@@ -16,7 +16,7 @@
 //! `restart` steps it stands for ([`steps`]), and everything the timeline checks of a crash
 //! (a node may not be stopped twice, a permdowned node never restarts) holds for each node.
 
-use crate::scenario::{Action, Step};
+use super::{Action, Step};
 
 /// Default pause between two nodes' stops.
 pub const DEFAULT_INTERVAL_MS: u64 = 2_000;
@@ -97,45 +97,6 @@ mod tests {
         );
         assert_eq!(end_ms(1000, 3, 2000, 300), 5300);
     }
-
-    #[test]
-    fn the_explorer_draws_a_rolling_deploy_only_when_asked_and_changes_nothing_else() {
-        use crate::explore::{FaultKind, SwarmConfig, generate};
-        let plain = SwarmConfig::default();
-        let mut rolling = SwarmConfig::default();
-        rolling.faults.insert(FaultKind::RollingRestart);
-        let mut drawn = 0;
-        for seed in 1..=20 {
-            let a = generate(seed, &plain);
-            let b = generate(seed, &rolling);
-            // the seed's other steps stay; the deploy only adds crash/restart pairs
-            let extra: Vec<&Step> = b
-                .timeline
-                .iter()
-                .filter(|s| !a.timeline.contains(s))
-                .collect();
-            assert_eq!(a.clients, b.clients);
-            assert!(extra.len().is_multiple_of(2), "seed {seed}");
-            for pair in extra.chunks(2) {
-                assert!(matches!(pair[0].action, Action::Crash(_)), "seed {seed}");
-            }
-            if !extra.is_empty() {
-                drawn += 1;
-                assert!(b.duration_ms >= a.duration_ms);
-                assert!(
-                    crate::scenario::lifecycle_problem(&b.timeline).is_none(),
-                    "seed {seed}"
-                );
-                // one node down at a time
-                let restarts = extra
-                    .iter()
-                    .filter(|s| matches!(s.action, Action::Restart(_)));
-                assert_eq!(restarts.count(), extra.len() / 2);
-            }
-        }
-        assert!(drawn >= 15, "a deploy in most seeds: {drawn}");
-    }
-
     fn parse(step: &str) -> Result<Scenario, String> {
         let text = format!(
             "title = \"r\"\nnodes = [\"a\", \"b\", \"c\"]\nduration_ms = 10000\n[[timeline]]\n{step}"

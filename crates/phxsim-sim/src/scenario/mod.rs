@@ -25,10 +25,19 @@
 //!
 //! Every error names the file, the line and the field.
 
+pub mod population;
+pub mod rolling;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
+
+/// The most clients (named and of populations) a scenario may have. The simulated browsers'
+/// host has ports 1024..=65535 at most (below them, well-known ports); a few thousand stay
+/// free for connections that are closing while their client redials ([`crate::capacity`]
+/// sizes turmoil from the scenario within this).
+pub const MAX_CLIENTS: usize = 60_000;
 use std::path::Path;
 use toml::Spanned;
 
@@ -73,7 +82,7 @@ struct RawScenario {
     #[serde(default)]
     clients: Vec<Spanned<ClientSpec>>,
     #[serde(default)]
-    population: Vec<Spanned<crate::population::PopulationSpec>>,
+    population: Vec<Spanned<population::PopulationSpec>>,
     #[serde(default)]
     timeline: Vec<Spanned<RawStep>>,
     #[serde(default)]
@@ -353,7 +362,7 @@ struct RawStep {
     release: Option<Vec<[String; 2]>>,
     loss: Option<f64>,
     client_loss: Option<f64>,
-    /// A rolling deploy ([`crate::rolling`]), with its `interval_ms` and `down_ms`.
+    /// A rolling deploy ([`rolling`]), with its `interval_ms` and `down_ms`.
     rolling_restart: Option<Vec<String>>,
     interval_ms: Option<u64>,
     down_ms: Option<u64>,
@@ -580,7 +589,7 @@ pub struct Scenario {
     /// `[[population]]` blocks, turned into clients and steps when a run starts
     /// ([`crate::population::expand`]).
     #[serde(rename = "population", skip_serializing_if = "Vec::is_empty")]
-    pub populations: Vec<crate::population::PopulationSpec>,
+    pub populations: Vec<population::PopulationSpec>,
     pub timeline: Vec<Step>,
     pub expect: Expectations,
 }
@@ -815,7 +824,7 @@ impl Scenario {
             populations.push(pop.get_ref().clone());
         }
         for c in &raw.clients {
-            if crate::population::population_of(&c.get_ref().name, &populations).is_some() {
+            if population::population_of(&c.get_ref().name, &populations).is_some() {
                 return Err(err(
                     c.span(),
                     "clients.name",
@@ -827,17 +836,17 @@ impl Scenario {
             }
         }
         let population_clients: usize = populations.iter().map(|p| p.count).sum();
-        if clients.len() + population_clients > crate::capacity::MAX_CLIENTS {
+        if clients.len() + population_clients > MAX_CLIENTS {
             return Err(err(
                 raw.population
                     .first()
                     .map(|p| p.span())
-                    .unwrap_or_else(|| raw.clients[crate::capacity::MAX_CLIENTS].span()),
+                    .unwrap_or_else(|| raw.clients[MAX_CLIENTS].span()),
                 "clients",
                 format!(
                     "at most {} clients: every browser dials from one simulated host, which \
                      has that many ports; got {}",
-                    crate::capacity::MAX_CLIENTS,
+                    MAX_CLIENTS,
                     clients.len() + population_clients
                 ),
             ));
@@ -845,7 +854,7 @@ impl Scenario {
 
         // the file's steps may name population clients too
         for (p, pop) in populations.iter().enumerate() {
-            client_names.extend((0..pop.count).map(|i| crate::population::client_name(p, i)));
+            client_names.extend((0..pop.count).map(|i| population::client_name(p, i)));
         }
 
         let mut timeline = Vec::new();
@@ -1116,9 +1125,9 @@ fn to_steps(
     if let Some(n) = rolled.iter().find(|n| !nodes.contains(n.as_str())) {
         return Err(("rolling_restart", format!("unknown node {n:?}")));
     }
-    let interval = s.interval_ms.unwrap_or(crate::rolling::DEFAULT_INTERVAL_MS);
-    let down = s.down_ms.unwrap_or(crate::rolling::DEFAULT_DOWN_MS);
-    crate::rolling::validate(rolled, interval, down)?;
+    let interval = s.interval_ms.unwrap_or(rolling::DEFAULT_INTERVAL_MS);
+    let down = s.down_ms.unwrap_or(rolling::DEFAULT_DOWN_MS);
+    rolling::validate(rolled, interval, down)?;
     let alone = RawStep {
         at_ms: s.at_ms,
         rolling_restart: None,
@@ -1129,7 +1138,7 @@ fn to_steps(
     if to_step(&alone, nodes, clients).is_ok() {
         return Err(("action", "one action per timeline entry".into()));
     }
-    Ok(crate::rolling::steps(s.at_ms, rolled, interval, down))
+    Ok(rolling::steps(s.at_ms, rolled, interval, down))
 }
 
 fn to_step(
