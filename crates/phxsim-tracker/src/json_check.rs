@@ -57,55 +57,43 @@ impl Scanner<'_> {
     }
 
     fn object(&mut self, depth: u32) -> bool {
-        if depth > MAX_DEPTH {
-            return false;
-        }
-        self.i += 1;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            return true;
-        }
-        loop {
-            if self.peek() != Some(b'"') || !self.string() {
+        self.container(depth, b'}', |s| {
+            if s.peek() != Some(b'"') || !s.string() {
                 return false;
             }
-            self.ws();
-            if self.peek() != Some(b':') {
+            s.ws();
+            if s.peek() != Some(b':') {
                 return false;
             }
-            self.i += 1;
-            self.ws();
-            if !self.value(depth) {
-                return false;
-            }
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.i += 1;
-                    return true;
-                }
-                _ => return false,
-            }
-        }
+            s.i += 1;
+            s.ws();
+            s.value(depth)
+        })
     }
 
     fn array(&mut self, depth: u32) -> bool {
+        self.container(depth, b']', |s| s.value(depth))
+    }
+
+    /// An object or array from its opening byte at the cursor: `item`s separated by commas up
+    /// to `close`, none at all allowed, a trailing comma not (as JSON has it).
+    fn container(
+        &mut self,
+        depth: u32,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> bool,
+    ) -> bool {
         if depth > MAX_DEPTH {
             return false;
         }
         self.i += 1;
         self.ws();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.i += 1;
             return true;
         }
         loop {
-            if !self.value(depth) {
+            if !item(self) {
                 return false;
             }
             self.ws();
@@ -114,7 +102,7 @@ impl Scanner<'_> {
                     self.i += 1;
                     self.ws();
                 }
-                Some(b']') => {
+                Some(c) if c == close => {
                     self.i += 1;
                     return true;
                 }

@@ -331,13 +331,7 @@ impl Machine {
                 event: PHX_JOIN.into(),
             });
             let r = self.make_ref();
-            self.out.push_back(Message::new(
-                self.join_ref.clone(),
-                Some(r),
-                self.cfg.topic.as_str(),
-                PHX_LEAVE,
-                Json::Object(Map::new()),
-            ));
+            self.push_leave(r);
             self.errored(now);
         }
         if self.rejoin_at.is_some_and(|d| d <= now) {
@@ -426,13 +420,7 @@ impl Machine {
                     self.join_deadline = None;
                     self.rejoin_at = None;
                     self.buffered.clear();
-                    self.out.push_back(Message::new(
-                        self.join_ref.clone(),
-                        Some(r),
-                        self.cfg.topic.as_str(),
-                        PHX_LEAVE,
-                        Json::Object(Map::new()),
-                    ));
+                    self.push_leave(r);
                     self.set_state(ChannelState::Leaving);
                 }
                 ChannelState::Errored => {
@@ -540,6 +528,18 @@ impl Machine {
             return false;
         }
         true
+    }
+
+    /// Queues a `phx_leave` of the current join with ref `r` (after a join timeout, and when
+    /// the user leaves).
+    fn push_leave(&mut self, r: String) {
+        self.out.push_back(Message::new(
+            self.join_ref.clone(),
+            Some(r),
+            self.cfg.topic.as_str(),
+            PHX_LEAVE,
+            Json::Object(Map::new()),
+        ));
     }
 
     /// A diff frame no client of the cache has decoded yet: decoded once, kept, then handled
