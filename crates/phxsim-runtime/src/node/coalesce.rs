@@ -67,6 +67,8 @@ fn same_ref(r: Option<&str>, m: &Json) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use phxsim_wire::sync::{sync_diff, sync_state};
+    use phxsim_wire::{PresenceDiff, PresenceState, SyncState, list_by};
     use serde_json::json;
     use std::collections::BTreeMap;
 
@@ -87,27 +89,31 @@ mod tests {
         d
     }
 
-    /// phoenix.js `syncDiff` on the refs of each key: joins (deduplicated by ref), then leaves.
+    /// The list a phoenix.js client holds after `syncDiff` of `d` (the project's exact port,
+    /// `phxsim_wire::sync`), reduced to the refs of each key.
     fn apply(list: &mut List, d: &TrackerDiff) {
-        for (k, metas) in &d.joins {
-            let refs = list.entry(k.clone()).or_default();
-            for meta in metas {
-                let r = phx_ref_of(meta).unwrap().to_owned();
-                refs.retain(|x| *x != r);
-                refs.push(r);
-            }
-        }
-        for (k, metas) in &d.leaves {
-            if let Some(refs) = list.get_mut(k) {
-                for meta in metas {
-                    let r = phx_ref_of(meta).unwrap();
-                    refs.retain(|x| x != r);
-                }
-                if refs.is_empty() {
-                    list.remove(k);
-                }
-            }
-        }
+        let payload: serde_json::Map<String, Json> = list
+            .iter()
+            .map(|(k, refs)| {
+                let metas: Vec<Json> = refs.iter().map(|r| m(r)).collect();
+                (k.clone(), json!({ "metas": metas }))
+            })
+            .collect();
+        let mut state = SyncState::default();
+        let p = PresenceState::from_payload(Json::Object(payload)).expect("a valid state");
+        sync_state(&mut state, p, &mut ());
+        let diff = PresenceDiff::from_payload(d.to_json()).expect("a valid diff");
+        sync_diff(&mut state, diff, &mut ());
+        *list = list_by(&state, |k, p| {
+            let refs = p
+                .metas
+                .iter()
+                .filter_map(|m| m.phx_ref_str())
+                .map(str::to_owned);
+            (k.to_owned(), refs.collect())
+        })
+        .into_iter()
+        .collect();
     }
 
     #[test]
