@@ -360,9 +360,9 @@ impl Tracker {
         let (mut list, mut local) = (BTreeMap::new(), BTreeMap::new());
         for (k, meta, tag) in state.visible_in_topic(topic) {
             let meta = meta.to_json();
-            push(&mut list, &k.key, &meta);
+            push(&mut list, k, &meta);
             if &tag.replica == state.replica() {
-                push(&mut local, &k.key, &meta);
+                push(&mut local, k, &meta);
             }
         }
         (TrackerList(list), TrackerList(local))

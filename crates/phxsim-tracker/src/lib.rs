@@ -5,6 +5,7 @@
 //! simulator, on a real network, in benchmarks and under proptest. The faithful behaviour
 //! includes the reference's anomalies (see `phoenix-protocol.md` §4 and §6.1).
 
+mod chunked;
 pub mod clock;
 pub mod delta;
 pub mod error;

@@ -228,10 +228,17 @@ impl<'de> Deserialize<'de> for Name {
 /// typical meta's text instead of a tree of maps and strings, and a node frame carries the text
 /// as it is. Readers that need the fields parse it ([`Meta::to_json`]).
 ///
+/// The one heap block of a meta may also hold the pid and key of the presence it belongs to
+/// (its *owner*): a row of the values table then keeps that block and nothing else of the
+/// presence, and every copy of it (delta, extract, diff, a received frame) shares the block.
+/// The block's text is `<pid length><key length><pid><key><meta>`, each length written in
+/// ASCII (six bits a byte, `0x40` set on every byte but the last), so that the whole stays one
+/// `str`. A meta without an owner has two empty lengths.
+///
 /// Built from a [`Json`] object (serialised once) or from text checked to be one
-/// ([`Meta::parse`]), so the text is always a valid JSON object. Equality is the equality of
-/// the JSON values (field order does not count, as for `serde_json::Value`): equal texts
-/// answer at once, different texts are parsed and compared.
+/// ([`Meta::parse`]), so the meta text is always a valid JSON object. Equality is the equality
+/// of the JSON values (field order does not count, as for `serde_json::Value`; the owner does
+/// not count either): equal texts answer at once, different texts are parsed and compared.
 #[derive(Clone)]
 pub struct Meta(Arc<str>);
 
@@ -244,6 +251,35 @@ pub enum MetaError {
     NotObject,
 }
 
+/// Appends `n` in the owner-length form: six bits a byte, low bits first, `0x40` on every byte
+/// but the last, so every byte is ASCII.
+fn put_len(out: &mut String, mut n: usize) {
+    loop {
+        let low = (n & 0x3f) as u8;
+        n >>= 6;
+        if n == 0 {
+            out.push(char::from(low));
+            return;
+        }
+        out.push(char::from(low | 0x40));
+    }
+}
+
+/// Reads a length written by [`put_len`] at `*at`, moving past it.
+fn take_len(b: &[u8], at: &mut usize) -> usize {
+    let mut n = 0usize;
+    let mut shift = 0;
+    while let Some(&x) = b.get(*at) {
+        *at += 1;
+        n |= usize::from(x & 0x3f) << shift;
+        if x & 0x40 == 0 || shift > 60 {
+            break;
+        }
+        shift += 6;
+    }
+    n
+}
+
 impl Meta {
     /// The meta of a JSON value. Anything but an object is kept as given (the tracker does not
     /// judge metas; the wire and the codec refuse non-objects at their edges).
@@ -252,12 +288,26 @@ impl Meta {
     }
 
     pub fn from_json(json: &Json) -> Self {
+        let mut text = String::with_capacity(64);
+        text.push_str("\0\0");
         // Serialising a serde_json value into a String cannot fail.
-        Meta(Arc::from(serde_json::to_string(json).unwrap_or_default()))
+        text.push_str(&serde_json::to_string(json).unwrap_or_default());
+        Meta(Arc::from(text))
     }
 
-    /// A meta from JSON text, checked to be one object (kept as given, whitespace included).
-    pub fn parse(text: &str) -> Result<Self, MetaError> {
+    /// The block of a meta `text` owned by `pid` and `key` (the text is taken as it is).
+    fn owned(pid: &str, key: &str, text: &str) -> Self {
+        let mut block = String::with_capacity(4 + pid.len() + key.len() + text.len());
+        put_len(&mut block, pid.len());
+        put_len(&mut block, key.len());
+        block.push_str(pid);
+        block.push_str(key);
+        block.push_str(text);
+        Meta(Arc::from(block))
+    }
+
+    /// Checks that `text` is one JSON object.
+    fn check(text: &str) -> Result<(), MetaError> {
         if !text.trim_start().starts_with('{') {
             // Still say "not JSON" for text that is not JSON at all.
             serde_json::from_str::<serde::de::IgnoredAny>(text)
@@ -270,17 +320,61 @@ impl Meta {
             serde_json::from_str::<serde::de::IgnoredAny>(text)
                 .map_err(|e| MetaError::NotJson(e.to_string()))?;
         }
-        Ok(Meta(Arc::from(text)))
+        Ok(())
+    }
+
+    /// A meta from JSON text, checked to be one object (kept as given, whitespace included).
+    pub fn parse(text: &str) -> Result<Self, MetaError> {
+        Self::parse_owned("", "", text)
+    }
+
+    /// [`Meta::parse`] for the presence of `pid` and `key`, in the block a row keeps (a
+    /// decoder of values uses it so that the merge shares what it decoded).
+    pub fn parse_owned(pid: &str, key: &str, text: &str) -> Result<Self, MetaError> {
+        Self::check(text)?;
+        Ok(Self::owned(pid, key, text))
+    }
+
+    /// `(pid, key, meta text)` of the block.
+    fn parts(&self) -> (&str, &str, &str) {
+        let b = self.0.as_bytes();
+        let mut at = 0;
+        let pid_len = take_len(b, &mut at);
+        let key_len = take_len(b, &mut at);
+        let key_at = at + pid_len;
+        let meta_at = key_at + key_len;
+        (
+            self.0.get(at..key_at).unwrap_or_default(),
+            self.0.get(key_at..meta_at).unwrap_or_default(),
+            self.0.get(meta_at..).unwrap_or_default(),
+        )
+    }
+
+    /// The pid and key of the presence the block belongs to (empty for a meta without one).
+    pub fn owner(&self) -> (&str, &str) {
+        let (pid, key, _) = self.parts();
+        (pid, key)
+    }
+
+    /// The same meta in a block owned by `pid` and `key`: this one when it already is, so
+    /// that a presence passed from replica to replica keeps one block.
+    pub fn for_owner(&self, pid: &str, key: &str) -> Self {
+        let (p, k, text) = self.parts();
+        if p == pid && k == key {
+            self.clone()
+        } else {
+            Self::owned(pid, key, text)
+        }
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.parts().2
     }
 
     /// The meta as a JSON value (parsed from the text, which is always valid JSON).
     pub fn to_json(&self) -> Json {
-        serde_json::from_str(&self.0).unwrap_or(Json::Null)
+        serde_json::from_str(self.as_str()).unwrap_or(Json::Null)
     }
 
     /// The same as [`Meta::to_json`], by value.
@@ -298,13 +392,18 @@ impl Meta {
 
     /// Is the meta a JSON object?
     pub fn is_object(&self) -> bool {
-        self.0.trim_start().starts_with('{')
+        self.as_str().trim_start().starts_with('{')
+    }
+
+    /// Heap bytes of the block (for memory accounts).
+    pub fn block_len(&self) -> usize {
+        self.0.len()
     }
 }
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta(Arc::from("{}"))
+        Meta(Arc::from("\0\0{}"))
     }
 }
 
@@ -328,7 +427,11 @@ impl From<Meta> for Json {
 
 impl PartialEq for Meta {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0 || self.to_json() == other.to_json()
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return true;
+        }
+        let (a, b) = (self.as_str(), other.as_str());
+        a == b || self.to_json() == other.to_json()
     }
 }
 

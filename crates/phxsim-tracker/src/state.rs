@@ -227,7 +227,7 @@ impl State {
             self.table
                 .in_tag_order(|r| !all && self.hidden(r))
                 .map(|(r, row)| Value {
-                    key: row.key.clone(),
+                    key: self.table.key_of(row),
                     meta: row.meta.clone(),
                     tag: Tag::new(r.clone(), row.clock),
                 }),
@@ -239,7 +239,7 @@ impl State {
     pub fn all_values(&self) -> Vec<Value> {
         let mut out = Vec::with_capacity(self.table.len());
         out.extend(self.table.in_tag_order(|_| false).map(|(r, row)| Value {
-            key: row.key.clone(),
+            key: self.table.key_of(row),
             meta: row.meta.clone(),
             tag: Tag::new(r.clone(), row.clock),
         }));
@@ -261,15 +261,15 @@ impl State {
     }
 
     /// [`State::get_by_topic`] without copying keys or metas: the visible rows of a topic, in
-    /// the same order, borrowed (a reader that builds its own shape clones only what it keeps).
+    /// the same order, as `(key, meta, tag)`, borrowed (a reader that builds its own shape clones only what it keeps).
     pub fn visible_in_topic<'a>(
         &'a self,
         topic: &str,
-    ) -> impl Iterator<Item = (&'a ValueKey, &'a Meta, Tag)> + use<'a> {
+    ) -> impl Iterator<Item = (&'a str, &'a Meta, Tag)> + use<'a> {
         self.table
             .rows_of_topic(topic)
             .filter(|row| !self.hidden(self.table.replica_of(row)))
-            .map(|row| (&row.key, &row.meta, self.table.tag_of(row)))
+            .map(|row| (row.key(), &row.meta, self.table.tag_of(row)))
     }
 
     /// The visible presences of a topic, in `{pid, key}` order.
@@ -281,7 +281,7 @@ impl State {
                 .rows_of_topic(topic)
                 .filter(|row| all || !self.hidden(self.table.replica_of(row)))
                 .map(|row| Value {
-                    key: row.key.clone(),
+                    key: self.table.key_of(row),
                     meta: row.meta.clone(),
                     tag: self.table.tag_of(row),
                 }),
@@ -292,12 +292,13 @@ impl State {
     /// The visible presences of one key of a topic, in pid order: a scan of the topic's
     /// rows (ordered by pid, then key), as Phoenix's match on the ordered values table does.
     pub fn get_by_key(&self, topic: &str, key: &str) -> Vec<Value> {
-        self.visible_in_topic(topic)
-            .filter(|(k, _, _)| k.key == key)
-            .map(|(k, meta, tag)| Value {
-                key: k.clone(),
-                meta: meta.clone(),
-                tag,
+        self.table
+            .rows_of_topic(topic)
+            .filter(|row| row.key() == key && !self.hidden(self.table.replica_of(row)))
+            .map(|row| Value {
+                key: self.table.key_of(row),
+                meta: row.meta.clone(),
+                tag: self.table.tag_of(row),
             })
             .collect()
     }
@@ -405,7 +406,7 @@ impl State {
             .table
             .rows_of_pid(pid)
             .into_iter()
-            .map(|id| self.table.row(id).key.clone())
+            .map(|id| self.table.key_of(self.table.row(id)))
             .collect();
         keys.into_iter().filter_map(|k| self.leave(&k)).collect()
     }
@@ -609,7 +610,7 @@ impl State {
         let mut leaves = Vec::with_capacity(leave_tags.len());
         for t in &leave_tags {
             let id = self.table.find_dot(t).expect("indexed row exists");
-            let key = self.table.row(id).key.clone();
+            let key = self.table.key_of(self.table.row(id));
             let value = self.delete_row(&key).expect("indexed row exists");
             self.tombstone(t);
             leaves.push(value);
@@ -652,7 +653,7 @@ impl State {
                             (
                                 Tag::new(r.clone(), clock),
                                 TrackedMeta {
-                                    key: row.key.clone(),
+                                    key: self.table.key_of(row),
                                     meta: row.meta.clone(),
                                 },
                             )
@@ -718,7 +719,7 @@ impl State {
         let keys: Vec<ValueKey> = self
             .table
             .rows_of_replica(replica, 0, u64::MAX)
-            .map(|(_, id)| self.table.row(id).key.clone())
+            .map(|(_, id)| self.table.key_of(self.table.row(id)))
             .collect();
         for k in keys {
             self.delete_row(&k);

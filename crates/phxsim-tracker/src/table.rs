@@ -1,50 +1,151 @@
 //! The values table of a [`crate::State`]: one row per `{topic, pid, key}`, kept in a slab and
 //! found through small indexes of row ids.
 //!
-//! A row is stored once. The indexes hold its id (a `u32`), never a copy of the row: the dot
-//! index maps `replica index → clock → row`, the topic index `topic → (pid, key) → row`, and
-//! the pid index `(pid, row)`. Replicas are numbered in the order the table first sees them, so
-//! a row's dot is a `(u32, u64)` pair and the dot index needs no string comparison at all.
-//! Every index is ordered, so every read is in a defined order whatever the history of the
-//! slab (which ids are free, which are reused).
+//! A row is 32 bytes: the presence's meta block (which also holds its pid and key, see
+//! [`Meta`]), its clock, and two small numbers for its topic and its dot's replica. Topics and
+//! replicas are numbered in the order the table first sees them (a topic's number is freed
+//! with its last row), so a row holds no string of its own and many rows share one topic.
+//! The indexes hold row ids (4 bytes each, in [`Chunked`] sequences), never a copy of a key:
+//! the dot index maps each replica to its rows in clock order, the topic index each topic to
+//! its rows in `{pid, key}` order, and the pid index holds every row in the order of its pid
+//! (shorter pids first, then by text, then by row id), so that a pid's rows are one range and
+//! pids handed out in sequence are appended. A search compares the probe with the rows the
+//! ids name. Every index is ordered, so every read is in a defined order whatever the history
+//! of the slab (which ids are free, which are reused).
 
+use crate::chunked::Chunked;
 use crate::shared::{Meta, Name};
 use crate::types::{ReplicaRef, Tag, Value, ValueKey};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Index of a row in the slab.
 pub(crate) type RowId = u32;
 
-/// One presence: its `{topic, pid, key}`, its meta and the dot that added it.
+/// One presence: its meta block (with its pid and key), its topic and the dot that added it.
 #[derive(Clone)]
 pub(crate) struct Row {
-    pub key: ValueKey,
     pub meta: Meta,
+    pub clock: u64,
+    /// Index of the topic in [`Table::topics`].
+    topic: u32,
     /// Index of the dot's replica in [`Table::replicas`].
     replica: u32,
-    pub clock: u64,
 }
 
-/// `(pid, key) → row` for one topic, in `{pid, key}` order.
-type TopicRows = BTreeMap<(Name, Name), RowId>;
+impl Row {
+    pub fn pid(&self) -> &str {
+        self.meta.owner().0
+    }
+
+    pub fn key(&self) -> &str {
+        self.meta.owner().1
+    }
+}
+
+/// Rows per slab chunk.
+const SLAB_CHUNK: usize = 1024;
+
+/// Rows by id, in chunks of [`SLAB_CHUNK`]: a growing table never copies its rows and never
+/// holds room for more than one chunk of rows it does not have.
+#[derive(Clone, Default)]
+struct Slots {
+    chunks: Vec<Vec<Option<Row>>>,
+}
+
+impl Slots {
+    fn get(&self, id: RowId) -> Option<&Row> {
+        let id = id as usize;
+        self.chunks.get(id / SLAB_CHUNK)?.get(id % SLAB_CHUNK)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, id: RowId) -> &mut Option<Row> {
+        let id = id as usize;
+        &mut self.chunks[id / SLAB_CHUNK][id % SLAB_CHUNK]
+    }
+
+    fn row(&self, id: RowId) -> &Row {
+        self.get(id).expect("an indexed row is live")
+    }
+
+    /// Appends a row in a new slot; returns its id.
+    fn push(&mut self, row: Row) -> RowId {
+        let full = self.chunks.last().is_none_or(|c| c.len() == SLAB_CHUNK);
+        if full {
+            let mut chunk = Vec::new();
+            if !self.chunks.is_empty() {
+                chunk.reserve_exact(SLAB_CHUNK);
+            }
+            self.chunks.push(chunk);
+        }
+        let id = (self.chunks.len() - 1) * SLAB_CHUNK + self.chunks.last().map_or(0, Vec::len);
+        let id = RowId::try_from(id).expect("fewer than 2^32 rows");
+        if let Some(last) = self.chunks.last_mut() {
+            last.push(Some(row));
+        }
+        id
+    }
+
+    /// Room for the first `n` rows of an empty slab (later chunks are sized whole).
+    fn reserve_exact(&mut self, n: usize) {
+        if self.chunks.is_empty() {
+            self.chunks.push(Vec::with_capacity(n.min(SLAB_CHUNK)));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+    }
+}
+
+/// A topic's name and its rows in `{pid, key}` order.
+#[derive(Clone)]
+struct Topic {
+    name: Name,
+    rows: Chunked<RowId>,
+}
 
 #[derive(Clone, Default)]
 pub(crate) struct Table {
-    slots: Vec<Option<Row>>,
+    slots: Slots,
     free: Vec<RowId>,
     live: usize,
     /// Every replica a row has named, by index; indexes are never reused, so an index in a row
     /// always names the same replica.
     replicas: Vec<ReplicaRef>,
     replica_ids: BTreeMap<ReplicaRef, u32>,
-    /// Per replica index: clock → row.
-    by_dot: Vec<BTreeMap<u64, RowId>>,
-    /// Topic → its rows. A topic leaves with its last row; rows share the topic's string.
-    by_topic: BTreeMap<Name, TopicRows>,
-    /// `(pid, row)`: what a pid's exit removes, as one range.
-    by_pid: BTreeSet<(Name, RowId)>,
+    /// Per replica index: its rows in clock order.
+    by_dot: Vec<Chunked<RowId>>,
+    /// Topics by index; a topic leaves with its last row and its index is reused.
+    topics: Vec<Option<Topic>>,
+    topic_ids: BTreeMap<Name, u32>,
+    free_topics: Vec<u32>,
+    /// Every row, in pid order (see the module doc).
+    by_pid: Chunked<RowId>,
+}
+
+/// How the row `id` orders against `{pid, key}` in a topic.
+fn cmp_pid_key(slots: &Slots, id: RowId, pid: &str, key: &str) -> Ordering {
+    let (p, k) = slots.row(id).meta.owner();
+    p.cmp(pid).then_with(|| k.cmp(key))
+}
+
+/// The pid index's order: pid length, pid text, row id. A probe without an id sorts before
+/// every row of its pid.
+fn cmp_pid(slots: &Slots, id: RowId, pid: &str, probe: Option<RowId>) -> Ordering {
+    let p = slots.row(id).pid();
+    p.len()
+        .cmp(&pid.len())
+        .then_with(|| p.cmp(pid))
+        .then_with(|| match probe {
+            Some(probe) => id.cmp(&probe),
+            None => Ordering::Greater,
+        })
+}
+
+fn cmp_clock(slots: &Slots, id: RowId, clock: u64) -> Ordering {
+    slots.row(id).clock.cmp(&clock)
 }
 
 impl Table {
@@ -57,40 +158,65 @@ impl Table {
     }
 
     pub fn row(&self, id: RowId) -> &Row {
-        self.slots[id as usize]
-            .as_ref()
-            .expect("an indexed row is live")
+        self.slots.row(id)
     }
 
     pub fn replica_of(&self, row: &Row) -> &ReplicaRef {
         &self.replicas[row.replica as usize]
     }
 
+    pub fn topic_of(&self, row: &Row) -> &Name {
+        &self.topics[row.topic as usize]
+            .as_ref()
+            .expect("a row's topic is live")
+            .name
+    }
+
     pub fn tag_of(&self, row: &Row) -> Tag {
         Tag::new(self.replica_of(row).clone(), row.clock)
+    }
+
+    /// The row's `{topic, pid, key}` as owned names.
+    pub fn key_of(&self, row: &Row) -> ValueKey {
+        let (pid, key) = row.meta.owner();
+        ValueKey {
+            topic: self.topic_of(row).clone(),
+            pid: Name::from(pid),
+            key: Name::from(key),
+        }
     }
 
     pub fn value(&self, id: RowId) -> Value {
         let row = self.row(id);
         Value {
-            key: row.key.clone(),
+            key: self.key_of(row),
             meta: row.meta.clone(),
             tag: self.tag_of(row),
         }
     }
 
+    fn topic(&self, topic: &str) -> Option<&Topic> {
+        let &t = self.topic_ids.get(topic)?;
+        self.topics[t as usize].as_ref()
+    }
+
     /// The row of exactly one `{topic, pid, key}`.
     pub fn find(&self, key: &ValueKey) -> Option<RowId> {
-        self.by_topic
-            .get(&key.topic)?
-            .get(&(key.pid.clone(), key.key.clone()))
-            .copied()
+        let rows = &self.topic(&key.topic)?.rows;
+        let pos = rows
+            .search(|id| cmp_pid_key(&self.slots, id, &key.pid, &key.key))
+            .ok()?;
+        rows.get(pos)
     }
 
     /// The row a dot names.
     pub fn find_dot(&self, tag: &Tag) -> Option<RowId> {
         let r = *self.replica_ids.get(&tag.replica)?;
-        self.by_dot[r as usize].get(&tag.clock).copied()
+        let dots = &self.by_dot[r as usize];
+        let pos = dots
+            .search(|id| cmp_clock(&self.slots, id, tag.clock))
+            .ok()?;
+        dots.get(pos)
     }
 
     /// The rows of one replica with a clock in `lo..=hi`, in clock order.
@@ -101,10 +227,17 @@ impl Table {
         hi: u64,
     ) -> impl Iterator<Item = (u64, RowId)> + '_ {
         let dots = match self.replica_ids.get(replica) {
-            Some(&r) if lo <= hi => Some(self.by_dot[r as usize].range(lo..=hi)),
+            Some(&r) if lo <= hi => {
+                let dots = &self.by_dot[r as usize];
+                let (Ok(from) | Err(from)) = dots.search(|id| cmp_clock(&self.slots, id, lo));
+                Some(dots.iter_from(from))
+            }
             _ => None,
         };
-        dots.into_iter().flatten().map(|(&c, &id)| (c, id))
+        dots.into_iter()
+            .flatten()
+            .map(|id| (self.slots.row(id).clock, id))
+            .take_while(move |&(c, _)| c <= hi)
     }
 
     /// Every row in tag order (replica, then clock), with its replica; `skip` leaves out the
@@ -118,42 +251,39 @@ impl Table {
             .filter(move |(r, _)| !skip(r))
             .flat_map(move |(r, &i)| {
                 self.by_dot[i as usize]
-                    .values()
-                    .map(move |&id| (r, self.row(id)))
+                    .iter()
+                    .map(move |id| (r, self.slots.row(id)))
             })
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &Name> {
-        self.by_topic.keys()
+        self.topic_ids.keys()
     }
 
     /// Number of rows of a topic.
     pub fn topic_len(&self, topic: &str) -> usize {
-        self.by_topic
-            .get(&Name::from(topic))
-            .map_or(0, BTreeMap::len)
+        self.topic(topic).map_or(0, |t| t.rows.len())
     }
 
     /// The rows of a topic in `{pid, key}` order.
     pub fn rows_of_topic<'a>(&'a self, topic: &str) -> impl Iterator<Item = &'a Row> + use<'a> {
-        self.by_topic
-            .get(&Name::from(topic))
+        self.topic(topic)
             .into_iter()
-            .flat_map(|rows| rows.values())
-            .map(|&id| self.row(id))
+            .flat_map(|t| t.rows.iter())
+            .map(|id| self.slots.row(id))
     }
 
     /// The rows of a pid, in `{topic, key}` order.
     pub fn rows_of_pid(&self, pid: &str) -> Vec<RowId> {
-        let pid = Name::from(pid);
+        let (Ok(from) | Err(from)) = self.by_pid.search(|id| cmp_pid(&self.slots, id, pid, None));
         let mut ids: Vec<RowId> = self
             .by_pid
-            .range((pid.clone(), 0)..=(pid, RowId::MAX))
-            .map(|(_, id)| *id)
+            .iter_from(from)
+            .take_while(|&id| self.slots.row(id).pid() == pid)
             .collect();
         ids.sort_by(|&a, &b| {
-            let (a, b) = (&self.row(a).key, &self.row(b).key);
-            (&a.topic, &a.key).cmp(&(&b.topic, &b.key))
+            let (a, b) = (self.row(a), self.row(b));
+            (self.topic_of(a), a.key()).cmp(&(self.topic_of(b), b.key()))
         });
         ids
     }
@@ -165,22 +295,61 @@ impl Table {
         let i = u32::try_from(self.replicas.len()).expect("fewer than 2^32 replicas");
         self.replicas.push(replica.clone());
         self.replica_ids.insert(replica.clone(), i);
-        self.by_dot.push(BTreeMap::new());
+        self.by_dot.push(Chunked::default());
         i
+    }
+
+    /// The index of a topic, numbering it (with no rows yet) if it is new.
+    fn topic_index(&mut self, topic: &Name) -> u32 {
+        if let Some(&t) = self.topic_ids.get(topic) {
+            return t;
+        }
+        let slot = Some(Topic {
+            name: topic.clone(),
+            rows: Chunked::default(),
+        });
+        let t = match self.free_topics.pop() {
+            Some(t) => {
+                self.topics[t as usize] = slot;
+                t
+            }
+            None => {
+                self.topics.push(slot);
+                u32::try_from(self.topics.len() - 1).expect("fewer than 2^32 topics")
+            }
+        };
+        self.topic_ids.insert(topic.clone(), t);
+        t
     }
 
     fn alloc(&mut self, row: Row) -> RowId {
         self.live += 1;
         match self.free.pop() {
             Some(id) => {
-                self.slots[id as usize] = Some(row);
+                *self.slots.slot_mut(id) = Some(row);
                 id
             }
-            None => {
-                let id = RowId::try_from(self.slots.len()).expect("fewer than 2^32 rows");
-                self.slots.push(Some(row));
-                id
-            }
+            None => self.slots.push(row),
+        }
+    }
+
+    /// Puts row `id` (already in its slot) into replica `r`'s dot index. A row already named
+    /// by that dot gives its place up, as a map's insert would.
+    fn index_dot(&mut self, r: u32, clock: u64, id: RowId) {
+        let dots = &mut self.by_dot[r as usize];
+        match dots.search(|x| cmp_clock(&self.slots, x, clock)) {
+            Ok(pos) => dots.replace(pos, id),
+            Err(pos) => dots.insert(pos, id),
+        }
+    }
+
+    /// Takes row `id` out of replica `r`'s dot index, if it is there.
+    fn unindex_dot(&mut self, r: u32, clock: u64, id: RowId) {
+        let dots = &mut self.by_dot[r as usize];
+        if let Ok(pos) = dots.search(|x| cmp_clock(&self.slots, x, clock))
+            && dots.get(pos) == Some(id)
+        {
+            dots.remove(pos);
         }
     }
 
@@ -189,70 +358,78 @@ impl Table {
     /// longer names a row.
     pub fn insert(&mut self, key: ValueKey, meta: Meta, tag: &Tag) {
         let r = self.replica_index(&tag.replica);
+        let meta = meta.for_owner(&key.pid, &key.key);
         if let Some(id) = self.find(&key) {
-            let row = self.slots[id as usize]
-                .as_mut()
-                .expect("an indexed row is live");
+            let row = self.slots.row(id);
             let (old_r, old_clock) = (row.replica, row.clock);
-            row.meta = meta;
-            row.replica = r;
-            row.clock = tag.clock;
-            self.by_dot[old_r as usize].remove(&old_clock);
-            self.by_dot[r as usize].insert(tag.clock, id);
+            self.unindex_dot(old_r, old_clock, id);
+            if let Some(row) = self.slots.slot_mut(id) {
+                row.meta = meta;
+                row.replica = r;
+                row.clock = tag.clock;
+            }
+            self.index_dot(r, tag.clock, id);
             return;
         }
-        let mut key = key;
-        let rows = match self.by_topic.get_key_value(&key.topic) {
-            Some((t, _)) => {
-                key.topic = t.clone();
-                self.by_topic.get_mut(&key.topic).expect("topic just found")
-            }
-            None => self.by_topic.entry(key.topic.clone()).or_default(),
-        };
-        let pid_key = (key.pid.clone(), key.key.clone());
-        let pid = key.pid.clone();
-        // The id is the next free slot; reserve it before the row moves in.
-        let id = match self.free.last() {
-            Some(&id) => id,
-            None => RowId::try_from(self.slots.len()).expect("fewer than 2^32 rows"),
-        };
-        rows.insert(pid_key, id);
-        let got = self.alloc(Row {
-            key,
+        let t = self.topic_index(&key.topic);
+        let id = self.alloc(Row {
             meta,
-            replica: r,
             clock: tag.clock,
+            topic: t,
+            replica: r,
         });
-        debug_assert_eq!(got, id);
-        self.by_pid.insert((pid, id));
-        self.by_dot[r as usize].insert(tag.clock, id);
+        let slots = &self.slots;
+        let topic = self.topics[t as usize]
+            .as_mut()
+            .expect("topic just numbered");
+        if let Err(pos) = topic
+            .rows
+            .search(|x| cmp_pid_key(slots, x, &key.pid, &key.key))
+        {
+            topic.rows.insert(pos, id);
+        }
+        if let Err(pos) = self
+            .by_pid
+            .search(|x| cmp_pid(slots, x, &key.pid, Some(id)))
+        {
+            self.by_pid.insert(pos, id);
+        }
+        self.index_dot(r, tag.clock, id);
     }
 
     /// Deletes a row and its index entries; returns it as a value.
     pub fn remove(&mut self, id: RowId) -> Value {
-        let row = self.slots[id as usize]
-            .take()
-            .expect("an indexed row is live");
+        let row = self.slots.row(id).clone();
+        let value = Value {
+            key: self.key_of(&row),
+            meta: row.meta.clone(),
+            tag: self.tag_of(&row),
+        };
+        let (pid, key) = row.meta.owner();
+        self.unindex_dot(row.replica, row.clock, id);
+        let slots = &self.slots;
+        if let Ok(pos) = self.by_pid.search(|x| cmp_pid(slots, x, pid, Some(id))) {
+            self.by_pid.remove(pos);
+        }
+        let t = row.topic as usize;
+        if let Some(topic) = self.topics[t].as_mut() {
+            if let Ok(pos) = topic.rows.search(|x| cmp_pid_key(slots, x, pid, key)) {
+                topic.rows.remove(pos);
+            }
+            if topic.rows.is_empty() {
+                self.topic_ids.remove(&topic.name);
+                self.topics[t] = None;
+                self.free_topics.push(row.topic);
+            }
+        }
+        *self.slots.slot_mut(id) = None;
         self.live -= 1;
         self.free.push(id);
         if self.live == 0 {
             self.slots.clear();
             self.free.clear();
         }
-        self.by_dot[row.replica as usize].remove(&row.clock);
-        self.by_pid.remove(&(row.key.pid.clone(), id));
-        if let Some(rows) = self.by_topic.get_mut(&row.key.topic) {
-            rows.remove(&(row.key.pid.clone(), row.key.key.clone()));
-            if rows.is_empty() {
-                self.by_topic.remove(&row.key.topic);
-            }
-        }
-        let tag = Tag::new(self.replicas[row.replica as usize].clone(), row.clock);
-        Value {
-            key: row.key,
-            meta: row.meta,
-            tag,
-        }
+        value
     }
 
     /// Fills an empty table from `joins` (sorted by tag, as merges produce them) in one go:
@@ -264,6 +441,7 @@ impl Table {
         if !self.is_empty() || joins.len() < 2 {
             return false;
         }
+        let n = joins.len();
         // Sort keys first: most comparisons end at a 16-byte prefix held inline.
         let mut order: Vec<(SortKey, SortKey, SortKey, u32)> = joins
             .iter()
@@ -287,91 +465,82 @@ impl Table {
         if order.windows(2).any(|w| key_of(w[0].3) == key_of(w[1].3)) {
             return false;
         }
-        // Replica indexes, and the rows in join (tag) order: row id = join index.
-        let mut ids = Vec::with_capacity(joins.len());
-        for v in joins {
-            ids.push(self.replica_index(&v.tag.replica));
+        // Topics, numbered run by run of the sorted order.
+        let mut topic_of = vec![0u32; n];
+        let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let topic = &key_of(order[start].3).topic;
+            let end = start
+                + order[start..]
+                    .iter()
+                    .take_while(|e| key_of(e.3).topic == *topic)
+                    .count();
+            let t = self.topic_index(topic);
+            for e in &order[start..end] {
+                topic_of[e.3 as usize] = t;
+            }
+            runs.push((t, start, end));
+            start = end;
         }
+        // The rows in join (tag) order: row id = join index. Replicas come in runs.
         self.slots.clear();
         self.free.clear();
-        self.slots.reserve_exact(joins.len());
-        // Topic strings shared by their rows: the first row of each topic (in sorted order)
-        // lends its string to the others.
-        let mut shared_topic: Vec<Option<Name>> = vec![None; joins.len()];
-        let mut current: Option<&Name> = None;
-        for &(_, _, _, i) in &order {
-            let t = &key_of(i).topic;
-            match current {
-                Some(c) if c == t => shared_topic[i as usize] = Some(c.clone()),
-                _ => {
-                    current = Some(t);
-                    shared_topic[i as usize] = Some(t.clone());
+        self.slots.reserve_exact(n);
+        let mut replica_runs: Vec<(u32, usize, usize)> = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let replica = &joins[start].tag.replica;
+            let end = start
+                + joins[start..]
+                    .iter()
+                    .take_while(|v| v.tag.replica == *replica)
+                    .count();
+            let r = self.replica_index(replica);
+            for (v, &t) in joins[start..end].iter().zip(&topic_of[start..end]) {
+                self.slots.push(Row {
+                    meta: v.meta.for_owner(&v.key.pid, &v.key.key),
+                    clock: v.tag.clock,
+                    topic: t,
+                    replica: r,
+                });
+            }
+            replica_runs.push((r, start, end));
+            start = end;
+        }
+        self.live = n;
+        for (t, start, end) in runs {
+            if let Some(topic) = self.topics[t as usize].as_mut() {
+                topic.rows = Chunked::from_sorted(order[start..end].iter().map(|e| e.3));
+            }
+        }
+        drop(order);
+        // Dot index: each replica's run of clocks ascends (tag order).
+        for (r, start, end) in replica_runs {
+            let run = (start..end).map(|id| id as RowId);
+            let dots = &mut self.by_dot[r as usize];
+            if dots.is_empty() {
+                *dots = Chunked::from_sorted(run);
+            } else {
+                for id in run {
+                    self.index_dot(r, joins[id as usize].tag.clock, id);
                 }
             }
         }
-        for ((v, r), topic) in joins.iter().zip(&ids).zip(shared_topic) {
-            let mut key = v.key.clone();
-            if let Some(t) = topic {
-                key.topic = t;
-            }
-            self.slots.push(Some(Row {
-                key,
-                meta: v.meta.clone(),
-                replica: *r,
-                clock: v.tag.clock,
-            }));
+        // Pid index: often already in order (pids handed out in sequence); sorted otherwise.
+        let pid_of = |id: RowId| &joins[id as usize].key.pid;
+        let pid_order = |a: RowId, b: RowId| {
+            let (pa, pb) = (pid_of(a), pid_of(b));
+            pa.len()
+                .cmp(&pb.len())
+                .then_with(|| pa.cmp(pb))
+                .then(a.cmp(&b))
+        };
+        let mut pids: Vec<RowId> = (0..n as RowId).collect();
+        if !pids.is_sorted_by(|&a, &b| pid_order(a, b) != Ordering::Greater) {
+            pids.sort_unstable_by(|&a, &b| pid_order(a, b));
         }
-        self.live = joins.len();
-        // Topic index: runs of the sorted order.
-        let mut start = 0;
-        while start < order.len() {
-            let topic = self.row(order[start].3).key.topic.clone();
-            let mut end = start;
-            while end < order.len() && self.row(order[end].3).key.topic == topic {
-                end += 1;
-            }
-            let rows: TopicRows = order[start..end]
-                .iter()
-                .map(|&(_, _, _, id)| {
-                    let k = &self.row(id).key;
-                    ((k.pid.clone(), k.key.clone()), id)
-                })
-                .collect();
-            self.by_topic.insert(topic, rows);
-            start = end;
-        }
-        // Pid index, sorted by pid then row id.
-        let mut pids: Vec<(SortKey, u32)> = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(id, row)| {
-                let row = row.as_ref().expect("just written");
-                (SortKey::of(row.key.pid.as_bytes()), id as u32)
-            })
-            .collect();
-        pids.sort_unstable_by(|a, b| {
-            let (pa, pb) = (&self.row(a.1).key.pid, &self.row(b.1).key.pid);
-            a.0.cmp(&b.0, pa, pb).then(a.1.cmp(&b.1))
-        });
-        self.by_pid = pids
-            .into_iter()
-            .map(|(_, id)| (self.row(id).key.pid.clone(), id))
-            .collect();
-        // Dot index: the joins come in tag order, so each replica's run of clocks ascends and
-        // is collected in bulk.
-        let mut start = 0;
-        while start < joins.len() {
-            let r = ids[start];
-            let end = start + ids[start..].iter().take_while(|&&x| x == r).count();
-            let run = (start..end).map(|id| (joins[id].tag.clock, id as u32));
-            if self.by_dot[r as usize].is_empty() {
-                self.by_dot[r as usize] = run.collect();
-            } else {
-                self.by_dot[r as usize].extend(run);
-            }
-            start = end;
-        }
+        self.by_pid = Chunked::from_sorted(pids);
         true
     }
 }
@@ -394,7 +563,7 @@ impl SortKey {
         SortKey(u128::from_be_bytes(buf))
     }
 
-    fn cmp(&self, other: &Self, a: &Name, b: &Name) -> Ordering {
+    fn cmp(&self, other: &Self, a: &str, b: &str) -> Ordering {
         Ord::cmp(self, other).then_with(|| {
             if self.0 as u8 as usize > Self::PREFIX {
                 a.cmp(b)
@@ -406,7 +575,7 @@ impl SortKey {
 }
 
 /// Two tables are equal when they hold the same rows with the same dots, whatever their slab
-/// layout or the order replicas were numbered in.
+/// layout or the order replicas and topics were numbered in.
 impl PartialEq for Table {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len()
@@ -414,9 +583,12 @@ impl PartialEq for Table {
                 .in_tag_order(|_| false)
                 .zip(other.in_tag_order(|_| false))
                 .all(|((ra, a), (rb, b))| {
-                    ra == rb && a.clock == b.clock && a.key == b.key && a.meta == b.meta
+                    ra == rb
+                        && a.clock == b.clock
+                        && self.key_of(a) == other.key_of(b)
+                        && a.meta == b.meta
                 })
-            && self.by_topic.len() == other.by_topic.len()
+            && self.topic_ids.len() == other.topic_ids.len()
     }
 }
 
@@ -426,7 +598,7 @@ impl fmt::Debug for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
             .entries(self.in_tag_order(|_| false).map(|(r, row)| Value {
-                key: row.key.clone(),
+                key: self.key_of(row),
                 meta: row.meta.clone(),
                 tag: Tag::new(r.clone(), row.clock),
             }))
@@ -466,8 +638,8 @@ mod tests {
                 assert_eq!(
                     SortKey::of(a.as_bytes()).cmp(
                         &SortKey::of(b.as_bytes()),
-                        &Name::from(a),
-                        &Name::from(b)
+                        a,
+                        b
                     ),
                     a.cmp(b),
                     "{a:?} vs {b:?}"

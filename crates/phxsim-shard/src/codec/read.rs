@@ -163,7 +163,8 @@ impl<'a> Reader<'a> {
             let len = self.bytes(4, "meta length")?;
             let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
             let text = self.bytes(len as usize, "meta")?;
-            let meta = match std::str::from_utf8(text).map(Meta::parse) {
+            // The meta block holds its pid and key, so a merge keeps it as the row's.
+            let meta = match std::str::from_utf8(text).map(|t| Meta::parse_owned(&pid, &key, t)) {
                 Ok(Ok(m)) => m,
                 Ok(Err(MetaError::NotObject)) => return Err(CodecError::MetaNotObject(tag)),
                 Ok(Err(MetaError::NotJson(error))) => {

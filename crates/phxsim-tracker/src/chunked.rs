@@ -1,0 +1,251 @@
+//! An ordered sequence of small `Copy` items (row ids) kept in chunks of at most [`CAP`]: the
+//! indexes of the values table.
+//!
+//! The items do not carry their sort key: the order lives in the rows they name, so every search
+//! takes a closure that compares an item with the probe. That keeps an index entry at 4 bytes
+//! (a `u32` row id) instead of a copy of the key, which is what a presence's memory budget
+//! allows. Chunks bound the cost of an insert or a remove to moving at most [`CAP`] items, and
+//! an index built from a sorted sequence, or grown at its end (a replica's clocks, pids handed
+//! out in order), fills its chunks to the brim.
+
+use std::cmp::Ordering;
+
+/// Items per chunk at most. A power of two, so that a chunk grown one push at a time reaches
+/// it exactly.
+pub(crate) const CAP: usize = 512;
+
+/// Where an item is, or where a probe would go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pos {
+    chunk: usize,
+    at: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T: Copy> Chunked<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Items already in order, packed into full chunks.
+    pub fn from_sorted(items: impl IntoIterator<Item = T>) -> Self {
+        let mut out = Self::default();
+        let mut chunk = Vec::new();
+        for x in items {
+            if chunk.len() == CAP {
+                out.chunks.push(std::mem::take(&mut chunk));
+            }
+            if chunk.is_empty() {
+                chunk.reserve_exact(CAP);
+            }
+            chunk.push(x);
+            out.len += 1;
+        }
+        if !chunk.is_empty() {
+            chunk.shrink_to_fit();
+            out.chunks.push(chunk);
+        }
+        out
+    }
+
+    /// Binary search: `cmp(item)` tells how an item orders against the probe. `Ok` is the
+    /// position of an item equal to it, `Err` where it would be inserted.
+    pub fn search(&self, mut cmp: impl FnMut(T) -> Ordering) -> Result<Pos, Pos> {
+        let chunk = self
+            .chunks
+            .partition_point(|c| c.last().is_some_and(|&x| cmp(x) == Ordering::Less));
+        if chunk == self.chunks.len() {
+            return Err(match self.chunks.last() {
+                Some(c) => Pos {
+                    chunk: chunk - 1,
+                    at: c.len(),
+                },
+                None => Pos { chunk: 0, at: 0 },
+            });
+        }
+        match self.chunks[chunk].binary_search_by(|&x| cmp(x)) {
+            Ok(at) => Ok(Pos { chunk, at }),
+            Err(at) => Err(Pos { chunk, at }),
+        }
+    }
+
+    /// The item at `pos` (a position `search` answered `Ok`).
+    pub fn get(&self, pos: Pos) -> Option<T> {
+        self.chunks.get(pos.chunk)?.get(pos.at).copied()
+    }
+
+    /// Puts `x` in place of the item at `pos` (a position `search` answered `Ok`).
+    pub fn replace(&mut self, pos: Pos, x: T) {
+        self.chunks[pos.chunk][pos.at] = x;
+    }
+
+    /// Puts `x` at `pos` (a position `search` answered `Err`). A full chunk grown at either end
+    /// gets a new neighbour, so that an index growing in order keeps full chunks; one grown in
+    /// the middle is split in two.
+    pub fn insert(&mut self, pos: Pos, x: T) {
+        self.len += 1;
+        let Some(chunk) = self.chunks.get_mut(pos.chunk) else {
+            self.chunks.push(vec![x]);
+            return;
+        };
+        if chunk.len() < CAP {
+            chunk.insert(pos.at, x);
+        } else if pos.at == chunk.len() {
+            self.chunks.insert(pos.chunk + 1, vec![x]);
+        } else if pos.at == 0 {
+            self.chunks.insert(pos.chunk, vec![x]);
+        } else {
+            let mut right = chunk.split_off(CAP / 2);
+            if pos.at <= CAP / 2 {
+                chunk.insert(pos.at, x);
+            } else {
+                right.insert(pos.at - CAP / 2, x);
+            }
+            self.chunks.insert(pos.chunk + 1, right);
+        }
+    }
+
+    /// Takes out the item at `pos` (a position `search` answered `Ok`). A chunk that empties
+    /// goes; one that falls under a quarter full joins a neighbour it fits in.
+    pub fn remove(&mut self, pos: Pos) -> T {
+        let chunk = &mut self.chunks[pos.chunk];
+        let x = chunk.remove(pos.at);
+        self.len -= 1;
+        let left = chunk.len();
+        if left == 0 {
+            self.chunks.remove(pos.chunk);
+        } else if left < CAP / 4 {
+            let i = pos.chunk;
+            if self.chunks.get(i + 1).is_some_and(|n| n.len() + left <= CAP) {
+                let next = self.chunks.remove(i + 1);
+                self.chunks[i].extend(next);
+            } else if i > 0 && self.chunks[i - 1].len() + left <= CAP {
+                let this = self.chunks.remove(i);
+                self.chunks[i - 1].extend(this);
+            }
+        }
+        x
+    }
+
+    /// Every item in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = T> + '_ {
+        self.chunks.iter().flatten().copied()
+    }
+
+    /// The items from `pos` on, in order.
+    pub fn iter_from(&self, pos: Pos) -> impl Iterator<Item = T> + '_ {
+        let first = self
+            .chunks
+            .get(pos.chunk)
+            .map_or(&[][..], |c| c.get(pos.at..).unwrap_or_default());
+        let rest = self.chunks.get(pos.chunk + 1..).unwrap_or_default();
+        first.iter().chain(rest.iter().flatten()).copied()
+    }
+
+    /// Heap bytes of the chunks (their capacity), for memory accounts and tests.
+    #[cfg(test)]
+    pub fn heap_bytes(&self) -> usize {
+        self.chunks.capacity() * std::mem::size_of::<Vec<T>>()
+            + self
+                .chunks
+                .iter()
+                .map(|c| c.capacity() * std::mem::size_of::<T>())
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn insert(c: &mut Chunked<u32>, x: u32) -> bool {
+        match c.search(|y| y.cmp(&x)) {
+            Ok(_) => false,
+            Err(pos) => {
+                c.insert(pos, x);
+                true
+            }
+        }
+    }
+
+    fn remove(c: &mut Chunked<u32>, x: u32) -> bool {
+        match c.search(|y| y.cmp(&x)) {
+            Ok(pos) => {
+                assert_eq!(c.remove(pos), x);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_as_an_ordered_set(
+            ops in proptest::collection::vec((any::<bool>(), 0u32..3_000), 0..4_000),
+            start in proptest::collection::btree_set(0u32..3_000, 0..1_500),
+        ) {
+            let mut c = Chunked::from_sorted(start.iter().copied());
+            let mut model = start.clone();
+            for (add, x) in ops {
+                if add {
+                    prop_assert_eq!(insert(&mut c, x), model.insert(x));
+                } else {
+                    prop_assert_eq!(remove(&mut c, x), model.remove(&x));
+                }
+                prop_assert_eq!(c.len(), model.len());
+            }
+            prop_assert!(c.chunks.iter().all(|ch| !ch.is_empty() && ch.len() <= CAP));
+            prop_assert!(c.iter().eq(model.iter().copied()));
+            let probe = 1_234;
+            let from = match c.search(|y| y.cmp(&probe)) {
+                Ok(p) | Err(p) => p,
+            };
+            prop_assert!(c.iter_from(from).eq(model.range(probe..).copied()));
+        }
+    }
+
+    #[test]
+    fn an_index_grown_in_order_keeps_full_chunks() {
+        let mut c = Chunked::default();
+        for x in 0..10 * CAP as u32 {
+            assert!(insert(&mut c, x));
+        }
+        assert_eq!(c.chunks.len(), 10);
+        assert!(c.heap_bytes() < 10 * CAP * 4 + 1_024);
+        let mut d = Chunked::default();
+        for x in (0..3 * CAP as u32).rev() {
+            assert!(insert(&mut d, x));
+        }
+        assert_eq!(d.chunks.len(), 3);
+        assert!(d.iter().eq(0..3 * CAP as u32));
+        // emptied in the middle: chunks merge, none stays empty
+        for x in CAP as u32 / 2..5 * CAP as u32 / 2 {
+            assert!(remove(&mut d, x));
+        }
+        assert!(d.chunks.iter().all(|ch| !ch.is_empty()));
+        let want: BTreeSet<u32> = (0..CAP as u32 / 2)
+            .chain(5 * CAP as u32 / 2..3 * CAP as u32)
+            .collect();
+        assert!(d.iter().eq(want.iter().copied()));
+    }
+}
