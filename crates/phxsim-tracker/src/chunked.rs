@@ -4,15 +4,19 @@
 //! The items do not carry their sort key: the order lives in the rows they name, so every search
 //! takes a closure that compares an item with the probe. That keeps an index entry at 4 bytes
 //! (a `u32` row id) instead of a copy of the key, which is what a presence's memory budget
-//! allows. Chunks bound the cost of an insert or a remove to moving at most [`CAP`] items, and
-//! an index built from a sorted sequence, or grown at its end (a replica's clocks, pids handed
-//! out in order), fills its chunks to the brim.
+//! allows. Comparing means reading a row (a likely cache miss), so each chunk also keeps a
+//! *fence*: a `u64` summary of its first item's key, given by the index (a clock, a hash, the
+//! first bytes of a text), that orders as the keys do (`a <= b` gives `fence(a) <= fence(b)`).
+//! A search picks its chunk among the fences and reads rows only where fences tie and inside
+//! one chunk. Chunks bound the cost of an insert or a remove to moving at most [`CAP`] items,
+//! and an index built from a sorted sequence, or grown at its end (a replica's clocks), fills
+//! its chunks to the brim.
 
 use std::cmp::Ordering;
 
 /// Items per chunk at most. A power of two, so that a chunk grown one push at a time reaches
-/// it exactly.
-pub(crate) const CAP: usize = 512;
+/// it exactly; small, so that a search reads few rows inside its chunk.
+pub(crate) const CAP: usize = 64;
 
 /// Where an item is, or where a probe would go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub(crate) struct Pos {
 #[derive(Clone, Debug)]
 pub(crate) struct Chunked<T> {
     chunks: Vec<Vec<T>>,
+    /// Per chunk: the fence of its first item.
+    fences: Vec<u64>,
     len: usize,
 }
 
@@ -31,6 +37,7 @@ impl<T> Default for Chunked<T> {
     fn default() -> Self {
         Self {
             chunks: Vec::new(),
+            fences: Vec::new(),
             len: 0,
         }
     }
@@ -46,7 +53,7 @@ impl<T: Copy> Chunked<T> {
     }
 
     /// Items already in order, packed into full chunks.
-    pub fn from_sorted(items: impl IntoIterator<Item = T>) -> Self {
+    pub fn from_sorted(items: impl IntoIterator<Item = T>, fence: impl Fn(T) -> u64) -> Self {
         let mut out = Self::default();
         let mut chunk = Vec::new();
         for x in items {
@@ -55,6 +62,7 @@ impl<T: Copy> Chunked<T> {
             }
             if chunk.is_empty() {
                 chunk.reserve_exact(CAP);
+                out.fences.push(fence(x));
             }
             chunk.push(x);
             out.len += 1;
@@ -66,21 +74,28 @@ impl<T: Copy> Chunked<T> {
         out
     }
 
-    /// Binary search: `cmp(item)` tells how an item orders against the probe. `Ok` is the
-    /// position of an item equal to it, `Err` where it would be inserted.
-    pub fn search(&self, mut cmp: impl FnMut(T) -> Ordering) -> Result<Pos, Pos> {
-        let chunk = self
-            .chunks
-            .partition_point(|c| c.last().is_some_and(|&x| cmp(x) == Ordering::Less));
-        if chunk == self.chunks.len() {
-            return Err(match self.chunks.last() {
-                Some(c) => Pos {
-                    chunk: chunk - 1,
-                    at: c.len(),
-                },
-                None => Pos { chunk: 0, at: 0 },
+    /// Binary search for a probe whose fence is `fence`: `cmp(item)` tells how an item orders
+    /// against the probe. `Ok` is the position of an item equal to it, `Err` where it would be
+    /// inserted. A probe past the last item (an index growing in order) is answered with one
+    /// comparison.
+    pub fn search(&self, fence: u64, mut cmp: impl FnMut(T) -> Ordering) -> Result<Pos, Pos> {
+        let Some(last) = self.chunks.last() else {
+            return Err(Pos { chunk: 0, at: 0 });
+        };
+        if last.last().is_some_and(|&x| cmp(x) == Ordering::Less) {
+            return Err(Pos {
+                chunk: self.chunks.len() - 1,
+                at: last.len(),
             });
         }
+        // Chunks before `lo` start below the probe, chunks from `hi` on above it; between,
+        // the fences tie and the first items are read.
+        let lo = self.fences.partition_point(|&f| f < fence);
+        let hi = lo + self.fences[lo..].partition_point(|&f| f <= fence);
+        let starts_at_or_below = lo
+            + self.chunks[lo..hi]
+                .partition_point(|c| c.first().is_some_and(|&x| cmp(x) != Ordering::Greater));
+        let chunk = starts_at_or_below.saturating_sub(1);
         match self.chunks[chunk].binary_search_by(|&x| cmp(x)) {
             Ok(at) => Ok(Pos { chunk, at }),
             Err(at) => Err(Pos { chunk, at }),
@@ -92,7 +107,8 @@ impl<T: Copy> Chunked<T> {
         self.chunks.get(pos.chunk)?.get(pos.at).copied()
     }
 
-    /// Puts `x` in place of the item at `pos` (a position `search` answered `Ok`).
+    /// Puts `x` in place of the item at `pos` (a position `search` answered `Ok`), an item
+    /// with the same fence.
     pub fn replace(&mut self, pos: Pos, x: T) {
         self.chunks[pos.chunk][pos.at] = x;
     }
@@ -100,18 +116,24 @@ impl<T: Copy> Chunked<T> {
     /// Puts `x` at `pos` (a position `search` answered `Err`). A full chunk grown at either end
     /// gets a new neighbour, so that an index growing in order keeps full chunks; one grown in
     /// the middle is split in two.
-    pub fn insert(&mut self, pos: Pos, x: T) {
+    pub fn insert(&mut self, pos: Pos, x: T, fence: impl Fn(T) -> u64) {
         self.len += 1;
         let Some(chunk) = self.chunks.get_mut(pos.chunk) else {
             self.chunks.push(vec![x]);
+            self.fences.push(fence(x));
             return;
         };
         if chunk.len() < CAP {
             chunk.insert(pos.at, x);
+            if pos.at == 0 {
+                self.fences[pos.chunk] = fence(x);
+            }
         } else if pos.at == chunk.len() {
             self.chunks.insert(pos.chunk + 1, vec![x]);
+            self.fences.insert(pos.chunk + 1, fence(x));
         } else if pos.at == 0 {
             self.chunks.insert(pos.chunk, vec![x]);
+            self.fences.insert(pos.chunk, fence(x));
         } else {
             let mut right = chunk.split_off(CAP / 2);
             if pos.at <= CAP / 2 {
@@ -119,26 +141,35 @@ impl<T: Copy> Chunked<T> {
             } else {
                 right.insert(pos.at - CAP / 2, x);
             }
+            self.fences.insert(pos.chunk + 1, fence(right[0]));
             self.chunks.insert(pos.chunk + 1, right);
         }
     }
 
     /// Takes out the item at `pos` (a position `search` answered `Ok`). A chunk that empties
     /// goes; one that falls under a quarter full joins a neighbour it fits in.
-    pub fn remove(&mut self, pos: Pos) -> T {
+    pub fn remove(&mut self, pos: Pos, fence: impl Fn(T) -> u64) -> T {
         let chunk = &mut self.chunks[pos.chunk];
         let x = chunk.remove(pos.at);
         self.len -= 1;
         let left = chunk.len();
         if left == 0 {
             self.chunks.remove(pos.chunk);
-        } else if left < CAP / 4 {
+            self.fences.remove(pos.chunk);
+            return x;
+        }
+        if pos.at == 0 {
+            self.fences[pos.chunk] = fence(chunk[0]);
+        }
+        if left < CAP / 4 {
             let i = pos.chunk;
             if self.chunks.get(i + 1).is_some_and(|n| n.len() + left <= CAP) {
                 let next = self.chunks.remove(i + 1);
+                self.fences.remove(i + 1);
                 self.chunks[i].extend(next);
             } else if i > 0 && self.chunks[i - 1].len() + left <= CAP {
                 let this = self.chunks.remove(i);
+                self.fences.remove(i);
                 self.chunks[i - 1].extend(this);
             }
         }
@@ -164,6 +195,7 @@ impl<T: Copy> Chunked<T> {
     #[cfg(test)]
     pub fn heap_bytes(&self) -> usize {
         self.chunks.capacity() * std::mem::size_of::<Vec<T>>()
+            + self.fences.capacity() * 8
             + self
                 .chunks
                 .iter()
@@ -178,20 +210,25 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
+    /// A coarse fence, so that fences tie often (as text prefixes do).
+    fn fence(x: u32) -> u64 {
+        u64::from(x / 100)
+    }
+
     fn insert(c: &mut Chunked<u32>, x: u32) -> bool {
-        match c.search(|y| y.cmp(&x)) {
+        match c.search(fence(x), |y| y.cmp(&x)) {
             Ok(_) => false,
             Err(pos) => {
-                c.insert(pos, x);
+                c.insert(pos, x, fence);
                 true
             }
         }
     }
 
     fn remove(c: &mut Chunked<u32>, x: u32) -> bool {
-        match c.search(|y| y.cmp(&x)) {
+        match c.search(fence(x), |y| y.cmp(&x)) {
             Ok(pos) => {
-                assert_eq!(c.remove(pos), x);
+                assert_eq!(c.remove(pos, fence), x);
                 true
             }
             Err(_) => false,
@@ -204,7 +241,7 @@ mod tests {
             ops in proptest::collection::vec((any::<bool>(), 0u32..3_000), 0..4_000),
             start in proptest::collection::btree_set(0u32..3_000, 0..1_500),
         ) {
-            let mut c = Chunked::from_sorted(start.iter().copied());
+            let mut c = Chunked::from_sorted(start.iter().copied(), fence);
             let mut model = start.clone();
             for (add, x) in ops {
                 if add {
@@ -215,9 +252,11 @@ mod tests {
                 prop_assert_eq!(c.len(), model.len());
             }
             prop_assert!(c.chunks.iter().all(|ch| !ch.is_empty() && ch.len() <= CAP));
+            prop_assert!(c.chunks.iter().zip(&c.fences).all(|(ch, &f)| fence(ch[0]) == f));
+            prop_assert_eq!(c.chunks.len(), c.fences.len());
             prop_assert!(c.iter().eq(model.iter().copied()));
             let probe = 1_234;
-            let from = match c.search(|y| y.cmp(&probe)) {
+            let from = match c.search(fence(probe), |y| y.cmp(&probe)) {
                 Ok(p) | Err(p) => p,
             };
             prop_assert!(c.iter_from(from).eq(model.range(probe..).copied()));
@@ -232,6 +271,7 @@ mod tests {
         }
         assert_eq!(c.chunks.len(), 10);
         assert!(c.heap_bytes() < 10 * CAP * 4 + 1_024);
+        assert_eq!(c.fences.len(), 10);
         let mut d = Chunked::default();
         for x in (0..3 * CAP as u32).rev() {
             assert!(insert(&mut d, x));

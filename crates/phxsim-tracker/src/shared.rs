@@ -52,6 +52,22 @@ impl Name {
         }
     }
 
+    /// A name from bytes cut out of a `str` at character boundaries (a meta block's pid or
+    /// key). Short ones are copied without a check (every read checks inline bytes); long ones
+    /// are checked once.
+    pub(crate) fn from_str_bytes(b: &[u8]) -> Self {
+        if b.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..b.len()].copy_from_slice(b);
+            Name(Repr::Inline {
+                len: b.len() as u8,
+                bytes,
+            })
+        } else {
+            Name::new(std::str::from_utf8(b).unwrap_or_default())
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Shared(s) => s,
@@ -335,19 +351,43 @@ impl Meta {
         Ok(Self::owned(pid, key, text))
     }
 
+    /// Where the key and the meta text start in the block, and where the pid starts.
+    fn bounds(&self) -> (usize, usize, usize) {
+        let b = self.0.as_bytes();
+        // Nearly always both lengths are under 64: one byte each.
+        let (pid_at, pid_len, key_len) = match b {
+            [p, k, ..] if p & 0x40 == 0 && k & 0x40 == 0 => (2, usize::from(*p), usize::from(*k)),
+            _ => {
+                let mut at = 0;
+                let pid_len = take_len(b, &mut at);
+                let key_len = take_len(b, &mut at);
+                (at, pid_len, key_len)
+            }
+        };
+        let key_at = (pid_at + pid_len).min(b.len());
+        (pid_at, key_at, (key_at + key_len).min(b.len()))
+    }
+
     /// `(pid, key, meta text)` of the block.
     fn parts(&self) -> (&str, &str, &str) {
-        let b = self.0.as_bytes();
-        let mut at = 0;
-        let pid_len = take_len(b, &mut at);
-        let key_len = take_len(b, &mut at);
-        let key_at = at + pid_len;
-        let meta_at = key_at + key_len;
+        let (pid_at, key_at, meta_at) = self.bounds();
         (
-            self.0.get(at..key_at).unwrap_or_default(),
+            self.0.get(pid_at..key_at).unwrap_or_default(),
             self.0.get(key_at..meta_at).unwrap_or_default(),
             self.0.get(meta_at..).unwrap_or_default(),
         )
+    }
+
+    /// The block's first byte (to bring it into the cache).
+    pub(crate) fn first_byte(&self) -> u8 {
+        self.0.as_bytes().first().copied().unwrap_or(0)
+    }
+
+    /// The pid's and the key's UTF-8 bytes (what the table's indexes compare).
+    pub(crate) fn owner_bytes(&self) -> (&[u8], &[u8]) {
+        let (pid_at, key_at, meta_at) = self.bounds();
+        let b = self.0.as_bytes();
+        (&b[pid_at..key_at], &b[key_at..meta_at])
     }
 
     /// The pid and key of the presence the block belongs to (empty for a meta without one).
@@ -358,12 +398,11 @@ impl Meta {
 
     /// The same meta in a block owned by `pid` and `key`: this one when it already is, so
     /// that a presence passed from replica to replica keeps one block.
-    pub fn for_owner(&self, pid: &str, key: &str) -> Self {
-        let (p, k, text) = self.parts();
-        if p == pid && k == key {
+    pub fn for_owner(&self, pid: &Name, key: &Name) -> Self {
+        if self.owner_bytes() == (pid.as_bytes(), key.as_bytes()) {
             self.clone()
         } else {
-            Self::owned(pid, key, text)
+            Self::owned(pid, key, self.as_str())
         }
     }
 

@@ -278,7 +278,7 @@ impl State {
         let all = self.all_visible();
         out.extend(
             self.table
-                .rows_of_topic(topic)
+                .rows_of_topic_warmed(topic)
                 .filter(|row| all || !self.hidden(self.table.replica_of(row)))
                 .map(|row| Value {
                     key: self.table.key_of(row),
@@ -371,7 +371,8 @@ impl State {
     /// Tracks a presence (one clock tick). Refuses a `{topic, pid, key}` already held, as
     /// `Tracker.track` does.
     pub fn join(&mut self, key: ValueKey, meta: impl Into<Meta>) -> Result<Tag, TrackerError> {
-        let meta = meta.into();
+        // One block for the row and the pending delta.
+        let meta = meta.into().for_owner(&key.pid, &key.key);
         if self.table.find(&key).is_some() {
             return Err(TrackerError::AlreadyTracked(key));
         }
@@ -418,7 +419,7 @@ impl State {
         key: &ValueKey,
         meta: impl Into<Meta>,
     ) -> Result<(Value, Tag), TrackerError> {
-        let meta = meta.into();
+        let meta = meta.into().for_owner(&key.pid, &key.key);
         let Some(id) = self.table.find(key) else {
             return Err(TrackerError::NoPresence(key.clone()));
         };
