@@ -7,7 +7,7 @@ use crate::delta::{Clouds, Delta, cloud_insert, cloud_remove};
 use crate::error::TrackerError;
 use crate::mutation::Mutation;
 use crate::shared::{Meta, Name};
-use crate::table::Table;
+use crate::table::{RowId, Table};
 use crate::types::{Diff, ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 use crate::values::TagValues;
 use std::collections::{BTreeMap, BTreeSet};
@@ -565,15 +565,15 @@ impl State {
         // 2. Leaves: another replica's value we hold, which the remote has seen (context or
         //    cloud) but no longer holds. Candidates come from the remote's context ranges and
         //    cloud dots, looked up in the dot index instead of scanning every row.
-        let mut leave_tags: BTreeSet<Tag> = BTreeSet::new();
+        let mut leave_tags: BTreeMap<Tag, RowId> = BTreeMap::new();
         for (r, &c) in remote_context {
             if r == &self.replica || c == 0 {
                 continue;
             }
-            for (clock, _) in self.table.rows_of_replica(r, 1, c) {
+            for (clock, id) in self.table.rows_of_replica(r, 1, c) {
                 let t = Tag::new(r.clone(), clock);
                 if !remote_values.has(&t) {
-                    leave_tags.insert(t);
+                    leave_tags.insert(t, id);
                 }
             }
         }
@@ -584,8 +584,10 @@ impl State {
                 }
                 for &d in dots {
                     let t = Tag::new(r.clone(), d);
-                    if self.table.find_dot(&t).is_some() && !remote_values.has(&t) {
-                        leave_tags.insert(t);
+                    if let Some(id) = self.table.find_dot(&t)
+                        && !remote_values.has(&t)
+                    {
+                        leave_tags.insert(t, id);
                     }
                 }
             }
@@ -609,11 +611,11 @@ impl State {
         // 4–5. Remove the leaves (relaying each as a tombstone in our own delta: removes
         //      travel through third parties), then insert the joins, overwriting in place.
         let mut leaves = Vec::with_capacity(leave_tags.len());
-        for t in &leave_tags {
-            let id = self.table.find_dot(t).expect("indexed row exists");
-            let key = self.table.key_of(self.table.row(id));
-            let value = self.delete_row(&key).expect("indexed row exists");
-            self.tombstone(t);
+        for (t, id) in leave_tags {
+            // The ids found above still name their rows: only clouds changed since.
+            self.revision.bump();
+            let value = self.table.remove(id);
+            self.tombstone(&t);
             leaves.push(value);
         }
         if self.table.build_in_bulk(&join_values) {

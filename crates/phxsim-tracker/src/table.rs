@@ -8,9 +8,9 @@
 //! The indexes hold row ids (4 bytes each, in [`Chunked`] sequences), never a copy of a key:
 //! the dot index maps each replica to its rows in clock order (fenced by the clock), the topic
 //! index each topic to its rows in `{pid, key}` order (fenced by the pid's first eight bytes),
-//! and the pid index holds every row in the order of its pid's hash, then row id (fenced by the
-//! hash), so that a pid's rows are one range. A search compares the probe with the rows the
-//! ids name. Every index is ordered, so every read is in a defined order whatever the history
+//! and the pid index holds `(hash of the pid, row id)` pairs packed in a `u64` (8 bytes, read
+//! without touching a row), so that a pid's rows are one range. A search compares the probe
+//! with the rows the ids name (the pid index compares its entries). Every index is ordered, so every read is in a defined order whatever the history
 //! of the slab (which ids are free, which are reused).
 
 use crate::chunked::Chunked;
@@ -117,8 +117,8 @@ pub(crate) struct Table {
     topics: Vec<Option<Topic>>,
     topic_ids: BTreeMap<Name, u32>,
     free_topics: Vec<u32>,
-    /// Every row, in pid order (see the module doc).
-    by_pid: Chunked<RowId>,
+    /// Every row as `pid_hash << 32 | row id`, in order (see the module doc).
+    by_pid: Chunked<u64>,
 }
 
 /// Reads the first byte of each row's meta block: a loop with no work between the loads lets
@@ -149,22 +149,16 @@ fn cmp_pid_key(slots: &Slots, id: RowId, pid: &[u8], key: &[u8]) -> Ordering {
     cmp_bytes(p, pid).then_with(|| cmp_bytes(k, key))
 }
 
-/// The pid index's order: the pid's hash, then row id. A probe without an id sorts before
-/// every row of its hash. (Rows of other pids with the same hash are skipped by the readers.)
-fn cmp_pid(slots: &Slots, id: RowId, hash: u64, probe: Option<RowId>) -> Ordering {
-    pid_hash(slots.row(id).meta.owner_bytes().0)
-        .cmp(&hash)
-        .then_with(|| match probe {
-            Some(probe) => id.cmp(&probe),
-            None => Ordering::Greater,
-        })
+/// A pid's 32-bit FNV-1a hash: fixed, so the pid index is laid out the same in every run.
+fn pid_hash(pid: &[u8]) -> u32 {
+    pid.iter().fold(0x811c_9dc5, |h: u32, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
-/// FNV-1a: a fixed hash, so the pid index is laid out the same in every run.
-fn pid_hash(pid: &[u8]) -> u64 {
-    pid.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The pid index entry of row `id` with pid `pid`.
+fn pid_entry(pid: &[u8], id: RowId) -> u64 {
+    u64::from(pid_hash(pid)) << 32 | u64::from(id)
 }
 
 /// The first eight bytes of a text as a big-endian number (zero-padded): the topic index's
@@ -178,10 +172,6 @@ fn prefix(b: &[u8]) -> u64 {
 
 fn pid_prefix(slots: &Slots, id: RowId) -> u64 {
     prefix(slots.row(id).meta.owner_bytes().0)
-}
-
-fn pid_hash_of(slots: &Slots, id: RowId) -> u64 {
-    pid_hash(slots.row(id).meta.owner_bytes().0)
 }
 
 fn clock_of(slots: &Slots, id: RowId) -> u64 {
@@ -222,11 +212,11 @@ impl Table {
 
     /// The row's `{topic, pid, key}` as owned names.
     pub fn key_of(&self, row: &Row) -> ValueKey {
-        let (pid, key) = row.meta.owner_bytes();
+        let (pid, key) = row.meta.owner_names();
         ValueKey {
             topic: self.topic_of(row).clone(),
-            pid: Name::from_str_bytes(pid),
-            key: Name::from_str_bytes(key),
+            pid,
+            key,
         }
     }
 
@@ -334,14 +324,13 @@ impl Table {
     /// The rows of a pid, in `{topic, key}` order.
     pub fn rows_of_pid(&self, pid: &str) -> Vec<RowId> {
         let pid = pid.as_bytes();
-        let hash = pid_hash(pid);
-        let (Ok(from) | Err(from)) = self
-            .by_pid
-            .search(hash, |id| cmp_pid(&self.slots, id, hash, None));
+        let first = pid_entry(pid, 0);
+        let (Ok(from) | Err(from)) = self.by_pid.search(first, |e| e.cmp(&first));
         let mut ids: Vec<RowId> = self
             .by_pid
             .iter_from(from)
-            .take_while(|&id| pid_hash_of(&self.slots, id) == hash)
+            .take_while(|&e| e >> 32 == first >> 32)
+            .map(|e| e as RowId)
             .filter(|&id| self.slots.row(id).meta.owner_bytes().0 == pid)
             .collect();
         ids.sort_by(|&a, &b| {
@@ -456,12 +445,9 @@ impl Table {
         if let Some(topic) = self.topics[t as usize].as_mut() {
             topic.rows.insert(at, id, |x| pid_prefix(slots, x));
         }
-        let hash = pid_hash(pid);
-        if let Err(pos) = self
-            .by_pid
-            .search(hash, |x| cmp_pid(slots, x, hash, Some(id)))
-        {
-            self.by_pid.insert(pos, id, |x| pid_hash_of(slots, x));
+        let entry = pid_entry(pid, id);
+        if let Err(pos) = self.by_pid.search(entry, |e| e.cmp(&entry)) {
+            self.by_pid.insert(pos, entry, |e| e);
         }
         self.index_dot(r, tag.clock, id);
     }
@@ -477,12 +463,9 @@ impl Table {
         let (pid, key) = row.meta.owner_bytes();
         self.unindex_dot(row.replica, row.clock, id);
         let slots = &self.slots;
-        let hash = pid_hash(pid);
-        if let Ok(pos) = self
-            .by_pid
-            .search(hash, |x| cmp_pid(slots, x, hash, Some(id)))
-        {
-            self.by_pid.remove(pos, |x| pid_hash_of(slots, x));
+        let entry = pid_entry(pid, id);
+        if let Ok(pos) = self.by_pid.search(entry, |e| e.cmp(&entry)) {
+            self.by_pid.remove(pos, |e| e);
         }
         let t = row.topic as usize;
         if let Some(topic) = self.topics[t].as_mut() {
@@ -605,16 +588,14 @@ impl Table {
                 }
             }
         }
-        // Pid index, by pid hash then row id.
-        let mut pids: Vec<(u64, RowId)> = joins
+        // Pid index.
+        let mut pids: Vec<u64> = joins
             .iter()
             .enumerate()
-            .map(|(id, v)| (pid_hash(v.key.pid.as_bytes()), id as RowId))
+            .map(|(id, v)| pid_entry(v.key.pid.as_bytes(), id as RowId))
             .collect();
         pids.sort_unstable();
-        self.by_pid = Chunked::from_sorted(pids.into_iter().map(|(_, id)| id), |id| {
-            pid_hash(joins[id as usize].key.pid.as_bytes())
-        });
+        self.by_pid = Chunked::from_sorted(pids, |e| e);
         true
     }
 }
