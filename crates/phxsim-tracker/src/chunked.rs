@@ -1,4 +1,4 @@
-//! An ordered sequence of small `Copy` items (row ids) kept in chunks of at most [`CAP`]: the
+//! An ordered sequence of small `Copy` items (row ids) kept in chunks of at most `CAP`: the
 //! indexes of the values table.
 //!
 //! The items do not carry their sort key: the order lives in the rows they name, so every search
@@ -8,15 +8,16 @@
 //! *fence*: a `u64` summary of its first item's key, given by the index (a clock, a hash, the
 //! first bytes of a text), that orders as the keys do (`a <= b` gives `fence(a) <= fence(b)`).
 //! A search picks its chunk among the fences and reads rows only where fences tie and inside
-//! one chunk. Chunks bound the cost of an insert or a remove to moving at most [`CAP`] items,
+//! one chunk. Chunks bound the cost of an insert or a remove to moving at most `CAP` items,
 //! and an index built from a sorted sequence, or grown at its end (a replica's clocks), fills
 //! its chunks to the brim.
 
 use std::cmp::Ordering;
 
-/// Items per chunk at most. A power of two, so that a chunk grown one push at a time reaches
-/// it exactly; small, so that a search reads few rows inside its chunk.
-pub(crate) const CAP: usize = 64;
+/// Items per chunk at most, unless an index says otherwise. A power of two, so that a chunk
+/// grown one push at a time reaches it exactly; small, so that a search reads few rows inside
+/// its chunk (each chunk costs a fence and a `Vec` header, 32 bytes).
+pub(crate) const DEFAULT_CAP: usize = 64;
 
 /// Where an item is, or where a probe would go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,14 +27,14 @@ pub(crate) struct Pos {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Chunked<T> {
+pub(crate) struct Chunked<T, const CAP: usize = DEFAULT_CAP> {
     chunks: Vec<Vec<T>>,
     /// Per chunk: the fence of its first item.
     fences: Vec<u64>,
     len: usize,
 }
 
-impl<T> Default for Chunked<T> {
+impl<T, const CAP: usize> Default for Chunked<T, CAP> {
     fn default() -> Self {
         Self {
             chunks: Vec::new(),
@@ -43,7 +44,7 @@ impl<T> Default for Chunked<T> {
     }
 }
 
-impl<T: Copy> Chunked<T> {
+impl<T: Copy, const CAP: usize> Chunked<T, CAP> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -100,6 +101,28 @@ impl<T: Copy> Chunked<T> {
             Ok(at) => Ok(Pos { chunk, at }),
             Err(at) => Err(Pos { chunk, at }),
         }
+    }
+
+    /// Where `item` itself is, for a remover that knows it: the chunk is picked as
+    /// [`Chunked::search`] picks it, and then found by scanning the chunk's items for it, so
+    /// that no row is read inside the chunk.
+    pub fn position_of(
+        &self,
+        fence: u64,
+        mut cmp: impl FnMut(T) -> Ordering,
+        item: T,
+    ) -> Option<Pos>
+    where
+        T: PartialEq,
+    {
+        let lo = self.fences.partition_point(|&f| f < fence);
+        let hi = lo + self.fences[lo..].partition_point(|&f| f <= fence);
+        let starts_at_or_below = lo
+            + self.chunks[lo..hi]
+                .partition_point(|c| c.first().is_some_and(|&x| cmp(x) != Ordering::Greater));
+        let chunk = starts_at_or_below.saturating_sub(1);
+        let at = self.chunks.get(chunk)?.iter().position(|&x| x == item)?;
+        Some(Pos { chunk, at })
     }
 
     /// The item at `pos` (a position `search` answered `Ok`).
@@ -228,10 +251,14 @@ mod tests {
     fn remove(c: &mut Chunked<u32>, x: u32) -> bool {
         match c.search(fence(x), |y| y.cmp(&x)) {
             Ok(pos) => {
+                assert_eq!(c.position_of(fence(x), |y| y.cmp(&x), x), Some(pos));
                 assert_eq!(c.remove(pos, fence), x);
                 true
             }
-            Err(_) => false,
+            Err(_) => {
+                assert_eq!(c.position_of(fence(x), |y| y.cmp(&x), x), None);
+                false
+            }
         }
     }
 
@@ -251,7 +278,7 @@ mod tests {
                 }
                 prop_assert_eq!(c.len(), model.len());
             }
-            prop_assert!(c.chunks.iter().all(|ch| !ch.is_empty() && ch.len() <= CAP));
+            prop_assert!(c.chunks.iter().all(|ch| !ch.is_empty() && ch.len() <= DEFAULT_CAP));
             prop_assert!(c.chunks.iter().zip(&c.fences).all(|(ch, &f)| fence(ch[0]) == f));
             prop_assert_eq!(c.chunks.len(), c.fences.len());
             prop_assert!(c.iter().eq(model.iter().copied()));
@@ -266,25 +293,25 @@ mod tests {
     #[test]
     fn an_index_grown_in_order_keeps_full_chunks() {
         let mut c = Chunked::default();
-        for x in 0..10 * CAP as u32 {
+        for x in 0..10 * (DEFAULT_CAP as u32) {
             assert!(insert(&mut c, x));
         }
         assert_eq!(c.chunks.len(), 10);
-        assert!(c.heap_bytes() < 10 * CAP * 4 + 1_024);
+        assert!(c.heap_bytes() < 10 * DEFAULT_CAP * 4 + 1_024);
         assert_eq!(c.fences.len(), 10);
         let mut d = Chunked::default();
-        for x in (0..3 * CAP as u32).rev() {
+        for x in (0..3 * (DEFAULT_CAP as u32)).rev() {
             assert!(insert(&mut d, x));
         }
         assert_eq!(d.chunks.len(), 3);
-        assert!(d.iter().eq(0..3 * CAP as u32));
+        assert!(d.iter().eq(0..3 * (DEFAULT_CAP as u32)));
         // emptied in the middle: chunks merge, none stays empty
-        for x in CAP as u32 / 2..5 * CAP as u32 / 2 {
+        for x in (DEFAULT_CAP as u32) / 2..5 * (DEFAULT_CAP as u32) / 2 {
             assert!(remove(&mut d, x));
         }
         assert!(d.chunks.iter().all(|ch| !ch.is_empty()));
-        let want: BTreeSet<u32> = (0..CAP as u32 / 2)
-            .chain(5 * CAP as u32 / 2..3 * CAP as u32)
+        let want: BTreeSet<u32> = (0..(DEFAULT_CAP as u32) / 2)
+            .chain(5 * (DEFAULT_CAP as u32) / 2..3 * (DEFAULT_CAP as u32))
             .collect();
         assert!(d.iter().eq(want.iter().copied()));
     }

@@ -95,11 +95,15 @@ impl Slots {
     }
 }
 
+/// Rows per chunk of a topic index: smaller than the other indexes', because each step of
+/// a search inside a chunk reads a row and then its meta block (two cache misses).
+const TOPIC_CAP: usize = 32;
+
 /// A topic's name and its rows in `{pid, key}` order.
 #[derive(Clone)]
 struct Topic {
     name: Name,
-    rows: Chunked<RowId>,
+    rows: Chunked<RowId, TOPIC_CAP>,
 }
 
 #[derive(Clone, Default)]
@@ -400,9 +404,7 @@ impl Table {
     fn unindex_dot(&mut self, r: u32, clock: u64, id: RowId) {
         let dots = &mut self.by_dot[r as usize];
         let slots = &self.slots;
-        if let Ok(pos) = dots.search(clock, |x| cmp_clock(slots, x, clock))
-            && dots.get(pos) == Some(id)
-        {
+        if let Some(pos) = dots.position_of(clock, |x| cmp_clock(slots, x, clock), id) {
             dots.remove(pos, |x| clock_of(slots, x));
         }
     }
@@ -469,9 +471,10 @@ impl Table {
         }
         let t = row.topic as usize;
         if let Some(topic) = self.topics[t].as_mut() {
-            if let Ok(pos) = topic
-                .rows
-                .search(prefix(pid), |x| cmp_pid_key(slots, x, pid, key))
+            if let Some(pos) =
+                topic
+                    .rows
+                    .position_of(prefix(pid), |x| cmp_pid_key(slots, x, pid, key), id)
             {
                 topic.rows.remove(pos, |x| pid_prefix(slots, x));
             }
