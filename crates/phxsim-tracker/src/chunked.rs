@@ -186,7 +186,11 @@ impl<T: Copy, const CAP: usize> Chunked<T, CAP> {
         }
         if left < CAP / 4 {
             let i = pos.chunk;
-            if self.chunks.get(i + 1).is_some_and(|n| n.len() + left <= CAP) {
+            if self
+                .chunks
+                .get(i + 1)
+                .is_some_and(|n| n.len() + left <= CAP)
+            {
                 let next = self.chunks.remove(i + 1);
                 self.fences.remove(i + 1);
                 self.chunks[i].extend(next);

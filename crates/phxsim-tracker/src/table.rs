@@ -53,7 +53,10 @@ struct Slots {
 impl Slots {
     fn get(&self, id: RowId) -> Option<&Row> {
         let id = id as usize;
-        self.chunks.get(id / SLAB_CHUNK)?.get(id % SLAB_CHUNK)?.as_ref()
+        self.chunks
+            .get(id / SLAB_CHUNK)?
+            .get(id % SLAB_CHUNK)?
+            .as_ref()
     }
 
     fn slot_mut(&mut self, id: RowId) -> &mut Option<Row> {
@@ -421,7 +424,10 @@ impl Table {
         let topic = self.topics[t as usize]
             .as_ref()
             .expect("topic just numbered");
-        let at = match topic.rows.search(prefix(pid), |x| cmp_pid_key(slots, x, pid, k)) {
+        let at = match topic
+            .rows
+            .search(prefix(pid), |x| cmp_pid_key(slots, x, pid, k))
+        {
             Ok(pos) => {
                 let id = topic.rows.get(pos).expect("a found position holds a row");
                 let row = self.slots.row(id);
