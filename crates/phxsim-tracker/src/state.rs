@@ -851,6 +851,48 @@ mod tests {
         assert_eq!(b.all_values().len(), 1);
     }
 
+    /// The memory budget of issue 15 (at most 150 bytes per presence, Phoenix's ETS takes
+    /// about 450) on the workload of `bench-tracker`: 100 000 local joins over 100 topics, one
+    /// pid and key each, a 53-byte meta. The bench's counting allocator measures the same
+    /// state; this account says where the bytes go.
+    #[test]
+    fn a_presence_costs_at_most_150_bytes_of_table() {
+        let n = 100_000;
+        let mut a = State::new(ReplicaRef::new("a", 1));
+        for i in 0..n {
+            let meta = format!(
+                r#"{{"online_at":{},"phx_ref":"{:016x}"}}"#,
+                1_750_000_000 + i,
+                i * 7_919
+            );
+            a.join(
+                ValueKey::new(
+                    format!("room:{}", i % 100),
+                    format!("pid:{i}"),
+                    format!("user:{i}"),
+                ),
+                Meta::parse(&meta).unwrap(),
+            )
+            .unwrap();
+        }
+        a.flush();
+        let parts = a.table.heap_account();
+        let per = |b: usize| b as f64 / n as f64;
+        let total: usize = parts.iter().sum();
+        println!(
+            "bytes per presence: slab {:.1}, meta blocks {:.1}, dot index {:.1}, topic index \
+             {:.1}, pid index {:.1}, rest {:.2}; total {:.1}",
+            per(parts[0]),
+            per(parts[1]),
+            per(parts[2]),
+            per(parts[3]),
+            per(parts[4]),
+            per(parts[5]),
+            per(total)
+        );
+        assert!(per(total) <= 150.0, "{} bytes per presence", per(total));
+    }
+
     proptest! {
         #[test]
         fn compact_stops_at_the_first_gap_and_keeps_the_rest(

@@ -638,6 +638,37 @@ impl SortKey {
     }
 }
 
+#[cfg(test)]
+impl Table {
+    /// Heap bytes held by the table's parts (capacities, as an allocator counts them), for the
+    /// memory budget test: `[slab, meta blocks, dot index, topic index, pid index, rest]`.
+    pub(crate) fn heap_account(&self) -> [usize; 6] {
+        let slab = self.slots.chunks.capacity() * std::mem::size_of::<Vec<Option<Row>>>()
+            + self
+                .slots
+                .chunks
+                .iter()
+                .map(|c| c.capacity() * std::mem::size_of::<Option<Row>>())
+                .sum::<usize>();
+        // a triomphe block: an 8-byte count and the text, padded to 8
+        let blocks = self
+            .in_tag_order(|_| false)
+            .map(|(_, row)| (8 + row.meta.block_len()).next_multiple_of(8))
+            .sum();
+        let dots = self.by_dot.iter().map(Chunked::heap_bytes).sum();
+        let topics = self
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| t.rows.heap_bytes())
+            .sum();
+        let rest = self.free.capacity() * 4
+            + self.topics.capacity() * std::mem::size_of::<Option<Topic>>()
+            + self.by_dot.capacity() * std::mem::size_of::<Chunked<RowId>>();
+        [slab, blocks, dots, topics, self.by_pid.heap_bytes(), rest]
+    }
+}
+
 /// Two tables are equal when they hold the same rows with the same dots, whatever their slab
 /// layout or the order replicas and topics were numbered in.
 impl PartialEq for Table {
