@@ -392,9 +392,11 @@ impl Meta {
         (Name::cut(b, pid_at, key_at), Name::cut(b, key_at, meta_at))
     }
 
-    /// The block's first byte (to bring it into the cache).
+    /// Two bytes of the block (to bring it into the cache): its first, and one 40 bytes in,
+    /// where a short pid and key end (a block may straddle two cache lines).
     pub(crate) fn first_byte(&self) -> u8 {
-        self.0.as_bytes().first().copied().unwrap_or(0)
+        let b = self.0.as_bytes();
+        b.first().copied().unwrap_or(0) ^ b.get(40).copied().unwrap_or(0)
     }
 
     /// The pid's and the key's UTF-8 bytes (what the table's indexes compare).
