@@ -22,8 +22,11 @@
 //! allow-nondeterminism: a benchmark of real sockets; it reads the real clock and /proc and
 //! never runs inside a simulation.
 
+mod wire;
+
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
+use rand::{Rng as _, SeedableRng as _};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -241,10 +244,14 @@ async fn socket(
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
     ev: Events,
     limit: Duration,
+    seed: u64,
 ) {
     let connected = tokio::time::timeout(limit, connect(&url)).await;
-    let mut ws = match connected {
-        Ok(Ok(ws)) => ws,
+    // The handshake is tungstenite's; frames are read and written by `wire` (see there why).
+    // A server sends nothing after its 101 until the client's first frame, so nothing read
+    // ahead is lost with tungstenite's buffer.
+    let mut stream = match connected {
+        Ok(Ok(ws)) => ws.into_inner(),
         Ok(Err(e)) => {
             let _ = ev.send(Ev::Error(format!("connect {user}: {e}")));
             return;
@@ -254,32 +261,43 @@ async fn socket(
             return;
         }
     };
+    let mut reader = wire::FrameReader::default();
+    // Client frames are masked (RFC 6455 §5.3); the masks come from the run's seed.
+    let mut masks = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut next_ref = 1u64;
     let mut join_ref;
     let mut pending_join: Option<String>;
     let mut joined = false;
     let mut waiting: Vec<oneshot::Sender<Status>> = Vec::new();
+    macro_rules! write_text {
+        ($frame:expr, $what:expr) => {{
+            let frame: Json = $frame;
+            if wire::write_text(&mut stream, frame.to_string(), masks.r#gen())
+                .await
+                .is_err()
+            {
+                let _ = ev.send(Ev::Error(format!("{user}: {} write failed", $what)));
+                return;
+            }
+        }};
+    }
     macro_rules! push {
         ($event:expr, $payload:expr) => {{
             next_ref += 1;
-            let frame =
-                serde_json::json!([join_ref, next_ref.to_string(), topic, $event, $payload]);
-            if ws.send(Ws::text(frame.to_string())).await.is_err() {
-                let _ = ev.send(Ev::Error(format!("{user}: write failed")));
-                return;
-            }
-            next_ref.to_string()
+            write_text!(
+                serde_json::json!([join_ref, next_ref.to_string(), topic, $event, $payload]),
+                $event
+            );
         }};
     }
     macro_rules! join {
         () => {{
             next_ref += 1;
             join_ref = next_ref.to_string();
-            let frame = serde_json::json!([join_ref, join_ref, topic, "phx_join", {}]);
-            if ws.send(Ws::text(frame.to_string())).await.is_err() {
-                let _ = ev.send(Ev::Error(format!("{user}: join write failed")));
-                return;
-            }
+            write_text!(
+                serde_json::json!([join_ref, join_ref, topic, "phx_join", {}]),
+                "join"
+            );
             pending_join = Some(join_ref.clone());
         }};
     }
@@ -290,25 +308,31 @@ async fn socket(
         tokio::select! {
             _ = heartbeat.tick() => {
                 next_ref += 1;
-                let frame = serde_json::json!([null, next_ref.to_string(), "phoenix", "heartbeat", {}]);
-                if ws.send(Ws::text(frame.to_string())).await.is_err() {
-                    let _ = ev.send(Ev::Error(format!("{user}: heartbeat write failed")));
-                    return;
-                }
+                write_text!(
+                    serde_json::json!([null, next_ref.to_string(), "phoenix", "heartbeat", {}]),
+                    "heartbeat"
+                );
             }
-            m = ws.next() => {
+            m = reader.next(&mut stream) => {
                 let text = match m {
-                    Some(Ok(Ws::Text(t))) => t,
-                    Some(Ok(Ws::Close(f))) => {
-                        let _ = ev.send(Ev::Error(format!("{user}: closed by the server: {f:?}")));
+                    Ok(Some(wire::Incoming::Text(t))) => t,
+                    Ok(Some(wire::Incoming::Close(code))) => {
+                        let _ = ev.send(Ev::Error(format!("{user}: closed by the server: {code:?}")));
                         return;
                     }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
+                    Ok(Some(wire::Incoming::Ping(payload))) => {
+                        if wire::write_pong(&mut stream, payload, masks.r#gen()).await.is_err() {
+                            let _ = ev.send(Ev::Error(format!("{user}: pong write failed")));
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(Some(wire::Incoming::State | wire::Incoming::Other)) => continue,
+                    Err(e) => {
                         let _ = ev.send(Ev::Error(format!("{user}: {e}")));
                         return;
                     }
-                    None => {
+                    Ok(None) => {
                         let _ = ev.send(Ev::Error(format!("{user}: connection ended")));
                         return;
                     }
@@ -492,6 +516,7 @@ impl Run {
                 tx: self.ev_tx.clone(),
             },
             self.limit,
+            self.args.seed ^ ((id as u64) << 20) ^ generation,
         ));
         let s = Sock {
             ctl: tx,
