@@ -58,6 +58,12 @@ pub struct Args {
     /// Presence changes whose latency is measured.
     #[arg(long, default_value_t = 20)]
     pub rounds: usize,
+    /// Milliseconds between the end of one latency round and the next push. `phxsim serve`
+    /// batches a big topic's diffs (`--coalesce-max-ms`): a change within that window of the
+    /// previous diff waits for the window's end, so a gap shorter than the window measures
+    /// the batching too, and a longer one the fan-out of a change alone.
+    #[arg(long = "round-gap-ms", default_value_t = 50)]
+    pub round_gap_ms: u64,
     /// Seconds of churn.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -698,6 +704,8 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         .count();
     let mut latencies = Vec::with_capacity(n * run.args.rounds);
     let mut incomplete_rounds = 0;
+    // Each round's first and last arrival: the spread of a fan-out, and a round that waited.
+    let mut round_spans = Vec::new();
     for round in 1..=run.args.rounds as u64 {
         let t0 = Instant::now();
         if run.socks[0].ctl.send(Ctl::Mark(round)).is_err() {
@@ -705,10 +713,13 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         }
         let mut got = 0;
         let deadline = t0 + limit.min(Duration::from_secs(30));
+        let (mut first, mut last) = (Duration::MAX, Duration::ZERO);
         while got < followers {
             match tokio::time::timeout_at(deadline, run.ev_rx.recv()).await {
                 Ok(Some((_, Ev::Mark { mark, at }))) if mark == round => {
-                    latencies.push(at.saturating_duration_since(t0));
+                    let l = at.saturating_duration_since(t0);
+                    (first, last) = (first.min(l), last.max(l));
+                    latencies.push(l);
                     got += 1;
                 }
                 Ok(Some((_, Ev::Error(e)))) => run.error(e),
@@ -725,7 +736,12 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
             );
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        round_spans.push(format!(
+            "{:.0}-{:.0}",
+            first.as_secs_f64() * 1e3,
+            last.as_secs_f64() * 1e3
+        ));
+        tokio::time::sleep(Duration::from_millis(run.args.round_gap_ms)).await;
     }
     latencies.sort();
     println!(
@@ -736,6 +752,7 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         latencies.len(),
         incomplete_rounds
     );
+    println!("rounds first-last ms {}", round_spans.join(" "));
 
     // 3. churn
     let mut rng = run.args.seed;
