@@ -159,14 +159,17 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The `mark` of the first presence in a diff's joins, without parsing the whole frame (the
-/// sockets read O(N²) frames while N sockets join).
+/// sockets read O(N²) bytes of diffs while N sockets join, none with a mark: the search is
+/// memchr's, several times faster than `str::find` over a diff that has none).
 fn mark_in(text: &str) -> Option<u64> {
-    let joins = text.find("\"joins\":")?;
-    let rest = &text[joins..];
-    let at = rest.find("\"mark\":")? + 7;
+    use memchr::memmem::find;
+    let joins = find(text.as_bytes(), b"\"joins\":")?;
+    let rest = &text.as_bytes()[joins..];
+    let at = find(rest, b"\"mark\":")? + 7;
     let digits: String = rest[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .map(|c| char::from(*c))
         .collect();
     digits.parse().ok()
 }

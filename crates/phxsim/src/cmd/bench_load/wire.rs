@@ -100,7 +100,12 @@ impl FrameReader {
                 return Ok(None);
             }
             let head = &unread[head_len..head_len + HEAD];
-            if super::event_of(&String::from_utf8_lossy(head)) == Some("presence_state") {
+            // the head may end inside a character
+            let head = match std::str::from_utf8(head) {
+                Ok(text) => text,
+                Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or(""),
+            };
+            if super::event_of(head) == Some("presence_state") {
                 self.pos += head_len;
                 self.skip = len;
                 return self.parse();
