@@ -533,15 +533,17 @@ impl Client {
         self.shared.read(|m| f(m.presence()))
     }
 
-    /// Whether two clients hold the same presence list (same keys in the same order, equal
-    /// presences). Cheap when their metas are shared ([`ClientConfig::frame_cache`]): equal
-    /// shared metas compare by pointer.
+    /// Whether two clients hold the same presences: the same keys, in any order (clients
+    /// that joined at different times list them in different orders), each with equal
+    /// presences (metas in the same order). Cheap when their metas are shared
+    /// ([`ClientConfig::frame_cache`]): equal shared metas compare by pointer.
     pub fn same_presences(&self, other: &Client) -> bool {
         if Arc::ptr_eq(&self.shared, &other.shared) {
             return true;
         }
         let (a, b) = (self.shared.machine(), other.shared.machine());
-        a.presence().state() == b.presence().state()
+        let (a, b) = (a.presence().state(), b.presence().state());
+        a.len() == b.len() && a.iter().all(|(key, p)| b.get(key) == Some(p))
     }
 
     /// A receiver of every status change (a presence message moves
