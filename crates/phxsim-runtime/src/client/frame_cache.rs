@@ -32,13 +32,17 @@ pub(crate) struct CachedDiff {
     pub(crate) diff: PresenceDiff,
 }
 
+/// The hash of the cache's maps: foldhash with its fixed seed (fast; their order does not
+/// depend on it).
+type TextHash = foldhash::fast::FixedState;
+
 /// Metas held by some client, by presence key and `phx_ref`. Hashed: these maps are only
 /// looked up and pruned, never iterated into anything a run shows, so their order is no
 /// matter (and an `IndexMap`'s is the insertion order anyway); a hash finds a long key with
 /// one comparison where a tree of thousands of keys sharing a prefix makes a dozen.
 #[derive(Default)]
 struct Metas {
-    by_ref: IndexMap<String, IndexMap<String, Meta>>,
+    by_ref: IndexMap<String, IndexMap<String, Meta, TextHash>, TextHash>,
     len: usize,
     /// Unused metas are dropped when `len` reaches this.
     prune_at: usize,
@@ -88,7 +92,7 @@ impl Metas {
 /// Decoded presences by their JSON text (a `presence_state` entry's value).
 #[derive(Default)]
 struct PresenceTexts {
-    by_text: IndexMap<Box<str>, Presence>,
+    by_text: IndexMap<Box<str>, Presence, TextHash>,
     /// Unused presences are dropped when there are this many.
     prune_at: usize,
 }
@@ -137,7 +141,7 @@ struct Frames {
     presences: PresenceTexts,
     /// Per serializer (V1, V2), the frames by their text (hashed, as `Metas`: the frames of
     /// one topic share a long prefix).
-    by_text: [IndexMap<Arc<str>, Arc<CachedDiff>>; 2],
+    by_text: [IndexMap<Arc<str>, Arc<CachedDiff>, TextHash>; 2],
     /// Oldest first.
     order: VecDeque<(usize, Arc<str>)>,
     bytes: usize,
