@@ -455,3 +455,88 @@ impl PresenceInstance {
         list_by(&self.state, chooser)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn diff(joins: Value, leaves: Value) -> PresenceDiff {
+        PresenceDiff::from_payload(json!({"joins": joins, "leaves": leaves})).unwrap_or_default()
+    }
+
+    fn joined_keys(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Join { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_borrowed_diff_is_applied_in_javascript_key_order() {
+        let meta = |r: &str| json!({"metas": [{"phx_ref": r}]});
+        let keys = ["b", "10", "a", "2", "007", "4294967295", "0"];
+        let joins: serde_json::Map<String, Value> =
+            keys.iter().map(|k| ((*k).to_owned(), meta(k))).collect();
+        let leaves = json!({"a": meta("a"), "3": meta("3"), "1": meta("x")});
+        let d = diff(Value::Object(joins), leaves);
+        // what JSON.parse makes of the diff's objects: JsMap's order
+        let js: JsMap<Presence> = d.joins.clone().into_iter().collect();
+        let mut state: SyncState = [("1".to_owned(), Presence::new(Vec::new()))]
+            .into_iter()
+            .collect();
+        let mut events = Vec::new();
+        sync_diff_ref(&mut state, &d, &mut events);
+        assert_eq!(joined_keys(&events), js.keys().collect::<Vec<_>>());
+        assert_eq!(
+            joined_keys(&events),
+            ["0", "2", "10", "b", "a", "007", "4294967295"]
+        );
+        // leaves after joins, in their own JavaScript order: "1" (known, nothing removed,
+        // still reported) then "a"; "3" is unknown and silent
+        let left: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Leave { key, .. } => Some(key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left, ["1", "a"]);
+        // the owned diff gives the same state
+        let mut owned: SyncState = [("1".to_owned(), Presence::new(Vec::new()))]
+            .into_iter()
+            .collect();
+        sync_diff(&mut owned, d, &mut ());
+        assert_eq!(owned, state);
+    }
+
+    #[test]
+    fn a_state_into_an_empty_list_joins_every_key_in_javascript_order() {
+        let payload = json!({
+            "b": {"metas": [{"phx_ref": "1"}]},
+            "10": {"metas": [{"phx_ref": "2"}], "user": 1},
+            "a": {"metas": []},
+            "2": {"metas": [{"phx_ref": "3"}, {"phx_ref": "4"}]}
+        });
+        let new_state = || PresenceState::from_payload(payload.clone()).unwrap_or_default();
+        let mut state = SyncState::new();
+        let mut events = Vec::new();
+        sync_state(&mut state, new_state(), &mut events);
+        assert_eq!(joined_keys(&events), ["2", "10", "b", "a"]);
+        assert!(events.iter().all(|e| match e {
+            Event::Join { current, .. } => current.is_none(),
+            _ => false,
+        }));
+        let expected: JsMap<Presence> = new_state().presences.into_iter().collect();
+        assert_eq!(state, expected);
+        // the general path (a list that is not empty) ends in the same list
+        let mut other: SyncState = [("z".to_owned(), Presence::new(Vec::new()))]
+            .into_iter()
+            .collect();
+        sync_state(&mut other, new_state(), &mut ());
+        assert_eq!(other, expected);
+    }
+}

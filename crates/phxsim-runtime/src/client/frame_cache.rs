@@ -255,3 +255,58 @@ impl FrameCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn a_state_decodes_as_the_ordinary_way_does_and_shares_what_it_decoded_before() {
+        let cache = FrameCache::new();
+        let texts = [
+            r#"{"u1":{"metas":[{"phx_ref":"A","n":1}]},"10":{"metas":[]},"u\u0032":{"x":1,"metas":[{"phx_ref":"B"}]}}"#,
+            r#"{}"#,
+            r#"{"u1":{"metas":[{"phx_ref":"A","n":1}]},"u3":{"metas":[{"phx_ref":"C","n":[1,2.5]}]}}"#,
+        ];
+        for text in texts {
+            let ordinary = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| PresenceState::from_payload(v).ok());
+            let cached = cache.decode_state(&raw(text));
+            assert_eq!(cached, ordinary, "{text}");
+            // field order and wire order are kept too
+            assert_eq!(
+                serde_json::to_string(&cached).ok(),
+                serde_json::to_string(&ordinary).ok()
+            );
+        }
+        // "u1" was decoded once and is shared by both states
+        let a = cache.decode_state(&raw(texts[0])).unwrap_or_default();
+        let b = cache.decode_state(&raw(texts[2])).unwrap_or_default();
+        let (Some(a), Some(b)) = (a.presences.get("u1"), b.presences.get("u1")) else {
+            panic!("u1 missing");
+        };
+        assert!(a.metas[0].copies() > 2, "shared, not decoded twice");
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn what_the_ordinary_way_refuses_or_reads_differently_is_left_to_it() {
+        let cache = FrameCache::new();
+        for text in [
+            // a repeated key: JSON.parse keeps the first place and the last value
+            r#"{"u1":{"metas":[]},"u2":{"metas":[]},"u1":{"metas":[{"phx_ref":"A"}]}}"#,
+            r#"[]"#,
+            r#"{"u1":{}}"#,
+            r#"{"u1":{"metas":[1]}}"#,
+            r#"{"u1":{"metas":[{"n":1e400}]}}"#,
+        ] {
+            assert_eq!(cache.decode_state(&raw(text)), None, "{text}");
+        }
+    }
+}
