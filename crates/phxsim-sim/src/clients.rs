@@ -195,6 +195,11 @@ impl serde::de::Visitor<'_> for IsEventKey {
     }
 }
 
+/// What a simulated browser reads from its stream at once, in bytes: a `presence_diff` fits,
+/// and thousands of idle browsers do not hold (nor zero before every read) phoenix.js's
+/// real-socket 8 KiB each.
+const CLIENT_READ_BUFFER: usize = 1024;
+
 /// The host every browser runs on.
 pub const CLIENTS_HOST: &str = "clients";
 
@@ -241,6 +246,8 @@ pub(crate) fn client_host(
                 cfg.auto_join = false;
                 cfg.mutation = mutation;
                 cfg.frame_cache = Some(frame_cache.clone());
+                // a diff fits in one read; a state takes more reads, each a copy in memory
+                cfg.read_buffer_size = CLIENT_READ_BUFFER;
                 // a partitioned SYN is never answered: bound each attempt
                 cfg.timeout = Duration::from_secs(10);
                 let target = node.clone();

@@ -630,9 +630,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     // the replayed clients' lists are kept for the replay's comparison; every other client's
     // list is compared with its node's one at a time, so no more than one is held at once
     let mut final_views: BTreeMap<String, PresenceList> = BTreeMap::new();
-    // the list of the last client compared, reused for the next one when it holds the same
-    // presences (a topic's clients mostly do, and telling so costs no copy)
+    // the list of the last client compared, reused for the next ones while they hold the same
+    // presences (a topic's clients mostly do, and telling so costs no copy); the clients that
+    // share it are compared with their nodes together
     let mut last: Option<(&phxsim_runtime::client::Client, PresenceList)> = None;
+    let mut sharing: Vec<&str> = Vec::new();
     for (name, c) in &s.clients {
         if replayed.as_ref().is_none_or(|r| r.contains(name)) {
             final_views.insert(name.clone(), clients::client_list(&c.client));
@@ -640,11 +642,18 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         }
         match &last {
             Some((prev, _)) if prev.same_presences(&c.client) => {}
-            _ => last = Some((&c.client, clients::client_list(&c.client))),
+            _ => {
+                if let Some((_, view)) = &last {
+                    checkers.client_views_of(&sharing, view);
+                }
+                sharing.clear();
+                last = Some((&c.client, clients::client_list(&c.client)));
+            }
         }
-        if let Some((_, view)) = &last {
-            checkers.client_view(name, view);
-        }
+        sharing.push(name);
+    }
+    if let Some((_, view)) = &last {
+        checkers.client_views_of(&sharing, view);
     }
     let (findings, converged_at_ms) = checkers.finish(&final_views);
     let mut failures: Vec<Finding> = findings

@@ -333,6 +333,55 @@ fn a_client_whose_list_differs_from_its_node_is_a_client_view_finding() {
     assert_eq!(k, [FindingKind::ClientView]);
 }
 
+#[test]
+fn clients_sharing_one_list_are_each_judged_against_their_own_node() {
+    let mut c = checkers();
+    c.step(0);
+    // a lists alice, b lists alice and a ghost bob
+    let mut s = snap(
+        0,
+        node(&[("alice", "r1")], &[("alice", "r1")]),
+        node(&[("alice", "r1"), ("bob", "r9")], &[]),
+    );
+    for (name, node) in [
+        ("p1", "a"),
+        ("p2", "b"),
+        ("p3", "a"),
+        ("p4", "b"),
+        ("p5", "b"),
+    ] {
+        Arc::make_mut(&mut s.clients).insert(
+            name.into(),
+            ClientSnapshot {
+                node: node.into(),
+                topic: "room:lobby".into(),
+                user: name.into(),
+                // p5 is not joined: nothing is asked of its list
+                joined: name != "p5",
+                view: PresenceList::new(),
+            },
+        );
+    }
+    c.observe(s);
+    // every client shows alice only: right on a, wrong on b
+    c.client_views_of(&["p1", "p2", "p3", "p4", "p5"], &list(&[("alice", "r1")]));
+    // (b's ghost bob is also reported, as what it is, by the other checkers)
+    let found: Vec<(FindingKind, String)> = c
+        .finish(&Default::default())
+        .0
+        .into_iter()
+        .filter(|f| f.kind == FindingKind::ClientView)
+        .map(|f| (f.kind, f.subject))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (FindingKind::ClientView, "p2".to_string()),
+            (FindingKind::ClientView, "p4".to_string())
+        ]
+    );
+}
+
 fn state(entries: &[(&str, &str)]) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     for (k, r) in entries {

@@ -153,6 +153,21 @@ impl Codec {
         }
     }
 
+    /// [`Codec::decode`] of a V2 text frame, its payload left as JSON text
+    /// ([`v2::decode_text_raw`]); `None` for a frame it does not cover (V1, binary, or over
+    /// the size limit), which [`Codec::decode`] then handles.
+    pub fn decode_raw<'a>(
+        &self,
+        frame: &'a Frame,
+    ) -> Option<Result<v2::RawFrame<'a>, DecodeError>> {
+        match (self.serializer, frame) {
+            (Serializer::V2, Frame::Text(text)) if text.len() <= self.max_frame_len => {
+                Some(v2::decode_text_raw(text, self.numeric_refs))
+            }
+            _ => None,
+        }
+    }
+
     /// Decodes a frame the other side sent. Any input gives a message or a typed error.
     pub fn decode(&self, frame: &Frame) -> Result<Message, DecodeError> {
         // The limit comes first so an enormous frame is refused without being parsed.

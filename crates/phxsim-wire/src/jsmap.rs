@@ -30,18 +30,23 @@ pub fn array_index(key: &str) -> Option<u32> {
     u32::try_from(value).ok()
 }
 
+/// How `named` keys are hashed: foldhash with its fixed seed. The map's order is its
+/// insertion order whatever the hash, so the hash only has to be fast: a simulated client
+/// looks up and inserts a key of its list for every presence message.
+type KeyHash = foldhash::fast::FixedState;
+
 /// An ordered map with JavaScript's own-property key order (see the module docs).
 #[derive(Clone, Debug)]
 pub struct JsMap<V> {
     indices: BTreeMap<u32, (String, V)>,
-    named: IndexMap<String, V>,
+    named: IndexMap<String, V, KeyHash>,
 }
 
 impl<V> Default for JsMap<V> {
     fn default() -> Self {
         JsMap {
             indices: BTreeMap::new(),
-            named: IndexMap::new(),
+            named: IndexMap::default(),
         }
     }
 }

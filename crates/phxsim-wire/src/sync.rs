@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::error::PayloadError;
 use crate::jsmap::JsMap;
 use crate::message::{PRESENCE_DIFF, PRESENCE_STATE};
-use crate::presence::{Meta, Presence, PresenceDiff, PresenceState};
+use crate::presence::{Meta, Presence, PresenceDiff, PresenceState, Presences};
 
 /// A client's presences: phoenix.js's `state` object.
 pub type SyncState = JsMap<Presence>;
@@ -146,6 +146,15 @@ impl Callbacks for Vec<Event> {
 pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &mut impl Callbacks) {
     // phoenix.js walks `newState` as an object: JavaScript order, not wire order.
     let new_state: JsMap<Presence> = new_state.presences.into_iter().collect();
+    if state.is_empty() {
+        // Nothing leaves and every key joins whole, in `newState`'s order: the state becomes
+        // `newState` itself, which is what the general path below builds one key at a time.
+        *state = new_state;
+        for (key, joined) in state.iter() {
+            callbacks.on_join(key, None, joined);
+        }
+        return;
+    }
     let mut joins = JsMap::new();
     let mut leaves = JsMap::new();
     for (key, presence) in state.iter() {
@@ -178,7 +187,7 @@ pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &m
             joins.insert(key, new_presence);
         }
     }
-    apply(state, joins, leaves, callbacks);
+    apply(state, joins.iter(), leaves.iter(), callbacks);
 }
 
 /// `Presence.syncDiff(state, diff, onJoin, onLeave)`: applies one `presence_diff`.
@@ -188,20 +197,48 @@ pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &m
 /// removes every meta whose ref it names, fires `onLeave` on any known key, and deletes the key
 /// once its metas are empty. A leave for an unknown key is ignored without a callback.
 pub fn sync_diff(state: &mut SyncState, diff: PresenceDiff, callbacks: &mut impl Callbacks) {
-    let joins = diff.joins.into_iter().collect();
-    let leaves = diff.leaves.into_iter().collect();
-    apply(state, joins, leaves, callbacks);
+    sync_diff_ref(state, &diff, callbacks);
 }
 
-fn apply(
+/// [`sync_diff`] of a borrowed diff: what a client does with a diff it shares with others
+/// (each client stores its own copies of the joined presences, whose metas are shared).
+pub fn sync_diff_ref(state: &mut SyncState, diff: &PresenceDiff, callbacks: &mut impl Callbacks) {
+    apply(
+        state,
+        js_order(&diff.joins),
+        js_order(&diff.leaves),
+        callbacks,
+    );
+}
+
+/// The entries of a decoded object in JavaScript property order (see [`JsMap`]): its array
+/// index keys ascending, then the others in wire order. Without an array index key (what
+/// Phoenix's keys almost always are), that is the wire order itself and nothing is built.
+fn js_order(presences: &Presences) -> impl Iterator<Item = (&str, &Presence)> {
+    use crate::jsmap::array_index;
+    // empty (and unallocated) unless some key is an array index
+    let mut indexed: Vec<(u32, &str, &Presence)> = presences
+        .iter()
+        .filter_map(|(key, p)| array_index(key).map(|index| (index, key.as_str(), p)))
+        .collect();
+    // keys are unique, so their array indices are too
+    indexed.sort_unstable_by_key(|&(index, _, _)| index);
+    let named = presences
+        .iter()
+        .filter(|(key, _)| array_index(key).is_none())
+        .map(|(key, p)| (key.as_str(), p));
+    indexed.into_iter().map(|(_, key, p)| (key, p)).chain(named)
+}
+
+fn apply<'a>(
     state: &mut SyncState,
-    joins: JsMap<Presence>,
-    leaves: JsMap<Presence>,
+    joins: impl Iterator<Item = (&'a str, &'a Presence)>,
+    leaves: impl Iterator<Item = (&'a str, &'a Presence)>,
     callbacks: &mut impl Callbacks,
 ) {
     for (key, joined) in joins {
         let stored = joined.clone();
-        match state.get_mut(&key) {
+        match state.get_mut(key) {
             Some(slot) => {
                 let current = std::mem::replace(slot, stored);
                 let mut metas: Vec<Meta> = current
@@ -212,22 +249,22 @@ fn apply(
                     .collect();
                 metas.append(&mut slot.metas);
                 slot.metas = metas;
-                callbacks.on_join(&key, Some(&current), &joined);
+                callbacks.on_join(key, Some(&current), joined);
             }
             None => {
-                state.insert(key.clone(), stored);
-                callbacks.on_join(&key, None, &joined);
+                state.insert(key.to_owned(), stored);
+                callbacks.on_join(key, None, joined);
             }
         }
     }
     for (key, left) in leaves {
-        let Some(current) = state.get_mut(&key) else {
+        let Some(current) = state.get_mut(key) else {
             continue;
         };
         current.metas.retain(|m| !ref_in(&left.metas, m));
-        callbacks.on_leave(&key, current, &left);
+        callbacks.on_leave(key, current, left);
         if current.metas.is_empty() {
-            state.remove(&key);
+            state.remove(key);
         }
     }
 }
@@ -341,6 +378,23 @@ impl PresenceInstance {
         true
     }
 
+    /// [`handle_diff`](Self::handle_diff) of a borrowed diff (shared by many clients): copied
+    /// only if it has to be buffered.
+    pub fn handle_diff_ref(
+        &mut self,
+        channel_join_ref: Option<&str>,
+        diff: &PresenceDiff,
+        callbacks: &mut impl Callbacks,
+    ) -> bool {
+        if self.in_pending_sync_state(channel_join_ref) {
+            self.pending_diffs.push(diff.clone());
+            return false;
+        }
+        sync_diff_ref(&mut self.state, diff, callbacks);
+        callbacks.on_sync();
+        true
+    }
+
     /// Dispatches a channel message by event name, reading its payload; a malformed payload is
     /// an error and changes nothing.
     pub fn handle_message(
@@ -399,5 +453,90 @@ impl PresenceInstance {
     /// `presence.list(chooser)`.
     pub fn list_by<'a, T>(&'a self, chooser: impl FnMut(&'a str, &'a Presence) -> T) -> Vec<T> {
         list_by(&self.state, chooser)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn diff(joins: Value, leaves: Value) -> PresenceDiff {
+        PresenceDiff::from_payload(json!({"joins": joins, "leaves": leaves})).unwrap_or_default()
+    }
+
+    fn joined_keys(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Join { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_borrowed_diff_is_applied_in_javascript_key_order() {
+        let meta = |r: &str| json!({"metas": [{"phx_ref": r}]});
+        let keys = ["b", "10", "a", "2", "007", "4294967295", "0"];
+        let joins: serde_json::Map<String, Value> =
+            keys.iter().map(|k| ((*k).to_owned(), meta(k))).collect();
+        let leaves = json!({"a": meta("a"), "3": meta("3"), "1": meta("x")});
+        let d = diff(Value::Object(joins), leaves);
+        // what JSON.parse makes of the diff's objects: JsMap's order
+        let js: JsMap<Presence> = d.joins.clone().into_iter().collect();
+        let mut state: SyncState = [("1".to_owned(), Presence::new(Vec::new()))]
+            .into_iter()
+            .collect();
+        let mut events = Vec::new();
+        sync_diff_ref(&mut state, &d, &mut events);
+        assert_eq!(joined_keys(&events), js.keys().collect::<Vec<_>>());
+        assert_eq!(
+            joined_keys(&events),
+            ["0", "2", "10", "b", "a", "007", "4294967295"]
+        );
+        // leaves after joins, in their own JavaScript order: "1" (known, nothing removed,
+        // still reported) then "a"; "3" is unknown and silent
+        let left: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Leave { key, .. } => Some(key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left, ["1", "a"]);
+        // the owned diff gives the same state
+        let mut owned: SyncState = [("1".to_owned(), Presence::new(Vec::new()))]
+            .into_iter()
+            .collect();
+        sync_diff(&mut owned, d, &mut ());
+        assert_eq!(owned, state);
+    }
+
+    #[test]
+    fn a_state_into_an_empty_list_joins_every_key_in_javascript_order() {
+        let payload = json!({
+            "b": {"metas": [{"phx_ref": "1"}]},
+            "10": {"metas": [{"phx_ref": "2"}], "user": 1},
+            "a": {"metas": []},
+            "2": {"metas": [{"phx_ref": "3"}, {"phx_ref": "4"}]}
+        });
+        let new_state = || PresenceState::from_payload(payload.clone()).unwrap_or_default();
+        let mut state = SyncState::new();
+        let mut events = Vec::new();
+        sync_state(&mut state, new_state(), &mut events);
+        assert_eq!(joined_keys(&events), ["2", "10", "b", "a"]);
+        assert!(events.iter().all(|e| match e {
+            Event::Join { current, .. } => current.is_none(),
+            _ => false,
+        }));
+        let expected: JsMap<Presence> = new_state().presences.into_iter().collect();
+        assert_eq!(state, expected);
+        // the general path (a list that is not empty) ends in the same list
+        let mut other: SyncState = [("z".to_owned(), Presence::new(Vec::new()))]
+            .into_iter()
+            .collect();
+        sync_state(&mut other, new_state(), &mut ());
+        assert_eq!(other, expected);
     }
 }

@@ -2,6 +2,7 @@
 //! `[join_ref, ref, topic, event, payload]`, the same in both directions.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::{DecodeError, EncodeError, json_kind};
 use crate::message::{Message, Payload};
@@ -68,5 +69,46 @@ pub fn decode_text_refs(text: &str, numeric: bool) -> Result<Message, DecodeErro
         topic,
         event,
         payload: Payload::Json(payload),
+    })
+}
+
+/// A V2 text frame whose payload is left as JSON text: for a reader that decodes the payload
+/// its own way (many simulated clients sharing what they decode of equal presences).
+#[derive(Debug)]
+pub struct RawFrame<'a> {
+    pub join_ref: Option<String>,
+    pub ref_: Option<String>,
+    pub topic: String,
+    pub event: String,
+    /// The payload's JSON text, checked as JSON syntax only.
+    pub payload: &'a RawValue,
+}
+
+/// [`decode_text_refs`] with the payload left as text. It accepts what `decode_text_refs`
+/// accepts, with the same fields, except that the payload is only checked as JSON syntax
+/// (a number out of `f64`'s range in it is not refused here): a reader parses it itself.
+pub fn decode_text_raw(text: &str, numeric: bool) -> Result<RawFrame<'_>, DecodeError> {
+    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|err| DecodeError::NotJson {
+        reason: err.to_string(),
+    })?;
+    if items.len() < 5 {
+        return Err(DecodeError::WrongArity { found: items.len() });
+    }
+    let value = |raw: &RawValue| -> Result<Value, DecodeError> {
+        serde_json::from_str(raw.get()).map_err(|err| DecodeError::NotJson {
+            reason: err.to_string(),
+        })
+    };
+    // elements past the fifth are ignored, but must be JSON a `Value` holds, as they are in
+    // `decode_text_refs`
+    for extra in &items[5..] {
+        value(extra)?;
+    }
+    Ok(RawFrame {
+        join_ref: optional_ref("join_ref", value(items[0])?, numeric)?,
+        ref_: optional_ref("ref", value(items[1])?, numeric)?,
+        topic: required_string("topic", value(items[2])?)?,
+        event: required_string("event", value(items[3])?)?,
+        payload: items[4],
     })
 }

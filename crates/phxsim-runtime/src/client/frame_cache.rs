@@ -10,8 +10,10 @@
 //! decodes its own; its metas are then swapped for equal ones already held ([`FrameCache::
 //! share_metas`]), so a thousand clients listing one presence hold its fields once.
 
-use phxsim_wire::{Meta, PresenceDiff, Presences, Serializer};
-use std::collections::{BTreeMap, VecDeque};
+use indexmap::IndexMap;
+use phxsim_wire::{Meta, Presence, PresenceDiff, PresenceState, Presences, Serializer};
+use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -30,10 +32,17 @@ pub(crate) struct CachedDiff {
     pub(crate) diff: PresenceDiff,
 }
 
-/// Metas held by some client, by presence key and `phx_ref`.
+/// The hash of the cache's maps: foldhash with its fixed seed (fast; their order does not
+/// depend on it).
+type TextHash = foldhash::fast::FixedState;
+
+/// Metas held by some client, by presence key and `phx_ref`. Hashed: these maps are only
+/// looked up and pruned, never iterated into anything a run shows, so their order is no
+/// matter (and an `IndexMap`'s is the insertion order anyway); a hash finds a long key with
+/// one comparison where a tree of thousands of keys sharing a prefix makes a dozen.
 #[derive(Default)]
 struct Metas {
-    by_ref: BTreeMap<String, BTreeMap<String, Meta>>,
+    by_ref: IndexMap<String, IndexMap<String, Meta, TextHash>, TextHash>,
     len: usize,
     /// Unused metas are dropped when `len` reaches this.
     prune_at: usize,
@@ -42,11 +51,97 @@ struct Metas {
 /// Pruning starts at this many metas, and happens again each time their number doubles.
 const PRUNE_MIN: usize = 1024;
 
+impl Metas {
+    /// Swaps every meta of `presence` (under `key`) that equals one held for that one, and
+    /// keeps the others.
+    fn share(&mut self, key: &str, presence: &mut Presence) {
+        for meta in &mut presence.metas {
+            let Some(phx_ref) = meta.phx_ref_str() else {
+                continue;
+            };
+            match self.by_ref.get(key).and_then(|m| m.get(phx_ref)) {
+                Some(held) if held == meta => *meta = held.clone(),
+                Some(_) => {}
+                None => {
+                    let phx_ref = phx_ref.to_owned();
+                    self.by_ref
+                        .entry(key.to_owned())
+                        .or_default()
+                        .insert(phx_ref, meta.clone());
+                    self.len += 1;
+                }
+            }
+        }
+    }
+
+    /// Forgets the metas no client holds any more, once there are many.
+    fn prune(&mut self) {
+        if self.len >= self.prune_at.max(PRUNE_MIN) {
+            // a meta only this cache holds (here, and maybe in `PresenceTexts`, which drops
+            // it at its own next pruning) is no client's any more
+            self.by_ref.retain(|_, by_ref| {
+                by_ref.retain(|_, m| m.copies() > 1);
+                !by_ref.is_empty()
+            });
+            self.len = self.by_ref.values().map(IndexMap::len).sum();
+            self.prune_at = 2 * self.len;
+        }
+    }
+}
+
+/// Decoded presences by their JSON text (a `presence_state` entry's value).
+#[derive(Default)]
+struct PresenceTexts {
+    by_text: IndexMap<Box<str>, Presence, TextHash>,
+    /// Unused presences are dropped when there are this many.
+    prune_at: usize,
+}
+
+impl PresenceTexts {
+    /// Forgets the presences no client holds any more, once there are many. A presence kept
+    /// here holds its metas twice itself (here and in `Metas`), so a third copy is a client's.
+    fn prune(&mut self) {
+        if self.by_text.len() >= self.prune_at.max(PRUNE_MIN) {
+            self.by_text
+                .retain(|_, p| p.metas.iter().any(|m| m.copies() > 2));
+            self.prune_at = 2 * self.by_text.len();
+        }
+    }
+}
+
+/// The entries of a JSON object in wire order, each value left as JSON text.
+struct Entries<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Entries<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries<'a>, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
 #[derive(Default)]
 struct Frames {
     metas: Metas,
-    /// Per serializer (V1, V2), the frames by their text.
-    by_text: [BTreeMap<Arc<str>, Arc<CachedDiff>>; 2],
+    presences: PresenceTexts,
+    /// Per serializer (V1, V2), the frames by their text (hashed, as `Metas`: the frames of
+    /// one topic share a long prefix).
+    by_text: [IndexMap<Arc<str>, Arc<CachedDiff>, TextHash>; 2],
     /// Oldest first.
     order: VecDeque<(usize, Arc<str>)>,
     bytes: usize,
@@ -90,36 +185,47 @@ impl FrameCache {
         let Ok(mut frames) = self.0.lock() else {
             return;
         };
-        let metas = &mut frames.metas;
         for (key, presence) in presences.iter_mut() {
-            for meta in &mut presence.metas {
-                let Some(phx_ref) = meta.phx_ref_str() else {
-                    continue;
-                };
-                match metas.by_ref.get(key.as_str()).and_then(|m| m.get(phx_ref)) {
-                    Some(held) if held == meta => *meta = held.clone(),
-                    Some(_) => {}
-                    None => {
-                        let phx_ref = phx_ref.to_owned();
-                        metas
-                            .by_ref
-                            .entry(key.clone())
-                            .or_default()
-                            .insert(phx_ref, meta.clone());
-                        metas.len += 1;
-                    }
+            frames.metas.share(key, presence);
+        }
+        frames.metas.prune();
+    }
+
+    /// A `presence_state` payload given as JSON text, decoded as
+    /// [`PresenceState::from_payload`] decodes it, with each presence whose text a client of
+    /// this cache decoded before taken from here (its metas shared), and the others decoded,
+    /// their metas shared as [`FrameCache::share_metas`] shares them, and kept. The presences
+    /// of a topic's state are mostly the same from one join to the next, so a thousand
+    /// joiners decode each about once. `None` if the payload is not a valid state (or repeats
+    /// a key): the caller decodes it the ordinary way, which says what is wrong.
+    pub(crate) fn decode_state(&self, payload: &RawValue) -> Option<PresenceState> {
+        let Entries(entries) = serde_json::from_str(payload.get()).ok()?;
+        let mut frames = self.0.lock().ok()?;
+        let Frames {
+            metas, presences, ..
+        } = &mut *frames;
+        let mut state = Presences::with_capacity(entries.len());
+        for (key, text) in entries {
+            let text = text.get();
+            let presence = match presences.by_text.get(text) {
+                Some(held) => held.clone(),
+                None => {
+                    let value = serde_json::from_str(text).ok()?;
+                    let mut presence = Presence::from_value(&key, value).ok()?;
+                    metas.share(&key, &mut presence);
+                    presences.by_text.insert(text.into(), presence.clone());
+                    presence
                 }
+            };
+            // a repeated key: JSON.parse (and `from_payload`) keeps its first place and its
+            // last value; rare enough to leave to the ordinary way
+            if state.insert(key, presence).is_some() {
+                return None;
             }
         }
-        if metas.len >= metas.prune_at.max(PRUNE_MIN) {
-            // a meta only this cache holds is no client's any more
-            metas.by_ref.retain(|_, by_ref| {
-                by_ref.retain(|_, m| m.copies() > 1);
-                !by_ref.is_empty()
-            });
-            metas.len = metas.by_ref.values().map(BTreeMap::len).sum();
-            metas.prune_at = 2 * metas.len;
-        }
+        metas.prune();
+        presences.prune();
+        Some(PresenceState { presences: state })
     }
 
     pub(crate) fn get(&self, serializer: Serializer, text: &str) -> Option<Arc<CachedDiff>> {
@@ -144,7 +250,63 @@ impl FrameCache {
                 break;
             };
             frames.bytes -= old.len();
-            frames.by_text[i].remove(&old);
+            // `by_text` is never iterated: its order may change
+            frames.by_text[i].swap_remove(&old);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn a_state_decodes_as_the_ordinary_way_does_and_shares_what_it_decoded_before() {
+        let cache = FrameCache::new();
+        let texts = [
+            r#"{"u1":{"metas":[{"phx_ref":"A","n":1}]},"10":{"metas":[]},"u\u0032":{"x":1,"metas":[{"phx_ref":"B"}]}}"#,
+            r#"{}"#,
+            r#"{"u1":{"metas":[{"phx_ref":"A","n":1}]},"u3":{"metas":[{"phx_ref":"C","n":[1,2.5]}]}}"#,
+        ];
+        for text in texts {
+            let ordinary = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| PresenceState::from_payload(v).ok());
+            let cached = cache.decode_state(&raw(text));
+            assert_eq!(cached, ordinary, "{text}");
+            // field order and wire order are kept too
+            assert_eq!(
+                serde_json::to_string(&cached).ok(),
+                serde_json::to_string(&ordinary).ok()
+            );
+        }
+        // "u1" was decoded once and is shared by both states
+        let a = cache.decode_state(&raw(texts[0])).unwrap_or_default();
+        let b = cache.decode_state(&raw(texts[2])).unwrap_or_default();
+        let (Some(a), Some(b)) = (a.presences.get("u1"), b.presences.get("u1")) else {
+            panic!("u1 missing");
+        };
+        assert!(a.metas[0].copies() > 2, "shared, not decoded twice");
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn what_the_ordinary_way_refuses_or_reads_differently_is_left_to_it() {
+        let cache = FrameCache::new();
+        for text in [
+            // a repeated key: JSON.parse keeps the first place and the last value
+            r#"{"u1":{"metas":[]},"u2":{"metas":[]},"u1":{"metas":[{"phx_ref":"A"}]}}"#,
+            r#"[]"#,
+            r#"{"u1":{}}"#,
+            r#"{"u1":{"metas":[1]}}"#,
+            r#"{"u1":{"metas":[{"n":1e400}]}}"#,
+        ] {
+            assert_eq!(cache.decode_state(&raw(text)), None, "{text}");
         }
     }
 }

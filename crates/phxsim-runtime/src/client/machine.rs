@@ -459,6 +459,21 @@ impl Machine {
             }
             return;
         }
+        if let Some(cache) = &cache
+            && let Some(Ok(raw)) = self.codec.decode_raw(&frame)
+            && raw.event == PRESENCE_STATE
+            && let Some(state) = cache.decode_state(raw.payload)
+        {
+            // what the ordinary way below does with a state, its presences decoded once for
+            // every client of the cache
+            if self.accepts(now, raw.ref_.as_ref(), &raw.topic, raw.join_ref.as_deref()) {
+                let join_ref = self.join_ref.clone();
+                self.presence
+                    .handle_state(join_ref.as_deref(), state, &mut ());
+                self.presence_handled(PresenceOutcome::Applied);
+            }
+            return;
+        }
         // decoding emits nothing, so the frame can be decoded first and then handed over
         let decoded = self.codec.decode(&frame);
         let frame = if self.frames_observed {
@@ -582,7 +597,7 @@ impl Machine {
             PresenceOutcome::Dropped
         } else if self
             .presence
-            .handle_diff(self.join_ref.as_deref(), diff.clone(), &mut ())
+            .handle_diff_ref(self.join_ref.as_deref(), diff, &mut ())
         {
             PresenceOutcome::Applied
         } else {

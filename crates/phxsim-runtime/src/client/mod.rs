@@ -118,6 +118,10 @@ pub struct ClientConfig {
     pub rejoin_after: Backoff,
     /// The largest frame accepted from the server.
     pub max_frame_len: usize,
+    /// How much is read from the stream at once (tungstenite zeroes this much before every
+    /// read, and a connection holds it while idle): 8 KiB by default; a simulated browser,
+    /// whose reads copy from memory, takes less.
+    pub read_buffer_size: usize,
     /// Seeds the WebSocket keys, so a simulated run's bytes come from its seed.
     pub seed: u64,
     /// Connect as soon as started (else wait for [`Client::connect`]).
@@ -150,6 +154,7 @@ impl ClientConfig {
             reconnect_after: Backoff::reconnect(),
             rejoin_after: Backoff::rejoin(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            read_buffer_size: 8 * 1024,
             seed: 0,
             auto_connect: true,
             auto_join: true,
@@ -533,15 +538,17 @@ impl Client {
         self.shared.read(|m| f(m.presence()))
     }
 
-    /// Whether two clients hold the same presence list (same keys in the same order, equal
-    /// presences). Cheap when their metas are shared ([`ClientConfig::frame_cache`]): equal
-    /// shared metas compare by pointer.
+    /// Whether two clients hold the same presences: the same keys, in any order (clients
+    /// that joined at different times list them in different orders), each with equal
+    /// presences (metas in the same order). Cheap when their metas are shared
+    /// ([`ClientConfig::frame_cache`]): equal shared metas compare by pointer.
     pub fn same_presences(&self, other: &Client) -> bool {
         if Arc::ptr_eq(&self.shared, &other.shared) {
             return true;
         }
         let (a, b) = (self.shared.machine(), other.shared.machine());
-        a.presence().state() == b.presence().state()
+        let (a, b) = (a.presence().state(), b.presence().state());
+        a.len() == b.len() && a.iter().all(|(key, p)| b.get(key) == Some(p))
     }
 
     /// A receiver of every status change (a presence message moves

@@ -110,7 +110,7 @@ where
     let stream = connect().await.map_err(|e| format!("connect: {e}"))?;
     let request = request(cfg, rng)?;
     let ws_cfg = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(cfg.read_buffer_size)
         .max_message_size(Some(cfg.max_frame_len))
         .max_frame_size(Some(cfg.max_frame_len));
     let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_cfg))

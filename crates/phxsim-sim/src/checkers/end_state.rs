@@ -81,13 +81,34 @@ pub(super) fn client_view(
     view: &PresenceList,
     out: &mut Vec<Finding>,
 ) {
-    let Some(c) = last.clients.get(name).filter(|c| c.joined) else {
-        return;
-    };
-    if let Some(ns) = last.nodes.get(&c.node) {
-        let empty = PresenceList::new();
-        let node_list = ns.lists.get(&c.topic).unwrap_or(&empty);
-        if node_list != view {
+    shared_client_view(last, &[name], view, out);
+}
+
+/// Joined clients that all hold `view`, each against its node's list at the end. Each
+/// (node, topic) list is compared with `view` once, whatever the number of clients on it.
+pub(super) fn shared_client_view(
+    last: &Snapshot,
+    names: &[&str],
+    view: &PresenceList,
+    out: &mut Vec<Finding>,
+) {
+    let empty = PresenceList::new();
+    // per (node, topic): the node's list if it differs from `view`, `None` if they agree
+    let mut compared: BTreeMap<(&str, &str), Option<&PresenceList>> = BTreeMap::new();
+    for name in names {
+        let Some(c) = last.clients.get(*name).filter(|c| c.joined) else {
+            continue;
+        };
+        let Some(ns) = last.nodes.get(&c.node) else {
+            continue;
+        };
+        let differs = *compared
+            .entry((c.node.as_str(), c.topic.as_str()))
+            .or_insert_with(|| {
+                let node_list = ns.lists.get(&c.topic).unwrap_or(&empty);
+                (node_list != view).then_some(node_list)
+            });
+        if let Some(node_list) = differs {
             out.push(finding(
                 last.at_ms,
                 FindingKind::ClientView,

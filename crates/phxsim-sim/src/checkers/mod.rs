@@ -225,12 +225,14 @@ impl Checkers {
         self.last = Some(snapshot);
     }
 
-    /// One client's list at the end against its node's in the last sample, for a client whose
-    /// list is not handed to [`Checkers::finish`] (a population client whose messages are not
-    /// replayed): the same `client_view` finding, without holding every client's list at once.
-    pub fn client_view(&mut self, name: &str, view: &PresenceList) {
+    /// The lists of clients at the end against their nodes' in the last sample, for clients
+    /// whose lists are not handed to [`Checkers::finish`] (population clients whose messages
+    /// are not replayed): the same `client_view` finding, without holding every client's list
+    /// at once. All of `names` hold `view`; it is compared once with each node's list of each
+    /// topic they are on, not once per client (a topic's clients mostly hold the same list).
+    pub fn client_views_of(&mut self, names: &[&str], view: &PresenceList) {
         if let Some(last) = &self.last {
-            end_state::client_view(last, name, view, &mut self.findings);
+            end_state::shared_client_view(last, names, view, &mut self.findings);
         }
     }
 

@@ -22,8 +22,11 @@
 //! allow-nondeterminism: a benchmark of real sockets; it reads the real clock and /proc and
 //! never runs inside a simulation.
 
+mod wire;
+
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
+use rand::{Rng as _, SeedableRng as _};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -55,6 +58,12 @@ pub struct Args {
     /// Presence changes whose latency is measured.
     #[arg(long, default_value_t = 20)]
     pub rounds: usize,
+    /// Milliseconds between the end of one latency round and the next push. `phxsim serve`
+    /// batches a big topic's diffs (`--coalesce-max-ms`): a change within that window of the
+    /// previous diff waits for the window's end, so a gap shorter than the window measures
+    /// the batching too, and a longer one the fan-out of a change alone.
+    #[arg(long = "round-gap-ms", default_value_t = 50)]
+    pub round_gap_ms: u64,
     /// Seconds of churn.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -150,14 +159,17 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The `mark` of the first presence in a diff's joins, without parsing the whole frame (the
-/// sockets read O(N²) frames while N sockets join).
+/// sockets read O(N²) bytes of diffs while N sockets join, none with a mark: the search is
+/// memchr's, several times faster than `str::find` over a diff that has none).
 fn mark_in(text: &str) -> Option<u64> {
-    let joins = text.find("\"joins\":")?;
-    let rest = &text[joins..];
-    let at = rest.find("\"mark\":")? + 7;
+    use memchr::memmem::find;
+    let joins = find(text.as_bytes(), b"\"joins\":")?;
+    let rest = &text.as_bytes()[joins..];
+    let at = find(rest, b"\"mark\":")? + 7;
     let digits: String = rest[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .map(|c| char::from(*c))
         .collect();
     digits.parse().ok()
 }
@@ -241,10 +253,14 @@ async fn socket(
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
     ev: Events,
     limit: Duration,
+    seed: u64,
 ) {
     let connected = tokio::time::timeout(limit, connect(&url)).await;
-    let mut ws = match connected {
-        Ok(Ok(ws)) => ws,
+    // The handshake is tungstenite's; frames are read and written by `wire` (see there why).
+    // A server sends nothing after its 101 until the client's first frame, so nothing read
+    // ahead is lost with tungstenite's buffer.
+    let mut stream = match connected {
+        Ok(Ok(ws)) => ws.into_inner(),
         Ok(Err(e)) => {
             let _ = ev.send(Ev::Error(format!("connect {user}: {e}")));
             return;
@@ -254,32 +270,43 @@ async fn socket(
             return;
         }
     };
+    let mut reader = wire::FrameReader::default();
+    // Client frames are masked (RFC 6455 §5.3); the masks come from the run's seed.
+    let mut masks = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut next_ref = 1u64;
     let mut join_ref;
     let mut pending_join: Option<String>;
     let mut joined = false;
     let mut waiting: Vec<oneshot::Sender<Status>> = Vec::new();
+    macro_rules! write_text {
+        ($frame:expr, $what:expr) => {{
+            let frame: Json = $frame;
+            if wire::write_text(&mut stream, frame.to_string(), masks.r#gen())
+                .await
+                .is_err()
+            {
+                let _ = ev.send(Ev::Error(format!("{user}: {} write failed", $what)));
+                return;
+            }
+        }};
+    }
     macro_rules! push {
         ($event:expr, $payload:expr) => {{
             next_ref += 1;
-            let frame =
-                serde_json::json!([join_ref, next_ref.to_string(), topic, $event, $payload]);
-            if ws.send(Ws::text(frame.to_string())).await.is_err() {
-                let _ = ev.send(Ev::Error(format!("{user}: write failed")));
-                return;
-            }
-            next_ref.to_string()
+            write_text!(
+                serde_json::json!([join_ref, next_ref.to_string(), topic, $event, $payload]),
+                $event
+            );
         }};
     }
     macro_rules! join {
         () => {{
             next_ref += 1;
             join_ref = next_ref.to_string();
-            let frame = serde_json::json!([join_ref, join_ref, topic, "phx_join", {}]);
-            if ws.send(Ws::text(frame.to_string())).await.is_err() {
-                let _ = ev.send(Ev::Error(format!("{user}: join write failed")));
-                return;
-            }
+            write_text!(
+                serde_json::json!([join_ref, join_ref, topic, "phx_join", {}]),
+                "join"
+            );
             pending_join = Some(join_ref.clone());
         }};
     }
@@ -290,25 +317,31 @@ async fn socket(
         tokio::select! {
             _ = heartbeat.tick() => {
                 next_ref += 1;
-                let frame = serde_json::json!([null, next_ref.to_string(), "phoenix", "heartbeat", {}]);
-                if ws.send(Ws::text(frame.to_string())).await.is_err() {
-                    let _ = ev.send(Ev::Error(format!("{user}: heartbeat write failed")));
-                    return;
-                }
+                write_text!(
+                    serde_json::json!([null, next_ref.to_string(), "phoenix", "heartbeat", {}]),
+                    "heartbeat"
+                );
             }
-            m = ws.next() => {
+            m = reader.next(&mut stream) => {
                 let text = match m {
-                    Some(Ok(Ws::Text(t))) => t,
-                    Some(Ok(Ws::Close(f))) => {
-                        let _ = ev.send(Ev::Error(format!("{user}: closed by the server: {f:?}")));
+                    Ok(Some(wire::Incoming::Text(t))) => t,
+                    Ok(Some(wire::Incoming::Close(code))) => {
+                        let _ = ev.send(Ev::Error(format!("{user}: closed by the server: {code:?}")));
                         return;
                     }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
+                    Ok(Some(wire::Incoming::Ping(payload))) => {
+                        if wire::write_pong(&mut stream, payload, masks.r#gen()).await.is_err() {
+                            let _ = ev.send(Ev::Error(format!("{user}: pong write failed")));
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(Some(wire::Incoming::State | wire::Incoming::Other)) => continue,
+                    Err(e) => {
                         let _ = ev.send(Ev::Error(format!("{user}: {e}")));
                         return;
                     }
-                    None => {
+                    Ok(None) => {
                         let _ = ev.send(Ev::Error(format!("{user}: connection ended")));
                         return;
                     }
@@ -460,6 +493,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     raise_fd_limit(args.sockets as u64 + 256)?;
+    super::serve::no_huge_pages();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -492,6 +526,7 @@ impl Run {
                 tx: self.ev_tx.clone(),
             },
             self.limit,
+            self.args.seed ^ ((id as u64) << 20) ^ generation,
         ));
         let s = Sock {
             ctl: tx,
@@ -673,6 +708,8 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         .count();
     let mut latencies = Vec::with_capacity(n * run.args.rounds);
     let mut incomplete_rounds = 0;
+    // Each round's first and last arrival: the spread of a fan-out, and a round that waited.
+    let mut round_spans = Vec::new();
     for round in 1..=run.args.rounds as u64 {
         let t0 = Instant::now();
         if run.socks[0].ctl.send(Ctl::Mark(round)).is_err() {
@@ -680,10 +717,13 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         }
         let mut got = 0;
         let deadline = t0 + limit.min(Duration::from_secs(30));
+        let (mut first, mut last) = (Duration::MAX, Duration::ZERO);
         while got < followers {
             match tokio::time::timeout_at(deadline, run.ev_rx.recv()).await {
                 Ok(Some((_, Ev::Mark { mark, at }))) if mark == round => {
-                    latencies.push(at.saturating_duration_since(t0));
+                    let l = at.saturating_duration_since(t0);
+                    (first, last) = (first.min(l), last.max(l));
+                    latencies.push(l);
                     got += 1;
                 }
                 Ok(Some((_, Ev::Error(e)))) => run.error(e),
@@ -700,7 +740,12 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
             );
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        round_spans.push(format!(
+            "{:.0}-{:.0}",
+            first.as_secs_f64() * 1e3,
+            last.as_secs_f64() * 1e3
+        ));
+        tokio::time::sleep(Duration::from_millis(run.args.round_gap_ms)).await;
     }
     latencies.sort();
     println!(
@@ -711,6 +756,7 @@ async fn load(args: Args) -> anyhow::Result<ExitCode> {
         latencies.len(),
         incomplete_rounds
     );
+    println!("rounds first-last ms {}", round_spans.join(" "));
 
     // 3. churn
     let mut rng = run.args.seed;
