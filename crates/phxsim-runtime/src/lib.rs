@@ -12,6 +12,6 @@ pub mod server;
 mod state_frame;
 
 pub use node::{
-    Coalesce, LinkError, LinkHandle, Node, NodeConfig, NodeError, NodeEvent, NodeLists, OwnerLease,
-    PresenceUpdate, Subscription, TopicSnapshot, TopicState,
+    Coalesce, LinkError, LinkHandle, ListsChange, Node, NodeConfig, NodeError, NodeEvent,
+    NodeLists, OwnerLease, PresenceUpdate, Subscription, TopicSnapshot, TopicState,
 };

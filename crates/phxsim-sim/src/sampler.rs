@@ -8,7 +8,7 @@
 
 use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot, presence_list};
 use crate::world::Shared;
-use phxsim_runtime::{NodeLists, TopicSnapshot};
+use phxsim_runtime::{ListsChange, NodeLists, TopicSnapshot};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot::{self, error::TryRecvError};
@@ -147,25 +147,43 @@ impl Sampler {
 }
 
 /// A node's answer as the checkers read it: its lists, moved into the checkers' shape, or
-/// the last conversion again when the node says nothing changed. `None` only if the node
-/// says nothing changed since an answer this sampler no longer has (it cannot happen: the
-/// sampler forgets nothing).
+/// the last conversion again when the node says nothing changed, or the last conversion with
+/// only the changed topics converted anew (the others share their allocations with it).
+/// `None` only if the node answers against an answer this sampler no longer has (it cannot
+/// happen: the sampler forgets nothing of a live incarnation).
 fn convert(
     seen: &mut BTreeMap<Incarnation, (u64, Arc<NodeSnapshot>)>,
     id: &Incarnation,
     lists: NodeLists,
 ) -> Option<Arc<NodeSnapshot>> {
-    let Some(topics) = lists.topics else {
-        return seen.get(id).map(|(_, ns)| ns.clone());
+    let ns = match lists.change {
+        ListsChange::Same => return seen.get(id).map(|(_, ns)| ns.clone()),
+        ListsChange::All(topics) => {
+            let mut ns = NodeSnapshot::default();
+            insert_topics(&mut ns, topics);
+            ns
+        }
+        ListsChange::Some { changed, removed } => {
+            let mut ns = NodeSnapshot::clone(&seen.get(id)?.1);
+            for topic in &removed {
+                ns.lists.remove(topic);
+                ns.local.remove(topic);
+            }
+            insert_topics(&mut ns, changed);
+            ns
+        }
     };
-    let mut ns = NodeSnapshot::default();
-    for TopicSnapshot { topic, list, local } in topics {
-        ns.lists.insert(topic.clone(), presence_list(list.0));
-        ns.local.insert(topic, presence_list(local.0));
-    }
     let ns = Arc::new(ns);
     // an earlier incarnation of the node will not answer again
     seen.retain(|(name, vsn), _| name != &id.0 || *vsn == id.1);
     seen.insert(id.clone(), (lists.revision, ns.clone()));
     Some(ns)
+}
+
+fn insert_topics(ns: &mut NodeSnapshot, topics: Vec<TopicSnapshot>) {
+    for TopicSnapshot { topic, list, local } in topics {
+        ns.lists
+            .insert(topic.clone(), Arc::new(presence_list(list.0)));
+        ns.local.insert(topic, Arc::new(presence_list(local.0)));
+    }
 }

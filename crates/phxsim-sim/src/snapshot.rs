@@ -29,13 +29,14 @@ pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
     out
 }
 
-/// What a running node shows at one instant.
+/// What a running node shows at one instant. Each topic's lists are shared: a topic that did
+/// not change since the last sample hands in the same allocation again.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeSnapshot {
     /// Per topic, the node's `Presence.list` (down replicas hidden).
-    pub lists: BTreeMap<String, PresenceList>,
+    pub lists: BTreeMap<String, Arc<PresenceList>>,
     /// Per topic, the presences this node tracks for its own sockets: the ground truth.
-    pub local: BTreeMap<String, PresenceList>,
+    pub local: BTreeMap<String, Arc<PresenceList>>,
 }
 
 /// What a client holds at one instant.

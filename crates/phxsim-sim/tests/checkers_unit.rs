@@ -71,8 +71,8 @@ fn list(entries: &[(&str, &str)]) -> PresenceList {
 
 fn node(lists: &[(&str, &str)], local: &[(&str, &str)]) -> NodeSnapshot {
     NodeSnapshot {
-        lists: [("room:lobby".to_string(), list(lists))].into(),
-        local: [("room:lobby".to_string(), list(local))].into(),
+        lists: [("room:lobby".to_string(), Arc::new(list(lists)))].into(),
+        local: [("room:lobby".to_string(), Arc::new(list(local)))].into(),
     }
 }
 

@@ -8,9 +8,10 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use phxsim_shard::codec::encode_frame;
 use phxsim_shard::{
-    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, Tracker, TrackerDiff,
-    TrackerEvent, TrackerList,
+    Destination, Frame, Hello, NodeMessage, NodeMutation, PeerView, PresenceError, Tracker,
+    TrackerDiff, TrackerEvent, TrackerList,
 };
+use phxsim_tracker::Mutation;
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -129,6 +130,8 @@ pub(crate) struct Driver {
     observers: Vec<mpsc::UnboundedSender<NodeEvent>>,
     /// Leased owners being watched: when a lease drops, every presence of its owner leaves.
     monitors: FuturesUnordered<Monitor>,
+    /// What the last answer to a sampler held (see [`super::sampled`]).
+    sampled: Option<super::sampled::Sampled>,
     stopping: bool,
 }
 
@@ -180,6 +183,7 @@ impl Driver {
             pending: BTreeMap::new(),
             observers: Vec::new(),
             monitors: FuturesUnordered::new(),
+            sampled: None,
             stopping: false,
         }
     }
@@ -272,18 +276,12 @@ impl Driver {
                 let _ = reply.send(self.tracker.list(&topic));
             }
             Command::Snapshot { since, reply } => {
-                let revision = self.tracker.revision();
-                let topics = (since != Some(revision)).then(|| {
-                    self.tracker
-                        .topics()
-                        .into_iter()
-                        .map(|topic| {
-                            let (list, local) = self.tracker.list_and_local(&topic);
-                            super::TopicSnapshot { topic, list, local }
-                        })
-                        .collect()
-                });
-                let _ = reply.send(super::NodeLists { revision, topics });
+                // A planted bug that shows values no diff reports: answer every topic.
+                let whole_only = self.tracker.config().mutation
+                    == Some(NodeMutation::Tracker(Mutation::NeverHideDown));
+                let (revision, change) =
+                    super::sampled::answer(&self.tracker, &mut self.sampled, since, whole_only);
+                let _ = reply.send(super::NodeLists { revision, change });
             }
             Command::GetByKey { topic, key, reply } => {
                 let _ = reply.send(self.tracker.get_by_key(&topic, &key));
@@ -403,6 +401,12 @@ impl Driver {
             }
         }
         while let Some(e) = self.tracker.poll_event() {
+            if let Some(s) = &mut self.sampled {
+                match &e {
+                    TrackerEvent::PresenceDiff { topic, .. } => s.diff(topic),
+                    _ => s.replicas_moved(),
+                }
+            }
             if let TrackerEvent::PresenceDiff { topic, diff } = &e {
                 self.route_diff(topic, diff);
             }

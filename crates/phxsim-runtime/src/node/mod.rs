@@ -17,6 +17,7 @@
 mod coalesce;
 mod driver;
 mod link;
+mod sampled;
 mod tcp;
 
 pub use link::LinkError;
@@ -229,8 +230,23 @@ pub struct NodeLists {
     /// Changes whenever what the node lists changes (one incarnation's counter: a restarted
     /// node counts again from zero).
     pub revision: u64,
-    /// Every topic, or `None` when `revision` is the one the caller already had.
-    pub topics: Option<Vec<TopicSnapshot>>,
+    /// What the node lists now, against what the caller had at `since`.
+    pub change: ListsChange,
+}
+
+/// A node's lists against the answer a sampler already holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListsChange {
+    /// `revision` is the one the caller already had: nothing changed.
+    Same,
+    /// Every topic, in order.
+    All(Vec<TopicSnapshot>),
+    /// Since the caller's answer: the topics whose lists changed or that appeared (in order),
+    /// and the topics that are gone. Every other topic lists what it listed then.
+    Some {
+        changed: Vec<TopicSnapshot>,
+        removed: Vec<String>,
+    },
 }
 
 /// Ties an owner's presences to the lifetime of a value, as Phoenix's tracker monitors the
@@ -519,13 +535,18 @@ impl Node {
         let lists = self
             .call(|reply| Command::Snapshot { since: None, reply })
             .await?;
-        Ok(lists.topics.unwrap_or_default())
+        match lists.change {
+            ListsChange::All(topics) => Ok(topics),
+            // without `since` the node answers every topic
+            ListsChange::Same | ListsChange::Some { .. } => Ok(Vec::new()),
+        }
     }
 
     /// [`Node::snapshot`] for a sampler outside the node's runtime that cannot wait (a
     /// simulator between two steps) and asks often: the request is queued now, the answer
     /// arrives on the receiver once the node task has run, and it carries no lists if the
-    /// node's revision is still `since` (nothing it lists changed since that answer). A
+    /// node's revision is still `since` (nothing it lists changed since that answer), and only
+    /// the topics that changed if `since` is the revision of the node's last answer. A
     /// receiver that closes unanswered means the node stopped.
     pub fn request_lists(
         &self,

@@ -105,7 +105,7 @@ pub(super) fn shared_client_view(
         let differs = *compared
             .entry((c.node.as_str(), c.topic.as_str()))
             .or_insert_with(|| {
-                let node_list = ns.lists.get(&c.topic).unwrap_or(&empty);
+                let node_list = ns.lists.get(&c.topic).map_or(&empty, |l| &**l);
                 (node_list != view).then_some(node_list)
             });
         if let Some(node_list) = differs {

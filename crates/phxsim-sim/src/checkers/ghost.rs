@@ -53,7 +53,7 @@ impl Ghosts {
                 let Some(gone_in_topic) = self.gone_at.get(topic) else {
                     continue;
                 };
-                for (key, refs) in list {
+                for (key, refs) in list.iter() {
                     for rf in refs.keys() {
                         if let Some(&gone) = gone_in_topic.get(rf)
                             && bound.passed(gone, s.at_ms)

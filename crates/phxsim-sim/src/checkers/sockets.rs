@@ -25,7 +25,7 @@ impl SocketTruth {
         let mut excess = BTreeMap::new();
         for (node, ns) in &s.nodes {
             for (topic, list) in &ns.local {
-                for (key, refs) in list {
+                for (key, refs) in list.iter() {
                     let sockets = joined
                         .get(&(node.as_str(), topic.as_str(), key.as_str()))
                         .copied()

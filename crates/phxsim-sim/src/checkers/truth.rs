@@ -4,6 +4,7 @@
 use super::{PresenceList, Snapshot};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// [`truth`] borrowed from the snapshot: `topic → key → phx_ref → meta`.
 type TruthRef<'a> = BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'a str, &'a Json>>>;
@@ -15,7 +16,7 @@ pub(super) fn truth_ref(s: &Snapshot) -> TruthRef<'_> {
     for n in s.nodes.values() {
         for (topic, list) in &n.local {
             let t = out.entry(topic.as_str()).or_default();
-            for (k, refs) in list {
+            for (k, refs) in list.iter() {
                 t.entry(k.as_str())
                     .or_default()
                     .extend(refs.iter().map(|(r, m)| (r.as_str(), m)));
@@ -27,7 +28,10 @@ pub(super) fn truth_ref(s: &Snapshot) -> TruthRef<'_> {
 }
 
 /// `lists` (empty topics ignored) equals the borrowed `truth` (which has none).
-pub(super) fn same_lists_ref(lists: &BTreeMap<String, PresenceList>, truth: &TruthRef<'_>) -> bool {
+pub(super) fn same_lists_ref(
+    lists: &BTreeMap<String, Arc<PresenceList>>,
+    truth: &TruthRef<'_>,
+) -> bool {
     fn same_list(l: &PresenceList, t: &BTreeMap<&str, BTreeMap<&str, &Json>>) -> bool {
         l.len() == t.len()
             && l.iter().zip(t).all(|((k1, r1), (k2, r2))| {
@@ -56,7 +60,7 @@ pub(super) fn truth(s: &Snapshot) -> BTreeMap<String, PresenceList> {
     for n in s.nodes.values() {
         for (topic, list) in &n.local {
             let t = out.entry(topic.clone()).or_default();
-            for (k, refs) in list {
+            for (k, refs) in list.iter() {
                 t.entry(k.clone()).or_default().extend(refs.clone());
             }
         }
@@ -65,11 +69,13 @@ pub(super) fn truth(s: &Snapshot) -> BTreeMap<String, PresenceList> {
     out
 }
 
-pub(super) fn nonempty(lists: &BTreeMap<String, PresenceList>) -> BTreeMap<String, PresenceList> {
+pub(super) fn nonempty(
+    lists: &BTreeMap<String, Arc<PresenceList>>,
+) -> BTreeMap<String, PresenceList> {
     lists
         .iter()
         .filter(|(_, l)| !l.is_empty())
-        .map(|(t, l)| (t.clone(), l.clone()))
+        .map(|(t, l)| (t.clone(), PresenceList::clone(l)))
         .collect()
 }
 

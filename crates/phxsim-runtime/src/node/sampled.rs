@@ -1,0 +1,109 @@
+//! What a node's last answer to a sampler held, so that the next answer carries only the
+//! topics whose lists changed since. A simulator samples every node every few tens of
+//! milliseconds; at a thousand topics, rebuilding every topic's lists each time a node's
+//! revision moves cost most of a run.
+//!
+//! A topic's lists (`list` and `local_list`) change only with a `presence_diff` of that
+//! topic, or when a replica goes up, down or permanently down (which shows or hides its
+//! values in every topic): the driver reports both here. The set of topics also counts topics
+//! whose only values are hidden (a down replica's), which change without a diff; that set is
+//! compared whole at each answer. One planted bug (`never-hide-down`) shows values a merge
+//! does not report: under it every answer is whole.
+
+use super::{ListsChange, TopicSnapshot};
+use phxsim_shard::{Tracker, TrackerList};
+use std::collections::BTreeSet;
+
+/// Tracking starts with the first answer: a node nobody samples pays nothing per diff.
+pub(crate) struct Sampled {
+    /// The revision of the last answer.
+    revision: u64,
+    /// Every topic of the last answer, in order.
+    topics: Vec<String>,
+    /// Topics with a diff since the last answer.
+    dirty: BTreeSet<String>,
+    /// A replica went up or down since the last answer: every list may have changed.
+    all: bool,
+    /// Debug builds check that every topic left out is what the last answer held.
+    #[cfg(debug_assertions)]
+    lists: std::collections::BTreeMap<String, (TrackerList, TrackerList)>,
+}
+
+impl Sampled {
+    /// A diff of `topic` went out.
+    pub(crate) fn diff(&mut self, topic: &str) {
+        if !self.all && !self.dirty.contains(topic) {
+            self.dirty.insert(topic.to_owned());
+        }
+    }
+
+    /// A replica went up, down or permanently down.
+    pub(crate) fn replicas_moved(&mut self) {
+        self.all = true;
+        self.dirty.clear();
+    }
+}
+
+/// Answers a sampler that holds the lists of revision `since`, and remembers the answer in
+/// `sampled` for the next one.
+pub(crate) fn answer(
+    tracker: &Tracker,
+    sampled: &mut Option<Sampled>,
+    since: Option<u64>,
+    whole_only: bool,
+) -> (u64, ListsChange) {
+    let revision = tracker.revision();
+    // The revision only grows within an incarnation: equal means nothing changed since.
+    if since == Some(revision) {
+        return (revision, ListsChange::Same);
+    }
+    let topics = tracker.topics();
+    let lists = |topic: &String| {
+        let (list, local) = tracker.list_and_local(topic);
+        TopicSnapshot {
+            topic: topic.clone(),
+            list,
+            local,
+        }
+    };
+    let change = match sampled.take() {
+        Some(last) if Some(last.revision) == since && !last.all && !whole_only => {
+            let before: BTreeSet<&String> = last.topics.iter().collect();
+            let now: BTreeSet<&String> = topics.iter().collect();
+            let changed: Vec<TopicSnapshot> = topics
+                .iter()
+                .filter(|t| last.dirty.contains(t.as_str()) || !before.contains(t))
+                .map(lists)
+                .collect();
+            let removed = last
+                .topics
+                .iter()
+                .filter(|t| !now.contains(t))
+                .cloned()
+                .collect();
+            #[cfg(debug_assertions)]
+            for t in topics.iter().filter(|t| before.contains(t)) {
+                if !last.dirty.contains(t.as_str()) {
+                    debug_assert!(
+                        last.lists.get(t) == Some(&tracker.list_and_local(t)),
+                        "{t} changed without a diff"
+                    );
+                }
+            }
+            ListsChange::Some { changed, removed }
+        }
+        _ => ListsChange::All(topics.iter().map(lists).collect()),
+    };
+    *sampled = Some(Sampled {
+        revision,
+        #[cfg(debug_assertions)]
+        lists: topics
+            .iter()
+            .map(|t| (t.clone(), tracker.list_and_local(t)))
+            .collect(),
+        topics,
+        dirty: BTreeSet::new(),
+        all: false,
+    });
+    (revision, change)
+}
