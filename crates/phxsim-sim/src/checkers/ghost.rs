@@ -15,42 +15,32 @@ pub(super) struct Ghosts {
 }
 
 impl Ghosts {
-    /// Records when live refs go: a ref live at the last observation and not now is gone from
-    /// now on, and a gone ref seen live again is no longer gone.
-    pub(super) fn track_gone(&mut self, live: &BTreeMap<&str, BTreeSet<&str>>, at_ms: u64) {
-        let empty = BTreeSet::new();
-        for (topic, was) in &self.live {
-            let now = live.get(topic.as_str()).unwrap_or(&empty);
-            for rf in was.iter().filter(|r| !now.contains(r.as_str())) {
-                self.gone_at
-                    .entry(topic.clone())
-                    .or_default()
-                    .insert(rf.clone(), at_ms);
+    /// Records when the live refs of `topic` go: a ref live at the last observation of the
+    /// topic and not now is gone from now on, and a gone ref seen live again is no longer gone.
+    pub(super) fn track_topic(&mut self, topic: &str, now: &BTreeSet<String>, at_ms: u64) {
+        let was = self.live.remove(topic).unwrap_or_default();
+        for rf in was.iter().filter(|r| !now.contains(*r)) {
+            self.gone_at
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(rf.clone(), at_ms);
+        }
+        if let Some(g) = self.gone_at.get_mut(topic) {
+            for rf in now.iter().filter(|r| !was.contains(*r)) {
+                g.remove(rf);
             }
         }
-        let mut next: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (topic, now) in live {
-            let mut was = self.live.remove(*topic).unwrap_or_default();
-            was.retain(|r| now.contains(r.as_str()));
-            for rf in now {
-                if !was.contains(*rf) {
-                    // only a ref that was not live can be marked gone
-                    if let Some(g) = self.gone_at.get_mut(*topic) {
-                        g.remove(*rf);
-                    }
-                    was.insert((*rf).to_owned());
-                }
-            }
-            next.insert((*topic).to_owned(), was);
+        if !now.is_empty() {
+            self.live.insert(topic.to_owned(), now.clone());
         }
-        self.live = next;
     }
 
     /// Reports every listed ref whose owner has been gone past the bound.
     pub(super) fn observe(&mut self, s: &Snapshot, bound: GhostBound, out: &mut Vec<Finding>) {
-        for (node, ns) in &s.nodes {
-            for (topic, list) in &ns.lists {
-                let Some(gone_in_topic) = self.gone_at.get(topic) else {
+        // only topics with a gone ref are read: usually few of many
+        for (topic, gone_in_topic) in self.gone_at.iter().filter(|(_, g)| !g.is_empty()) {
+            for (node, ns) in &s.nodes {
+                let Some(list) = ns.lists.get(topic) else {
                     continue;
                 };
                 for (key, refs) in list.iter() {

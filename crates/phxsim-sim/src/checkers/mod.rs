@@ -9,6 +9,7 @@
 //! (`lost`, `stale_meta`, `ghost` and `client_view` at the end) and [`visible`]
 //! (`expectation`). [`Checkers`] feeds them in order and collects what they find.
 
+mod agreement;
 mod convergence;
 mod diff_stream;
 mod end_state;
@@ -88,6 +89,7 @@ pub struct Checkers {
     bounds: Bounds,
     findings: Vec<Finding>,
     convergence: convergence::Convergence,
+    agreement: agreement::Agreement,
     ghosts: ghost::Ghosts,
     sockets: sockets::SocketTruth,
     streams: diff_stream::DiffStreams,
@@ -116,6 +118,7 @@ impl Checkers {
             bounds,
             findings: Vec::new(),
             convergence: convergence::Convergence::default(),
+            agreement: agreement::Agreement::default(),
             ghosts: ghost::Ghosts::default(),
             sockets: sockets::SocketTruth::default(),
             streams: diff_stream::DiffStreams::default(),
@@ -197,21 +200,7 @@ impl Checkers {
         let agree = if unchanged {
             self.convergence.last_agree()
         } else {
-            let truth = truth::truth_ref(s);
-            // ghosts: refs whose owner is gone, still listed past the bound
-            let live: BTreeMap<&str, BTreeSet<&str>> = truth
-                .iter()
-                .map(|(t, l)| {
-                    (
-                        *t,
-                        l.values().flat_map(|refs| refs.keys().copied()).collect(),
-                    )
-                })
-                .collect();
-            self.ghosts.track_gone(&live, s.at_ms);
-            s.nodes
-                .values()
-                .all(|n| truth::same_lists_ref(&n.lists, &truth))
+            self.agreement.observe(s, &mut self.ghosts)
         };
         let bound = GhostBound {
             last_step_ms: self.last_step_ms,
