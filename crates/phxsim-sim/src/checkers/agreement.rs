@@ -3,20 +3,18 @@
 //! topic that did not change) keeps its verdict and its live refs. At a thousand topics, a
 //! sample then costs what changed, not every presence of every node.
 
-use super::PresenceList;
-use super::Snapshot;
 use super::ghost::Ghosts;
+use super::{NodeSnapshot, PresenceList, Snapshot};
 use serde_json::Value as Json;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// One node's two lists of a topic (`None`: the node has no entry for it).
-type Inputs = Vec<(String, Option<Arc<PresenceList>>, Option<Arc<PresenceList>>)>;
+/// Every node's two lists of one topic, in node order (`None`: the node has no entry).
+type Inputs = Vec<(Option<Arc<PresenceList>>, Option<Arc<PresenceList>>)>;
 
-/// One topic's verdict, and what it was reached from.
+/// One topic's verdict.
 struct Judged {
-    /// Every node, in order, with its lists of the topic.
-    inputs: Inputs,
     /// Every node lists exactly the union of the nodes' own presences.
     agree: bool,
     /// The refs of that union: presences whose owner is live.
@@ -25,6 +23,9 @@ struct Judged {
 
 #[derive(Default)]
 pub(super) struct Agreement {
+    /// The nodes the verdicts were reached from.
+    nodes: BTreeMap<String, Arc<NodeSnapshot>>,
+    /// Per topic some node holds, its verdict.
     topics: BTreeMap<String, Judged>,
 }
 
@@ -32,64 +33,86 @@ impl Agreement {
     /// Whether every node of `s` lists the truth of every topic; tells `ghosts` the live refs
     /// of each topic whose truth may have moved.
     pub(super) fn observe(&mut self, s: &Snapshot, ghosts: &mut Ghosts) -> bool {
-        let topics: BTreeSet<&String> = s
-            .nodes
-            .values()
-            .flat_map(|n| n.lists.keys().chain(n.local.keys()))
-            .collect();
-        let mut next = BTreeMap::new();
-        for topic in topics {
+        let same_nodes = self.nodes.len() == s.nodes.len()
+            && self.nodes.keys().zip(s.nodes.keys()).all(|(a, b)| a == b);
+        // the topics whose lists may differ from the last judged ones
+        let mut moved: BTreeSet<String> = BTreeSet::new();
+        if same_nodes {
+            for (old, new) in self.nodes.values().zip(s.nodes.values()) {
+                if !Arc::ptr_eq(old, new) {
+                    changed_topics(&old.lists, &new.lists, &mut moved);
+                    changed_topics(&old.local, &new.local, &mut moved);
+                }
+            }
+        } else {
+            moved.extend(self.topics.keys().cloned());
+            for n in s.nodes.values() {
+                moved.extend(n.lists.keys().chain(n.local.keys()).cloned());
+            }
+        }
+        for topic in moved {
             let inputs: Inputs = s
                 .nodes
-                .iter()
-                .map(|(name, n)| {
-                    (
-                        name.clone(),
-                        n.lists.get(topic).cloned(),
-                        n.local.get(topic).cloned(),
-                    )
-                })
+                .values()
+                .map(|n| (n.lists.get(&topic).cloned(), n.local.get(&topic).cloned()))
                 .collect();
-            let judged = match self.topics.remove(topic.as_str()) {
-                Some(j) if same_inputs(&j.inputs, &inputs) => j,
-                _ => {
-                    let j = judge(inputs);
-                    ghosts.track_topic(topic, &j.live, s.at_ms);
-                    j
+            if inputs.iter().all(|(l, o)| l.is_none() && o.is_none()) {
+                // no node holds the topic any more: every ref it had is gone
+                if self.topics.remove(&topic).is_some() {
+                    ghosts.track_topic(&topic, &BTreeSet::new(), s.at_ms);
                 }
-            };
-            next.insert(topic.clone(), judged);
+                continue;
+            }
+            let j = judge(&inputs);
+            ghosts.track_topic(&topic, &j.live, s.at_ms);
+            self.topics.insert(topic, j);
         }
-        // a topic no node holds any more: every ref it had is gone
-        for topic in self.topics.keys() {
-            ghosts.track_topic(topic, &BTreeSet::new(), s.at_ms);
-        }
-        self.topics = next;
+        self.nodes = s.nodes.clone();
         self.topics.values().all(|j| j.agree)
     }
 }
 
-fn same_inputs(a: &Inputs, b: &Inputs) -> bool {
-    fn same(a: &Option<Arc<PresenceList>>, b: &Option<Arc<PresenceList>>) -> bool {
-        match (a, b) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
+/// Adds to `out` every topic held in only one of `old` and `new`, or in both as different
+/// allocations. Both are in topic order: one walk.
+fn changed_topics(
+    old: &BTreeMap<String, Arc<PresenceList>>,
+    new: &BTreeMap<String, Arc<PresenceList>>,
+    out: &mut BTreeSet<String>,
+) {
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        // which side steps, and the topic if it changed
+        let (step, changed) = match (o.peek(), n.peek()) {
+            (None, None) => return,
+            (Some((t, _)), None) => (Ordering::Less, Some(*t)),
+            (None, Some((t, _))) => (Ordering::Greater, Some(*t)),
+            (Some((to, lo)), Some((tn, ln))) => match to.cmp(tn) {
+                Ordering::Equal => (Ordering::Equal, (!Arc::ptr_eq(lo, ln)).then_some(*tn)),
+                Ordering::Less => (Ordering::Less, Some(*to)),
+                Ordering::Greater => (Ordering::Greater, Some(*tn)),
+            },
+        };
+        if let Some(topic) = changed
+            && !out.contains(topic)
+        {
+            out.insert(topic.clone());
+        }
+        if step != Ordering::Greater {
+            o.next();
+        }
+        if step != Ordering::Less {
+            n.next();
         }
     }
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((n1, l1, o1), (n2, l2, o2))| n1 == n2 && same(l1, l2) && same(o1, o2))
 }
 
 /// The truth of one topic (the union of every node's own presences, a later node's meta
 /// winning for a ref two nodes hold), and whether every node lists exactly it.
-fn judge(inputs: Inputs) -> Judged {
+fn judge(inputs: &Inputs) -> Judged {
     let mut truth: BTreeMap<&str, BTreeMap<&str, &Json>> = BTreeMap::new();
     for (k, refs) in inputs
         .iter()
-        .filter_map(|(_, _, local)| local.as_deref())
+        .filter_map(|(_, local)| local.as_deref())
         .flatten()
     {
         truth
@@ -97,7 +120,7 @@ fn judge(inputs: Inputs) -> Judged {
             .or_default()
             .extend(refs.iter().map(|(r, m)| (r.as_str(), m)));
     }
-    let agree = inputs.iter().all(|(_, list, _)| {
+    let agree = inputs.iter().all(|(list, _)| {
         let list = list.as_deref().filter(|l| !l.is_empty());
         match list {
             None => truth.is_empty(),
@@ -108,11 +131,7 @@ fn judge(inputs: Inputs) -> Judged {
         .values()
         .flat_map(|refs| refs.keys().map(|r| (*r).to_owned()))
         .collect();
-    Judged {
-        inputs,
-        agree,
-        live,
-    }
+    Judged { agree, live }
 }
 
 fn same_list(l: &PresenceList, t: &BTreeMap<&str, BTreeMap<&str, &Json>>) -> bool {
