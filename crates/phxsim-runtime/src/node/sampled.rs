@@ -11,7 +11,7 @@
 //! does not report: under it every answer is whole.
 
 use super::{ListsChange, TopicSnapshot};
-use phxsim_shard::{Tracker, TrackerList};
+use phxsim_shard::Tracker;
 use std::collections::BTreeSet;
 
 /// Tracking starts with the first answer: a node nobody samples pays nothing per diff.
@@ -26,7 +26,8 @@ pub(crate) struct Sampled {
     all: bool,
     /// Debug builds check that every topic left out is what the last answer held.
     #[cfg(debug_assertions)]
-    lists: std::collections::BTreeMap<String, (TrackerList, TrackerList)>,
+    lists:
+        std::collections::BTreeMap<String, (phxsim_shard::TrackerList, phxsim_shard::TrackerList)>,
 }
 
 impl Sampled {
