@@ -5,7 +5,10 @@ reader in another process, ROUNDS times. Prints the CPU each side spends per soc
 and how long a round took. No WebSocket, no JSON, no scheduler: what any server and client
 pay at least for one frame per socket (BENCHMARKS.md, "10 000 sockets on ONE topic").
 
-    python3 benches/loopback_floor.py [N=10000] [ROUNDS=20] [PORT=45901]
+    python3 benches/loopback_floor.py [N=10000] [ROUNDS=20] [PORT=31901]
+
+The default port is below Linux's ephemeral range (32768 and up), so a connection left over
+from an earlier run cannot hold it.
 """
 import os
 import resource
@@ -16,7 +19,7 @@ import time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-PORT = int(sys.argv[3]) if len(sys.argv) > 3 else 45901
+PORT = int(sys.argv[3]) if len(sys.argv) > 3 else 31901
 
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
