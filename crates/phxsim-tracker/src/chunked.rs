@@ -89,14 +89,7 @@ impl<T: Copy, const CAP: usize> Chunked<T, CAP> {
                 at: last.len(),
             });
         }
-        // Chunks before `lo` start below the probe, chunks from `hi` on above it; between,
-        // the fences tie and the first items are read.
-        let lo = self.fences.partition_point(|&f| f < fence);
-        let hi = lo + self.fences[lo..].partition_point(|&f| f <= fence);
-        let starts_at_or_below = lo
-            + self.chunks[lo..hi]
-                .partition_point(|c| c.first().is_some_and(|&x| cmp(x) != Ordering::Greater));
-        let chunk = starts_at_or_below.saturating_sub(1);
+        let chunk = self.chunk_for(fence, &mut cmp);
         match self.chunks[chunk].binary_search_by(|&x| cmp(x)) {
             Ok(at) => Ok(Pos { chunk, at }),
             Err(at) => Err(Pos { chunk, at }),
@@ -115,14 +108,21 @@ impl<T: Copy, const CAP: usize> Chunked<T, CAP> {
     where
         T: PartialEq,
     {
+        let chunk = self.chunk_for(fence, &mut cmp);
+        let at = self.chunks.get(chunk)?.iter().position(|&x| x == item)?;
+        Some(Pos { chunk, at })
+    }
+
+    /// The chunk that holds, or would hold, a probe whose fence is `fence`: chunks before `lo`
+    /// start below the probe, chunks from `hi` on above it; between, the fences tie and the
+    /// first items are read. The last chunk starting at or below the probe (or the first).
+    fn chunk_for(&self, fence: u64, cmp: &mut impl FnMut(T) -> Ordering) -> usize {
         let lo = self.fences.partition_point(|&f| f < fence);
         let hi = lo + self.fences[lo..].partition_point(|&f| f <= fence);
         let starts_at_or_below = lo
             + self.chunks[lo..hi]
                 .partition_point(|c| c.first().is_some_and(|&x| cmp(x) != Ordering::Greater));
-        let chunk = starts_at_or_below.saturating_sub(1);
-        let at = self.chunks.get(chunk)?.iter().position(|&x| x == item)?;
-        Some(Pos { chunk, at })
+        starts_at_or_below.saturating_sub(1)
     }
 
     /// The item at `pos` (a position `search` answered `Ok`).
