@@ -208,6 +208,12 @@ impl<T: Copy, const CAP: usize> Chunked<T, CAP> {
         self.chunks.iter().flatten().copied()
     }
 
+    /// The chunks in order, each a slice of items: a reader that works a chunk at a time
+    /// (first bringing the rows its items name into the cache, then copying them).
+    pub fn chunks(&self) -> impl Iterator<Item = &[T]> + '_ {
+        self.chunks.iter().map(Vec::as_slice)
+    }
+
     /// The items from `pos` on, in order.
     pub fn iter_from(&self, pos: Pos) -> impl Iterator<Item = T> + '_ {
         let first = self

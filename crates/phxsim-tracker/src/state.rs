@@ -7,7 +7,7 @@ use crate::delta::{Clouds, Delta, cloud_insert, cloud_remove};
 use crate::error::TrackerError;
 use crate::mutation::Mutation;
 use crate::shared::{Meta, Name};
-use crate::table::{RowId, Table};
+use crate::table::{RowId, Table, WARM_BATCH, warm_metas};
 use crate::types::{Diff, ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 use crate::values::TagValues;
 use std::collections::{BTreeMap, BTreeSet};
@@ -532,7 +532,13 @@ impl State {
             Vec::new()
         };
         let mut run: Option<ReplicaRun> = None;
-        for (t, p) in remote_values.entries() {
+        // The meta blocks are read ahead a batch at a time, so that their cache misses overlap
+        // instead of each stalling the reference count bump of its clone (see `warm`).
+        let mut ahead = remote_values.entries();
+        for (i, (t, p)) in remote_values.entries().enumerate() {
+            if i % WARM_BATCH == 0 {
+                warm_metas(ahead.by_ref().take(WARM_BATCH).map(|(_, p)| &p.meta));
+            }
             let (ctx, cloud) = match run {
                 Some((r, ctx, cloud)) if *r == t.replica => (ctx, cloud),
                 _ => {
@@ -644,25 +650,9 @@ impl State {
     pub fn extract(&self, remote: &ReplicaRef, remote_context: &Context) -> Extract {
         // Tag order in, tag order out: the dot index is read in order into one vector.
         let mut values: Vec<(Tag, TrackedMeta)> = Vec::with_capacity(self.table.len());
-        values.extend(
-            remote_context
-                .keys()
-                .filter(|r| *r != remote)
-                .flat_map(|r| {
-                    self.table
-                        .rows_of_replica(r, 0, u64::MAX)
-                        .map(move |(clock, id)| {
-                            let row = self.table.row(id);
-                            (
-                                Tag::new(r.clone(), clock),
-                                TrackedMeta {
-                                    key: self.table.key_of(row),
-                                    meta: row.meta.clone(),
-                                },
-                            )
-                        })
-                }),
-        );
+        for r in remote_context.keys().filter(|r| *r != remote) {
+            self.table.extract_rows_of(r, &mut values);
+        }
         Extract {
             context: clock::filter_replicas(&self.context, remote_context.keys()),
             clouds: self

@@ -15,7 +15,7 @@
 
 use crate::chunked::Chunked;
 use crate::shared::{Meta, Name};
-use crate::types::{ReplicaRef, Tag, Value, ValueKey};
+use crate::types::{ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -500,58 +500,103 @@ impl Table {
         value
     }
 
-    /// Fills an empty table from `joins` (sorted by tag, as merges produce them) in one go:
-    /// each index is collected from a sorted sequence instead of being grown row by row, which
-    /// is what a full transfer into a fresh replica costs. Refuses (and changes nothing) when
-    /// the table is not empty or two joins share a `{topic, pid, key}`, where the row-by-row
-    /// path decides which one stays.
+    /// Appends every row of `replica`, in clock order, as an extract carries it. Works a
+    /// chunk of the dot index at a time: the chunk's meta blocks are read first in a tight
+    /// loop, so that their cache misses overlap, and only then copied (each copy bumps the
+    /// block's reference count, an atomic operation that would otherwise wait for each miss
+    /// in turn).
+    pub fn extract_rows_of(&self, replica: &ReplicaRef, out: &mut Vec<(Tag, TrackedMeta)>) {
+        let Some(&r) = self.replica_ids.get(replica) else {
+            return;
+        };
+        for chunk in self.by_dot[r as usize].chunks() {
+            warm(chunk.iter().map(|&id| self.slots.row(id)));
+            out.extend(chunk.iter().map(|&id| {
+                let row = self.slots.row(id);
+                (
+                    Tag::new(replica.clone(), row.clock),
+                    TrackedMeta {
+                        key: self.key_of(row),
+                        meta: row.meta.clone(),
+                    },
+                )
+            }));
+        }
+    }
+
+    /// Fills an empty table from `joins` (sorted by tag, as merges produce them) in one go,
+    /// which is what a full transfer into a fresh replica costs. Refuses (and changes nothing)
+    /// when the table is not empty or two joins share a `{topic, pid, key}`, where the
+    /// row-by-row path decides which one stays.
+    ///
+    /// No general sort: the joins are numbered by topic through a small hash table, grouped
+    /// by topic with a counting sort, and only each topic's joins (a few hundred or thousand)
+    /// are sorted by `{pid, key}`, on sort keys that hold short texts whole. The rows go into
+    /// the slab in join order (row id = join index), so each replica's dot index is one run
+    /// already in order, and the pid index is sorted by a radix sort of its hashes.
     pub fn build_in_bulk(&mut self, joins: &[Value]) -> bool {
         if !self.is_empty() || joins.len() < 2 {
             return false;
         }
         let n = joins.len();
-        // Sort keys first: most comparisons end at a 16-byte prefix held inline.
-        let mut order: Vec<(SortKey, SortKey, SortKey, u32)> = joins
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                (
-                    SortKey::of(v.key.topic.as_bytes()),
-                    SortKey::of(v.key.pid.as_bytes()),
-                    SortKey::of(v.key.key.as_bytes()),
-                    i as u32,
-                )
-            })
-            .collect();
-        let key_of = |i: u32| &joins[i as usize].key;
-        order.sort_unstable_by(|a, b| {
-            let (ka, kb) = (key_of(a.3), key_of(b.3));
-            a.0.cmp(&b.0, ka.topic.as_bytes(), kb.topic.as_bytes())
-                .then_with(|| a.1.cmp(&b.1, ka.pid.as_bytes(), kb.pid.as_bytes()))
-                .then_with(|| a.2.cmp(&b.2, ka.key.as_bytes(), kb.key.as_bytes()))
-        });
-        if order.windows(2).any(|w| key_of(w[0].3) == key_of(w[1].3)) {
-            return false;
+        // 1. Each join's topic (numbered here, in the order first seen) and sort keys.
+        let mut numbers = TopicNumbers::default();
+        let mut topic_of: Vec<u32> = Vec::with_capacity(n);
+        let mut sort_keys: Vec<(SortKey, SortKey)> = Vec::with_capacity(n);
+        for v in joins {
+            topic_of.push(numbers.number(&v.key.topic));
+            sort_keys.push((
+                SortKey::of(v.key.pid.as_bytes()),
+                SortKey::of(v.key.key.as_bytes()),
+            ));
         }
-        // Topics, numbered run by run of the sorted order.
-        let mut topic_of = vec![0u32; n];
-        let mut runs: Vec<(u32, usize, usize)> = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let topic = &key_of(order[start].3).topic;
-            let end = start
-                + order[start..]
-                    .iter()
-                    .take_while(|e| key_of(e.3).topic == *topic)
-                    .count();
-            let t = self.topic_index(topic);
-            for e in &order[start..end] {
-                topic_of[e.3 as usize] = t;
+        // 2. Join ids grouped by topic, in join order inside a topic.
+        let topic_count = numbers.names.len();
+        let mut starts = vec![0usize; topic_count + 1];
+        for &t in &topic_of {
+            starts[t as usize + 1] += 1;
+        }
+        for t in 0..topic_count {
+            starts[t + 1] += starts[t];
+        }
+        let mut grouped = vec![0 as RowId; n];
+        let mut next = starts.clone();
+        for (id, &t) in topic_of.iter().enumerate() {
+            grouped[next[t as usize]] = id as RowId;
+            next[t as usize] += 1;
+        }
+        // 3. Each topic's joins in `{pid, key}` order; a `{topic, pid, key}` twice refuses.
+        let cmp = |a: &(SortKey, SortKey, RowId), b: &(SortKey, SortKey, RowId)| {
+            let (ka, kb) = (&joins[a.2 as usize].key, &joins[b.2 as usize].key);
+            a.0.cmp_text(&b.0, || (ka.pid.as_bytes(), kb.pid.as_bytes()))
+                .then_with(|| {
+                    a.1.cmp_text(&b.1, || (ka.key.as_bytes(), kb.key.as_bytes()))
+                })
+        };
+        let mut buf: Vec<(SortKey, SortKey, RowId)> = Vec::new();
+        for t in 0..topic_count {
+            let ids = &mut grouped[starts[t]..starts[t + 1]];
+            buf.clear();
+            buf.extend(ids.iter().map(|&id| {
+                let (p, k) = sort_keys[id as usize];
+                (p, k, id)
+            }));
+            buf.sort_unstable_by(cmp);
+            if buf.windows(2).any(|w| cmp(&w[0], &w[1]) == Ordering::Equal) {
+                return false;
             }
-            runs.push((t, start, end));
-            start = end;
+            for (slot, e) in ids.iter_mut().zip(&buf) {
+                *slot = e.2;
+            }
         }
-        // The rows in join (tag) order: row id = join index. Replicas come in runs.
+        drop(buf);
+        // From here on the table changes. Topics get their table numbers.
+        let table_topic: Vec<u32> = numbers
+            .names
+            .iter()
+            .map(|name| self.topic_index(name))
+            .collect();
+        // 4. The rows in join (tag) order: row id = join index. Replicas come in runs.
         self.slots.clear();
         self.free.clear();
         self.slots.reserve_exact(n);
@@ -565,11 +610,14 @@ impl Table {
                     .take_while(|v| v.tag.replica == *replica)
                     .count();
             let r = self.replica_index(replica);
+            for batch in joins[start..end].chunks(WARM_BATCH) {
+                warm_metas(batch.iter().map(|v| &v.meta));
+            }
             for (v, &t) in joins[start..end].iter().zip(&topic_of[start..end]) {
                 self.slots.push(Row {
                     meta: v.meta.for_owner(&v.key.pid, &v.key.key),
                     clock: v.tag.clock,
-                    topic: t,
+                    topic: table_topic[t as usize],
                     replica: r,
                 });
             }
@@ -577,15 +625,17 @@ impl Table {
             start = end;
         }
         self.live = n;
-        for (t, start, end) in runs {
-            if let Some(topic) = self.topics[t as usize].as_mut() {
-                topic.rows = Chunked::from_sorted(order[start..end].iter().map(|e| e.3), |id| {
-                    prefix(joins[id as usize].key.pid.as_bytes())
+        // 5. Topic indexes, fenced by the pid's first eight bytes (the sort key's high half).
+        for (t, &table_t) in table_topic.iter().enumerate() {
+            let ids = &grouped[starts[t]..starts[t + 1]];
+            if let Some(topic) = self.topics[table_t as usize].as_mut() {
+                topic.rows = Chunked::from_sorted(ids.iter().copied(), |id| {
+                    sort_keys[id as usize].0.fence()
                 });
             }
         }
-        drop(order);
-        // Dot index: each replica's run of clocks ascends (tag order).
+        drop(grouped);
+        // 6. Dot index: each replica's run of clocks ascends (tag order).
         for (r, start, end) in replica_runs {
             let run = (start..end).map(|id| id as RowId);
             let dots = &mut self.by_dot[r as usize];
@@ -597,15 +647,111 @@ impl Table {
                 }
             }
         }
-        // Pid index.
-        let mut pids: Vec<u64> = joins
+        // 7. Pid index.
+        let pids: Vec<u64> = joins
             .iter()
             .enumerate()
             .map(|(id, v)| pid_entry(v.key.pid.as_bytes(), id as RowId))
             .collect();
-        pids.sort_unstable();
-        self.by_pid = Chunked::from_sorted(pids, |e| e);
+        self.by_pid = Chunked::from_sorted(sort_by_hash(pids), |e| e);
         true
+    }
+}
+
+/// Rows whose meta blocks are read ahead together (see [`warm`]).
+pub(crate) const WARM_BATCH: usize = 64;
+
+/// Reads the first bytes of each meta block (see [`warm`]).
+pub(crate) fn warm_metas<'a>(metas: impl Iterator<Item = &'a Meta>) {
+    let mut acc = 0u8;
+    for meta in metas {
+        acc ^= meta.first_byte();
+    }
+    std::hint::black_box(acc);
+}
+
+/// Pid index entries (`hash << 32 | row id`) listed in ascending row id, sorted: a stable
+/// counting sort of the hash, 11 bits a pass, leaves equal hashes in row id order, which is
+/// the entries' full order.
+fn sort_by_hash(mut entries: Vec<u64>) -> Vec<u64> {
+    debug_assert!(entries.windows(2).all(|w| (w[0] as u32) < (w[1] as u32)));
+    const BITS: u32 = 11;
+    let mut out = vec![0u64; entries.len()];
+    for shift in (32..64).step_by(BITS as usize) {
+        let digit = |e: u64| ((e >> shift) & ((1 << BITS) - 1)) as usize;
+        let mut at = [0usize; 1 << BITS];
+        for &e in &entries {
+            at[digit(e)] += 1;
+        }
+        let mut sum = 0;
+        for a in at.iter_mut() {
+            (*a, sum) = (sum, sum + *a);
+        }
+        for &e in &entries {
+            let d = digit(e);
+            out[at[d]] = e;
+            at[d] += 1;
+        }
+        std::mem::swap(&mut entries, &mut out);
+    }
+    entries
+}
+
+/// Topic names numbered in the order first seen, found again through a small open-addressing
+/// table of their hashes (a presence's topic is looked up once per join of a bulk build, and
+/// the joins of a transfer come in dot order, so their topics come in no order). Never
+/// iterated, so its layout cannot leak into any output.
+#[derive(Default)]
+struct TopicNumbers<'a> {
+    names: Vec<&'a Name>,
+    /// `number + 1` of the name hashed there, 0 for an empty slot; a power of two long.
+    slots: Vec<u32>,
+    last: Option<(&'a Name, u32)>,
+}
+
+impl<'a> TopicNumbers<'a> {
+    fn number(&mut self, topic: &'a Name) -> u32 {
+        if let Some((name, t)) = self.last
+            && name == topic
+        {
+            return t;
+        }
+        if self.names.len() * 2 >= self.slots.len() {
+            self.grow();
+        }
+        let t = self.find_or_add(topic);
+        self.last = Some((topic, t));
+        t
+    }
+
+    fn find_or_add(&mut self, topic: &'a Name) -> u32 {
+        let mask = self.slots.len() - 1;
+        let mut i = pid_hash(topic.as_bytes()) as usize & mask;
+        loop {
+            match self.slots[i] {
+                0 => {
+                    self.names.push(topic);
+                    let t = u32::try_from(self.names.len() - 1).expect("fewer than 2^32 topics");
+                    self.slots[i] = t + 1;
+                    return t;
+                }
+                s if self.names[s as usize - 1] == topic => return s - 1,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let len = (self.slots.len() * 2).max(64);
+        self.slots = vec![0; len];
+        let mask = len - 1;
+        for (t, name) in self.names.iter().enumerate() {
+            let mut i = pid_hash(name.as_bytes()) as usize & mask;
+            while self.slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = t as u32 + 1;
+        }
     }
 }
 
@@ -627,14 +773,21 @@ impl SortKey {
         SortKey(u128::from_be_bytes(buf))
     }
 
-    fn cmp(&self, other: &Self, a: &[u8], b: &[u8]) -> Ordering {
+    /// How the two texts order; `texts` gives them, read only when the keys alone cannot tell.
+    fn cmp_text<'t>(&self, other: &Self, texts: impl FnOnce() -> (&'t [u8], &'t [u8])) -> Ordering {
         Ord::cmp(self, other).then_with(|| {
             if self.0 as u8 as usize > Self::PREFIX {
+                let (a, b) = texts();
                 a.cmp(b)
             } else {
                 Ordering::Equal
             }
         })
+    }
+
+    /// The text's first eight bytes as [`prefix`] gives them.
+    fn fence(&self) -> u64 {
+        (self.0 >> 64) as u64
     }
 }
 
@@ -731,11 +884,8 @@ mod tests {
         for a in words {
             for b in words {
                 assert_eq!(
-                    SortKey::of(a.as_bytes()).cmp(
-                        &SortKey::of(b.as_bytes()),
-                        a.as_bytes(),
-                        b.as_bytes()
-                    ),
+                    SortKey::of(a.as_bytes())
+                        .cmp_text(&SortKey::of(b.as_bytes()), || (a.as_bytes(), b.as_bytes())),
                     a.cmp(b),
                     "{a:?} vs {b:?}"
                 );
