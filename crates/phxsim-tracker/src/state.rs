@@ -7,7 +7,7 @@ use crate::delta::{Clouds, Delta, cloud_insert, cloud_remove};
 use crate::error::TrackerError;
 use crate::mutation::Mutation;
 use crate::shared::{Meta, Name};
-use crate::table::{RowId, Table, WARM_BATCH, warm_metas};
+use crate::table::{BulkBuild, RowId, Table, WARM_BATCH, warm_metas};
 use crate::types::{Diff, ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 use crate::values::TagValues;
 use std::collections::{BTreeMap, BTreeSet};
@@ -525,13 +525,16 @@ impl State {
         //    once per run of its values.
         let mut superseded: Vec<Tag> = Vec::new();
         // Into an empty table (a first transfer) nearly every value joins: the list is sized
-        // once instead of growing through a dozen copies.
-        let mut join_values: Vec<Value> = if self.table.is_empty() {
-            Vec::with_capacity(remote_values.count())
+        // once instead of growing through a dozen copies, and the table is built in bulk from
+        // what is gathered of each join as it is read.
+        let (mut join_values, mut bulk): (Vec<Value>, _) = if self.table.is_empty() {
+            let n = remote_values.count();
+            (Vec::with_capacity(n), Some(BulkBuild::with_capacity(n)))
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         let mut run: Option<ReplicaRun> = None;
+        let mut runs = 0;
         // The meta blocks are read ahead a batch at a time, so that their cache misses overlap
         // instead of each stalling the reference count bump of its clone (see `warm`).
         let mut ahead = remote_values.entries();
@@ -549,6 +552,7 @@ impl State {
                         self.clouds.get(&t.replica)
                     };
                     run = Some((&t.replica, ctx, cloud));
+                    runs += 1;
                     (ctx, cloud)
                 }
             };
@@ -566,6 +570,9 @@ impl State {
                 meta: p.meta.clone(),
                 tag: t.clone(),
             });
+            if let Some(b) = bulk.as_mut() {
+                b.push(runs, t, p);
+            }
         }
 
         // 2. Leaves: another replica's value we hold, which the remote has seen (context or
@@ -624,7 +631,9 @@ impl State {
             self.tombstone(&t);
             leaves.push(value);
         }
-        if self.table.build_in_bulk(&join_values) {
+        if let Some(b) = bulk
+            && self.table.build_in_bulk(b, &join_values)
+        {
             self.revision.bump();
         } else {
             for v in &join_values {

@@ -86,13 +86,6 @@ impl Slots {
         id
     }
 
-    /// Room for the first `n` rows of an empty slab (later chunks are sized whole).
-    fn reserve_exact(&mut self, n: usize) {
-        if self.chunks.is_empty() {
-            self.chunks.push(Vec::with_capacity(n.min(SLAB_CHUNK)));
-        }
-    }
-
     fn clear(&mut self) {
         self.chunks.clear();
     }
@@ -524,48 +517,30 @@ impl Table {
         }
     }
 
-    /// Fills an empty table from `joins` (sorted by tag, as merges produce them) in one go,
-    /// which is what a full transfer into a fresh replica costs. Refuses (and changes nothing)
-    /// when the table is not empty or two joins share a `{topic, pid, key}`, where the
-    /// row-by-row path decides which one stays.
+    /// Fills an empty table in one go from a [`BulkBuild`] fed every join of a merge (`joins`,
+    /// in the same order), which is what a full transfer into a fresh replica costs. Refuses
+    /// (and changes nothing) when the table is not empty or two joins share a
+    /// `{topic, pid, key}`, where the row-by-row path decides which one stays.
     ///
-    /// No general sort: the joins are numbered by topic through a small hash table, grouped
-    /// by topic with a counting sort, and only each topic's joins (a few hundred or thousand)
-    /// are sorted by `{pid, key}`, on sort keys that hold short texts whole. The rows go into
-    /// the slab in join order (row id = join index), so each replica's dot index is one run
-    /// already in order, and the pid index is sorted by a radix sort of its hashes.
-    pub fn build_in_bulk(&mut self, joins: &[Value]) -> bool {
-        if !self.is_empty() || joins.len() < 2 {
+    /// No general sort: the joins were numbered by topic as they came, are grouped by topic
+    /// with a counting sort, and only each topic's joins (a few hundred or thousand) are sorted
+    /// by `{pid, key}`, on sort keys that hold short texts whole. The rows go into the slab in
+    /// join order (row id = join index), so each replica's dot index is one run already in
+    /// order, and the pid index is sorted by a radix sort of its hashes.
+    pub fn build_in_bulk(&mut self, build: BulkBuild<'_>, joins: &[Value]) -> bool {
+        let n = build.len;
+        if !self.is_empty() || n < 2 || n != joins.len() {
             return false;
         }
-        let n = joins.len();
-        // 1. Each join's topic (numbered here, in the order first seen) and sort keys.
-        let mut numbers = TopicNumbers::default();
-        let mut topic_of: Vec<u32> = Vec::with_capacity(n);
-        let mut sort_keys: Vec<(SortKey, SortKey)> = Vec::with_capacity(n);
-        for v in joins {
-            topic_of.push(numbers.number(&v.key.topic));
-            sort_keys.push((
-                SortKey::of(v.key.pid.as_bytes()),
-                SortKey::of(v.key.key.as_bytes()),
-            ));
-        }
-        // 2. Join ids grouped by topic, in join order inside a topic.
-        let topic_count = numbers.names.len();
-        let mut starts = vec![0usize; topic_count + 1];
-        for &t in &topic_of {
-            starts[t as usize + 1] += 1;
-        }
-        for t in 0..topic_count {
-            starts[t + 1] += starts[t];
-        }
-        let mut grouped = vec![0 as RowId; n];
-        let mut next = starts.clone();
-        for (id, &t) in topic_of.iter().enumerate() {
-            grouped[next[t as usize]] = id as RowId;
-            next[t as usize] += 1;
-        }
-        // 3. Each topic's joins in `{pid, key}` order; a `{topic, pid, key}` twice refuses.
+        let BulkBuild {
+            numbers,
+            mut by_topic,
+            mut slots,
+            pids,
+            runs,
+            len: _,
+        } = build;
+        // 1. Each topic's joins in `{pid, key}` order; a `{topic, pid, key}` twice refuses.
         let cmp = |a: &(SortKey, SortKey, RowId), b: &(SortKey, SortKey, RowId)| {
             let (ka, kb) = (&joins[a.2 as usize].key, &joins[b.2 as usize].key);
             a.0.cmp_text(&b.0, || (ka.pid.as_bytes(), kb.pid.as_bytes()))
@@ -573,70 +548,45 @@ impl Table {
                     a.1.cmp_text(&b.1, || (ka.key.as_bytes(), kb.key.as_bytes()))
                 })
         };
-        let mut buf: Vec<(SortKey, SortKey, RowId)> = Vec::new();
-        for t in 0..topic_count {
-            let ids = &mut grouped[starts[t]..starts[t + 1]];
-            buf.clear();
-            buf.extend(ids.iter().map(|&id| {
-                let (p, k) = sort_keys[id as usize];
-                (p, k, id)
-            }));
-            buf.sort_unstable_by(cmp);
-            if buf.windows(2).any(|w| cmp(&w[0], &w[1]) == Ordering::Equal) {
+        for entries in &mut by_topic {
+            entries.sort_unstable_by(cmp);
+            if entries
+                .windows(2)
+                .any(|w| cmp(&w[0], &w[1]) == Ordering::Equal)
+            {
                 return false;
             }
-            for (slot, e) in ids.iter_mut().zip(&buf) {
-                *slot = e.2;
-            }
         }
-        drop(buf);
-        // From here on the table changes. Topics get their table numbers.
+        // From here on the table changes. Topics and replicas get their table numbers.
         let table_topic: Vec<u32> = numbers
             .names
             .iter()
             .map(|name| self.topic_index(name))
             .collect();
-        // 4. The rows in join (tag) order: row id = join index. Replicas come in runs.
-        self.slots.clear();
+        let table_replica: Vec<u32> = runs
+            .iter()
+            .map(|&(_, replica, _)| self.replica_index(replica))
+            .collect();
+        // 2. The rows, in join (tag) order: row id = join index.
+        for row in slots.chunks.iter_mut().flatten().flatten() {
+            row.topic = table_topic[row.topic as usize];
+            row.replica = table_replica[row.replica as usize];
+        }
+        self.slots = slots;
         self.free.clear();
-        self.slots.reserve_exact(n);
-        let mut replica_runs: Vec<(u32, usize, usize)> = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let replica = &joins[start].tag.replica;
-            let end = start
-                + joins[start..]
-                    .iter()
-                    .take_while(|v| v.tag.replica == *replica)
-                    .count();
-            let r = self.replica_index(replica);
-            for batch in joins[start..end].chunks(WARM_BATCH) {
-                warm_metas(batch.iter().map(|v| &v.meta));
-            }
-            for (v, &t) in joins[start..end].iter().zip(&topic_of[start..end]) {
-                self.slots.push(Row {
-                    meta: v.meta.for_owner(&v.key.pid, &v.key.key),
-                    clock: v.tag.clock,
-                    topic: table_topic[t as usize],
-                    replica: r,
-                });
-            }
-            replica_runs.push((r, start, end));
-            start = end;
-        }
         self.live = n;
-        // 5. Topic indexes, fenced by the pid's first eight bytes (the sort key's high half).
-        for (t, &table_t) in table_topic.iter().enumerate() {
-            let ids = &grouped[starts[t]..starts[t + 1]];
-            if let Some(topic) = self.topics[table_t as usize].as_mut() {
-                topic.rows = Chunked::from_sorted(ids.iter().copied(), |id| {
-                    sort_keys[id as usize].0.fence()
-                });
+        // 3. Topic indexes, fenced by the pid's first eight bytes (the sort key's high half).
+        for (entries, &t) in by_topic.iter().zip(&table_topic) {
+            if let Some(topic) = self.topics[t as usize].as_mut() {
+                topic.rows =
+                    Chunked::from_sorted_fenced(entries.iter().map(|e| (e.2, e.0.fence())));
             }
         }
-        drop(grouped);
-        // 6. Dot index: each replica's run of clocks ascends (tag order).
-        for (r, start, end) in replica_runs {
+        drop(by_topic);
+        // 4. Dot index: each replica's run of clocks ascends (tag order).
+        for (i, &(_, _, start)) in runs.iter().enumerate() {
+            let end = runs.get(i + 1).map_or(n, |r| r.2);
+            let r = table_replica[i];
             let run = (start..end).map(|id| id as RowId);
             let dots = &mut self.by_dot[r as usize];
             if dots.is_empty() {
@@ -647,14 +597,61 @@ impl Table {
                 }
             }
         }
-        // 7. Pid index.
-        let pids: Vec<u64> = joins
-            .iter()
-            .enumerate()
-            .map(|(id, v)| pid_entry(v.key.pid.as_bytes(), id as RowId))
-            .collect();
+        // 5. Pid index.
         self.by_pid = Chunked::from_sorted(sort_by_hash(pids), |e| e);
         true
+    }
+}
+
+/// What a bulk build needs of each join, gathered while the merge reads it (its meta block is
+/// then in the cache): the rows in a slab of their own, each topic's `{pid, key}` sort keys
+/// (topics numbered in the order first seen), the pid index entries, and the runs of joins by
+/// replica. Nothing of it is one large block: the slab and the topics' lists grow in small
+/// pieces the allocator has at hand, instead of fresh pages the kernel must clear.
+pub(crate) struct BulkBuild<'a> {
+    numbers: TopicNumbers<'a>,
+    /// Per topic: `(pid's sort key, key's sort key, row id)`.
+    by_topic: Vec<Vec<(SortKey, SortKey, RowId)>>,
+    /// With the local topic number and the index of the replica's run.
+    slots: Slots,
+    pids: Vec<u64>,
+    /// `(run number given by the merge, replica, first join)`.
+    runs: Vec<(usize, &'a ReplicaRef, usize)>,
+    len: usize,
+}
+
+impl<'a> BulkBuild<'a> {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            numbers: TopicNumbers::default(),
+            by_topic: Vec::new(),
+            slots: Slots::default(),
+            pids: Vec::with_capacity(n),
+            runs: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The next join, the value `tag => p`; `run` numbers the merge's runs of one replica.
+    pub fn push(&mut self, run: usize, tag: &'a Tag, p: &'a TrackedMeta) {
+        let id = self.len as RowId;
+        self.len += 1;
+        if self.runs.last().is_none_or(|last| last.0 != run) {
+            self.runs.push((run, &tag.replica, id as usize));
+        }
+        let (pid, key) = (p.key.pid.as_bytes(), p.key.key.as_bytes());
+        let topic = self.numbers.number(&p.key.topic);
+        if topic as usize == self.by_topic.len() {
+            self.by_topic.push(Vec::new());
+        }
+        self.by_topic[topic as usize].push((SortKey::of(pid), SortKey::of(key), id));
+        self.pids.push(pid_entry(pid, id));
+        self.slots.push(Row {
+            meta: p.meta.for_owner(&p.key.pid, &p.key.key),
+            clock: tag.clock,
+            topic,
+            replica: (self.runs.len() - 1) as u32,
+        });
     }
 }
 
