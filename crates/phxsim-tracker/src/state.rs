@@ -826,28 +826,95 @@ mod tests {
 
     #[test]
     fn a_bulk_merge_leaves_duplicate_keys_to_the_row_by_row_path() {
-        let mut b = State::new(ReplicaRef::new("b", 1));
-        let a = ReplicaRef::new("a", 1);
-        b.replica_up(&a).unwrap();
-        let p = |v: i64| TrackedMeta {
-            key: key(1),
-            meta: serde_json::json!({ "v": v }).into(),
+        // Short names, and long ones that only the text beyond their sort keys tells apart.
+        let long = |k: &str| {
+            ValueKey::new(
+                "room:a-topic-name-longer-than-sixteen-bytes",
+                format!("a-long-pid-name-shared-prefix-{k}"),
+                format!("a-long-key-name-shared-prefix-{k}"),
+            )
         };
-        let extract = Extract {
-            context: [(a.clone(), 2)].into_iter().collect(),
-            clouds: Clouds::new(),
-            values: [
-                (Tag::new(a.clone(), 1), p(1)),
-                (Tag::new(a.clone(), 2), p(2)),
-            ]
-            .into_iter()
-            .collect(),
-        };
-        let diff = b.merge_extract(&extract);
-        assert_eq!(diff.joins.len(), 2, "both reported, as row by row");
-        assert_eq!(b.len(), 1);
-        assert_eq!(b.get(&key(1)).unwrap().meta, serde_json::json!({"v": 2}));
-        assert_eq!(b.all_values().len(), 1);
+        for (dup, other) in [(key(1), key(4)), (long("x"), long("y"))] {
+            let mut b = State::new(ReplicaRef::new("b", 1));
+            let a = ReplicaRef::new("a", 1);
+            b.replica_up(&a).unwrap();
+            let p = |k: &ValueKey, v: i64| TrackedMeta {
+                key: k.clone(),
+                meta: serde_json::json!({ "v": v }).into(),
+            };
+            let extract = Extract {
+                context: [(a.clone(), 3)].into_iter().collect(),
+                clouds: Clouds::new(),
+                values: [
+                    (Tag::new(a.clone(), 1), p(&dup, 1)),
+                    (Tag::new(a.clone(), 2), p(&other, 0)),
+                    (Tag::new(a.clone(), 3), p(&dup, 2)),
+                ]
+                .into_iter()
+                .collect(),
+            };
+            let diff = b.merge_extract(&extract);
+            assert_eq!(diff.joins.len(), 3, "all reported, as row by row");
+            assert_eq!(b.len(), 2);
+            assert_eq!(b.get(&dup).unwrap().meta, serde_json::json!({"v": 2}));
+            assert_eq!(b.all_values().len(), 2);
+            assert_eq!(b.get_by_topic(&dup.topic).len(), 2);
+        }
+    }
+
+    proptest! {
+        /// A transfer into an empty replica (built in bulk) leaves the same state and reports
+        /// the same joins as the same values merged row by row, whatever the names: long ones
+        /// that share their first fifteen bytes (where the sort keys defer to the text), empty
+        /// ones, and more topics than the bulk build's first topic table holds.
+        #[test]
+        fn a_bulk_merge_matches_row_by_row_merges_for_any_names(
+            picks in proptest::collection::vec((0usize..80, 0usize..6, 0usize..6), 2..250),
+        ) {
+            const NAMES: [&str; 6] = [
+                "",
+                "p",
+                "pid:10",
+                "a-long-name-that-shares-its-prefix-1",
+                "a-long-name-that-shares-its-prefix-2",
+                "a-long-name-that-",
+            ];
+            let mut a = State::new(ReplicaRef::new("a", 1));
+            for &(t, pid, k) in &picks {
+                let key = ValueKey::new(format!("topic:{t}"), NAMES[pid], NAMES[k]);
+                // a `{topic, pid, key}` picked twice is refused, as Phoenix refuses it
+                let _ = a.join(key, serde_json::json!({ "t": t, "p": pid }));
+            }
+            let fresh = || {
+                let mut b = State::new(ReplicaRef::new("b", 1));
+                b.replica_up(a.replica()).unwrap();
+                b
+            };
+            let mut bulk = fresh();
+            let extract = a.extract(bulk.replica(), &bulk.clocks());
+            let diff = bulk.merge_extract(&extract);
+            let mut one_by_one = fresh();
+            let (t1, p1) = extract.values.iter().next().unwrap();
+            let first = Extract {
+                context: [(a.replica().clone(), t1.clock)].into_iter().collect(),
+                clouds: Clouds::new(),
+                values: [(t1.clone(), p1.clone())].into_iter().collect(),
+            };
+            let mut joins = one_by_one.merge_extract(&first).joins;
+            joins.extend(one_by_one.merge_extract(&extract).joins);
+            prop_assert_eq!(&diff.joins, &joins);
+            prop_assert_eq!(&bulk, &one_by_one);
+            prop_assert_eq!(bulk.topics(), a.topics());
+            for t in a.topics() {
+                prop_assert_eq!(bulk.get_by_topic(&t), a.get_by_topic(&t));
+            }
+            for pid in NAMES {
+                prop_assert_eq!(bulk.get_by_pid(pid), a.get_by_pid(pid));
+            }
+            for v in a.all_values() {
+                prop_assert_eq!(bulk.get(&v.key).map(|w| w.meta), Some(v.meta));
+            }
+        }
     }
 
     /// The memory budget of issue 15 (at most 150 bytes per presence, Phoenix's ETS takes
