@@ -561,7 +561,7 @@ impl Table {
         let table_topic: Vec<u32> = numbers
             .names
             .iter()
-            .map(|name| self.topic_index(name))
+            .map(|&(_, name)| self.topic_index(name))
             .collect();
         let table_replica: Vec<u32> = runs
             .iter()
@@ -695,44 +695,51 @@ fn sort_by_hash(mut entries: Vec<u64>) -> Vec<u64> {
 }
 
 /// Topic names numbered in the order first seen, found again through a small open-addressing
-/// table of their hashes (a presence's topic is looked up once per join of a bulk build, and
-/// the joins of a transfer come in dot order, so their topics come in no order). Never
-/// iterated, so its layout cannot leak into any output.
+/// table of their sort keys (a presence's topic is looked up once per join of a bulk build,
+/// and the joins of a transfer come in dot order, so their topics come in no order). A sort
+/// key holds a short name whole, so most lookups compare two numbers and never the text.
+/// Never iterated, so its layout cannot leak into any output.
 #[derive(Default)]
 struct TopicNumbers<'a> {
-    names: Vec<&'a Name>,
+    names: Vec<(SortKey, &'a Name)>,
     /// `number + 1` of the name hashed there, 0 for an empty slot; a power of two long.
     slots: Vec<u32>,
-    last: Option<(&'a Name, u32)>,
+    last: Option<(SortKey, u32)>,
 }
 
 impl<'a> TopicNumbers<'a> {
     fn number(&mut self, topic: &'a Name) -> u32 {
-        if let Some((name, t)) = self.last
-            && name == topic
+        let key = SortKey::of(topic.as_bytes());
+        if let Some((k, t)) = self.last
+            && k == key
+            && (key.whole() || self.names[t as usize].1 == topic)
         {
             return t;
         }
         if self.names.len() * 2 >= self.slots.len() {
             self.grow();
         }
-        let t = self.find_or_add(topic);
-        self.last = Some((topic, t));
+        let t = self.find_or_add(key, topic);
+        self.last = Some((key, t));
         t
     }
 
-    fn find_or_add(&mut self, topic: &'a Name) -> u32 {
+    fn find_or_add(&mut self, key: SortKey, topic: &'a Name) -> u32 {
         let mask = self.slots.len() - 1;
-        let mut i = pid_hash(topic.as_bytes()) as usize & mask;
+        let mut i = key.hash() & mask;
         loop {
             match self.slots[i] {
                 0 => {
-                    self.names.push(topic);
+                    self.names.push((key, topic));
                     let t = u32::try_from(self.names.len() - 1).expect("fewer than 2^32 topics");
                     self.slots[i] = t + 1;
                     return t;
                 }
-                s if self.names[s as usize - 1] == topic => return s - 1,
+                s if self.names[s as usize - 1].0 == key
+                    && (key.whole() || self.names[s as usize - 1].1 == topic) =>
+                {
+                    return s - 1;
+                }
                 _ => i = (i + 1) & mask,
             }
         }
@@ -742,8 +749,8 @@ impl<'a> TopicNumbers<'a> {
         let len = (self.slots.len() * 2).max(64);
         self.slots = vec![0; len];
         let mask = len - 1;
-        for (t, name) in self.names.iter().enumerate() {
-            let mut i = pid_hash(name.as_bytes()) as usize & mask;
+        for (t, (key, _)) in self.names.iter().enumerate() {
+            let mut i = key.hash() & mask;
             while self.slots[i] != 0 {
                 i = (i + 1) & mask;
             }
@@ -773,13 +780,24 @@ impl SortKey {
     /// How the two texts order; `texts` gives them, read only when the keys alone cannot tell.
     fn cmp_text<'t>(&self, other: &Self, texts: impl FnOnce() -> (&'t [u8], &'t [u8])) -> Ordering {
         Ord::cmp(self, other).then_with(|| {
-            if self.0 as u8 as usize > Self::PREFIX {
+            if !self.whole() {
                 let (a, b) = texts();
                 a.cmp(b)
             } else {
                 Ordering::Equal
             }
         })
+    }
+
+    /// Does the key hold its whole text (so that equal keys mean equal texts)?
+    fn whole(&self) -> bool {
+        self.0 as u8 as usize <= Self::PREFIX
+    }
+
+    /// A hash of the key (a multiplicative one, fixed: nothing iterates what it places).
+    fn hash(&self) -> usize {
+        let folded = (self.0 as u64) ^ ((self.0 >> 64) as u64).rotate_left(29);
+        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize
     }
 
     /// The text's first eight bytes as [`prefix`] gives them.
