@@ -524,7 +524,7 @@ impl Table {
     ///
     /// No general sort: the joins were numbered by topic as they came, are grouped by topic
     /// with a counting sort, and only each topic's joins (a few hundred or thousand) are sorted
-    /// by `{pid, key}`, on sort keys that hold short texts whole. The rows go into the slab in
+    /// by `{pid, key}`, on sort keys that hold short pids whole. The rows go into the slab in
     /// join order (row id = join index), so each replica's dot index is one run already in
     /// order, and the pid index is sorted by a radix sort of its hashes.
     pub fn build_in_bulk(&mut self, build: BulkBuild<'_>, joins: &[Value]) -> bool {
@@ -541,12 +541,11 @@ impl Table {
             len: _,
         } = build;
         // 1. Each topic's joins in `{pid, key}` order; a `{topic, pid, key}` twice refuses.
-        let cmp = |a: &(SortKey, SortKey, RowId), b: &(SortKey, SortKey, RowId)| {
-            let (ka, kb) = (&joins[a.2 as usize].key, &joins[b.2 as usize].key);
+        //    The keys' texts are read only for joins of one pid (or long pids that tie).
+        let cmp = |a: &(SortKey, RowId), b: &(SortKey, RowId)| {
+            let (ka, kb) = (&joins[a.1 as usize].key, &joins[b.1 as usize].key);
             a.0.cmp_text(&b.0, || (ka.pid.as_bytes(), kb.pid.as_bytes()))
-                .then_with(|| {
-                    a.1.cmp_text(&b.1, || (ka.key.as_bytes(), kb.key.as_bytes()))
-                })
+                .then_with(|| ka.key.as_bytes().cmp(kb.key.as_bytes()))
         };
         for entries in &mut by_topic {
             entries.sort_unstable_by(cmp);
@@ -579,7 +578,7 @@ impl Table {
         for (entries, &t) in by_topic.iter().zip(&table_topic) {
             if let Some(topic) = self.topics[t as usize].as_mut() {
                 topic.rows =
-                    Chunked::from_sorted_fenced(entries.iter().map(|e| (e.2, e.0.fence())));
+                    Chunked::from_sorted_fenced(entries.iter().map(|e| (e.1, e.0.fence())));
             }
         }
         drop(by_topic);
@@ -604,14 +603,14 @@ impl Table {
 }
 
 /// What a bulk build needs of each join, gathered while the merge reads it (its meta block is
-/// then in the cache): the rows in a slab of their own, each topic's `{pid, key}` sort keys
-/// (topics numbered in the order first seen), the pid index entries, and the runs of joins by
+/// then in the cache): the rows in a slab of their own, each topic's pid sort keys (topics
+/// numbered in the order first seen), the pid index entries, and the runs of joins by
 /// replica. Nothing of it is one large block: the slab and the topics' lists grow in small
 /// pieces the allocator has at hand, instead of fresh pages the kernel must clear.
 pub(crate) struct BulkBuild<'a> {
     numbers: TopicNumbers<'a>,
-    /// Per topic: `(pid's sort key, key's sort key, row id)`.
-    by_topic: Vec<Vec<(SortKey, SortKey, RowId)>>,
+    /// Per topic: `(pid's sort key, row id)`.
+    by_topic: Vec<Vec<(SortKey, RowId)>>,
     /// With the local topic number and the index of the replica's run.
     slots: Slots,
     pids: Vec<u64>,
@@ -639,12 +638,12 @@ impl<'a> BulkBuild<'a> {
         if self.runs.last().is_none_or(|last| last.0 != run) {
             self.runs.push((run, &tag.replica, id as usize));
         }
-        let (pid, key) = (p.key.pid.as_bytes(), p.key.key.as_bytes());
+        let pid = p.key.pid.as_bytes();
         let topic = self.numbers.number(&p.key.topic);
         if topic as usize == self.by_topic.len() {
             self.by_topic.push(Vec::new());
         }
-        self.by_topic[topic as usize].push((SortKey::of(pid), SortKey::of(key), id));
+        self.by_topic[topic as usize].push((SortKey::of(pid), id));
         self.pids.push(pid_entry(pid, id));
         self.slots.push(Row {
             meta: p.meta.for_owner(&p.key.pid, &p.key.key),
