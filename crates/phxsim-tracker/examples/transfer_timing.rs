@@ -3,6 +3,9 @@
 //! replica is filled and dropped before, so the allocator holds the same free memory), without
 //! building the whole CLI:
 //! `cargo run --release -p phxsim-tracker --example transfer_timing [n] [runs]`.
+//! It runs on the system allocator, not the CLI's mimalloc, so its absolute times differ from
+//! the bench's (fresh pages are faulted in at other moments): compare builds with it, and take
+//! figures from `phxsim bench-tracker`.
 
 // A timing tool measures wall-clock time on purpose.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
