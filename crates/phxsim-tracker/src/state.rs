@@ -7,7 +7,7 @@ use crate::delta::{Clouds, Delta, cloud_insert, cloud_remove};
 use crate::error::TrackerError;
 use crate::mutation::Mutation;
 use crate::shared::{Meta, Name};
-use crate::table::{BulkBuild, RowId, Table, WARM_BATCH, warm_metas};
+use crate::table::{BulkBuild, RowId, Table, WARM_BATCH, same_bytes, warm_metas};
 use crate::types::{Diff, ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 use crate::values::TagValues;
 use std::collections::{BTreeMap, BTreeSet};
@@ -543,7 +543,12 @@ impl State {
                 warm_metas(ahead.by_ref().take(WARM_BATCH).map(|(_, p)| &p.meta));
             }
             let (ctx, cloud) = match run {
-                Some((r, ctx, cloud)) if *r == t.replica => (ctx, cloud),
+                Some((r, ctx, cloud))
+                    if r.vsn == t.replica.vsn
+                        && same_bytes(r.name.as_bytes(), t.replica.name.as_bytes()) =>
+                {
+                    (ctx, cloud)
+                }
                 _ => {
                     let ctx = self.context.get(&t.replica).copied();
                     let cloud = if ignore_clouds {
