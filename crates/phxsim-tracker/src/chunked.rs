@@ -55,15 +55,20 @@ impl<T: Copy, const CAP: usize> Chunked<T, CAP> {
 
     /// Items already in order, packed into full chunks.
     pub fn from_sorted(items: impl IntoIterator<Item = T>, fence: impl Fn(T) -> u64) -> Self {
+        Self::from_sorted_fenced(items.into_iter().map(|x| (x, fence(x))))
+    }
+
+    /// [`Chunked::from_sorted`] for items that come with their fences.
+    pub fn from_sorted_fenced(items: impl IntoIterator<Item = (T, u64)>) -> Self {
         let mut out = Self::default();
         let mut chunk = Vec::new();
-        for x in items {
+        for (x, fence) in items {
             if chunk.len() == CAP {
                 out.chunks.push(std::mem::take(&mut chunk));
             }
             if chunk.is_empty() {
                 chunk.reserve_exact(CAP);
-                out.fences.push(fence(x));
+                out.fences.push(fence);
             }
             chunk.push(x);
             out.len += 1;
@@ -206,6 +211,12 @@ impl<T: Copy, const CAP: usize> Chunked<T, CAP> {
     /// Every item in order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = T> + '_ {
         self.chunks.iter().flatten().copied()
+    }
+
+    /// The chunks in order, each a slice of items: a reader that works a chunk at a time
+    /// (first bringing the rows its items name into the cache, then copying them).
+    pub fn chunks(&self) -> impl Iterator<Item = &[T]> + '_ {
+        self.chunks.iter().map(Vec::as_slice)
     }
 
     /// The items from `pos` on, in order.

@@ -7,7 +7,7 @@ use crate::delta::{Clouds, Delta, cloud_insert, cloud_remove};
 use crate::error::TrackerError;
 use crate::mutation::Mutation;
 use crate::shared::{Meta, Name};
-use crate::table::{RowId, Table};
+use crate::table::{BulkBuild, RowId, Table, WARM_BATCH, same_bytes, warm_metas};
 use crate::types::{Diff, ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 use crate::values::TagValues;
 use std::collections::{BTreeMap, BTreeSet};
@@ -525,16 +525,30 @@ impl State {
         //    once per run of its values.
         let mut superseded: Vec<Tag> = Vec::new();
         // Into an empty table (a first transfer) nearly every value joins: the list is sized
-        // once instead of growing through a dozen copies.
-        let mut join_values: Vec<Value> = if self.table.is_empty() {
-            Vec::with_capacity(remote_values.count())
+        // once instead of growing through a dozen copies, and the table is built in bulk from
+        // what is gathered of each join as it is read.
+        let (mut join_values, mut bulk): (Vec<Value>, _) = if self.table.is_empty() {
+            let n = remote_values.count();
+            (Vec::with_capacity(n), Some(BulkBuild::with_capacity(n)))
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         let mut run: Option<ReplicaRun> = None;
-        for (t, p) in remote_values.entries() {
+        let mut runs = 0;
+        // The meta blocks are read ahead a batch at a time, so that their cache misses overlap
+        // instead of each stalling the reference count bump of its clone (see `warm`).
+        let mut ahead = remote_values.entries();
+        for (i, (t, p)) in remote_values.entries().enumerate() {
+            if i % WARM_BATCH == 0 {
+                warm_metas(ahead.by_ref().take(WARM_BATCH).map(|(_, p)| &p.meta));
+            }
             let (ctx, cloud) = match run {
-                Some((r, ctx, cloud)) if *r == t.replica => (ctx, cloud),
+                Some((r, ctx, cloud))
+                    if r.vsn == t.replica.vsn
+                        && same_bytes(r.name.as_bytes(), t.replica.name.as_bytes()) =>
+                {
+                    (ctx, cloud)
+                }
                 _ => {
                     let ctx = self.context.get(&t.replica).copied();
                     let cloud = if ignore_clouds {
@@ -543,6 +557,7 @@ impl State {
                         self.clouds.get(&t.replica)
                     };
                     run = Some((&t.replica, ctx, cloud));
+                    runs += 1;
                     (ctx, cloud)
                 }
             };
@@ -560,6 +575,9 @@ impl State {
                 meta: p.meta.clone(),
                 tag: t.clone(),
             });
+            if let Some(b) = bulk.as_mut() {
+                b.push(runs, t, p);
+            }
         }
 
         // 2. Leaves: another replica's value we hold, which the remote has seen (context or
@@ -618,7 +636,9 @@ impl State {
             self.tombstone(&t);
             leaves.push(value);
         }
-        if self.table.build_in_bulk(&join_values) {
+        if let Some(b) = bulk
+            && self.table.build_in_bulk(b, &join_values)
+        {
             self.revision.bump();
         } else {
             for v in &join_values {
@@ -644,25 +664,9 @@ impl State {
     pub fn extract(&self, remote: &ReplicaRef, remote_context: &Context) -> Extract {
         // Tag order in, tag order out: the dot index is read in order into one vector.
         let mut values: Vec<(Tag, TrackedMeta)> = Vec::with_capacity(self.table.len());
-        values.extend(
-            remote_context
-                .keys()
-                .filter(|r| *r != remote)
-                .flat_map(|r| {
-                    self.table
-                        .rows_of_replica(r, 0, u64::MAX)
-                        .map(move |(clock, id)| {
-                            let row = self.table.row(id);
-                            (
-                                Tag::new(r.clone(), clock),
-                                TrackedMeta {
-                                    key: self.table.key_of(row),
-                                    meta: row.meta.clone(),
-                                },
-                            )
-                        })
-                }),
-        );
+        for r in remote_context.keys().filter(|r| *r != remote) {
+            self.table.extract_rows_of(r, &mut values);
+        }
         Extract {
             context: clock::filter_replicas(&self.context, remote_context.keys()),
             clouds: self
@@ -827,28 +831,95 @@ mod tests {
 
     #[test]
     fn a_bulk_merge_leaves_duplicate_keys_to_the_row_by_row_path() {
-        let mut b = State::new(ReplicaRef::new("b", 1));
-        let a = ReplicaRef::new("a", 1);
-        b.replica_up(&a).unwrap();
-        let p = |v: i64| TrackedMeta {
-            key: key(1),
-            meta: serde_json::json!({ "v": v }).into(),
+        // Short names, and long ones that only the text beyond their sort keys tells apart.
+        let long = |k: &str| {
+            ValueKey::new(
+                "room:a-topic-name-longer-than-sixteen-bytes",
+                format!("a-long-pid-name-shared-prefix-{k}"),
+                format!("a-long-key-name-shared-prefix-{k}"),
+            )
         };
-        let extract = Extract {
-            context: [(a.clone(), 2)].into_iter().collect(),
-            clouds: Clouds::new(),
-            values: [
-                (Tag::new(a.clone(), 1), p(1)),
-                (Tag::new(a.clone(), 2), p(2)),
-            ]
-            .into_iter()
-            .collect(),
-        };
-        let diff = b.merge_extract(&extract);
-        assert_eq!(diff.joins.len(), 2, "both reported, as row by row");
-        assert_eq!(b.len(), 1);
-        assert_eq!(b.get(&key(1)).unwrap().meta, serde_json::json!({"v": 2}));
-        assert_eq!(b.all_values().len(), 1);
+        for (dup, other) in [(key(1), key(4)), (long("x"), long("y"))] {
+            let mut b = State::new(ReplicaRef::new("b", 1));
+            let a = ReplicaRef::new("a", 1);
+            b.replica_up(&a).unwrap();
+            let p = |k: &ValueKey, v: i64| TrackedMeta {
+                key: k.clone(),
+                meta: serde_json::json!({ "v": v }).into(),
+            };
+            let extract = Extract {
+                context: [(a.clone(), 3)].into_iter().collect(),
+                clouds: Clouds::new(),
+                values: [
+                    (Tag::new(a.clone(), 1), p(&dup, 1)),
+                    (Tag::new(a.clone(), 2), p(&other, 0)),
+                    (Tag::new(a.clone(), 3), p(&dup, 2)),
+                ]
+                .into_iter()
+                .collect(),
+            };
+            let diff = b.merge_extract(&extract);
+            assert_eq!(diff.joins.len(), 3, "all reported, as row by row");
+            assert_eq!(b.len(), 2);
+            assert_eq!(b.get(&dup).unwrap().meta, serde_json::json!({"v": 2}));
+            assert_eq!(b.all_values().len(), 2);
+            assert_eq!(b.get_by_topic(&dup.topic).len(), 2);
+        }
+    }
+
+    proptest! {
+        /// A transfer into an empty replica (built in bulk) leaves the same state and reports
+        /// the same joins as the same values merged row by row, whatever the names: long ones
+        /// that share their first fifteen bytes (where the sort keys defer to the text), empty
+        /// ones, and more topics than the bulk build's first topic table holds.
+        #[test]
+        fn a_bulk_merge_matches_row_by_row_merges_for_any_names(
+            picks in proptest::collection::vec((0usize..80, 0usize..6, 0usize..6), 2..250),
+        ) {
+            const NAMES: [&str; 6] = [
+                "",
+                "p",
+                "pid:10",
+                "a-long-name-that-shares-its-prefix-1",
+                "a-long-name-that-shares-its-prefix-2",
+                "a-long-name-that-",
+            ];
+            let mut a = State::new(ReplicaRef::new("a", 1));
+            for &(t, pid, k) in &picks {
+                let key = ValueKey::new(format!("topic:{t}"), NAMES[pid], NAMES[k]);
+                // a `{topic, pid, key}` picked twice is refused, as Phoenix refuses it
+                let _ = a.join(key, serde_json::json!({ "t": t, "p": pid }));
+            }
+            let fresh = || {
+                let mut b = State::new(ReplicaRef::new("b", 1));
+                b.replica_up(a.replica()).unwrap();
+                b
+            };
+            let mut bulk = fresh();
+            let extract = a.extract(bulk.replica(), &bulk.clocks());
+            let diff = bulk.merge_extract(&extract);
+            let mut one_by_one = fresh();
+            let (t1, p1) = extract.values.iter().next().unwrap();
+            let first = Extract {
+                context: [(a.replica().clone(), t1.clock)].into_iter().collect(),
+                clouds: Clouds::new(),
+                values: [(t1.clone(), p1.clone())].into_iter().collect(),
+            };
+            let mut joins = one_by_one.merge_extract(&first).joins;
+            joins.extend(one_by_one.merge_extract(&extract).joins);
+            prop_assert_eq!(&diff.joins, &joins);
+            prop_assert_eq!(&bulk, &one_by_one);
+            prop_assert_eq!(bulk.topics(), a.topics());
+            for t in a.topics() {
+                prop_assert_eq!(bulk.get_by_topic(&t), a.get_by_topic(&t));
+            }
+            for pid in NAMES {
+                prop_assert_eq!(bulk.get_by_pid(pid), a.get_by_pid(pid));
+            }
+            for v in a.all_values() {
+                prop_assert_eq!(bulk.get(&v.key).map(|w| w.meta), Some(v.meta));
+            }
+        }
     }
 
     /// The memory budget of issue 15 (at most 150 bytes per presence, Phoenix's ETS takes

@@ -15,7 +15,7 @@
 
 use crate::chunked::Chunked;
 use crate::shared::{Meta, Name};
-use crate::types::{ReplicaRef, Tag, Value, ValueKey};
+use crate::types::{ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -86,13 +86,6 @@ impl Slots {
         id
     }
 
-    /// Room for the first `n` rows of an empty slab (later chunks are sized whole).
-    fn reserve_exact(&mut self, n: usize) {
-        if self.chunks.is_empty() {
-            self.chunks.push(Vec::with_capacity(n.min(SLAB_CHUNK)));
-        }
-    }
-
     fn clear(&mut self) {
         self.chunks.clear();
     }
@@ -148,6 +141,12 @@ fn cmp_bytes(a: &[u8], b: &[u8]) -> Ordering {
         }
     }
     a.cmp(b)
+}
+
+/// Are two short texts equal? Compared in a loop the compiler keeps inline, which beats a call
+/// to `memcmp` for the few bytes of a pid, a key or a replica's name.
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// How the row `id` orders against `{pid, key}` (UTF-8 bytes) in a topic.
@@ -500,93 +499,99 @@ impl Table {
         value
     }
 
-    /// Fills an empty table from `joins` (sorted by tag, as merges produce them) in one go:
-    /// each index is collected from a sorted sequence instead of being grown row by row, which
-    /// is what a full transfer into a fresh replica costs. Refuses (and changes nothing) when
-    /// the table is not empty or two joins share a `{topic, pid, key}`, where the row-by-row
-    /// path decides which one stays.
-    pub fn build_in_bulk(&mut self, joins: &[Value]) -> bool {
-        if !self.is_empty() || joins.len() < 2 {
-            return false;
-        }
-        let n = joins.len();
-        // Sort keys first: most comparisons end at a 16-byte prefix held inline.
-        let mut order: Vec<(SortKey, SortKey, SortKey, u32)> = joins
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
+    /// Appends every row of `replica`, in clock order, as an extract carries it. Works a
+    /// chunk of the dot index at a time: the chunk's meta blocks are read first in a tight
+    /// loop, so that their cache misses overlap, and only then copied (each copy bumps the
+    /// block's reference count, an atomic operation that would otherwise wait for each miss
+    /// in turn).
+    pub fn extract_rows_of(&self, replica: &ReplicaRef, out: &mut Vec<(Tag, TrackedMeta)>) {
+        let Some(&r) = self.replica_ids.get(replica) else {
+            return;
+        };
+        for chunk in self.by_dot[r as usize].chunks() {
+            warm(chunk.iter().map(|&id| self.slots.row(id)));
+            out.extend(chunk.iter().map(|&id| {
+                let row = self.slots.row(id);
                 (
-                    SortKey::of(v.key.topic.as_bytes()),
-                    SortKey::of(v.key.pid.as_bytes()),
-                    SortKey::of(v.key.key.as_bytes()),
-                    i as u32,
+                    Tag::new(replica.clone(), row.clock),
+                    TrackedMeta {
+                        key: self.key_of(row),
+                        meta: row.meta.clone(),
+                    },
                 )
-            })
-            .collect();
-        let key_of = |i: u32| &joins[i as usize].key;
-        order.sort_unstable_by(|a, b| {
-            let (ka, kb) = (key_of(a.3), key_of(b.3));
-            a.0.cmp(&b.0, ka.topic.as_bytes(), kb.topic.as_bytes())
-                .then_with(|| a.1.cmp(&b.1, ka.pid.as_bytes(), kb.pid.as_bytes()))
-                .then_with(|| a.2.cmp(&b.2, ka.key.as_bytes(), kb.key.as_bytes()))
-        });
-        if order.windows(2).any(|w| key_of(w[0].3) == key_of(w[1].3)) {
+            }));
+        }
+    }
+
+    /// Fills an empty table in one go from a [`BulkBuild`] fed every join of a merge (`joins`,
+    /// in the same order), which is what a full transfer into a fresh replica costs. Refuses
+    /// (and changes nothing) when the table is not empty or two joins share a
+    /// `{topic, pid, key}`, where the row-by-row path decides which one stays.
+    ///
+    /// No general sort: the joins were numbered by topic as they came, are grouped by topic
+    /// with a counting sort, and only each topic's joins (a few hundred or thousand) are sorted
+    /// by `{pid, key}`, on sort keys that hold short pids whole. The rows go into the slab in
+    /// join order (row id = join index), so each replica's dot index is one run already in
+    /// order, and the pid index is sorted by a radix sort of its hashes.
+    pub fn build_in_bulk(&mut self, build: BulkBuild<'_>, joins: &[Value]) -> bool {
+        let n = build.len;
+        if !self.is_empty() || n < 2 || n != joins.len() {
             return false;
         }
-        // Topics, numbered run by run of the sorted order.
-        let mut topic_of = vec![0u32; n];
-        let mut runs: Vec<(u32, usize, usize)> = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let topic = &key_of(order[start].3).topic;
-            let end = start
-                + order[start..]
-                    .iter()
-                    .take_while(|e| key_of(e.3).topic == *topic)
-                    .count();
-            let t = self.topic_index(topic);
-            for e in &order[start..end] {
-                topic_of[e.3 as usize] = t;
+        let BulkBuild {
+            numbers,
+            mut by_topic,
+            mut slots,
+            pids,
+            runs,
+            len: _,
+        } = build;
+        // 1. Each topic's joins in `{pid, key}` order; a `{topic, pid, key}` twice refuses.
+        //    The keys' texts are read only for joins of one pid (or long pids that tie).
+        let cmp = |a: &(SortKey, RowId), b: &(SortKey, RowId)| {
+            let (ka, kb) = (&joins[a.1 as usize].key, &joins[b.1 as usize].key);
+            a.0.cmp_text(&b.0, || (ka.pid.as_bytes(), kb.pid.as_bytes()))
+                .then_with(|| ka.key.as_bytes().cmp(kb.key.as_bytes()))
+        };
+        for entries in &mut by_topic {
+            entries.sort_unstable_by(cmp);
+            if entries
+                .windows(2)
+                .any(|w| cmp(&w[0], &w[1]) == Ordering::Equal)
+            {
+                return false;
             }
-            runs.push((t, start, end));
-            start = end;
         }
-        // The rows in join (tag) order: row id = join index. Replicas come in runs.
-        self.slots.clear();
+        // From here on the table changes. Topics and replicas get their table numbers.
+        let table_topic: Vec<u32> = numbers
+            .names
+            .iter()
+            .map(|&(_, name)| self.topic_index(name))
+            .collect();
+        let table_replica: Vec<u32> = runs
+            .iter()
+            .map(|&(_, replica, _)| self.replica_index(replica))
+            .collect();
+        // 2. The rows, in join (tag) order: row id = join index.
+        for row in slots.chunks.iter_mut().flatten().flatten() {
+            row.topic = table_topic[row.topic as usize];
+            row.replica = table_replica[row.replica as usize];
+        }
+        self.slots = slots;
         self.free.clear();
-        self.slots.reserve_exact(n);
-        let mut replica_runs: Vec<(u32, usize, usize)> = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let replica = &joins[start].tag.replica;
-            let end = start
-                + joins[start..]
-                    .iter()
-                    .take_while(|v| v.tag.replica == *replica)
-                    .count();
-            let r = self.replica_index(replica);
-            for (v, &t) in joins[start..end].iter().zip(&topic_of[start..end]) {
-                self.slots.push(Row {
-                    meta: v.meta.for_owner(&v.key.pid, &v.key.key),
-                    clock: v.tag.clock,
-                    topic: t,
-                    replica: r,
-                });
-            }
-            replica_runs.push((r, start, end));
-            start = end;
-        }
         self.live = n;
-        for (t, start, end) in runs {
+        // 3. Topic indexes, fenced by the pid's first eight bytes (the sort key's high half).
+        for (entries, &t) in by_topic.iter().zip(&table_topic) {
             if let Some(topic) = self.topics[t as usize].as_mut() {
-                topic.rows = Chunked::from_sorted(order[start..end].iter().map(|e| e.3), |id| {
-                    prefix(joins[id as usize].key.pid.as_bytes())
-                });
+                topic.rows =
+                    Chunked::from_sorted_fenced(entries.iter().map(|e| (e.1, e.0.fence())));
             }
         }
-        drop(order);
-        // Dot index: each replica's run of clocks ascends (tag order).
-        for (r, start, end) in replica_runs {
+        drop(by_topic);
+        // 4. Dot index: each replica's run of clocks ascends (tag order).
+        for (i, &(_, _, start)) in runs.iter().enumerate() {
+            let end = runs.get(i + 1).map_or(n, |r| r.2);
+            let r = table_replica[i];
             let run = (start..end).map(|id| id as RowId);
             let dots = &mut self.by_dot[r as usize];
             if dots.is_empty() {
@@ -597,15 +602,173 @@ impl Table {
                 }
             }
         }
-        // Pid index.
-        let mut pids: Vec<u64> = joins
-            .iter()
-            .enumerate()
-            .map(|(id, v)| pid_entry(v.key.pid.as_bytes(), id as RowId))
-            .collect();
-        pids.sort_unstable();
-        self.by_pid = Chunked::from_sorted(pids, |e| e);
+        // 5. Pid index.
+        self.by_pid = Chunked::from_sorted(sort_by_hash(pids), |e| e);
         true
+    }
+}
+
+/// What a bulk build needs of each join, gathered while the merge reads it (its meta block is
+/// then in the cache): the rows in a slab of their own, each topic's pid sort keys (topics
+/// numbered in the order first seen), the pid index entries, and the runs of joins by
+/// replica. Nothing of it is one large block: the slab and the topics' lists grow in small
+/// pieces the allocator has at hand, instead of fresh pages the kernel must clear.
+pub(crate) struct BulkBuild<'a> {
+    numbers: TopicNumbers<'a>,
+    /// Per topic: `(pid's sort key, row id)`.
+    by_topic: Vec<Vec<(SortKey, RowId)>>,
+    /// With the local topic number and the index of the replica's run.
+    slots: Slots,
+    pids: Vec<u64>,
+    /// `(run number given by the merge, replica, first join)`.
+    runs: Vec<(usize, &'a ReplicaRef, usize)>,
+    len: usize,
+}
+
+impl<'a> BulkBuild<'a> {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            numbers: TopicNumbers::default(),
+            by_topic: Vec::new(),
+            slots: Slots::default(),
+            pids: Vec::with_capacity(n),
+            runs: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The next join, the value `tag => p`; `run` numbers the merge's runs of one replica.
+    pub fn push(&mut self, run: usize, tag: &'a Tag, p: &'a TrackedMeta) {
+        let id = self.len as RowId;
+        self.len += 1;
+        if self.runs.last().is_none_or(|last| last.0 != run) {
+            self.runs.push((run, &tag.replica, id as usize));
+        }
+        let pid = p.key.pid.as_bytes();
+        let topic = self.numbers.number(&p.key.topic);
+        if topic as usize == self.by_topic.len() {
+            self.by_topic.push(Vec::new());
+        }
+        self.by_topic[topic as usize].push((SortKey::of(pid), id));
+        self.pids.push(pid_entry(pid, id));
+        // The block of a presence that comes from a table or a decoded frame already names
+        // its owner: a short comparison inline instead of two calls to `memcmp`.
+        let (owner_pid, owner_key) = p.meta.owner_bytes();
+        let meta = if same_bytes(owner_pid, pid) && same_bytes(owner_key, p.key.key.as_bytes()) {
+            p.meta.clone()
+        } else {
+            p.meta.for_owner(&p.key.pid, &p.key.key)
+        };
+        self.slots.push(Row {
+            meta,
+            clock: tag.clock,
+            topic,
+            replica: (self.runs.len() - 1) as u32,
+        });
+    }
+}
+
+/// Rows whose meta blocks are read ahead together (see [`warm`]).
+pub(crate) const WARM_BATCH: usize = 64;
+
+/// Reads the first bytes of each meta block (see [`warm`]).
+pub(crate) fn warm_metas<'a>(metas: impl Iterator<Item = &'a Meta>) {
+    let mut acc = 0u8;
+    for meta in metas {
+        acc ^= meta.first_byte();
+    }
+    std::hint::black_box(acc);
+}
+
+/// Pid index entries (`hash << 32 | row id`) listed in ascending row id, sorted: a stable
+/// counting sort of the hash, 11 bits a pass, leaves equal hashes in row id order, which is
+/// the entries' full order.
+fn sort_by_hash(mut entries: Vec<u64>) -> Vec<u64> {
+    debug_assert!(entries.windows(2).all(|w| (w[0] as u32) < (w[1] as u32)));
+    const BITS: u32 = 11;
+    let mut out = vec![0u64; entries.len()];
+    for shift in (32..64).step_by(BITS as usize) {
+        let digit = |e: u64| ((e >> shift) & ((1 << BITS) - 1)) as usize;
+        let mut at = [0usize; 1 << BITS];
+        for &e in &entries {
+            at[digit(e)] += 1;
+        }
+        let mut sum = 0;
+        for a in at.iter_mut() {
+            (*a, sum) = (sum, sum + *a);
+        }
+        for &e in &entries {
+            let d = digit(e);
+            out[at[d]] = e;
+            at[d] += 1;
+        }
+        std::mem::swap(&mut entries, &mut out);
+    }
+    entries
+}
+
+/// Topic names numbered in the order first seen, found again through a small open-addressing
+/// table of their sort keys (a presence's topic is looked up once per join of a bulk build,
+/// and the joins of a transfer come in dot order, so their topics come in no order). A sort
+/// key holds a short name whole, so most lookups compare two numbers and never the text.
+/// Never iterated, so its layout cannot leak into any output.
+#[derive(Default)]
+struct TopicNumbers<'a> {
+    names: Vec<(SortKey, &'a Name)>,
+    /// `number + 1` of the name hashed there, 0 for an empty slot; a power of two long.
+    slots: Vec<u32>,
+    last: Option<(SortKey, u32)>,
+}
+
+impl<'a> TopicNumbers<'a> {
+    fn number(&mut self, topic: &'a Name) -> u32 {
+        let key = SortKey::of(topic.as_bytes());
+        if let Some((k, t)) = self.last
+            && k == key
+            && (key.whole() || self.names[t as usize].1 == topic)
+        {
+            return t;
+        }
+        if self.names.len() * 2 >= self.slots.len() {
+            self.grow();
+        }
+        let t = self.find_or_add(key, topic);
+        self.last = Some((key, t));
+        t
+    }
+
+    fn find_or_add(&mut self, key: SortKey, topic: &'a Name) -> u32 {
+        let mask = self.slots.len() - 1;
+        let mut i = key.hash() & mask;
+        loop {
+            match self.slots[i] {
+                0 => {
+                    self.names.push((key, topic));
+                    let t = u32::try_from(self.names.len() - 1).expect("fewer than 2^32 topics");
+                    self.slots[i] = t + 1;
+                    return t;
+                }
+                s if self.names[s as usize - 1].0 == key
+                    && (key.whole() || self.names[s as usize - 1].1 == topic) =>
+                {
+                    return s - 1;
+                }
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let len = (self.slots.len() * 2).max(64);
+        self.slots = vec![0; len];
+        let mask = len - 1;
+        for (t, (key, _)) in self.names.iter().enumerate() {
+            let mut i = key.hash() & mask;
+            while self.slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = t as u32 + 1;
+        }
     }
 }
 
@@ -627,14 +790,32 @@ impl SortKey {
         SortKey(u128::from_be_bytes(buf))
     }
 
-    fn cmp(&self, other: &Self, a: &[u8], b: &[u8]) -> Ordering {
+    /// How the two texts order; `texts` gives them, read only when the keys alone cannot tell.
+    fn cmp_text<'t>(&self, other: &Self, texts: impl FnOnce() -> (&'t [u8], &'t [u8])) -> Ordering {
         Ord::cmp(self, other).then_with(|| {
-            if self.0 as u8 as usize > Self::PREFIX {
+            if !self.whole() {
+                let (a, b) = texts();
                 a.cmp(b)
             } else {
                 Ordering::Equal
             }
         })
+    }
+
+    /// Does the key hold its whole text (so that equal keys mean equal texts)?
+    fn whole(&self) -> bool {
+        self.0 as u8 as usize <= Self::PREFIX
+    }
+
+    /// A hash of the key (a multiplicative one, fixed: nothing iterates what it places).
+    fn hash(&self) -> usize {
+        let folded = (self.0 as u64) ^ ((self.0 >> 64) as u64).rotate_left(29);
+        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize
+    }
+
+    /// The text's first eight bytes as [`prefix`] gives them.
+    fn fence(&self) -> u64 {
+        (self.0 >> 64) as u64
     }
 }
 
@@ -731,11 +912,8 @@ mod tests {
         for a in words {
             for b in words {
                 assert_eq!(
-                    SortKey::of(a.as_bytes()).cmp(
-                        &SortKey::of(b.as_bytes()),
-                        a.as_bytes(),
-                        b.as_bytes()
-                    ),
+                    SortKey::of(a.as_bytes())
+                        .cmp_text(&SortKey::of(b.as_bytes()), || (a.as_bytes(), b.as_bytes())),
                     a.cmp(b),
                     "{a:?} vs {b:?}"
                 );
