@@ -6,9 +6,9 @@
 //! answers make one snapshot. So the lists of all nodes come from the same step, and the run
 //! does not pay for one more host that turmoil would poll at every step.
 
-use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot, presence_list};
+use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot};
 use crate::world::Shared;
-use phxsim_runtime::{ListsChange, NodeLists, TopicSnapshot};
+use phxsim_runtime::{ListsChange, NodeLists, SampledTopic};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot::{self, error::TryRecvError};
@@ -180,10 +180,10 @@ fn convert(
     Some(ns)
 }
 
-fn insert_topics(ns: &mut NodeSnapshot, topics: Vec<TopicSnapshot>) {
-    for TopicSnapshot { topic, list, local } in topics {
-        ns.lists
-            .insert(topic.clone(), Arc::new(presence_list(list.0)));
-        ns.local.insert(topic, Arc::new(presence_list(local.0)));
+/// The node built the lists in the checkers' shape (`RefList` is `PresenceList`).
+fn insert_topics(ns: &mut NodeSnapshot, topics: Vec<SampledTopic>) {
+    for SampledTopic { topic, list, local } in topics {
+        ns.lists.insert(topic.clone(), Arc::new(list));
+        ns.local.insert(topic, Arc::new(local));
     }
 }

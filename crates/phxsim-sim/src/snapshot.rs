@@ -12,7 +12,8 @@ use std::sync::Arc;
 /// `PresenceState` and `PresenceDiff`, and the tracker's `TrackerList`): indexed by ref, it
 /// makes two lists equal when they hold the same presences whatever their order, which is
 /// what "the client shows what its node lists" means.
-pub type PresenceList = BTreeMap<String, BTreeMap<String, Json>>;
+/// The same type as `phxsim_runtime::RefList`, which a node builds for the sampler.
+pub type PresenceList = phxsim_runtime::RefList;
 
 /// A list of metas grouped by key (a node's `TrackerList`, a client's view) as a
 /// [`PresenceList`], metas moved; a meta without a `phx_ref` is no presence and is left out.

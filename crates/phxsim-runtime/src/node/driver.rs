@@ -57,6 +57,9 @@ pub(crate) enum Command {
         reply: Reply<TrackerList>,
     },
     Snapshot {
+        reply: Reply<Vec<super::TopicSnapshot>>,
+    },
+    SampleLists {
         since: Option<u64>,
         reply: Reply<super::NodeLists>,
     },
@@ -275,7 +278,10 @@ impl Driver {
             Command::List { topic, reply } => {
                 let _ = reply.send(self.tracker.list(&topic));
             }
-            Command::Snapshot { since, reply } => {
+            Command::Snapshot { reply } => {
+                let _ = reply.send(super::sampled::snapshot(&self.tracker));
+            }
+            Command::SampleLists { since, reply } => {
                 // A planted bug that shows values no diff reports: answer every topic.
                 let whole_only = self.tracker.config().mutation
                     == Some(NodeMutation::Tracker(Mutation::NeverHideDown));

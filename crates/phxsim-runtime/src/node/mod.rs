@@ -224,6 +224,22 @@ pub struct TopicSnapshot {
     pub local: TrackerList,
 }
 
+/// `key → phx_ref → meta`: one topic's presences indexed by `phx_ref` (a meta without one is
+/// left out, a later meta with the same ref under the same key replaces an earlier one), the
+/// form a simulator's checkers compare lists in. A sampler gets it built by the node in one
+/// pass over the topic's values, not as a [`TrackerList`] it would then take apart.
+pub type RefList = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Json>>;
+
+/// One topic as a sampler gets it: [`TopicSnapshot`]'s two lists as [`RefList`]s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampledTopic {
+    pub topic: String,
+    /// `list(topic)`: down replicas hidden.
+    pub list: RefList,
+    /// The presences of this node's own sockets.
+    pub local: RefList,
+}
+
 /// What [`Node::request_lists`] answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeLists {
@@ -240,11 +256,11 @@ pub enum ListsChange {
     /// `revision` is the one the caller already had: nothing changed.
     Same,
     /// Every topic, in order.
-    All(Vec<TopicSnapshot>),
+    All(Vec<SampledTopic>),
     /// Since the caller's answer: the topics whose lists changed or that appeared (in order),
     /// and the topics that are gone. Every other topic lists what it listed then.
     Some {
-        changed: Vec<TopicSnapshot>,
+        changed: Vec<SampledTopic>,
         removed: Vec<String>,
     },
 }
@@ -532,14 +548,7 @@ impl Node {
     /// Every topic this node holds, with its list and its own presences, taken in one step of
     /// the node task (a consistent instant, for checkers).
     pub async fn snapshot(&self) -> Result<Vec<TopicSnapshot>, NodeError> {
-        let lists = self
-            .call(|reply| Command::Snapshot { since: None, reply })
-            .await?;
-        match lists.change {
-            ListsChange::All(topics) => Ok(topics),
-            // without `since` the node answers every topic
-            ListsChange::Same | ListsChange::Some { .. } => Ok(Vec::new()),
-        }
+        self.call(|reply| Command::Snapshot { reply }).await
     }
 
     /// [`Node::snapshot`] for a sampler outside the node's runtime that cannot wait (a
@@ -554,7 +563,7 @@ impl Node {
     ) -> Result<oneshot::Receiver<NodeLists>, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.cmds
-            .try_send(Command::Snapshot { since, reply: tx })
+            .try_send(Command::SampleLists { since, reply: tx })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => NodeError::Busy,
                 mpsc::error::TrySendError::Closed(_) => NodeError::NotRunning,

@@ -10,9 +10,10 @@
 //! compared whole at each answer. One planted bug (`never-hide-down`) shows values a merge
 //! does not report: under it every answer is whole.
 
-use super::{ListsChange, TopicSnapshot};
+use super::{ListsChange, RefList, SampledTopic, TopicSnapshot};
 use phxsim_shard::Tracker;
-use std::collections::BTreeSet;
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Tracking starts with the first answer: a node nobody samples pays nothing per diff.
 pub(crate) struct Sampled {
@@ -60,18 +61,22 @@ pub(crate) fn answer(
     }
     let topics = tracker.topics();
     let lists = |topic: &String| {
-        let (list, local) = tracker.list_and_local(topic);
-        TopicSnapshot {
-            topic: topic.clone(),
-            list,
-            local,
+        let sampled = by_ref(tracker, topic);
+        #[cfg(debug_assertions)]
+        {
+            let (list, local) = tracker.list_and_local(topic);
+            debug_assert!(
+                sampled.list == indexed(list) && sampled.local == indexed(local),
+                "{topic}: the one-pass lists differ from list_and_local's"
+            );
         }
+        sampled
     };
     let change = match sampled.take() {
         Some(last) if Some(last.revision) == since && !last.all && !whole_only => {
             let before: BTreeSet<&String> = last.topics.iter().collect();
             let now: BTreeSet<&String> = topics.iter().collect();
-            let changed: Vec<TopicSnapshot> = topics
+            let changed: Vec<SampledTopic> = topics
                 .iter()
                 .filter(|t| last.dirty.contains(t.as_str()) || !before.contains(t))
                 .map(lists)
@@ -107,4 +112,65 @@ pub(crate) fn answer(
         all: false,
     });
     (revision, change)
+}
+
+/// Every topic with its two lists, as [`super::Node::snapshot`] answers.
+pub(crate) fn snapshot(tracker: &Tracker) -> Vec<TopicSnapshot> {
+    tracker
+        .topics()
+        .into_iter()
+        .map(|topic| {
+            let (list, local) = tracker.list_and_local(&topic);
+            TopicSnapshot { topic, list, local }
+        })
+        .collect()
+}
+
+/// `list_and_local(topic)` as [`RefList`]s, built in one pass over the topic's values: the
+/// same lists as grouping the metas by key and then indexing each key's metas by `phx_ref`
+/// (every key listed, even one whose metas carry no ref; a later meta with a ref already
+/// seen under its key replaces the earlier one), without the grouped lists in between.
+fn by_ref(tracker: &Tracker, topic: &str) -> SampledTopic {
+    // a key mostly has one meta: its `String` is mostly needed anyway
+    fn refs_of<'a>(list: &'a mut RefList, key: &str) -> &'a mut BTreeMap<String, Json> {
+        list.entry(key.to_owned()).or_default()
+    }
+    let state = tracker.shards()[tracker.shard_index(topic)].state();
+    let (mut list, mut local) = (RefList::new(), RefList::new());
+    for (key, meta, tag) in state.visible_in_topic(topic) {
+        let mine = &tag.replica == state.replica();
+        let meta = meta.to_json();
+        let phx_ref = meta
+            .get("phx_ref")
+            .and_then(Json::as_str)
+            .map(str::to_owned);
+        let local_refs = mine.then(|| refs_of(&mut local, key));
+        let refs = refs_of(&mut list, key);
+        if let Some(phx_ref) = phx_ref {
+            if let Some(local_refs) = local_refs {
+                local_refs.insert(phx_ref.clone(), meta.clone());
+            }
+            refs.insert(phx_ref, meta);
+        }
+    }
+    SampledTopic {
+        topic: topic.to_owned(),
+        list,
+        local,
+    }
+}
+
+/// What [`by_ref`] must equal: the grouped list, each key's metas indexed by `phx_ref`.
+#[cfg(debug_assertions)]
+fn indexed(list: phxsim_shard::TrackerList) -> RefList {
+    let mut out = RefList::new();
+    for (key, metas) in list.0 {
+        let refs = out.entry(key).or_default();
+        for m in metas {
+            if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
+                refs.insert(r.to_owned(), m);
+            }
+        }
+    }
+    out
 }
