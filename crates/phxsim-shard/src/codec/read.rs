@@ -139,39 +139,49 @@ impl<'a> Reader<'a> {
     }
 
     fn values(&mut self) -> Result<Vec<(Tag, TrackedMeta)>, CodecError> {
-        // replica, clock, three empty strings, a 4-byte meta length and "{}"
-        let n = self.count("values", 11)?;
+        // replica, clock, an empty topic, a block length, two empty owner lengths and "{}"
+        let n = self.count("values", 8)?;
         let mut out: Vec<(Tag, TrackedMeta)> = Vec::with_capacity(n);
+        // Tags order by replica, then clock: with each table entry's rank among the table's
+        // refs, the order of two tags is the order of two integer pairs, no string compared.
+        let mut ranks: Vec<usize> = (0..self.table.len()).collect();
+        ranks.sort_by(|&a, &b| self.table[a].cmp(&self.table[b]));
+        let mut rank_of = vec![0; ranks.len()];
+        for (rank, &i) in ranks.iter().enumerate() {
+            rank_of[i] = rank;
+        }
+        let mut last: Option<(usize, u64)> = None;
         for _ in 0..n {
-            let replica = self.replica()?;
+            let i = self.varint("replica index")?;
+            let index = usize::try_from(i)
+                .ok()
+                .filter(|&x| x < self.table.len())
+                .ok_or(CodecError::BadReplicaIndex(i))?;
             let clock = self.varint("dot clock")?;
+            let replica = &self.table[index];
             if clock == 0 {
-                return Err(CodecError::ZeroDot(replica));
+                return Err(CodecError::ZeroDot(replica.clone()));
             }
-            let tag = Tag::new(replica, clock);
-            if let Some((last, _)) = out.last() {
-                if *last == tag {
-                    return Err(CodecError::DuplicateTag(tag));
+            let here = (rank_of[index], clock);
+            match last {
+                Some(l) if l == here => {
+                    return Err(CodecError::DuplicateTag(Tag::new(replica.clone(), clock)));
                 }
-                if *last > tag {
-                    return Err(CodecError::OutOfOrder("values"));
-                }
+                Some(l) if l > here => return Err(CodecError::OutOfOrder("values")),
+                _ => last = Some(here),
             }
+            let tag = Tag::new(replica.clone(), clock);
             let topic = Name::from(self.str("topic")?);
-            let pid = Name::from(self.str("pid")?);
-            let key = Name::from(self.str("key")?);
-            let len = self.bytes(4, "meta length")?;
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
-            let text = self.bytes(len as usize, "meta")?;
-            // The meta block holds its pid and key, so a merge keeps it as the row's.
-            let meta = match std::str::from_utf8(text).map(|t| Meta::parse_owned(&pid, &key, t)) {
-                Ok(Ok(m)) => m,
-                Ok(Err(MetaError::NotObject)) => return Err(CodecError::MetaNotObject(tag)),
-                Ok(Err(MetaError::NotJson(error))) => {
-                    return Err(CodecError::MetaNotJson { tag, error });
-                }
-                Err(_) => return Err(CodecError::NotUtf8("meta")),
-            };
+            // The block holds the pid, the key and the meta: kept as the row's heap block.
+            let meta = Meta::from_block(self.str("presence")?).map_err(|e| match e {
+                MetaError::NotObject => CodecError::MetaNotObject(tag.clone()),
+                MetaError::NotJson(error) => CodecError::MetaNotJson {
+                    tag: tag.clone(),
+                    error,
+                },
+                MetaError::BadOwner => CodecError::BadOwner(tag.clone()),
+            })?;
+            let (pid, key) = meta.owner_names();
             out.push((
                 tag,
                 TrackedMeta {
