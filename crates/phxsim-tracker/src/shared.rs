@@ -371,9 +371,10 @@ impl Meta {
     }
 
     /// A meta from a whole block text as [`Meta::block_for`] writes it (a node frame carries
-    /// presences so): the owner lengths must describe the block exactly, and the meta text
-    /// must be one JSON object. One allocation and one copy of `block`, the form a row keeps.
-    pub fn from_block(block: &str) -> Result<Self, MetaError> {
+    /// presences so), with its pid and key: the owner lengths must describe the block exactly,
+    /// and the meta text must be one JSON object. One allocation and one copy of `block`, the
+    /// form a row keeps.
+    pub fn from_block(block: &str) -> Result<(Self, Name, Name), MetaError> {
         let b = block.as_bytes();
         let mut at = 0;
         let pid_len = take_len_strict(b, &mut at).ok_or(MetaError::BadOwner)?;
@@ -385,7 +386,11 @@ impl Meta {
             return Err(MetaError::BadOwner);
         }
         Self::check(&block[meta_at..])?;
-        Ok(Meta(triomphe::Arc::from(block)))
+        Ok((
+            Meta(triomphe::Arc::from(block)),
+            Name::cut(b, at, key_at),
+            Name::cut(b, key_at, meta_at),
+        ))
     }
 
     /// The block of this meta owned by `pid` and `key`, as [`Meta::from_block`] reads it: the
@@ -693,8 +698,9 @@ mod tests {
                 let mut out = Vec::new();
                 block.write_to(&mut out);
                 assert_eq!(out.len(), block.len());
-                let back = Meta::from_block(std::str::from_utf8(&out).unwrap()).unwrap();
+                let (back, p, k) = Meta::from_block(std::str::from_utf8(&out).unwrap()).unwrap();
                 assert_eq!(back.owner(), (pid, key));
+                assert_eq!((p.as_str(), k.as_str()), (pid, key));
                 assert_eq!(back.as_str(), r#"{"phx_ref":"x"}"#);
                 assert_eq!(back, meta);
             }
@@ -704,8 +710,15 @@ mod tests {
         assert!(matches!(owned.block_for("p", "k"), Block::Whole(_)));
         assert!(matches!(owned.block_for("p", "x"), Block::Parts { .. }));
         for bad in ["\u{5}\u{0}p{}", "A", "@\u{0}\u{0}{}", "\u{1}\u{0}é{}"] {
-            assert_eq!(Meta::from_block(bad), Err(MetaError::BadOwner), "{bad:?}");
+            assert_eq!(
+                Meta::from_block(bad).err(),
+                Some(MetaError::BadOwner),
+                "{bad:?}"
+            );
         }
-        assert_eq!(Meta::from_block("\u{0}\u{0}[]"), Err(MetaError::NotObject));
+        assert_eq!(
+            Meta::from_block("\u{0}\u{0}[]").err(),
+            Some(MetaError::NotObject)
+        );
     }
 }

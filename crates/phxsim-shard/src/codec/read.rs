@@ -16,7 +16,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        let (&b, rest) = self.buf.split_first().ok_or(CodecError::Truncated(what))?;
+        let (&b, rest) = self
+            .buf
+            .split_first()
+            .ok_or_else(|| CodecError::Truncated(what))?;
         self.buf = rest;
         Ok(b)
     }
@@ -68,8 +71,13 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// A length of bytes to come (refused later by [`Reader::bytes`] if they do not).
+    fn len(&mut self, what: &'static str) -> Result<usize, CodecError> {
+        usize::try_from(self.varint(what)?).map_err(|_| CodecError::Truncated(what))
+    }
+
     fn str(&mut self, what: &'static str) -> Result<&'a str, CodecError> {
-        let len = usize::try_from(self.varint(what)?).map_err(|_| CodecError::Truncated(what))?;
+        let len = self.len(what)?;
         std::str::from_utf8(self.bytes(len, what)?).map_err(|_| CodecError::NotUtf8(what))
     }
 
@@ -95,7 +103,7 @@ impl<'a> Reader<'a> {
             .ok()
             .and_then(|i| self.table.get(i))
             .cloned()
-            .ok_or(CodecError::BadReplicaIndex(i))
+            .ok_or_else(|| CodecError::BadReplicaIndex(i))
     }
 
     fn clock(&mut self) -> Result<Context, CodecError> {
@@ -156,7 +164,7 @@ impl<'a> Reader<'a> {
             let index = usize::try_from(i)
                 .ok()
                 .filter(|&x| x < self.table.len())
-                .ok_or(CodecError::BadReplicaIndex(i))?;
+                .ok_or_else(|| CodecError::BadReplicaIndex(i))?;
             let clock = self.varint("dot clock")?;
             let replica = &self.table[index];
             if clock == 0 {
@@ -171,9 +179,17 @@ impl<'a> Reader<'a> {
                 _ => last = Some(here),
             }
             let tag = Tag::new(replica.clone(), clock);
-            let topic = Name::from(self.str("topic")?);
+            let topic_len = self.len("topic length")?;
+            let block_len = self.len("presence length")?;
+            let text = self.bytes(topic_len.saturating_add(block_len), "presence")?;
+            let text = std::str::from_utf8(text).map_err(|_| CodecError::NotUtf8("presence"))?;
+            if !text.is_char_boundary(topic_len) {
+                return Err(CodecError::NotUtf8("topic"));
+            }
+            let (topic, block) = text.split_at(topic_len);
+            let topic = Name::from(topic);
             // The block holds the pid, the key and the meta: kept as the row's heap block.
-            let meta = Meta::from_block(self.str("presence")?).map_err(|e| match e {
+            let (meta, pid, key) = Meta::from_block(block).map_err(|e| match e {
                 MetaError::NotObject => CodecError::MetaNotObject(tag.clone()),
                 MetaError::NotJson(error) => CodecError::MetaNotJson {
                     tag: tag.clone(),
@@ -181,7 +197,6 @@ impl<'a> Reader<'a> {
                 },
                 MetaError::BadOwner => CodecError::BadOwner(tag.clone()),
             })?;
-            let (pid, key) = meta.owner_names();
             out.push((
                 tag,
                 TrackedMeta {

@@ -193,7 +193,7 @@ fn value(clock: u8, key: &str, meta: &str) -> Vec<u8> {
 
 /// One value `(index 0, clock)` with topic t and the presence block `block` as given.
 fn raw_value(clock: u8, block: &[u8]) -> Vec<u8> {
-    let mut v = vec![0, clock, 1, b't', block.len() as u8];
+    let mut v = vec![0, clock, 1, block.len() as u8, b't'];
     v.extend_from_slice(block);
     v
 }

@@ -8,11 +8,12 @@
 //! - kind 5 graceful_permdown: `v shard, s name, v vsn`
 //! - table: `v count, (s name, v vsn)*`; clock: `v count, (v replica, v clock)*`
 //! - clouds: `v count, (v replica, v dots, v dot*)*`, dots ascending
-//! - values: `v count, (v replica, v clock, s topic, s presence)*`, in tag order, where a
-//!   presence is the tracker's meta block (`Meta::block_for`): the pid's and the key's lengths
-//!   (six bits a byte, low bits first, `0x40` on every byte but the last, so ASCII), the pid,
-//!   the key and the meta's JSON text. A receiver keeps those bytes as the presence's one heap
-//!   block, with one copy and one check, instead of rebuilding it from four fields.
+//! - values: `v count, (v replica, v clock, v topic length, v presence length, topic,
+//!   presence)*`, in tag order; topic and presence are adjacent, so one UTF-8 check covers
+//!   both. A presence is the tracker's meta block (`Meta::block_for`): the pid's and the key's
+//!   lengths (six bits a byte, low bits first, `0x40` on every byte but the last, so ASCII),
+//!   the pid, the key and the meta's JSON text. A receiver keeps those bytes as the
+//!   presence's one heap block, with one copy, instead of rebuilding it from four fields.
 //! - delta: `values, clouds, clock start, clock end`; extract: `clock context, clouds, values`
 
 use super::HEADER_LEN;
@@ -163,10 +164,11 @@ impl<'a> Writer<'a, '_> {
             last = Some((&t.replica, i));
             self.varint(i);
             self.varint(t.clock);
-            self.bytes(p.key.topic.as_bytes());
             // the meta's block as the tracker holds it (nearly always already the presence's)
             let block = p.meta.block_for(&p.key.pid, &p.key.key);
+            self.varint(p.key.topic.len() as u64);
             self.varint(block.len() as u64);
+            self.out.extend_from_slice(p.key.topic.as_bytes());
             block.write_to(self.out);
         }
     }
