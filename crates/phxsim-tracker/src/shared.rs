@@ -83,6 +83,16 @@ impl Name {
         }
     }
 
+    /// The length in bytes, without re-checking the text (as `str::len` through `Deref`
+    /// would, for an inline name).
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The UTF-8 bytes, without re-checking them.
     pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
@@ -395,8 +405,9 @@ impl Meta {
 
     /// The block of this meta owned by `pid` and `key`, as [`Meta::from_block`] reads it: the
     /// block itself when it already is theirs (one slice to copy), else its parts.
-    pub fn block_for<'a>(&'a self, pid: &'a str, key: &'a str) -> Block<'a> {
-        if self.owner_bytes() == (pid.as_bytes(), key.as_bytes()) {
+    pub fn block_for<'a>(&'a self, pid: &'a Name, key: &'a Name) -> Block<'a> {
+        let (pid, key) = (pid.as_bytes(), key.as_bytes());
+        if self.owner_bytes() == (pid, key) {
             Block::Whole(&self.0)
         } else {
             Block::Parts {
@@ -540,10 +551,11 @@ impl Meta {
 pub enum Block<'a> {
     /// The meta's own block, already owned by the presence.
     Whole(&'a str),
-    /// A block to be written as `<pid length><key length><pid><key><text>`.
+    /// A block to be written as `<pid length><key length><pid><key><text>` (a pid's and a
+    /// key's UTF-8 bytes).
     Parts {
-        pid: &'a str,
-        key: &'a str,
+        pid: &'a [u8],
+        key: &'a [u8],
         text: &'a str,
     },
 }
@@ -571,8 +583,8 @@ impl Block<'_> {
             Block::Parts { pid, key, text } => {
                 put_len_bytes(out, pid.len());
                 put_len_bytes(out, key.len());
-                out.extend_from_slice(pid.as_bytes());
-                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(pid);
+                out.extend_from_slice(key);
                 out.extend_from_slice(text.as_bytes());
             }
         }
@@ -694,7 +706,7 @@ mod tests {
                 Meta::parse(r#"{"phx_ref":"x"}"#).unwrap(),
                 Meta::parse_owned(pid, key, r#"{"phx_ref":"x"}"#).unwrap(),
             ] {
-                let block = meta.block_for(pid, key);
+                let block = meta.block_for(&Name::from(pid), &Name::from(key));
                 let mut out = Vec::new();
                 block.write_to(&mut out);
                 assert_eq!(out.len(), block.len());
@@ -707,8 +719,15 @@ mod tests {
         }
         // an owned block is written whole: the same bytes as the one the row keeps
         let owned = Meta::parse_owned("p", "k", "{}").unwrap();
-        assert!(matches!(owned.block_for("p", "k"), Block::Whole(_)));
-        assert!(matches!(owned.block_for("p", "x"), Block::Parts { .. }));
+        let name = |s: &str| Name::from(s);
+        assert!(matches!(
+            owned.block_for(&name("p"), &name("k")),
+            Block::Whole(_)
+        ));
+        assert!(matches!(
+            owned.block_for(&name("p"), &name("x")),
+            Block::Parts { .. }
+        ));
         for bad in ["\u{5}\u{0}p{}", "A", "@\u{0}\u{0}{}", "\u{1}\u{0}é{}"] {
             assert_eq!(
                 Meta::from_block(bad).err(),
