@@ -706,7 +706,8 @@ mod tests {
                 Meta::parse(r#"{"phx_ref":"x"}"#).unwrap(),
                 Meta::parse_owned(pid, key, r#"{"phx_ref":"x"}"#).unwrap(),
             ] {
-                let block = meta.block_for(&Name::from(pid), &Name::from(key));
+                let (pid_name, key_name) = (Name::from(pid), Name::from(key));
+                let block = meta.block_for(&pid_name, &key_name);
                 let mut out = Vec::new();
                 block.write_to(&mut out);
                 assert_eq!(out.len(), block.len());
