@@ -146,39 +146,17 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn values(&mut self) -> Result<Vec<(Tag, TrackedMeta)>, CodecError> {
+    fn values(&mut self) -> Result<TagValues, CodecError> {
         // replica, clock, an empty topic, a block length, two empty owner lengths and "{}"
         let n = self.count("values", 8)?;
-        let mut out: Vec<(Tag, TrackedMeta)> = Vec::with_capacity(n);
-        // Tags order by replica, then clock: with each table entry's rank among the table's
-        // refs, the order of two tags is the order of two integer pairs, no string compared.
-        let mut ranks: Vec<usize> = (0..self.table.len()).collect();
-        ranks.sort_by(|&a, &b| self.table[a].cmp(&self.table[b]));
-        let mut rank_of = vec![0; ranks.len()];
-        for (rank, &i) in ranks.iter().enumerate() {
-            rank_of[i] = rank;
-        }
-        let mut last: Option<(usize, u64)> = None;
+        let mut out = TagValues::with_capacity(n);
         for _ in 0..n {
-            let i = self.varint("replica index")?;
-            let index = usize::try_from(i)
-                .ok()
-                .filter(|&x| x < self.table.len())
-                .ok_or_else(|| CodecError::BadReplicaIndex(i))?;
+            let replica = self.replica()?;
             let clock = self.varint("dot clock")?;
-            let replica = &self.table[index];
             if clock == 0 {
-                return Err(CodecError::ZeroDot(replica.clone()));
+                return Err(CodecError::ZeroDot(replica));
             }
-            let here = (rank_of[index], clock);
-            match last {
-                Some(l) if l == here => {
-                    return Err(CodecError::DuplicateTag(Tag::new(replica.clone(), clock)));
-                }
-                Some(l) if l > here => return Err(CodecError::OutOfOrder("values")),
-                _ => last = Some(here),
-            }
-            let tag = Tag::new(replica.clone(), clock);
+            let tag = Tag::new(replica, clock);
             let topic_len = self.len("topic length")?;
             let block_len = self.len("presence length")?;
             let text = self.bytes(topic_len.saturating_add(block_len), "presence")?;
@@ -197,13 +175,17 @@ impl<'a> Reader<'a> {
                 },
                 MetaError::BadOwner => CodecError::BadOwner(tag.clone()),
             })?;
-            out.push((
-                tag,
-                TrackedMeta {
-                    key: ValueKey { topic, pid, key },
-                    meta,
-                },
-            ));
+            let value = TrackedMeta {
+                key: ValueKey { topic, pid, key },
+                meta,
+            };
+            // each tag is compared with the last one, while both are in the cache
+            if out.push_ascending(tag.clone(), value).is_err() {
+                return Err(match out.keys().next_back() {
+                    Some(last) if *last == tag => CodecError::DuplicateTag(tag),
+                    _ => CodecError::OutOfOrder("values"),
+                });
+            }
         }
         Ok(out)
     }
@@ -285,8 +267,7 @@ pub(super) fn frame(buf: &[u8]) -> Result<Frame, CodecError> {
                 TransferPayload::Full(Extract {
                     context: r.clock()?,
                     clouds: r.clouds()?,
-                    values: TagValues::from_sorted(r.values()?)
-                        .map_err(|_| CodecError::OutOfOrder("values"))?,
+                    values: r.values()?,
                 })
             } else {
                 TransferPayload::Delta(r.delta()?)
