@@ -16,10 +16,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        let (&b, rest) = self
-            .buf
-            .split_first()
-            .ok_or_else(|| CodecError::Truncated(what))?;
+        let (&b, rest) = self.buf.split_first().ok_or(CodecError::Truncated(what))?;
         self.buf = rest;
         Ok(b)
     }
@@ -103,7 +100,7 @@ impl<'a> Reader<'a> {
             .ok()
             .and_then(|i| self.table.get(i))
             .cloned()
-            .ok_or_else(|| CodecError::BadReplicaIndex(i))
+            .ok_or(CodecError::BadReplicaIndex(i))
     }
 
     fn clock(&mut self) -> Result<Context, CodecError> {
