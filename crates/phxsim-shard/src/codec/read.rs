@@ -16,7 +16,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        let (&b, rest) = self.buf.split_first().ok_or(CodecError::Truncated(what))?;
+        // (no `ok_or`: an error built on every byte read is also dropped on every byte read)
+        let Some((&b, rest)) = self.buf.split_first() else {
+            return Err(CodecError::Truncated(what));
+        };
         self.buf = rest;
         Ok(b)
     }
@@ -30,6 +33,13 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        // most are lengths and indexes under 128: one byte
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(b));
+        }
         let mut x: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8(what)?;
@@ -96,11 +106,10 @@ impl<'a> Reader<'a> {
 
     fn replica(&mut self) -> Result<ReplicaRef, CodecError> {
         let i = self.varint("replica index")?;
-        usize::try_from(i)
-            .ok()
-            .and_then(|i| self.table.get(i))
-            .cloned()
-            .ok_or(CodecError::BadReplicaIndex(i))
+        match usize::try_from(i).ok().and_then(|i| self.table.get(i)) {
+            Some(r) => Ok(r.clone()),
+            None => Err(CodecError::BadReplicaIndex(i)),
+        }
     }
 
     fn clock(&mut self) -> Result<Context, CodecError> {
