@@ -21,6 +21,30 @@ pub(crate) fn surely_valid(text: &str) -> bool {
     s.i == s.b.len()
 }
 
+/// The top bit of every byte of `word` (little-endian) that a JSON string cannot hold as it is
+/// (a quote, a backslash, a control byte), and maybe of bytes after the first such one (a
+/// borrow may carry into them): the lowest bit set is exact, which is all a scan for the
+/// first one needs.
+fn specials(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    // bytes below `n`: subtracting `n` borrows from them alone (up to the first one)
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & TOPS;
+    below(word ^ (ONES * u64::from(b'"')), 1)
+        | below(word ^ (ONES * u64::from(b'\\')), 1)
+        | below(word, 0x20)
+}
+
+/// Non-zero in the bytes of `word` (little-endian) that are not ASCII digits, exact up to the
+/// first one: a digit is `0x3_` with a low half that stays below `0x_A` when 6 is added (adding
+/// carries only out of a byte above `0xF9`, which is no digit).
+fn non_digits(word: u64) -> u64 {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    const SIXES: u64 = 0x0606_0606_0606_0606;
+    ((word & HIGH) ^ THREES) | ((word.wrapping_add(SIXES) & HIGH) ^ THREES)
+}
+
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
@@ -114,6 +138,15 @@ impl Scanner<'_> {
     fn string(&mut self) -> bool {
         self.i += 1;
         loop {
+            // eight bytes at a time, up to the first one that needs a look
+            while let Some(chunk) = self.b.get(self.i..).and_then(<[u8]>::first_chunk::<8>) {
+                let hits = specials(u64::from_le_bytes(*chunk));
+                if hits != 0 {
+                    self.i += (hits.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                self.i += 8;
+            }
             match self.peek() {
                 Some(b'"') => {
                     self.i += 1;
@@ -143,6 +176,15 @@ impl Scanner<'_> {
     /// One or more digits.
     fn digits(&mut self) -> bool {
         let start = self.i;
+        // eight at a time, up to the first byte that is not a digit
+        while let Some(chunk) = self.b.get(self.i..).and_then(<[u8]>::first_chunk::<8>) {
+            let others = non_digits(u64::from_le_bytes(*chunk));
+            if others != 0 {
+                self.i += (others.trailing_zeros() / 8) as usize;
+                return self.i > start;
+            }
+            self.i += 8;
+        }
         while let Some(b'0'..=b'9') = self.peek() {
             self.i += 1;
         }
@@ -226,6 +268,25 @@ mod tests {
         ] {
             assert!(!surely_valid(bad), "{bad:?}");
             assert!(!serde_accepts(bad), "{bad:?}");
+        }
+        // strings scanned eight bytes at a time: a quote, an escape, a control byte or
+        // non-ASCII text at every offset of a word, as serde_json judges them
+        for at in 0..20 {
+            for special in [
+                "\"", "\\n", "\\", "\u{1f}", "\u{0}", "é", "\\u00e9", " ", "\u{7f}",
+            ] {
+                for tail in ["", "abcdefghij"] {
+                    let text = format!(r#"{{"k":"{}{special}{tail}"}}"#, "a".repeat(at));
+                    assert_eq!(surely_valid(&text), serde_accepts(&text), "{text:?}");
+                }
+            }
+        }
+        // digits read eight at a time: numbers of every length, each followed by every byte
+        for len in 1..20 {
+            for next in ["", ",", "]", ".5", "e3", "x", ":", "/", "\u{7f}", "é", " "] {
+                let text = format!("[1{}{next}]", "9".repeat(len));
+                assert_eq!(surely_valid(&text), serde_accepts(&text), "{text:?}");
+            }
         }
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert!(!surely_valid(&deep), "deep nesting is left to serde_json");

@@ -26,7 +26,7 @@ pub use error::TrackerError;
 pub use generations::{Catchup, DEFAULT_MAX_DELTA_SIZES, Generations};
 pub use mutation::Mutation;
 pub use peers::{Peer, PeerStatus, Peers};
-pub use shared::{Meta, MetaError, Name};
+pub use shared::{Block, Meta, MetaError, Name};
 pub use state::{Extract, State, Status};
 pub use types::{Diff, ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 pub use values::{NotSorted, TagValues};

@@ -83,6 +83,16 @@ impl Name {
         }
     }
 
+    /// The length in bytes, without re-checking the text (as `str::len` through `Deref`
+    /// would, for an inline name).
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The UTF-8 bytes, without re-checking them.
     pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
@@ -272,6 +282,38 @@ pub enum MetaError {
     NotJson(String),
     #[error("not a JSON object")]
     NotObject,
+    /// A block whose owner lengths do not describe it ([`Meta::from_block`]).
+    #[error("owner lengths do not fit the block")]
+    BadOwner,
+}
+
+/// How many bytes [`put_len`] writes for `n`.
+fn len_of_len(mut n: usize) -> usize {
+    let mut bytes = 1;
+    while n >= 0x40 {
+        n >>= 6;
+        bytes += 1;
+    }
+    bytes
+}
+
+/// Reads a length written by [`put_len`] at `*at`, moving past it, refusing any other form
+/// (a non-ASCII byte, a redundant last byte, more than 36 bits, or the end of `b`): so a block
+/// accepted from a peer is exactly the one [`put_len`] would have written.
+fn take_len_strict(b: &[u8], at: &mut usize) -> Option<usize> {
+    let mut n = 0usize;
+    for shift in (0..36).step_by(6) {
+        let x = *b.get(*at)?;
+        *at += 1;
+        if x & 0x80 != 0 {
+            return None;
+        }
+        n |= usize::from(x & 0x3f) << shift;
+        if x & 0x40 == 0 {
+            return (shift == 0 || x != 0).then_some(n);
+        }
+    }
+    None
 }
 
 /// Appends `n` in the owner-length form: six bits a byte, low bits first, `0x40` on every byte
@@ -286,6 +328,15 @@ fn put_len(out: &mut String, mut n: usize) {
         }
         out.push(char::from(low | 0x40));
     }
+}
+
+/// [`put_len`] into bytes.
+fn put_len_bytes(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x40 {
+        out.push((n & 0x3f) as u8 | 0x40);
+        n >>= 6;
+    }
+    out.push(n as u8);
 }
 
 /// Reads a length written by [`put_len`] at `*at`, moving past it.
@@ -329,9 +380,52 @@ impl Meta {
         Meta(triomphe::Arc::from(block))
     }
 
+    /// A meta from a whole block text as [`Meta::block_for`] writes it (a node frame carries
+    /// presences so), with its pid and key: the owner lengths must describe the block exactly,
+    /// and the meta text must be one JSON object. One allocation and one copy of `block`, the
+    /// form a row keeps.
+    pub fn from_block(block: &str) -> Result<(Self, Name, Name), MetaError> {
+        let b = block.as_bytes();
+        let mut at = 0;
+        let pid_len = take_len_strict(b, &mut at).ok_or(MetaError::BadOwner)?;
+        let key_len = take_len_strict(b, &mut at).ok_or(MetaError::BadOwner)?;
+        let key_at = at.checked_add(pid_len).ok_or(MetaError::BadOwner)?;
+        let meta_at = key_at.checked_add(key_len).ok_or(MetaError::BadOwner)?;
+        if meta_at > b.len() || !block.is_char_boundary(key_at) || !block.is_char_boundary(meta_at)
+        {
+            return Err(MetaError::BadOwner);
+        }
+        Self::check(&block[meta_at..])?;
+        Ok((
+            Meta(triomphe::Arc::from(block)),
+            Name::cut(b, at, key_at),
+            Name::cut(b, key_at, meta_at),
+        ))
+    }
+
+    /// The block of this meta owned by `pid` and `key`, as [`Meta::from_block`] reads it: the
+    /// block itself when it already is theirs (one slice to copy), else its parts.
+    pub fn block_for<'a>(&'a self, pid: &'a Name, key: &'a Name) -> Block<'a> {
+        let (pid, key) = (pid.as_bytes(), key.as_bytes());
+        if self.owner_bytes() == (pid, key) {
+            Block::Whole(&self.0)
+        } else {
+            Block::Parts {
+                pid,
+                key,
+                text: self.as_str(),
+            }
+        }
+    }
+
     /// Checks that `text` is one JSON object.
     fn check(text: &str) -> Result<(), MetaError> {
-        if !text.trim_start().starts_with('{') {
+        // JSON whitespace is four ASCII bytes: no need for `trim_start`'s Unicode walk (text
+        // starting with other whitespace is no JSON, and serde_json says so below)
+        let first = text
+            .bytes()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        if first != Some(b'{') {
             // Still say "not JSON" for text that is not JSON at all.
             serde_json::from_str::<serde::de::IgnoredAny>(text)
                 .map_err(|e| MetaError::NotJson(e.to_string()))?;
@@ -386,7 +480,7 @@ impl Meta {
     }
 
     /// The pid and key as names.
-    pub(crate) fn owner_names(&self) -> (Name, Name) {
+    pub fn owner_names(&self) -> (Name, Name) {
         let (pid_at, key_at, meta_at) = self.bounds();
         let b = self.0.as_bytes();
         (Name::cut(b, pid_at, key_at), Name::cut(b, key_at, meta_at))
@@ -453,6 +547,52 @@ impl Meta {
     /// Heap bytes of the block (for memory accounts).
     pub fn block_len(&self) -> usize {
         self.0.len()
+    }
+}
+
+/// A meta's block for a given owner, borrowed ([`Meta::block_for`]): written out without
+/// building it.
+#[derive(Debug, Clone, Copy)]
+pub enum Block<'a> {
+    /// The meta's own block, already owned by the presence.
+    Whole(&'a str),
+    /// A block to be written as `<pid length><key length><pid><key><text>` (a pid's and a
+    /// key's UTF-8 bytes).
+    Parts {
+        pid: &'a [u8],
+        key: &'a [u8],
+        text: &'a str,
+    },
+}
+
+impl Block<'_> {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Block::Whole(b) => b.len(),
+            Block::Parts { pid, key, text } => {
+                len_of_len(pid.len()) + len_of_len(key.len()) + pid.len() + key.len() + text.len()
+            }
+        }
+    }
+
+    /// Is it empty (never: a block holds at least its two lengths)?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends its bytes to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Block::Whole(b) => out.extend_from_slice(b.as_bytes()),
+            Block::Parts { pid, key, text } => {
+                put_len_bytes(out, pid.len());
+                put_len_bytes(out, key.len());
+                out.extend_from_slice(pid);
+                out.extend_from_slice(key);
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
     }
 }
 
@@ -561,5 +701,49 @@ mod tests {
         assert!(matches!(Meta::parse("{oops"), Err(MetaError::NotJson(_))));
         assert!(matches!(Meta::parse("oops"), Err(MetaError::NotJson(_))));
         assert_eq!(format!("{m:?}"), format!("{:?}", m.to_json()));
+    }
+
+    #[test]
+    fn a_block_written_for_an_owner_reads_back_as_the_same_presence() {
+        let long = "é".repeat(40);
+        for (pid, key) in [("p", "k"), ("", ""), (long.as_str(), "k2")] {
+            for meta in [
+                Meta::parse(r#"{"phx_ref":"x"}"#).unwrap(),
+                Meta::parse_owned(pid, key, r#"{"phx_ref":"x"}"#).unwrap(),
+            ] {
+                let (pid_name, key_name) = (Name::from(pid), Name::from(key));
+                let block = meta.block_for(&pid_name, &key_name);
+                let mut out = Vec::new();
+                block.write_to(&mut out);
+                assert_eq!(out.len(), block.len());
+                let (back, p, k) = Meta::from_block(std::str::from_utf8(&out).unwrap()).unwrap();
+                assert_eq!(back.owner(), (pid, key));
+                assert_eq!((p.as_str(), k.as_str()), (pid, key));
+                assert_eq!(back.as_str(), r#"{"phx_ref":"x"}"#);
+                assert_eq!(back, meta);
+            }
+        }
+        // an owned block is written whole: the same bytes as the one the row keeps
+        let owned = Meta::parse_owned("p", "k", "{}").unwrap();
+        let name = |s: &str| Name::from(s);
+        assert!(matches!(
+            owned.block_for(&name("p"), &name("k")),
+            Block::Whole(_)
+        ));
+        assert!(matches!(
+            owned.block_for(&name("p"), &name("x")),
+            Block::Parts { .. }
+        ));
+        for bad in ["\u{5}\u{0}p{}", "A", "@\u{0}\u{0}{}", "\u{1}\u{0}é{}"] {
+            assert_eq!(
+                Meta::from_block(bad).err(),
+                Some(MetaError::BadOwner),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Meta::from_block("\u{0}\u{0}[]").err(),
+            Some(MetaError::NotObject)
+        );
     }
 }

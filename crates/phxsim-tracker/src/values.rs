@@ -31,6 +31,24 @@ impl TagValues {
         }
     }
 
+    /// Empty, with room for `n` pairs (to be added by [`TagValues::push_ascending`]).
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    /// Adds a pair after the others, if its tag comes after theirs: a decoder builds the
+    /// vector as it reads, comparing each tag with the last one while both are in the cache,
+    /// instead of checking the whole vector again afterwards ([`TagValues::from_sorted`]).
+    pub fn push_ascending(&mut self, tag: Tag, p: TrackedMeta) -> Result<(), NotSorted> {
+        match self.0.last() {
+            Some((last, _)) if *last >= tag => Err(NotSorted),
+            _ => {
+                self.0.push((tag, p));
+                Ok(())
+            }
+        }
+    }
+
     /// Pairs the caller built in strictly ascending tag order (checked in debug builds).
     pub(crate) fn from_sorted_trusted(pairs: Vec<(Tag, TrackedMeta)>) -> Self {
         debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
@@ -207,5 +225,12 @@ mod tests {
             TagValues::from_sorted(vec![pair("a", 1, 0), pair("a", 2, 0)]).map(|v| v.len()),
             Ok(2)
         );
+        let mut pushed = TagValues::with_capacity(2);
+        let (t1, p1) = pair("a", 1, 0);
+        let (t2, p2) = pair("b", 1, 0);
+        assert_eq!(pushed.push_ascending(t2.clone(), p2.clone()), Ok(()));
+        assert_eq!(pushed.push_ascending(t1, p1), Err(NotSorted));
+        assert_eq!(pushed.push_ascending(t2, p2), Err(NotSorted));
+        assert_eq!(pushed.len(), 1);
     }
 }

@@ -3,7 +3,8 @@
 //! A frame is `[len: u32 big-endian][version: u8][kind: u8][body]`, where `len` counts
 //! everything after itself. The version comes first so that a peer speaking another version is
 //! refused before anything else is read. Integers are LEB128 varints, strings are a varint
-//! length and UTF-8 bytes, and a meta is a `u32` little-endian length and its JSON text.
+//! length and UTF-8 bytes, and a presence's pid, key and meta travel as one string, the
+//! tracker's meta block, so a receiver keeps it with one copy.
 //! Replica refs are written once per message in a table and dots refer to them by index, which
 //! keeps a 100 000-presence transfer small and gives one place to check every reference.
 //! The layout of each message is in [`write`]; [`debug_json`] renders any frame as JSON for
@@ -23,8 +24,9 @@ use phxsim_tracker::{ReplicaRef, Tag};
 
 pub use debug_json::debug_json;
 
-/// The only body version this build speaks (1 was the JSON body of earlier builds).
-pub const VERSION: u8 = 2;
+/// The only body version this build speaks (1 was the JSON body of earlier builds; 2 carried a
+/// presence's pid, key and meta as three fields, 3 carries them as the tracker's one block).
+pub const VERSION: u8 = 3;
 /// The size of the length prefix.
 pub const HEADER_LEN: usize = 4;
 /// Default bound on one frame: a full transfer of a few hundred thousand presences fits.
@@ -81,6 +83,9 @@ pub enum CodecError {
     /// Values and dots are written in ascending order; anything else was not written by us.
     #[error("{0} out of order")]
     OutOfOrder(&'static str),
+    /// A presence block whose owner lengths do not describe it.
+    #[error("the pid and key lengths of dot {0} do not fit its presence")]
+    BadOwner(Tag),
     /// Presence metas are JSON objects (they carry `phx_ref`).
     #[error("meta of dot {0} is not a JSON object")]
     MetaNotObject(Tag),

@@ -16,7 +16,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        let (&b, rest) = self.buf.split_first().ok_or(CodecError::Truncated(what))?;
+        // (no `ok_or`: an error built on every byte read is also dropped on every byte read)
+        let Some((&b, rest)) = self.buf.split_first() else {
+            return Err(CodecError::Truncated(what));
+        };
         self.buf = rest;
         Ok(b)
     }
@@ -30,6 +33,13 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        // most are lengths and indexes under 128: one byte
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(b));
+        }
         let mut x: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8(what)?;
@@ -68,8 +78,13 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// A length of bytes to come (refused later by [`Reader::bytes`] if they do not).
+    fn len(&mut self, what: &'static str) -> Result<usize, CodecError> {
+        usize::try_from(self.varint(what)?).map_err(|_| CodecError::Truncated(what))
+    }
+
     fn str(&mut self, what: &'static str) -> Result<&'a str, CodecError> {
-        let len = usize::try_from(self.varint(what)?).map_err(|_| CodecError::Truncated(what))?;
+        let len = self.len(what)?;
         std::str::from_utf8(self.bytes(len, what)?).map_err(|_| CodecError::NotUtf8(what))
     }
 
@@ -91,11 +106,10 @@ impl<'a> Reader<'a> {
 
     fn replica(&mut self) -> Result<ReplicaRef, CodecError> {
         let i = self.varint("replica index")?;
-        usize::try_from(i)
-            .ok()
-            .and_then(|i| self.table.get(i))
-            .cloned()
-            .ok_or(CodecError::BadReplicaIndex(i))
+        match usize::try_from(i).ok().and_then(|i| self.table.get(i)) {
+            Some(r) => Ok(r.clone()),
+            None => Err(CodecError::BadReplicaIndex(i)),
+        }
     }
 
     fn clock(&mut self) -> Result<Context, CodecError> {
@@ -138,10 +152,10 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn values(&mut self) -> Result<Vec<(Tag, TrackedMeta)>, CodecError> {
-        // replica, clock, three empty strings, a 4-byte meta length and "{}"
-        let n = self.count("values", 11)?;
-        let mut out: Vec<(Tag, TrackedMeta)> = Vec::with_capacity(n);
+    fn values(&mut self) -> Result<TagValues, CodecError> {
+        // replica, clock, an empty topic, a block length, two empty owner lengths and "{}"
+        let n = self.count("values", 8)?;
+        let mut out = TagValues::with_capacity(n);
         for _ in 0..n {
             let replica = self.replica()?;
             let clock = self.varint("dot clock")?;
@@ -149,36 +163,35 @@ impl<'a> Reader<'a> {
                 return Err(CodecError::ZeroDot(replica));
             }
             let tag = Tag::new(replica, clock);
-            if let Some((last, _)) = out.last() {
-                if *last == tag {
-                    return Err(CodecError::DuplicateTag(tag));
-                }
-                if *last > tag {
-                    return Err(CodecError::OutOfOrder("values"));
-                }
+            let topic_len = self.len("topic length")?;
+            let block_len = self.len("presence length")?;
+            let text = self.bytes(topic_len.saturating_add(block_len), "presence")?;
+            let text = std::str::from_utf8(text).map_err(|_| CodecError::NotUtf8("presence"))?;
+            if !text.is_char_boundary(topic_len) {
+                return Err(CodecError::NotUtf8("topic"));
             }
-            let topic = Name::from(self.str("topic")?);
-            let pid = Name::from(self.str("pid")?);
-            let key = Name::from(self.str("key")?);
-            let len = self.bytes(4, "meta length")?;
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
-            let text = self.bytes(len as usize, "meta")?;
-            // The meta block holds its pid and key, so a merge keeps it as the row's.
-            let meta = match std::str::from_utf8(text).map(|t| Meta::parse_owned(&pid, &key, t)) {
-                Ok(Ok(m)) => m,
-                Ok(Err(MetaError::NotObject)) => return Err(CodecError::MetaNotObject(tag)),
-                Ok(Err(MetaError::NotJson(error))) => {
-                    return Err(CodecError::MetaNotJson { tag, error });
-                }
-                Err(_) => return Err(CodecError::NotUtf8("meta")),
-            };
-            out.push((
-                tag,
-                TrackedMeta {
-                    key: ValueKey { topic, pid, key },
-                    meta,
+            let (topic, block) = text.split_at(topic_len);
+            let topic = Name::from(topic);
+            // The block holds the pid, the key and the meta: kept as the row's heap block.
+            let (meta, pid, key) = Meta::from_block(block).map_err(|e| match e {
+                MetaError::NotObject => CodecError::MetaNotObject(tag.clone()),
+                MetaError::NotJson(error) => CodecError::MetaNotJson {
+                    tag: tag.clone(),
+                    error,
                 },
-            ));
+                MetaError::BadOwner => CodecError::BadOwner(tag.clone()),
+            })?;
+            let value = TrackedMeta {
+                key: ValueKey { topic, pid, key },
+                meta,
+            };
+            // each tag is compared with the last one, while both are in the cache
+            if out.push_ascending(tag.clone(), value).is_err() {
+                return Err(match out.keys().next_back() {
+                    Some(last) if *last == tag => CodecError::DuplicateTag(tag),
+                    _ => CodecError::OutOfOrder("values"),
+                });
+            }
         }
         Ok(out)
     }
@@ -260,8 +273,7 @@ pub(super) fn frame(buf: &[u8]) -> Result<Frame, CodecError> {
                 TransferPayload::Full(Extract {
                     context: r.clock()?,
                     clouds: r.clouds()?,
-                    values: TagValues::from_sorted(r.values()?)
-                        .map_err(|_| CodecError::OutOfOrder("values"))?,
+                    values: r.values()?,
                 })
             } else {
                 TransferPayload::Delta(r.delta()?)

@@ -185,10 +185,16 @@ fn hb(from: u8, delta: Option<&[u8]>, clocks: &[u8]) -> Vec<u8> {
 
 /// One value `(index 0, clock)` with topic t, pid p, key `key` and `meta` text.
 fn value(clock: u8, key: &str, meta: &str) -> Vec<u8> {
-    let mut v = vec![0, clock, 1, b't', 1, b'p', key.len() as u8];
-    v.extend_from_slice(key.as_bytes());
-    v.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    v.extend_from_slice(meta.as_bytes());
+    let mut block = vec![1, key.len() as u8, b'p'];
+    block.extend_from_slice(key.as_bytes());
+    block.extend_from_slice(meta.as_bytes());
+    raw_value(clock, &block)
+}
+
+/// One value `(index 0, clock)` with topic t and the presence block `block` as given.
+fn raw_value(clock: u8, block: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, clock, 1, block.len() as u8, b't'];
+    v.extend_from_slice(block);
     v
 }
 
@@ -315,6 +321,131 @@ fn semantic_errors_are_typed() {
         CodecError::MetaNotJson { .. }
     ));
     assert_eq!(err_of(&[1, 0, 1, 1]), CodecError::EmptyNodeName);
+}
+
+#[test]
+fn a_presence_block_is_kept_whole_and_owned_by_its_value() {
+    use phxsim_tracker::Meta;
+    let mut values = BTreeMap::new();
+    // a block owned by the value (what a row holds), one owned by another presence, one
+    // without an owner, and a long non-ASCII pid (two-byte owner lengths)
+    let long_pid = "pïd-".repeat(20);
+    let metas = [
+        (
+            "p1",
+            "k1",
+            Meta::parse_owned("p1", "k1", r#"{"phx_ref":"a"}"#).unwrap(),
+        ),
+        (
+            "p2",
+            "k2",
+            Meta::parse_owned("x", "y", r#"{"phx_ref":"b"}"#).unwrap(),
+        ),
+        ("p3", "k3", Meta::parse(r#"{"phx_ref":"c"}"#).unwrap()),
+        (
+            long_pid.as_str(),
+            "ké",
+            Meta::parse(r#"{"é":"ü"}"#).unwrap(),
+        ),
+    ];
+    for (i, (pid, key, meta)) in metas.into_iter().enumerate() {
+        values.insert(
+            Tag::new(r("a", 1), i as u64 + 1),
+            TrackedMeta {
+                key: ValueKey::new("t", pid, key),
+                meta,
+            },
+        );
+    }
+    let mut d = Delta::empty_at(Context::new());
+    d.values = values;
+    let f = shard(
+        0,
+        ShardMessage::TransferAck {
+            id: 1,
+            from: r("a", 1),
+            payload: TransferPayload::Delta(d),
+        },
+    );
+    roundtrip(&f);
+    let bytes = encode_frame(&f);
+    let (back, _) = decode_frame(&bytes, DEFAULT_MAX_FRAME_LEN)
+        .unwrap()
+        .unwrap();
+    let Frame::Shard(NodeMessage {
+        body:
+            ShardMessage::TransferAck {
+                payload: TransferPayload::Delta(d),
+                ..
+            },
+        ..
+    }) = back
+    else {
+        panic!("{back:?}")
+    };
+    for p in d.values.values() {
+        assert_eq!(p.meta.owner(), (p.key.pid.as_str(), p.key.key.as_str()));
+    }
+}
+
+#[test]
+fn values_follow_tag_order_whatever_the_table_order() {
+    // table [b@1, a@1]: index 1 (a) sorts before index 0 (b)
+    let hb2 = |values: &[Vec<u8>]| {
+        let mut b = vec![2, 0, 2, 1, b'b', 1, 1, b'a', 1, 0, 1];
+        b.extend_from_slice(&delta(values, &[0]));
+        b.push(0);
+        b
+    };
+    let at = |index: u8, clock: u8| {
+        let mut v = value(clock, "k", "{}");
+        v[0] = index;
+        v
+    };
+    let ok = hb2(&[at(1, 5), at(0, 1)]);
+    assert!(decode_frame(&frame_of(&ok), DEFAULT_MAX_FRAME_LEN).is_ok());
+    assert_eq!(
+        err_of(&hb2(&[at(0, 1), at(1, 5)])),
+        CodecError::OutOfOrder("values")
+    );
+    assert_eq!(
+        err_of(&hb2(&[at(1, 5), at(1, 5)])),
+        CodecError::DuplicateTag(Tag::new(r("a", 1), 5))
+    );
+    assert_eq!(err_of(&hb2(&[at(2, 5)])), CodecError::BadReplicaIndex(2));
+}
+
+#[test]
+fn malformed_presence_blocks_are_refused() {
+    let bad = |block: &[u8]| err_of(&hb(0, Some(&delta(&[raw_value(1, block)], &[0])), &[0]));
+    let tag = Tag::new(r("a", 1), 1);
+    // lengths past the block, a length that never ends, a redundant zero byte, non-ASCII
+    // length bytes, and a key cut inside a character
+    for block in [
+        &b"\x05\x00p{}"[..],
+        b"\x41",
+        b"\x40\x00\x00{}",
+        b"\xc1\x80\x00p{}",
+        b"\x02\x01p\xc3\xa9{}",
+    ] {
+        let e = bad(block);
+        assert!(
+            matches!(e, CodecError::BadOwner(_) | CodecError::NotUtf8(_)),
+            "{block:?}: {e:?}"
+        );
+    }
+    assert_eq!(
+        bad(b"\x02\x01p\xc3\xa9{}"),
+        CodecError::BadOwner(tag.clone())
+    );
+    assert_eq!(bad(b"\x05\x00p{}"), CodecError::BadOwner(tag.clone()));
+    assert_eq!(bad(b"\x40\x00\x00{}"), CodecError::BadOwner(tag.clone()));
+    assert_eq!(bad(b"\x01\x00p[1]"), CodecError::MetaNotObject(tag.clone()));
+    assert!(matches!(
+        bad(b"\x01\x00p{oops"),
+        CodecError::MetaNotJson { .. }
+    ));
+    assert_eq!(bad(b"\x01\x00p\xff{}"), CodecError::NotUtf8("presence"));
 }
 
 // ---- fuzzing -------------------------------------------------------------------------------

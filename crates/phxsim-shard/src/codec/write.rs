@@ -1,6 +1,6 @@
 //! Encoding: borrowed frames into one buffer reserved up front.
 //!
-//! Layout (`v` = LEB128 varint, `s` = varint length + UTF-8, `m` = u32 LE length + JSON text):
+//! Layout (`v` = LEB128 varint, `s` = varint length + UTF-8):
 //! - kind 0 tick: nothing; kind 1 hello: `s node, v vsn, v pool_size`
 //! - kind 2 heartbeat: `v shard, table, v from, u8 has_delta, [delta], clock`
 //! - kind 3 transfer_req: `v shard, v id, table, v from, clock`
@@ -8,7 +8,12 @@
 //! - kind 5 graceful_permdown: `v shard, s name, v vsn`
 //! - table: `v count, (s name, v vsn)*`; clock: `v count, (v replica, v clock)*`
 //! - clouds: `v count, (v replica, v dots, v dot*)*`, dots ascending
-//! - values: `v count, (v replica, v clock, s topic, s pid, s key, m meta)*`, in tag order
+//! - values: `v count, (v replica, v clock, v topic length, v presence length, topic,
+//!   presence)*`, in tag order; topic and presence are adjacent, so one UTF-8 check covers
+//!   both. A presence is the tracker's meta block (`Meta::block_for`): the pid's and the key's
+//!   lengths (six bits a byte, low bits first, `0x40` on every byte but the last, so ASCII),
+//!   the pid, the key and the meta's JSON text. A receiver keeps those bytes as the
+//!   presence's one heap block, with one copy, instead of rebuilding it from four fields.
 //! - delta: `values, clouds, clock start, clock end`; extract: `clock context, clouds, values`
 
 use super::HEADER_LEN;
@@ -68,8 +73,9 @@ impl<'a> Table<'a> {
 fn values_size<'v>(v: impl IntoIterator<Item = (&'v Tag, &'v TrackedMeta)>) -> usize {
     v.into_iter()
         .map(|(_, p)| {
-            // replica, clock, three lengths and the meta's length
-            24 + p.key.topic.len() + p.key.pid.len() + p.key.key.len() + p.meta.as_str().len()
+            // replica, clock, two lengths, the topic and the block (plus the owner, in case the
+            // block has to be rebuilt for it); lengths only, so no block is read here
+            24 + p.key.topic.len() + p.key.pid.len() + p.key.key.len() + p.meta.block_len()
         })
         .sum()
 }
@@ -158,14 +164,12 @@ impl<'a> Writer<'a, '_> {
             last = Some((&t.replica, i));
             self.varint(i);
             self.varint(t.clock);
-            self.bytes(p.key.topic.as_bytes());
-            self.bytes(p.key.pid.as_bytes());
-            self.bytes(p.key.key.as_bytes());
-            // the meta's JSON text, as the tracker holds it
-            let text = p.meta.as_str().as_bytes();
-            let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
-            self.out.extend_from_slice(&len.to_le_bytes());
-            self.out.extend_from_slice(text);
+            // the meta's block as the tracker holds it (nearly always already the presence's)
+            let block = p.meta.block_for(&p.key.pid, &p.key.key);
+            self.varint(p.key.topic.len() as u64);
+            self.varint(block.len() as u64);
+            self.out.extend_from_slice(p.key.topic.as_bytes());
+            block.write_to(self.out);
         }
     }
 
