@@ -12,6 +12,28 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 /// subcommands pay nothing measurable.
 pub struct CountingAlloc;
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h numbers it 15 in both its v2 and v3 lines);
+/// libmimalloc-sys exports the option functions but no constant for this option.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc to keep the memory it frees instead of handing it back to the kernel (purge
+/// delay -1; its default purges 10 ms after a free, 100 ms for arenas). A command that builds
+/// and drops large vectors again and again (a 100 000-presence transfer makes several 12.8 MB
+/// ones per run) otherwise meets freshly mapped pages each time, and the kernel clearing them
+/// was 14 % of a `bench-tracker` profile. Measured (BENCHMARKS.md, issue 15 x15m): the batch
+/// commands get faster and their peak memory does not move (`replay pop_3000_one_topic` 1.85
+/// GB max RSS either way), because what a batch command frees it allocates again. `serve` is
+/// left on mimalloc's default: a server should give back what a load spike took.
+/// `MIMALLOC_PURGE_DELAY` in the environment, when set, still wins.
+pub fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: a plain option store, made by `main` before any other thread exists (mimalloc's
+    // option setters are not thread safe); the option is a valid one for the bundled mimalloc.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 

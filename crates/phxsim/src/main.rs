@@ -65,6 +65,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        alloc_counter::keep_freed_memory();
+    }
     logging::install(cli.verbose);
     let result = match cli.command {
         Command::TrackerOps => cmd::tracker_ops::run(),
