@@ -778,15 +778,10 @@ mod tests {
         )
     }
 
-    #[test]
-    fn a_bulk_merge_builds_the_same_state_as_row_by_row_merges() {
-        let mut a = State::new(ReplicaRef::new("a", 1));
-        for i in 0..40 {
-            a.join(key(i), serde_json::json!({ "i": i })).unwrap();
-        }
-        a.leave(&key(7));
-        a.update(&key(9), serde_json::json!({"i": "new"})).unwrap();
-        a.flush();
+    /// `a`'s whole state transferred twice into fresh replicas of "b": once into an empty one
+    /// (built in bulk), once with its first value merged alone so that the rest goes row by
+    /// row. Returns both replicas and the joins each reported.
+    fn bulk_and_row_by_row(a: &State) -> ((State, Vec<Value>), (State, Vec<Value>)) {
         let fresh = || {
             let mut b = State::new(ReplicaRef::new("b", 1));
             b.replica_up(a.replica()).unwrap();
@@ -794,10 +789,7 @@ mod tests {
         };
         let mut bulk = fresh();
         let extract = a.extract(bulk.replica(), &bulk.clocks());
-        let diff = bulk.merge_extract(&extract);
-        assert_eq!(diff.joins.len(), 39);
-
-        // The same extract into a replica that already holds its first value goes row by row.
+        let bulk_joins = bulk.merge_extract(&extract).joins;
         let mut one_by_one = fresh();
         let (t1, p1) = extract.values.iter().next().unwrap();
         let first = Extract {
@@ -807,8 +799,22 @@ mod tests {
         };
         let mut joins = one_by_one.merge_extract(&first).joins;
         joins.extend(one_by_one.merge_extract(&extract).joins);
+        ((bulk, bulk_joins), (one_by_one, joins))
+    }
+
+    #[test]
+    fn a_bulk_merge_builds_the_same_state_as_row_by_row_merges() {
+        let mut a = State::new(ReplicaRef::new("a", 1));
+        for i in 0..40 {
+            a.join(key(i), serde_json::json!({ "i": i })).unwrap();
+        }
+        a.leave(&key(7));
+        a.update(&key(9), serde_json::json!({"i": "new"})).unwrap();
+        a.flush();
+        let ((mut bulk, bulk_joins), (one_by_one, joins)) = bulk_and_row_by_row(&a);
+        assert_eq!(bulk_joins.len(), 39);
         assert_eq!(bulk, one_by_one);
-        assert_eq!(diff.joins, joins);
+        assert_eq!(bulk_joins, joins);
         assert_eq!(bulk.topics(), one_by_one.topics());
         for t in bulk.topics() {
             assert_eq!(bulk.get_by_topic(&t), one_by_one.get_by_topic(&t));
@@ -890,24 +896,8 @@ mod tests {
                 // a `{topic, pid, key}` picked twice is refused, as Phoenix refuses it
                 let _ = a.join(key, serde_json::json!({ "t": t, "p": pid }));
             }
-            let fresh = || {
-                let mut b = State::new(ReplicaRef::new("b", 1));
-                b.replica_up(a.replica()).unwrap();
-                b
-            };
-            let mut bulk = fresh();
-            let extract = a.extract(bulk.replica(), &bulk.clocks());
-            let diff = bulk.merge_extract(&extract);
-            let mut one_by_one = fresh();
-            let (t1, p1) = extract.values.iter().next().unwrap();
-            let first = Extract {
-                context: [(a.replica().clone(), t1.clock)].into_iter().collect(),
-                clouds: Clouds::new(),
-                values: [(t1.clone(), p1.clone())].into_iter().collect(),
-            };
-            let mut joins = one_by_one.merge_extract(&first).joins;
-            joins.extend(one_by_one.merge_extract(&extract).joins);
-            prop_assert_eq!(&diff.joins, &joins);
+            let ((bulk, bulk_joins), (one_by_one, joins)) = bulk_and_row_by_row(&a);
+            prop_assert_eq!(&bulk_joins, &joins);
             prop_assert_eq!(&bulk, &one_by_one);
             prop_assert_eq!(bulk.topics(), a.topics());
             for t in a.topics() {
