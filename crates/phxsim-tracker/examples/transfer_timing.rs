@@ -11,7 +11,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use phxsim_tracker::{Meta, ReplicaRef, State, ValueKey};
-use std::time::Instant;
+use std::time::Instant; // allow-nondeterminism: a profiling example outside the simulator, timing wall-clock on purpose
 
 fn fill(s: &mut State, n: usize, flush_every: usize) {
     for i in 0..n {

@@ -39,9 +39,12 @@ impl TagValues {
     /// Adds a pair after the others, if its tag comes after theirs: a decoder builds the
     /// vector as it reads, comparing each tag with the last one while both are in the cache,
     /// instead of checking the whole vector again afterwards ([`TagValues::from_sorted`]).
-    pub fn push_ascending(&mut self, tag: Tag, p: TrackedMeta) -> Result<(), NotSorted> {
+    /// A pair refused is handed back, so that a caller can name its tag in an error without
+    /// cloning every tag it pushes.
+    #[allow(clippy::result_large_err)] // the pair is the caller's own, moved back out
+    pub fn push_ascending(&mut self, tag: Tag, p: TrackedMeta) -> Result<(), (Tag, TrackedMeta)> {
         match self.0.last() {
-            Some((last, _)) if *last >= tag => Err(NotSorted),
+            Some((last, _)) if *last >= tag => Err((tag, p)),
             _ => {
                 self.0.push((tag, p));
                 Ok(())
@@ -229,8 +232,8 @@ mod tests {
         let (t1, p1) = pair("a", 1, 0);
         let (t2, p2) = pair("b", 1, 0);
         assert_eq!(pushed.push_ascending(t2.clone(), p2.clone()), Ok(()));
-        assert_eq!(pushed.push_ascending(t1, p1), Err(NotSorted));
-        assert_eq!(pushed.push_ascending(t2, p2), Err(NotSorted));
+        assert_eq!(pushed.push_ascending(t1.clone(), p1.clone()), Err((t1, p1)));
+        assert_eq!(pushed.push_ascending(t2.clone(), p2.clone()), Err((t2, p2)));
         assert_eq!(pushed.len(), 1);
     }
 }

@@ -186,7 +186,7 @@ impl<'a> Reader<'a> {
                 meta,
             };
             // each tag is compared with the last one, while both are in the cache
-            if out.push_ascending(tag.clone(), value).is_err() {
+            if let Err((tag, _)) = out.push_ascending(tag, value) {
                 return Err(match out.keys().next_back() {
                     Some(last) if *last == tag => CodecError::DuplicateTag(tag),
                     _ => CodecError::OutOfOrder("values"),
