@@ -68,6 +68,18 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Serve(_)) {
         alloc_counter::keep_freed_memory();
     }
+    // the simulator's commands (serve and bench-load turn them off themselves)
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Replay(_)
+            | Command::Explore(_)
+            | Command::Crosscheck(_)
+            | Command::BenchLatency(_)
+            | Command::BenchWs(_)
+    ) {
+        alloc_counter::no_huge_pages();
+    }
     logging::install(cli.verbose);
     let result = match cli.command {
         Command::TrackerOps => cmd::tracker_ops::run(),

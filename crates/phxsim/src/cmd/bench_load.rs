@@ -493,7 +493,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     raise_fd_limit(args.sockets as u64 + 256)?;
-    super::serve::no_huge_pages();
+    crate::alloc_counter::no_huge_pages();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -114,22 +114,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    no_huge_pages();
+    crate::alloc_counter::no_huge_pages();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(serve(args, mutation, frames))
-}
-
-/// Turns transparent huge pages off for this process. mimalloc asks for them on its segments and
-/// gives freed pages back after 10 ms, so a server that allocates and frees a frame per socket
-/// refaults them, and each fault zeroes 2 MiB: at 10 000 sockets on one topic that was 6 % of
-/// serve's CPU and 20 % of bench-load's (`perf`: `clear_page_erms` under
-/// `do_huge_pmd_anonymous_page`). Off, a run took about 8 % less CPU on each side and no more
-/// memory. Best effort: a kernel without the flag just keeps its default.
-pub(super) fn no_huge_pages() {
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
 }
 
 /// Pending connections the kernel queues for `accept` (capped by `net.core.somaxconn`).
