@@ -3,12 +3,15 @@
 //! A server frames a broadcast once and writes the same bytes to every socket of the topic,
 //! so a thousand simulated browsers of one topic receive a thousand copies of one diff.
 //! Decoding is a pure function of the bytes and the serializer: the first client to receive
-//! a frame decodes it and keeps the result here, the others find it by its bytes and apply a
-//! copy whose metas are shared (`Arc`). What a client does with the diff is unchanged.
+//! a frame decodes it and keeps the result here (a [`SharedDiff`]), the others find it by its
+//! bytes and apply it; every list then holds the diff's joined keys and presences themselves
+//! (`Arc`), not copies. What a client does with the diff is unchanged.
 //!
-//! A `presence_state` is different for every socket (it carries the join_ref), so each client
-//! decodes its own; its metas are then swapped for equal ones already held ([`FrameCache::
-//! share_metas`]), so a thousand clients listing one presence hold its fields once.
+//! A `presence_state` is different for every socket (it carries the join_ref), so each
+//! client's payload is read here entry by entry: an entry whose JSON text a client of this
+//! cache listed before is that entry again (its key and presence shared), and the metas of a
+//! new one are swapped for equal ones already held ([`FrameCache::share_metas`]), so a
+//! thousand clients listing one presence hold it once.
 
 use indexmap::IndexMap;
 use phxsim_wire::{JsMap, Meta, Presence, Presences, Serializer, SharedDiff};
