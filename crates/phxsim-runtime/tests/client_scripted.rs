@@ -6,6 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use phxsim_runtime::client::{
     ChannelState, Client, ClientConfig, ClientEvent, ClientMutation, ClientView, PresenceOutcome,
 };
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
@@ -276,7 +277,7 @@ const SCRIPT: [&str; 9] = [
 ];
 
 /// One client through [`SCRIPT`]; returns its view once the last diff is handled, how many
-/// metas share the fields of its `me` meta (see `Meta::copies`), and the client.
+/// holders share its `me` presence (lists, and a cache), and the client.
 async fn scripted(cfg: ClientConfig, observe: bool) -> (ClientView, usize, Client) {
     let (client, mut conns) = start(cfg);
     let _log = if observe {
@@ -299,7 +300,7 @@ async fn scripted(cfg: ClientConfig, observe: bool) -> (ClientView, usize, Clien
         .wait_for(Duration::from_secs(5), |v| v.presences.contains_key("v"))
         .await
         .expect("the script runs to its end");
-    let copies = client.with_presences(|p| p.state().get("me").map(|me| me.metas[0].copies()));
+    let copies = client.with_presences(|p| p.state().get_shared("me").map(Arc::strong_count));
     (view, copies.unwrap_or_default(), client)
 }
 
@@ -319,9 +320,9 @@ async fn shared_frames_give_the_same_lists_as_decoding_each() {
         assert_eq!(cache.frames(), 4, "{mutation:?}");
         let (second, shared_copies, _second) = scripted(shared(), false).await;
         let (own, own_copies, _own) = scripted(ClientConfig { mutation, ..cfg() }, true).await;
-        // both cached clients and the cache (its metas, and the state entry it decoded
-        // once) hold one `me` meta; the other holds its own
-        assert_eq!((shared_copies, own_copies), (4, 1), "{mutation:?}");
+        // both cached clients and the cache (the state entry it decoded once) hold one `me`
+        // presence; the other holds its own
+        assert_eq!((shared_copies, own_copies), (3, 1), "{mutation:?}");
         assert_eq!(first, own, "{mutation:?}");
         assert_eq!(second, own, "{mutation:?}");
         assert_eq!(own.presences.keys().collect::<Vec<_>>(), ["me", "v", "y"]);

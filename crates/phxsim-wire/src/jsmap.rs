@@ -9,6 +9,7 @@
 //! lists in the same order has to reproduce exactly that.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -36,10 +37,15 @@ pub fn array_index(key: &str) -> Option<u32> {
 type KeyHash = foldhash::fast::FixedState;
 
 /// An ordered map with JavaScript's own-property key order (see the module docs).
+///
+/// Keys and values are held behind `Arc`s, so that many maps can hold one entry: the
+/// simulated browsers of one topic each keep a list of thousands of presences that are mostly
+/// the same, and [`JsMap::insert_shared`] lets them share each key and presence instead of
+/// copying them (a value is copied only when one map changes it, [`JsMap::get_mut`]).
 #[derive(Clone, Debug)]
 pub struct JsMap<V> {
-    indices: BTreeMap<u32, (String, V)>,
-    named: IndexMap<String, V, KeyHash>,
+    indices: BTreeMap<u32, (Arc<str>, Arc<V>)>,
+    named: IndexMap<Arc<str>, Arc<V>, KeyHash>,
 }
 
 impl<V> Default for JsMap<V> {
@@ -64,6 +70,14 @@ impl<V> JsMap<V> {
         JsMap::default()
     }
 
+    /// An empty map with room for `n` keys that are not array indices.
+    pub fn with_capacity(n: usize) -> Self {
+        JsMap {
+            indices: BTreeMap::new(),
+            named: IndexMap::with_capacity_and_hasher(n, KeyHash::default()),
+        }
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.indices.len() + self.named.len()
@@ -76,14 +90,19 @@ impl<V> JsMap<V> {
 
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Option<&V> {
+        self.get_shared(key).map(|v| &**v)
+    }
+
+    /// The value under `key` as the map holds it (maybe shared with other maps).
+    pub fn get_shared(&self, key: &str) -> Option<&Arc<V>> {
         match array_index(key) {
             Some(index) => self.indices.get(&index).map(|(_, v)| v),
             None => self.named.get(key),
         }
     }
 
-    /// The value under `key`, mutably.
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+    /// The slot of `key`: replacing the `Arc` changes this map only.
+    pub fn get_shared_mut(&mut self, key: &str) -> Option<&mut Arc<V>> {
         match array_index(key) {
             Some(index) => self.indices.get_mut(&index).map(|(_, v)| v),
             None => self.named.get_mut(key),
@@ -92,12 +111,17 @@ impl<V> JsMap<V> {
 
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.get(key).is_some()
+        self.get_shared(key).is_some()
     }
 
     /// `obj[key] = value`: a present key keeps its place, a new one takes its JavaScript place.
     /// Returns the value it replaced.
-    pub fn insert(&mut self, key: String, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: String, value: V) -> Option<Arc<V>> {
+        self.insert_shared(key.into(), Arc::new(value))
+    }
+
+    /// [`JsMap::insert`] of a key and a value that other maps may hold too.
+    pub fn insert_shared(&mut self, key: Arc<str>, value: Arc<V>) -> Option<Arc<V>> {
         match array_index(&key) {
             Some(index) => self.indices.insert(index, (key, value)).map(|(_, v)| v),
             None => self.named.insert(key, value),
@@ -105,7 +129,7 @@ impl<V> JsMap<V> {
     }
 
     /// `delete obj[key]`: the remaining keys keep their order.
-    pub fn remove(&mut self, key: &str) -> Option<V> {
+    pub fn remove(&mut self, key: &str) -> Option<Arc<V>> {
         match array_index(key) {
             Some(index) => self.indices.remove(&index).map(|(_, v)| v),
             None => self.named.shift_remove(key),
@@ -114,9 +138,13 @@ impl<V> JsMap<V> {
 
     /// Keys and values in property order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        let indices = self.indices.values().map(|(k, v)| (k.as_str(), v));
-        let named = self.named.iter().map(|(k, v)| (k.as_str(), v));
-        indices.chain(named)
+        self.iter_shared().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// Keys and values in property order, as the map holds them.
+    pub fn iter_shared(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<V>)> {
+        let indices = self.indices.values().map(|(k, v)| (k, v));
+        indices.chain(self.named.iter())
     }
 
     /// Keys in property order (`Object.getOwnPropertyNames`).
@@ -130,20 +158,23 @@ impl<V> JsMap<V> {
     }
 }
 
-impl<V> IntoIterator for JsMap<V> {
-    type Item = (String, V);
-    type IntoIter = std::iter::Chain<
-        std::iter::Map<
-            std::collections::btree_map::IntoValues<u32, (String, V)>,
-            fn((String, V)) -> (String, V),
-        >,
-        indexmap::map::IntoIter<String, V>,
-    >;
+impl<V: Clone> JsMap<V> {
+    /// The value under `key`, mutably (copied first if another map holds it too).
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.get_shared_mut(key).map(Arc::make_mut)
+    }
+}
 
-    /// Entries in property order.
+impl<V: Clone> IntoIterator for JsMap<V> {
+    type Item = (String, V);
+    type IntoIter = std::vec::IntoIter<(String, V)>;
+
+    /// Entries in property order (a value another map holds too is copied).
     fn into_iter(self) -> Self::IntoIter {
-        let identity: fn((String, V)) -> (String, V) = |entry| entry;
-        self.indices.into_values().map(identity).chain(self.named)
+        let owned = |(k, v): (Arc<str>, Arc<V>)| (k.to_string(), Arc::unwrap_or_clone(v));
+        let indices = self.indices.into_values().map(owned);
+        let named = self.named.into_iter().map(owned);
+        indices.chain(named).collect::<Vec<_>>().into_iter()
     }
 }
 

@@ -32,6 +32,6 @@ pub use jsmap::JsMap;
 pub use message::{Frame, Message, Payload};
 pub use presence::{Meta, Presence, PresenceDiff, PresenceState, Presences};
 pub use sync::{
-    Callbacks, Event, Handled, PresenceEvents, PresenceInstance, SyncState, list, list_by,
-    sync_diff, sync_state,
+    Callbacks, Event, Handled, PresenceEvents, PresenceInstance, SharedDiff, SyncState, list,
+    list_by, sync_diff, sync_shared_diff, sync_state, sync_state_shared,
 };

@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::error::PayloadError;
 use crate::jsmap::JsMap;
@@ -145,7 +146,20 @@ impl Callbacks for Vec<Event> {
 /// then applied like a diff, so callbacks come in the same order as phoenix.js's.
 pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &mut impl Callbacks) {
     // phoenix.js walks `newState` as an object: JavaScript order, not wire order.
-    let new_state: JsMap<Presence> = new_state.presences.into_iter().collect();
+    let mut ordered = JsMap::with_capacity(new_state.presences.len());
+    for (key, presence) in new_state.presences {
+        ordered.insert(key, presence);
+    }
+    sync_state_shared(state, ordered, callbacks);
+}
+
+/// [`sync_state`] of a state already in JavaScript order, whose entries other lists may share
+/// (what a client does with a state decoded once for many clients).
+pub fn sync_state_shared(
+    state: &mut SyncState,
+    new_state: JsMap<Presence>,
+    callbacks: &mut impl Callbacks,
+) {
     if state.is_empty() {
         // Nothing leaves and every key joins whole, in `newState`'s order: the state becomes
         // `newState` itself, which is what the general path below builds one key at a time.
@@ -157,14 +171,14 @@ pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &m
     }
     let mut joins = JsMap::new();
     let mut leaves = JsMap::new();
-    for (key, presence) in state.iter() {
+    for (key, presence) in state.iter_shared() {
         if !new_state.contains_key(key) {
-            leaves.insert(key.to_owned(), presence.clone());
+            leaves.insert_shared(key.clone(), presence.clone());
         }
     }
-    for (key, mut new_presence) in new_state {
-        let Some(current) = state.get(&key) else {
-            joins.insert(key, new_presence);
+    for (key, new_presence) in new_state.iter_shared() {
+        let Some(current) = state.get(key) else {
+            joins.insert_shared(key.clone(), new_presence.clone());
             continue;
         };
         let left_metas: Vec<Meta> = current
@@ -180,14 +194,13 @@ pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &m
             .cloned()
             .collect();
         if !left_metas.is_empty() {
-            leaves.insert(key.clone(), current.with_metas(left_metas));
+            leaves.insert_shared(key.clone(), Arc::new(current.with_metas(left_metas)));
         }
         if !joined_metas.is_empty() {
-            new_presence.metas = joined_metas;
-            joins.insert(key, new_presence);
+            joins.insert_shared(key.clone(), Arc::new(new_presence.with_metas(joined_metas)));
         }
     }
-    apply(state, joins.iter(), leaves.iter(), callbacks);
+    apply(state, joins.iter_shared(), leaves.iter(), callbacks);
 }
 
 /// `Presence.syncDiff(state, diff, onJoin, onLeave)`: applies one `presence_diff`.
@@ -197,16 +210,63 @@ pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &m
 /// removes every meta whose ref it names, fires `onLeave` on any known key, and deletes the key
 /// once its metas are empty. A leave for an unknown key is ignored without a callback.
 pub fn sync_diff(state: &mut SyncState, diff: PresenceDiff, callbacks: &mut impl Callbacks) {
-    sync_diff_ref(state, &diff, callbacks);
-}
-
-/// [`sync_diff`] of a borrowed diff: what a client does with a diff it shares with others
-/// (each client stores its own copies of the joined presences, whose metas are shared).
-pub fn sync_diff_ref(state: &mut SyncState, diff: &PresenceDiff, callbacks: &mut impl Callbacks) {
+    let joins: JsMap<Presence> = diff.joins.into_iter().collect();
     apply(
         state,
-        js_order(&diff.joins),
+        joins.iter_shared(),
         js_order(&diff.leaves),
+        callbacks,
+    );
+}
+
+/// [`sync_diff`] of a borrowed diff (its joined presences copied into the state).
+pub fn sync_diff_ref(state: &mut SyncState, diff: &PresenceDiff, callbacks: &mut impl Callbacks) {
+    let joins: JsMap<Presence> = diff
+        .joins
+        .iter()
+        .map(|(key, p)| (key.clone(), p.clone()))
+        .collect();
+    apply(
+        state,
+        joins.iter_shared(),
+        js_order(&diff.leaves),
+        callbacks,
+    );
+}
+
+/// A `presence_diff` prepared once for many clients: its joined keys and presences, in
+/// JavaScript order, are shared by every list it is applied to ([`sync_shared_diff`]), so a
+/// thousand clients of a topic hold one copy of each joined presence.
+#[derive(Clone, Debug)]
+pub struct SharedDiff {
+    diff: PresenceDiff,
+    joins: JsMap<Presence>,
+}
+
+impl SharedDiff {
+    /// Prepares `diff`.
+    pub fn new(diff: PresenceDiff) -> SharedDiff {
+        let joins = diff
+            .joins
+            .iter()
+            .map(|(key, p)| (key.clone(), p.clone()))
+            .collect();
+        SharedDiff { diff, joins }
+    }
+
+    /// The diff as decoded.
+    pub fn diff(&self) -> &PresenceDiff {
+        &self.diff
+    }
+}
+
+/// [`sync_diff`] of a [`SharedDiff`]: the same changes and callbacks, the joined presences
+/// shared with the diff.
+pub fn sync_shared_diff(state: &mut SyncState, diff: &SharedDiff, callbacks: &mut impl Callbacks) {
+    apply(
+        state,
+        diff.joins.iter_shared(),
+        js_order(&diff.diff.leaves),
         callbacks,
     );
 }
@@ -232,36 +292,45 @@ fn js_order(presences: &Presences) -> impl Iterator<Item = (&str, &Presence)> {
 
 fn apply<'a>(
     state: &mut SyncState,
-    joins: impl Iterator<Item = (&'a str, &'a Presence)>,
+    joins: impl Iterator<Item = (&'a Arc<str>, &'a Arc<Presence>)>,
     leaves: impl Iterator<Item = (&'a str, &'a Presence)>,
     callbacks: &mut impl Callbacks,
 ) {
     for (key, joined) in joins {
-        let stored = joined.clone();
-        match state.get_mut(key) {
+        match state.get_shared_mut(key) {
             Some(slot) => {
-                let current = std::mem::replace(slot, stored);
-                let mut metas: Vec<Meta> = current
+                // the current metas whose ref is not re-joined, then the joined ones
+                let kept: Vec<Meta> = slot
                     .metas
                     .iter()
-                    .filter(|m| !ref_in(&slot.metas, m))
+                    .filter(|m| !ref_in(&joined.metas, m))
                     .cloned()
                     .collect();
-                metas.append(&mut slot.metas);
-                slot.metas = metas;
+                let stored = if kept.is_empty() {
+                    joined.clone()
+                } else {
+                    let mut metas = kept;
+                    metas.extend(joined.metas.iter().cloned());
+                    Arc::new(joined.with_metas(metas))
+                };
+                let current = std::mem::replace(slot, stored);
                 callbacks.on_join(key, Some(&current), joined);
             }
             None => {
-                state.insert(key.to_owned(), stored);
+                state.insert_shared(key.clone(), joined.clone());
                 callbacks.on_join(key, None, joined);
             }
         }
     }
     for (key, left) in leaves {
-        let Some(current) = state.get_mut(key) else {
+        let Some(current) = state.get_shared_mut(key) else {
             continue;
         };
-        current.metas.retain(|m| !ref_in(&left.metas, m));
+        if current.metas.iter().any(|m| ref_in(&left.metas, m)) {
+            Arc::make_mut(current)
+                .metas
+                .retain(|m| !ref_in(&left.metas, m));
+        }
         callbacks.on_leave(key, current, left);
         if current.metas.is_empty() {
             state.remove(key);
@@ -374,6 +443,39 @@ impl PresenceInstance {
             return false;
         }
         sync_diff(&mut self.state, diff, callbacks);
+        callbacks.on_sync();
+        true
+    }
+
+    /// [`handle_state`](Self::handle_state) of a state in JavaScript order whose entries
+    /// other lists may share ([`sync_state_shared`]).
+    pub fn handle_shared_state(
+        &mut self,
+        channel_join_ref: Option<&str>,
+        new_state: JsMap<Presence>,
+        callbacks: &mut impl Callbacks,
+    ) {
+        self.join_ref = channel_join_ref.map(str::to_owned);
+        sync_state_shared(&mut self.state, new_state, callbacks);
+        for diff in std::mem::take(&mut self.pending_diffs) {
+            sync_diff(&mut self.state, diff, callbacks);
+        }
+        callbacks.on_sync();
+    }
+
+    /// [`handle_diff`](Self::handle_diff) of a diff shared by many clients: its joined
+    /// presences are shared with the list, and it is copied only if it has to be buffered.
+    pub fn handle_shared_diff(
+        &mut self,
+        channel_join_ref: Option<&str>,
+        diff: &SharedDiff,
+        callbacks: &mut impl Callbacks,
+    ) -> bool {
+        if self.in_pending_sync_state(channel_join_ref) {
+            self.pending_diffs.push(diff.diff.clone());
+            return false;
+        }
+        sync_shared_diff(&mut self.state, diff, callbacks);
         callbacks.on_sync();
         true
     }
@@ -511,6 +613,53 @@ mod tests {
             .collect();
         sync_diff(&mut owned, d, &mut ());
         assert_eq!(owned, state);
+    }
+
+    #[test]
+    fn a_shared_diff_changes_a_list_as_the_owned_one_does_and_shares_its_joins() {
+        let m = |r: &str| json!({"phx_ref": r});
+        let start = || {
+            let mut state = SyncState::new();
+            let payload = json!({"a": {"metas": [m("1"), m("2")]}, "b": {"metas": [m("3")]}});
+            sync_state(
+                &mut state,
+                PresenceState::from_payload(payload).unwrap_or_default(),
+                &mut (),
+            );
+            state
+        };
+        let diffs = [
+            // a new key, a re-joined ref on a known key, a leave emptying a key
+            diff(
+                json!({"c": {"metas": [m("4")]}, "a": {"metas": [m("2"), m("5")], "x": 1}}),
+                json!({"b": {"metas": [m("3")]}, "z": {"metas": [m("9")]}}),
+            ),
+            // a leave of one ref of a key that a shared diff joined
+            diff(
+                json!({}),
+                json!({"a": {"metas": [m("1")]}, "c": {"metas": [m("7")]}}),
+            ),
+        ];
+        let (mut owned, mut shared) = (start(), start());
+        let (mut owned_events, mut shared_events) = (Vec::new(), Vec::new());
+        for d in &diffs {
+            sync_diff(&mut owned, d.clone(), &mut owned_events);
+            sync_shared_diff(&mut shared, &SharedDiff::new(d.clone()), &mut shared_events);
+            assert_eq!(shared, owned);
+            assert_eq!(
+                shared.keys().collect::<Vec<_>>(),
+                owned.keys().collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(shared_events, owned_events);
+        // a joined presence is the diff's own, not a copy
+        let d = SharedDiff::new(diffs[0].clone());
+        let mut fresh = SyncState::new();
+        sync_shared_diff(&mut fresh, &d, &mut ());
+        let (Some(held), Some(joined)) = (fresh.get_shared("c"), d.joins.get_shared("c")) else {
+            panic!("c missing");
+        };
+        assert!(Arc::ptr_eq(held, joined));
     }
 
     #[test]

@@ -3,15 +3,18 @@
 //! A server frames a broadcast once and writes the same bytes to every socket of the topic,
 //! so a thousand simulated browsers of one topic receive a thousand copies of one diff.
 //! Decoding is a pure function of the bytes and the serializer: the first client to receive
-//! a frame decodes it and keeps the result here, the others find it by its bytes and apply a
-//! copy whose metas are shared (`Arc`). What a client does with the diff is unchanged.
+//! a frame decodes it and keeps the result here (a [`SharedDiff`]), the others find it by its
+//! bytes and apply it; every list then holds the diff's joined keys and presences themselves
+//! (`Arc`), not copies. What a client does with the diff is unchanged.
 //!
-//! A `presence_state` is different for every socket (it carries the join_ref), so each client
-//! decodes its own; its metas are then swapped for equal ones already held ([`FrameCache::
-//! share_metas`]), so a thousand clients listing one presence hold its fields once.
+//! A `presence_state` is different for every socket (it carries the join_ref), so each
+//! client's payload is read here entry by entry: an entry whose JSON text a client of this
+//! cache listed before is that entry again (its key and presence shared), and the metas of a
+//! new one are swapped for equal ones already held ([`FrameCache::share_metas`]), so a
+//! thousand clients listing one presence hold it once.
 
 use indexmap::IndexMap;
-use phxsim_wire::{Meta, Presence, PresenceDiff, PresenceState, Presences, Serializer};
+use phxsim_wire::{JsMap, Meta, Presence, Presences, Serializer, SharedDiff};
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::fmt;
@@ -29,7 +32,7 @@ pub(crate) struct CachedDiff {
     pub(crate) join_ref: Option<String>,
     pub(crate) ref_: Option<String>,
     pub(crate) topic: String,
-    pub(crate) diff: PresenceDiff,
+    pub(crate) diff: SharedDiff,
 }
 
 /// The hash of the cache's maps: foldhash with its fixed seed (fast; their order does not
@@ -89,21 +92,20 @@ impl Metas {
     }
 }
 
-/// Decoded presences by their JSON text (a `presence_state` entry's value).
+/// Decoded presences by their JSON text (a `presence_state` entry's value), with the key they
+/// were listed under: the clients' lists share both.
 #[derive(Default)]
 struct PresenceTexts {
-    by_text: IndexMap<Box<str>, Presence, TextHash>,
+    by_text: IndexMap<Box<str>, (Arc<str>, Arc<Presence>), TextHash>,
     /// Unused presences are dropped when there are this many.
     prune_at: usize,
 }
 
 impl PresenceTexts {
-    /// Forgets the presences no client holds any more, once there are many. A presence kept
-    /// here holds its metas twice itself (here and in `Metas`), so a third copy is a client's.
+    /// Forgets the presences no client holds any more, once there are many.
     fn prune(&mut self) {
         if self.by_text.len() >= self.prune_at.max(PRUNE_MIN) {
-            self.by_text
-                .retain(|_, p| p.metas.iter().any(|m| m.copies() > 2));
+            self.by_text.retain(|_, (_, p)| Arc::strong_count(p) > 1);
             self.prune_at = 2 * self.by_text.len();
         }
     }
@@ -192,40 +194,45 @@ impl FrameCache {
     }
 
     /// A `presence_state` payload given as JSON text, decoded as
-    /// [`PresenceState::from_payload`] decodes it, with each presence whose text a client of
-    /// this cache decoded before taken from here (its metas shared), and the others decoded,
-    /// their metas shared as [`FrameCache::share_metas`] shares them, and kept. The presences
-    /// of a topic's state are mostly the same from one join to the next, so a thousand
-    /// joiners decode each about once. `None` if the payload is not a valid state (or repeats
-    /// a key): the caller decodes it the ordinary way, which says what is wrong.
-    pub(crate) fn decode_state(&self, payload: &RawValue) -> Option<PresenceState> {
+    /// [`PresenceState::from_payload`](phxsim_wire::PresenceState::from_payload) decodes it
+    /// and put in JavaScript order (what `syncState` walks), each key and presence shared with
+    /// the clients of this cache that listed the same entry text before; the others are
+    /// decoded, their metas shared as [`FrameCache::share_metas`] shares them, and kept. The
+    /// presences of a topic's state are mostly the same from one join to the next, so a
+    /// thousand joiners decode each about once and hold one copy. `None` if the payload is
+    /// not a valid state (or repeats a key): the caller decodes it the ordinary way, which
+    /// says what is wrong.
+    pub(crate) fn decode_state(&self, payload: &RawValue) -> Option<JsMap<Presence>> {
         let Entries(entries) = serde_json::from_str(payload.get()).ok()?;
         let mut frames = self.0.lock().ok()?;
         let Frames {
             metas, presences, ..
         } = &mut *frames;
-        let mut state = Presences::with_capacity(entries.len());
+        let mut state = JsMap::with_capacity(entries.len());
         for (key, text) in entries {
             let text = text.get();
-            let presence = match presences.by_text.get(text) {
-                Some(held) => held.clone(),
-                None => {
+            let (key, presence) = match presences.by_text.get(text) {
+                Some((held_key, held)) if **held_key == *key => (held_key.clone(), held.clone()),
+                held => {
                     let value = serde_json::from_str(text).ok()?;
                     let mut presence = Presence::from_value(&key, value).ok()?;
                     metas.share(&key, &mut presence);
-                    presences.by_text.insert(text.into(), presence.clone());
-                    presence
+                    let entry: (Arc<str>, Arc<Presence>) = (key.into(), Arc::new(presence));
+                    if held.is_none() {
+                        presences.by_text.insert(text.into(), entry.clone());
+                    }
+                    entry
                 }
             };
             // a repeated key: JSON.parse (and `from_payload`) keeps its first place and its
             // last value; rare enough to leave to the ordinary way
-            if state.insert(key, presence).is_some() {
+            if state.insert_shared(key, presence).is_some() {
                 return None;
             }
         }
         metas.prune();
         presences.prune();
-        Some(PresenceState { presences: state })
+        Some(state)
     }
 
     pub(crate) fn get(&self, serializer: Serializer, text: &str) -> Option<Arc<CachedDiff>> {
@@ -259,10 +266,19 @@ impl FrameCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use phxsim_wire::PresenceState;
     use serde_json::Value;
 
     fn raw(text: &str) -> Box<RawValue> {
         RawValue::from_string(text.to_owned()).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    /// What the ordinary way makes of a state payload: decoded, then put in JavaScript order.
+    fn ordinary(text: &str) -> Option<JsMap<Presence>> {
+        let state = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| PresenceState::from_payload(v).ok())?;
+        Some(state.presences.into_iter().collect())
     }
 
     #[test]
@@ -272,27 +288,29 @@ mod tests {
             r#"{"u1":{"metas":[{"phx_ref":"A","n":1}]},"10":{"metas":[]},"u\u0032":{"x":1,"metas":[{"phx_ref":"B"}]}}"#,
             r#"{}"#,
             r#"{"u1":{"metas":[{"phx_ref":"A","n":1}]},"u3":{"metas":[{"phx_ref":"C","n":[1,2.5]}]}}"#,
+            // the same presence text under another key is that key's
+            r#"{"u4":{"metas":[{"phx_ref":"A","n":1}]}}"#,
         ];
         for text in texts {
-            let ordinary = serde_json::from_str::<Value>(text)
-                .ok()
-                .and_then(|v| PresenceState::from_payload(v).ok());
             let cached = cache.decode_state(&raw(text));
-            assert_eq!(cached, ordinary, "{text}");
-            // field order and wire order are kept too
+            assert_eq!(cached, ordinary(text), "{text}");
+            // key order and field order are kept too
             assert_eq!(
                 serde_json::to_string(&cached).ok(),
-                serde_json::to_string(&ordinary).ok()
+                serde_json::to_string(&ordinary(text)).ok()
             );
         }
-        // "u1" was decoded once and is shared by both states
+        // "u1" was decoded once and is shared by both states, key and presence
         let a = cache.decode_state(&raw(texts[0])).unwrap_or_default();
         let b = cache.decode_state(&raw(texts[2])).unwrap_or_default();
-        let (Some(a), Some(b)) = (a.presences.get("u1"), b.presences.get("u1")) else {
+        let (Some((ka, a)), Some((kb, b))) = (
+            a.iter_shared().find(|(k, _)| &***k == "u1"),
+            b.iter_shared().find(|(k, _)| &***k == "u1"),
+        ) else {
             panic!("u1 missing");
         };
-        assert!(a.metas[0].copies() > 2, "shared, not decoded twice");
-        assert_eq!(a, b);
+        assert!(Arc::ptr_eq(a, b), "shared, not decoded twice");
+        assert!(Arc::ptr_eq(ka, kb));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use phxsim_wire::message::{
 };
 use phxsim_wire::{
     Codec, Frame, Handled, Message, Payload, PresenceDiff, PresenceInstance, PresenceState,
+    SharedDiff,
 };
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, VecDeque};
@@ -469,7 +470,7 @@ impl Machine {
             if self.accepts(now, raw.ref_.as_ref(), &raw.topic, raw.join_ref.as_deref()) {
                 let join_ref = self.join_ref.clone();
                 self.presence
-                    .handle_state(join_ref.as_deref(), state, &mut ());
+                    .handle_shared_state(join_ref.as_deref(), state, &mut ());
                 self.presence_handled(PresenceOutcome::Applied);
             }
             return;
@@ -577,7 +578,7 @@ impl Machine {
                     join_ref,
                     ref_,
                     topic,
-                    diff,
+                    diff: SharedDiff::new(diff),
                 });
                 cache.insert(self.cfg.serializer, text, cached.clone());
                 self.shared_diff(&cached.diff);
@@ -588,7 +589,7 @@ impl Machine {
 
     /// A decoded `presence_diff` of this channel, for a client nobody observes: what
     /// [`Machine::presence_message`] does with the diff, without a payload to report.
-    fn shared_diff(&mut self, diff: &PresenceDiff) {
+    fn shared_diff(&mut self, diff: &SharedDiff) {
         let forget = self.cfg.mutation == Some(ClientMutation::ForgetPendingDiffs)
             && self
                 .presence
@@ -597,7 +598,7 @@ impl Machine {
             PresenceOutcome::Dropped
         } else if self
             .presence
-            .handle_diff_ref(self.join_ref.as_deref(), diff, &mut ())
+            .handle_shared_diff(self.join_ref.as_deref(), diff, &mut ())
         {
             PresenceOutcome::Applied
         } else {

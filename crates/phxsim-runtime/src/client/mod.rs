@@ -540,15 +540,19 @@ impl Client {
 
     /// Whether two clients hold the same presences: the same keys, in any order (clients
     /// that joined at different times list them in different orders), each with equal
-    /// presences (metas in the same order). Cheap when their metas are shared
-    /// ([`ClientConfig::frame_cache`]): equal shared metas compare by pointer.
+    /// presences (metas in the same order). Cheap when their presences are shared
+    /// ([`ClientConfig::frame_cache`]): a shared presence compares by pointer.
     pub fn same_presences(&self, other: &Client) -> bool {
         if Arc::ptr_eq(&self.shared, &other.shared) {
             return true;
         }
         let (a, b) = (self.shared.machine(), other.shared.machine());
         let (a, b) = (a.presence().state(), b.presence().state());
-        a.len() == b.len() && a.iter().all(|(key, p)| b.get(key) == Some(p))
+        a.len() == b.len()
+            && a.iter_shared().all(|(key, p)| {
+                b.get_shared(key)
+                    .is_some_and(|q| Arc::ptr_eq(p, q) || **p == **q)
+            })
     }
 
     /// A receiver of every status change (a presence message moves
