@@ -113,7 +113,10 @@ pub fn comparable_lists(
     let mut out = BTreeMap::new();
     for (topic, list) in lists {
         for (key, by_ref) in list.iter() {
-            let mut metas: Vec<String> = by_ref.values().map(canonical_meta).collect();
+            let mut metas: Vec<String> = by_ref
+                .values()
+                .map(|m| canonical_meta(&m.to_json()))
+                .collect();
             metas.sort();
             if !metas.is_empty() {
                 out.insert(format!("{topic}/{key}"), metas);

@@ -3,7 +3,8 @@
 //! stream, which carries snapshots, and the checkers, which read the stream, both depend on
 //! it and not on each other.
 
-use serde_json::Value as Json;
+pub use phxsim_tracker::Meta;
+use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,22 +13,31 @@ use std::sync::Arc;
 /// `PresenceState` and `PresenceDiff`, and the tracker's `TrackerList`): indexed by ref, it
 /// makes two lists equal when they hold the same presences whatever their order, which is
 /// what "the client shows what its node lists" means.
-/// The same type as `phxsim_runtime::RefList`, which a node builds for the sampler.
+/// The same type as `phxsim_runtime::RefList`, which a node builds for the sampler: its
+/// metas are the tracker's shared [`Meta`] blocks, compared as JSON (pointer first).
 pub type PresenceList = phxsim_runtime::RefList;
 
 /// A list of metas grouped by key (a node's `TrackerList`, a client's view) as a
-/// [`PresenceList`], metas moved; a meta without a `phx_ref` is no presence and is left out.
+/// [`PresenceList`]; a meta without a `phx_ref` is no presence and is left out.
 pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
     let mut out = PresenceList::new();
     for (key, metas) in by_key {
         let entry = out.entry(key).or_default();
         for m in metas {
             if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                entry.insert(r.to_owned(), m);
+                entry.insert(r.to_owned(), Meta::new(m));
             }
         }
     }
     out
+}
+
+/// A client's meta (its fields, as phoenix.js keeps them) in the form a [`PresenceList`]
+/// holds: the fields' JSON text, in their order.
+pub fn meta_of_fields(fields: &Map<String, Json>) -> Meta {
+    // serialising a JSON map cannot fail and gives one object
+    let text = serde_json::to_string(fields).unwrap_or_default();
+    Meta::parse(&text).unwrap_or_default()
 }
 
 /// What a running node shows at one instant. Each topic's lists are shared: a topic that did

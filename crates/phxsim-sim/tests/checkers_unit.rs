@@ -62,9 +62,10 @@ impl Feed for Checkers {
 fn list(entries: &[(&str, &str)]) -> PresenceList {
     let mut l = PresenceList::new();
     for (k, r) in entries {
-        l.entry(k.to_string())
-            .or_default()
-            .insert(r.to_string(), json!({"phx_ref": r, "status": "online"}));
+        l.entry(k.to_string()).or_default().insert(
+            r.to_string(),
+            json!({"phx_ref": r, "status": "online"}).into(),
+        );
     }
     l
 }

@@ -5,7 +5,7 @@
 
 use super::ghost::Ghosts;
 use super::{NodeSnapshot, PresenceList, Snapshot};
-use serde_json::Value as Json;
+use crate::snapshot::Meta;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -109,7 +109,7 @@ fn changed_topics(
 /// The truth of one topic (the union of every node's own presences, a later node's meta
 /// winning for a ref two nodes hold), and whether every node lists exactly it.
 fn judge(inputs: &Inputs) -> Judged {
-    let mut truth: BTreeMap<&str, BTreeMap<&str, &Json>> = BTreeMap::new();
+    let mut truth: BTreeMap<&str, BTreeMap<&str, &Meta>> = BTreeMap::new();
     for (k, refs) in inputs
         .iter()
         .filter_map(|(_, local)| local.as_deref())
@@ -134,7 +134,9 @@ fn judge(inputs: &Inputs) -> Judged {
     Judged { agree, live }
 }
 
-fn same_list(l: &PresenceList, t: &BTreeMap<&str, BTreeMap<&str, &Json>>) -> bool {
+/// Metas compare by pointer first: a node's list and the owner's local list hold the same
+/// block until a merge brings a copy from another replica.
+fn same_list(l: &PresenceList, t: &BTreeMap<&str, BTreeMap<&str, &Meta>>) -> bool {
     l.len() == t.len()
         && l.iter().zip(t).all(|((k1, r1), (k2, r2))| {
             k1 == k2

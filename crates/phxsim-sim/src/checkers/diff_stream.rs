@@ -5,8 +5,8 @@
 
 use super::truth::short;
 use super::{ClientMessage, Finding, FindingKind, PresenceList, Snapshot, finding};
+use crate::snapshot::meta_of_fields;
 use phxsim_wire::sync::PresenceInstance;
-use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Per-client replay state for the diff-stream checker.
@@ -176,7 +176,7 @@ pub fn list_of_instance(inst: &PresenceInstance) -> PresenceList {
         let metas = out.entry(key).or_default();
         for m in &presence.metas {
             if let Some(rf) = m.phx_ref_str() {
-                metas.insert(rf.to_owned(), Json::Object(m.as_map().clone()));
+                metas.insert(rf.to_owned(), meta_of_fields(m.as_map()));
             }
         }
     }

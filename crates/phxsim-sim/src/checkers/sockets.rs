@@ -258,7 +258,7 @@ mod tests {
             for r in 0..rng.gen_range(0..3) {
                 l.entry(format!("u{u}"))
                     .or_default()
-                    .insert(format!("r{r}"), serde_json::json!({}));
+                    .insert(format!("r{r}"), serde_json::json!({}).into());
             }
         }
         Arc::new(l)

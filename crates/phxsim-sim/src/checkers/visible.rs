@@ -33,8 +33,10 @@ impl Visible {
                 list.iter()
                     .filter(|(k, _)| v.meta_of.as_ref().is_none_or(|m| m == *k))
                     .all(|(_, refs)| {
-                        refs.values()
-                            .any(|meta| fields.iter().all(|(f, val)| meta.get(f) == Some(val)))
+                        refs.values().any(|meta| {
+                            let meta = meta.to_json();
+                            fields.iter().all(|(f, val)| meta.get(f) == Some(val))
+                        })
                     })
             });
             if keys == want && metas_ok {
