@@ -6,7 +6,7 @@ use crate::checkers::PresenceList;
 use crate::event::{Event, FrameBody};
 use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
-use crate::snapshot::meta_of_fields;
+use crate::snapshot::{Name, meta_of_fields};
 use crate::world::{
     ClientControl, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
@@ -26,10 +26,10 @@ pub fn client_list(client: &Client) -> PresenceList {
     client.with_presences(|p| {
         let mut out = PresenceList::new();
         for (key, presence) in p.state().iter() {
-            let entry = out.entry(key.to_owned()).or_default();
+            let entry = out.entry(Name::from(key)).or_default();
             for m in &presence.metas {
                 if let Some(r) = m.phx_ref_str() {
-                    entry.insert(r.to_owned(), meta_of_fields(m.as_map()));
+                    entry.insert(Name::from(r), meta_of_fields(m.as_map()));
                 }
             }
         }

@@ -108,7 +108,7 @@ pub fn trace_events(t_ms: u64, node: &str, e: &TrackerEvent) -> Vec<TraceEvent> 
 
 /// A node's lists in comparable form: `topic/key` → the canonical metas, sorted.
 pub fn comparable_lists(
-    lists: &BTreeMap<String, std::sync::Arc<PresenceList>>,
+    lists: &BTreeMap<crate::snapshot::Topic, std::sync::Arc<PresenceList>>,
 ) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for (topic, list) in lists {

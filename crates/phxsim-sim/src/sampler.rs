@@ -7,6 +7,7 @@
 //! does not pay for one more host that turmoil would poll at every step.
 
 use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot};
+use crate::snapshot::Topic;
 use crate::world::Shared;
 use phxsim_runtime::client::ClientStatus;
 use phxsim_runtime::{ListsChange, NodeLists, SampledTopic};
@@ -193,8 +194,8 @@ fn convert(
         ListsChange::Some { changed, removed } => {
             let mut ns = NodeSnapshot::clone(&seen.get(id)?.1);
             for topic in &removed {
-                ns.lists.remove(topic);
-                ns.local.remove(topic);
+                ns.lists.remove(topic.as_str());
+                ns.local.remove(topic.as_str());
             }
             insert_topics(&mut ns, changed);
             ns
@@ -210,6 +211,7 @@ fn convert(
 /// The node built the lists in the checkers' shape (`RefList` is `PresenceList`).
 fn insert_topics(ns: &mut NodeSnapshot, topics: Vec<SampledTopic>) {
     for SampledTopic { topic, list, local } in topics {
+        let topic = Topic::from(topic);
         ns.lists.insert(topic.clone(), Arc::new(list));
         ns.local.insert(topic, Arc::new(local));
     }

@@ -3,7 +3,7 @@
 //! stream, which carries snapshots, and the checkers, which read the stream, both depend on
 //! it and not on each other.
 
-pub use phxsim_tracker::Meta;
+pub use phxsim_tracker::{Meta, Name};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,10 +22,10 @@ pub type PresenceList = phxsim_runtime::RefList;
 pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
     let mut out = PresenceList::new();
     for (key, metas) in by_key {
-        let entry = out.entry(key).or_default();
+        let entry = out.entry(Name::from(key)).or_default();
         for m in metas {
             if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                entry.insert(r.to_owned(), Meta::new(m));
+                entry.insert(Name::from(r), Meta::new(m));
             }
         }
     }
@@ -40,14 +40,18 @@ pub fn meta_of_fields(fields: &Map<String, Json>) -> Meta {
     Meta::parse(&text).unwrap_or_default()
 }
 
+/// A topic's name as a snapshot keys it: held inline when short, so that the sampler's copy
+/// of a node's topic maps at every answer, and their drop, allocate no string per topic.
+pub type Topic = Name;
+
 /// What a running node shows at one instant. Each topic's lists are shared: a topic that did
 /// not change since the last sample hands in the same allocation again.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeSnapshot {
     /// Per topic, the node's `Presence.list` (down replicas hidden).
-    pub lists: BTreeMap<String, Arc<PresenceList>>,
+    pub lists: BTreeMap<Topic, Arc<PresenceList>>,
     /// Per topic, the presences this node tracks for its own sockets: the ground truth.
-    pub local: BTreeMap<String, Arc<PresenceList>>,
+    pub local: BTreeMap<Topic, Arc<PresenceList>>,
 }
 
 /// What a client holds at one instant.

@@ -29,7 +29,7 @@ use phxsim_shard::{
     ConfigError, Hello, PeerView, PresenceError, RefSource, SeededRefs, Tracker, TrackerConfig,
     TrackerDiff, TrackerEvent, TrackerList,
 };
-use phxsim_tracker::Meta;
+use phxsim_tracker::{Meta, Name};
 use rand::RngCore;
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
@@ -232,8 +232,10 @@ pub struct TopicSnapshot {
 ///
 /// The metas are the tracker's own shared blocks ([`Meta`]): a list holds a reference count
 /// per presence, not a JSON tree, and two lists of one node compare their metas by pointer
-/// first. A reader that needs the fields parses them ([`Meta::to_json`]).
-pub type RefList = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Meta>>;
+/// first. A reader that needs the fields parses them ([`Meta::to_json`]). Keys and refs are
+/// [`Name`]s, held inline when short (a `phx_ref` is 16 characters): building and dropping a
+/// list allocates no string per presence.
+pub type RefList = std::collections::BTreeMap<Name, std::collections::BTreeMap<Name, Meta>>;
 
 /// One topic as a sampler gets it: [`TopicSnapshot`]'s two lists as [`RefList`]s.
 #[derive(Clone, Debug, PartialEq, Eq)]

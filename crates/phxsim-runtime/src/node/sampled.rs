@@ -12,7 +12,7 @@
 
 use super::{ListsChange, RefList, SampledTopic, TopicSnapshot};
 use phxsim_shard::Tracker;
-use phxsim_tracker::Meta;
+use phxsim_tracker::{Meta, Name};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -133,9 +133,8 @@ pub(crate) fn snapshot(tracker: &Tracker) -> Vec<TopicSnapshot> {
 /// seen under its key replaces the earlier one), without the grouped lists in between. The
 /// metas are the rows' shared blocks: only their `phx_ref` is read out of the text.
 fn by_ref(tracker: &Tracker, topic: &str) -> SampledTopic {
-    // a key mostly has one meta: its `String` is mostly needed anyway
-    fn refs_of<'a>(list: &'a mut RefList, key: &str) -> &'a mut BTreeMap<String, Meta> {
-        list.entry(key.to_owned()).or_default()
+    fn refs_of<'a>(list: &'a mut RefList, key: &str) -> &'a mut BTreeMap<Name, Meta> {
+        list.entry(Name::from(key)).or_default()
     }
     let state = tracker.shards()[tracker.shard_index(topic)].state();
     let (mut list, mut local) = (RefList::new(), RefList::new());
@@ -158,11 +157,13 @@ fn by_ref(tracker: &Tracker, topic: &str) -> SampledTopic {
     }
 }
 
-/// `meta.to_json().get("phx_ref").and_then(Json::as_str)`, owned, without the JSON tree: the
-/// text is walked once, every other field skipped, and only the ref's string is allocated. As
-/// for a parsed object, the last of duplicate `phx_ref` fields counts.
-pub(crate) fn phx_ref(meta: &Meta) -> Option<String> {
+/// `meta.to_json().get("phx_ref").and_then(Json::as_str)`, as a [`Name`], without the JSON
+/// tree: the text is walked once, every other field skipped, and the ref's string is read
+/// where it lies (parsed only if it holds an escape). As for a parsed object, the last of
+/// duplicate `phx_ref` fields counts.
+pub(crate) fn phx_ref(meta: &Meta) -> Option<Name> {
     use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde_json::value::RawValue;
     use std::fmt;
 
     /// A field name: whether it is `phx_ref`, read without allocating.
@@ -183,10 +184,21 @@ pub(crate) fn phx_ref(meta: &Meta) -> Option<String> {
         }
     }
 
+    /// A JSON value's text as a string, if it is one.
+    fn string(raw: &RawValue) -> Option<Name> {
+        let text = raw.get();
+        let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+        if inner.contains('\\') {
+            serde_json::from_str::<String>(text).ok().map(Name::from)
+        } else {
+            Some(Name::from(inner))
+        }
+    }
+
     /// The object's last `phx_ref` field, if it is a string.
     struct Fields;
     impl<'de> Visitor<'de> for Fields {
-        type Value = Option<String>;
+        type Value = Option<Name>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON object")
         }
@@ -194,7 +206,7 @@ pub(crate) fn phx_ref(meta: &Meta) -> Option<String> {
             let mut found = None;
             while let Some(IsRef(is_ref)) = map.next_key()? {
                 if is_ref {
-                    found = map.next_value::<Json>()?.as_str().map(str::to_owned);
+                    found = string(map.next_value::<&RawValue>()?);
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -213,10 +225,10 @@ pub(crate) fn phx_ref(meta: &Meta) -> Option<String> {
 fn indexed(list: phxsim_shard::TrackerList) -> RefList {
     let mut out = RefList::new();
     for (key, metas) in list.0 {
-        let refs = out.entry(key).or_default();
+        let refs = out.entry(Name::from(key)).or_default();
         for m in metas {
             if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                refs.insert(r.to_owned(), Meta::new(m));
+                refs.insert(Name::from(r), Meta::new(m));
             }
         }
     }
@@ -241,6 +253,8 @@ mod tests {
             r#"{"nested":{"phx_ref":"no"}}"#,
             r#"{}"#,
             r#" { "phx_ref" : "spaced" } "#,
+            r#"{"phx_ref":"a ref longer than the twenty-two bytes held inline"}"#,
+            r#"{"phx_ref":"\\"}"#,
         ];
         for text in texts {
             let meta = Meta::parse(text).unwrap();
@@ -248,7 +262,7 @@ mod tests {
                 .to_json()
                 .get("phx_ref")
                 .and_then(Json::as_str)
-                .map(str::to_owned);
+                .map(Name::from);
             assert_eq!(phx_ref(&meta), want, "{text}");
         }
         assert_eq!(

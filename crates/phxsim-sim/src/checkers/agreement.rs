@@ -5,7 +5,7 @@
 
 use super::ghost::Ghosts;
 use super::{NodeSnapshot, PresenceList, Snapshot};
-use crate::snapshot::Meta;
+use crate::snapshot::{Meta, Name, Topic};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ struct Judged {
     /// Every node lists exactly the union of the nodes' own presences.
     agree: bool,
     /// The refs of that union: presences whose owner is live.
-    live: BTreeSet<String>,
+    live: BTreeSet<Name>,
 }
 
 #[derive(Default)]
@@ -26,7 +26,7 @@ pub(super) struct Agreement {
     /// The nodes the verdicts were reached from.
     nodes: BTreeMap<String, Arc<NodeSnapshot>>,
     /// Per topic some node holds, its verdict.
-    topics: BTreeMap<String, Judged>,
+    topics: BTreeMap<Topic, Judged>,
 }
 
 impl Agreement {
@@ -36,7 +36,7 @@ impl Agreement {
         let same_nodes = self.nodes.len() == s.nodes.len()
             && self.nodes.keys().zip(s.nodes.keys()).all(|(a, b)| a == b);
         // the topics whose lists may differ from the last judged ones
-        let mut moved: BTreeSet<String> = BTreeSet::new();
+        let mut moved: BTreeSet<Topic> = BTreeSet::new();
         if same_nodes {
             for (old, new) in self.nodes.values().zip(s.nodes.values()) {
                 if !Arc::ptr_eq(old, new) {
@@ -75,9 +75,9 @@ impl Agreement {
 /// Adds to `out` every topic held in only one of `old` and `new`, or in both as different
 /// allocations. Both are in topic order: one walk.
 fn changed_topics(
-    old: &BTreeMap<String, Arc<PresenceList>>,
-    new: &BTreeMap<String, Arc<PresenceList>>,
-    out: &mut BTreeSet<String>,
+    old: &BTreeMap<Topic, Arc<PresenceList>>,
+    new: &BTreeMap<Topic, Arc<PresenceList>>,
+    out: &mut BTreeSet<Topic>,
 ) {
     let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
     loop {
@@ -129,7 +129,7 @@ fn judge(inputs: &Inputs) -> Judged {
     });
     let live = truth
         .values()
-        .flat_map(|refs| refs.keys().map(|r| (*r).to_owned()))
+        .flat_map(|refs| refs.keys().map(|r| Name::from(*r)))
         .collect();
     Judged { agree, live }
 }

@@ -9,7 +9,7 @@
 //! every pair at every sample; the cost per sample follows what changed, not the population.
 
 use super::{Finding, FindingKind, GhostBound, Snapshot, finding};
-use crate::snapshot::{ClientSnapshot, NodeSnapshot, PresenceList};
+use crate::snapshot::{ClientSnapshot, NodeSnapshot, PresenceList, Topic};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub(super) struct SocketTruth {
     /// node → its snapshot at the last sample (a crashed node is absent).
     last_nodes: BTreeMap<String, Arc<NodeSnapshot>>,
     /// node → topic → the local list last compared.
-    compared: BTreeMap<String, BTreeMap<String, Arc<PresenceList>>>,
+    compared: BTreeMap<String, BTreeMap<Topic, Arc<PresenceList>>>,
     /// Every (node, topic, key) tracked more often than it has joined sockets, with
     /// (presences tracked, joined sockets), as of the last sample.
     excess: BTreeMap<Id, (usize, usize)>,
@@ -160,7 +160,7 @@ impl SocketTruth {
             self.last_nodes.insert(node.clone(), Arc::clone(ns));
             let compared = self.compared.entry(node.clone()).or_default();
             // (topic, its local list now if any) for every pair to compare again
-            let mut redo: Vec<(String, Option<Arc<PresenceList>>)> = Vec::new();
+            let mut redo: Vec<(Topic, Option<Arc<PresenceList>>)> = Vec::new();
             let (mut old, mut new) = (compared.iter().peekable(), ns.local.iter().peekable());
             loop {
                 let (step, change) = match (old.peek(), new.peek()) {
@@ -171,7 +171,7 @@ impl SocketTruth {
                         Ordering::Less => (Ordering::Less, Some((*to, None))),
                         Ordering::Greater => (Ordering::Greater, Some((*tn, Some(*ln)))),
                         Ordering::Equal => {
-                            let again = !Arc::ptr_eq(lo, ln) || counts_moved.contains(*tn);
+                            let again = !Arc::ptr_eq(lo, ln) || counts_moved.contains(tn.as_str());
                             (Ordering::Equal, again.then_some((*tn, Some(*ln))))
                         }
                     },
@@ -188,8 +188,9 @@ impl SocketTruth {
             }
             // pairs whose counts moved but that the node lists neither now nor before
             for topic in counts_moved {
-                if !ns.local.contains_key(&topic) && !compared.contains_key(&topic) {
-                    redo.push((topic, None));
+                if !ns.local.contains_key(topic.as_str()) && !compared.contains_key(topic.as_str())
+                {
+                    redo.push((Topic::from(topic), None));
                 }
             }
             for (topic, list) in &redo {
@@ -219,10 +220,13 @@ impl SocketTruth {
         let Some(list) = list else { return };
         let users = self.joined.get(node).and_then(|t| t.get(topic));
         for (key, refs) in list.iter() {
-            let sockets = users.and_then(|u| u.get(key)).copied().unwrap_or(0);
+            let sockets = users
+                .and_then(|u| u.get(key.as_str()))
+                .copied()
+                .unwrap_or(0);
             if refs.len() > sockets {
                 self.excess.insert(
-                    (node.to_owned(), topic.to_owned(), key.clone()),
+                    (node.to_owned(), topic.to_owned(), key.to_string()),
                     (refs.len(), sockets),
                 );
             }
@@ -254,7 +258,7 @@ mod tests {
                         .unwrap_or(0);
                     if refs.len() > sockets {
                         excess.insert(
-                            (node.clone(), topic.clone(), key.clone()),
+                            (node.clone(), topic.to_string(), key.to_string()),
                             (refs.len(), sockets),
                         );
                     }
@@ -268,9 +272,9 @@ mod tests {
         let mut l = PresenceList::new();
         for u in 0..3 {
             for r in 0..rng.gen_range(0..3) {
-                l.entry(format!("u{u}"))
+                l.entry(format!("u{u}").into())
                     .or_default()
-                    .insert(format!("r{r}"), serde_json::json!({}).into());
+                    .insert(format!("r{r}").into(), serde_json::json!({}).into());
             }
         }
         Arc::new(l)
@@ -326,9 +330,9 @@ mod tests {
                             .unwrap_or_default();
                         let topic = format!("t{}", rng.gen_range(0..2));
                         if rng.gen_bool(0.2) {
-                            ns.local.remove(&topic);
+                            ns.local.remove(topic.as_str());
                         } else {
-                            ns.local.insert(topic, list(&mut rng));
+                            ns.local.insert(topic.into(), list(&mut rng));
                         }
                         s.nodes.insert(node, Arc::new(ns));
                     }
