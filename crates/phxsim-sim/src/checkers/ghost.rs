@@ -18,7 +18,7 @@ pub(super) struct Ghosts {
 impl Ghosts {
     /// Records when the live refs of `topic` go: a ref live at the last observation of the
     /// topic and not now is gone from now on, and a gone ref seen live again is no longer gone.
-    pub(super) fn track_topic(&mut self, topic: &str, now: &BTreeSet<Name>, at_ms: u64) {
+    pub(super) fn track_topic(&mut self, topic: &str, now: BTreeSet<Name>, at_ms: u64) {
         let was = self.live.remove(topic).unwrap_or_default();
         for rf in was.iter().filter(|r| !now.contains(*r)) {
             self.gone_at
@@ -32,7 +32,7 @@ impl Ghosts {
             }
         }
         if !now.is_empty() {
-            self.live.insert(topic.to_owned(), now.clone());
+            self.live.insert(topic.to_owned(), now);
         }
     }
 
