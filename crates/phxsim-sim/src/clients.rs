@@ -6,6 +6,7 @@ use crate::checkers::PresenceList;
 use crate::event::{Event, FrameBody};
 use crate::lossy::{Loss, LossyStream};
 use crate::scenario::Scenario;
+use crate::snapshot::{Name, meta_of_fields};
 use crate::world::{
     ClientControl, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
@@ -14,7 +15,7 @@ use phxsim_runtime::Node;
 use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, FrameCache};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
@@ -25,10 +26,10 @@ pub fn client_list(client: &Client) -> PresenceList {
     client.with_presences(|p| {
         let mut out = PresenceList::new();
         for (key, presence) in p.state().iter() {
-            let entry = out.entry(key.to_owned()).or_default();
+            let entry = out.entry(Name::from(key)).or_default();
             for m in &presence.metas {
                 if let Some(r) = m.phx_ref_str() {
-                    entry.insert(r.to_owned(), Json::Object(m.as_map().clone()));
+                    entry.insert(Name::from(r), meta_of_fields(m.as_map()));
                 }
             }
         }
@@ -419,6 +420,7 @@ async fn forward_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value as Json;
 
     /// What `text_event` replaces: the whole frame parsed into a `Value`.
     fn by_value(text: &str) -> Option<String> {

@@ -108,12 +108,15 @@ pub fn trace_events(t_ms: u64, node: &str, e: &TrackerEvent) -> Vec<TraceEvent> 
 
 /// A node's lists in comparable form: `topic/key` → the canonical metas, sorted.
 pub fn comparable_lists(
-    lists: &BTreeMap<String, std::sync::Arc<PresenceList>>,
+    lists: &BTreeMap<crate::snapshot::Topic, std::sync::Arc<PresenceList>>,
 ) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for (topic, list) in lists {
         for (key, by_ref) in list.iter() {
-            let mut metas: Vec<String> = by_ref.values().map(canonical_meta).collect();
+            let mut metas: Vec<String> = by_ref
+                .values()
+                .map(|m| canonical_meta(&m.to_json()))
+                .collect();
             metas.sort();
             if !metas.is_empty() {
                 out.insert(format!("{topic}/{key}"), metas);

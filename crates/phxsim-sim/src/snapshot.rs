@@ -3,7 +3,8 @@
 //! stream, which carries snapshots, and the checkers, which read the stream, both depend on
 //! it and not on each other.
 
-use serde_json::Value as Json;
+pub use phxsim_tracker::{Meta, Name};
+use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,32 +13,45 @@ use std::sync::Arc;
 /// `PresenceState` and `PresenceDiff`, and the tracker's `TrackerList`): indexed by ref, it
 /// makes two lists equal when they hold the same presences whatever their order, which is
 /// what "the client shows what its node lists" means.
-/// The same type as `phxsim_runtime::RefList`, which a node builds for the sampler.
+/// The same type as `phxsim_runtime::RefList`, which a node builds for the sampler: its
+/// metas are the tracker's shared [`Meta`] blocks, compared as JSON (pointer first).
 pub type PresenceList = phxsim_runtime::RefList;
 
 /// A list of metas grouped by key (a node's `TrackerList`, a client's view) as a
-/// [`PresenceList`], metas moved; a meta without a `phx_ref` is no presence and is left out.
+/// [`PresenceList`]; a meta without a `phx_ref` is no presence and is left out.
 pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
     let mut out = PresenceList::new();
     for (key, metas) in by_key {
-        let entry = out.entry(key).or_default();
+        let entry = out.entry(Name::from(key)).or_default();
         for m in metas {
             if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                entry.insert(r.to_owned(), m);
+                entry.insert(Name::from(r), Meta::new(m));
             }
         }
     }
     out
 }
 
+/// A client's meta (its fields, as phoenix.js keeps them) in the form a [`PresenceList`]
+/// holds: the fields' JSON text, in their order.
+pub fn meta_of_fields(fields: &Map<String, Json>) -> Meta {
+    // serialising a JSON map cannot fail and gives one object
+    let text = serde_json::to_string(fields).unwrap_or_default();
+    Meta::parse(&text).unwrap_or_default()
+}
+
+/// A topic's name as a snapshot keys it: held inline when short, so that the sampler's copy
+/// of a node's topic maps at every answer, and their drop, allocate no string per topic.
+pub type Topic = Name;
+
 /// What a running node shows at one instant. Each topic's lists are shared: a topic that did
 /// not change since the last sample hands in the same allocation again.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeSnapshot {
     /// Per topic, the node's `Presence.list` (down replicas hidden).
-    pub lists: BTreeMap<String, Arc<PresenceList>>,
+    pub lists: BTreeMap<Topic, Arc<PresenceList>>,
     /// Per topic, the presences this node tracks for its own sockets: the ground truth.
-    pub local: BTreeMap<String, Arc<PresenceList>>,
+    pub local: BTreeMap<Topic, Arc<PresenceList>>,
 }
 
 /// What a client holds at one instant.

@@ -62,17 +62,18 @@ impl Feed for Checkers {
 fn list(entries: &[(&str, &str)]) -> PresenceList {
     let mut l = PresenceList::new();
     for (k, r) in entries {
-        l.entry(k.to_string())
-            .or_default()
-            .insert(r.to_string(), json!({"phx_ref": r, "status": "online"}));
+        l.entry((*k).into()).or_default().insert(
+            (*r).into(),
+            json!({"phx_ref": r, "status": "online"}).into(),
+        );
     }
     l
 }
 
 fn node(lists: &[(&str, &str)], local: &[(&str, &str)]) -> NodeSnapshot {
     NodeSnapshot {
-        lists: [("room:lobby".to_string(), Arc::new(list(lists)))].into(),
-        local: [("room:lobby".to_string(), Arc::new(list(local)))].into(),
+        lists: [("room:lobby".into(), Arc::new(list(lists)))].into(),
+        local: [("room:lobby".into(), Arc::new(list(local)))].into(),
     }
 }
 
@@ -86,8 +87,8 @@ fn snap(at_ms: u64, a: NodeSnapshot, b: NodeSnapshot) -> Snapshot {
                     format!("{key}@{name}"),
                     ClientSnapshot {
                         node: name.into(),
-                        topic: topic.clone(),
-                        user: key.clone(),
+                        topic: topic.to_string(),
+                        user: key.to_string(),
                         joined: true,
                         view: PresenceList::new(),
                     },

@@ -29,6 +29,7 @@ use phxsim_shard::{
     ConfigError, Hello, PeerView, PresenceError, RefSource, SeededRefs, Tracker, TrackerConfig,
     TrackerDiff, TrackerEvent, TrackerList,
 };
+use phxsim_tracker::{Meta, Name};
 use rand::RngCore;
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
@@ -228,7 +229,13 @@ pub struct TopicSnapshot {
 /// left out, a later meta with the same ref under the same key replaces an earlier one), the
 /// form a simulator's checkers compare lists in. A sampler gets it built by the node in one
 /// pass over the topic's values, not as a [`TrackerList`] it would then take apart.
-pub type RefList = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Json>>;
+///
+/// The metas are the tracker's own shared blocks ([`Meta`]): a list holds a reference count
+/// per presence, not a JSON tree, and two lists of one node compare their metas by pointer
+/// first. A reader that needs the fields parses them ([`Meta::to_json`]). Keys and refs are
+/// [`Name`]s, held inline when short (a `phx_ref` is 16 characters): building and dropping a
+/// list allocates no string per presence.
+pub type RefList = std::collections::BTreeMap<Name, std::collections::BTreeMap<Name, Meta>>;
 
 /// One topic as a sampler gets it: [`TopicSnapshot`]'s two lists as [`RefList`]s.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 
 use super::{ListsChange, RefList, SampledTopic, TopicSnapshot};
 use phxsim_shard::Tracker;
+use phxsim_tracker::{Meta, Name};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -129,28 +130,24 @@ pub(crate) fn snapshot(tracker: &Tracker) -> Vec<TopicSnapshot> {
 /// `list_and_local(topic)` as [`RefList`]s, built in one pass over the topic's values: the
 /// same lists as grouping the metas by key and then indexing each key's metas by `phx_ref`
 /// (every key listed, even one whose metas carry no ref; a later meta with a ref already
-/// seen under its key replaces the earlier one), without the grouped lists in between.
+/// seen under its key replaces the earlier one), without the grouped lists in between. The
+/// metas are the rows' shared blocks: only their `phx_ref` is read out of the text.
 fn by_ref(tracker: &Tracker, topic: &str) -> SampledTopic {
-    // a key mostly has one meta: its `String` is mostly needed anyway
-    fn refs_of<'a>(list: &'a mut RefList, key: &str) -> &'a mut BTreeMap<String, Json> {
-        list.entry(key.to_owned()).or_default()
+    fn refs_of<'a>(list: &'a mut RefList, key: &str) -> &'a mut BTreeMap<Name, Meta> {
+        list.entry(Name::from(key)).or_default()
     }
     let state = tracker.shards()[tracker.shard_index(topic)].state();
     let (mut list, mut local) = (RefList::new(), RefList::new());
     for (key, meta, tag) in state.visible_in_topic(topic) {
         let mine = &tag.replica == state.replica();
-        let meta = meta.to_json();
-        let phx_ref = meta
-            .get("phx_ref")
-            .and_then(Json::as_str)
-            .map(str::to_owned);
+        let phx_ref = phx_ref(meta);
         let local_refs = mine.then(|| refs_of(&mut local, key));
         let refs = refs_of(&mut list, key);
         if let Some(phx_ref) = phx_ref {
             if let Some(local_refs) = local_refs {
                 local_refs.insert(phx_ref.clone(), meta.clone());
             }
-            refs.insert(phx_ref, meta);
+            refs.insert(phx_ref, meta.clone());
         }
     }
     SampledTopic {
@@ -160,17 +157,119 @@ fn by_ref(tracker: &Tracker, topic: &str) -> SampledTopic {
     }
 }
 
+/// `meta.to_json().get("phx_ref").and_then(Json::as_str)`, as a [`Name`], without the JSON
+/// tree: the text is walked once, every other field skipped, and the ref's string is read
+/// where it lies (parsed only if it holds an escape). As for a parsed object, the last of
+/// duplicate `phx_ref` fields counts.
+pub(crate) fn phx_ref(meta: &Meta) -> Option<Name> {
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    use std::fmt;
+
+    /// A field name: whether it is `phx_ref`, read without allocating.
+    struct IsRef(bool);
+    impl<'de> de::Deserialize<'de> for IsRef {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = IsRef;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<IsRef, E> {
+                    Ok(IsRef(v == "phx_ref"))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// A JSON value's text as a string, if it is one.
+    fn string(raw: &RawValue) -> Option<Name> {
+        let text = raw.get();
+        let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+        if inner.contains('\\') {
+            serde_json::from_str::<String>(text).ok().map(Name::from)
+        } else {
+            Some(Name::from(inner))
+        }
+    }
+
+    /// The object's last `phx_ref` field, if it is a string.
+    struct Fields;
+    impl<'de> Visitor<'de> for Fields {
+        type Value = Option<Name>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(IsRef(is_ref)) = map.next_key()? {
+                if is_ref {
+                    found = string(map.next_value::<&RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    let mut text = serde_json::Deserializer::from_str(meta.as_str());
+    // a meta's text is always one JSON object; anything else has no ref
+    text.deserialize_map(Fields).ok().flatten()
+}
+
 /// What [`by_ref`] must equal: the grouped list, each key's metas indexed by `phx_ref`.
 #[cfg(debug_assertions)]
 fn indexed(list: phxsim_shard::TrackerList) -> RefList {
     let mut out = RefList::new();
     for (key, metas) in list.0 {
-        let refs = out.entry(key).or_default();
+        let refs = out.entry(Name::from(key)).or_default();
         for m in metas {
             if let Some(r) = m.get("phx_ref").and_then(Json::as_str) {
-                refs.insert(r.to_owned(), m);
+                refs.insert(Name::from(r), Meta::new(m));
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The ref read from the text is the one the parsed object gives, in every shape.
+    #[test]
+    fn phx_ref_reads_what_the_parsed_meta_holds() {
+        let texts = [
+            r#"{"phx_ref":"F1","online_at":1}"#,
+            r#"{"a":{"phx_ref":"inner"},"phx_ref":"outer","b":[1,"x",{"c":null}]}"#,
+            r#"{"phx_ref":"first","phx_ref":"last"}"#,
+            r#"{"phx_ref":"str","phx_ref":7}"#,
+            r#"{"phx_ref":"esc\"aped\u00e9"}"#,
+            r#"{"phx_ref":null}"#,
+            r#"{"nested":{"phx_ref":"no"}}"#,
+            r#"{}"#,
+            r#" { "phx_ref" : "spaced" } "#,
+            r#"{"phx_ref":"a ref longer than the twenty-two bytes held inline"}"#,
+            r#"{"phx_ref":"\\"}"#,
+        ];
+        for text in texts {
+            let meta = Meta::parse(text).unwrap();
+            let want = meta
+                .to_json()
+                .get("phx_ref")
+                .and_then(Json::as_str)
+                .map(Name::from);
+            assert_eq!(phx_ref(&meta), want, "{text}");
+        }
+        assert_eq!(
+            phx_ref(&Meta::new(json!({"phx_ref": "R"}))).as_deref(),
+            Some("R")
+        );
+        // a meta that is no object (the tracker keeps what it is given) has no ref
+        assert_eq!(phx_ref(&Meta::new(json!(["phx_ref", "R"]))), None);
+    }
 }

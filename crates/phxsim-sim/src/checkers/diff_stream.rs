@@ -5,8 +5,8 @@
 
 use super::truth::short;
 use super::{ClientMessage, Finding, FindingKind, PresenceList, Snapshot, finding};
+use crate::snapshot::{Name, meta_of_fields};
 use phxsim_wire::sync::PresenceInstance;
-use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Per-client replay state for the diff-stream checker.
@@ -173,10 +173,10 @@ impl DiffStreams {
 pub fn list_of_instance(inst: &PresenceInstance) -> PresenceList {
     let mut out = PresenceList::new();
     for (key, presence) in inst.list_by(|k, p| (k.to_owned(), p.clone())) {
-        let metas = out.entry(key).or_default();
+        let metas = out.entry(Name::from(key)).or_default();
         for m in &presence.metas {
             if let Some(rf) = m.phx_ref_str() {
-                metas.insert(rf.to_owned(), Json::Object(m.as_map().clone()));
+                metas.insert(Name::from(rf), meta_of_fields(m.as_map()));
             }
         }
     }

@@ -5,6 +5,7 @@
 
 use super::truth::{nonempty, short, truth};
 use super::{Finding, FindingKind, PresenceList, Snapshot, finding};
+use crate::snapshot::{Name, Topic};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Each node's list against the truth at the end. A ghost already reported while the run went
@@ -16,17 +17,17 @@ pub(super) fn nodes(last: &Snapshot, out: &mut Vec<Finding>) {
     let mut end_findings = Vec::new();
     for (node, ns) in &last.nodes {
         let lists = nonempty(&ns.lists);
-        let topics: BTreeSet<&String> = lists.keys().chain(truth.keys()).collect();
+        let topics: BTreeSet<&Topic> = lists.keys().chain(truth.keys()).collect();
         for topic in topics {
             let have = lists.get(topic).cloned().unwrap_or_default();
             let want = truth.get(topic).cloned().unwrap_or_default();
-            let keys: BTreeSet<&String> = have.keys().chain(want.keys()).collect();
+            let keys: BTreeSet<&Name> = have.keys().chain(want.keys()).collect();
             for key in keys {
-                let h: BTreeSet<&String> = have
+                let h: BTreeSet<&Name> = have
                     .get(key)
                     .map(|m| m.keys().collect())
                     .unwrap_or_default();
-                let w: BTreeSet<&String> = want
+                let w: BTreeSet<&Name> = want
                     .get(key)
                     .map(|m| m.keys().collect())
                     .unwrap_or_default();
@@ -105,7 +106,7 @@ pub(super) fn shared_client_view(
         let differs = *compared
             .entry((c.node.as_str(), c.topic.as_str()))
             .or_insert_with(|| {
-                let node_list = ns.lists.get(&c.topic).map_or(&empty, |l| &**l);
+                let node_list = ns.lists.get(c.topic.as_str()).map_or(&empty, |l| &**l);
                 (node_list != view).then_some(node_list)
             });
         if let Some(node_list) = differs {

@@ -3,21 +3,22 @@
 //! and the last scripted step.
 
 use super::{Finding, FindingKind, GhostBound, Snapshot, finding};
+use crate::snapshot::Name;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Default)]
 pub(super) struct Ghosts {
     /// topic → the refs whose owner was live at the last observation.
-    live: BTreeMap<String, BTreeSet<String>>,
+    live: BTreeMap<String, BTreeSet<Name>>,
     /// topic → ref → when its owner was first seen gone (since it was last live).
-    gone_at: BTreeMap<String, BTreeMap<String, u64>>,
+    gone_at: BTreeMap<String, BTreeMap<Name, u64>>,
     reported: BTreeSet<(String, String, String)>,
 }
 
 impl Ghosts {
     /// Records when the live refs of `topic` go: a ref live at the last observation of the
     /// topic and not now is gone from now on, and a gone ref seen live again is no longer gone.
-    pub(super) fn track_topic(&mut self, topic: &str, now: &BTreeSet<String>, at_ms: u64) {
+    pub(super) fn track_topic(&mut self, topic: &str, now: BTreeSet<Name>, at_ms: u64) {
         let was = self.live.remove(topic).unwrap_or_default();
         for rf in was.iter().filter(|r| !now.contains(*r)) {
             self.gone_at
@@ -31,7 +32,7 @@ impl Ghosts {
             }
         }
         if !now.is_empty() {
-            self.live.insert(topic.to_owned(), now.clone());
+            self.live.insert(topic.to_owned(), now);
         }
     }
 
@@ -40,7 +41,7 @@ impl Ghosts {
         // only topics with a gone ref are read: usually few of many
         for (topic, gone_in_topic) in self.gone_at.iter().filter(|(_, g)| !g.is_empty()) {
             for (node, ns) in &s.nodes {
-                let Some(list) = ns.lists.get(topic) else {
+                let Some(list) = ns.lists.get(topic.as_str()) else {
                     continue;
                 };
                 for (key, refs) in list.iter() {
@@ -49,7 +50,7 @@ impl Ghosts {
                             && bound.passed(gone, s.at_ms)
                             && self
                                 .reported
-                                .insert((node.clone(), topic.clone(), rf.clone()))
+                                .insert((node.clone(), topic.clone(), rf.to_string()))
                         {
                             out.push(finding(
                                 s.at_ms,

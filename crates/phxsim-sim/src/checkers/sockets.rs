@@ -9,12 +9,16 @@
 //! every pair at every sample; the cost per sample follows what changed, not the population.
 
 use super::{Finding, FindingKind, GhostBound, Snapshot, finding};
-use crate::snapshot::{ClientSnapshot, NodeSnapshot, PresenceList};
+use crate::snapshot::{ClientSnapshot, NodeSnapshot, PresenceList, Topic};
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// (node, topic, key): one user on one topic of one node.
 type Id = (String, String, String);
+
+/// node → the topics whose joined counts moved.
+type Dirty = BTreeMap<String, BTreeSet<String>>;
 
 #[derive(Default)]
 pub(super) struct SocketTruth {
@@ -29,7 +33,7 @@ pub(super) struct SocketTruth {
     /// node → its snapshot at the last sample (a crashed node is absent).
     last_nodes: BTreeMap<String, Arc<NodeSnapshot>>,
     /// node → topic → the local list last compared.
-    compared: BTreeMap<String, BTreeMap<String, Arc<PresenceList>>>,
+    compared: BTreeMap<String, BTreeMap<Topic, Arc<PresenceList>>>,
     /// Every (node, topic, key) tracked more often than it has joined sockets, with
     /// (presences tracked, joined sockets), as of the last sample.
     excess: BTreeMap<Id, (usize, usize)>,
@@ -59,11 +63,8 @@ impl SocketTruth {
 
     /// Brings the joined counts up to `clients`; returns the (node, topic) pairs whose counts
     /// may have moved.
-    fn update_joined(
-        &mut self,
-        clients: &Arc<BTreeMap<String, ClientSnapshot>>,
-    ) -> BTreeSet<(String, String)> {
-        let mut dirty = BTreeSet::new();
+    fn update_joined(&mut self, clients: &Arc<BTreeMap<String, ClientSnapshot>>) -> Dirty {
+        let mut dirty = Dirty::new();
         let empty = BTreeMap::new();
         let old = match &self.last_clients {
             Some(last) if Arc::ptr_eq(last, clients) => return dirty,
@@ -91,13 +92,16 @@ impl SocketTruth {
             {
                 continue;
             }
-            if let Some(w) = was.filter(|w| w.joined) {
-                self.count(w, false);
-                dirty.insert((w.node.clone(), w.topic.clone()));
-            }
-            if let Some(n) = now.filter(|n| n.joined) {
-                self.count(n, true);
-                dirty.insert((n.node.clone(), n.topic.clone()));
+            for (c, add) in [(was, false), (now, true)] {
+                if let Some(c) = c.filter(|c| c.joined) {
+                    self.count(c, add);
+                    if !dirty.get(&c.node).is_some_and(|t| t.contains(&c.topic)) {
+                        dirty
+                            .entry(c.node.clone())
+                            .or_default()
+                            .insert(c.topic.clone());
+                    }
+                }
             }
         }
         self.last_clients = Some(Arc::clone(clients));
@@ -126,8 +130,10 @@ impl SocketTruth {
     }
 
     /// Compares again every (node, topic) whose local list is new or whose joined counts are
-    /// in `dirty`, and forgets the nodes and topics that are gone.
-    fn update_excess(&mut self, s: &Snapshot, dirty: &mut BTreeSet<(String, String)>) {
+    /// in `dirty`, and forgets the nodes and topics that are gone. A node's topics and the
+    /// lists last compared are both in topic order: one walk finds what changed, without a
+    /// lookup or an allocation per unchanged topic.
+    fn update_excess(&mut self, s: &Snapshot, dirty: &mut Dirty) {
         let gone: Vec<String> = self
             .last_nodes
             .keys()
@@ -147,47 +153,54 @@ impl SocketTruth {
                 .last_nodes
                 .get(node)
                 .is_some_and(|l| Arc::ptr_eq(l, ns));
-            let node_dirty = dirty
-                .range((node.clone(), String::new())..)
-                .next()
-                .is_some_and(|(n, _)| n == node);
-            if same_node && !node_dirty {
+            let counts_moved = dirty.remove(node).unwrap_or_default();
+            if same_node && counts_moved.is_empty() {
                 continue;
             }
             self.last_nodes.insert(node.clone(), Arc::clone(ns));
             let compared = self.compared.entry(node.clone()).or_default();
-            let dropped: Vec<String> = compared
-                .keys()
-                .filter(|t| !ns.local.contains_key(*t))
-                .cloned()
-                .collect();
-            for topic in &dropped {
-                compared.remove(topic);
-                dirty.insert((node.clone(), topic.clone()));
+            // (topic, its local list now if any) for every pair to compare again
+            let mut redo: Vec<(Topic, Option<Arc<PresenceList>>)> = Vec::new();
+            let (mut old, mut new) = (compared.iter().peekable(), ns.local.iter().peekable());
+            loop {
+                let (step, change) = match (old.peek(), new.peek()) {
+                    (None, None) => break,
+                    (Some((t, _)), None) => (Ordering::Less, Some((*t, None))),
+                    (None, Some((t, l))) => (Ordering::Greater, Some((*t, Some(*l)))),
+                    (Some((to, lo)), Some((tn, ln))) => match to.cmp(tn) {
+                        Ordering::Less => (Ordering::Less, Some((*to, None))),
+                        Ordering::Greater => (Ordering::Greater, Some((*tn, Some(*ln)))),
+                        Ordering::Equal => {
+                            let again = !Arc::ptr_eq(lo, ln) || counts_moved.contains(tn.as_str());
+                            (Ordering::Equal, again.then_some((*tn, Some(*ln))))
+                        }
+                    },
+                };
+                if let Some((topic, list)) = change {
+                    redo.push((topic.clone(), list.cloned()));
+                }
+                if step != Ordering::Greater {
+                    old.next();
+                }
+                if step != Ordering::Less {
+                    new.next();
+                }
             }
-            let mut redo = Vec::new();
-            for (topic, list) in &ns.local {
-                let same = compared.get(topic).is_some_and(|l| Arc::ptr_eq(l, list));
-                if !same {
-                    compared.insert(topic.clone(), Arc::clone(list));
+            // pairs whose counts moved but that the node lists neither now nor before
+            for topic in counts_moved {
+                if !ns.local.contains_key(topic.as_str()) && !compared.contains_key(topic.as_str())
+                {
+                    redo.push((Topic::from(topic), None));
                 }
-                let counts_moved = dirty.remove(&(node.clone(), topic.clone()));
-                if !same || counts_moved {
-                    redo.push((topic, list));
-                }
+            }
+            for (topic, list) in &redo {
+                match list {
+                    Some(l) => compared.insert(topic.clone(), Arc::clone(l)),
+                    None => compared.remove(topic),
+                };
             }
             for (topic, list) in redo {
-                self.set_excess(node, topic, Some(list));
-            }
-            // pairs whose counts moved but that the node no longer lists locally
-            let rest: Vec<String> = dirty
-                .range((node.clone(), String::new())..)
-                .take_while(|(n, _)| n == node)
-                .map(|(_, t)| t.clone())
-                .collect();
-            for topic in rest {
-                dirty.remove(&(node.clone(), topic.clone()));
-                self.set_excess(node, &topic, None);
+                self.set_excess(node, &topic, list.as_ref());
             }
         }
     }
@@ -207,10 +220,13 @@ impl SocketTruth {
         let Some(list) = list else { return };
         let users = self.joined.get(node).and_then(|t| t.get(topic));
         for (key, refs) in list.iter() {
-            let sockets = users.and_then(|u| u.get(key)).copied().unwrap_or(0);
+            let sockets = users
+                .and_then(|u| u.get(key.as_str()))
+                .copied()
+                .unwrap_or(0);
             if refs.len() > sockets {
                 self.excess.insert(
-                    (node.to_owned(), topic.to_owned(), key.clone()),
+                    (node.to_owned(), topic.to_owned(), key.to_string()),
                     (refs.len(), sockets),
                 );
             }
@@ -242,7 +258,7 @@ mod tests {
                         .unwrap_or(0);
                     if refs.len() > sockets {
                         excess.insert(
-                            (node.clone(), topic.clone(), key.clone()),
+                            (node.clone(), topic.to_string(), key.to_string()),
                             (refs.len(), sockets),
                         );
                     }
@@ -256,9 +272,9 @@ mod tests {
         let mut l = PresenceList::new();
         for u in 0..3 {
             for r in 0..rng.gen_range(0..3) {
-                l.entry(format!("u{u}"))
+                l.entry(format!("u{u}").into())
                     .or_default()
-                    .insert(format!("r{r}"), serde_json::json!({}));
+                    .insert(format!("r{r}").into(), serde_json::json!({}).into());
             }
         }
         Arc::new(l)
@@ -314,9 +330,9 @@ mod tests {
                             .unwrap_or_default();
                         let topic = format!("t{}", rng.gen_range(0..2));
                         if rng.gen_bool(0.2) {
-                            ns.local.remove(&topic);
+                            ns.local.remove(topic.as_str());
                         } else {
-                            ns.local.insert(topic, list(&mut rng));
+                            ns.local.insert(topic.into(), list(&mut rng));
                         }
                         s.nodes.insert(node, Arc::new(ns));
                     }

@@ -2,12 +2,13 @@
 //! node's list must equal once the cluster has converged.
 
 use super::{PresenceList, Snapshot};
+use crate::snapshot::Topic;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The union of every live node's local presences, per topic.
-pub(super) fn truth(s: &Snapshot) -> BTreeMap<String, PresenceList> {
-    let mut out: BTreeMap<String, PresenceList> = BTreeMap::new();
+pub(super) fn truth(s: &Snapshot) -> BTreeMap<Topic, PresenceList> {
+    let mut out: BTreeMap<Topic, PresenceList> = BTreeMap::new();
     for n in s.nodes.values() {
         for (topic, list) in &n.local {
             let t = out.entry(topic.clone()).or_default();
@@ -21,8 +22,8 @@ pub(super) fn truth(s: &Snapshot) -> BTreeMap<String, PresenceList> {
 }
 
 pub(super) fn nonempty(
-    lists: &BTreeMap<String, Arc<PresenceList>>,
-) -> BTreeMap<String, PresenceList> {
+    lists: &BTreeMap<Topic, Arc<PresenceList>>,
+) -> BTreeMap<Topic, PresenceList> {
     lists
         .iter()
         .filter(|(_, l)| !l.is_empty())

@@ -25,16 +25,18 @@ impl Visible {
             let Some(ns) = s.nodes.get(&v.node) else {
                 continue;
             };
-            let list = ns.lists.get(&v.topic).cloned().unwrap_or_default();
-            let keys: Vec<&String> = list.keys().collect();
-            let mut want: Vec<&String> = v.keys.iter().collect();
+            let list = ns.lists.get(v.topic.as_str()).cloned().unwrap_or_default();
+            let keys: Vec<&str> = list.keys().map(|k| k.as_str()).collect();
+            let mut want: Vec<&str> = v.keys.iter().map(String::as_str).collect();
             want.sort();
             let metas_ok = v.meta.as_ref().is_none_or(|fields| {
                 list.iter()
                     .filter(|(k, _)| v.meta_of.as_ref().is_none_or(|m| m == *k))
                     .all(|(_, refs)| {
-                        refs.values()
-                            .any(|meta| fields.iter().all(|(f, val)| meta.get(f) == Some(val)))
+                        refs.values().any(|meta| {
+                            let meta = meta.to_json();
+                            fields.iter().all(|(f, val)| meta.get(f) == Some(val))
+                        })
                     })
             });
             if keys == want && metas_ok {
