@@ -331,7 +331,7 @@ async fn obey(
         match c {
             ClientControl::Join => client.join(),
             ClientControl::Leave => client.leave(),
-            ClientControl::Update(meta) => client.update_meta(meta),
+            ClientControl::Update(meta) => client.update_meta(*meta),
             ClientControl::Disconnect => {
                 client.drop_connection();
                 client.disconnect();

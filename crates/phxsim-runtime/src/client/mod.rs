@@ -340,7 +340,12 @@ pub(crate) enum Command {
     DropConnection,
     Join,
     Leave,
-    Push { event: String, payload: Json },
+    /// The payload boxed: every client's command channel allocates room for 32 commands up
+    /// front (96 B each with the payload inline, 40 B boxed).
+    Push {
+        event: String,
+        payload: Box<Json>,
+    },
 }
 
 /// What an observer wants besides the connection and channel events.
@@ -508,7 +513,7 @@ impl Client {
     pub fn push(&self, event: impl Into<String>, payload: Json) {
         self.send(Command::Push {
             event: event.into(),
-            payload,
+            payload: Box::new(payload),
         });
     }
 
