@@ -4,15 +4,18 @@
 //!
 //! `cargo run --release -p phxsim-tracker --example generations_push [PUSHES]`
 
+// A timing example outside the simulator: the wall clock is what it measures.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use phxsim_tracker::{DEFAULT_MAX_DELTA_SIZES, Generations, ReplicaRef, State, ValueKey};
-use std::time::Instant;
+use std::time::Instant; // allow-nondeterminism: a timing example outside the simulator, timing wall-clock on purpose
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pushes: u32 = match std::env::args().nth(1) {
         Some(n) => n.parse()?,
         None => 40_000,
     };
-    let key = |i: u32| ValueKey::new("t", &format!("p{i}"), "k");
+    let key = |i: u32| ValueKey::new("t", format!("p{i}"), "k");
     let mut state = State::new(ReplicaRef::new("a", 1));
     let mut gens = Generations::new();
     let started = Instant::now();
