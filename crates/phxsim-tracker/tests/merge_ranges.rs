@@ -50,7 +50,7 @@ fn a_transfer_removes_the_dot_its_context_ends_on() {
 fn a_later_leave_removes_the_value_from_an_older_delta() {
     let [mut a] = cluster(["a"]);
     let keys: Vec<ValueKey> = (0..8)
-        .map(|i| ValueKey::new("t", &format!("a.p{i}"), "u"))
+        .map(|i| ValueKey::new("t", format!("a.p{i}"), "u"))
         .collect();
     for k in &keys {
         a.join(k.clone(), json!({})).expect("join");
