@@ -359,7 +359,7 @@ async fn obey(
 /// messages only if it is `observed` (one of the clients the checkers replay).
 async fn forward_events(
     name: String,
-    mut events: mpsc::UnboundedReceiver<phxsim_runtime::client::Stamped>,
+    mut events: mpsc::UnboundedReceiver<Box<phxsim_runtime::client::Stamped>>,
     shared: SharedRef,
     observed: bool,
 ) {
