@@ -200,13 +200,14 @@ async fn an_observer_without_frames_gets_every_event_but_the_frames() {
         .expect("alice joined and listed");
     // the presence_state may still be on its way to the observers
     tokio::time::sleep(Duration::from_millis(PERIOD)).await;
-    let drain = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<phxsim_runtime::client::Stamped>| {
-        let mut events = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            events.push(e.event);
-        }
-        events
-    };
+    let drain =
+        |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Box<phxsim_runtime::client::Stamped>>| {
+            let mut events = Vec::new();
+            while let Ok(e) = rx.try_recv() {
+                events.push(e.event);
+            }
+            events
+        };
     let is_frame = |e: &ClientEvent| matches!(e, ClientEvent::Sent(_) | ClientEvent::Received(_));
     let is_presence = |e: &ClientEvent| matches!(e, ClientEvent::Presence { .. });
     let all = drain(&mut all);

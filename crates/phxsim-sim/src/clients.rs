@@ -332,7 +332,7 @@ async fn obey(
         match c {
             ClientControl::Join => client.join(),
             ClientControl::Leave => client.leave(),
-            ClientControl::Update(meta) => client.update_meta(meta),
+            ClientControl::Update(meta) => client.update_meta(*meta),
             ClientControl::Disconnect => {
                 client.drop_connection();
                 client.disconnect();
@@ -360,7 +360,7 @@ async fn obey(
 /// messages only if it is `observed` (one of the clients the checkers replay).
 async fn forward_events(
     name: String,
-    mut events: mpsc::UnboundedReceiver<phxsim_runtime::client::Stamped>,
+    mut events: mpsc::UnboundedReceiver<Box<phxsim_runtime::client::Stamped>>,
     shared: SharedRef,
     observed: bool,
 ) {

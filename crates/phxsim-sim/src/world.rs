@@ -98,12 +98,13 @@ pub(crate) fn derive_seed(seed: u64, label: &str) -> u64 {
     z ^ (z >> 31)
 }
 
-/// What the timeline tells a client to do.
+/// What the timeline tells a client to do. Small (the meta is boxed): each browser's control
+/// channel allocates room for 32 of these up front (72 B each inline, 24 B boxed).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum ClientControl {
     Join,
     Leave,
-    Update(Json),
+    Update(Box<Json>),
     /// The browser vanishes: its TCP connection drops without a close frame and it stays away
     /// until `Reconnect`.
     Disconnect,

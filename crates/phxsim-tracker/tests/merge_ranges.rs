@@ -42,3 +42,35 @@ fn a_transfer_removes_the_dot_its_context_ends_on() {
     assert_eq!(diff.leaves.len(), 1, "{diff:?}");
     assert!(d.all_values().is_empty(), "{:?}", d.all_values());
 }
+
+/// A generation (many values) pushed a later delta that removes one of them: the value goes,
+/// the others stay, whichever way `merge_owned` finds the removed ones (walking the later
+/// delta's few dots, or checking every value against a later delta with more dots).
+#[test]
+fn a_later_leave_removes_the_value_from_an_older_delta() {
+    let [mut a] = cluster(["a"]);
+    let keys: Vec<ValueKey> = (0..8)
+        .map(|i| ValueKey::new("t", format!("a.p{i}"), "u"))
+        .collect();
+    for k in &keys {
+        a.join(k.clone(), json!({})).expect("join");
+    }
+    let joined = a.flush().expect("a delta");
+    // a leave is two dots (the tombstone and its own tick): 2 dots against 8 values, then 14
+    for leaving in [1, 7] {
+        let mut a2 = a.clone();
+        for k in &keys[..leaving] {
+            a2.leave(k);
+        }
+        let left = a2.flush().expect("a delta");
+        let merged = joined.clone().merge_owned(&left).expect("contiguous");
+        assert_eq!(merged, joined.merge(&left).expect("contiguous"));
+        let kept: Vec<String> = merged
+            .values
+            .values()
+            .map(|v| v.key.pid.to_string())
+            .collect();
+        let want: Vec<String> = (leaving..8).map(|i| format!("a.p{i}")).collect();
+        assert_eq!(kept, want, "{leaving} left");
+    }
+}

@@ -225,7 +225,7 @@ impl Machine {
                 }
                 self.buffered.clear();
             }
-            Command::Push { event, payload } => self.buffer_push(event, payload),
+            Command::Push { event, payload } => self.buffer_push(event, *payload),
         }
     }
 
@@ -433,9 +433,9 @@ impl Machine {
             },
             Command::Push { event, payload } => {
                 if self.state == ChannelState::Joined {
-                    self.send_push(now, event, payload);
+                    self.send_push(now, event, *payload);
                 } else {
-                    self.buffer_push(event, payload);
+                    self.buffer_push(event, *payload);
                 }
             }
         }
