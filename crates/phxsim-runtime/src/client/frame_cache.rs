@@ -112,7 +112,33 @@ impl PresenceTexts {
 }
 
 /// The entries of a JSON object in wire order, each value left as JSON text.
-struct Entries<'a>(Vec<(String, &'a RawValue)>);
+struct Entries<'a>(Vec<(EntryKey<'a>, &'a RawValue)>);
+
+/// An entry's key, borrowed from the payload when it has no escapes (nearly always): a state
+/// of a thousand entries then costs no allocation per key that is shared.
+struct EntryKey<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for EntryKey<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = EntryKey<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<EntryKey<'a>, E> {
+                Ok(EntryKey(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<EntryKey<'a>, E> {
+                Ok(EntryKey(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<EntryKey<'a>, E> {
+                Ok(EntryKey(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit(std::marker::PhantomData))
+    }
+}
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for Entries<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -127,7 +153,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Entries<'a> {
                 mut map: A,
             ) -> Result<Entries<'a>, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                while let Some(entry) = map.next_entry::<EntryKey<'de>, &'de RawValue>()? {
                     entries.push(entry);
                 }
                 Ok(Entries(entries))
@@ -209,7 +235,7 @@ impl FrameCache {
             metas, presences, ..
         } = &mut *frames;
         let mut state = JsMap::with_capacity(entries.len());
-        for (key, text) in entries {
+        for (EntryKey(key), text) in entries {
             let text = text.get();
             let (key, presence) = match presences.by_text.get(text) {
                 Some((held_key, held)) if **held_key == *key => (held_key.clone(), held.clone()),

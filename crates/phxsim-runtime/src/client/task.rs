@@ -166,8 +166,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     shared.step(Instant::now(), |m| m.connected(Instant::now()));
+    // One timer for the session, moved to each new deadline: a fresh `sleep_until` per pass
+    // cost a timer-wheel insert and removal for every frame received.
+    let timer = sleep_until(shared.read(Machine::next_deadline));
+    tokio::pin!(timer);
     let end = loop {
         let due = shared.read(Machine::next_deadline);
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
         let step = tokio::select! {
             biased;
             m = ws.next() => incoming(shared, m),
@@ -178,7 +185,7 @@ where
                     shared.step(now, |m| m.online_command(now, cmd))
                 }
             },
-            () = sleep_until(due) => {
+            () = &mut timer => {
                 let now = Instant::now();
                 shared.step(now, |m| m.timers(now))
             }

@@ -16,6 +16,7 @@ mod fastlane;
 mod handshake;
 mod outbox;
 mod plain_get;
+mod read_gate;
 pub mod room;
 mod socket;
 

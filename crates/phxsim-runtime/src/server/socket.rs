@@ -15,6 +15,7 @@
 use super::fastlane;
 use super::handshake::{self, ConnectInfo, Refusal};
 use super::outbox::{self, Outbox, WireFrame};
+use super::read_gate::ReadGate;
 use super::room::{self, Action, reason};
 use super::{
     ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
@@ -94,6 +95,7 @@ where
     } else {
         plain_get::Prefixed::new(Vec::new(), stream)
     };
+    let stream = ReadGate::new(stream);
     let mut decided: Option<Result<ConnectInfo, Refusal>> = None;
     // The error type is tungstenite's callback contract, not ours to shrink.
     #[allow(clippy::result_large_err)]
@@ -173,7 +175,8 @@ struct Session<S> {
     conn: u64,
     codec: Codec,
     user_id: String,
-    ws: WebSocketStream<S>,
+    /// Over a [`ReadGate`]: the loop asks for a client frame only when one may have come.
+    ws: WebSocketStream<ReadGate<S>>,
     channels: BTreeMap<String, Channel>,
     next_channel: u64,
     /// Where the next scan of channel subscriptions starts, so no topic starves the others.
@@ -341,7 +344,9 @@ where
                 }
             }
             *last_out = Instant::now();
-            if let Poll::Ready(m) = ws.poll_next_unpin(cx) {
+            if ws.get_ref().may_read()
+                && let Poll::Ready(m) = ws.poll_next_unpin(cx)
+            {
                 return Poll::Ready(Wake::Incoming(m));
             }
             // Diffs held during a stalled write come first, in the order they arrived.
