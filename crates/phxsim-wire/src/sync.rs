@@ -422,6 +422,11 @@ impl PresenceInstance {
     ) {
         self.join_ref = channel_join_ref.map(str::to_owned);
         sync_state(&mut self.state, new_state, callbacks);
+        self.replay_pending(callbacks);
+    }
+
+    /// After a state: every diff buffered before it, in arrival order, then `onSync` once.
+    fn replay_pending(&mut self, callbacks: &mut impl Callbacks) {
         for diff in std::mem::take(&mut self.pending_diffs) {
             sync_diff(&mut self.state, diff, callbacks);
         }
@@ -457,10 +462,7 @@ impl PresenceInstance {
     ) {
         self.join_ref = channel_join_ref.map(str::to_owned);
         sync_state_shared(&mut self.state, new_state, callbacks);
-        for diff in std::mem::take(&mut self.pending_diffs) {
-            sync_diff(&mut self.state, diff, callbacks);
-        }
-        callbacks.on_sync();
+        self.replay_pending(callbacks);
     }
 
     /// [`handle_diff`](Self::handle_diff) of a diff shared by many clients: its joined
