@@ -7,7 +7,7 @@
 //! does not pay for one more host that turmoil would poll at every step.
 
 use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot};
-use crate::snapshot::Topic;
+use crate::snapshot::{Name, Topic};
 use crate::world::Shared;
 use phxsim_runtime::client::ClientStatus;
 use phxsim_runtime::{ListsChange, NodeLists, SampledTopic};
@@ -156,9 +156,9 @@ impl Sampler {
             .zip(&self.watched)
             .map(|((name, c), &(_, joined))| {
                 let snap = ClientSnapshot {
-                    node: c.node.clone(),
-                    topic: c.topic.clone(),
-                    user: c.user.clone(),
+                    node: Name::from(c.node.as_str()),
+                    topic: Name::from(c.topic.as_str()),
+                    user: Name::from(c.user.as_str()),
                     joined,
                     view: PresenceList::new(),
                 };

@@ -57,9 +57,11 @@ pub struct NodeSnapshot {
 /// What a client holds at one instant.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClientSnapshot {
-    pub node: String,
-    pub topic: String,
-    pub user: String,
+    /// Names inline when short: the sampler builds the client map anew whenever a client
+    /// joins or leaves, and these then cost no allocation to copy or drop.
+    pub node: Name,
+    pub topic: Name,
+    pub user: Name,
     /// Connected and joined (the join reply arrived and the channel is not closed).
     pub joined: bool,
     /// Its phoenix.js-exact presence list (the harness leaves it empty in samples and passes

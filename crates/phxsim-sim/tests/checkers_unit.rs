@@ -87,8 +87,8 @@ fn snap(at_ms: u64, a: NodeSnapshot, b: NodeSnapshot) -> Snapshot {
                     format!("{key}@{name}"),
                     ClientSnapshot {
                         node: name.into(),
-                        topic: topic.to_string(),
-                        user: key.to_string(),
+                        topic: topic.clone(),
+                        user: key.clone(),
                         joined: true,
                         view: PresenceList::new(),
                     },

@@ -100,7 +100,7 @@ pub(super) fn shared_client_view(
         let Some(c) = last.clients.get(*name).filter(|c| c.joined) else {
             continue;
         };
-        let Some(ns) = last.nodes.get(&c.node) else {
+        let Some(ns) = last.nodes.get(c.node.as_str()) else {
             continue;
         };
         let differs = *compared

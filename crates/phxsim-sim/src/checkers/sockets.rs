@@ -95,11 +95,14 @@ impl SocketTruth {
             for (c, add) in [(was, false), (now, true)] {
                 if let Some(c) = c.filter(|c| c.joined) {
                     self.count(c, add);
-                    if !dirty.get(&c.node).is_some_and(|t| t.contains(&c.topic)) {
+                    if !dirty
+                        .get(c.node.as_str())
+                        .is_some_and(|t| t.contains(c.topic.as_str()))
+                    {
                         dirty
-                            .entry(c.node.clone())
+                            .entry(c.node.to_string())
                             .or_default()
-                            .insert(c.topic.clone());
+                            .insert(c.topic.to_string());
                     }
                 }
             }
@@ -110,19 +113,19 @@ impl SocketTruth {
 
     /// Counts a joined client in or out.
     fn count(&mut self, c: &ClientSnapshot, add: bool) {
-        let topics = self.joined.entry(c.node.clone()).or_default();
-        let users = topics.entry(c.topic.clone()).or_default();
-        let n = users.entry(c.user.clone()).or_default();
+        let topics = self.joined.entry(c.node.to_string()).or_default();
+        let users = topics.entry(c.topic.to_string()).or_default();
+        let n = users.entry(c.user.to_string()).or_default();
         if add {
             *n += 1;
         } else {
             *n -= 1;
             if *n == 0 {
-                users.remove(&c.user);
+                users.remove(c.user.as_str());
                 if users.is_empty() {
-                    topics.remove(&c.topic);
+                    topics.remove(c.topic.as_str());
                     if topics.is_empty() {
-                        self.joined.remove(&c.node);
+                        self.joined.remove(c.node.as_str());
                     }
                 }
             }
@@ -305,9 +308,9 @@ mod tests {
                         clients.insert(
                             name,
                             ClientSnapshot {
-                                node: format!("n{}", rng.gen_range(0..3)),
-                                topic: format!("t{}", rng.gen_range(0..2)),
-                                user: format!("u{}", rng.gen_range(0..3)),
+                                node: format!("n{}", rng.gen_range(0..3)).into(),
+                                topic: format!("t{}", rng.gen_range(0..2)).into(),
+                                user: format!("u{}", rng.gen_range(0..3)).into(),
                                 joined: rng.gen_bool(0.7),
                                 view: PresenceList::new(),
                             },
