@@ -13,6 +13,7 @@
 use super::{ListsChange, RefList, SampledTopic, TopicSnapshot};
 use phxsim_shard::Tracker;
 use phxsim_tracker::{Meta, Name};
+#[cfg(any(debug_assertions, test))]
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
