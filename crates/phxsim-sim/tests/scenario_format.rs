@@ -424,3 +424,32 @@ fn a_down_period_shorter_than_the_idle_heartbeat_is_a_warning_not_an_error() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("= 1100 ms"), "{}", w[0]);
 }
+
+/// The scale scenarios under `benches/scenarios/` are what BENCHMARKS.md measures: each must
+/// stay valid as the format moves, except the 160 000-client one, which is refused above the
+/// simulator's client limit with an error that names the field.
+#[test]
+fn the_bench_scenarios_stay_valid_and_the_160k_one_is_refused_by_name() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/scenarios");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("benches/scenarios/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 5, "{paths:?}");
+    for path in paths {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        match Scenario::load(&path) {
+            Ok(s) => assert!(
+                !s.populations.is_empty() || !s.clients.is_empty(),
+                "{name:?}: no clients"
+            ),
+            Err(e) if name.as_deref() == Some("pop_160k_16_nodes_split_heal.toml") => {
+                let e = e.to_string();
+                assert!(e.contains("population.count"), "{e}");
+            }
+            Err(e) => panic!("{name:?}: {e}"),
+        }
+    }
+}
