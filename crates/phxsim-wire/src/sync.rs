@@ -219,21 +219,6 @@ pub fn sync_diff(state: &mut SyncState, diff: PresenceDiff, callbacks: &mut impl
     );
 }
 
-/// [`sync_diff`] of a borrowed diff (its joined presences copied into the state).
-pub fn sync_diff_ref(state: &mut SyncState, diff: &PresenceDiff, callbacks: &mut impl Callbacks) {
-    let joins: JsMap<Presence> = diff
-        .joins
-        .iter()
-        .map(|(key, p)| (key.clone(), p.clone()))
-        .collect();
-    apply(
-        state,
-        joins.iter_shared(),
-        js_order(&diff.leaves),
-        callbacks,
-    );
-}
-
 /// A `presence_diff` prepared once for many clients: its joined keys and presences, in
 /// JavaScript order, are shared by every list it is applied to ([`sync_shared_diff`]), so a
 /// thousand clients of a topic hold one copy of each joined presence.
@@ -482,23 +467,6 @@ impl PresenceInstance {
         true
     }
 
-    /// [`handle_diff`](Self::handle_diff) of a borrowed diff (shared by many clients): copied
-    /// only if it has to be buffered.
-    pub fn handle_diff_ref(
-        &mut self,
-        channel_join_ref: Option<&str>,
-        diff: &PresenceDiff,
-        callbacks: &mut impl Callbacks,
-    ) -> bool {
-        if self.in_pending_sync_state(channel_join_ref) {
-            self.pending_diffs.push(diff.clone());
-            return false;
-        }
-        sync_diff_ref(&mut self.state, diff, callbacks);
-        callbacks.on_sync();
-        true
-    }
-
     /// Dispatches a channel message by event name, reading its payload; a malformed payload is
     /// an error and changes nothing.
     pub fn handle_message(
@@ -580,7 +548,7 @@ mod tests {
     }
 
     #[test]
-    fn a_borrowed_diff_is_applied_in_javascript_key_order() {
+    fn a_shared_diff_is_applied_in_javascript_key_order() {
         let meta = |r: &str| json!({"metas": [{"phx_ref": r}]});
         let keys = ["b", "10", "a", "2", "007", "4294967295", "0"];
         let joins: serde_json::Map<String, Value> =
@@ -593,7 +561,7 @@ mod tests {
             .into_iter()
             .collect();
         let mut events = Vec::new();
-        sync_diff_ref(&mut state, &d, &mut events);
+        sync_shared_diff(&mut state, &SharedDiff::new(d.clone()), &mut events);
         assert_eq!(joined_keys(&events), js.keys().collect::<Vec<_>>());
         assert_eq!(
             joined_keys(&events),
