@@ -6,13 +6,14 @@
 //!   wait to be accepted panics with `server socket buffer full`. Every host here accepts in a
 //!   loop, so SYNs only pile up when many arrive within one step: a crowd of browsers joining
 //!   at once, or every SYN a `hold` kept back, delivered at its `release`;
-//! - a host's ephemeral ports (49152..=65535): the browsers' host opens one port per live
+//! - a host's ephemeral ports (49152..=65535): a browsers' host opens one port per live
 //!   connection and panics with `ports exhausted` when none is left.
 //!
 //! [`TurmoilLimits::of`] bounds the number of SYNs that can ever wait at one listener from the
 //! scenario (every client and every dialling node, each with the most attempts it can have in
 //! flight at once: within the largest latency, or within the whole run if a `hold` can keep
-//! them back) and the ports from the number of clients. `tcp_capacity` is also the window of
+//! them back) and the ports from the number of clients of one browsers' host (at most
+//! [`crate::clients::CLIENTS_PER_HOST`]). `tcp_capacity` is also the window of
 //! every stream (segments in flight), so it stays at turmoil's 64 unless the bound is larger:
 //! small scenarios run exactly as before. What no limit can hold is refused when the scenario
 //! is read ([`MAX_CLIENTS`]).
@@ -116,7 +117,9 @@ impl TurmoilLimits {
         };
         let default_ports =
             usize::from(DEFAULT_EPHEMERAL_PORTS.end() - DEFAULT_EPHEMERAL_PORTS.start());
-        let ephemeral_ports = if s.clients.len() + 1_000 < default_ports {
+        // ports are a host's own: the busiest browsers' host has the most clients of one host
+        let per_host = s.clients.len().min(crate::clients::CLIENTS_PER_HOST);
+        let ephemeral_ports = if per_host + 1_000 < default_ports {
             DEFAULT_EPHEMERAL_PORTS
         } else {
             1024..=65535

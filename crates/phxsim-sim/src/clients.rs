@@ -201,23 +201,102 @@ impl serde::de::Visitor<'_> for IsEventKey {
 /// real-socket 8 KiB each.
 const CLIENT_READ_BUFFER: usize = 1024;
 
-/// The host every browser runs on.
+/// The first browsers' host; a scenario's `"clients"` (in `[[network.links]]`) names every
+/// browsers' host.
 pub const CLIENTS_HOST: &str = "clients";
 
-/// One host, [`CLIENTS_HOST`], running every client, each connected to its own node. A
-/// browser only ever talks to its node, so the link between this host and node `n` is the
-/// link of `n`'s browsers (what `between = ["n", "clients"]` sets), and turmoil polls one
-/// host per step for all of them instead of one per node.
+/// The most browsers one host runs. A host dials from at most 64 512 ports (1024..=65535), and
+/// the links turmoil keeps between two hosts are scanned whole each time a segment is sent on
+/// them: past this many, the next browsers go to the next host (`clients-2`, `clients-3`, ...).
+/// Every scenario of at most this many clients runs on the one host `clients`, as it always did.
+pub const CLIENTS_PER_HOST: usize = 16_384;
+
+/// How many browsers one host of this run runs.
+fn per_host(o: &RunOptions) -> usize {
+    o.clients_per_host.unwrap_or(CLIENTS_PER_HOST).max(1)
+}
+
+/// The names of the browsers' hosts of `s` (its clients in order, [`CLIENTS_PER_HOST`] to a
+/// host unless `o` says otherwise): `clients`, then `clients-2`, `clients-3`, ...; none
+/// without clients.
+pub fn browser_hosts(s: &Scenario, o: &RunOptions) -> Vec<String> {
+    (0..s.clients.len().div_ceil(per_host(o)))
+        .map(browser_host_name)
+        .collect()
+}
+
+fn browser_host_name(i: usize) -> String {
+    if i == 0 {
+        CLIENTS_HOST.to_owned()
+    } else {
+        format!("{CLIENTS_HOST}-{}", i + 1)
+    }
+}
+
+/// What a scenario's host names stand for: `"clients"` for every browsers' host, any other name
+/// for the node itself.
+#[derive(Clone, Debug)]
+pub(crate) struct HostNames {
+    browsers: Vec<String>,
+}
+
+impl HostNames {
+    pub(crate) fn of(s: &Scenario, o: &RunOptions) -> HostNames {
+        HostNames {
+            browsers: browser_hosts(s, o),
+        }
+    }
+
+    /// The turmoil hosts `name` stands for (none for `"clients"` in a scenario without clients).
+    pub(crate) fn hosts<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        if name == CLIENTS_HOST {
+            self.browsers.iter().map(String::as_str).collect()
+        } else {
+            vec![name]
+        }
+    }
+
+    /// The pairs of turmoil hosts the link `x`–`y` stands for.
+    pub(crate) fn pairs<'a>(&'a self, x: &'a str, y: &'a str) -> Vec<(&'a str, &'a str)> {
+        let ys = self.hosts(y);
+        self.hosts(x)
+            .into_iter()
+            .flat_map(|x| ys.iter().map(move |y| (x, *y)))
+            .collect()
+    }
+}
+
+/// The browsers' hosts, [`CLIENTS_PER_HOST`] clients each, every client connected to its own
+/// node. A browser only ever talks to its node, so the links between these hosts and node `n`
+/// are the links of `n`'s browsers (what `between = ["n", "clients"]` sets), and turmoil polls a
+/// few hosts per step for all of them instead of one per node or per browser.
 pub(crate) fn client_host(
     sim: &mut turmoil::Sim<'_>,
     s: &Scenario,
     o: &RunOptions,
     shared: SharedRef,
 ) {
-    if s.clients.is_empty() {
-        return;
+    for (i, specs) in s.clients.chunks(per_host(o)).enumerate() {
+        browser_host(
+            sim,
+            browser_host_name(i),
+            specs.to_vec(),
+            s,
+            o,
+            shared.clone(),
+        );
     }
-    let specs = s.clients.clone();
+}
+
+/// One browsers' host running `specs`.
+fn browser_host(
+    sim: &mut turmoil::Sim<'_>,
+    host: String,
+    specs: Vec<crate::scenario::ClientSpec>,
+    s: &Scenario,
+    o: &RunOptions,
+    shared: SharedRef,
+) {
     let (seed, mutation, frames, population_frames) = (
         o.seed,
         o.planted.and_then(crate::planted::PlantedBug::client),
@@ -225,7 +304,7 @@ pub(crate) fn client_host(
         o.transcript && o.population_frames,
     );
     let rto = Duration::from_millis(s.network.rto_ms);
-    sim.host(CLIENTS_HOST, move || {
+    sim.host(host, move || {
         let (specs, shared) = (specs.clone(), shared.clone());
         async move {
             // the browsers of this host decode each broadcast diff once between them

@@ -556,23 +556,14 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         );
     }
     clients::client_host(&mut sim, scenario, opts, shared.clone());
+    let hosts = clients::HostNames::of(scenario, opts);
     for l in &scenario.network.links {
         let [x, y] = &l.between;
-        // `clients` names the browsers' host; without clients there is nothing to slow down
-        if scenario.clients.is_empty() && (x == clients::CLIENTS_HOST || y == clients::CLIENTS_HOST)
-        {
-            continue;
+        // `clients` names every browsers' host; without clients there is nothing to slow down
+        for (x, y) in hosts.pairs(x, y) {
+            sim.set_link_latency(x, y, Duration::from_millis(l.latency_ms[0]));
+            sim.set_link_max_message_latency(x, y, Duration::from_millis(l.latency_ms[1]));
         }
-        sim.set_link_latency(
-            x.as_str(),
-            y.as_str(),
-            Duration::from_millis(l.latency_ms[0]),
-        );
-        sim.set_link_max_message_latency(
-            x.as_str(),
-            y.as_str(),
-            Duration::from_millis(l.latency_ms[1]),
-        );
     }
 
     let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone())

@@ -31,6 +31,10 @@ pub struct RunOptions {
     /// With `transcript`: also every frame of every `[[population]]` client (by default only
     /// the frames of the sample the checkers replay, and one summary line per population).
     pub population_frames: bool,
+    /// The most browsers one simulated host runs; `None`:
+    /// [`crate::clients::CLIENTS_PER_HOST`]. Tests set it low to run several browsers' hosts
+    /// with a few clients.
+    pub clients_per_host: Option<usize>,
 }
 
 /// Port of the node-to-node links on every node host.

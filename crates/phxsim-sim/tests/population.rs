@@ -128,3 +128,59 @@ fn planted_bugs_in_population_clients_are_caught() {
         "a client outside the replayed sample is checked too: {views:?}"
     );
 }
+
+/// Six browsers, three per node, two to a browsers' host: three hosts. A scenario's `clients`
+/// names every one of them, so a slow link `a`–`clients` slows every browser of node `a`,
+/// whichever host it runs on, and the run still passes.
+#[test]
+fn clients_names_every_browsers_host() {
+    let mut text = String::from(
+        "title = \"three browsers' hosts\"\nnodes = [\"a\", \"b\"]\nduration_ms = 4000\n\
+         [tracker]\nbroadcast_period_ms = 100\n\
+         [[network.links]]\nbetween = [\"a\", \"clients\"]\nlatency_ms = [300, 300]\n",
+    );
+    let names = ["a0", "b0", "a1", "b1", "a2", "b2"];
+    for name in names {
+        text += &format!(
+            "[[clients]]\nname = \"{name}\"\nnode = \"{}\"\n",
+            &name[..1]
+        );
+    }
+    for name in names {
+        text += &format!("[[timeline]]\nat_ms = 1000\njoin = \"{name}\"\n");
+    }
+    let s = Scenario::parse("hosts.toml", &text).unwrap();
+    let r = harness::run(
+        &s,
+        &RunOptions {
+            clients_per_host: Some(2),
+            ..opts(1)
+        },
+    );
+    assert_eq!(r.verdict, Verdict::Pass, "{:#?}", r.failures);
+    let mut connected_at = std::collections::BTreeMap::new();
+    for line in &r.transcript {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["ev"] == "connected" {
+            let client = v["client"].as_str().unwrap().to_owned();
+            connected_at
+                .entry(client)
+                .or_insert(v["t"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(connected_at.len(), names.len(), "{connected_at:?}");
+    for (client, t) in &connected_at {
+        if client.starts_with('a') {
+            // at least the SYN, its answer and the upgrade request cross the slow link
+            assert!(
+                *t >= 900,
+                "{client} connected at {t} across a 300 ms link: {connected_at:?}"
+            );
+        } else {
+            assert!(*t < 100, "{client} connected only at {t}");
+        }
+    }
+    // one host, as before, runs the same scenario
+    let one = harness::run(&s, &opts(1));
+    assert_eq!(one.verdict, Verdict::Pass, "{:#?}", one.failures);
+}

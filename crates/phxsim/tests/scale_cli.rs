@@ -77,18 +77,20 @@ fn a_released_hold_delivers_every_syn_it_kept() {
 }
 
 #[test]
-fn more_clients_than_ports_is_bad_input() {
-    let n = phxsim_sim::capacity::MAX_CLIENTS + 1;
-    let mut s = String::from("title = \"too many\"\nnodes = [\"a\"]\nduration_ms = 1000\n");
-    for i in 0..n {
-        s += &format!("[[clients]]\nname = \"c{i}\"\nnode = \"a\"\n");
-    }
+fn more_clients_than_the_limit_is_bad_input() {
+    // one named client beside a population of the limit: the two together are one too many
+    let n = phxsim_sim::capacity::MAX_CLIENTS;
+    let s = format!(
+        "title = \"too many\"\nnodes = [\"a\"]\nduration_ms = 1000\n\
+         [[clients]]\nname = \"c\"\nnode = \"a\"\n\
+         [[population]]\nnodes = [\"a\"]\ncount = {n}\ntopics = 1\njoin_ms = [0, 10]\n"
+    );
     let path = write("too_many.toml", &s);
     let out = replay(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains(": clients: at most 60000 clients"),
+        stderr.contains(&format!(": clients: at most {n} clients")),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");

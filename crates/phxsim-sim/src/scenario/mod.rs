@@ -33,11 +33,11 @@ use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
-/// The most clients (named and of populations) a scenario may have. The simulated browsers'
-/// host has ports 1024..=65535 at most (below them, well-known ports); a few thousand stay
-/// free for connections that are closing while their client redials ([`crate::capacity`]
-/// sizes turmoil from the scenario within this).
-pub const MAX_CLIENTS: usize = 60_000;
+/// The most clients (named and of populations) a scenario may have. Browsers are spread over
+/// hosts of their own (`crate::clients::CLIENTS_PER_HOST` each), so ports no longer bound
+/// them; memory does: about 70 KB per client at 16 nodes (BENCHMARKS.md), so this many need
+/// about 14 GB. A larger run is refused when the file is read rather than ending out of memory.
+pub const MAX_CLIENTS: usize = 200_000;
 use std::path::Path;
 use toml::Spanned;
 
@@ -844,8 +844,7 @@ impl Scenario {
                     .unwrap_or_else(|| raw.clients[MAX_CLIENTS].span()),
                 "clients",
                 format!(
-                    "at most {} clients: every browser dials from one simulated host, which \
-                     has that many ports; got {}",
+                    "at most {} clients (a simulated client takes about 70 KB); got {}",
                     MAX_CLIENTS,
                     clients.len() + population_clients
                 ),

@@ -55,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         planted,
         node_trace: false,
         population_frames: args.population_frames,
+        ..RunOptions::default()
     };
     output::check_optional("--transcript", args.transcript.as_deref())?;
     output::check_optional("--trace", args.trace.as_deref())?;
