@@ -35,8 +35,9 @@ use std::ops::Range;
 
 /// The most clients (named and of populations) a scenario may have. Browsers are spread over
 /// hosts of their own (`crate::clients::CLIENTS_PER_HOST` each), so ports no longer bound
-/// them; memory does: about 70 KB per client at 16 nodes (BENCHMARKS.md), so this many need
-/// about 14 GB. A larger run is refused when the file is read rather than ending out of memory.
+/// them; memory does: up to about 100 KB per client at 16 nodes (BENCHMARKS.md), so this many
+/// need about 20 GB. A larger run is refused when the file is read rather than ending out of
+/// memory.
 pub const MAX_CLIENTS: usize = 200_000;
 use std::path::Path;
 use toml::Spanned;
@@ -844,7 +845,7 @@ impl Scenario {
                     .unwrap_or_else(|| raw.clients[MAX_CLIENTS].span()),
                 "clients",
                 format!(
-                    "at most {} clients (a simulated client takes about 70 KB); got {}",
+                    "at most {} clients (a simulated client takes up to about 100 KB); got {}",
                     MAX_CLIENTS,
                     clients.len() + population_clients
                 ),
