@@ -14,7 +14,7 @@ use std::process::ExitCode;
 /// (see BENCHMARKS.md, simulator speed). Nothing reads addresses, so output is unchanged.
 /// The wrapper counts live bytes only while `bench-tracker` measures memory; otherwise it
 /// adds one relaxed load of a flag per allocation.
-// #[global_allocator] HT-TEMP
+#[global_allocator]
 static GLOBAL: alloc_counter::CountingAlloc = alloc_counter::CountingAlloc;
 
 #[derive(Parser)]
