@@ -84,3 +84,59 @@ async fn a_client_that_never_upgrades_is_dropped_after_the_handshake_timeout() {
     assert!(matches!(end, ConnectionEnd::HandshakeFailed(ref why) if why.contains("timed out")));
     assert_eq!(started.elapsed(), server.config().handshake_timeout);
 }
+
+/// A socket woken by a diff every second is still closed when its client has sent nothing for
+/// the idle timeout: the diffs do not restart the timer, and skipping the timer's poll on a
+/// wake-up for a diff (it cannot have fired before its deadline) never loses its firing.
+#[tokio::test(start_paused = true)]
+async fn a_socket_woken_by_diffs_all_along_still_closes_on_its_idle_timeout() {
+    let server = server(Duration::from_secs(60));
+    let (ivy_end, ivy_server) = tokio::io::duplex(64 * 1024);
+    server.serve_connection(ivy_server);
+    let mut ivy = connect_stream(ivy_end, "vsn=2.0.0&user_id=ivy").await;
+    ivy.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    let started = Instant::now();
+    for _ in 0..3 {
+        ivy.next().await;
+    }
+    let (bob_end, bob_server) = tokio::io::duplex(64 * 1024);
+    server.serve_connection(bob_server);
+    let mut bob = connect_stream(bob_end, "vsn=2.0.0&user_id=bob").await;
+    bob.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    for _ in 0..3 {
+        bob.next().await;
+    }
+    // bob changes his meta every second (his pushes keep his own socket alive) for 90 s.
+    let busy = tokio::spawn(async move {
+        for n in 0..90 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            bob.send(&format!(
+                r#"["1","u{n}","room:lobby","update_meta",{{"n":{n}}}]"#
+            ))
+            .await;
+            // the reply and the diff, in either order
+            bob.next().await;
+            bob.next().await;
+        }
+    });
+    let mut diffs = 0;
+    let (code, reason) = loop {
+        match ivy.next_within(Duration::from_secs(120)).await {
+            Some(Got::Text(t)) if t.contains("presence_diff") => diffs += 1,
+            Some(Got::Text(_)) => {}
+            Some(Got::Close(Some(close))) => break close,
+            other => panic!("expected diffs, then a close frame; got {other:?}"),
+        }
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(code, close_code::IDLE, "{reason}");
+    assert!(
+        elapsed >= Duration::from_secs(60) && elapsed < Duration::from_secs(61),
+        "closed after {elapsed:?}, want 60 s after the join"
+    );
+    assert!(
+        diffs >= 55,
+        "the socket was woken by diffs all along ({diffs})"
+    );
+    busy.abort();
+}
