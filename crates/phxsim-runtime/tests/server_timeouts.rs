@@ -1,5 +1,5 @@
-//! The idle timeout on tokio's paused clock, over in-memory streams: a minute passes in
-//! microseconds and nothing depends on real I/O timing.
+//! The idle timeout, and writes to a stream that stays full, on tokio's paused clock over
+//! in-memory streams: a minute passes in microseconds and nothing depends on real I/O timing.
 
 mod server_common;
 
@@ -83,4 +83,139 @@ async fn a_client_that_never_upgrades_is_dropped_after_the_handshake_timeout() {
     let end = server.serve_connection(server_end).await.unwrap();
     assert!(matches!(end, ConnectionEnd::HandshakeFailed(ref why) if why.contains("timed out")));
     assert_eq!(started.elapsed(), server.config().handshake_timeout);
+}
+
+/// A socket woken by a diff every second is still closed when its client has sent nothing for
+/// the idle timeout: the diffs do not restart the timer, and skipping the timer's poll on a
+/// wake-up for a diff (it cannot have fired before its deadline) never loses its firing.
+#[tokio::test(start_paused = true)]
+async fn a_socket_woken_by_diffs_all_along_still_closes_on_its_idle_timeout() {
+    let server = server(Duration::from_secs(60));
+    let (ivy_end, ivy_server) = tokio::io::duplex(64 * 1024);
+    server.serve_connection(ivy_server);
+    let mut ivy = connect_stream(ivy_end, "vsn=2.0.0&user_id=ivy").await;
+    ivy.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    let started = Instant::now();
+    for _ in 0..3 {
+        ivy.next().await;
+    }
+    let (bob_end, bob_server) = tokio::io::duplex(64 * 1024);
+    server.serve_connection(bob_server);
+    let mut bob = connect_stream(bob_end, "vsn=2.0.0&user_id=bob").await;
+    bob.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    for _ in 0..3 {
+        bob.next().await;
+    }
+    // bob changes his meta every second (his pushes keep his own socket alive) for 90 s.
+    let busy = tokio::spawn(async move {
+        for n in 0..90 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            bob.send(&format!(
+                r#"["1","u{n}","room:lobby","update_meta",{{"n":{n}}}]"#
+            ))
+            .await;
+            // the reply and the diff, in either order
+            bob.next().await;
+            bob.next().await;
+        }
+    });
+    let mut diffs = 0;
+    let (code, reason) = loop {
+        match ivy.next_within(Duration::from_secs(120)).await {
+            Some(Got::Text(t)) if t.contains("presence_diff") => diffs += 1,
+            Some(Got::Text(_)) => {}
+            Some(Got::Close(Some(close))) => break close,
+            other => panic!("expected diffs, then a close frame; got {other:?}"),
+        }
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(code, close_code::IDLE, "{reason}");
+    assert!(
+        elapsed >= Duration::from_secs(60) && elapsed < Duration::from_secs(61),
+        "closed after {elapsed:?}, want 60 s after the join"
+    );
+    assert!(
+        diffs >= 55,
+        "the socket was woken by diffs all along ({diffs})"
+    );
+    busy.abort();
+}
+
+/// WebSocket pings from a client on a stream that takes 64 bytes at a time, while diffs keep
+/// coming: tungstenite answers each ping with a pong (longer than the stream's room, so always
+/// cut short), and a pong cut short by the full stream
+/// is finished before any diff goes out (a socket woken for a diff skips tungstenite's flush
+/// only when it has nothing of its own left to write), so every frame arrives whole.
+#[tokio::test(start_paused = true)]
+async fn pongs_cut_by_a_full_stream_never_interleave_with_diffs() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let server = server(Duration::from_secs(600));
+    let (ivy_end, ivy_server) = tokio::io::duplex(64);
+    server.serve_connection(ivy_server);
+    let mut ivy = connect_stream(ivy_end, "vsn=2.0.0&user_id=ivy").await;
+    ivy.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    for _ in 0..3 {
+        ivy.next().await;
+    }
+    let (bob_end, bob_server) = tokio::io::duplex(64 * 1024);
+    server.serve_connection(bob_server);
+    let mut bob = connect_stream(bob_end, "vsn=2.0.0&user_id=bob").await;
+    bob.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    for _ in 0..3 {
+        bob.next().await;
+    }
+    const ROUNDS: usize = 60;
+    let busy = tokio::spawn(async move {
+        for n in 0..ROUNDS {
+            let pad = "x".repeat(40 + n % 7);
+            bob.send(&format!(
+                r#"["1","u{n}","room:lobby","update_meta",{{"n":{n},"pad":"{pad}"}}]"#
+            ))
+            .await;
+            bob.next().await;
+            bob.next().await;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    });
+    let (mut tx, mut rx) = ivy.ws.split();
+    let pinging = async move {
+        for n in 0..ROUNDS {
+            let payload = format!("ping {n:03} {}", "p".repeat(90 + n % 25));
+            tx.send(Ws::Ping(payload.into_bytes().into()))
+                .await
+                .expect("ping sent");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tx
+    };
+    let reading = async move {
+        let (mut pongs, mut diffs) = (Vec::new(), 0);
+        while pongs.len() < ROUNDS || diffs < ROUNDS {
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.next())
+                .await
+                .expect("a frame in time")
+                .expect("the stream goes on")
+                .expect("every frame arrives whole");
+            match got {
+                Ws::Pong(p) => pongs.push(String::from_utf8(p.to_vec()).expect("utf-8")),
+                Ws::Text(t) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).expect("whole JSON");
+                    if v[3] == "presence_diff" {
+                        diffs += 1;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            // a slow reader: the server's writes wait for room again and again
+            tokio::time::sleep(Duration::from_micros(300)).await;
+        }
+        pongs
+    };
+    let (_tx, pongs) = tokio::join!(pinging, reading);
+    let want: Vec<String> = (0..ROUNDS)
+        .map(|n| format!("ping {n:03} {}", "p".repeat(90 + n % 25)))
+        .collect();
+    assert_eq!(pongs, want, "one pong per ping, in order");
+    busy.await.unwrap();
 }

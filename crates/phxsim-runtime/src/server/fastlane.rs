@@ -14,18 +14,19 @@ use phxsim_wire::{Frame, Serializer};
 use std::sync::Arc;
 
 /// The frame of `update` for `serializer`: the one encoded already for another socket, or
-/// `encode`'s, kept for the next.
+/// `encode`'s, kept for the next. Borrowed from the update: a socket takes only what it
+/// writes (the wire bytes), and the message only when someone observes frames.
 pub(crate) fn frame<E>(
     update: &PresenceUpdate,
     serializer: Serializer,
     encode: impl FnOnce() -> Result<Frame, E>,
-) -> Result<Shared, E> {
+) -> Result<&Shared, E> {
     let cell = match serializer {
         Serializer::V1 => &update.frames.v1,
         Serializer::V2 => &update.frames.v2,
     };
     if let Some(s) = cell.get() {
-        return Ok(s.clone());
+        return Ok(s);
     }
     let frame = encode()?;
     let fresh = Shared {
@@ -33,10 +34,7 @@ pub(crate) fn frame<E>(
         frame: Arc::new(frame),
     };
     // Two sockets may encode the same update at once: the first one stored wins.
-    Ok(match cell.set(fresh.clone()) {
-        Ok(()) => fresh,
-        Err(_) => cell.get().cloned().unwrap_or(fresh),
-    })
+    Ok(cell.get_or_init(|| fresh))
 }
 
 #[cfg(test)]
@@ -62,8 +60,8 @@ mod tests {
         let a = update("room:a");
         let same_a = a.clone();
         let other = update("room:a");
-        let text = |r: Result<Shared, ()>| r.map(|s| (*s.frame).clone());
-        let first = frame(&a, Serializer::V2, || enc("a2")).unwrap();
+        let text = |r: Result<&Shared, ()>| r.map(|s| (*s.frame).clone());
+        let first = frame(&a, Serializer::V2, || enc("a2")).unwrap().clone();
         assert_eq!(*first.frame, Frame::Text("a2".into()));
         // the same broadcast for another socket: no encoding, the very same bytes
         let again = frame(&same_a, Serializer::V2, || enc("x")).unwrap();

@@ -94,6 +94,10 @@ pub(crate) struct Outbox {
 /// Parts handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
+/// Slots an emptied queue keeps (160 bytes): the smallest allocation a `VecDeque` makes, so
+/// one diff at a time never allocates.
+const KEPT_PARTS: usize = 4;
+
 impl Outbox {
     pub(crate) fn new(limit: usize) -> Outbox {
         Outbox {
@@ -107,7 +111,14 @@ impl Outbox {
 
     /// Queues a frame, unless that would put more than the limit in the queue.
     pub(crate) fn push(&mut self, frame: WireFrame) -> Result<(), Overflow> {
-        self.push_parts(vec![frame])
+        self.admit(frame.len())?;
+        self.bytes += frame.len();
+        self.unsealed += 1;
+        self.parts.push_back(Part {
+            bytes: frame,
+            first: true,
+        });
+        Ok(())
     }
 
     /// Queues one frame made of `parts` (header first), unless that would put more than the
@@ -162,15 +173,23 @@ impl Outbox {
         cx: &mut Context<'_>,
     ) -> (bool, Poll<io::Result<()>>) {
         let mut progressed = false;
-        while !self.parts.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut n = 0;
-            for (i, p) in self.parts.iter().take(MAX_SLICES).enumerate() {
-                let from = if i == 0 { self.head } else { 0 };
-                slices[i] = IoSlice::new(&p.bytes[from..]);
-                n += 1;
-            }
-            let written = match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
+        // A stream without vectored writes takes only the first buffer of a vectored write,
+        // so it gets that buffer without the slice array (one diff per wake-up is the usual).
+        let vectored = stream.is_write_vectored();
+        while let Some(front) = self.parts.front() {
+            let polled = if !vectored || self.parts.len() == 1 {
+                Pin::new(&mut *stream).poll_write(cx, &front.bytes[self.head..])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut n = 0;
+                for (i, p) in self.parts.iter().take(MAX_SLICES).enumerate() {
+                    let from = if i == 0 { self.head } else { 0 };
+                    slices[i] = IoSlice::new(&p.bytes[from..]);
+                    n += 1;
+                }
+                Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n])
+            };
+            let written = match polled {
                 Poll::Pending => return (progressed, Poll::Pending),
                 Poll::Ready(Err(e)) => return (progressed, Poll::Ready(Err(e))),
                 Poll::Ready(Ok(0)) => {
@@ -233,8 +252,9 @@ impl Outbox {
                 written = 0;
             }
         }
-        if self.parts.is_empty() {
-            // Give a burst's queue memory back: an idle socket keeps no buffer.
+        if self.parts.is_empty() && self.parts.capacity() > KEPT_PARTS {
+            // Give a burst's queue memory back: an idle socket keeps no more than a few slots,
+            // which it reuses frame after frame instead of allocating them for each.
             self.parts = VecDeque::new();
         }
     }

@@ -33,7 +33,8 @@ use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -155,7 +156,9 @@ where
         last_out: Instant::now(),
         held: VecDeque::new(),
         held_bytes: 0,
+        theirs_flushed: false,
         idle: Box::pin(tokio::time::sleep(cfg.idle_timeout)),
+        idle_armed: None,
         stall: Box::pin(tokio::time::sleep(cfg.write_timeout)),
     };
     Box::pin(session.run()).await
@@ -189,11 +192,52 @@ struct Session<S> {
     /// Diffs that arrived while a write was stalled, and their bytes.
     held: VecDeque<Held>,
     held_bytes: usize,
+    /// Whether tungstenite has written out all of its own frames (pongs, a close echo) since
+    /// the last time it read: only a read queues one, so until the next read a flush of it
+    /// would write nothing, and a socket woken for a diff skips it.
+    theirs_flushed: bool,
     /// The idle and write timeouts: one timer each for the socket's life, moved on only when
     /// they fire early (see [`expired`]); a fresh timer per wake-up cost two timer-wheel
     /// updates per diff per socket.
     idle: Pin<Box<Sleep>>,
+    /// The idle timer's deadline and the waker it holds, once polled: until that instant it
+    /// cannot fire, so a wake-up for a diff need not poll it again (see [`IdleArmed`]).
+    idle_armed: Option<IdleArmed>,
     stall: Pin<Box<Sleep>>,
+}
+
+/// The idle timer, registered with a waker, firing at `at` at the earliest. A socket woken
+/// for a diff skips the timer when nothing changed (the same waker, `at` still ahead): a
+/// timer's poll per diff per socket touched its entry for nothing.
+struct IdleArmed {
+    at: Instant,
+    waker: Waker,
+}
+
+/// [`expired`] for the idle timer, without polling it while it is armed for `cx`'s waker and
+/// its deadline is ahead: it cannot have fired, and it will wake that waker when it does.
+fn idle_expired(
+    timer: &mut Pin<Box<Sleep>>,
+    armed: &mut Option<IdleArmed>,
+    deadline: Instant,
+    now: Instant,
+    cx: &mut Context<'_>,
+) -> bool {
+    if let Some(a) = armed
+        && now < a.at
+        && a.waker.will_wake(cx.waker())
+    {
+        return false;
+    }
+    if expired(timer, deadline, cx) {
+        *armed = None;
+        return true;
+    }
+    *armed = Some(IdleArmed {
+        at: timer.deadline(),
+        waker: cx.waker().clone(),
+    });
+    false
 }
 
 /// Whether `deadline` has passed, by `timer`, which may have been set for an earlier one:
@@ -211,7 +255,7 @@ fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Instant, cx: &mut Context<'_>)
 
 /// A diff held while a write was stalled.
 struct Held {
-    topic: String,
+    topic: Arc<str>,
     update: Option<PresenceUpdate>,
     /// Its frame's bytes, counted against the socket's limit until it is queued.
     bytes: usize,
@@ -220,10 +264,10 @@ struct Held {
 /// What woke the socket up.
 enum Wake {
     Incoming(Option<Result<WsMessage, WsError>>),
-    Diff(String, Option<PresenceUpdate>),
+    Diff(Arc<str>, Option<PresenceUpdate>),
     Idle,
     /// A diff that arrived while a write was stalled: to hold.
-    Hold(String, Option<PresenceUpdate>),
+    Hold(Arc<str>, Option<PresenceUpdate>),
     /// A held diff, now to send.
     Held(Held),
     /// Writing to the stream failed.
@@ -309,16 +353,25 @@ where
             last_in,
             last_out,
             held,
+            theirs_flushed,
             idle,
+            idle_armed,
             stall,
             ..
         } = self;
         poll_fn(|cx| {
+            // Time stands still within one poll in the simulator (and moves by microseconds
+            // on a real clock): read it once.
+            let now = Instant::now();
             if !outbox.is_empty() {
                 // tungstenite's own frames (pongs, a close echo) go first, never inside ours.
                 let theirs_done = outbox.mid_frame()
+                    || *theirs_flushed
                     || match ws.poll_flush_unpin(cx) {
-                        Poll::Ready(Ok(())) => true,
+                        Poll::Ready(Ok(())) => {
+                            *theirs_flushed = true;
+                            true
+                        }
                         Poll::Ready(Err(e)) => {
                             return Poll::Ready(Wake::WriteFailed(e.to_string()));
                         }
@@ -327,7 +380,7 @@ where
                 if theirs_done {
                     let (progressed, res) = outbox.poll_write(ws.get_mut(), cx);
                     if progressed {
-                        *last_out = Instant::now();
+                        *last_out = now;
                     }
                     if let Poll::Ready(Err(e)) = res {
                         return Poll::Ready(Wake::WriteFailed(e.to_string()));
@@ -343,11 +396,13 @@ where
                     return Poll::Pending;
                 }
             }
-            *last_out = Instant::now();
-            if ws.get_ref().may_read()
-                && let Poll::Ready(m) = ws.poll_next_unpin(cx)
-            {
-                return Poll::Ready(Wake::Incoming(m));
+            *last_out = now;
+            if ws.get_ref().may_read() {
+                // A read may queue a frame of tungstenite's own (a pong, a close echo).
+                *theirs_flushed = false;
+                if let Poll::Ready(m) = ws.poll_next_unpin(cx) {
+                    return Poll::Ready(Wake::Incoming(m));
+                }
             }
             // Diffs held during a stalled write come first, in the order they arrived.
             if let Some(h) = held.pop_front() {
@@ -356,7 +411,7 @@ where
             if let Poll::Ready((topic, update)) = poll_update(channels, poll_from, cx) {
                 return Poll::Ready(Wake::Diff(topic, update));
             }
-            if expired(idle, *last_in + idle_timeout, cx) {
+            if idle_expired(idle, idle_armed, *last_in + idle_timeout, now, cx) {
                 return Poll::Ready(Wake::Idle);
             }
             Poll::Pending
@@ -385,7 +440,11 @@ where
 
     /// Keeps a diff that arrived while a write was stalled, counting its frame's bytes (framed
     /// once for every socket by the fastlane) against the socket's limit.
-    fn hold(&mut self, topic: String, update: Option<PresenceUpdate>) -> Result<(), ConnectionEnd> {
+    fn hold(
+        &mut self,
+        topic: Arc<str>,
+        update: Option<PresenceUpdate>,
+    ) -> Result<(), ConnectionEnd> {
         let bytes = match &update {
             Some(update) => self.shared_diff(&topic, update)?.wire.len(),
             None => 0,
@@ -872,15 +931,15 @@ where
             conn,
             frame: (*shared.frame).clone(),
         });
-        self.queue(shared.wire)
+        self.queue(shared.wire.clone())
     }
 
     /// A diff's frame, encoded once per serializer for every socket of the node.
-    fn shared_diff(
+    fn shared_diff<'u>(
         &self,
         topic: &str,
-        update: &PresenceUpdate,
-    ) -> Result<crate::encoded::Shared, ConnectionEnd> {
+        update: &'u PresenceUpdate,
+    ) -> Result<&'u crate::encoded::Shared, ConnectionEnd> {
         let codec = self.codec;
         fastlane::frame(update, codec.serializer(), || {
             codec.encode(&Message::broadcast(
@@ -987,11 +1046,13 @@ where
 
 /// The next diff of any joined channel, scanning from a rotating start so that a busy topic
 /// cannot starve the others. `None` as the update means the node dropped the subscription.
+/// The topic is the update's own (the node names a diff by the topic subscribed to), so a
+/// diff costs no copy of its name per socket.
 fn poll_update(
     channels: &mut BTreeMap<String, Channel>,
     poll_from: &mut usize,
     cx: &mut std::task::Context<'_>,
-) -> Poll<(String, Option<PresenceUpdate>)> {
+) -> Poll<(Arc<str>, Option<PresenceUpdate>)> {
     let n = channels.len();
     for i in 0..n {
         let idx = (*poll_from + i) % n;
@@ -999,7 +1060,11 @@ fn poll_update(
             && let Poll::Ready(update) = ch.diffs.poll_recv(cx)
         {
             *poll_from = idx + 1;
-            return Poll::Ready((topic.clone(), update));
+            let name = match &update {
+                Some(u) => u.topic.clone(),
+                None => Arc::from(topic.as_str()),
+            };
+            return Poll::Ready((name, update));
         }
     }
     Poll::Pending
