@@ -413,7 +413,14 @@ mod tests {
         let texts = [
             state(&[("a", "1"), ("c", "3"), ("e", "5")]),
             // one joined in the middle, one at each end
-            state(&[("0", "0"), ("a", "1"), ("b", "2"), ("c", "3"), ("e", "5"), ("f", "6")]),
+            state(&[
+                ("0", "0"),
+                ("a", "1"),
+                ("b", "2"),
+                ("c", "3"),
+                ("e", "5"),
+                ("f", "6"),
+            ]),
             // one left, one changed its meta
             state(&[("0", "0"), ("a", "1"), ("c", "4"), ("e", "5"), ("f", "6")]),
             // the text of the last state's entry at that place, under another key
