@@ -320,12 +320,47 @@ async fn shared_frames_give_the_same_lists_as_decoding_each() {
         assert_eq!(cache.frames(), 4, "{mutation:?}");
         let (second, shared_copies, _second) = scripted(shared(), false).await;
         let (own, own_copies, _own) = scripted(ClientConfig { mutation, ..cfg() }, true).await;
-        // both cached clients and the cache (the state entry it decoded once) hold one `me`
-        // presence; the other holds its own
-        assert_eq!((shared_copies, own_copies), (3, 1), "{mutation:?}");
+        // both cached clients and the cache (the state entry it decoded once, and the last
+        // state it decoded) hold one `me` presence; the other holds its own
+        assert_eq!((shared_copies, own_copies), (4, 1), "{mutation:?}");
         assert_eq!(first, own, "{mutation:?}");
         assert_eq!(second, own, "{mutation:?}");
         assert_eq!(own.presences.keys().collect::<Vec<_>>(), ["me", "v", "y"]);
         assert_eq!(own.presences["y"][0]["phx_ref"], "ry2");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_run_in_order_and_the_last_handle_dropped_stops_the_client() {
+    let (client, mut conns) = start(cfg());
+    let mut ws = conns.recv().await.unwrap();
+    assert_eq!(recv(&mut ws).await, r#"["1","1","room:t","phx_join",{}]"#);
+    send(
+        &mut ws,
+        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+    )
+    .await;
+    client
+        .wait_for(Duration::from_secs(1), |v| v.joined())
+        .await
+        .unwrap();
+    let other = client.clone();
+    client.push("a", serde_json::json!({}));
+    other.push("b", serde_json::json!({}));
+    client.leave();
+    assert_eq!(recv(&mut ws).await, r#"["1","2","room:t","a",{}]"#);
+    assert_eq!(recv(&mut ws).await, r#"["1","3","room:t","b",{}]"#);
+    assert_eq!(recv(&mut ws).await, r#"["1","4","room:t","phx_leave",{}]"#);
+    // a clone still holds the client: it goes on
+    drop(client);
+    let quiet = tokio::time::timeout(Duration::from_secs(1), ws.next()).await;
+    assert!(quiet.is_err(), "{quiet:?}");
+    drop(other);
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Ws::Close(Some(frame))))) => {
+            assert_eq!(u16::from(frame.code), 1000);
+            assert_eq!(frame.reason.as_str(), "client stopped");
+        }
+        other => panic!("expected a clean close, got {other:?}"),
     }
 }

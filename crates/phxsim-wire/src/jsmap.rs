@@ -128,6 +128,29 @@ impl<V> JsMap<V> {
         }
     }
 
+    /// The slot of `key`, and whether it was empty: then `value()` is put there, as
+    /// [`JsMap::insert_shared`] puts it. One lookup, where a `get_shared_mut` that misses and
+    /// the `insert_shared` after it hash and probe twice (a simulated client does this for
+    /// every key a diff joins).
+    pub fn slot_or_insert_shared(
+        &mut self,
+        key: &Arc<str>,
+        value: impl FnOnce() -> Arc<V>,
+    ) -> (&mut Arc<V>, bool) {
+        match array_index(key) {
+            Some(index) => match self.indices.entry(index) {
+                std::collections::btree_map::Entry::Occupied(e) => (&mut e.into_mut().1, false),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    (&mut e.insert((key.clone(), value())).1, true)
+                }
+            },
+            None => match self.named.entry(key.clone()) {
+                indexmap::map::Entry::Occupied(e) => (e.into_mut(), false),
+                indexmap::map::Entry::Vacant(e) => (e.insert(value()), true),
+            },
+        }
+    }
+
     /// `delete obj[key]`: the remaining keys keep their order.
     pub fn remove(&mut self, key: &str) -> Option<Arc<V>> {
         match array_index(key) {
@@ -249,5 +272,27 @@ mod tests {
         assert_eq!(map.keys().nth(1), Some("2"));
         let owned: Vec<String> = map.clone().into_iter().map(|(k, _)| k).collect();
         assert_eq!(owned, map.keys().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_slot_is_the_present_value_or_a_new_key_in_its_javascript_place() {
+        let keys = ["b", "10", "a", "2", "007", "4294967295", "0"];
+        let mut by_slot: JsMap<u8> = JsMap::new();
+        let mut by_insert: JsMap<u8> = JsMap::new();
+        for (n, key) in keys.into_iter().chain(["a", "10", "c"]).enumerate() {
+            let value = u8::try_from(n).unwrap_or(u8::MAX);
+            let key: Arc<str> = key.into();
+            let present = by_insert.get(&key).copied();
+            let (slot, new) = by_slot.slot_or_insert_shared(&key, || Arc::new(value));
+            assert_eq!(new, present.is_none(), "{key}");
+            assert_eq!(**slot, present.unwrap_or(value), "{key}");
+            *slot = Arc::new(value);
+            by_insert.insert(key.to_string(), value);
+        }
+        assert_eq!(by_slot, by_insert);
+        assert_eq!(
+            by_slot.keys().collect::<Vec<_>>(),
+            ["0", "2", "10", "b", "a", "007", "4294967295", "c"]
+        );
     }
 }

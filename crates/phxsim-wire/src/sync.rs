@@ -282,8 +282,9 @@ fn apply<'a>(
     callbacks: &mut impl Callbacks,
 ) {
     for (key, joined) in joins {
-        match state.get_shared_mut(key) {
-            Some(slot) => {
+        match state.slot_or_insert_shared(key, || joined.clone()) {
+            (_, true) => callbacks.on_join(key, None, joined),
+            (slot, false) => {
                 // the current metas whose ref is not re-joined, then the joined ones
                 let kept: Vec<Meta> = slot
                     .metas
@@ -300,10 +301,6 @@ fn apply<'a>(
                 };
                 let current = std::mem::replace(slot, stored);
                 callbacks.on_join(key, Some(&current), joined);
-            }
-            None => {
-                state.insert_shared(key.clone(), joined.clone());
-                callbacks.on_join(key, None, joined);
             }
         }
     }

@@ -163,10 +163,43 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Entries<'a> {
     }
 }
 
+/// The last state decoded: its payload text and, per entry in order, where the entry's value
+/// text lies in it, its key and its presence.
+///
+/// Why: a topic's states differ little from one join to the next (a node lists a topic in one
+/// order, by key), so the entries of a new state mostly are those of the last one, in the
+/// same order. Comparing an entry with the last state's entry at the same place reads both
+/// texts in order from two contiguous buffers; finding it in [`PresenceTexts`] instead costs
+/// a hash over the text and three scattered reads (the table, its entry, the held text),
+/// which a join storm of thousands of states of thousands of entries pays millions of times.
+#[derive(Default)]
+struct LastState {
+    text: String,
+    entries: Vec<(std::ops::Range<usize>, Arc<str>, Arc<Presence>)>,
+}
+
+impl LastState {
+    /// The key and presence of the last state's entry `i`, if it has `key` and the value
+    /// text `text`.
+    fn same(&self, i: usize, key: &str, text: &str) -> Option<(Arc<str>, Arc<Presence>)> {
+        let (range, held_key, held) = self.entries.get(i)?;
+        (self.text.get(range.clone()) == Some(text) && **held_key == *key)
+            .then(|| (held_key.clone(), held.clone()))
+    }
+
+    /// Where `key` is (or would be) among the last state's entries, if they are sorted by key
+    /// (as a node lists them); if not, some place, where [`LastState::same`] then finds
+    /// nothing more than elsewhere.
+    fn place_of(&self, key: &str) -> usize {
+        self.entries.partition_point(|(_, k, _)| **k < *key)
+    }
+}
+
 #[derive(Default)]
 struct Frames {
     metas: Metas,
     presences: PresenceTexts,
+    last_state: LastState,
     /// Per serializer (V1, V2), the frames by their text (hashed, as `Metas`: the frames of
     /// one topic share a long prefix).
     by_text: [IndexMap<Arc<str>, Arc<CachedDiff>, TextHash>; 2],
@@ -229,33 +262,63 @@ impl FrameCache {
     /// not a valid state (or repeats a key): the caller decodes it the ordinary way, which
     /// says what is wrong.
     pub(crate) fn decode_state(&self, payload: &RawValue) -> Option<JsMap<Presence>> {
-        let Entries(entries) = serde_json::from_str(payload.get()).ok()?;
+        let all = payload.get();
+        let Entries(entries) = serde_json::from_str(all).ok()?;
         let mut frames = self.0.lock().ok()?;
         let Frames {
-            metas, presences, ..
+            metas,
+            presences,
+            last_state,
+            ..
         } = &mut *frames;
         let mut state = JsMap::with_capacity(entries.len());
+        let mut next = Vec::with_capacity(entries.len());
+        // the last state's entry expected next
+        let mut at = 0;
         for (EntryKey(key), text) in entries {
             let text = text.get();
-            let (key, presence) = match presences.by_text.get(text) {
-                Some((held_key, held)) if **held_key == *key => (held_key.clone(), held.clone()),
-                held => {
-                    let value = serde_json::from_str(text).ok()?;
-                    let mut presence = Presence::from_value(&key, value).ok()?;
-                    metas.share(&key, &mut presence);
-                    let entry: (Arc<str>, Arc<Presence>) = (key.into(), Arc::new(presence));
-                    if held.is_none() {
-                        presences.by_text.insert(text.into(), entry.clone());
-                    }
+            let found = last_state.same(at, &key, text).or_else(|| {
+                // not the expected entry: a key joined or left between the two states
+                at = last_state.place_of(&key);
+                last_state.same(at, &key, text)
+            });
+            let (key, presence) = match found {
+                Some(entry) => {
+                    at += 1;
                     entry
                 }
+                None => match presences.by_text.get(text) {
+                    Some((held_key, held)) if **held_key == *key => {
+                        (held_key.clone(), held.clone())
+                    }
+                    held => {
+                        let value = serde_json::from_str(text).ok()?;
+                        let mut presence = Presence::from_value(&key, value).ok()?;
+                        metas.share(&key, &mut presence);
+                        let entry: (Arc<str>, Arc<Presence>) = (key.into(), Arc::new(presence));
+                        if held.is_none() {
+                            presences.by_text.insert(text.into(), entry.clone());
+                        }
+                        entry
+                    }
+                },
             };
+            // `text` is a slice of `all` (were it not, the range would only never match)
+            let start = (text.as_ptr() as usize).wrapping_sub(all.as_ptr() as usize);
+            next.push((start..start + text.len(), key.clone(), presence.clone()));
             // a repeated key: JSON.parse (and `from_payload`) keeps its first place and its
             // last value; rare enough to leave to the ordinary way
             if state.insert_shared(key, presence).is_some() {
                 return None;
             }
         }
+        let mut text = std::mem::take(&mut last_state.text);
+        text.clear();
+        text.push_str(all);
+        *last_state = LastState {
+            text,
+            entries: next,
+        };
         metas.prune();
         presences.prune();
         Some(state)
@@ -337,6 +400,64 @@ mod tests {
         };
         assert!(Arc::ptr_eq(a, b), "shared, not decoded twice");
         assert!(Arc::ptr_eq(ka, kb));
+    }
+
+    #[test]
+    fn states_that_differ_from_the_last_by_some_entries_decode_as_the_ordinary_way_does() {
+        let cache = FrameCache::new();
+        let entry = |k: &str, r: &str| format!(r#""{k}":{{"metas":[{{"phx_ref":"{r}"}}]}}"#);
+        let state = |entries: &[(&str, &str)]| {
+            let entries: Vec<String> = entries.iter().map(|(k, r)| entry(k, r)).collect();
+            format!("{{{}}}", entries.join(","))
+        };
+        let texts = [
+            state(&[("a", "1"), ("c", "3"), ("e", "5")]),
+            // one joined in the middle, one at each end
+            state(&[
+                ("0", "0"),
+                ("a", "1"),
+                ("b", "2"),
+                ("c", "3"),
+                ("e", "5"),
+                ("f", "6"),
+            ]),
+            // one left, one changed its meta
+            state(&[("0", "0"), ("a", "1"), ("c", "4"), ("e", "5"), ("f", "6")]),
+            // the text of the last state's entry at that place, under another key
+            state(&[("0", "0"), ("b", "1"), ("c", "4"), ("e", "5"), ("f", "6")]),
+            // the same presence text under the key of the entry before it
+            state(&[("0", "0"), ("a", "0"), ("c", "4"), ("e", "5"), ("f", "6")]),
+            // not sorted by key
+            state(&[("f", "6"), ("e", "5"), ("0", "0"), ("c", "4")]),
+            state(&[("f", "6"), ("e", "5"), ("0", "0"), ("c", "4")]),
+            state(&[]),
+            state(&[("c", "4"), ("e", "5")]),
+            // a repeated key is left to the ordinary way, and the next state is still right
+            state(&[("c", "4"), ("c", "4")]),
+            state(&[("c", "4"), ("e", "5")]),
+        ];
+        let mut last: Option<JsMap<Presence>> = None;
+        for text in &texts {
+            let cached = cache.decode_state(&raw(text));
+            let repeated = text.matches(r#""c":"#).count() > 1;
+            let wanted = if repeated { None } else { ordinary(text) };
+            assert_eq!(cached, wanted, "{text}");
+            assert_eq!(
+                serde_json::to_string(&cached).ok(),
+                serde_json::to_string(&wanted).ok()
+            );
+            // an entry listed by the state before, with the same key and text, is shared
+            if let (Some(now), Some(before)) = (&cached, &last) {
+                for (key, p) in now.iter_shared() {
+                    if let Some(q) = before.get_shared(key).filter(|q| ***q == **p) {
+                        assert!(Arc::ptr_eq(p, q), "{key} in {text}");
+                    }
+                }
+            }
+            if cached.is_some() {
+                last = cached;
+            }
+        }
     }
 
     #[test]

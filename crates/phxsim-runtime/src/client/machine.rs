@@ -443,23 +443,53 @@ impl Machine {
     }
 
     /// A text or binary frame from the server.
+    #[cfg(test)]
     pub(crate) fn receive(&mut self, now: Instant, frame: Frame) {
-        // An observer of presence messages or frames gets every payload as received, so only
-        // a client without one uses (and fills) the shared cache of decoded diffs.
-        let cache = if self.presence_observed || self.frames_observed {
-            None
-        } else {
-            self.cfg.frame_cache.clone()
-        };
-        if let (Some(cache), Frame::Text(text)) = (&cache, &frame)
-            && text.len() <= self.cfg.max_frame_len
-            && let Some(hit) = cache.get(self.cfg.serializer, text)
+        if let Frame::Text(text) = &frame
+            && self.receive_cached(now, text)
         {
-            if self.accepts(now, hit.ref_.as_ref(), &hit.topic, hit.join_ref.as_deref()) {
-                self.shared_diff(&hit.diff);
-            }
             return;
         }
+        self.receive_uncached(now, frame);
+    }
+
+    /// A text frame from the server, borrowed: a diff that a client of the cache decoded
+    /// before is applied without a copy of the frame (the common case in a simulation,
+    /// where each of a topic's browsers receives each diff); any other frame is copied.
+    pub(crate) fn receive_text(&mut self, now: Instant, text: &str) {
+        if !self.receive_cached(now, text) {
+            self.receive_uncached(now, Frame::Text(text.to_owned()));
+        }
+    }
+
+    /// An observer of presence messages or frames gets every payload as received, so only
+    /// a client without one uses (and fills) the shared cache of decoded diffs.
+    fn cache(&self) -> Option<&FrameCache> {
+        if self.presence_observed || self.frames_observed {
+            None
+        } else {
+            self.cfg.frame_cache.as_ref()
+        }
+    }
+
+    /// Handles a text frame that the cache holds decoded; false (nothing done) if it does not.
+    fn receive_cached(&mut self, now: Instant, text: &str) -> bool {
+        let Some(hit) = self
+            .cache()
+            .filter(|_| text.len() <= self.cfg.max_frame_len)
+            .and_then(|cache| cache.get(self.cfg.serializer, text))
+        else {
+            return false;
+        };
+        if self.accepts(now, hit.ref_.as_ref(), &hit.topic, hit.join_ref.as_deref()) {
+            self.shared_diff(&hit.diff);
+        }
+        true
+    }
+
+    /// A frame that is not in the cache.
+    pub(crate) fn receive_uncached(&mut self, now: Instant, frame: Frame) {
+        let cache = self.cache().cloned();
         if let Some(cache) = &cache
             && let Some(Ok(raw)) = self.codec.decode_raw(&frame)
             && raw.event == PRESENCE_STATE

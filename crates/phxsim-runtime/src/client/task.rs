@@ -13,7 +13,6 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::{Request, Uri};
@@ -21,15 +20,22 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-pub(super) async fn run<C, F, S>(
-    mut connect: C,
-    mut cmds: mpsc::UnboundedReceiver<Command>,
-    shared: Arc<Shared>,
-) where
+pub(super) async fn run<C, F, S>(mut connect: C, shared: Arc<Shared>)
+where
     C: FnMut() -> F + Send + 'static,
     F: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// Commands are dropped once the task ends (returns or is aborted), as a channel whose
+    /// receiver is gone drops them.
+    struct Ended(Arc<Shared>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            self.0.commands.task_ended();
+        }
+    }
+    let _ended = Ended(Arc::clone(&shared));
+    let cmds = &shared.commands;
     let cfg = shared.read(|m| m.config().clone());
     // the WebSocket keys: drawn from the seed, so a simulated run's bytes come from it
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -53,7 +59,7 @@ pub(super) async fn run<C, F, S>(
         let reconnect = match opened {
             Ok(Ok(ws)) => {
                 attempt = 0;
-                let end = Box::pin(session(&shared, &cfg, ws, &mut cmds)).await;
+                let end = Box::pin(session(&shared, &cfg, ws)).await;
                 if end.reason == STOPPED {
                     return;
                 }
@@ -156,15 +162,11 @@ fn request(cfg: &ClientConfig, rng: &mut ChaCha8Rng) -> Result<Request<()>, Stri
 }
 
 /// One open connection, until it ends.
-async fn session<S>(
-    shared: &Shared,
-    cfg: &ClientConfig,
-    mut ws: WebSocketStream<S>,
-    cmds: &mut mpsc::UnboundedReceiver<Command>,
-) -> SessionEnd
+async fn session<S>(shared: &Shared, cfg: &ClientConfig, mut ws: WebSocketStream<S>) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let cmds = &shared.commands;
     shared.step(Instant::now(), |m| m.connected(Instant::now()));
     // One timer for the session, moved to each new deadline: a fresh `sleep_until` per pass
     // cost a timer-wheel insert and removal for every frame received.
@@ -221,7 +223,11 @@ fn incoming(shared: &Shared, m: Option<Result<WsMessage, WsError>>) -> Result<()
     let frame = match m {
         None => return Err(SessionEnd::lost("connection lost")),
         Some(Err(e)) => return Err(SessionEnd::lost(format!("connection lost: {e}"))),
-        Some(Ok(WsMessage::Text(t))) => Frame::Text(t.as_str().to_owned()),
+        Some(Ok(WsMessage::Text(t))) => {
+            let now = Instant::now();
+            shared.step(now, |m| m.receive_text(now, t.as_str()));
+            return Ok(());
+        }
         Some(Ok(WsMessage::Binary(b))) => Frame::Binary(b.to_vec()),
         Some(Ok(WsMessage::Close(f))) => {
             let (code, why) = f
@@ -237,7 +243,7 @@ fn incoming(shared: &Shared, m: Option<Result<WsMessage, WsError>>) -> Result<()
         Some(Ok(_)) => return Ok(()),
     };
     let now = Instant::now();
-    shared.step(now, |m| m.receive(now, frame));
+    shared.step(now, |m| m.receive_uncached(now, frame));
     Ok(())
 }
 
