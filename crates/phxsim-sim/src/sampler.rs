@@ -208,7 +208,7 @@ fn convert(
     Some(ns)
 }
 
-/// The node built the lists in the checkers' shape (`RefList` is `PresenceList`).
+/// The node built the lists in the checkers' shape (`SampledList` is `NodeList`).
 fn insert_topics(ns: &mut NodeSnapshot, topics: Vec<SampledTopic>) {
     for SampledTopic { topic, list, local } in topics {
         let topic = Topic::from(topic);
