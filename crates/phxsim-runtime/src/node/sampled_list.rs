@@ -73,6 +73,20 @@ impl SampledList {
         self.iter().map(|(k, _)| k)
     }
 
+    /// The same entries with the same meta texts (not only equal as JSON): the one list can
+    /// stand for the other in every reading, byte for byte.
+    pub fn same_text(&self, other: &SampledList) -> bool {
+        self.entries.len() == other.entries.len()
+            && self.entries.iter().zip(other.entries.iter()).all(|(a, b)| {
+                a.0 == b.0
+                    && match (&a.1, &b.1) {
+                        (None, None) => true,
+                        (Some((r1, m1)), Some((r2, m2))) => r1 == r2 && m1.as_str() == m2.as_str(),
+                        _ => false,
+                    }
+            })
+    }
+
     /// The same list as a [`RefList`].
     pub fn to_ref_list(&self) -> RefList {
         let mut out = RefList::new();
@@ -225,6 +239,31 @@ mod tests {
             replaced += usize::from(maps.values().map(|r| r.len()).sum::<usize>() < e.len());
         }
         assert!(replaced > 1000, "repeats exercised: {replaced}");
+    }
+
+    /// `same_text` asks for the same texts: metas equal as JSON but written in another field
+    /// order are equal lists, not the same text; a list is the same text as its own copy.
+    #[test]
+    fn same_text_is_byte_for_byte() {
+        let a = Meta::parse(r#"{"phx_ref":"r","v":1}"#).unwrap();
+        let b = Meta::parse(r#"{"v":1,"phx_ref":"r"}"#).unwrap();
+        let list =
+            |m: &Meta| SampledList::from_entries(vec![("k".into(), Some(("r".into(), m.clone())))]);
+        assert_eq!(list(&a), list(&b));
+        assert!(!list(&a).same_text(&list(&b)));
+        assert!(list(&a).same_text(&list(&Meta::parse(a.as_str()).unwrap())));
+        let key_alone = SampledList::from_entries(vec![("k".into(), None)]);
+        assert!(!key_alone.same_text(&list(&a)) && !list(&a).same_text(&key_alone));
+        assert!(key_alone.same_text(&key_alone.clone()));
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..500 {
+            let (x, y) = (
+                SampledList::from_entries(entries(&mut rng)),
+                SampledList::from_entries(entries(&mut rng)),
+            );
+            // metas written by one writer: the same text is the same list
+            assert_eq!(x.same_text(&y), x == y);
+        }
     }
 
     /// A later meta of one key and ref replaces the earlier one, as a map insert does.
