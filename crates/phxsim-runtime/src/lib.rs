@@ -13,6 +13,6 @@ mod state_frame;
 
 pub use node::{
     Coalesce, LinkError, LinkHandle, ListsChange, Node, NodeConfig, NodeError, NodeEvent,
-    NodeLists, OwnerLease, PresenceUpdate, RefList, SampledTopic, Subscription, TopicSnapshot,
-    TopicState,
+    NodeLists, OwnerLease, PresenceUpdate, RefList, Refs, SampledEntry, SampledList, SampledTopic,
+    Subscription, TopicSnapshot, TopicState,
 };

@@ -4,7 +4,7 @@
 //! same events logged by a real Phoenix.Tracker cluster; the transcript keeps replica events
 //! only, and as text.
 
-use crate::checkers::PresenceList;
+use crate::checkers::NodeList;
 use phxsim_shard::TrackerEvent;
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -108,7 +108,7 @@ pub fn trace_events(t_ms: u64, node: &str, e: &TrackerEvent) -> Vec<TraceEvent> 
 
 /// A node's lists in comparable form: `topic/key` → the canonical metas, sorted.
 pub fn comparable_lists(
-    lists: &BTreeMap<crate::snapshot::Topic, std::sync::Arc<PresenceList>>,
+    lists: &BTreeMap<crate::snapshot::Topic, std::sync::Arc<NodeList>>,
 ) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for (topic, list) in lists {

@@ -6,7 +6,7 @@
 //! answers make one snapshot. So the lists of all nodes come from the same step, and the run
 //! does not pay for one more host that turmoil would poll at every step.
 
-use crate::checkers::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot};
+use crate::checkers::{ClientSnapshot, NodeList, NodeSnapshot, PresenceList, Snapshot};
 use crate::snapshot::{Name, Topic};
 use crate::world::Shared;
 use phxsim_runtime::client::ClientStatus;
@@ -91,7 +91,7 @@ impl Sampler {
         let seen = &mut self.seen;
         pending.asked.retain_mut(|(id, rx)| match rx.try_recv() {
             Ok(lists) => {
-                if let Some(ns) = convert(seen, id, lists) {
+                if let Some(ns) = convert(seen, &pending.answers, id, lists) {
                     pending.answers.insert(id.0.clone(), ns);
                 }
                 false
@@ -179,28 +179,42 @@ fn joined(rx: &mut watch::Receiver<ClientStatus>) -> bool {
 /// only the changed topics converted anew (the others share their allocations with it).
 /// `None` only if the node answers against an answer this sampler no longer has (it cannot
 /// happen: the sampler forgets nothing of a live incarnation).
+///
+/// A topic's new list that is, byte for byte, one already held (the node's own last one, or
+/// another node's in this sample or the last) is shared with it: a converged cluster then
+/// holds each topic's list once, not once per node.
 fn convert(
     seen: &mut BTreeMap<Incarnation, (u64, Arc<NodeSnapshot>)>,
+    answers: &BTreeMap<String, Arc<NodeSnapshot>>,
     id: &Incarnation,
     lists: NodeLists,
 ) -> Option<Arc<NodeSnapshot>> {
+    let own = seen.get(id).map(|(_, ns)| ns.clone());
+    // the node's own last lists first, then this sample's answers, then the last ones
+    let held: Vec<&NodeSnapshot> = own
+        .as_deref()
+        .into_iter()
+        .chain(answers.values().map(|ns| &**ns))
+        .chain(seen.values().map(|(_, ns)| &**ns))
+        .collect();
     let ns = match lists.change {
-        ListsChange::Same => return seen.get(id).map(|(_, ns)| ns.clone()),
+        ListsChange::Same => return own,
         ListsChange::All(topics) => {
             let mut ns = NodeSnapshot::default();
-            insert_topics(&mut ns, topics);
+            insert_topics(&mut ns, topics, &held);
             ns
         }
         ListsChange::Some { changed, removed } => {
-            let mut ns = NodeSnapshot::clone(&seen.get(id)?.1);
+            let mut ns = NodeSnapshot::clone(own.as_deref()?);
             for topic in &removed {
                 ns.lists.remove(topic.as_str());
                 ns.local.remove(topic.as_str());
             }
-            insert_topics(&mut ns, changed);
+            insert_topics(&mut ns, changed, &held);
             ns
         }
     };
+    drop(held);
     let ns = Arc::new(ns);
     // an earlier incarnation of the node will not answer again
     seen.retain(|(name, vsn), _| name != &id.0 || *vsn == id.1);
@@ -208,11 +222,35 @@ fn convert(
     Some(ns)
 }
 
-/// The node built the lists in the checkers' shape (`RefList` is `PresenceList`).
-fn insert_topics(ns: &mut NodeSnapshot, topics: Vec<SampledTopic>) {
+/// The node built the lists in the checkers' shape (`SampledList` is `NodeList`).
+fn insert_topics(ns: &mut NodeSnapshot, topics: Vec<SampledTopic>, held: &[&NodeSnapshot]) {
     for SampledTopic { topic, list, local } in topics {
         let topic = Topic::from(topic);
-        ns.lists.insert(topic.clone(), Arc::new(list));
+        let list = shared(list, &topic, held);
+        ns.lists.insert(topic.clone(), list);
         ns.local.insert(topic, Arc::new(local));
     }
+}
+
+/// How many different held lists of a topic a new list is compared with: while nodes
+/// disagree (a join storm, a partition) each comparison may read half a list, and two cover
+/// a converged cluster and the two sides of a split.
+const SHARE_CANDIDATES: usize = 2;
+
+/// `list`, or a held list of `topic` with the same entries and meta texts, shared.
+fn shared(list: NodeList, topic: &Topic, held: &[&NodeSnapshot]) -> Arc<NodeList> {
+    let mut tried: Vec<&Arc<NodeList>> = Vec::with_capacity(SHARE_CANDIDATES);
+    for other in held.iter().filter_map(|ns| ns.lists.get(topic)) {
+        if tried.iter().any(|t| Arc::ptr_eq(t, other)) {
+            continue;
+        }
+        if other.same_text(&list) {
+            return Arc::clone(other);
+        }
+        if tried.len() + 1 == SHARE_CANDIDATES {
+            break;
+        }
+        tried.push(other);
+    }
+    Arc::new(list)
 }

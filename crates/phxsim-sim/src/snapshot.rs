@@ -17,6 +17,12 @@ use std::sync::Arc;
 /// metas are the tracker's shared [`Meta`] blocks, compared as JSON (pointer first).
 pub type PresenceList = phxsim_runtime::RefList;
 
+/// A node's list of one topic as a snapshot holds it: a [`PresenceList`] in one flat sorted
+/// slice (about 56 bytes per presence instead of some 450), read through the same shape
+/// (`iter()` gives each key with its refs) and compared with a client's [`PresenceList`] by
+/// `same_as`. A run holds one per node and topic, and two samples' worth during a heal.
+pub type NodeList = phxsim_runtime::SampledList;
+
 /// A list of metas grouped by key (a node's `TrackerList`, a client's view) as a
 /// [`PresenceList`]; a meta without a `phx_ref` is no presence and is left out.
 pub fn presence_list(by_key: BTreeMap<String, Vec<Json>>) -> PresenceList {
@@ -49,9 +55,9 @@ pub type Topic = Name;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeSnapshot {
     /// Per topic, the node's `Presence.list` (down replicas hidden).
-    pub lists: BTreeMap<Topic, Arc<PresenceList>>,
+    pub lists: BTreeMap<Topic, Arc<NodeList>>,
     /// Per topic, the presences this node tracks for its own sockets: the ground truth.
-    pub local: BTreeMap<Topic, Arc<PresenceList>>,
+    pub local: BTreeMap<Topic, Arc<NodeList>>,
 }
 
 /// What a client holds at one instant.

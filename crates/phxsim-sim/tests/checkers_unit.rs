@@ -72,8 +72,8 @@ fn list(entries: &[(&str, &str)]) -> PresenceList {
 
 fn node(lists: &[(&str, &str)], local: &[(&str, &str)]) -> NodeSnapshot {
     NodeSnapshot {
-        lists: [("room:lobby".into(), Arc::new(list(lists)))].into(),
-        local: [("room:lobby".into(), Arc::new(list(local)))].into(),
+        lists: [("room:lobby".into(), Arc::new(list(lists).into()))].into(),
+        local: [("room:lobby".into(), Arc::new(list(local).into()))].into(),
     }
 }
 

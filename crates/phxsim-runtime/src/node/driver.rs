@@ -153,7 +153,7 @@ struct Topic {
 
 impl Topic {
     /// Sends a diff to every subscriber; false when none is left.
-    fn send(&mut self, topic: &str, diff: TrackerDiff, now: Instant, coalescing: bool) -> bool {
+    fn send(&mut self, topic: &str, diff: TrackerDiff, now: Instant) -> bool {
         let update = PresenceUpdate {
             topic: Arc::from(topic),
             diff: Arc::new(diff),
@@ -161,10 +161,11 @@ impl Topic {
         };
         self.subs.retain(|tx| tx.send(update.clone()).is_ok());
         self.last_sent = Some(now);
-        if coalescing {
-            // A list taken before this diff would miss its changes for later subscribers.
-            self.state = None;
-        }
+        // A list taken before this diff misses its changes: with coalescing, later
+        // subscribers must not get it; without, its revision is already past and it would
+        // never be handed out again, but it would stay in memory (a whole topic's payload per
+        // node and topic) until the topic's next subscriber.
+        self.state = None;
         !self.subs.is_empty()
     }
 }
@@ -428,7 +429,7 @@ impl Driver {
         };
         let now = Instant::now();
         let Some(c) = self.coalesce else {
-            if !entry.send(topic, diff.clone(), now, false) {
+            if !entry.send(topic, diff.clone(), now) {
                 self.subscribers.remove(topic);
             }
             return;
@@ -446,7 +447,7 @@ impl Driver {
                 self.pending.insert(topic.to_owned(), due);
             }
             _ => {
-                if !entry.send(topic, diff.clone(), now, true) {
+                if !entry.send(topic, diff.clone(), now) {
                     self.subscribers.remove(topic);
                 }
             }
@@ -467,7 +468,7 @@ impl Driver {
                 continue;
             };
             if let Some(merged) = entry.merged.take()
-                && !entry.send(&topic, merged, now, true)
+                && !entry.send(&topic, merged, now)
             {
                 self.subscribers.remove(&topic);
             }

@@ -18,9 +18,11 @@ mod coalesce;
 mod driver;
 mod link;
 mod sampled;
+mod sampled_list;
 mod tcp;
 
 pub use link::LinkError;
+pub use sampled_list::{Refs, SampledEntry, SampledList};
 
 use driver::{Command, Driver};
 use link::LinkParams;
@@ -237,14 +239,15 @@ pub struct TopicSnapshot {
 /// list allocates no string per presence.
 pub type RefList = std::collections::BTreeMap<Name, std::collections::BTreeMap<Name, Meta>>;
 
-/// One topic as a sampler gets it: [`TopicSnapshot`]'s two lists as [`RefList`]s.
+/// One topic as a sampler gets it: [`TopicSnapshot`]'s two lists in [`RefList`]'s shape,
+/// held flat ([`SampledList`]: a simulator keeps one per node and topic).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SampledTopic {
     pub topic: String,
     /// `list(topic)`: down replicas hidden.
-    pub list: RefList,
+    pub list: SampledList,
     /// The presences of this node's own sockets.
-    pub local: RefList,
+    pub local: SampledList,
 }
 
 /// What [`Node::request_lists`] answers.

@@ -10,12 +10,14 @@
 //! compared whole at each answer. One planted bug (`never-hide-down`) shows values a merge
 //! does not report: under it every answer is whole.
 
-use super::{ListsChange, RefList, SampledTopic, TopicSnapshot};
+#[cfg(debug_assertions)]
+use super::RefList;
+use super::{ListsChange, SampledEntry, SampledList, SampledTopic, TopicSnapshot};
 use phxsim_shard::Tracker;
 use phxsim_tracker::{Meta, Name};
 #[cfg(any(debug_assertions, test))]
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// Tracking starts with the first answer: a node nobody samples pays nothing per diff.
 pub(crate) struct Sampled {
@@ -68,7 +70,7 @@ pub(crate) fn answer(
         {
             let (list, local) = tracker.list_and_local(topic);
             debug_assert!(
-                sampled.list == indexed(list) && sampled.local == indexed(local),
+                sampled.list.same_as(&indexed(list)) && sampled.local.same_as(&indexed(local)),
                 "{topic}: the one-pass lists differ from list_and_local's"
             );
         }
@@ -128,33 +130,25 @@ pub(crate) fn snapshot(tracker: &Tracker) -> Vec<TopicSnapshot> {
         .collect()
 }
 
-/// `list_and_local(topic)` as [`RefList`]s, built in one pass over the topic's values: the
+/// `list_and_local(topic)` as [`SampledList`]s, built in one pass over the topic's values: the
 /// same lists as grouping the metas by key and then indexing each key's metas by `phx_ref`
 /// (every key listed, even one whose metas carry no ref; a later meta with a ref already
 /// seen under its key replaces the earlier one), without the grouped lists in between. The
 /// metas are the rows' shared blocks: only their `phx_ref` is read out of the text.
 fn by_ref(tracker: &Tracker, topic: &str) -> SampledTopic {
-    fn refs_of<'a>(list: &'a mut RefList, key: &str) -> &'a mut BTreeMap<Name, Meta> {
-        list.entry(Name::from(key)).or_default()
-    }
     let state = tracker.shards()[tracker.shard_index(topic)].state();
-    let (mut list, mut local) = (RefList::new(), RefList::new());
+    let (mut list, mut local) = (Vec::new(), Vec::new());
     for (key, meta, tag) in state.visible_in_topic(topic) {
-        let mine = &tag.replica == state.replica();
-        let phx_ref = phx_ref(meta);
-        let local_refs = mine.then(|| refs_of(&mut local, key));
-        let refs = refs_of(&mut list, key);
-        if let Some(phx_ref) = phx_ref {
-            if let Some(local_refs) = local_refs {
-                local_refs.insert(phx_ref.clone(), meta.clone());
-            }
-            refs.insert(phx_ref, meta.clone());
+        let entry: SampledEntry = (Name::from(key), phx_ref(meta).map(|r| (r, meta.clone())));
+        if &tag.replica == state.replica() {
+            local.push(entry.clone());
         }
+        list.push(entry);
     }
     SampledTopic {
         topic: topic.to_owned(),
-        list,
-        local,
+        list: SampledList::from_entries(list),
+        local: SampledList::from_entries(local),
     }
 }
 

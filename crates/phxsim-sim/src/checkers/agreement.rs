@@ -4,14 +4,14 @@
 //! sample then costs what changed, not every presence of every node.
 
 use super::ghost::Ghosts;
-use super::{NodeSnapshot, PresenceList, Snapshot};
+use super::{NodeList, NodeSnapshot, Snapshot};
 use crate::snapshot::{Meta, Name, Topic};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Every node's two lists of one topic, in node order (`None`: the node has no entry).
-type Inputs = Vec<(Option<Arc<PresenceList>>, Option<Arc<PresenceList>>)>;
+type Inputs = Vec<(Option<Arc<NodeList>>, Option<Arc<NodeList>>)>;
 
 /// One topic's verdict.
 struct Judged {
@@ -79,8 +79,8 @@ impl Agreement {
 /// Adds to `out` every topic held in only one of `old` and `new`, or in both as different
 /// allocations. Both are in topic order: one walk.
 fn changed_topics(
-    old: &BTreeMap<Topic, Arc<PresenceList>>,
-    new: &BTreeMap<Topic, Arc<PresenceList>>,
+    old: &BTreeMap<Topic, Arc<NodeList>>,
+    new: &BTreeMap<Topic, Arc<NodeList>>,
     out: &mut BTreeSet<Topic>,
 ) {
     let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
@@ -162,7 +162,7 @@ fn same_ref(a: Option<(&Name, &Meta)>, b: Option<(&Name, &Meta)>) -> bool {
 /// Whether `l` lists exactly the entries of `truth`, in order. Metas compare by pointer
 /// first: a node's list and the owner's local list hold the same block until a merge brings
 /// a copy from another replica.
-fn same_list(l: &PresenceList, truth: &[TruthEntry]) -> bool {
+fn same_list(l: &NodeList, truth: &[TruthEntry]) -> bool {
     let mut t = truth.iter();
     for (k, refs) in l.iter() {
         if refs.is_empty() {
@@ -184,44 +184,46 @@ fn same_list(l: &PresenceList, truth: &[TruthEntry]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::PresenceList;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     /// The verdict as the checker reached it before the truth was a vector: one map per key.
     fn judge_by_maps(inputs: &Inputs) -> (bool, BTreeSet<Name>) {
-        let mut truth: BTreeMap<&Name, BTreeMap<&Name, &Meta>> = BTreeMap::new();
+        let mut truth: BTreeMap<Name, BTreeMap<Name, Meta>> = BTreeMap::new();
         for (k, refs) in inputs
             .iter()
             .filter_map(|(_, local)| local.as_deref())
-            .flatten()
+            .flat_map(|l| l.to_ref_list())
         {
-            truth.entry(k).or_default().extend(refs.iter());
+            truth.entry(k).or_default().extend(refs);
         }
         let agree = inputs.iter().all(|(list, _)| {
             let list = list.as_deref().filter(|l| !l.is_empty());
             match list {
                 None => truth.is_empty(),
                 Some(l) => {
+                    let l = l.to_ref_list();
                     l.len() == truth.len()
                         && l.iter().zip(&truth).all(|((k1, r1), (k2, r2))| {
-                            k1 == *k2
+                            k1 == k2
                                 && r1.len() == r2.len()
                                 && r1
                                     .iter()
                                     .zip(r2)
-                                    .all(|((f1, m1), (f2, m2))| f1 == *f2 && m1 == *m2)
+                                    .all(|((f1, m1), (f2, m2))| f1 == f2 && m1 == m2)
                         })
                 }
             }
         });
         let live = truth
             .values()
-            .flat_map(|refs| refs.keys().map(|r| (*r).clone()))
+            .flat_map(|refs| refs.keys().cloned())
             .collect();
         (agree, live)
     }
 
-    fn list(rng: &mut ChaCha8Rng) -> Option<Arc<PresenceList>> {
+    fn list(rng: &mut ChaCha8Rng) -> Option<Arc<NodeList>> {
         if rng.gen_bool(0.1) {
             return None;
         }
@@ -236,7 +238,7 @@ mod tests {
                 refs.insert(format!("r{r}").into(), meta.into());
             }
         }
-        Some(Arc::new(l))
+        Some(Arc::new(NodeList::from(l)))
     }
 
     /// Random topics over three nodes, lists often copied from the truth so that nodes agree
@@ -246,7 +248,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(18);
         let mut agreed = 0;
         for case in 0..2000 {
-            let locals: Vec<Option<Arc<PresenceList>>> = (0..3).map(|_| list(&mut rng)).collect();
+            let locals: Vec<Option<Arc<NodeList>>> = (0..3).map(|_| list(&mut rng)).collect();
             let union = {
                 let mut u = PresenceList::new();
                 for l in locals.iter().flatten() {
@@ -256,7 +258,7 @@ mod tests {
                             .extend(refs.iter().map(|(r, m)| (r.clone(), m.clone())));
                     }
                 }
-                Arc::new(u)
+                Arc::new(NodeList::from(u))
             };
             let inputs: Inputs = locals
                 .into_iter()

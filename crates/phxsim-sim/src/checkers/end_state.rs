@@ -4,7 +4,7 @@
 //! equal its node's (`client_view`).
 
 use super::truth::{nonempty, short, truth};
-use super::{Finding, FindingKind, PresenceList, Snapshot, finding};
+use super::{Finding, FindingKind, NodeList, PresenceList, Snapshot, finding};
 use crate::snapshot::{Name, Topic};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,9 +93,9 @@ pub(super) fn shared_client_view(
     view: &PresenceList,
     out: &mut Vec<Finding>,
 ) {
-    let empty = PresenceList::new();
+    let empty = NodeList::default();
     // per (node, topic): the node's list if it differs from `view`, `None` if they agree
-    let mut compared: BTreeMap<(&str, &str), Option<&PresenceList>> = BTreeMap::new();
+    let mut compared: BTreeMap<(&str, &str), Option<&NodeList>> = BTreeMap::new();
     for name in names {
         let Some(c) = last.clients.get(*name).filter(|c| c.joined) else {
             continue;
@@ -107,7 +107,7 @@ pub(super) fn shared_client_view(
             .entry((c.node.as_str(), c.topic.as_str()))
             .or_insert_with(|| {
                 let node_list = ns.lists.get(c.topic.as_str()).map_or(&empty, |l| &**l);
-                (node_list != view).then_some(node_list)
+                (!node_list.same_as(view)).then_some(node_list)
             });
         if let Some(node_list) = differs {
             out.push(finding(
@@ -118,7 +118,7 @@ pub(super) fn shared_client_view(
                     "shows {} but {} lists {}",
                     short(view),
                     c.node,
-                    short(node_list)
+                    short(&node_list.to_ref_list())
                 ),
             ));
         }

@@ -25,7 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use crate::finding::{Finding, FindingKind};
-pub use crate::snapshot::{ClientSnapshot, NodeSnapshot, PresenceList, Snapshot, presence_list};
+pub use crate::snapshot::{
+    ClientSnapshot, NodeList, NodeSnapshot, PresenceList, Snapshot, presence_list,
+};
 pub use diff_stream::list_of_instance;
 
 /// A presence message as one client received it, read from the stream.

@@ -9,7 +9,7 @@
 //! every pair at every sample; the cost per sample follows what changed, not the population.
 
 use super::{Finding, FindingKind, GhostBound, Snapshot, finding};
-use crate::snapshot::{ClientSnapshot, NodeSnapshot, PresenceList, Topic};
+use crate::snapshot::{ClientSnapshot, NodeList, NodeSnapshot, Topic};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub(super) struct SocketTruth {
     /// node → its snapshot at the last sample (a crashed node is absent).
     last_nodes: BTreeMap<String, Arc<NodeSnapshot>>,
     /// node → topic → the local list last compared.
-    compared: BTreeMap<String, BTreeMap<Topic, Arc<PresenceList>>>,
+    compared: BTreeMap<String, BTreeMap<Topic, Arc<NodeList>>>,
     /// Every (node, topic, key) tracked more often than it has joined sockets, with
     /// (presences tracked, joined sockets), as of the last sample.
     excess: BTreeMap<Id, (usize, usize)>,
@@ -163,7 +163,7 @@ impl SocketTruth {
             self.last_nodes.insert(node.clone(), Arc::clone(ns));
             let compared = self.compared.entry(node.clone()).or_default();
             // (topic, its local list now if any) for every pair to compare again
-            let mut redo: Vec<(Topic, Option<Arc<PresenceList>>)> = Vec::new();
+            let mut redo: Vec<(Topic, Option<Arc<NodeList>>)> = Vec::new();
             let (mut old, mut new) = (compared.iter().peekable(), ns.local.iter().peekable());
             loop {
                 let (step, change) = match (old.peek(), new.peek()) {
@@ -209,7 +209,7 @@ impl SocketTruth {
     }
 
     /// Replaces the excess entries of (node, topic) with those of `list` (none without one).
-    fn set_excess(&mut self, node: &str, topic: &str, list: Option<&Arc<PresenceList>>) {
+    fn set_excess(&mut self, node: &str, topic: &str, list: Option<&Arc<NodeList>>) {
         let from = (node.to_owned(), topic.to_owned(), String::new());
         let stale: Vec<Id> = self
             .excess
@@ -240,6 +240,7 @@ impl SocketTruth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::PresenceList;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -271,7 +272,7 @@ mod tests {
         excess
     }
 
-    fn list(rng: &mut ChaCha8Rng) -> Arc<PresenceList> {
+    fn list(rng: &mut ChaCha8Rng) -> Arc<NodeList> {
         let mut l = PresenceList::new();
         for u in 0..3 {
             for r in 0..rng.gen_range(0..3) {
@@ -280,7 +281,7 @@ mod tests {
                     .insert(format!("r{r}").into(), serde_json::json!({}).into());
             }
         }
-        Arc::new(l)
+        Arc::new(NodeList::from(l))
     }
 
     /// Random changes to clients and lists, some samples sharing the last sample's parts as

@@ -1,7 +1,7 @@
 //! The ground truth of a snapshot: the union of every live node's own presences, which every
 //! node's list must equal once the cluster has converged.
 
-use super::{PresenceList, Snapshot};
+use super::{NodeList, PresenceList, Snapshot};
 use crate::snapshot::Topic;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +13,9 @@ pub(super) fn truth(s: &Snapshot) -> BTreeMap<Topic, PresenceList> {
         for (topic, list) in &n.local {
             let t = out.entry(topic.clone()).or_default();
             for (k, refs) in list.iter() {
-                t.entry(k.clone()).or_default().extend(refs.clone());
+                t.entry(k.clone())
+                    .or_default()
+                    .extend(refs.iter().map(|(r, m)| (r.clone(), m.clone())));
             }
         }
     }
@@ -21,13 +23,11 @@ pub(super) fn truth(s: &Snapshot) -> BTreeMap<Topic, PresenceList> {
     out
 }
 
-pub(super) fn nonempty(
-    lists: &BTreeMap<Topic, Arc<PresenceList>>,
-) -> BTreeMap<Topic, PresenceList> {
+pub(super) fn nonempty(lists: &BTreeMap<Topic, Arc<NodeList>>) -> BTreeMap<Topic, PresenceList> {
     lists
         .iter()
         .filter(|(_, l)| !l.is_empty())
-        .map(|(t, l)| (t.clone(), PresenceList::clone(l)))
+        .map(|(t, l)| (t.clone(), l.to_ref_list()))
         .collect()
 }
 
