@@ -18,6 +18,19 @@ fn server(idle: Duration) -> Server {
     )
 }
 
+/// A V2 socket of `user` on a duplex stream with `room` bytes of buffer, joined to
+/// `room:lobby` (its reply and the first state and diff read).
+async fn joined(server: &Server, user: &str, room: usize) -> Raw<tokio::io::DuplexStream> {
+    let (end, server_end) = tokio::io::duplex(room);
+    server.serve_connection(server_end);
+    let mut socket = connect_stream(end, &format!("vsn=2.0.0&user_id={user}")).await;
+    socket.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
+    for _ in 0..3 {
+        socket.next().await;
+    }
+    socket
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_silent_socket_is_closed_after_the_idle_timeout_and_its_presence_leaves() {
     let server = server(Duration::from_secs(60));
@@ -99,13 +112,7 @@ async fn a_socket_woken_by_diffs_all_along_still_closes_on_its_idle_timeout() {
     for _ in 0..3 {
         ivy.next().await;
     }
-    let (bob_end, bob_server) = tokio::io::duplex(64 * 1024);
-    server.serve_connection(bob_server);
-    let mut bob = connect_stream(bob_end, "vsn=2.0.0&user_id=bob").await;
-    bob.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
-    for _ in 0..3 {
-        bob.next().await;
-    }
+    let mut bob = joined(&server, "bob", 64 * 1024).await;
     // bob changes his meta every second (his pushes keep his own socket alive) for 90 s.
     let busy = tokio::spawn(async move {
         for n in 0..90 {
@@ -151,20 +158,8 @@ async fn pongs_cut_by_a_full_stream_never_interleave_with_diffs() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as Ws;
     let server = server(Duration::from_secs(600));
-    let (ivy_end, ivy_server) = tokio::io::duplex(64);
-    server.serve_connection(ivy_server);
-    let mut ivy = connect_stream(ivy_end, "vsn=2.0.0&user_id=ivy").await;
-    ivy.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
-    for _ in 0..3 {
-        ivy.next().await;
-    }
-    let (bob_end, bob_server) = tokio::io::duplex(64 * 1024);
-    server.serve_connection(bob_server);
-    let mut bob = connect_stream(bob_end, "vsn=2.0.0&user_id=bob").await;
-    bob.send(r#"["1","1","room:lobby","phx_join",{}]"#).await;
-    for _ in 0..3 {
-        bob.next().await;
-    }
+    let ivy = joined(&server, "ivy", 64).await;
+    let mut bob = joined(&server, "bob", 64 * 1024).await;
     const ROUNDS: usize = 60;
     let busy = tokio::spawn(async move {
         for n in 0..ROUNDS {
