@@ -6,9 +6,9 @@
 #
 #   benches/sim_scale.sh [--seed N] [--repeat K] [FILE ...]
 #
-# Default files: every benches/scenarios/pop_*.toml that validates (pop_160k is refused above
-# the simulator's client limit and says so). The machine's load is printed first: on a shared
-# machine, figures are upper bounds; compare binaries by alternating runs.
+# Default files: every benches/scenarios/pop_*.toml (pop_160k takes about 7 minutes and
+# 12.4 GiB on 2 cores; name the files to leave it out). The machine's load is printed first:
+# on a shared machine, figures are upper bounds; compare binaries by alternating runs.
 set -euo pipefail
 seed=1
 repeat=1
