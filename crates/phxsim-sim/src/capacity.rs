@@ -12,8 +12,8 @@
 //! [`TurmoilLimits::of`] bounds the number of SYNs that can ever wait at one listener from the
 //! scenario (every client and every dialling node, each with the most attempts it can have in
 //! flight at once: within the largest latency, or within the whole run if a `hold` can keep
-//! them back) and the ports from the number of clients of one browsers' host (at most
-//! [`crate::clients::CLIENTS_PER_HOST`]). `tcp_capacity` is also the window of
+//! them back) and the ports from the number of clients of one browsers' host
+//! ([`crate::clients::clients_per_host`], at most [`crate::clients::CLIENTS_PER_HOST`]). `tcp_capacity` is also the window of
 //! every stream (segments in flight), so it stays at turmoil's 64 unless the bound is larger:
 //! small scenarios run exactly as before. What no limit can hold is refused when the scenario
 //! is read ([`MAX_CLIENTS`]).
@@ -118,7 +118,7 @@ impl TurmoilLimits {
         let default_ports =
             usize::from(DEFAULT_EPHEMERAL_PORTS.end() - DEFAULT_EPHEMERAL_PORTS.start());
         // ports are a host's own: the busiest browsers' host has the most clients of one host
-        let per_host = s.clients.len().min(crate::clients::CLIENTS_PER_HOST);
+        let per_host = crate::clients::clients_per_host(s.clients.len(), s.nodes.len());
         let ephemeral_ports = if per_host + 1_000 < default_ports {
             DEFAULT_EPHEMERAL_PORTS
         } else {
@@ -136,10 +136,15 @@ mod tests {
     use super::*;
 
     fn crowd(clients: usize, duration_ms: u64) -> Scenario {
-        let mut s = String::from("title = \"t\"\nnodes = [\"a\", \"b\"]\n");
+        crowd_of(&["a", "b"], clients, duration_ms)
+    }
+
+    /// `clients` browsers, all on the first of `nodes`.
+    fn crowd_of(nodes: &[&str], clients: usize, duration_ms: u64) -> Scenario {
+        let mut s = format!("title = \"t\"\nnodes = {nodes:?}\n");
         s += &format!("duration_ms = {duration_ms}\n");
         for i in 0..clients {
-            s += &format!("[[clients]]\nname = \"c{i}\"\nnode = \"a\"\n");
+            s += &format!("[[clients]]\nname = \"c{i}\"\nnode = \"{}\"\n", nodes[0]);
         }
         Scenario::parse("t.toml", &s).unwrap()
     }
@@ -184,13 +189,21 @@ mod tests {
     }
 
     #[test]
-    fn many_browsers_get_more_ports() {
+    fn many_browsers_on_one_host_get_more_ports() {
         assert_eq!(
             TurmoilLimits::of(&crowd(10_000, 1_000)).ephemeral_ports,
             DEFAULT_EPHEMERAL_PORTS
         );
+        // two nodes: 20 000 browsers go to 16 hosts of 1 250
         assert_eq!(
             TurmoilLimits::of(&crowd(20_000, 1_000)).ephemeral_ports,
+            DEFAULT_EPHEMERAL_PORTS
+        );
+        // 17 nodes: 16 384 browsers on one host, which needs more ports than the default
+        let nodes: Vec<String> = (0..17).map(|i| format!("n{i}")).collect();
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        assert_eq!(
+            TurmoilLimits::of(&crowd_of(&nodes, 16_384, 1_000)).ephemeral_ports,
             1024..=65535
         );
     }

@@ -206,22 +206,48 @@ const CLIENT_READ_BUFFER: usize = 256;
 /// browsers' host.
 pub const CLIENTS_HOST: &str = "clients";
 
-/// The most browsers one host runs. A host dials from at most 64 512 ports (1024..=65535), and
-/// the links turmoil keeps between two hosts are scanned whole each time a segment is sent on
-/// them: past this many, the next browsers go to the next host (`clients-2`, `clients-3`, ...).
-/// Every scenario of at most this many clients runs on the one host `clients`, as it always did.
+/// The most browsers one host runs: a host dials from at most 64 512 ports (1024..=65535).
 pub const CLIENTS_PER_HOST: usize = 16_384;
 
-/// How many browsers one host of this run runs.
-fn per_host(o: &RunOptions) -> usize {
-    o.clients_per_host.unwrap_or(CLIENTS_PER_HOST).max(1)
+/// For speed, one browsers' host per this many browsers, rounded up (see [`clients_per_host`]).
+const BROWSERS_PER_HOST_FOR_SPEED: usize = 256;
+
+/// Browsers' hosts are added for speed only while there are at most this many links between
+/// browsers' hosts and nodes (see [`clients_per_host`]).
+const BROWSER_LINKS_MAX: usize = 32;
+
+/// How many browsers one host runs in a scenario of `clients` browsers and `nodes` nodes.
+///
+/// turmoil keeps one queue of in-flight segments per pair of hosts, and each segment sent
+/// scans its pair's whole queue (and takes the due ones out of its middle): a join storm of
+/// 3 000 browsers on one host queues about a thousand segments per node link, and that scan
+/// was an eighth of the run. More browsers' hosts make shorter queues. But at every step, each
+/// host's delivery walks every link of the simulation, hosts × links: with 16 nodes, 32 hosts
+/// made `pop_16k` half as slow again. So browsers get one host per
+/// [`BROWSERS_PER_HOST_FOR_SPEED`] only while the browsers' links to nodes stay at most
+/// [`BROWSER_LINKS_MAX`] (ten hosts at 3 nodes, two at 16), and as many hosts as ports need.
+/// Hosts get equal shares, the last one the rest. A scenario of at most 256 browsers, or of
+/// 17 nodes or more, runs on the one host `clients` up to [`CLIENTS_PER_HOST`] browsers.
+pub fn clients_per_host(clients: usize, nodes: usize) -> usize {
+    let for_ports = clients.div_ceil(CLIENTS_PER_HOST);
+    let for_speed = clients
+        .div_ceil(BROWSERS_PER_HOST_FOR_SPEED)
+        .min(BROWSER_LINKS_MAX / nodes.max(1));
+    clients.div_ceil(for_ports.max(for_speed).max(1)).max(1)
 }
 
-/// The names of the browsers' hosts of `s` (its clients in order, [`CLIENTS_PER_HOST`] to a
+/// How many browsers one host of this run runs.
+fn per_host(s: &Scenario, o: &RunOptions) -> usize {
+    o.clients_per_host
+        .unwrap_or_else(|| clients_per_host(s.clients.len(), s.nodes.len()))
+        .max(1)
+}
+
+/// The names of the browsers' hosts of `s` (its clients in order, [`clients_per_host`] to a
 /// host unless `o` says otherwise): `clients`, then `clients-2`, `clients-3`, ...; none
 /// without clients.
 pub fn browser_hosts(s: &Scenario, o: &RunOptions) -> Vec<String> {
-    (0..s.clients.len().div_ceil(per_host(o)))
+    (0..s.clients.len().div_ceil(per_host(s, o)))
         .map(browser_host_name)
         .collect()
 }
@@ -267,7 +293,7 @@ impl HostNames {
     }
 }
 
-/// The browsers' hosts, [`CLIENTS_PER_HOST`] clients each, every client connected to its own
+/// The browsers' hosts, [`clients_per_host`] clients each, every client connected to its own
 /// node. A browser only ever talks to its node, so the links between these hosts and node `n`
 /// are the links of `n`'s browsers (what `between = ["n", "clients"]` sets), and turmoil polls a
 /// few hosts per step for all of them instead of one per node or per browser.
@@ -277,8 +303,12 @@ pub(crate) fn client_host(
     o: &RunOptions,
     shared: SharedRef,
 ) {
-    for (i, specs) in s.clients.chunks(per_host(o)).enumerate() {
+    // every browsers' host decodes each broadcast diff once between them: a cache per host
+    // would decode each diff once per host
+    let frame_cache = FrameCache::new();
+    for (i, specs) in s.clients.chunks(per_host(s, o)).enumerate() {
         browser_host(
+            &frame_cache,
             sim,
             browser_host_name(i),
             specs.to_vec(),
@@ -291,6 +321,7 @@ pub(crate) fn client_host(
 
 /// One browsers' host running `specs`.
 fn browser_host(
+    frame_cache: &FrameCache,
     sim: &mut turmoil::Sim<'_>,
     host: String,
     specs: Vec<crate::scenario::ClientSpec>,
@@ -305,11 +336,10 @@ fn browser_host(
         o.transcript && o.population_frames,
     );
     let rto = Duration::from_millis(s.network.rto_ms);
+    let frame_cache = frame_cache.clone();
     sim.host(host, move || {
-        let (specs, shared) = (specs.clone(), shared.clone());
+        let (specs, shared, frame_cache) = (specs.clone(), shared.clone(), frame_cache.clone());
         async move {
-            // the browsers of this host decode each broadcast diff once between them
-            let frame_cache = FrameCache::new();
             for spec in specs {
                 let node = spec.node.clone();
                 let mut cfg = ClientConfig::new(
@@ -549,6 +579,37 @@ mod tests {
         ];
         for text in cases {
             assert_eq!(text_event(text), by_value(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn browsers_spread_over_hosts_while_links_stay_few() {
+        // (clients, nodes) → browsers per host
+        let cases = [
+            (0, 3, 1),
+            (1, 3, 1),
+            (256, 3, 256),
+            // past 256 at 3 nodes: up to ten hosts (30 links)
+            (257, 3, 129),
+            (3_000, 3, 300),
+            (30_000, 3, 3_000),
+            // 16 nodes: two hosts for speed, then as many as ports need
+            (16_000, 16, 8_000),
+            (48_000, 16, 16_000),
+            (160_000, 16, 16_000),
+            (200_000, 16, 15_385),
+            // 17 nodes and more: one host up to the ports' limit
+            (16_384, 17, 16_384),
+            (16_385, 17, 8_193),
+        ];
+        for (clients, nodes, want) in cases {
+            let per = clients_per_host(clients, nodes);
+            assert_eq!(per, want, "{clients} clients at {nodes} nodes");
+            assert!(per <= CLIENTS_PER_HOST);
+            assert!(
+                clients.div_ceil(per) * nodes
+                    <= BROWSER_LINKS_MAX.max(nodes * clients.div_ceil(CLIENTS_PER_HOST))
+            );
         }
     }
 }

@@ -32,7 +32,7 @@ pub struct RunOptions {
     /// the frames of the sample the checkers replay, and one summary line per population).
     pub population_frames: bool,
     /// The most browsers one simulated host runs; `None`:
-    /// [`crate::clients::CLIENTS_PER_HOST`]. Tests set it low to run several browsers' hosts
+    /// [`crate::clients::clients_per_host`] of the scenario. Tests set it low to run several browsers' hosts
     /// with a few clients.
     pub clients_per_host: Option<usize>,
 }

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 /// The most clients (named and of populations) a scenario may have. Browsers are spread over
-/// hosts of their own (`crate::clients::CLIENTS_PER_HOST` each), so ports no longer bound
+/// hosts of their own (at most `crate::clients::CLIENTS_PER_HOST` each), so ports no longer bound
 /// them; memory does: up to about 100 KB per client at 16 nodes (BENCHMARKS.md), so this many
 /// need about 20 GB. A larger run is refused when the file is read rather than ending out of
 /// memory.
