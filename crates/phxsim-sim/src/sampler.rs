@@ -132,17 +132,26 @@ impl Sampler {
             self.clients = Arc::new(self.client_map(shared));
             return self.clients.clone();
         }
-        let mut moved = false;
-        for (rx, was) in &mut self.watched {
+        let mut moved: Vec<(&String, bool)> = Vec::new();
+        for (name, (rx, was)) in shared.clients.keys().zip(&mut self.watched) {
             // an error is a client whose status can no longer move
             if rx.has_changed().unwrap_or(false) {
                 let now = joined(rx);
-                moved |= now != *was;
-                *was = now;
+                if now != *was {
+                    *was = now;
+                    moved.push((name, now));
+                }
             }
         }
-        if moved {
-            self.clients = Arc::new(self.client_map(shared));
+        if !moved.is_empty() {
+            // only the clients that moved are written; the map is copied first if a checker
+            // still holds the last sample's (a copy, not a rebuild: no sorting, no new names)
+            let clients = Arc::make_mut(&mut self.clients);
+            for (name, now) in moved {
+                if let Some(c) = clients.get_mut(name) {
+                    c.joined = now;
+                }
+            }
         }
         self.clients.clone()
     }
