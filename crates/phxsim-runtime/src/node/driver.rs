@@ -3,7 +3,9 @@
 //! `tokio::time`, so under turmoil (or a paused tokio clock) the node runs on simulated time.
 
 use super::link::LinkError;
+use super::topic_list::TopicList;
 use super::{Coalesce, NodeEvent, PresenceUpdate, TopicState, coalesce};
+use crate::state_frame::StatePayload;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use phxsim_shard::codec::encode_frame;
@@ -149,9 +151,23 @@ struct Topic {
     merged: Option<TrackerDiff>,
     /// When the last diff went out.
     last_sent: Option<Instant>,
+    /// The payload last rendered, kept to be patched at the next join (see `topic_list`).
+    list: TopicList,
 }
 
 impl Topic {
+    /// The topic's `presence_state` payload now: the kept one patched with what changed.
+    fn render(&mut self, tracker: &Tracker, topic: &str) -> Arc<StatePayload> {
+        let state = tracker.shards()[tracker.shard_index(topic)].state();
+        self.list.update(state, topic);
+        let payload = self.list.payload();
+        debug_assert!(
+            *payload == super::topic_list::full(state, topic),
+            "{topic}: the patched payload differs from the full rendering"
+        );
+        payload
+    }
+
     /// Sends a diff to every subscriber; false when none is left.
     fn send(&mut self, topic: &str, diff: TrackerDiff, now: Instant) -> bool {
         let update = PresenceUpdate {
@@ -305,7 +321,7 @@ impl Driver {
                 let state = match &entry.state {
                     Some((rev, s)) if coalescing || *rev == revision => Arc::clone(s),
                     _ => {
-                        let fresh = Arc::new(topic_state(&self.tracker, &topic));
+                        let fresh = Arc::new(TopicState::new(entry.render(&self.tracker, &topic)));
                         entry.state = Some((revision, Arc::clone(&fresh)));
                         fresh
                     }
@@ -474,24 +490,6 @@ impl Driver {
             }
         }
     }
-}
-
-/// `list(topic)` as a [`TopicState`]: the metas' JSON texts written as they are (no parsing,
-/// no JSON values), grouped by key in the order `Tracker::list` gives.
-///
-/// Borrowed from the tracker's rows: a join storm on one topic builds one list per join, and
-/// copying every presence out (`get_by_topic`'s owned values, 128 bytes each, then sorted and
-/// dropped) was most of the node's time in `pop_3000_one_topic`.
-fn topic_state(tracker: &Tracker, topic: &str) -> TopicState {
-    let shard = &tracker.shards()[tracker.shard_index(topic)];
-    let mut texts: Vec<(&str, &str)> = shard
-        .state()
-        .visible_in_topic(topic)
-        .map(|(key, meta, _)| (key, meta.as_str()))
-        .collect();
-    // Stable: a key's metas keep the tracker's order.
-    texts.sort_by(|a, b| a.0.cmp(b.0));
-    TopicState::new(crate::state_frame::StatePayload::from_texts(texts))
 }
 
 /// Phoenix's node messages are best-effort (no ack, no retransmission); a link whose queue is

@@ -20,6 +20,7 @@ mod link;
 mod sampled;
 mod sampled_list;
 mod tcp;
+mod topic_list;
 
 pub use link::LinkError;
 pub use sampled_list::{Refs, SampledEntry, SampledList};
@@ -177,9 +178,9 @@ pub struct TopicState {
 }
 
 impl TopicState {
-    pub(crate) fn new(payload: crate::state_frame::StatePayload) -> TopicState {
+    pub(crate) fn new(payload: Arc<crate::state_frame::StatePayload>) -> TopicState {
         TopicState {
-            payload: Arc::new(payload),
+            payload,
             list: std::sync::OnceLock::new(),
         }
     }
