@@ -250,7 +250,6 @@ fn merge_by_pid(kept: Vec<Meta>, come: &[&Meta]) -> Vec<Meta> {
 
 /// The payload rendered from scratch from the rows: the metas' texts grouped by key in the
 /// order `Tracker::list` gives (what [`TopicList::update`] must equal).
-#[cfg(any(test, debug_assertions))]
 pub(crate) fn full(state: &State, topic: &str) -> StatePayload {
     let mut texts: Vec<(&str, &str)> = state
         .visible_in_topic(topic)
