@@ -2,6 +2,7 @@
 //! routes what comes out to links, subscribers and observers. Time comes only from
 //! `tokio::time`, so under turmoil (or a paused tokio clock) the node runs on simulated time.
 
+use super::feed::{Diffs, Feed};
 use super::link::LinkError;
 use super::topic_list::TopicList;
 use super::{Coalesce, NodeEvent, PresenceUpdate, TopicState, coalesce};
@@ -72,8 +73,7 @@ pub(crate) enum Command {
     },
     Subscribe {
         topic: String,
-        tx: mpsc::UnboundedSender<PresenceUpdate>,
-        reply: Reply<Arc<TopicState>>,
+        reply: Reply<(Arc<TopicState>, Diffs)>,
     },
     Observe {
         tx: mpsc::UnboundedSender<NodeEvent>,
@@ -144,7 +144,8 @@ pub(crate) struct Driver {
 /// waiting for the end of the topic's window.
 #[derive(Default)]
 struct Topic {
-    subs: Vec<mpsc::UnboundedSender<PresenceUpdate>>,
+    /// Its subscribers, reading the topic's diffs from one log.
+    subs: Feed,
     /// The list handed to subscribers, and the tracker revision it was taken at.
     state: Option<(u64, Arc<TopicState>)>,
     /// Changes since the last diff went out, merged.
@@ -175,14 +176,14 @@ impl Topic {
             diff: Arc::new(diff),
             frames: Arc::default(),
         };
-        self.subs.retain(|tx| tx.send(update.clone()).is_ok());
+        let left = self.subs.send(update);
         self.last_sent = Some(now);
         // A list taken before this diff misses its changes: with coalescing, later
         // subscribers must not get it; without, its revision is already past and it would
         // never be handed out again, but it would stay in memory (a whole topic's payload per
         // node and topic) until the topic's next subscriber.
         self.state = None;
-        !self.subs.is_empty()
+        left
     }
 }
 
@@ -309,7 +310,7 @@ impl Driver {
             Command::GetByKey { topic, key, reply } => {
                 let _ = reply.send(self.tracker.get_by_key(&topic, &key));
             }
-            Command::Subscribe { topic, tx, reply } => {
+            Command::Subscribe { topic, reply } => {
                 // State and subscription in one step of the driver: no diff can fall between
                 // the state the subscriber starts from and the first diff it receives.
                 let revision = self.tracker.revision();
@@ -326,8 +327,8 @@ impl Driver {
                         fresh
                     }
                 };
-                entry.subs.push(tx);
-                let _ = reply.send(state);
+                let diffs = entry.subs.subscribe();
+                let _ = reply.send((state, diffs));
             }
             Command::Observe { tx } => self.observers.push(tx),
             Command::Peers { reply } => {

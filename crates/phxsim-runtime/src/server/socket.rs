@@ -20,7 +20,7 @@ use super::room::{self, Action, reason};
 use super::{
     ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
 };
-use crate::node::{OwnerLease, PresenceUpdate, TopicState};
+use crate::node::{Diffs, OwnerLease, PresenceUpdate, TopicState};
 use crate::state_frame;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_shard::presence::meta_with_refs;
@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -63,7 +62,7 @@ struct Channel {
     /// the channel, on any path, makes the node untrack it.
     lease: OwnerLease,
     /// This node's diffs of the topic; dropping it unsubscribes.
-    diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
+    diffs: Diffs,
 }
 
 /// The socket's connection task. The plain-GET screen, the upgrade and the session loop are
