@@ -214,3 +214,107 @@ impl Drop for Diffs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+    use std::task::Wake;
+
+    /// A waker that writes its name into a shared list when woken.
+    struct Named(&'static str, Arc<StdMutex<Vec<&'static str>>>);
+    impl Wake for Named {
+        fn wake(self: Arc<Self>) {
+            self.1.lock().unwrap().push(self.0);
+        }
+    }
+
+    fn update(n: u8) -> PresenceUpdate {
+        PresenceUpdate {
+            topic: Arc::from(format!("t{n}").as_str()),
+            diff: Arc::default(),
+            frames: Arc::default(),
+        }
+    }
+
+    fn poll(d: &mut Diffs, w: &Waker) -> Poll<Option<PresenceUpdate>> {
+        d.poll_recv(&mut Context::from_waker(w))
+    }
+
+    /// Sends wake only the subscribers whose last read found nothing, in subscription order,
+    /// and each reads every update in order; a dropped one is gone at the next send.
+    #[test]
+    fn sends_wake_waiting_subscribers_in_order() {
+        let woken = Arc::new(StdMutex::new(Vec::new()));
+        let feed = Feed::default();
+        let (mut a, mut b, c) = (feed.subscribe(), feed.subscribe(), feed.subscribe());
+        let wa = Waker::from(Arc::new(Named("a", woken.clone())));
+        let wb = Waker::from(Arc::new(Named("b", woken.clone())));
+        assert!(poll(&mut b, &wb).is_pending());
+        assert!(poll(&mut a, &wa).is_pending());
+        assert!(feed.send(update(1)));
+        // a, then b: subscription order, not the order they waited in (b first)
+        assert_eq!(*woken.lock().unwrap(), ["a", "b"]);
+        assert!(feed.send(update(2)));
+        // nobody waits any more
+        assert_eq!(woken.lock().unwrap().len(), 2);
+        assert_eq!(feed.len(), 3);
+        drop(c);
+        assert_eq!(
+            feed.len(),
+            3,
+            "a gone subscriber counts until the next send"
+        );
+        for d in [&mut a, &mut b] {
+            assert_eq!(&*d.try_recv().unwrap().topic, "t1");
+            assert_eq!(&*d.try_recv().unwrap().topic, "t2");
+            assert_eq!(d.try_recv().unwrap_err(), TryRecvError::Empty);
+        }
+        // a subscriber that comes late reads only what comes after it
+        let mut late = feed.subscribe();
+        assert!(feed.send(update(3)));
+        assert_eq!(feed.len(), 3);
+        assert_eq!(&*late.try_recv().unwrap().topic, "t3");
+        assert_eq!(late.try_recv().unwrap_err(), TryRecvError::Empty);
+        drop((a, b, late));
+        assert!(!feed.send(update(4)), "no subscriber left");
+    }
+
+    /// When the node's side goes, a waiting subscriber wakes, reads what is left, then the end.
+    #[test]
+    fn the_end_comes_after_what_is_left() {
+        let woken = Arc::new(StdMutex::new(Vec::new()));
+        let feed = Feed::default();
+        let mut a = feed.subscribe();
+        let mut b = feed.subscribe();
+        let wb = Waker::from(Arc::new(Named("b", woken.clone())));
+        assert!(feed.send(update(1)));
+        assert!(poll(&mut b, &wb).is_ready());
+        assert!(poll(&mut b, &wb).is_pending());
+        drop(feed);
+        assert_eq!(*woken.lock().unwrap(), ["b"]);
+        assert!(matches!(poll(&mut b, &wb), Poll::Ready(None)));
+        assert_eq!(&*a.try_recv().unwrap().topic, "t1");
+        assert_eq!(a.try_recv().unwrap_err(), TryRecvError::Disconnected);
+    }
+
+    /// A read takes one unit of the task's budget, as a tokio channel's receive does: a
+    /// task that reads without end yields after its budget of 128.
+    #[tokio::test]
+    async fn reads_take_the_task_s_budget() {
+        let feed = Feed::default();
+        let mut a = feed.subscribe();
+        for n in 0..200 {
+            feed.send(update(n as u8));
+        }
+        let mut read = 0;
+        std::future::poll_fn(|cx| {
+            while let Poll::Ready(Some(_)) = a.poll_recv(cx) {
+                read += 1;
+            }
+            Poll::Ready(())
+        })
+        .await;
+        assert_eq!(read, 128);
+    }
+}
