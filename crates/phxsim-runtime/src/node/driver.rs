@@ -4,7 +4,7 @@
 
 use super::feed::{Diffs, Feed};
 use super::link::LinkError;
-use super::topic_list::TopicList;
+use super::topic_list::{self, TopicList};
 use super::{Coalesce, NodeEvent, PresenceUpdate, TopicState, coalesce};
 use crate::state_frame::StatePayload;
 use futures_util::StreamExt as _;
@@ -152,18 +152,19 @@ struct Topic {
     merged: Option<TrackerDiff>,
     /// When the last diff went out.
     last_sent: Option<Instant>,
-    /// The payload last rendered, kept to be patched at the next join (see `topic_list`).
-    list: TopicList,
+    /// A big topic's payload as last rendered, kept to be patched at the next join (see
+    /// `topic_list`).
+    list: Option<TopicList>,
 }
 
 impl Topic {
-    /// The topic's `presence_state` payload now: the kept one patched with what changed.
+    /// The topic's `presence_state` payload now (a big topic's kept one patched with what
+    /// changed).
     fn render(&mut self, tracker: &Tracker, topic: &str) -> Arc<StatePayload> {
         let state = tracker.shards()[tracker.shard_index(topic)].state();
-        self.list.update(state, topic);
-        let payload = self.list.payload();
+        let payload = topic_list::render(&mut self.list, state, topic);
         debug_assert!(
-            *payload == super::topic_list::full(state, topic),
+            *payload == topic_list::full(state, topic),
             "{topic}: the patched payload differs from the full rendering"
         );
         payload

@@ -25,6 +25,39 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Topics that list fewer keys than this keep no list between joins. A kept list costs about
+/// 150 bytes per presence per node for as long as the topic has subscribers (its text, and the
+/// metas it holds); a full rendering costs about 0.3 µs per presence. Below this size a join's
+/// full rendering takes under 80 µs, and the 16-node shapes (16 to 160 presences per topic,
+/// 1 000 topics on every node) would hold up to 400 MB of kept lists for almost no time saved.
+pub(crate) const KEEP_FROM: usize = 256;
+
+/// `topic`'s payload now: the kept list patched, if the topic has one; a big topic's first
+/// rendering keeps one, and a topic that shrank well below [`KEEP_FROM`] drops it.
+pub(crate) fn render(
+    kept: &mut Option<TopicList>,
+    state: &State,
+    topic: &str,
+) -> Arc<StatePayload> {
+    if let Some(list) = kept {
+        list.update(state, topic);
+        let payload = list.payload();
+        if payload.keys().len() < KEEP_FROM / 2 {
+            *kept = None;
+        }
+        return payload;
+    }
+    let payload = full(state, topic);
+    if payload.keys().len() < KEEP_FROM {
+        return Arc::new(payload);
+    }
+    let mut list = TopicList::default();
+    list.update(state, topic);
+    let payload = list.payload();
+    *kept = Some(list);
+    payload
+}
+
 /// One topic's payload as last rendered, with what it was rendered from.
 pub(crate) struct TopicList {
     /// The visible rows' metas, in the table's `{pid, key}` order.
@@ -392,6 +425,25 @@ mod tests {
         ) {
             let mutation = never_hide.then_some(Mutation::NeverHideDown);
             check(&ops, mutation)?;
+        }
+    }
+
+    /// A topic keeps a list once it is big, patches it while it stays so, and drops it when
+    /// it shrinks; every payload is the full rendering.
+    #[test]
+    fn only_big_topics_keep_a_list() {
+        let mut a = State::new(ReplicaRef::new("a", 1));
+        let mut kept = None;
+        let key = |i: usize| ValueKey::new("t", format!("p{i:04}"), format!("user{i}"));
+        for i in 0..KEEP_FROM + 10 {
+            a.join(key(i), meta(i as u8)).unwrap();
+            assert_eq!(*render(&mut kept, &a, "t"), full(&a, "t"));
+            assert_eq!(kept.is_some(), i + 1 >= KEEP_FROM, "{i}");
+        }
+        for i in (0..KEEP_FROM + 10).rev() {
+            a.leave(&key(i));
+            assert_eq!(*render(&mut kept, &a, "t"), full(&a, "t"));
+            assert_eq!(kept.is_some(), i >= KEEP_FROM / 2, "{i}");
         }
     }
 

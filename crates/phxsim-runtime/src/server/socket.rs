@@ -17,6 +17,7 @@ use super::handshake::{self, ConnectInfo, Refusal};
 use super::outbox::{self, Outbox, WireFrame};
 use super::read_gate::ReadGate;
 use super::room::{self, Action, reason};
+use super::topic_map::TopicMap;
 use super::{
     ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
 };
@@ -30,7 +31,7 @@ use phxsim_wire::message::{
 };
 use phxsim_wire::{Codec, DecodeError, Frame, Message, Payload};
 use serde_json::{Map, Value as Json};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -147,7 +148,7 @@ where
             .with_numeric_refs(v1_7_21),
         user_id: info.user_id,
         ws,
-        channels: BTreeMap::new(),
+        channels: TopicMap::default(),
         next_channel: 1,
         poll_from: 0,
         last_in: Instant::now(),
@@ -179,7 +180,7 @@ struct Session<S> {
     user_id: String,
     /// Over a [`ReadGate`]: the loop asks for a client frame only when one may have come.
     ws: WebSocketStream<ReadGate<S>>,
-    channels: BTreeMap<String, Channel>,
+    channels: TopicMap<Channel>,
     next_channel: u64,
     /// Where the next scan of channel subscriptions starts, so no topic starves the others.
     poll_from: usize,
@@ -1048,20 +1049,20 @@ where
 /// The topic is the update's own (the node names a diff by the topic subscribed to), so a
 /// diff costs no copy of its name per socket.
 fn poll_update(
-    channels: &mut BTreeMap<String, Channel>,
+    channels: &mut TopicMap<Channel>,
     poll_from: &mut usize,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<(Arc<str>, Option<PresenceUpdate>)> {
     let n = channels.len();
     for i in 0..n {
         let idx = (*poll_from + i) % n;
-        if let Some((topic, ch)) = channels.iter_mut().nth(idx)
+        if let Some((topic, ch)) = channels.nth_mut(idx)
             && let Poll::Ready(update) = ch.diffs.poll_recv(cx)
         {
             *poll_from = idx + 1;
             let name = match &update {
                 Some(u) => u.topic.clone(),
-                None => Arc::from(topic.as_str()),
+                None => Arc::from(topic),
             };
             return Poll::Ready((name, update));
         }
