@@ -12,7 +12,7 @@ pub mod server;
 mod state_frame;
 
 pub use node::{
-    Coalesce, LinkError, LinkHandle, ListsChange, Node, NodeConfig, NodeError, NodeEvent,
+    Coalesce, Diffs, LinkError, LinkHandle, ListsChange, Node, NodeConfig, NodeError, NodeEvent,
     NodeLists, OwnerLease, PresenceUpdate, RefList, Refs, SampledEntry, SampledList, SampledTopic,
     Subscription, TopicSnapshot, TopicState,
 };

@@ -11,6 +11,7 @@
 
 use bytes::Bytes;
 use phxsim_shard::TrackerList;
+use phxsim_tracker::Name;
 use phxsim_wire::{Codec, Frame, Message, Serializer};
 use serde_json::{Map, Value as Json};
 
@@ -20,8 +21,10 @@ use serde_json::{Map, Value as Json};
 pub(crate) struct StatePayload {
     text: Bytes,
     /// Per key, in order: the key, the offset of its entry (the opening quote), and the offset
-    /// of the `]` that closes its metas.
-    keys: Vec<(String, usize, usize)>,
+    /// of the `]` that closes its metas. Names, not strings: a list patched between joins
+    /// (`node::topic_list`) copies every unchanged key, and a short name copies without an
+    /// allocation.
+    keys: Vec<(Name, usize, usize)>,
 }
 
 impl StatePayload {
@@ -30,11 +33,11 @@ impl StatePayload {
     /// each meta as its compact JSON text (`Meta`), the very bytes the encoder writes.
     pub(crate) fn from_texts<'a>(values: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut text = String::new();
-        let mut keys: Vec<(String, usize, usize)> = Vec::new();
+        let mut keys: Vec<(Name, usize, usize)> = Vec::new();
         text.push('{');
         for (key, meta) in values {
             match keys.last_mut() {
-                Some((last, _, close)) if last == key => {
+                Some((last, _, close)) if last.as_str() == key => {
                     text.insert(*close, ',');
                     text.insert_str(*close + 1, meta);
                     *close += 1 + meta.len();
@@ -47,7 +50,7 @@ impl StatePayload {
                     push_json(&mut text, &Json::String(key.to_owned()));
                     text.push_str(":{\"metas\":[");
                     text.push_str(meta);
-                    keys.push((key.to_owned(), start, text.len()));
+                    keys.push((Name::from(key), start, text.len()));
                     text.push_str("]}");
                 }
             }
@@ -94,7 +97,7 @@ impl StatePayload {
                 }
                 push_json(&mut text, meta);
             }
-            keys.push((key.clone(), start, text.len()));
+            keys.push((Name::from(key), start, text.len()));
             text.push_str("]}");
         }
         text.push('}');
@@ -149,6 +152,22 @@ impl StatePayload {
     /// The payload as it is.
     pub(crate) fn bytes(&self) -> Bytes {
         self.text.clone()
+    }
+
+    /// A payload written elsewhere (`node::topic_list`), with where each key starts and its
+    /// metas end, as [`StatePayload::from_texts`] records them.
+    pub(crate) fn from_parts(text: Bytes, keys: Vec<(Name, usize, usize)>) -> Self {
+        StatePayload { text, keys }
+    }
+
+    /// The text.
+    pub(crate) fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// Per key, in order: the key, where its entry starts, and where its metas end.
+    pub(crate) fn keys(&self) -> &[(Name, usize, usize)] {
+        &self.keys
     }
 }
 

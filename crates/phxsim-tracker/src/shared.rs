@@ -544,6 +544,12 @@ impl Meta {
         self.as_str().trim_start().starts_with('{')
     }
 
+    /// Is `other` a copy of this very block (a reference-count share, not an equal text)? A
+    /// block is immutable, so the same block has the same pid, key and text.
+    pub fn same_block(&self, other: &Meta) -> bool {
+        triomphe::Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Heap bytes of the block (for memory accounts).
     pub fn block_len(&self) -> usize {
         self.0.len()

@@ -272,6 +272,21 @@ impl State {
             .map(|row| (row.key(), &row.meta, self.table.tag_of(row)))
     }
 
+    /// The metas of a topic's visible rows, in `{pid, key}` order, borrowed, without reading
+    /// any meta block (a meta's pid and key live in its block): a reader that keeps the list
+    /// it rendered last finds what changed by comparing blocks by identity
+    /// ([`Meta::same_block`]), and reads only the blocks of the rows that did.
+    pub fn visible_metas_in_topic<'a>(
+        &'a self,
+        topic: &str,
+    ) -> impl Iterator<Item = &'a Meta> + use<'a> {
+        let all = self.all_visible();
+        self.table
+            .rows_of_topic(topic)
+            .filter(move |row| all || !self.hidden(self.table.replica_of(row)))
+            .map(|row| &row.meta)
+    }
+
     /// The visible presences of a topic, in `{pid, key}` order.
     pub fn get_by_topic(&self, topic: &str) -> Vec<Value> {
         let mut out = Vec::with_capacity(self.table.topic_len(topic));

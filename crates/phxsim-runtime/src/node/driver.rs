@@ -2,8 +2,11 @@
 //! routes what comes out to links, subscribers and observers. Time comes only from
 //! `tokio::time`, so under turmoil (or a paused tokio clock) the node runs on simulated time.
 
+use super::feed::{Diffs, Feed};
 use super::link::LinkError;
+use super::topic_list::{self, TopicList};
 use super::{Coalesce, NodeEvent, PresenceUpdate, TopicState, coalesce};
+use crate::state_frame::StatePayload;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use phxsim_shard::codec::encode_frame;
@@ -70,8 +73,7 @@ pub(crate) enum Command {
     },
     Subscribe {
         topic: String,
-        tx: mpsc::UnboundedSender<PresenceUpdate>,
-        reply: Reply<Arc<TopicState>>,
+        reply: Reply<(Arc<TopicState>, Diffs)>,
     },
     Observe {
         tx: mpsc::UnboundedSender<NodeEvent>,
@@ -142,16 +144,33 @@ pub(crate) struct Driver {
 /// waiting for the end of the topic's window.
 #[derive(Default)]
 struct Topic {
-    subs: Vec<mpsc::UnboundedSender<PresenceUpdate>>,
+    /// Its subscribers, reading the topic's diffs from one log.
+    subs: Feed,
     /// The list handed to subscribers, and the tracker revision it was taken at.
     state: Option<(u64, Arc<TopicState>)>,
     /// Changes since the last diff went out, merged.
     merged: Option<TrackerDiff>,
     /// When the last diff went out.
     last_sent: Option<Instant>,
+    /// A big topic's payload as last rendered, kept to be patched at the next join (see
+    /// `topic_list`).
+    list: Option<TopicList>,
 }
 
 impl Topic {
+    /// The topic's `presence_state` payload now (a big topic's kept one patched with what
+    /// changed).
+    fn render(&mut self, tracker: &Tracker, topic: &str) -> Arc<StatePayload> {
+        let state = tracker.shards()[tracker.shard_index(topic)].state();
+        let payload = topic_list::render(&mut self.list, state, topic);
+        // (a topic without a kept list was rendered in full)
+        debug_assert!(
+            self.list.is_none() || *payload == topic_list::full(state, topic),
+            "{topic}: the patched payload differs from the full rendering"
+        );
+        payload
+    }
+
     /// Sends a diff to every subscriber; false when none is left.
     fn send(&mut self, topic: &str, diff: TrackerDiff, now: Instant) -> bool {
         let update = PresenceUpdate {
@@ -159,14 +178,14 @@ impl Topic {
             diff: Arc::new(diff),
             frames: Arc::default(),
         };
-        self.subs.retain(|tx| tx.send(update.clone()).is_ok());
+        let left = self.subs.send(update);
         self.last_sent = Some(now);
         // A list taken before this diff misses its changes: with coalescing, later
         // subscribers must not get it; without, its revision is already past and it would
         // never be handed out again, but it would stay in memory (a whole topic's payload per
         // node and topic) until the topic's next subscriber.
         self.state = None;
-        !self.subs.is_empty()
+        left
     }
 }
 
@@ -293,7 +312,7 @@ impl Driver {
             Command::GetByKey { topic, key, reply } => {
                 let _ = reply.send(self.tracker.get_by_key(&topic, &key));
             }
-            Command::Subscribe { topic, tx, reply } => {
+            Command::Subscribe { topic, reply } => {
                 // State and subscription in one step of the driver: no diff can fall between
                 // the state the subscriber starts from and the first diff it receives.
                 let revision = self.tracker.revision();
@@ -305,13 +324,13 @@ impl Driver {
                 let state = match &entry.state {
                     Some((rev, s)) if coalescing || *rev == revision => Arc::clone(s),
                     _ => {
-                        let fresh = Arc::new(topic_state(&self.tracker, &topic));
+                        let fresh = Arc::new(TopicState::new(entry.render(&self.tracker, &topic)));
                         entry.state = Some((revision, Arc::clone(&fresh)));
                         fresh
                     }
                 };
-                entry.subs.push(tx);
-                let _ = reply.send(state);
+                let diffs = entry.subs.subscribe();
+                let _ = reply.send((state, diffs));
             }
             Command::Observe { tx } => self.observers.push(tx),
             Command::Peers { reply } => {
@@ -474,24 +493,6 @@ impl Driver {
             }
         }
     }
-}
-
-/// `list(topic)` as a [`TopicState`]: the metas' JSON texts written as they are (no parsing,
-/// no JSON values), grouped by key in the order `Tracker::list` gives.
-///
-/// Borrowed from the tracker's rows: a join storm on one topic builds one list per join, and
-/// copying every presence out (`get_by_topic`'s owned values, 128 bytes each, then sorted and
-/// dropped) was most of the node's time in `pop_3000_one_topic`.
-fn topic_state(tracker: &Tracker, topic: &str) -> TopicState {
-    let shard = &tracker.shards()[tracker.shard_index(topic)];
-    let mut texts: Vec<(&str, &str)> = shard
-        .state()
-        .visible_in_topic(topic)
-        .map(|(key, meta, _)| (key, meta.as_str()))
-        .collect();
-    // Stable: a key's metas keep the tracker's order.
-    texts.sort_by(|a, b| a.0.cmp(b.0));
-    TopicState::new(crate::state_frame::StatePayload::from_texts(texts))
 }
 
 /// Phoenix's node messages are best-effort (no ack, no retransmission); a link whose queue is

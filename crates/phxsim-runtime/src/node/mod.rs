@@ -16,11 +16,14 @@
 
 mod coalesce;
 mod driver;
+mod feed;
 mod link;
 mod sampled;
 mod sampled_list;
 mod tcp;
+mod topic_list;
 
+pub use feed::Diffs;
 pub use link::LinkError;
 pub use sampled_list::{Refs, SampledEntry, SampledList};
 
@@ -177,9 +180,9 @@ pub struct TopicState {
 }
 
 impl TopicState {
-    pub(crate) fn new(payload: crate::state_frame::StatePayload) -> TopicState {
+    pub(crate) fn new(payload: Arc<crate::state_frame::StatePayload>) -> TopicState {
         TopicState {
-            payload: Arc::new(payload),
+            payload,
             list: std::sync::OnceLock::new(),
         }
     }
@@ -214,7 +217,7 @@ pub struct Subscription {
     pub state: Arc<TopicState>,
     /// Every `presence_diff` of the topic on this node after that instant. Dropping the
     /// receiver unsubscribes.
-    pub diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
+    pub diffs: Diffs,
 }
 
 /// One topic as a node holds it at one instant: what it lists, and what it tracks itself.
@@ -591,9 +594,8 @@ impl Node {
     /// Subscribes to a topic's presence diffs on this node, starting from its current state.
     pub async fn subscribe(&self, topic: &str) -> Result<Subscription, NodeError> {
         let topic = topic.to_owned();
-        let (tx, diffs) = mpsc::unbounded_channel();
-        let state = self
-            .call(|reply| Command::Subscribe { topic, tx, reply })
+        let (state, diffs) = self
+            .call(|reply| Command::Subscribe { topic, reply })
             .await?;
         Ok(Subscription { state, diffs })
     }

@@ -19,6 +19,7 @@ mod plain_get;
 mod read_gate;
 pub mod room;
 mod socket;
+mod topic_map;
 
 pub use crate::encoded::EncodedFrames;
 pub use handshake::{ConnectInfo, Refusal, SOCKET_PATH, decide, parse_query, percent_encode};

@@ -17,10 +17,11 @@ use super::handshake::{self, ConnectInfo, Refusal};
 use super::outbox::{self, Outbox, WireFrame};
 use super::read_gate::ReadGate;
 use super::room::{self, Action, reason};
+use super::topic_map::TopicMap;
 use super::{
     ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
 };
-use crate::node::{OwnerLease, PresenceUpdate, TopicState};
+use crate::node::{Diffs, OwnerLease, PresenceUpdate, TopicState};
 use crate::state_frame;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_shard::presence::meta_with_refs;
@@ -30,14 +31,13 @@ use phxsim_wire::message::{
 };
 use phxsim_wire::{Codec, DecodeError, Frame, Message, Payload};
 use serde_json::{Map, Value as Json};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -63,7 +63,7 @@ struct Channel {
     /// the channel, on any path, makes the node untrack it.
     lease: OwnerLease,
     /// This node's diffs of the topic; dropping it unsubscribes.
-    diffs: mpsc::UnboundedReceiver<PresenceUpdate>,
+    diffs: Diffs,
 }
 
 /// The socket's connection task. The plain-GET screen, the upgrade and the session loop are
@@ -148,7 +148,7 @@ where
             .with_numeric_refs(v1_7_21),
         user_id: info.user_id,
         ws,
-        channels: BTreeMap::new(),
+        channels: TopicMap::default(),
         next_channel: 1,
         poll_from: 0,
         last_in: Instant::now(),
@@ -180,7 +180,7 @@ struct Session<S> {
     user_id: String,
     /// Over a [`ReadGate`]: the loop asks for a client frame only when one may have come.
     ws: WebSocketStream<ReadGate<S>>,
-    channels: BTreeMap<String, Channel>,
+    channels: TopicMap<Channel>,
     next_channel: u64,
     /// Where the next scan of channel subscriptions starts, so no topic starves the others.
     poll_from: usize,
@@ -1049,20 +1049,20 @@ where
 /// The topic is the update's own (the node names a diff by the topic subscribed to), so a
 /// diff costs no copy of its name per socket.
 fn poll_update(
-    channels: &mut BTreeMap<String, Channel>,
+    channels: &mut TopicMap<Channel>,
     poll_from: &mut usize,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<(Arc<str>, Option<PresenceUpdate>)> {
     let n = channels.len();
     for i in 0..n {
         let idx = (*poll_from + i) % n;
-        if let Some((topic, ch)) = channels.iter_mut().nth(idx)
+        if let Some((topic, ch)) = channels.nth_mut(idx)
             && let Poll::Ready(update) = ch.diffs.poll_recv(cx)
         {
             *poll_from = idx + 1;
             let name = match &update {
                 Some(u) => u.topic.clone(),
-                None => Arc::from(topic.as_str()),
+                None => Arc::from(topic),
             };
             return Poll::Ready((name, update));
         }
