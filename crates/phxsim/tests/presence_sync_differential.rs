@@ -12,6 +12,7 @@
 //! commands that replay it.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -383,14 +384,25 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn adapter() -> PathBuf {
-    let js = repo_root().join("ci/js");
-    let phoenix = js.join("node_modules/phoenix/package.json");
-    assert!(
-        phoenix.exists(),
-        "the real phoenix.js is not installed ({} is missing): run `npm ci --prefix ci/js` first",
+/// Whether the real phoenix.js is installed. Outside CI a missing install skips the test,
+/// loudly (`ci/test`, the README's test command, installs it first); with `CI` set it fails.
+fn phoenix_js_installed() -> bool {
+    let phoenix = repo_root().join("ci/js/node_modules/phoenix/package.json");
+    if phoenix.exists() {
+        return true;
+    }
+    let why = format!(
+        "the real phoenix.js is not installed ({} is missing) — run `npm ci --prefix ci/js` (ci/test does)",
         phoenix.display()
     );
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    // straight to stderr: the test harness would hide an `eprintln!` of a passing test
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+    false
+}
+
+fn adapter() -> PathBuf {
+    let js = repo_root().join("ci/js");
     // Canonical, because node resolves `..` lexically while the kernel follows symlinks.
     let script = js.join("presence-adapter.mjs");
     std::fs::canonicalize(&script).unwrap_or_else(|err| panic!("{}: {err}", script.display()))
@@ -545,6 +557,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 #[test]
 fn generated_streams_match_the_real_phoenix_js_in_both_modes() {
+    if !phoenix_js_installed() {
+        return;
+    }
     let base = env_u64("PHXSIM_DIFF_SEED", DEFAULT_BASE_SEED);
     let count = env_u64("PHXSIM_DIFF_STREAMS", DEFAULT_STREAMS);
     eprintln!(
@@ -584,6 +599,9 @@ fn generated_streams_match_the_real_phoenix_js_in_both_modes() {
 
 #[test]
 fn the_checker_catches_a_planted_difference() {
+    if !phoenix_js_installed() {
+        return;
+    }
     // Planted bug: compare our static mode with phoenix.js's instance mode. Instance mode adds
     // onSync events, `pending` and buffering, so nearly every stream must be reported.
     let seeds: Vec<u64> = (0..40).map(|i| DEFAULT_BASE_SEED.wrapping_add(i)).collect();

@@ -8,7 +8,7 @@
 // nothing here runs inside a simulation.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -21,14 +21,22 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn require_node_modules() {
+/// Whether phoenix.js and ws are installed. Outside CI a missing install skips the test,
+/// loudly (`ci/test`, the README's test command, installs them first); with `CI` set it fails.
+fn node_modules_installed() -> bool {
     let js = repo().join("ci/js/node_modules");
     for pkg in ["phoenix", "ws"] {
-        assert!(
-            js.join(pkg).join("package.json").exists(),
-            "ci/js/node_modules/{pkg} is missing: run `npm ci --prefix ci/js` first"
-        );
+        if !js.join(pkg).join("package.json").exists() {
+            let why = format!(
+                "ci/js/node_modules/{pkg} is missing — run `npm ci --prefix ci/js` (ci/test does)"
+            );
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            // straight to stderr: the test harness would hide an `eprintln!` of a passing test
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+            return false;
+        }
     }
+    true
 }
 
 struct Serve {
@@ -174,7 +182,9 @@ fn run_e2e(serve: &Serve, vsn: &str) {
 
 #[test]
 fn phoenix_js_clients_on_nodes_1_and_3_see_each_other_update_and_leave() {
-    require_node_modules();
+    if !node_modules_installed() {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("phxsim-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let frames = dir.join("frames.jsonl");
