@@ -353,8 +353,9 @@ impl FrameCache {
             ..
         } = &mut *frames;
         let last = &*last_state;
-        let mut state = JsMap::with_capacity(last.entries.len() + 16);
-        let mut next: Vec<HeldEntry> = Vec::with_capacity(last.entries.len() + 16);
+        // a state is mostly as long as the last one, and becomes a client's list as it is
+        let mut state = JsMap::with_capacity(last.entries.len());
+        let mut next: Vec<HeldEntry> = Vec::with_capacity(last.entries.len());
         let mut members = Members { text: all, at: 0 };
         members.skip_whitespace();
         if members.byte()? != b'{' {
