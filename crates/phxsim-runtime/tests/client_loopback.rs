@@ -219,3 +219,38 @@ async fn an_observer_without_frames_gets_every_event_but_the_frames() {
     }
     c.nodes[0].crash();
 }
+
+/// A presence message moves the status: a receiver of [`Client::watch`] is woken by it, one
+/// of [`Client::watch_lifecycle`] is not (yet reads the counters current), and both are
+/// woken when the channel moves.
+#[tokio::test]
+async fn a_lifecycle_watcher_is_woken_by_the_channel_and_not_by_presence_messages() {
+    let c = cluster(1, ServerConfig::default()).await;
+    let a = client(c.ws[0], "alice", Serializer::V2);
+    a.wait_for(WAIT, |v| v.joined() && lists(v, "alice"))
+        .await
+        .expect("alice joined and listed");
+    let mut every = a.watch();
+    let mut lifecycle = a.watch_lifecycle();
+    every.borrow_and_update();
+    lifecycle.borrow_and_update();
+    let before = a.status().presence_changes;
+    let b = client(c.ws[0], "bob", Serializer::V2);
+    a.wait_for(WAIT, |v| lists(v, "bob"))
+        .await
+        .expect("alice lists bob");
+    assert!(every.has_changed().unwrap(), "woken by the presence diff");
+    assert!(!lifecycle.has_changed().unwrap(), "not woken by it");
+    let now = a.status();
+    assert!(now.presence_changes > before);
+    assert_eq!(*lifecycle.borrow(), now, "yet current");
+    every.borrow_and_update();
+    a.leave();
+    a.wait_for(WAIT, |v| v.channel == ChannelState::Closed)
+        .await
+        .expect("alice left");
+    assert!(every.has_changed().unwrap());
+    assert!(lifecycle.has_changed().unwrap(), "woken by the channel");
+    b.stop();
+    c.nodes[0].crash();
+}

@@ -124,7 +124,7 @@ impl Sampler {
                 .clients
                 .values()
                 .map(|c| {
-                    let mut rx = c.client.watch();
+                    let mut rx = c.client.watch_lifecycle();
                     let joined = joined(&mut rx);
                     (rx, joined)
                 })

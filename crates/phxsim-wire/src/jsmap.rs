@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use indexmap::IndexMap;
+use hashbrown::HashTable;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use std::hash::BuildHasher;
 
 /// The array index a key names, if it is one: the canonical decimal form of an integer in
 /// `0..=4294967294` (2^32 - 2; 2^32 - 1 is the one integer that is not an array index).
@@ -36,23 +37,137 @@ pub fn array_index(key: &str) -> Option<u32> {
 /// looks up and inserts a key of its list for every presence message.
 type KeyHash = foldhash::fast::FixedState;
 
+fn hash_key(key: &str) -> u64 {
+    KeyHash::default().hash_one(key)
+}
+
+/// The keys that are not array indices, in insertion order: the entries in a `Vec`, found by
+/// their places in a hash table. An `IndexMap` would do, but it keeps each key's hash beside
+/// it and a `usize` per slot of its table: about 42 bytes a key where this takes 29, and a
+/// simulation holds one list per browser, hundreds of thousands of lists.
+#[derive(Clone)]
+struct Named<V> {
+    entries: Vec<(Arc<str>, Arc<V>)>,
+    /// Each entry's place in `entries` (a list of more than 2^32 keys does not fit in memory).
+    places: HashTable<u32>,
+}
+
+impl<V> Named<V> {
+    fn with_capacity(n: usize) -> Self {
+        Named {
+            entries: Vec::with_capacity(n),
+            places: HashTable::with_capacity(n),
+        }
+    }
+
+    fn place(&self, key: &str) -> Option<usize> {
+        let entries = &self.entries;
+        self.places
+            .find(hash_key(key), |&i| *entries[i as usize].0 == *key)
+            .map(|&i| i as usize)
+    }
+
+    /// The place of `key`, or where it goes (last) with room made for it.
+    fn place_or_room(&mut self, key: &str) -> Result<usize, usize> {
+        let Named { entries, places } = self;
+        places.reserve(1, |&i| hash_key(&entries[i as usize].0));
+        let room = places.capacity();
+        let found = places.entry(
+            hash_key(key),
+            |&i| *entries[i as usize].0 == *key,
+            |&i| hash_key(&entries[i as usize].0),
+        );
+        match found {
+            hashbrown::hash_table::Entry::Occupied(e) => Ok(*e.get() as usize),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let i = entries.len();
+                if i == entries.capacity() {
+                    // as many entries as the table has room for, as an `IndexMap` grows
+                    entries.reserve_exact(room.max(i + 1) - i);
+                }
+                e.insert(i as u32);
+                Err(i)
+            }
+        }
+    }
+
+    fn insert(&mut self, key: Arc<str>, value: Arc<V>) -> Option<Arc<V>> {
+        match self.place_or_room(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(_) => {
+                self.entries.push((key, value));
+                None
+            }
+        }
+    }
+
+    fn slot_or_insert(
+        &mut self,
+        key: &Arc<str>,
+        value: impl FnOnce() -> Arc<V>,
+    ) -> (&mut Arc<V>, bool) {
+        match self.place_or_room(key) {
+            Ok(i) => (&mut self.entries[i].1, false),
+            Err(i) => {
+                self.entries.push((key.clone(), value()));
+                (&mut self.entries[i].1, true)
+            }
+        }
+    }
+
+    /// Removes `key`; the keys after it move up one place.
+    fn remove(&mut self, key: &str) -> Option<Arc<V>> {
+        let entries = &self.entries;
+        let found = self
+            .places
+            .find_entry(hash_key(key), |&i| *entries[i as usize].0 == *key)
+            .ok()?;
+        let (i, _) = found.remove();
+        let (_, value) = self.entries.remove(i as usize);
+        for place in self.places.iter_mut() {
+            if *place > i {
+                *place -= 1;
+            }
+        }
+        Some(value)
+    }
+}
+
 /// An ordered map with JavaScript's own-property key order (see the module docs).
 ///
 /// Keys and values are held behind `Arc`s, so that many maps can hold one entry: the
 /// simulated browsers of one topic each keep a list of thousands of presences that are mostly
 /// the same, and [`JsMap::insert_shared`] lets them share each key and presence instead of
 /// copying them (a value is copied only when one map changes it, [`JsMap::get_mut`]).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct JsMap<V> {
     indices: BTreeMap<u32, (Arc<str>, Arc<V>)>,
-    named: IndexMap<Arc<str>, Arc<V>, KeyHash>,
+    named: Named<V>,
+}
+
+impl<V: std::fmt::Debug> std::fmt::Debug for JsMap<V> {
+    /// As a derived `Debug` over an `IndexMap` of the named keys wrote it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Named<'a, V>(&'a [(Arc<str>, Arc<V>)]);
+        impl<V: std::fmt::Debug> std::fmt::Debug for Named<'_, V> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map()
+                    .entries(self.0.iter().map(|(k, v)| (k, v)))
+                    .finish()
+            }
+        }
+        f.debug_struct("JsMap")
+            .field("indices", &self.indices)
+            .field("named", &Named(&self.named.entries))
+            .finish()
+    }
 }
 
 impl<V> Default for JsMap<V> {
     fn default() -> Self {
         JsMap {
             indices: BTreeMap::new(),
-            named: IndexMap::default(),
+            named: Named::with_capacity(0),
         }
     }
 }
@@ -74,13 +189,13 @@ impl<V> JsMap<V> {
     pub fn with_capacity(n: usize) -> Self {
         JsMap {
             indices: BTreeMap::new(),
-            named: IndexMap::with_capacity_and_hasher(n, KeyHash::default()),
+            named: Named::with_capacity(n),
         }
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.indices.len() + self.named.len()
+        self.indices.len() + self.named.entries.len()
     }
 
     /// Whether there are no keys.
@@ -97,7 +212,7 @@ impl<V> JsMap<V> {
     pub fn get_shared(&self, key: &str) -> Option<&Arc<V>> {
         match array_index(key) {
             Some(index) => self.indices.get(&index).map(|(_, v)| v),
-            None => self.named.get(key),
+            None => self.named.place(key).map(|i| &self.named.entries[i].1),
         }
     }
 
@@ -105,7 +220,7 @@ impl<V> JsMap<V> {
     pub fn get_shared_mut(&mut self, key: &str) -> Option<&mut Arc<V>> {
         match array_index(key) {
             Some(index) => self.indices.get_mut(&index).map(|(_, v)| v),
-            None => self.named.get_mut(key),
+            None => self.named.place(key).map(|i| &mut self.named.entries[i].1),
         }
     }
 
@@ -144,10 +259,7 @@ impl<V> JsMap<V> {
                     (&mut e.insert((key.clone(), value())).1, true)
                 }
             },
-            None => match self.named.entry(key.clone()) {
-                indexmap::map::Entry::Occupied(e) => (e.into_mut(), false),
-                indexmap::map::Entry::Vacant(e) => (e.insert(value()), true),
-            },
+            None => self.named.slot_or_insert(key, value),
         }
     }
 
@@ -155,7 +267,7 @@ impl<V> JsMap<V> {
     pub fn remove(&mut self, key: &str) -> Option<Arc<V>> {
         match array_index(key) {
             Some(index) => self.indices.remove(&index).map(|(_, v)| v),
-            None => self.named.shift_remove(key),
+            None => self.named.remove(key),
         }
     }
 
@@ -167,7 +279,7 @@ impl<V> JsMap<V> {
     /// Keys and values in property order, as the map holds them.
     pub fn iter_shared(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<V>)> {
         let indices = self.indices.values().map(|(k, v)| (k, v));
-        indices.chain(self.named.iter())
+        indices.chain(self.named.entries.iter().map(|(k, v)| (k, v)))
     }
 
     /// Keys in property order (`Object.getOwnPropertyNames`).
@@ -196,7 +308,7 @@ impl<V: Clone> IntoIterator for JsMap<V> {
     fn into_iter(self) -> Self::IntoIter {
         let owned = |(k, v): (Arc<str>, Arc<V>)| (k.to_string(), Arc::unwrap_or_clone(v));
         let indices = self.indices.into_values().map(owned);
-        let named = self.named.into_iter().map(owned);
+        let named = self.named.entries.into_iter().map(owned);
         indices.chain(named).collect::<Vec<_>>().into_iter()
     }
 }
@@ -272,6 +384,58 @@ mod tests {
         assert_eq!(map.keys().nth(1), Some("2"));
         let owned: Vec<String> = map.clone().into_iter().map(|(k, _)| k).collect();
         assert_eq!(owned, map.keys().collect::<Vec<_>>());
+    }
+
+    /// Inserts, slots and deletes drawn from a fixed sequence, checked after each against
+    /// the plainest model of a JavaScript object's named keys: a list in insertion order.
+    #[test]
+    fn named_keys_keep_insertion_order_through_many_deletes() {
+        let mut map: JsMap<u64> = JsMap::new();
+        let mut model: Vec<(String, u64)> = Vec::new();
+        let mut x: u64 = 18;
+        for step in 0..20_000u64 {
+            // a linear congruential sequence is enough to mix the operations
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let key = format!("k{}", (x >> 33) % 300);
+            let held = model.iter().position(|(k, _)| *k == key);
+            match (x >> 20) % 3 {
+                0 => {
+                    let removed = map.remove(&key).map(|v| *v);
+                    assert_eq!(removed, held.map(|i| model.remove(i).1), "{step}");
+                }
+                1 => {
+                    let before = map.insert(key.clone(), step).map(|v| *v);
+                    assert_eq!(before, held.map(|i| model[i].1), "{step}");
+                    match held {
+                        Some(i) => model[i].1 = step,
+                        None => model.push((key, step)),
+                    }
+                }
+                _ => {
+                    let shared: Arc<str> = key.as_str().into();
+                    let (slot, new) = map.slot_or_insert_shared(&shared, || Arc::new(step));
+                    assert_eq!(
+                        (**slot, new),
+                        (held.map_or(step, |i| model[i].1), held.is_none())
+                    );
+                    if held.is_none() {
+                        model.push((key, step));
+                    }
+                }
+            }
+            assert_eq!(map.len(), model.len());
+            if step % 97 == 0 {
+                let listed: Vec<(&str, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
+                let wanted: Vec<(&str, u64)> =
+                    model.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                assert_eq!(listed, wanted, "{step}");
+                for (k, v) in &model {
+                    assert_eq!(map.get(k), Some(v), "{step} {k}");
+                }
+            }
+        }
     }
 
     #[test]

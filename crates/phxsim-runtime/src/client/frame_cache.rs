@@ -111,87 +111,169 @@ impl PresenceTexts {
     }
 }
 
-/// The entries of a JSON object in wire order, each value left as JSON text.
-struct Entries<'a>(Vec<(EntryKey<'a>, &'a RawValue)>);
-
-/// An entry's key, borrowed from the payload when it has no escapes (nearly always): a state
-/// of a thousand entries then costs no allocation per key that is shared.
-struct EntryKey<'a>(std::borrow::Cow<'a, str>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for EntryKey<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = EntryKey<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<EntryKey<'a>, E> {
-                Ok(EntryKey(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<EntryKey<'a>, E> {
-                Ok(EntryKey(std::borrow::Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<EntryKey<'a>, E> {
-                Ok(EntryKey(std::borrow::Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(Visit(std::marker::PhantomData))
-    }
-}
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Entries<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = Entries<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Entries<'a>, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(entry) = map.next_entry::<EntryKey<'de>, &'de RawValue>()? {
-                    entries.push(entry);
-                }
-                Ok(Entries(entries))
-            }
-        }
-        d.deserialize_map(Visit(std::marker::PhantomData))
-    }
-}
-
-/// The last state decoded: its payload text and, per entry in order, where the entry's value
-/// text lies in it, its key and its presence.
+/// The last state decoded: its payload text and, per entry in order, where the entry lies in
+/// it, its key and its presence.
 ///
 /// Why: a topic's states differ little from one join to the next (a node lists a topic in one
 /// order, by key), so the entries of a new state mostly are those of the last one, in the
-/// same order. Comparing an entry with the last state's entry at the same place reads both
-/// texts in order from two contiguous buffers; finding it in [`PresenceTexts`] instead costs
-/// a hash over the text and three scattered reads (the table, its entry, the held text),
-/// which a join storm of thousands of states of thousands of entries pays millions of times.
+/// same order. A run of them is found by comparing the new payload with the last one a word
+/// at a time from where they line up: every entry of the last state that ends within the
+/// equal run is that entry again, and is taken without reading its text any further. Only
+/// where the two differ is the new payload split into entries; finding one of those in
+/// [`PresenceTexts`] costs a hash over the text and three scattered reads, which a join storm
+/// of thousands of states of thousands of entries would otherwise pay millions of times.
 #[derive(Default)]
 struct LastState {
     text: String,
-    entries: Vec<(std::ops::Range<usize>, Arc<str>, Arc<Presence>)>,
+    entries: Vec<HeldEntry>,
+}
+
+/// An entry of [`LastState`].
+struct HeldEntry {
+    /// Where the entry starts: its key's opening quote.
+    member: usize,
+    /// Where its value's text ends.
+    end: usize,
+    /// Where its value's text starts.
+    value: usize,
+    key: Arc<str>,
+    presence: Arc<Presence>,
 }
 
 impl LastState {
     /// The key and presence of the last state's entry `i`, if it has `key` and the value
     /// text `text`.
     fn same(&self, i: usize, key: &str, text: &str) -> Option<(Arc<str>, Arc<Presence>)> {
-        let (range, held_key, held) = self.entries.get(i)?;
-        (self.text.get(range.clone()) == Some(text) && **held_key == *key)
-            .then(|| (held_key.clone(), held.clone()))
+        let held = self.entries.get(i)?;
+        (self.text.get(held.value..held.end) == Some(text) && *held.key == *key)
+            .then(|| (held.key.clone(), held.presence.clone()))
     }
 
     /// Where `key` is (or would be) among the last state's entries, if they are sorted by key
     /// (as a node lists them); if not, some place, where [`LastState::same`] then finds
     /// nothing more than elsewhere.
     fn place_of(&self, key: &str) -> usize {
-        self.entries.partition_point(|(_, k, _)| **k < *key)
+        self.entries.partition_point(|e| *e.key < *key)
+    }
+}
+
+/// How many bytes `a` and `b` have in common from their starts, compared a word at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let mut done = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else {
+            break;
+        };
+        let differ = u64::from_le_bytes(x) ^ u64::from_le_bytes(y);
+        if differ != 0 {
+            return done + (differ.trailing_zeros() / 8) as usize;
+        }
+        done += 8;
+    }
+    done + a[done..]
+        .iter()
+        .zip(&b[done..])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// A reader of a JSON object's members, left as text: the payload of a state was read whole
+/// when its frame was decoded (a `RawValue` is valid JSON), so finding where a member ends
+/// takes no more than matching quotes and brackets. Anything unexpected gives `None`, and the
+/// caller then leaves the payload to the ordinary way, which says what is wrong.
+struct Members<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Members<'a> {
+    fn byte(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.byte(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// Skips the string that starts here; whether it holds an escape.
+    fn skip_string(&mut self) -> Option<bool> {
+        let bytes = self.text.as_bytes();
+        if self.byte()? != b'"' {
+            return None;
+        }
+        let mut escaped = false;
+        let mut i = self.at + 1;
+        loop {
+            match *bytes.get(i)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    i += 2;
+                }
+                _ => i += 1,
+            }
+        }
+        self.at = i + 1;
+        Some(escaped)
+    }
+
+    /// Skips the value that starts here.
+    fn skip_value(&mut self) -> Option<()> {
+        let bytes = self.text.as_bytes();
+        let mut depth = 0usize;
+        loop {
+            match self.byte()? {
+                b'"' => {
+                    self.skip_string()?;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.at += 1;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    self.at += 1;
+                }
+                _ if depth == 0 => {
+                    // a number or a literal: up to the next delimiter
+                    let len = bytes[self.at..]
+                        .iter()
+                        .take_while(|b| {
+                            !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                        })
+                        .count();
+                    self.at += len;
+                    return (len > 0).then_some(());
+                }
+                _ => self.at += 1,
+            }
+            if depth == 0 {
+                return Some(());
+            }
+        }
+    }
+
+    /// The member that starts here: its key, and where its value's text starts and ends.
+    fn member(&mut self) -> Option<(std::borrow::Cow<'a, str>, usize, usize)> {
+        let start = self.at;
+        let escaped = self.skip_string()?;
+        let quoted = self.text.get(start..self.at)?;
+        let key = if escaped {
+            std::borrow::Cow::Owned(serde_json::from_str::<String>(quoted).ok()?)
+        } else {
+            std::borrow::Cow::Borrowed(quoted.get(1..quoted.len() - 1)?)
+        };
+        self.skip_whitespace();
+        if self.byte()? != b':' {
+            return None;
+        }
+        self.at += 1;
+        self.skip_whitespace();
+        let value = self.at;
+        self.skip_value()?;
+        Some((key, value, self.at))
     }
 }
 
@@ -263,7 +345,6 @@ impl FrameCache {
     /// says what is wrong.
     pub(crate) fn decode_state(&self, payload: &RawValue) -> Option<JsMap<Presence>> {
         let all = payload.get();
-        let Entries(entries) = serde_json::from_str(all).ok()?;
         let mut frames = self.0.lock().ok()?;
         let Frames {
             metas,
@@ -271,43 +352,104 @@ impl FrameCache {
             last_state,
             ..
         } = &mut *frames;
-        let mut state = JsMap::with_capacity(entries.len());
-        let mut next = Vec::with_capacity(entries.len());
+        let last = &*last_state;
+        // a state is mostly as long as the last one, and becomes a client's list as it is
+        let mut state = JsMap::with_capacity(last.entries.len());
+        let mut next: Vec<HeldEntry> = Vec::with_capacity(last.entries.len());
+        let mut members = Members { text: all, at: 0 };
+        members.skip_whitespace();
+        if members.byte()? != b'{' {
+            return None;
+        }
+        members.at += 1;
         // the last state's entry expected next
         let mut at = 0;
-        for (EntryKey(key), text) in entries {
-            let text = text.get();
-            let found = last_state.same(at, &key, text).or_else(|| {
+        loop {
+            members.skip_whitespace();
+            match members.byte()? {
+                b'}' => break,
+                b',' if !next.is_empty() => {
+                    members.at += 1;
+                    members.skip_whitespace();
+                }
+                _ if next.is_empty() => {}
+                _ => return None,
+            }
+            let member = members.at;
+            // a run of the last state's entries, from the one expected
+            if let Some(first) = last.entries.get(at) {
+                let run = common_prefix(
+                    &all.as_bytes()[member..],
+                    &last.text.as_bytes()[first.member..],
+                );
+                // an entry ends with its object's `}`; the byte after it is compared too, so a value
+                // that only begins like the last one's is not taken for it
+                let ran = last.entries[at..].partition_point(|e| e.end - first.member < run);
+                if ran > 0 {
+                    for held in &last.entries[at..at + ran] {
+                        let moved = |i: usize| i - first.member + member;
+                        next.push(HeldEntry {
+                            member: moved(held.member),
+                            end: moved(held.end),
+                            value: moved(held.value),
+                            key: held.key.clone(),
+                            presence: held.presence.clone(),
+                        });
+                        // a repeated key: JSON.parse (and `from_payload`) keeps its first
+                        // place and its last value; rare enough to leave to the ordinary way
+                        if state
+                            .insert_shared(held.key.clone(), held.presence.clone())
+                            .is_some()
+                        {
+                            return None;
+                        }
+                    }
+                    at += ran;
+                    members.at = next.last().map_or(member, |e| e.end);
+                    continue;
+                }
+            }
+            let (key, value, end) = members.member()?;
+            let text = &all[value..end];
+            let found = last.same(at, &key, text).or_else(|| {
                 // not the expected entry: a key joined or left between the two states
-                at = last_state.place_of(&key);
-                last_state.same(at, &key, text)
+                at = last.place_of(&key);
+                last.same(at, &key, text)
             });
             let (key, presence) = match found {
                 Some(entry) => {
                     at += 1;
                     entry
                 }
-                None => match presences.by_text.get(text) {
-                    Some((held_key, held)) if **held_key == *key => {
-                        (held_key.clone(), held.clone())
+                None => {
+                    // the same key with another value: the entry after it is expected next
+                    if last.entries.get(at).is_some_and(|e| *e.key == *key) {
+                        at += 1;
                     }
-                    held => {
-                        let value = serde_json::from_str(text).ok()?;
-                        let mut presence = Presence::from_value(&key, value).ok()?;
-                        metas.share(&key, &mut presence);
-                        let entry: (Arc<str>, Arc<Presence>) = (key.into(), Arc::new(presence));
-                        if held.is_none() {
-                            presences.by_text.insert(text.into(), entry.clone());
+                    match presences.by_text.get(text) {
+                        Some((held_key, held)) if **held_key == *key => {
+                            (held_key.clone(), held.clone())
                         }
-                        entry
+                        held => {
+                            let json = serde_json::from_str(text).ok()?;
+                            let mut presence = Presence::from_value(&key, json).ok()?;
+                            metas.share(&key, &mut presence);
+                            let entry: (Arc<str>, Arc<Presence>) = (key.into(), Arc::new(presence));
+                            if held.is_none() {
+                                presences.by_text.insert(text.into(), entry.clone());
+                            }
+                            entry
+                        }
                     }
-                },
+                }
             };
-            // `text` is a slice of `all` (were it not, the range would only never match)
-            let start = (text.as_ptr() as usize).wrapping_sub(all.as_ptr() as usize);
-            next.push((start..start + text.len(), key.clone(), presence.clone()));
-            // a repeated key: JSON.parse (and `from_payload`) keeps its first place and its
-            // last value; rare enough to leave to the ordinary way
+            next.push(HeldEntry {
+                member,
+                end,
+                value,
+                key: key.clone(),
+                presence: presence.clone(),
+            });
             if state.insert_shared(key, presence).is_some() {
                 return None;
             }
@@ -458,6 +600,75 @@ mod tests {
                 last = cached;
             }
         }
+    }
+
+    /// States drawn from a seed, each a change of the one before (keys joining, leaving,
+    /// changing their value to one that begins like the old one, keys repeated, spaces
+    /// anywhere JSON allows them), decode as the ordinary way decodes them.
+    #[test]
+    fn drawn_states_decode_as_the_ordinary_way_does() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(18);
+        let keys = [
+            "a", "b", "c", "d", "e", "f", "0", "10", "2", r"k\u0041", "é",
+        ];
+        let values = [
+            r#"{"metas":[{"phx_ref":"A","n":1}]}"#,
+            r#"{"metas":[{"phx_ref":"A","n":12}]}"#,
+            r#"{"metas":[{"phx_ref":"A","n":1},{"phx_ref":"B"}]}"#,
+            r#"{ "metas" : [ { "phx_ref" : "C" , "s" : "}\"]" } ] }"#,
+            r#"{"metas":[]}"#,
+            r#"{"x":[1,{"y":null}],"metas":[{"phx_ref":"D","t":true}]}"#,
+        ];
+        let spaces = ["", " ", "\n  "];
+        let cache = FrameCache::new();
+        let mut entries: Vec<(usize, usize)> = vec![];
+        let mut checked = 0;
+        for _ in 0..3000 {
+            match rng.gen_range(0..6) {
+                0 if !entries.is_empty() => {
+                    let i = rng.gen_range(0..entries.len());
+                    entries.remove(i);
+                }
+                1 if !entries.is_empty() => {
+                    let i = rng.gen_range(0..entries.len());
+                    entries[i].1 = rng.gen_range(0..values.len());
+                }
+                2 => entries.clear(),
+                _ => {
+                    let at = rng.gen_range(0..=entries.len());
+                    let entry = (rng.gen_range(0..keys.len()), rng.gen_range(0..values.len()));
+                    entries.insert(at, entry);
+                }
+            }
+            let space = |rng: &mut rand_chacha::ChaCha8Rng| spaces[rng.gen_range(0..spaces.len())];
+            let mut text = format!("{}{{", space(&mut rng));
+            for (n, &(k, v)) in entries.iter().enumerate() {
+                if n > 0 {
+                    text.push_str(&format!("{},", space(&mut rng)));
+                }
+                let (a, b, c) = (space(&mut rng), space(&mut rng), space(&mut rng));
+                text.push_str(&format!("{a}\"{}\"{b}:{c}{}", keys[k], values[v]));
+            }
+            text.push_str(&format!("{}}}{}", space(&mut rng), space(&mut rng)));
+            let mut seen: Vec<usize> = entries.iter().map(|&(k, _)| k).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            let wanted = if seen.len() < entries.len() {
+                None
+            } else {
+                ordinary(&text)
+            };
+            let cached = cache.decode_state(&raw(&text));
+            assert_eq!(cached, wanted, "{text}");
+            assert_eq!(
+                serde_json::to_string(&cached).ok(),
+                serde_json::to_string(&wanted).ok(),
+                "{text}"
+            );
+            checked += usize::from(wanted.is_some());
+        }
+        assert!(checked > 1000, "{checked} states decoded");
     }
 
     #[test]

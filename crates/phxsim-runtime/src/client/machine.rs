@@ -61,7 +61,8 @@ const HEARTBEAT_TIMEOUT: &str = "heartbeat timeout";
 
 /// phoenix.js's socket and channel state for one channel.
 pub(crate) struct Machine {
-    cfg: ClientConfig,
+    /// Shared with the task, which reads it for every connection (one copy per client).
+    cfg: Arc<ClientConfig>,
     codec: Codec,
     /// phoenix.js `socket.ref`: one counter for every ref of the socket, across reconnects.
     next_ref: u64,
@@ -120,7 +121,7 @@ impl Machine {
             observed: false,
             frames_observed: false,
             presence_observed: false,
-            cfg,
+            cfg: Arc::new(cfg),
         };
         if m.cfg.auto_join {
             m.set_state(ChannelState::Joining);
@@ -128,7 +129,7 @@ impl Machine {
         m
     }
 
-    pub(crate) fn config(&self) -> &ClientConfig {
+    pub(crate) fn config(&self) -> &Arc<ClientConfig> {
         &self.cfg
     }
 

@@ -36,7 +36,7 @@ where
     }
     let _ended = Ended(Arc::clone(&shared));
     let cmds = &shared.commands;
-    let cfg = shared.read(|m| m.config().clone());
+    let cfg = shared.read(|m| Arc::clone(m.config()));
     // the WebSocket keys: drawn from the seed, so a simulated run's bytes come from it
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut attempt: u32 = 0;
