@@ -115,16 +115,20 @@ impl Feed {
             while log.base < oldest && log.updates.pop_front().is_some() {
                 log.base += 1;
             }
-            log.readers
-                .iter_mut()
-                .filter_map(|r| r.waker.take())
-                .collect()
+            waiting(&mut log)
         };
-        for w in wake {
-            w.wake();
-        }
+        wake.into_iter().for_each(Waker::wake);
         true
     }
+}
+
+/// The wakers of the subscribers that wait, in subscription order, taken out of the log (they
+/// are woken after the lock is released).
+fn waiting(log: &mut Log) -> Vec<Waker> {
+    log.readers
+        .iter_mut()
+        .filter_map(|r| r.waker.take())
+        .collect()
 }
 
 impl Drop for Feed {
@@ -132,14 +136,9 @@ impl Drop for Feed {
         let wake: Vec<Waker> = {
             let mut log = lock(&self.log);
             log.closed = true;
-            log.readers
-                .iter_mut()
-                .filter_map(|r| r.waker.take())
-                .collect()
+            waiting(&mut log)
         };
-        for w in wake {
-            w.wake();
-        }
+        wake.into_iter().for_each(Waker::wake);
     }
 }
 
