@@ -52,6 +52,14 @@ async fn send(ws: &mut Conn, text: &str) {
     ws.send(Ws::text(text)).await.unwrap();
 }
 
+/// The server's `ok` reply with an empty response to the push `ref_` of join `join_ref`.
+async fn reply_ok(ws: &mut Conn, join_ref: &str, ref_: &str) {
+    let reply = format!(
+        r#"["{join_ref}","{ref_}","room:t","phx_reply",{{"response":{{}},"status":"ok"}}]"#
+    );
+    send(ws, &reply).await;
+}
+
 const STATE_ME: &str = r#"[JR,null,"room:t","presence_state",{"me":{"metas":[{"phx_ref":"r1"}]}}]"#;
 const DIFF_X: &str = r#"[null,null,"room:t","presence_diff",{"joins":{"x":{"metas":[{"phx_ref":"rx"}]}},"leaves":{}}]"#;
 
@@ -62,11 +70,7 @@ async fn diff_before_state(mutation: Option<ClientMutation>) -> (ClientView, Vec
     let mut ws = conns.recv().await.unwrap();
     let join = recv(&mut ws).await;
     assert_eq!(join, r#"["1","1","room:t","phx_join",{}]"#);
-    send(
-        &mut ws,
-        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
-    )
-    .await;
+    reply_ok(&mut ws, "1", "1").await;
     send(&mut ws, DIFF_X).await;
     send(&mut ws, &STATE_ME.replace("JR", "\"1\"")).await;
     let view = client
@@ -108,11 +112,7 @@ async fn messages_of_an_earlier_join_are_ignored() {
     let (client, mut conns) = start(cfg());
     let mut ws = conns.recv().await.unwrap();
     recv(&mut ws).await;
-    send(
-        &mut ws,
-        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
-    )
-    .await;
+    reply_ok(&mut ws, "1", "1").await;
     // A state tagged with another join_ref is not for this channel (phoenix.js isMember).
     send(&mut ws, &STATE_ME.replace("JR", "\"0\"")).await;
     send(
@@ -144,11 +144,7 @@ async fn heartbeats_every_interval_and_a_missing_reply_reconnects_and_rejoins() 
     let started = Instant::now();
     let mut ws = conns.recv().await.unwrap();
     recv(&mut ws).await;
-    send(
-        &mut ws,
-        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
-    )
-    .await;
+    reply_ok(&mut ws, "1", "1").await;
     let hb = recv(&mut ws).await;
     assert_eq!(hb, r#"[null,"2","phoenix","heartbeat",{}]"#);
     assert_eq!(started.elapsed().as_secs(), 30);
@@ -176,11 +172,7 @@ async fn heartbeats_every_interval_and_a_missing_reply_reconnects_and_rejoins() 
     );
     // The errored channel rejoins at once on the new connection, with a new join_ref.
     assert_eq!(recv(&mut ws2).await, r#"["4","4","room:t","phx_join",{}]"#);
-    send(
-        &mut ws2,
-        r#"["4","4","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
-    )
-    .await;
+    reply_ok(&mut ws2, "4", "4").await;
     let v = client
         .wait_for(Duration::from_secs(1), ClientView::joined)
         .await
@@ -219,27 +211,15 @@ async fn pushes_wait_for_the_join_and_the_log_has_every_frame() {
     client.update_meta(serde_json::json!({"s": "away"}));
     let mut ws = conns.recv().await.unwrap();
     recv(&mut ws).await;
-    send(
-        &mut ws,
-        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
-    )
-    .await;
+    reply_ok(&mut ws, "1", "1").await;
     assert_eq!(
         recv(&mut ws).await,
         r#"["1","2","room:t","update_meta",{"s":"away"}]"#
     );
-    send(
-        &mut ws,
-        r#"["1","2","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
-    )
-    .await;
+    reply_ok(&mut ws, "1", "2").await;
     client.leave();
     assert_eq!(recv(&mut ws).await, r#"["1","3","room:t","phx_leave",{}]"#);
-    send(
-        &mut ws,
-        r#"["1","3","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
-    )
-    .await;
+    reply_ok(&mut ws, "1", "3").await;
     client
         .wait_for(Duration::from_secs(1), |v| {
             v.channel == ChannelState::Closed
@@ -287,11 +267,7 @@ async fn scripted(cfg: ClientConfig, observe: bool) -> (ClientView, usize, Clien
     };
     let mut ws = conns.recv().await.unwrap();
     recv(&mut ws).await;
-    send(
-        &mut ws,
-        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
-    )
-    .await;
+    reply_ok(&mut ws, "1", "1").await;
     for frame in SCRIPT {
         send(&mut ws, frame).await;
     }
@@ -335,11 +311,7 @@ async fn commands_run_in_order_and_the_last_handle_dropped_stops_the_client() {
     let (client, mut conns) = start(cfg());
     let mut ws = conns.recv().await.unwrap();
     assert_eq!(recv(&mut ws).await, r#"["1","1","room:t","phx_join",{}]"#);
-    send(
-        &mut ws,
-        r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
-    )
-    .await;
+    reply_ok(&mut ws, "1", "1").await;
     client
         .wait_for(Duration::from_secs(1), |v| v.joined())
         .await
