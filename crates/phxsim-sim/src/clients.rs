@@ -16,6 +16,7 @@ use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, FrameCache};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
@@ -340,7 +341,10 @@ fn browser_host(
     sim.host(host, move || {
         let (specs, shared, frame_cache) = (specs.clone(), shared.clone(), frame_cache.clone());
         async move {
-            for spec in specs {
+            // the timeline's controls for every browser of this host, tagged with its place
+            let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+            let mut browsers: Vec<(Client, String)> = Vec::with_capacity(specs.len());
+            for (place, spec) in specs.into_iter().enumerate() {
                 let node = spec.node.clone();
                 let mut cfg = ClientConfig::new(
                     format!("ws://{node}:{WS_PORT}/socket/websocket"),
@@ -387,20 +391,16 @@ fn browser_host(
                         Ok(LossyStream::new(stream, loss, link_seed).reporting(report))
                     }
                 });
-                let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-                {
-                    let mut sh = lock(&shared);
-                    sh.client_ctl.insert(spec.name.clone(), ctl_tx);
-                    sh.clients.insert(
-                        spec.name.clone(),
-                        SimClient {
-                            node,
-                            topic: spec.topic.clone(),
-                            user: spec.user().to_owned(),
-                            client: client.clone(),
-                        },
-                    );
-                }
+                lock(&shared).clients.insert(
+                    spec.name.clone(),
+                    SimClient {
+                        node: Name::from(node.as_str()),
+                        topic: Name::from(spec.topic.as_str()),
+                        user: Name::from(spec.user()),
+                        client: client.clone(),
+                        ctl: (ctl_tx.clone(), place as u32),
+                    },
+                );
                 // a population client's messages reach the checkers only if it is one of the
                 // sample they replay (named clients all are), and its frames the transcript
                 // only if it is, or on request
@@ -423,15 +423,62 @@ fn browser_host(
                     shared.clone(),
                     observed,
                 ));
-                tokio::spawn(obey(client, ctl_rx, spec.name.clone(), shared.clone()));
+                browsers.push((client, spec.name));
             }
+            drop(ctl_tx);
+            obey_all(browsers, ctl_rx, shared).await;
             std::future::pending::<()>().await;
             Ok(())
         }
     });
 }
 
-/// Applies the timeline's controls to one client.
+/// Applies the timeline's controls to the browsers of one host, in the order they were sent:
+/// one task and one queue per host rather than per browser (a queue's first block alone is
+/// about 800 bytes, and runs have up to 200 000 browsers). A `drop_mid_join` waits inside the
+/// join exchange and holds back the browser's later controls meanwhile: the first one hands
+/// the browser to a task of its own, which takes every later control of that browser in turn.
+async fn obey_all(
+    browsers: Vec<(Client, String)>,
+    mut ctl: mpsc::UnboundedReceiver<(u32, ClientControl)>,
+    shared: SharedRef,
+) {
+    let mut own_task: BTreeMap<u32, mpsc::UnboundedSender<ClientControl>> = BTreeMap::new();
+    while let Some((place, c)) = ctl.recv().await {
+        let Some((client, name)) = browsers.get(place as usize) else {
+            continue;
+        };
+        if matches!(c, ClientControl::DropMidJoin(_)) && !own_task.contains_key(&place) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(obey(client.clone(), rx, name.clone(), shared.clone()));
+            own_task.insert(place, tx);
+        }
+        match own_task.get(&place) {
+            Some(tx) => {
+                let _ = tx.send(c);
+            }
+            None => apply_control(client, c),
+        }
+    }
+}
+
+/// One control that takes effect at once (every one but `DropMidJoin`).
+fn apply_control(client: &Client, c: ClientControl) {
+    match c {
+        ClientControl::Join => client.join(),
+        ClientControl::Leave => client.leave(),
+        ClientControl::Update(meta) => client.update_meta(*meta),
+        ClientControl::Disconnect => {
+            client.drop_connection();
+            client.disconnect();
+        }
+        ClientControl::Reconnect => client.connect(),
+        ClientControl::CrashChannel => client.push("crash", json!({})),
+        ClientControl::DropMidJoin(_) => {}
+    }
+}
+
+/// Applies the timeline's controls to one browser once it has had a `drop_mid_join`.
 async fn obey(
     client: Client,
     mut ctl: mpsc::UnboundedReceiver<ClientControl>,
@@ -440,15 +487,6 @@ async fn obey(
 ) {
     while let Some(c) = ctl.recv().await {
         match c {
-            ClientControl::Join => client.join(),
-            ClientControl::Leave => client.leave(),
-            ClientControl::Update(meta) => client.update_meta(*meta),
-            ClientControl::Disconnect => {
-                client.drop_connection();
-                client.disconnect();
-            }
-            ClientControl::Reconnect => client.connect(),
-            ClientControl::CrashChannel => client.push("crash", json!({})),
             ClientControl::DropMidJoin(after) => {
                 client.drop_connection();
                 client.disconnect();
@@ -462,6 +500,7 @@ async fn obey(
                 client.drop_connection();
                 client.disconnect();
             }
+            c => apply_control(&client, c),
         }
     }
 }

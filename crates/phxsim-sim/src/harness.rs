@@ -477,6 +477,7 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
 
 /// Runs a scenario to its end and judges it.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
+    crate::task_ids::align();
     let knobs = knobs(scenario, opts);
     let replayed = crate::population::replayed(scenario, opts.seed);
     let expanded;
@@ -775,8 +776,8 @@ fn apply(
     mid_join: &mut MidJoin,
 ) {
     let client = |name: &str, ctl: ClientControl| {
-        if let Some(tx) = lock(shared).client_ctl.get(name) {
-            let _ = tx.send(ctl);
+        if let Some((tx, place)) = lock(shared).clients.get(name).map(|c| &c.ctl) {
+            let _ = tx.send((*place, ctl));
         }
     };
     match action {

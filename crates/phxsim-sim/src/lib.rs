@@ -20,6 +20,7 @@ mod sampler;
 pub mod scenario;
 pub mod snapshot;
 mod stream;
+mod task_ids;
 pub mod trace;
 mod world;
 

@@ -8,6 +8,7 @@ use crate::event::Event;
 use crate::lossy::{LossRate, LossReport, Resets};
 use crate::node_trace::TraceEvent;
 use crate::planted::PlantedBug;
+use crate::snapshot::Name;
 use crate::stream::EventStream;
 use phxsim_runtime::Node;
 use phxsim_runtime::client::Client;
@@ -49,7 +50,6 @@ pub(crate) struct Shared {
     pub(crate) nodes: BTreeMap<String, Node>,
     pub(crate) incarnations: BTreeMap<String, u64>,
     pub(crate) node_ctl: BTreeMap<String, mpsc::UnboundedSender<NodeControl>>,
-    pub(crate) client_ctl: BTreeMap<String, mpsc::UnboundedSender<ClientControl>>,
     pub(crate) clients: BTreeMap<String, SimClient>,
     /// Every event of the run, emitted once: the driver drains it into the checkers and the
     /// transcript after each step.
@@ -122,13 +122,16 @@ pub(crate) enum ClientControl {
     DropMidJoin(Duration),
 }
 
-/// A client as the observer sees it.
+/// A client as the observer sees it. Its names are held inline when short: a run keeps one
+/// of these per browser, up to 200 000.
 #[derive(Clone, Debug)]
 pub(crate) struct SimClient {
-    pub(crate) node: String,
-    pub(crate) topic: String,
-    pub(crate) user: String,
+    pub(crate) node: Name,
+    pub(crate) topic: Name,
+    pub(crate) user: Name,
     pub(crate) client: Client,
+    /// Where the timeline's controls for it go: its browsers' host, and its place there.
+    pub(crate) ctl: (mpsc::UnboundedSender<(u32, ClientControl)>, u32),
 }
 
 /// Emits each segment lost from `from` (a node, or a browser when `by_browser`) to `to` as an
