@@ -17,6 +17,7 @@ use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
@@ -312,7 +313,7 @@ pub(crate) fn client_host(
             &frame_cache,
             sim,
             browser_host_name(i),
-            specs.to_vec(),
+            specs.into(),
             s,
             o,
             shared.clone(),
@@ -325,7 +326,8 @@ fn browser_host(
     frame_cache: &FrameCache,
     sim: &mut turmoil::Sim<'_>,
     host: String,
-    specs: Vec<crate::scenario::ClientSpec>,
+    // shared by the host's closure and its software: a run keeps one copy of each spec here
+    specs: Arc<[crate::scenario::ClientSpec]>,
     s: &Scenario,
     o: &RunOptions,
     shared: SharedRef,
@@ -343,8 +345,8 @@ fn browser_host(
         async move {
             // the timeline's controls for every browser of this host, tagged with its place
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-            let mut browsers: Vec<(Client, String)> = Vec::with_capacity(specs.len());
-            for (place, spec) in specs.into_iter().enumerate() {
+            let mut browsers: Vec<Client> = Vec::with_capacity(specs.len());
+            for (place, spec) in specs.iter().enumerate() {
                 let node = spec.node.clone();
                 let mut cfg = ClientConfig::new(
                     format!("ws://{node}:{WS_PORT}/socket/websocket"),
@@ -423,10 +425,10 @@ fn browser_host(
                     shared.clone(),
                     observed,
                 ));
-                browsers.push((client, spec.name));
+                browsers.push(client);
             }
             drop(ctl_tx);
-            obey_all(browsers, ctl_rx, shared).await;
+            obey_all(&browsers, &specs, ctl_rx, shared).await;
             std::future::pending::<()>().await;
             Ok(())
         }
@@ -439,18 +441,20 @@ fn browser_host(
 /// join exchange and holds back the browser's later controls meanwhile: the first one hands
 /// the browser to a task of its own, which takes every later control of that browser in turn.
 async fn obey_all(
-    browsers: Vec<(Client, String)>,
+    browsers: &[Client],
+    specs: &[crate::scenario::ClientSpec],
     mut ctl: mpsc::UnboundedReceiver<(u32, ClientControl)>,
     shared: SharedRef,
 ) {
     let mut own_task: BTreeMap<u32, mpsc::UnboundedSender<ClientControl>> = BTreeMap::new();
     while let Some((place, c)) = ctl.recv().await {
-        let Some((client, name)) = browsers.get(place as usize) else {
+        let (Some(client), Some(spec)) = (browsers.get(place as usize), specs.get(place as usize))
+        else {
             continue;
         };
         if matches!(c, ClientControl::DropMidJoin(_)) && !own_task.contains_key(&place) {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(obey(client.clone(), rx, name.clone(), shared.clone()));
+            tokio::spawn(obey(client.clone(), rx, spec.name.clone(), shared.clone()));
             own_task.insert(place, tx);
         }
         match own_task.get(&place) {
