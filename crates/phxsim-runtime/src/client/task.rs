@@ -5,6 +5,7 @@
 use super::machine::{CloseWith, Machine, STOPPED, SessionEnd};
 use super::{ClientConfig, Command, Shared};
 use crate::server::percent_encode;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_wire::{Frame, Serializer};
 use rand::{RngCore, SeedableRng};
@@ -172,6 +173,7 @@ where
     // cost a timer-wheel insert and removal for every frame received.
     let timer = sleep_until(shared.read(Machine::next_deadline));
     tokio::pin!(timer);
+    let mut kept = KeptMessage::default();
     let end = loop {
         let due = shared.read(Machine::next_deadline);
         if timer.deadline() != due {
@@ -179,7 +181,7 @@ where
         }
         let step = tokio::select! {
             biased;
-            m = ws.next() => incoming(shared, m),
+            m = ws.next() => incoming(shared, m, &mut kept),
             cmd = cmds.recv() => match cmd {
                 None => Err(SessionEnd::new(STOPPED, false, CloseWith::Normal)),
                 Some(cmd) => {
@@ -218,17 +220,39 @@ where
     end
 }
 
+/// The payload of the last data message, held until the next one arrives, so that the
+/// WebSocket's read buffer does not keep the size of the largest frame for the connection's life.
+///
+/// tungstenite reads into one `BytesMut` and hands each message out as a slice of it. When
+/// that buffer runs out of room, `bytes` takes the old allocation back if no message points
+/// into it any more, growing it if needed: so after a presence_state (often the largest frame,
+/// several KB) every idle connection keeps that much. While this slice is alive the allocation
+/// is shared, so the buffer moves to a new one of the size needed now (at least the 4 KiB it
+/// started with) and the old one is freed with the kept message. Nothing is copied for it, and
+/// it changes no byte read or written.
+#[derive(Default)]
+struct KeptMessage(Option<Bytes>);
+
 /// A WebSocket message: a data frame goes to the machine, a close or an error ends the session.
-fn incoming(shared: &Shared, m: Option<Result<WsMessage, WsError>>) -> Result<(), SessionEnd> {
+fn incoming(
+    shared: &Shared,
+    m: Option<Result<WsMessage, WsError>>,
+    kept: &mut KeptMessage,
+) -> Result<(), SessionEnd> {
     let frame = match m {
         None => return Err(SessionEnd::lost("connection lost")),
         Some(Err(e)) => return Err(SessionEnd::lost(format!("connection lost: {e}"))),
         Some(Ok(WsMessage::Text(t))) => {
             let now = Instant::now();
             shared.step(now, |m| m.receive_text(now, t.as_str()));
+            kept.0 = Some(Bytes::from(t));
             return Ok(());
         }
-        Some(Ok(WsMessage::Binary(b))) => Frame::Binary(b.to_vec()),
+        Some(Ok(WsMessage::Binary(b))) => {
+            let frame = Frame::Binary(b.to_vec());
+            kept.0 = Some(b);
+            frame
+        }
         Some(Ok(WsMessage::Close(f))) => {
             let (code, why) = f
                 .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
