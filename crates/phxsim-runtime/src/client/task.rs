@@ -3,6 +3,7 @@
 //! the current instant, and whatever frames it queues are written out.
 
 use super::machine::{CloseWith, Machine, STOPPED, SessionEnd};
+use super::upgrade::upgrade;
 use super::{ClientConfig, Command, Shared};
 use crate::server::percent_encode;
 use bytes::Bytes;
@@ -123,13 +124,7 @@ where
         .read_buffer_size(cfg.read_buffer_size)
         .max_message_size(Some(cfg.max_frame_len))
         .max_frame_size(Some(cfg.max_frame_len));
-    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_cfg))
-        .await
-        .map_err(|e| match e {
-            WsError::Http(resp) => format!("upgrade refused: HTTP {}", resp.status().as_u16()),
-            e => format!("upgrade: {e}"),
-        })?;
-    Ok(ws)
+    upgrade(stream, request, ws_cfg).await
 }
 
 /// The upgrade request, with a WebSocket key drawn from the seed.
