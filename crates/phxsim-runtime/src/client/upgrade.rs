@@ -198,8 +198,7 @@ mod tests {
     async fn a_refusal_reports_the_status() {
         let err = try_upgrade(|_| b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n".to_vec())
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(err, "upgrade refused: HTTP 403");
     }
 
@@ -207,8 +206,7 @@ mod tests {
     async fn a_wrong_accept_key_fails() {
         let err = try_upgrade(|_| switching("AAAAAAAAAAAAAAAAAAAAAAAAAAA="))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(
             err.starts_with("upgrade: ") && err.contains("Sec-WebSocket-Accept"),
             "{err}"
@@ -222,8 +220,7 @@ mod tests {
                 .into_bytes()
         })
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert!(
             err.starts_with("upgrade: ") && err.contains("Upgrade"),
             "{err}"
@@ -240,8 +237,7 @@ mod tests {
         });
         let err = upgrade(client, request(), WebSocketConfig::default())
             .await
-            .err()
-            .expect("failed");
+            .expect_err("failed");
         assert!(err.starts_with("upgrade: "), "{err}");
     }
 
@@ -255,8 +251,7 @@ mod tests {
             bytes
         })
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert!(err.starts_with("upgrade: "), "{err}");
     }
 }
