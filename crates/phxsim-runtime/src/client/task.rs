@@ -40,7 +40,7 @@ where
     let cmds = &shared.commands;
     let cfg = shared.read(|m| Arc::clone(m.config()));
     // the WebSocket keys: drawn from the seed, so a simulated run's bytes come from it
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut keys = Keys::new(cfg.seed);
     let mut attempt: u32 = 0;
     loop {
         if !shared.read(Machine::wants_connection) {
@@ -57,7 +57,7 @@ where
         // The connect and upgrade (about 5 KB of future) and the session (about 2 KB) are boxed:
         // inline, this task kept room for both, and a moved awaitee twice, for its whole life
         // (11.6 KB; 1.9 KB boxed). A simulation holds one such task per browser.
-        let opened = timeout(cfg.timeout, Box::pin(open(&cfg, &mut rng, &mut connect))).await;
+        let opened = timeout(cfg.timeout, Box::pin(open(&cfg, &mut keys, &mut connect))).await;
         let reconnect = match opened {
             Ok(Ok(ws)) => {
                 attempt = 0;
@@ -110,7 +110,7 @@ where
 /// Opens a stream and upgrades it.
 async fn open<C, F, S>(
     cfg: &ClientConfig,
-    rng: &mut ChaCha8Rng,
+    keys: &mut Keys,
     connect: &mut C,
 ) -> Result<WebSocketStream<S>, String>
 where
@@ -119,7 +119,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let stream = connect().await.map_err(|e| format!("connect: {e}"))?;
-    let request = request(cfg, rng)?;
+    let request = request(cfg, keys.next())?;
     let ws_cfg = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
         .max_message_size(Some(cfg.max_frame_len))
@@ -127,8 +127,33 @@ where
     upgrade(stream, request, ws_cfg).await
 }
 
-/// The upgrade request, with a WebSocket key drawn from the seed.
-fn request(cfg: &ClientConfig, rng: &mut ChaCha8Rng) -> Result<Request<()>, String> {
+/// The WebSocket keys of one client's connections, drawn from its seed: key `n` is words
+/// `4n .. 4n + 4` of the seed's ChaCha8 stream, as if one generator drew them one after another.
+/// The generator (about 330 bytes) is made for each draw instead of living in the client's
+/// task, of which a simulation holds one per browser for the whole run.
+struct Keys {
+    seed: u64,
+    drawn: u64,
+}
+
+impl Keys {
+    fn new(seed: u64) -> Keys {
+        Keys { seed, drawn: 0 }
+    }
+
+    /// The next connection's key.
+    fn next(&mut self) -> [u8; 16] {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_word_pos(u128::from(self.drawn) * 4);
+        self.drawn += 1;
+        let mut key = [0u8; 16];
+        rng.fill_bytes(&mut key);
+        key
+    }
+}
+
+/// The upgrade request, with this connection's WebSocket key.
+fn request(cfg: &ClientConfig, key: [u8; 16]) -> Result<Request<()>, String> {
     let vsn = match cfg.serializer {
         Serializer::V1 => "1.0.0",
         Serializer::V2 => "2.0.0",
@@ -143,8 +168,6 @@ fn request(cfg: &ClientConfig, rng: &mut ChaCha8Rng) -> Result<Request<()>, Stri
         .authority()
         .map(|a| a.as_str().to_owned())
         .ok_or_else(|| format!("url {url:?} has no host"))?;
-    let mut key = [0u8; 16];
-    rng.fill_bytes(&mut key);
     Request::builder()
         .method("GET")
         .uri(uri)
@@ -296,7 +319,24 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::Keys;
     use crate::client::Backoff;
+    use rand::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn keys_are_one_generators_draws_in_turn() {
+        for seed in [0, 1, 7, u64::MAX] {
+            let mut one = ChaCha8Rng::seed_from_u64(seed);
+            let mut keys = Keys::new(seed);
+            // 40 draws cross several of the generator's 64-word blocks
+            for n in 0..40 {
+                let mut key = [0u8; 16];
+                one.fill_bytes(&mut key);
+                assert_eq!(keys.next(), key, "seed {seed}, key {n}");
+            }
+        }
+    }
 
     #[test]
     fn backoff_schedules_are_phoenix_js() {
