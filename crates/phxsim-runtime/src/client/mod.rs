@@ -18,6 +18,7 @@
 mod frame_cache;
 mod machine;
 mod task;
+mod upgrade;
 
 pub use frame_cache::FrameCache;
 
@@ -121,8 +122,8 @@ pub struct ClientConfig {
     /// The largest frame accepted from the server.
     pub max_frame_len: usize,
     /// How much is read from the stream at once (tungstenite zeroes this much before every
-    /// read, and a connection holds it while idle): 8 KiB by default; a simulated browser,
-    /// whose reads copy from memory, takes less.
+    /// read): 8 KiB by default; a simulated browser, whose reads copy from memory, takes less.
+    /// An idle connection holds a read buffer of this size, but at least 1 KiB.
     pub read_buffer_size: usize,
     /// Seeds the WebSocket keys, so a simulated run's bytes come from its seed.
     pub seed: u64,

@@ -3,8 +3,10 @@
 //! the current instant, and whatever frames it queues are written out.
 
 use super::machine::{CloseWith, Machine, STOPPED, SessionEnd};
+use super::upgrade::upgrade;
 use super::{ClientConfig, Command, Shared};
 use crate::server::percent_encode;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_wire::{Frame, Serializer};
 use rand::{RngCore, SeedableRng};
@@ -38,7 +40,7 @@ where
     let cmds = &shared.commands;
     let cfg = shared.read(|m| Arc::clone(m.config()));
     // the WebSocket keys: drawn from the seed, so a simulated run's bytes come from it
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut keys = Keys::new(cfg.seed);
     let mut attempt: u32 = 0;
     loop {
         if !shared.read(Machine::wants_connection) {
@@ -55,7 +57,7 @@ where
         // The connect and upgrade (about 5 KB of future) and the session (about 2 KB) are boxed:
         // inline, this task kept room for both, and a moved awaitee twice, for its whole life
         // (11.6 KB; 1.9 KB boxed). A simulation holds one such task per browser.
-        let opened = timeout(cfg.timeout, Box::pin(open(&cfg, &mut rng, &mut connect))).await;
+        let opened = timeout(cfg.timeout, Box::pin(open(&cfg, &mut keys, &mut connect))).await;
         let reconnect = match opened {
             Ok(Ok(ws)) => {
                 attempt = 0;
@@ -108,7 +110,7 @@ where
 /// Opens a stream and upgrades it.
 async fn open<C, F, S>(
     cfg: &ClientConfig,
-    rng: &mut ChaCha8Rng,
+    keys: &mut Keys,
     connect: &mut C,
 ) -> Result<WebSocketStream<S>, String>
 where
@@ -117,22 +119,41 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let stream = connect().await.map_err(|e| format!("connect: {e}"))?;
-    let request = request(cfg, rng)?;
+    let request = request(cfg, keys.next())?;
     let ws_cfg = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
         .max_message_size(Some(cfg.max_frame_len))
         .max_frame_size(Some(cfg.max_frame_len));
-    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_cfg))
-        .await
-        .map_err(|e| match e {
-            WsError::Http(resp) => format!("upgrade refused: HTTP {}", resp.status().as_u16()),
-            e => format!("upgrade: {e}"),
-        })?;
-    Ok(ws)
+    upgrade(stream, request, ws_cfg).await
 }
 
-/// The upgrade request, with a WebSocket key drawn from the seed.
-fn request(cfg: &ClientConfig, rng: &mut ChaCha8Rng) -> Result<Request<()>, String> {
+/// The WebSocket keys of one client's connections, drawn from its seed: key `n` is words
+/// `4n .. 4n + 4` of the seed's ChaCha8 stream, as if one generator drew them one after another.
+/// The generator (about 330 bytes) is made for each draw instead of living in the client's
+/// task, of which a simulation holds one per browser for the whole run.
+struct Keys {
+    seed: u64,
+    drawn: u64,
+}
+
+impl Keys {
+    fn new(seed: u64) -> Keys {
+        Keys { seed, drawn: 0 }
+    }
+
+    /// The next connection's key.
+    fn next(&mut self) -> [u8; 16] {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_word_pos(u128::from(self.drawn) * 4);
+        self.drawn += 1;
+        let mut key = [0u8; 16];
+        rng.fill_bytes(&mut key);
+        key
+    }
+}
+
+/// The upgrade request, with this connection's WebSocket key.
+fn request(cfg: &ClientConfig, key: [u8; 16]) -> Result<Request<()>, String> {
     let vsn = match cfg.serializer {
         Serializer::V1 => "1.0.0",
         Serializer::V2 => "2.0.0",
@@ -147,8 +168,6 @@ fn request(cfg: &ClientConfig, rng: &mut ChaCha8Rng) -> Result<Request<()>, Stri
         .authority()
         .map(|a| a.as_str().to_owned())
         .ok_or_else(|| format!("url {url:?} has no host"))?;
-    let mut key = [0u8; 16];
-    rng.fill_bytes(&mut key);
     Request::builder()
         .method("GET")
         .uri(uri)
@@ -172,6 +191,7 @@ where
     // cost a timer-wheel insert and removal for every frame received.
     let timer = sleep_until(shared.read(Machine::next_deadline));
     tokio::pin!(timer);
+    let mut kept = KeptMessage::default();
     let end = loop {
         let due = shared.read(Machine::next_deadline);
         if timer.deadline() != due {
@@ -179,7 +199,7 @@ where
         }
         let step = tokio::select! {
             biased;
-            m = ws.next() => incoming(shared, m),
+            m = ws.next() => incoming(shared, m, &mut kept),
             cmd = cmds.recv() => match cmd {
                 None => Err(SessionEnd::new(STOPPED, false, CloseWith::Normal)),
                 Some(cmd) => {
@@ -218,17 +238,39 @@ where
     end
 }
 
+/// The payload of the last data message, held until the next one arrives, so that the
+/// WebSocket's read buffer does not keep the size of the largest frame for the connection's life.
+///
+/// tungstenite reads into one `BytesMut` and hands each message out as a slice of it. When
+/// that buffer runs out of room, `bytes` takes the old allocation back if no message points
+/// into it any more, growing it if needed: so after a presence_state (often the largest frame,
+/// several KB) every idle connection keeps that much. While this slice is alive the allocation
+/// is shared, so the buffer moves to a new one of the size needed now (at least the 4 KiB it
+/// started with) and the old one is freed with the kept message. Nothing is copied for it, and
+/// it changes no byte read or written.
+#[derive(Default)]
+struct KeptMessage(Option<Bytes>);
+
 /// A WebSocket message: a data frame goes to the machine, a close or an error ends the session.
-fn incoming(shared: &Shared, m: Option<Result<WsMessage, WsError>>) -> Result<(), SessionEnd> {
+fn incoming(
+    shared: &Shared,
+    m: Option<Result<WsMessage, WsError>>,
+    kept: &mut KeptMessage,
+) -> Result<(), SessionEnd> {
     let frame = match m {
         None => return Err(SessionEnd::lost("connection lost")),
         Some(Err(e)) => return Err(SessionEnd::lost(format!("connection lost: {e}"))),
         Some(Ok(WsMessage::Text(t))) => {
             let now = Instant::now();
             shared.step(now, |m| m.receive_text(now, t.as_str()));
+            kept.0 = Some(Bytes::from(t));
             return Ok(());
         }
-        Some(Ok(WsMessage::Binary(b))) => Frame::Binary(b.to_vec()),
+        Some(Ok(WsMessage::Binary(b))) => {
+            let frame = Frame::Binary(b.to_vec());
+            kept.0 = Some(b);
+            frame
+        }
         Some(Ok(WsMessage::Close(f))) => {
             let (code, why) = f
                 .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
@@ -277,7 +319,24 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::Keys;
     use crate::client::Backoff;
+    use rand::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn keys_are_one_generators_draws_in_turn() {
+        for seed in [0, 1, 7, u64::MAX] {
+            let mut one = ChaCha8Rng::seed_from_u64(seed);
+            let mut keys = Keys::new(seed);
+            // 40 draws cross several of the generator's 64-word blocks
+            for n in 0..40 {
+                let mut key = [0u8; 16];
+                one.fill_bytes(&mut key);
+                assert_eq!(keys.next(), key, "seed {seed}, key {n}");
+            }
+        }
+    }
 
     #[test]
     fn backoff_schedules_are_phoenix_js() {
