@@ -96,7 +96,7 @@ fn check(response: Response, accept_key: &str) -> Result<(), WsError> {
     if !header_is(headers, "Upgrade", "websocket") {
         return Err(ProtocolError::MissingUpgradeWebSocketHeader.into());
     }
-    if !header_is(headers, "Connection", "Upgrade") {
+    if !header_has_token(headers, "Connection", "Upgrade") {
         return Err(ProtocolError::MissingConnectionUpgradeHeader.into());
     }
     if headers.get("Sec-WebSocket-Accept").map(|h| h.as_bytes()) != Some(accept_key.as_bytes()) {
@@ -117,6 +117,15 @@ fn header_is(headers: &HeaderMap, name: &str, value: &str) -> bool {
         .get(name)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|h| h.eq_ignore_ascii_case(value))
+}
+
+/// Whether header `name` lists `token` among its comma-separated values, ignoring ASCII case
+/// (`Connection: keep-alive, Upgrade` is an upgrade too).
+fn header_has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 #[cfg(test)]
@@ -192,6 +201,21 @@ mod tests {
         .expect("upgraded");
         let first = ws.next().await.expect("a message").expect("no error");
         assert_eq!(first, Message::text("hi"));
+    }
+
+    /// `Connection` is a list of tokens: servers behind some proxies answer
+    /// `keep-alive, Upgrade`, which tungstenite takes too.
+    #[tokio::test]
+    async fn a_connection_header_listing_upgrade_among_others_is_taken() {
+        let upgraded = try_upgrade(|accept| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: keep-alive, upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .into_bytes()
+        })
+        .await;
+        assert!(upgraded.is_ok(), "{:?}", upgraded.err());
     }
 
     #[tokio::test]
