@@ -17,7 +17,8 @@
 //! are read back from the list itself: while every row gives an entry of its own (a
 //! `phx_ref`, and no other row of its key with the same ref) the list holds every row's
 //! meta. A topic where that does not hold (a meta without a ref, a ref twice under a key:
-//! neither happens with Phoenix's own refs) is built whole at each change.
+//! neither happens with Phoenix's own refs) is built whole at each change. Small topics keep
+//! nothing and are built anew at each answer ([`KEEP_FROM`]).
 
 use super::sampled::phx_ref;
 use super::sampled_list::normalized;
@@ -49,23 +50,63 @@ struct KeyChange<'a> {
     come: Vec<(&'a Meta, bool)>,
 }
 
+/// Topics that list fewer entries than this keep no lists between answers: their lists are
+/// built anew each time ([`build`]). Kept lists cost about 70 bytes per presence per node (the
+/// node's own copy of the entries, and the rows); patching pays for itself only where a
+/// topic is big (measured: 160 presences per topic, 7 % less time in a 16 000-client run; 16
+/// per topic, 3 % more, and 19 MB more memory).
+pub(crate) const KEEP_FROM: usize = 64;
+
+/// `topic`'s two lists built from its visible rows in `state`, every key anew, nothing kept.
+pub(crate) fn build(state: &State, topic: &str) -> (SampledList, SampledList) {
+    let (mut list, mut local) = (Vec::new(), Vec::new());
+    for (key, meta, tag) in state.visible_in_topic(topic) {
+        let entry = entry(key, meta);
+        if &tag.replica == state.replica() {
+            local.push(entry.clone());
+        }
+        list.push(entry);
+    }
+    (
+        SampledList::from_sorted(normalized(list)),
+        SampledList::from_sorted(normalized(local)),
+    )
+}
+
 impl KeptLists {
     /// `topic`'s lists built from its visible rows in `state`.
+    #[cfg(test)]
     pub(crate) fn build(state: &State, topic: &str) -> KeptLists {
+        let (list, local) = build(state, topic);
+        KeptLists::keep(state, topic, list, local)
+    }
+
+    /// Keeps `list` and `local`, `topic`'s lists in `state` as it is now, to patch them later.
+    pub(crate) fn keep(
+        state: &State,
+        topic: &str,
+        list: SampledList,
+        local: SampledList,
+    ) -> KeptLists {
         let rows: Vec<(Meta, bool)> = state
             .visible_metas_in_topic_with_origin(topic)
             .map(|(m, own)| (m.clone(), own))
             .collect();
-        let mut kept = KeptLists {
+        let entries = list.entries();
+        let lossless = entries.len() == rows.len() && entries.iter().all(|e| e.1.is_some());
+        KeptLists {
             rows,
-            list: SampledList::default(),
-            local: SampledList::default(),
-            lossless: false,
+            list,
+            local,
+            lossless,
             #[cfg(test)]
             drop_key_on_leave: false,
-        };
-        kept.build_lists();
-        kept
+        }
+    }
+
+    /// How many entries `list` holds.
+    pub(crate) fn len(&self) -> usize {
+        self.list.entries().len()
     }
 
     /// Both lists, as last built or patched.

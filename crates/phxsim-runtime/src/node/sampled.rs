@@ -15,7 +15,7 @@
 
 #[cfg(debug_assertions)]
 use super::RefList;
-use super::kept_lists::KeptLists;
+use super::kept_lists::{self, KEEP_FROM, KeptLists};
 use super::{ListsChange, SampledTopic, TopicSnapshot};
 use phxsim_shard::Tracker;
 use phxsim_tracker::{Meta, Name};
@@ -29,7 +29,7 @@ pub(crate) struct Sampled {
     revision: u64,
     /// Every topic of the last answer, in order.
     topics: Vec<String>,
-    /// Every topic's lists as last answered.
+    /// Every big topic's lists as last answered (see [`super::kept_lists::KEEP_FROM`]).
     kept: BTreeMap<String, KeptLists>,
     /// Topics with a diff since the last answer.
     dirty: BTreeSet<String>,
@@ -78,16 +78,25 @@ pub(crate) fn answer(
         .unwrap_or_default();
     let mut lists = |topic: &String| {
         let state = tracker.shards()[tracker.shard_index(topic)].state();
-        let lists = match kept.get_mut(topic) {
+        // a big topic's lists are patched from the last ones, a small one's built anew
+        let (list, local) = match kept.get_mut(topic) {
             Some(k) => {
                 k.update(state, topic);
-                k
+                let lists = k.lists();
+                if k.len() < KEEP_FROM / 2 {
+                    kept.remove(topic);
+                }
+                lists
             }
-            None => kept
-                .entry(topic.clone())
-                .or_insert_with(|| KeptLists::build(state, topic)),
+            None => {
+                let (list, local) = kept_lists::build(state, topic);
+                if list.entries().len() >= KEEP_FROM {
+                    let k = KeptLists::keep(state, topic, list.clone(), local.clone());
+                    kept.insert(topic.clone(), k);
+                }
+                (list, local)
+            }
         };
-        let (list, local) = lists.lists();
         #[cfg(debug_assertions)]
         {
             let (want, want_local) = tracker.list_and_local(topic);
@@ -102,10 +111,10 @@ pub(crate) fn answer(
             local,
         }
     };
+    let now: BTreeSet<&String> = topics.iter().collect();
     let change = match last {
         Some(last) if Some(last.revision) == since && !last.all && !whole_only => {
             let before: BTreeSet<&String> = last.topics.iter().collect();
-            let now: BTreeSet<&String> = topics.iter().collect();
             let changed: Vec<SampledTopic> = topics
                 .iter()
                 .filter(|t| last.dirty.contains(t.as_str()) || !before.contains(t))
@@ -131,7 +140,6 @@ pub(crate) fn answer(
         _ => ListsChange::All(topics.iter().map(&mut lists).collect()),
     };
     // the lists of topics gone are forgotten
-    let now: BTreeSet<&String> = topics.iter().collect();
     kept.retain(|t, _| now.contains(t));
     *sampled = Some(Sampled {
         revision,
