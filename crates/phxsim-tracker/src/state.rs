@@ -287,6 +287,19 @@ impl State {
             .map(|row| &row.meta)
     }
 
+    /// [`State::visible_metas_in_topic`] with whether each row is this replica's own (its dot
+    /// is this replica's), still without reading any meta block.
+    pub fn visible_metas_in_topic_with_origin<'a>(
+        &'a self,
+        topic: &str,
+    ) -> impl Iterator<Item = (&'a Meta, bool)> + use<'a> {
+        let all = self.all_visible();
+        self.table
+            .rows_of_topic(topic)
+            .filter(move |row| all || !self.hidden(self.table.replica_of(row)))
+            .map(|row| (&row.meta, self.table.replica_of(row) == &self.replica))
+    }
+
     /// The visible presences of a topic, in `{pid, key}` order.
     pub fn get_by_topic(&self, topic: &str) -> Vec<Value> {
         let mut out = Vec::with_capacity(self.table.topic_len(topic));

@@ -17,6 +17,7 @@
 mod coalesce;
 mod driver;
 mod feed;
+mod kept_lists;
 mod link;
 mod sampled;
 mod sampled_list;

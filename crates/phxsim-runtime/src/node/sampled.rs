@@ -9,15 +9,19 @@
 //! whose only values are hidden (a down replica's), which change without a diff; that set is
 //! compared whole at each answer. One planted bug (`never-hide-down`) shows values a merge
 //! does not report: under it every answer is whole.
+//!
+//! Each topic's lists are kept from one answer to the next and patched from the rows
+//! ([`super::kept_lists`]), not built anew.
 
 #[cfg(debug_assertions)]
 use super::RefList;
-use super::{ListsChange, SampledEntry, SampledList, SampledTopic, TopicSnapshot};
+use super::kept_lists::{self, KEEP_FROM, KeptLists};
+use super::{ListsChange, SampledTopic, TopicSnapshot};
 use phxsim_shard::Tracker;
 use phxsim_tracker::{Meta, Name};
 #[cfg(any(debug_assertions, test))]
 use serde_json::Value as Json;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Tracking starts with the first answer: a node nobody samples pays nothing per diff.
 pub(crate) struct Sampled {
@@ -25,6 +29,8 @@ pub(crate) struct Sampled {
     revision: u64,
     /// Every topic of the last answer, in order.
     topics: Vec<String>,
+    /// Every big topic's lists as last answered (see [`super::kept_lists::KEEP_FROM`]).
+    kept: BTreeMap<String, KeptLists>,
     /// Topics with a diff since the last answer.
     dirty: BTreeSet<String>,
     /// A replica went up or down since the last answer: every list may have changed.
@@ -64,26 +70,55 @@ pub(crate) fn answer(
         return (revision, ListsChange::Same);
     }
     let topics = tracker.topics();
-    let lists = |topic: &String| {
-        let sampled = by_ref(tracker, topic);
+    let mut last = sampled.take();
+    // the kept lists move on into the new answer's record
+    let mut kept = last
+        .as_mut()
+        .map(|l| std::mem::take(&mut l.kept))
+        .unwrap_or_default();
+    let mut lists = |topic: &String| {
+        let state = tracker.shards()[tracker.shard_index(topic)].state();
+        // a big topic's lists are patched from the last ones, a small one's built anew
+        let (list, local) = match kept.get_mut(topic) {
+            Some(k) => {
+                k.update(state, topic);
+                let lists = k.lists();
+                if k.len() < KEEP_FROM / 2 {
+                    kept.remove(topic);
+                }
+                lists
+            }
+            None => {
+                let (list, local) = kept_lists::build(state, topic);
+                if list.entries().len() >= KEEP_FROM {
+                    let k = KeptLists::keep(state, topic, list.clone(), local.clone());
+                    kept.insert(topic.clone(), k);
+                }
+                (list, local)
+            }
+        };
         #[cfg(debug_assertions)]
         {
-            let (list, local) = tracker.list_and_local(topic);
+            let (want, want_local) = tracker.list_and_local(topic);
             debug_assert!(
-                sampled.list.same_as(&indexed(list)) && sampled.local.same_as(&indexed(local)),
-                "{topic}: the one-pass lists differ from list_and_local's"
+                list.same_as(&indexed(want)) && local.same_as(&indexed(want_local)),
+                "{topic}: the patched lists differ from list_and_local's"
             );
         }
-        sampled
+        SampledTopic {
+            topic: topic.clone(),
+            list,
+            local,
+        }
     };
-    let change = match sampled.take() {
+    let now: BTreeSet<&String> = topics.iter().collect();
+    let change = match last {
         Some(last) if Some(last.revision) == since && !last.all && !whole_only => {
             let before: BTreeSet<&String> = last.topics.iter().collect();
-            let now: BTreeSet<&String> = topics.iter().collect();
             let changed: Vec<SampledTopic> = topics
                 .iter()
                 .filter(|t| last.dirty.contains(t.as_str()) || !before.contains(t))
-                .map(lists)
+                .map(&mut lists)
                 .collect();
             let removed = last
                 .topics
@@ -102,8 +137,10 @@ pub(crate) fn answer(
             }
             ListsChange::Some { changed, removed }
         }
-        _ => ListsChange::All(topics.iter().map(lists).collect()),
+        _ => ListsChange::All(topics.iter().map(&mut lists).collect()),
     };
+    // the lists of topics gone are forgotten
+    kept.retain(|t, _| now.contains(t));
     *sampled = Some(Sampled {
         revision,
         #[cfg(debug_assertions)]
@@ -112,6 +149,7 @@ pub(crate) fn answer(
             .map(|t| (t.clone(), tracker.list_and_local(t)))
             .collect(),
         topics,
+        kept,
         dirty: BTreeSet::new(),
         all: false,
     });
@@ -128,28 +166,6 @@ pub(crate) fn snapshot(tracker: &Tracker) -> Vec<TopicSnapshot> {
             TopicSnapshot { topic, list, local }
         })
         .collect()
-}
-
-/// `list_and_local(topic)` as [`SampledList`]s, built in one pass over the topic's values: the
-/// same lists as grouping the metas by key and then indexing each key's metas by `phx_ref`
-/// (every key listed, even one whose metas carry no ref; a later meta with a ref already
-/// seen under its key replaces the earlier one), without the grouped lists in between. The
-/// metas are the rows' shared blocks: only their `phx_ref` is read out of the text.
-fn by_ref(tracker: &Tracker, topic: &str) -> SampledTopic {
-    let state = tracker.shards()[tracker.shard_index(topic)].state();
-    let (mut list, mut local) = (Vec::new(), Vec::new());
-    for (key, meta, tag) in state.visible_in_topic(topic) {
-        let entry: SampledEntry = (Name::from(key), phx_ref(meta).map(|r| (r, meta.clone())));
-        if &tag.replica == state.replica() {
-            local.push(entry.clone());
-        }
-        list.push(entry);
-    }
-    SampledTopic {
-        topic: topic.to_owned(),
-        list: SampledList::from_entries(list),
-        local: SampledList::from_entries(local),
-    }
 }
 
 /// `meta.to_json().get("phx_ref").and_then(Json::as_str)`, as a [`Name`], without the JSON

@@ -8,6 +8,7 @@
 
 use super::RefList;
 use phxsim_tracker::{Meta, Name};
+use std::sync::Arc;
 
 /// One entry of a [`SampledList`]: a key and one of its presences (its `phx_ref` and meta), or
 /// the key alone when none of its metas carries a ref (a list keeps such a key).
@@ -17,37 +18,36 @@ pub type SampledEntry = (Name, Option<(Name, Meta)>);
 /// one slice of [`SampledEntry`]s sorted by key and then ref: per key either its refs, each
 /// once, or one entry of the key alone. Read through the same shape as a `RefList`:
 /// [`SampledList::iter`] gives each key with its [`Refs`].
+///
+/// The slice is shared: a node keeps the list it answered last (to patch it at the next
+/// answer) in the same block as the copy it gave away.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SampledList {
-    entries: Box<[SampledEntry]>,
+    entries: Arc<[SampledEntry]>,
 }
 
 impl SampledList {
     /// The list of `entries` given in any order, as a `RefList` built by inserting them one
     /// after another would hold it: a later entry of the same key and ref replaces an earlier
     /// one, and a key alone is kept only if no entry gives it a ref.
-    pub fn from_entries(mut entries: Vec<SampledEntry>) -> SampledList {
-        // stable: of one (key, ref) the later entry stays later; a key alone sorts first
-        entries.sort_by(|(k1, e1), (k2, e2)| {
-            k1.cmp(k2)
-                .then_with(|| e1.as_ref().map(|e| &e.0).cmp(&e2.as_ref().map(|e| &e.0)))
-        });
-        let mut out: Vec<SampledEntry> = Vec::with_capacity(entries.len());
-        for entry in entries {
-            match out.last_mut() {
-                Some(last)
-                    if last.0 == entry.0
-                        && (last.1.is_none() || same_ref(last.1.as_ref(), entry.1.as_ref())) =>
-                {
-                    if entry.1.is_some() || last.1.is_none() {
-                        *last = entry;
-                    }
-                }
-                _ => out.push(entry),
-            }
-        }
+    pub fn from_entries(entries: Vec<SampledEntry>) -> SampledList {
         SampledList {
-            entries: out.into_boxed_slice(),
+            entries: Arc::from(normalized(entries)),
+        }
+    }
+
+    /// A list of entries already sorted by key and then ref, each key's as
+    /// [`SampledList::from_entries`] leaves them (its refs once each, or the key alone).
+    pub(crate) fn from_sorted(entries: Vec<SampledEntry>) -> SampledList {
+        debug_assert!(
+            entries
+                .windows(2)
+                .all(|w| (&w[0].0, w[0].1.as_ref().map(|e| &e.0))
+                    < (&w[1].0, w[1].1.as_ref().map(|e| &e.0))),
+            "entries not sorted and unique"
+        );
+        SampledList {
+            entries: Arc::from(entries),
         }
     }
 
@@ -79,8 +79,12 @@ impl SampledList {
     /// Keys and refs are compared first, over the whole list: they are held in the entries,
     /// while each meta text is a block elsewhere in memory. Two lists of a topic that differ
     /// mostly differ by a presence (a join storm, a split), and then no meta is read at all.
+    /// One shared slice, or one meta block, is the same text without reading it.
     pub fn same_text(&self, other: &SampledList) -> bool {
         let pairs = || self.entries.iter().zip(other.entries.iter());
+        if Arc::ptr_eq(&self.entries, &other.entries) {
+            return true;
+        }
         self.entries.len() == other.entries.len()
             && pairs().all(|(a, b)| {
                 a.0 == b.0
@@ -140,7 +144,7 @@ impl From<&RefList> for SampledList {
         }
         // already sorted and unique: a RefList's order is the slice's
         SampledList {
-            entries: entries.into_boxed_slice(),
+            entries: Arc::from(entries),
         }
     }
 }
@@ -149,6 +153,32 @@ impl From<RefList> for SampledList {
     fn from(list: RefList) -> SampledList {
         SampledList::from(&list)
     }
+}
+
+/// `entries` given in any order as a [`SampledList`] holds them: sorted by key and then ref, a
+/// later entry of the same key and ref replacing an earlier one, a key alone kept only if no
+/// entry gives it a ref. The entries of one key come out as they would among other keys'.
+pub(crate) fn normalized(mut entries: Vec<SampledEntry>) -> Vec<SampledEntry> {
+    // stable: of one (key, ref) the later entry stays later; a key alone sorts first
+    entries.sort_by(|(k1, e1), (k2, e2)| {
+        k1.cmp(k2)
+            .then_with(|| e1.as_ref().map(|e| &e.0).cmp(&e2.as_ref().map(|e| &e.0)))
+    });
+    let mut out: Vec<SampledEntry> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match out.last_mut() {
+            Some(last)
+                if last.0 == entry.0
+                    && (last.1.is_none() || same_ref(last.1.as_ref(), entry.1.as_ref())) =>
+            {
+                if entry.1.is_some() || last.1.is_none() {
+                    *last = entry;
+                }
+            }
+            _ => out.push(entry),
+        }
+    }
+    out
 }
 
 /// Two entries of one key hold the same ref.
