@@ -245,9 +245,9 @@ where
 /// that buffer runs out of room, `bytes` takes the old allocation back if no message points
 /// into it any more, growing it if needed: so after a presence_state (often the largest frame,
 /// several KB) every idle connection keeps that much. While this slice is alive the allocation
-/// is shared, so the buffer moves to a new one of the size needed now (at least the 4 KiB it
-/// started with) and the old one is freed with the kept message. Nothing is copied for it, and
-/// it changes no byte read or written.
+/// is shared, so the buffer moves to a new one of the size needed now (at least the size it
+/// started with: `upgrade.rs`) and the old one is freed with the kept message. Nothing is
+/// copied for it, and it changes no byte read or written.
 #[derive(Default)]
 struct KeptMessage(Option<Bytes>);
 
