@@ -253,57 +253,12 @@ fn entry(key: &str, meta: &Meta) -> SampledEntry {
 
 #[cfg(test)]
 mod tests {
+    use super::super::random_history::{History, Op, op};
     use super::*;
     use phxsim_tracker::{Mutation, ReplicaRef, ValueKey};
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
     use serde_json::json;
-
-    const PIDS: [&str; 4] = ["p1", "p2", "conn000000000010/ch000001", "p\u{e9}"];
-    const KEYS: [&str; 4] = [
-        "k1",
-        "k2",
-        "a key longer than twenty-two bytes",
-        "\"q\u{e9}",
-    ];
-    const TOPICS: [&str; 2] = ["t", "u"];
-
-    /// One step of a random history of the local replica `a` and a remote replica `b`.
-    #[derive(Clone, Debug)]
-    enum Op {
-        /// On `a` (true) or `b`: track, untrack or update `{topic, pid, key}` with meta `n`.
-        Track(bool, usize, usize, usize, u8),
-        Untrack(bool, usize, usize, usize),
-        Update(bool, usize, usize, usize, u8),
-        /// `b`'s pending delta merged into `a`.
-        Sync,
-        /// A full transfer from `b` to `a`.
-        Transfer,
-        /// `a` marks `b` down, up, or permanently down (removed and forgotten).
-        Down,
-        Up,
-        Permdown,
-        /// `b` restarts as a new replica.
-        Restart,
-        /// A sampler asks: the patched lists are compared with lists built anew.
-        Sample,
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        let at = || (any::<bool>(), 0..TOPICS.len(), 0..PIDS.len(), 0..KEYS.len());
-        prop_oneof![
-            4 => (at(), any::<u8>()).prop_map(|((s, t, p, k), n)| Op::Track(s, t, p, k, n)),
-            2 => at().prop_map(|(s, t, p, k)| Op::Untrack(s, t, p, k)),
-            2 => (at(), any::<u8>()).prop_map(|((s, t, p, k), n)| Op::Update(s, t, p, k, n)),
-            2 => Just(Op::Sync),
-            1 => Just(Op::Transfer),
-            1 => Just(Op::Down),
-            1 => Just(Op::Up),
-            1 => Just(Op::Permdown),
-            1 => Just(Op::Restart),
-            3 => Just(Op::Sample),
-        ]
-    }
 
     /// Meta `n`: mostly a ref of its own, sometimes a ref shared with other metas (`n` of
     /// 240 and up: a key's two rows may then hold one ref) or none (`n` under 8).
@@ -315,64 +270,21 @@ mod tests {
         }
     }
 
-    /// Runs a history on `a`, patching the kept lists of `t` at every `Sample` (and at the
+    /// Runs a history on `a`, patching the kept lists of `t` at every `Check` (and at the
     /// end) and comparing them with lists built anew, text for text.
     fn check(ops: &[Op], mutation: Option<Mutation>, plant: bool) -> Result<(), TestCaseError> {
-        let mut a = State::new(ReplicaRef::new("a", 1)).with_mutation(mutation);
-        let mut b_vsn = 1;
-        let mut b = State::new(ReplicaRef::new("b", b_vsn));
-        let mut kept = KeptLists::build(&a, "t");
+        let mut h = History::new(mutation);
+        let mut kept = KeptLists::build(&h.a, "t");
         kept.drop_key_on_leave = plant;
-        for op in ops.iter().chain([&Op::Sample]) {
-            match *op {
-                Op::Track(on_a, t, p, k, n) => {
-                    let key = ValueKey::new(TOPICS[t], PIDS[p], KEYS[k]);
-                    let s = if on_a { &mut a } else { &mut b };
-                    let _ = s.join(key, meta(n));
-                }
-                Op::Untrack(on_a, t, p, k) => {
-                    let key = ValueKey::new(TOPICS[t], PIDS[p], KEYS[k]);
-                    let s = if on_a { &mut a } else { &mut b };
-                    let _ = s.leave(&key);
-                }
-                Op::Update(on_a, t, p, k, n) => {
-                    let key = ValueKey::new(TOPICS[t], PIDS[p], KEYS[k]);
-                    let s = if on_a { &mut a } else { &mut b };
-                    let _ = s.update(&key, meta(n));
-                }
-                Op::Sync => {
-                    if let Some(d) = b.flush() {
-                        let _ = a.merge_delta(&d);
-                    }
-                }
-                Op::Transfer => {
-                    let extract = b.extract(a.replica(), &a.clocks());
-                    let _ = a.merge_extract(&extract);
-                }
-                Op::Down => {
-                    let _ = a.replica_down(b.replica());
-                }
-                Op::Up => {
-                    let _ = a.replica_up(b.replica());
-                }
-                Op::Permdown => {
-                    if a.remove_down(b.replica()).is_ok() {
-                        a.forget_status(b.replica());
-                    }
-                }
-                Op::Restart => {
-                    b_vsn += 1;
-                    b = State::new(ReplicaRef::new("b", b_vsn));
-                }
-                Op::Sample => {
-                    kept.update(&a, "t");
-                    let fresh = KeptLists::build(&a, "t");
-                    let ((list, local), (want_list, want_local)) = (kept.lists(), fresh.lists());
-                    prop_assert!(list.same_text(&want_list), "{list:?}\n!= {want_list:?}");
-                    prop_assert!(local.same_text(&want_local), "{local:?}\n!= {want_local:?}");
-                    prop_assert_eq!(kept.lossless, fresh.lossless);
-                    prop_assert_eq!(kept.rows.len(), fresh.rows.len());
-                }
+        for op in ops.iter().chain([&Op::Check]) {
+            if h.apply(op, meta) {
+                kept.update(&h.a, "t");
+                let fresh = KeptLists::build(&h.a, "t");
+                let ((list, local), (want_list, want_local)) = (kept.lists(), fresh.lists());
+                prop_assert!(list.same_text(&want_list), "{list:?}\n!= {want_list:?}");
+                prop_assert!(local.same_text(&want_local), "{local:?}\n!= {want_local:?}");
+                prop_assert_eq!(kept.lossless, fresh.lossless);
+                prop_assert_eq!(kept.rows.len(), fresh.rows.len());
             }
         }
         Ok(())

@@ -19,6 +19,8 @@ mod driver;
 mod feed;
 mod kept_lists;
 mod link;
+#[cfg(test)]
+mod random_history;
 mod sampled;
 mod sampled_list;
 mod tcp;
