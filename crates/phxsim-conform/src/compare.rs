@@ -196,7 +196,9 @@ fn realize(
                         Match::Required(k) | Match::Repeat(k) => {
                             p.conn(conn).and_then(|c| c.items.get(*k)).cloned()
                         }
-                        Match::Float(e, i) => plan.float(*e, conn, *i).map(|f| f.frame.clone()),
+                        Match::Float(e, i) | Match::FloatRepeat(e, i) => {
+                            plan.float(*e, conn, *i).map(|f| f.frame.clone())
+                        }
                     })
                     .collect(),
                 None => p.conn(conn).map(|c| c.items.clone()).unwrap_or_default(),
@@ -234,7 +236,9 @@ fn canonical_actual(script: &CaseScript, alignment: &Alignment, actual: &Transcr
                 .map(|(arrival, (m, o))| {
                     let key = match m {
                         Match::Required(k) => *k,
-                        Match::Float(..) | Match::Repeat(..) => 10_000 + arrival,
+                        Match::Float(..) | Match::Repeat(..) | Match::FloatRepeat(..) => {
+                            10_000 + arrival
+                        }
                     };
                     (key, o.clone())
                 })
@@ -259,7 +263,7 @@ fn order_notes(plan: &Plan, alignment: &Alignment, actual: &Transcript) -> Vec<S
                 .iter()
                 .filter_map(|m| match m {
                     Match::Required(k) => Some(*k),
-                    Match::Float(..) | Match::Repeat(..) => None,
+                    Match::Float(..) | Match::Repeat(..) | Match::FloatRepeat(..) => None,
                 })
                 .collect();
             if required.windows(2).any(|w| w[0] > w[1]) {
@@ -294,7 +298,9 @@ fn order_notes(plan: &Plan, alignment: &Alignment, actual: &Transcript) -> Vec<S
                         f.race.cite()
                     ));
                 }
-                if let (Match::Repeat(_), Some(race)) = (m, cp.and_then(|c| c.repeats)) {
+                if let (Match::Repeat(_) | Match::FloatRepeat(..), Some(race)) =
+                    (m, cp.and_then(|c| c.repeats))
+                {
                     notes.push(format!(
                         "{conn}: step {step:?}: received a presence_diff twice ({}: the ended \
                          channel's subscription had not been dropped yet)",

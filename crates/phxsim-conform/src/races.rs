@@ -14,7 +14,8 @@
 //!   carries only the leave of its replaced meta, anywhere after the reply to the new join (the
 //!   new channel subscribes before it replies; the real server sent it before the old
 //!   channel's `phx_close` too, and between `presence_state` and the join diff), also late in
-//!   a later exchange.
+//!   a later exchange; like every diff of that exchange it may come twice while the old
+//!   channel's subscription lingers (the real server once sent it twice in a row).
 //! - [`Race::Topics`]: one connection's diffs of different topics, adjacent, in any order
 //!   (every channel is its own process; a socket joined to two topics leaves both at once).
 //! - [`Race::L`]: after a leave (`phx_reply` + `phx_close`) or a crash (`phx_error`), the socket
@@ -485,6 +486,9 @@ pub enum Match {
     Float(usize, usize),
     /// A second copy of the required item with this index ([`ConnPlan::repeats`]).
     Repeat(usize),
+    /// A second copy of an optional frame already matched ([`ConnPlan::repeats`]: the
+    /// lingering subscription delivers the replaced presence's leave diff twice too).
+    FloatRepeat(usize, usize),
 }
 
 /// An optional frame still allowed.
@@ -533,9 +537,8 @@ fn match_exchange(
                 .map_or(k, |(s, _, _)| *s)
         })
         .collect();
-    let mut used_req = vec![false; items.len()];
-    let mut used_float = vec![false; floats.len()];
-    let mut used_repeat = vec![false; items.len()];
+    // Optional frames (leave diffs, all of them) that may come twice.
+    let floats_repeat = plan.is_some_and(|p| p.repeats.is_some());
     let mut out = Vec::new();
     struct Ctx<'a> {
         actual: &'a [String],
@@ -543,64 +546,78 @@ fn match_exchange(
         group_start: &'a [usize],
         floats: &'a [Open],
         repeatable: &'a [bool],
+        floats_repeat: bool,
         exchange: usize,
     }
-    fn dfs(
-        pos: usize,
-        cx: &Ctx<'_>,
-        used_req: &mut Vec<bool>,
-        used_float: &mut Vec<bool>,
-        used_repeat: &mut Vec<bool>,
-        out: &mut Vec<Match>,
-    ) -> bool {
+    /// Which items, floats, repeats and second floats are matched so far.
+    struct Used {
+        req: Vec<bool>,
+        float: Vec<bool>,
+        repeat: Vec<bool>,
+        float_twice: Vec<bool>,
+    }
+    fn dfs(pos: usize, cx: &Ctx<'_>, used: &mut Used, out: &mut Vec<Match>) -> bool {
         let Ctx {
             actual,
             items,
             group_start,
             floats,
             repeatable,
+            floats_repeat,
             exchange,
         } = *cx;
         let Some(a) = actual.get(pos) else {
-            return used_req.iter().all(|u| *u);
+            return used.req.iter().all(|u| *u);
         };
         let done_before = |used: &[bool], n: usize| used.iter().take(n).all(|u| *u);
         for k in 0..items.len() {
-            if used_req[k] || items[k] != *a || !done_before(used_req, group_start[k]) {
+            if used.req[k] || items[k] != *a || !done_before(&used.req, group_start[k]) {
                 continue;
             }
-            used_req[k] = true;
+            used.req[k] = true;
             out.push(Match::Required(k));
-            if dfs(pos + 1, cx, used_req, used_float, used_repeat, out) {
+            if dfs(pos + 1, cx, used, out) {
                 return true;
             }
             out.pop();
-            used_req[k] = false;
+            used.req[k] = false;
         }
         for (f, fl) in floats.iter().enumerate() {
-            let anchored = fl.exchange < exchange || done_before(used_req, fl.after);
-            if used_float[f] || fl.key != *a || !anchored {
+            let anchored = fl.exchange < exchange || done_before(&used.req, fl.after);
+            if used.float[f] || fl.key != *a || !anchored {
                 continue;
             }
-            used_float[f] = true;
+            used.float[f] = true;
             out.push(Match::Float(fl.exchange, fl.index));
-            if dfs(pos + 1, cx, used_req, used_float, used_repeat, out) {
+            if dfs(pos + 1, cx, used, out) {
                 return true;
             }
             out.pop();
-            used_float[f] = false;
+            used.float[f] = false;
         }
         for k in 0..items.len() {
-            if !repeatable[k] || used_repeat[k] || items[k] != *a {
+            if !repeatable[k] || used.repeat[k] || items[k] != *a {
                 continue;
             }
-            used_repeat[k] = true;
+            used.repeat[k] = true;
             out.push(Match::Repeat(k));
-            if dfs(pos + 1, cx, used_req, used_float, used_repeat, out) {
+            if dfs(pos + 1, cx, used, out) {
                 return true;
             }
             out.pop();
-            used_repeat[k] = false;
+            used.repeat[k] = false;
+        }
+        for (f, fl) in floats.iter().enumerate() {
+            if !floats_repeat || !used.float[f] || used.float_twice[f] || fl.key != *a {
+                continue;
+            }
+            used.float_twice[f] = true;
+            out.push(Match::FloatRepeat(fl.exchange, fl.index));
+            if dfs(pos + 1, cx, used, out) {
+                return true;
+            }
+            out.pop();
+            used.float_twice[f] = false;
         }
         false
     }
@@ -610,17 +627,16 @@ fn match_exchange(
         group_start: &group_start,
         floats: &floats,
         repeatable: &repeatable,
+        floats_repeat,
         exchange,
     };
-    dfs(
-        0,
-        &cx,
-        &mut used_req,
-        &mut used_float,
-        &mut used_repeat,
-        &mut out,
-    )
-    .then_some(out)
+    let mut used = Used {
+        req: vec![false; items.len()],
+        float: vec![false; floats.len()],
+        repeat: vec![false; items.len()],
+        float_twice: vec![false; floats.len()],
+    };
+    dfs(0, &cx, &mut used, &mut out).then_some(out)
 }
 
 /// How each connection's observations of each exchange matched, or where that failed.
@@ -741,7 +757,7 @@ impl Plan {
             .map(|c| c.floats.len())
             .sum();
         let repeats = if cp.repeats.is_some() {
-            cp.items.iter().filter(|o| is_diff_frame(o)).count()
+            cp.items.iter().filter(|o| is_diff_frame(o)).count() + cp.floats.len()
         } else {
             0
         };
@@ -781,8 +797,8 @@ impl Plan {
         }
         if let Some(race) = cp.repeats {
             out.push(format!(
-                "each presence_diff above may come twice ({}: the ended channel's \
-                 subscription lingers)",
+                "each presence_diff above, required or optional, may come twice ({}: the \
+                 ended channel's subscription lingers)",
                 race.label()
             ));
         }
