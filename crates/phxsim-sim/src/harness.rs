@@ -242,6 +242,7 @@ fn node_host(
                 link_idle_timeout: Duration::from_millis(link_idle_ms(bp)),
                 // a greeting lost to a one-way cut must not hold the link for the 5 s default
                 handshake_timeout: Duration::from_millis(link_idle_ms(bp)),
+                meta_interner: Some(lock(&shared).meta_interner.clone()),
                 ..NodeConfig::new(name.clone(), vsn)
             };
             tracing::debug!(node = %name, vsn, "node starts");

@@ -69,6 +69,10 @@ pub(crate) struct Shared {
     /// The clients whose presence messages the checkers replay; `None`: every client (see
     /// [`crate::population::replayed`]).
     pub(crate) replayed: Option<std::collections::BTreeSet<String>>,
+    /// One block per presence text for every node of the run, restarted ones included (see
+    /// `phxsim_tracker::MetaInterner`): a presence learnt by fifteen nodes is one block, and
+    /// the sampler and checkers tell two nodes' metas equal by pointer.
+    pub(crate) meta_interner: phxsim_runtime::SharedInterner,
 }
 
 pub(crate) type SharedRef = Arc<Mutex<Shared>>;

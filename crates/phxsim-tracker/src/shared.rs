@@ -550,6 +550,16 @@ impl Meta {
         triomphe::Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// The whole block: lengths, pid, key and meta text (what a node frame carries).
+    pub(crate) fn block_text(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no other `Meta` holds this block.
+    pub(crate) fn is_only_copy(&self) -> bool {
+        self.0.is_unique()
+    }
+
     /// Heap bytes of the block (for memory accounts).
     pub fn block_len(&self) -> usize {
         self.0.len()

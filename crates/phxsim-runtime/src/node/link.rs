@@ -2,6 +2,7 @@
 //! both directions until either side fails. A link never touches the tracker; it hands decoded
 //! messages to the node's driver and writes what the driver gives it.
 
+use super::SharedInterner;
 use super::driver::Command;
 use phxsim_shard::codec::{self, HEADER_LEN};
 use phxsim_shard::{CodecError, Frame, Hello, NodeMessage};
@@ -61,6 +62,8 @@ pub(crate) struct LinkParams {
     pub queue: usize,
     pub keepalive: Duration,
     pub idle_timeout: Duration,
+    /// Shared with the process's other nodes, if any (see [`super::NodeConfig::meta_interner`]).
+    pub interner: Option<SharedInterner>,
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), LinkError> {
@@ -71,7 +74,11 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(
 
 /// Reads one frame. The body buffer grows as bytes arrive rather than being allocated from the
 /// announced length, so a peer cannot make us reserve `max_frame_len` with four bytes.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Frame, LinkError> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    interner: Option<&SharedInterner>,
+) -> Result<Frame, LinkError> {
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header).await?;
     let len = codec::decode_header(header, max)?;
@@ -80,7 +87,15 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Frame
     if read < len {
         return Err(LinkError::Io("stream ended inside a frame".into()));
     }
-    Ok(codec::decode_body(&body)?)
+    let frame = match interner {
+        // a poisoned lock only means another node's task panicked; the set is still sound
+        Some(i) => {
+            let mut i = i.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            codec::decode_body_interned(&body, &mut i)
+        }
+        None => codec::decode_body(&body),
+    };
+    Ok(frame?)
 }
 
 /// Runs a link to the end: greeting, registration with the driver, then the read and write
@@ -121,7 +136,7 @@ where
     }
     let peer = match tokio::time::timeout(
         params.handshake_timeout,
-        read_frame(&mut rd, params.max_frame_len),
+        read_frame(&mut rd, params.max_frame_len, params.interner.as_ref()),
     )
     .await
     {
@@ -169,7 +184,7 @@ where
         loop {
             let frame = tokio::time::timeout(
                 params.idle_timeout,
-                read_frame(&mut rd, params.max_frame_len),
+                read_frame(&mut rd, params.max_frame_len, params.interner.as_ref()),
             )
             .await
             .map_err(|_| LinkError::IdleTimeout(params.idle_timeout))??;

@@ -37,7 +37,7 @@ use phxsim_shard::{
     ConfigError, Hello, PeerView, PresenceError, RefSource, SeededRefs, Tracker, TrackerConfig,
     TrackerDiff, TrackerEvent, TrackerList,
 };
-use phxsim_tracker::{Meta, Name};
+use phxsim_tracker::{Meta, MetaInterner, Name};
 use rand::RngCore;
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
@@ -76,7 +76,15 @@ pub struct NodeConfig {
     /// Batch a big topic's diffs (see [`Coalesce`]); `None` (the default, and the simulator's)
     /// sends every diff at once, one per change, as Phoenix does.
     pub coalesce: Option<Coalesce>,
+    /// Where this node's links find the presence blocks the process's nodes already hold
+    /// (see [`MetaInterner`]): give every node of a simulation the same one, and each
+    /// presence is one block on every node that learnt it from the wire. `None` (the default,
+    /// and a server's) keeps one copy per node.
+    pub meta_interner: Option<SharedInterner>,
 }
+
+/// A [`MetaInterner`] that nodes share.
+pub type SharedInterner = Arc<std::sync::Mutex<MetaInterner>>;
 
 /// How a node batches the `presence_diff`s of a topic with many subscribers: after a diff went
 /// out, the topic's next changes wait for `per_subscriber × subscribers` (at most
@@ -121,6 +129,7 @@ impl NodeConfig {
             link_keepalive: Duration::from_secs(15),
             link_idle_timeout: Duration::from_secs(60),
             coalesce: None,
+            meta_interner: None,
         }
     }
 }
@@ -379,6 +388,7 @@ impl Node {
             queue: cfg.link_queue.max(1),
             keepalive: cfg.link_keepalive,
             idle_timeout: cfg.link_idle_timeout,
+            interner: cfg.meta_interner.clone(),
         };
         Node {
             cmds: tx,

@@ -20,7 +20,7 @@ mod read;
 mod write;
 
 use crate::message::Frame;
-use phxsim_tracker::{ReplicaRef, Tag};
+use phxsim_tracker::{MetaInterner, ReplicaRef, Tag};
 
 pub use debug_json::debug_json;
 
@@ -120,11 +120,22 @@ pub fn decode_header(header: [u8; HEADER_LEN], max_len: usize) -> Result<usize, 
 
 /// Decodes what follows a length prefix: the version byte and the message.
 pub fn decode_body(body: &[u8]) -> Result<Frame, CodecError> {
+    decode_body_with(body, None)
+}
+
+/// [`decode_body`], each presence's block taken from `interner` when it holds its text (the
+/// nodes of one process then share one block per presence; see [`MetaInterner`]). The frame
+/// reads the same either way.
+pub fn decode_body_interned(body: &[u8], interner: &mut MetaInterner) -> Result<Frame, CodecError> {
+    decode_body_with(body, Some(interner))
+}
+
+fn decode_body_with(body: &[u8], interner: Option<&mut MetaInterner>) -> Result<Frame, CodecError> {
     let (&version, rest) = body.split_first().ok_or(CodecError::Empty)?;
     if version != VERSION {
         return Err(CodecError::UnsupportedVersion(version));
     }
-    read::frame(rest)
+    read::frame(rest, interner)
 }
 
 /// Decodes the first frame of `buf`: `Ok(None)` if it is not complete yet, else the frame and

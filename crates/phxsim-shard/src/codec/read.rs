@@ -4,14 +4,16 @@ use super::CodecError;
 use super::write::{GRACEFUL_PERMDOWN, HEARTBEAT, HELLO, TICK, TRANSFER_ACK, TRANSFER_REQ};
 use crate::message::{Frame, Hello, NodeMessage, ShardMessage, TransferPayload};
 use phxsim_tracker::{
-    Clouds, Context, Delta, Extract, Meta, MetaError, Name, ReplicaRef, Tag, TagValues,
-    TrackedMeta, ValueKey,
+    Clouds, Context, Delta, Extract, Meta, MetaError, MetaInterner, Name, ReplicaRef, Tag,
+    TagValues, TrackedMeta, ValueKey,
 };
 use std::collections::BTreeSet;
 
 struct Reader<'a> {
     buf: &'a [u8],
     table: Vec<ReplicaRef>,
+    /// Where presence blocks met before are found (see [`MetaInterner`]), if anywhere.
+    interner: Option<&'a mut MetaInterner>,
 }
 
 impl<'a> Reader<'a> {
@@ -173,7 +175,11 @@ impl<'a> Reader<'a> {
             let (topic, block) = text.split_at(topic_len);
             let topic = Name::from(topic);
             // The block holds the pid, the key and the meta: kept as the row's heap block.
-            let (meta, pid, key) = Meta::from_block(block).map_err(|e| match e {
+            let made = match self.interner.as_deref_mut() {
+                Some(interner) => interner.from_block(block),
+                None => Meta::from_block(block),
+            };
+            let (meta, pid, key) = made.map_err(|e| match e {
                 MetaError::NotObject => CodecError::MetaNotObject(tag.clone()),
                 MetaError::NotJson(error) => CodecError::MetaNotJson {
                     tag: tag.clone(),
@@ -214,10 +220,14 @@ impl<'a> Reader<'a> {
 }
 
 /// Decodes a message: the kind byte and what follows it.
-pub(super) fn frame(buf: &[u8]) -> Result<Frame, CodecError> {
+pub(super) fn frame<'a>(
+    buf: &'a [u8],
+    interner: Option<&'a mut MetaInterner>,
+) -> Result<Frame, CodecError> {
     let mut r = Reader {
         buf,
         table: Vec::new(),
+        interner,
     };
     let frame = match r.u8("message kind")? {
         TICK => Frame::Tick,
