@@ -149,7 +149,10 @@ fn diffs_queued_before_a_rejoin_come_before_the_state_and_its_buffered_diffs() {
     assert!(batched.queue_shared_diff(Some("1"), &before));
     assert_eq!(batched.queued_diffs(), 1);
     // rejoined: this diff waits for the state
-    let during = Arc::new(SharedDiff::new(diff(&json!({"c": m("3")}), &json!({"b": m("2")}))));
+    let during = Arc::new(SharedDiff::new(diff(
+        &json!({"c": m("3")}),
+        &json!({"b": m("2")}),
+    )));
     assert!(!eager.handle_shared_diff(Some("2"), &during, &mut ()));
     assert!(!batched.queue_shared_diff(Some("2"), &during));
     assert_eq!(batched.pending_diffs().len(), 1);
@@ -159,7 +162,10 @@ fn diffs_queued_before_a_rejoin_come_before_the_state_and_its_buffered_diffs() {
     assert_eq!(batched.queued_diffs(), 0);
     assert_eq!(listed(&batched), listed(&eager));
     assert_eq!(
-        listed(&eager).iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        listed(&eager)
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
         ["a", "c"]
     );
 }

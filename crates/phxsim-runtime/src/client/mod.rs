@@ -708,12 +708,9 @@ impl Client {
         let (mut a, mut b) = (self.shared.machine(), other.shared.machine());
         a.apply_queued();
         b.apply_queued();
-        let (a, b) = (a.presence().state(), b.presence().state());
-        a.len() == b.len()
-            && a.iter_shared().all(|(key, p)| {
-                b.get_shared(key)
-                    .is_some_and(|q| Arc::ptr_eq(p, q) || **p == **q)
-            })
+        a.presence()
+            .state()
+            .same_entries_any_order(b.presence().state())
     }
 
     /// A receiver of every status change (a presence message moves
