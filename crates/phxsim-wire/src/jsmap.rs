@@ -485,7 +485,7 @@ mod tests {
         let result = runner.run(&maps, |(common, a_rest, b_rest, shuffle)| {
             let key = |k: u8| -> Arc<str> {
                 // named keys and array indices both
-                if k % 3 == 0 {
+                if k.is_multiple_of(3) {
                     format!("{k}").into()
                 } else {
                     format!("k{k}").into()
