@@ -293,6 +293,36 @@ impl<V> JsMap<V> {
     }
 }
 
+impl<V: PartialEq> JsMap<V> {
+    /// Whether both maps hold the same keys, in any order, each with an equal value (a value
+    /// both hold by one `Arc` is not compared).
+    ///
+    /// Two lists of browsers that took the same keys in the same order (most browsers of one
+    /// node) are compared entry by entry down both vectors, a key and a value by pointer
+    /// where they share them; only from the first entry that differs on is each key looked up
+    /// in the other map. A simulation compares thousands of such lists at its end, and a
+    /// lookup per key (a hash, a probe, a string compare) cost each comparison about ten
+    /// times the walk.
+    pub fn same_entries_any_order(&self, other: &JsMap<V>) -> bool {
+        if self.len() != other.len() {
+            return false;
+        }
+        let same_value = |a: &Arc<V>, b: &Arc<V>| Arc::ptr_eq(a, b) || **a == **b;
+        // the entries both hold at the same place: their keys are unique in each map, so
+        // none of the remaining keys is among them
+        let alike = self
+            .iter_shared()
+            .zip(other.iter_shared())
+            .take_while(|((ka, va), (kb, vb))| {
+                (Arc::ptr_eq(ka, kb) || **ka == **kb) && same_value(va, vb)
+            })
+            .count();
+        self.iter_shared()
+            .skip(alike)
+            .all(|(key, a)| other.get_shared(key).is_some_and(|b| same_value(a, b)))
+    }
+}
+
 impl<V: Clone> JsMap<V> {
     /// The value under `key`, mutably (copied first if another map holds it too).
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
@@ -435,6 +465,64 @@ mod tests {
                     assert_eq!(map.get(k), Some(v), "{step} {k}");
                 }
             }
+        }
+    }
+
+    /// [`JsMap::same_entries_any_order`] against the plain comparison (sorted entries),
+    /// over maps that share a prefix of entries (by pointer, as browsers' lists share them)
+    /// and then differ in order, keys or values.
+    #[test]
+    fn same_entries_any_order_is_sorted_equality() {
+        use proptest::prelude::*;
+        let entry = (0u8..12, 0u8..3);
+        let maps = (
+            prop::collection::vec(entry.clone(), 0..10),
+            prop::collection::vec(entry.clone(), 0..8),
+            prop::collection::vec(entry, 0..8),
+            any::<bool>(),
+        );
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(2048));
+        let result = runner.run(&maps, |(common, a_rest, b_rest, shuffle)| {
+            let key = |k: u8| -> Arc<str> {
+                // named keys and array indices both
+                if k.is_multiple_of(3) {
+                    format!("{k}").into()
+                } else {
+                    format!("k{k}").into()
+                }
+            };
+            let mut a: JsMap<u8> = JsMap::new();
+            let mut b: JsMap<u8> = JsMap::new();
+            for &(k, v) in &common {
+                let (k, v) = (key(k), Arc::new(v));
+                a.insert_shared(k.clone(), v.clone());
+                b.insert_shared(k, v);
+            }
+            for &(k, v) in &a_rest {
+                a.insert_shared(key(k), Arc::new(v));
+            }
+            for &(k, v) in &b_rest {
+                b.insert_shared(key(k), Arc::new(v));
+            }
+            if shuffle {
+                // the same entries, b's named keys in reverse order
+                let entries: Vec<(String, u8)> =
+                    a.iter().map(|(k, v)| (k.to_owned(), *v)).collect();
+                b = entries.into_iter().rev().collect();
+            }
+            let sorted = |m: &JsMap<u8>| {
+                let mut e: Vec<(String, u8)> = m.iter().map(|(k, v)| (k.to_owned(), *v)).collect();
+                e.sort();
+                e
+            };
+            let plain = sorted(&a) == sorted(&b);
+            prop_assert_eq!(a.same_entries_any_order(&b), plain);
+            prop_assert_eq!(b.same_entries_any_order(&a), plain);
+            prop_assert!(a.same_entries_any_order(&a.clone()));
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
         }
     }
 

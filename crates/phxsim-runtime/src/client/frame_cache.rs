@@ -32,7 +32,8 @@ pub(crate) struct CachedDiff {
     pub(crate) join_ref: Option<String>,
     pub(crate) ref_: Option<String>,
     pub(crate) topic: String,
-    pub(crate) diff: SharedDiff,
+    /// Behind its own `Arc`, so that a client may queue it ([`PresenceInstance::queue_shared_diff`]).
+    pub(crate) diff: Arc<SharedDiff>,
 }
 
 /// The hash of the cache's maps: foldhash with its fixed seed (fast; their order does not

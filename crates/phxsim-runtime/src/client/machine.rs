@@ -154,7 +154,8 @@ impl Machine {
         &self.status
     }
 
-    /// The view a checker reads, the presence list computed from the one the client keeps.
+    /// The view a checker reads, the presence list computed from the one the client keeps
+    /// (without queued diffs: see [`Machine::apply_queued`]).
     pub(crate) fn view(&self) -> ClientView {
         let s = &self.status;
         ClientView {
@@ -179,7 +180,14 @@ impl Machine {
         }
     }
 
-    /// The presences as the client holds them.
+    /// Applies the diffs the list queued ([`PresenceInstance::queue_shared_diff`]): what
+    /// every reader of [`Machine::presence`] or [`Machine::view`] calls first.
+    pub(crate) fn apply_queued(&mut self) {
+        self.presence.apply_queued();
+    }
+
+    /// The presences as the client holds them (without queued diffs: see
+    /// [`Machine::apply_queued`]).
     pub(crate) fn presence(&self) -> &PresenceInstance {
         &self.presence
     }
@@ -609,7 +617,7 @@ impl Machine {
                     join_ref,
                     ref_,
                     topic,
-                    diff: SharedDiff::new(diff),
+                    diff: Arc::new(SharedDiff::new(diff)),
                 });
                 cache.insert(self.cfg.serializer, text, cached.clone());
                 self.shared_diff(&cached.diff);
@@ -620,7 +628,7 @@ impl Machine {
 
     /// A decoded `presence_diff` of this channel, for a client nobody observes: what
     /// [`Machine::presence_message`] does with the diff, without a payload to report.
-    fn shared_diff(&mut self, diff: &SharedDiff) {
+    fn shared_diff(&mut self, diff: &Arc<SharedDiff>) {
         let forget = self.cfg.mutation == Some(ClientMutation::ForgetPendingDiffs)
             && self
                 .presence
@@ -629,7 +637,7 @@ impl Machine {
             PresenceOutcome::Dropped
         } else if self
             .presence
-            .handle_shared_diff(self.join_ref.as_deref(), diff, &mut ())
+            .queue_shared_diff(self.join_ref.as_deref(), diff)
         {
             PresenceOutcome::Applied
         } else {

@@ -528,9 +528,18 @@ impl Shared {
         out
     }
 
-    /// Reads the machine without changing it.
+    /// Reads the machine without changing it (its list may lack queued diffs: see
+    /// [`Shared::read_list`]).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Machine) -> T) -> T {
         f(&self.machine())
+    }
+
+    /// Reads the machine with its list brought up to date first (the diffs it queued
+    /// applied, [`Machine::apply_queued`]): for every reader of the list.
+    fn read_list<T>(&self, f: impl FnOnce(&Machine) -> T) -> T {
+        let mut m = self.machine();
+        m.apply_queued();
+        f(&m)
     }
 
     fn deliver(&self, at: Instant, event: ClientEvent) {
@@ -674,7 +683,7 @@ impl Client {
 
     /// The current view. Its presence list is built from the client's own on each call.
     pub fn view(&self) -> ClientView {
-        self.shared.read(Machine::view)
+        self.shared.read_list(Machine::view)
     }
 
     /// The current status (the view without the presence list).
@@ -685,7 +694,7 @@ impl Client {
     /// Reads the presences as the client keeps them (phoenix.js's `Presence` state), without
     /// copying them.
     pub fn with_presences<T>(&self, f: impl FnOnce(&PresenceInstance) -> T) -> T {
-        self.shared.read(|m| f(m.presence()))
+        self.shared.read_list(|m| f(m.presence()))
     }
 
     /// Whether two clients hold the same presences: the same keys, in any order (clients
@@ -696,13 +705,12 @@ impl Client {
         if Arc::ptr_eq(&self.shared, &other.shared) {
             return true;
         }
-        let (a, b) = (self.shared.machine(), other.shared.machine());
-        let (a, b) = (a.presence().state(), b.presence().state());
-        a.len() == b.len()
-            && a.iter_shared().all(|(key, p)| {
-                b.get_shared(key)
-                    .is_some_and(|q| Arc::ptr_eq(p, q) || **p == **q)
-            })
+        let (mut a, mut b) = (self.shared.machine(), other.shared.machine());
+        a.apply_queued();
+        b.apply_queued();
+        a.presence()
+            .state()
+            .same_entries_any_order(b.presence().state())
     }
 
     /// A receiver of every status change (a presence message moves
