@@ -377,6 +377,12 @@ pub struct PresenceInstance {
 /// are freed soon after every other list applied them).
 pub const QUEUED_DIFFS_MAX: usize = 32;
 
+/// A diff of more keys than this is applied at once (after the queue), not queued: it is a
+/// batch already, and queued it would keep its decoded presences alive until every browser
+/// of the topic applied its queue (a heal's diffs of hundreds of keys, held to the end of a
+/// 16 000-browser run, cost 12 MiB).
+pub const QUEUED_DIFF_MAX_KEYS: usize = 8;
+
 /// What [`PresenceInstance::handle_message`] did with a channel message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handled {
@@ -480,7 +486,8 @@ impl PresenceInstance {
 
     /// [`handle_shared_diff`](Self::handle_shared_diff) without callbacks, for an instance
     /// whose list nobody reads between messages: a diff that would be applied now is queued
-    /// instead, and the queue is applied in one go when it holds [`QUEUED_DIFFS_MAX`] diffs,
+    /// instead (unless it has more than [`QUEUED_DIFF_MAX_KEYS`] keys: then the queue and the
+    /// diff are applied), and the queue is applied in one go when it holds [`QUEUED_DIFFS_MAX`] diffs,
     /// when any other method changes the instance, or at [`apply_queued`](Self::apply_queued).
     /// Applying a run of diffs to one list back to back walks its table while it is in cache;
     /// applied one at a time, between which a simulated host handles the same diff for
@@ -500,6 +507,11 @@ impl PresenceInstance {
             self.apply_queued();
             self.pending_diffs.push(diff.diff.clone());
             return false;
+        }
+        if diff.diff.joins.len() + diff.diff.leaves.len() > QUEUED_DIFF_MAX_KEYS {
+            self.apply_queued();
+            sync_shared_diff(&mut self.state, diff, &mut ());
+            return true;
         }
         self.queued.push(Arc::clone(diff));
         if self.queued.len() >= QUEUED_DIFFS_MAX {

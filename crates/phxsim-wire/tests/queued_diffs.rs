@@ -25,7 +25,9 @@ fn arb_presences() -> impl Strategy<Value = Value> {
         };
         json!({"phx_ref": phx_ref, "v": v})
     });
-    prop::collection::vec((0..KEYS.len(), prop::collection::vec(meta, 0..3)), 0..4).prop_map(
+    // up to every key on both sides: a diff of more than `QUEUED_DIFF_MAX_KEYS` keys is
+    // applied at once, after the queue
+    prop::collection::vec((0..KEYS.len(), prop::collection::vec(meta, 0..3)), 0..7).prop_map(
         |entries| {
             let map: Map<String, Value> = entries
                 .into_iter()
