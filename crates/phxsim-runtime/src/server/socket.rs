@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -66,17 +67,31 @@ struct Channel {
     diffs: Diffs,
 }
 
-/// The socket's connection task. The plain-GET screen, the upgrade and the session loop are
-/// boxed: inline, the task kept room for all of them (and for moved awaitees twice) while the
-/// socket lived, 17.7 KB per connection, boxed by tokio besides; boxed, 2.7 KB plus the live
-/// stage (the session loop, 5.4 KB). A simulated node holds one per browser.
-pub(super) async fn run<S>(server: &Server, conn: u64, stream: S) -> ConnectionEnd
+/// The socket's setup: the plain-GET screen (1.7.21), the upgrade, and the session it opens,
+/// or how the connection ended before it had one. `conn` is numbered at the first poll, as the
+/// connection task always numbered it, so that connections keep their numbers (and their
+/// presences their owners) whichever way their tasks are spawned.
+///
+/// The caller boxes this future and lets it go once the socket is open: it holds the stream
+/// and the handshake's locals, which a session does not need (kept inline in the connection
+/// task, they cost 2.7 KB per socket for its whole life). The screen and the upgrade are boxed
+/// too, so that only the stage under way takes room.
+pub(super) async fn open<S>(server: Server, stream: S) -> (u64, Result<Session<plain_get::Prefixed<S>>, ConnectionEnd>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = server.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let opened = accept(&server, conn, stream).await;
+    (conn, opened)
+}
+
+async fn accept<S>(server: &Server, conn: u64, stream: S) -> Result<Session<plain_get::Prefixed<S>>, ConnectionEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = server.config();
     let ws_cfg = WebSocketConfig::default()
-        .read_buffer_size(cfg.read_buffer_size.max(1024))
+        .read_buffer_size(cfg.read_buffer_size.max(256))
         .max_message_size(Some(cfg.max_frame_len))
         .max_frame_size(Some(cfg.max_frame_len));
     let v1_7_21 = cfg.phoenix == PhoenixRules::V1_7_21;
@@ -85,13 +100,13 @@ where
         match timeout(cfg.handshake_timeout, Box::pin(plain_get::screen(stream))).await {
             Ok(Ok(Ok(prefixed))) => prefixed,
             Ok(Ok(Err((status, body)))) => {
-                return ConnectionEnd::Refused {
+                return Err(ConnectionEnd::Refused {
                     status,
                     reason: format!("not a WebSocket upgrade: {body}"),
-                };
+                });
             }
-            Ok(Err(e)) => return ConnectionEnd::HandshakeFailed(e.to_string()),
-            Err(_) => return ConnectionEnd::HandshakeFailed("handshake timed out".into()),
+            Ok(Err(e)) => return Err(ConnectionEnd::HandshakeFailed(e.to_string())),
+            Err(_) => return Err(ConnectionEnd::HandshakeFailed("handshake timed out".into())),
         }
     } else {
         plain_get::Prefixed::new(Vec::new(), stream)
@@ -119,34 +134,41 @@ where
         )),
     )
     .await;
-    let ws = match (accepted, decided) {
+    let (ws, info) = match (accepted, decided) {
         (Ok(Ok(ws)), Some(Ok(info))) => (ws, info),
         (_, Some(Err(refusal))) => {
-            return ConnectionEnd::Refused {
+            return Err(ConnectionEnd::Refused {
                 status: refusal.status(),
                 reason: refusal.to_string(),
-            };
+            });
         }
-        (Ok(Err(e)), _) => return ConnectionEnd::HandshakeFailed(e.to_string()),
-        (Err(_), _) => return ConnectionEnd::HandshakeFailed("handshake timed out".into()),
+        (Ok(Err(e)), _) => return Err(ConnectionEnd::HandshakeFailed(e.to_string())),
+        (Err(_), _) => return Err(ConnectionEnd::HandshakeFailed("handshake timed out".into())),
         (Ok(Ok(_)), None) => {
-            return ConnectionEnd::HandshakeFailed("upgrade accepted without a decision".into());
+            return Err(ConnectionEnd::HandshakeFailed(
+                "upgrade accepted without a decision".into(),
+            ));
         }
     };
-    let (ws, info) = ws;
-    tracing::debug!(conn, user_id = %info.user_id, serializer = ?info.serializer, "socket connected");
+    // The connect params are read by no one after the decision: not kept with the session.
+    let ConnectInfo {
+        serializer,
+        user_id,
+        params: _,
+    } = info;
+    tracing::debug!(conn, user_id = %user_id, serializer = ?serializer, "socket connected");
     server.emit(|| ServerEvent::Connected {
         conn,
-        user_id: info.user_id.clone(),
-        serializer: info.serializer,
+        user_id: user_id.clone(),
+        serializer,
     });
-    let session = Session {
+    Ok(Session {
         server: server.clone(),
         conn,
-        codec: Codec::server(info.serializer)
+        codec: Codec::server(serializer)
             .with_max_frame_len(cfg.max_frame_len)
             .with_numeric_refs(v1_7_21),
-        user_id: info.user_id,
+        user_id,
         ws,
         channels: TopicMap::default(),
         next_channel: 1,
@@ -160,8 +182,7 @@ where
         idle: Box::pin(tokio::time::sleep(cfg.idle_timeout)),
         idle_armed: None,
         stall: Box::pin(tokio::time::sleep(cfg.write_timeout)),
-    };
-    Box::pin(session.run()).await
+    })
 }
 
 /// HTTP refusal with an empty body, as Phoenix sends it.
@@ -173,7 +194,8 @@ fn refusal_response(status: u16) -> ErrorResponse {
     resp
 }
 
-struct Session<S> {
+/// An open socket: its stream, channels and timers, served by [`Session::run`].
+pub(super) struct Session<S> {
     server: Server,
     conn: u64,
     codec: Codec,
@@ -280,7 +302,12 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn run(mut self) -> ConnectionEnd {
+    /// Serves the socket until it ends. The caller boxes this future: it lives as long as
+    /// the socket. What it awaits in place is kept small (the wait for a wake-up, a diff's
+    /// write); a client frame's handling and the end of the connection are boxed, since,
+    /// inline, their futures (3 KB for a join, and the close handshake) would be room that
+    /// every socket keeps for its whole life.
+    pub(super) async fn run(mut self) -> ConnectionEnd {
         let end = loop {
             let wake = self.next_wake().await;
             let step = match wake {
@@ -291,7 +318,7 @@ where
                     // exchange with the node (subscribe, reply, track) before the next socket
                     // that woke with it reads its frame.
                     tokio::task::yield_now().await;
-                    self.incoming(m).await
+                    Box::pin(self.incoming(m)).await
                 }
                 Wake::Diff(topic, Some(update)) => {
                     let sent = self.send_diff(&topic, &update).await;
@@ -329,7 +356,7 @@ where
                 break end;
             }
         };
-        self.finish(end).await
+        Box::pin(self.finish(end)).await
     }
 
     /// Writes what the outbox holds as far as the stream takes it, and waits for the next
@@ -480,7 +507,7 @@ where
 
     /// Ends the connection: the close frame (if the server closes), the presences, then the
     /// rest of the close handshake.
-    async fn finish(mut self, end: ConnectionEnd) -> ConnectionEnd {
+    async fn finish(&mut self, end: ConnectionEnd) -> ConnectionEnd {
         if let ConnectionEnd::ServerClosed { code, reason } = &end {
             // What was queued before the close goes first, within the grace period (not for
             // a client that stopped reading). The close frame cannot go inside a frame.
