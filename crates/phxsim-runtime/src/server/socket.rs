@@ -76,7 +76,10 @@ struct Channel {
 /// and the handshake's locals, which a session does not need (kept inline in the connection
 /// task, they cost 2.7 KB per socket for its whole life). The screen and the upgrade are boxed
 /// too, so that only the stage under way takes room.
-pub(super) async fn open<S>(server: Server, stream: S) -> (u64, Result<Session<plain_get::Prefixed<S>>, ConnectionEnd>)
+pub(super) async fn open<S>(
+    server: Server,
+    stream: S,
+) -> (u64, Result<Session<plain_get::Prefixed<S>>, ConnectionEnd>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -85,7 +88,11 @@ where
     (conn, opened)
 }
 
-async fn accept<S>(server: &Server, conn: u64, stream: S) -> Result<Session<plain_get::Prefixed<S>>, ConnectionEnd>
+async fn accept<S>(
+    server: &Server,
+    conn: u64,
+    stream: S,
+) -> Result<Session<plain_get::Prefixed<S>>, ConnectionEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
