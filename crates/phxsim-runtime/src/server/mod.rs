@@ -360,7 +360,7 @@ impl Server {
         async move {
             let (conn, opened) = setup.await;
             let end = match opened {
-                Ok(session) => Box::pin(session.run()).await,
+                Ok(running) => running.await,
                 Err(end) => end,
             };
             server.ended(conn, &end);

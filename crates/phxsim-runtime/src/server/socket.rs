@@ -32,7 +32,7 @@ use phxsim_wire::message::{
 use phxsim_wire::{Codec, DecodeError, Frame, Message, Payload};
 use serde_json::{Map, Value as Json};
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -76,17 +76,22 @@ struct Channel {
 /// and the handshake's locals, which a session does not need (kept inline in the connection
 /// task, they cost 2.7 KB per socket for its whole life). The screen and the upgrade are boxed
 /// too, so that only the stage under way takes room.
-pub(super) async fn open<S>(
-    server: Server,
-    stream: S,
-) -> (u64, Result<Session<plain_get::Prefixed<S>>, ConnectionEnd>)
+pub(super) async fn open<S>(server: Server, stream: S) -> (u64, Result<Running, ConnectionEnd>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = server.inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let opened = accept(&server, conn, stream).await;
-    (conn, opened)
+    (
+        conn,
+        opened.map(|session| Box::pin(session.run()) as Running),
+    )
 }
+
+/// An open socket's session loop, boxed where it is made: the session is handed on inside
+/// its box, so no caller keeps room for it (a future keeps room for a value it once held,
+/// moved out or not).
+pub(super) type Running = Pin<Box<dyn Future<Output = ConnectionEnd> + Send>>;
 
 async fn accept<S>(
     server: &Server,
@@ -328,9 +333,9 @@ where
                     Box::pin(self.incoming(m)).await
                 }
                 Wake::Diff(topic, Some(update)) => {
-                    let sent = self.send_diff(&topic, &update).await;
+                    let sent = self.send_diff(&topic, &update);
                     match sent {
-                        Ok(()) => self.send_ready_diffs(&topic).await,
+                        Ok(()) => self.send_ready_diffs(&topic),
                         Err(end) => Err(end),
                     }
                 }
@@ -341,7 +346,7 @@ where
                     bytes,
                 }) => {
                     self.held_bytes -= bytes;
-                    self.send_diff(&topic, &update).await
+                    self.send_diff(&topic, &update)
                 }
                 Wake::Diff(_, None) | Wake::Held(Held { update: None, .. }) => {
                     Err(self.server_close(close_code::NODE_STOPPED, "presence node stopped".into()))
@@ -457,7 +462,7 @@ where
     /// one write: in a join storm every socket has thousands queued, and one write each would
     /// cost a system call per diff per socket. (A stream that writes one buffer at a time, as
     /// the simulator's, keeps one diff per step, so simulated runs are unchanged.)
-    async fn send_ready_diffs(&mut self, topic: &str) -> Result<(), ConnectionEnd> {
+    fn send_ready_diffs(&mut self, topic: &str) -> Result<(), ConnectionEnd> {
         const BATCH: usize = 64;
         if !self.ws.get_ref().is_write_vectored() {
             return Ok(());
@@ -467,7 +472,7 @@ where
             else {
                 return Ok(());
             };
-            self.send_diff(topic, &update).await?;
+            self.send_diff(topic, &update)?;
         }
         Ok(())
     }
@@ -755,7 +760,7 @@ where
         // and the state does not contain the others' changes, as in Phoenix where a fastlane
         // diff can overtake the channel's presence_state push.
         while let Ok(update) = ch.diffs.try_recv() {
-            self.send_diff(&topic, &update).await?;
+            self.send_diff(&topic, &update)?;
         }
         if !self.server.mutated(ServerMutation::NoPresenceState) {
             let push_join_ref = if self.server.mutated(ServerMutation::StateWithWrongJoinRef) {
@@ -814,7 +819,6 @@ where
         let mut payload = list.to_json();
         self.scrub(&mut payload);
         self.send(&Message::push(join_ref, topic, PRESENCE_STATE, payload))
-            .await
     }
 
     async fn close_old(
@@ -928,11 +932,7 @@ where
         self.reply(None, ref_, topic, "error", why).await
     }
 
-    async fn send_diff(
-        &mut self,
-        topic: &str,
-        update: &PresenceUpdate,
-    ) -> Result<(), ConnectionEnd> {
+    fn send_diff(&mut self, topic: &str, update: &PresenceUpdate) -> Result<(), ConnectionEnd> {
         let drop_leaves = self.server.mutated(ServerMutation::DropLeaves);
         let wrong_ref = self.server.mutated(ServerMutation::LeaveWrongRef);
         if drop_leaves || wrong_ref || self.server.mutated(ServerMutation::DropPhxRefPrev) {
@@ -953,9 +953,7 @@ where
                     self.scrub(part);
                 }
             }
-            return self
-                .send(&Message::broadcast(topic, PRESENCE_DIFF, payload))
-                .await;
+            return self.send(&Message::broadcast(topic, PRESENCE_DIFF, payload));
         }
         // The hot path of a fan-out: encoded and framed once per serializer for every socket
         // (fastlane); each socket queues the same bytes.
@@ -1025,7 +1023,7 @@ where
                 },
             ),
         };
-        self.send(&msg).await
+        self.send(&msg)
     }
 
     /// `phx_close` or `phx_error` for one incarnation: `[jr, jr, topic, event, {}]`.
@@ -1036,18 +1034,19 @@ where
         event: &str,
     ) -> Result<(), ConnectionEnd> {
         self.send(&Message::channel_end(join_ref, topic, event, empty()))
-            .await
     }
 
-    /// Queues one message on the socket; [`Session::flush`] writes it out.
-    async fn send(&mut self, msg: &Message) -> Result<(), ConnectionEnd> {
+    /// Queues one message on the socket; the session loop writes it out. Queuing never waits
+    /// (a full queue closes the socket), so this and the diff paths built on it are plain
+    /// functions: as `async fn`s their futures took room in every socket's session future.
+    fn send(&mut self, msg: &Message) -> Result<(), ConnectionEnd> {
         let frame = self.codec.encode(msg).map_err(|e| {
             self.server_close(close_code::INTERNAL, format!("cannot encode a reply: {e}"))
         })?;
-        self.write_frame(frame).await
+        self.write_frame(frame)
     }
 
-    async fn write_frame(&mut self, frame: Frame) -> Result<(), ConnectionEnd> {
+    fn write_frame(&mut self, frame: Frame) -> Result<(), ConnectionEnd> {
         let wire = outbox::wire_frame(&frame);
         let conn = self.conn;
         self.server.emit_frame(|| ServerEvent::Sent { conn, frame });
