@@ -58,7 +58,13 @@ pub type LossReport = Arc<dyn Fn(Duration) + Send + Sync>;
 pub struct LossyStream<S> {
     inner: S,
     loss: Loss,
-    rng: ChaCha8Rng,
+    /// The seed of `rng`.
+    seed: u64,
+    /// The draws, made from `seed` at the first segment that meets a loss rate above zero:
+    /// until then none was drawn, so the sequence is the one an RNG made at once would give.
+    /// Most links never lose a segment, and the RNG (330 bytes) was a third of a simulated
+    /// server connection's stream.
+    rng: Option<Box<ChaCha8Rng>>,
     report: Option<LossReport>,
     /// The write being retransmitted: it and everything behind it wait for this timer.
     retransmit: Option<Pin<Box<Sleep>>>,
@@ -115,7 +121,8 @@ impl<S> LossyStream<S> {
         Self {
             inner,
             loss,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
+            rng: None,
             report: None,
             retransmit: None,
             decided: false,
@@ -147,11 +154,15 @@ impl<S> LossyStream<S> {
         if rate <= 0.0 {
             return None;
         }
+        let seed = self.seed;
+        let rng = self
+            .rng
+            .get_or_insert_with(|| Box::new(ChaCha8Rng::seed_from_u64(seed)));
         let mut delay = Duration::ZERO;
         let mut rto = self.loss.rto;
         // TCP gives up after ~15 retransmissions; the cap also bounds a rate of 1.0.
         for _ in 0..15 {
-            if !self.rng.gen_bool(rate) {
+            if !rng.gen_bool(rate) {
                 break;
             }
             delay += rto;
@@ -293,6 +304,63 @@ mod tests {
     async fn certain_loss_still_delivers_after_the_backoff_cap() {
         let d = arrival_delays(1.0, 1).await;
         assert!(d[0] >= Duration::from_secs(60), "{d:?}");
+    }
+}
+
+#[cfg(test)]
+mod lazy_rng {
+    use super::*;
+
+    /// The draws of an RNG made at once, as the stream made it before it made it lazily.
+    fn eager_delays(seed: u64, rates: &[f64], rto: Duration) -> Vec<Option<Duration>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rates
+            .iter()
+            .map(|&rate| {
+                let rate = rate.clamp(0.0, 1.0);
+                if rate <= 0.0 {
+                    return None;
+                }
+                let mut delay = Duration::ZERO;
+                let mut step = rto;
+                for _ in 0..15 {
+                    if !rng.gen_bool(rate) {
+                        break;
+                    }
+                    delay += step;
+                    step = (step * 2).min(Duration::from_secs(120));
+                }
+                (!delay.is_zero()).then_some(delay)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_lazy_rng_draws_what_an_eager_one_did() {
+        let rto = Duration::from_millis(200);
+        // lossless segments first (no draw), then losses, lossless again, losses again
+        let mut rates = vec![0.0; 5];
+        rates.extend([0.3; 40]);
+        rates.extend([0.0; 3]);
+        rates.extend([0.6; 40]);
+        for seed in [1, 7, 1234] {
+            let rate = LossRate::default();
+            let loss = Loss {
+                rate: rate.clone(),
+                rto,
+            };
+            let (a, _b) = tokio::io::duplex(64);
+            let mut stream = LossyStream::new(a, loss, seed);
+            let lazy: Vec<_> = rates
+                .iter()
+                .map(|&r| {
+                    rate.set(r);
+                    stream.draw_delay()
+                })
+                .collect();
+            assert_eq!(lazy, eager_delays(seed, &rates, rto), "seed {seed}");
+            assert!(lazy.iter().any(Option::is_some));
+        }
     }
 }
 

@@ -32,9 +32,10 @@ use phxsim_wire::message::{
 use phxsim_wire::{Codec, DecodeError, Frame, Message, Payload};
 use serde_json::{Map, Value as Json};
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -66,17 +67,43 @@ struct Channel {
     diffs: Diffs,
 }
 
-/// The socket's connection task. The plain-GET screen, the upgrade and the session loop are
-/// boxed: inline, the task kept room for all of them (and for moved awaitees twice) while the
-/// socket lived, 17.7 KB per connection, boxed by tokio besides; boxed, 2.7 KB plus the live
-/// stage (the session loop, 5.4 KB). A simulated node holds one per browser.
-pub(super) async fn run<S>(server: &Server, conn: u64, stream: S) -> ConnectionEnd
+/// The socket's setup: the plain-GET screen (1.7.21), the upgrade, and the session it opens,
+/// or how the connection ended before it had one. `conn` is numbered at the first poll, as the
+/// connection task always numbered it, so that connections keep their numbers (and their
+/// presences their owners) whichever way their tasks are spawned.
+///
+/// The caller boxes this future and lets it go once the socket is open: it holds the stream
+/// and the handshake's locals, which a session does not need (kept inline in the connection
+/// task, they cost 2.7 KB per socket for its whole life). The screen and the upgrade are boxed
+/// too, so that only the stage under way takes room.
+pub(super) async fn open<S>(server: Server, stream: S) -> (u64, Result<Running, ConnectionEnd>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = server.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let opened = accept(&server, conn, stream).await;
+    (
+        conn,
+        opened.map(|session| Box::pin(session.run()) as Running),
+    )
+}
+
+/// An open socket's session loop, boxed where it is made: the session is handed on inside
+/// its box, so no caller keeps room for it (a future keeps room for a value it once held,
+/// moved out or not).
+pub(super) type Running = Pin<Box<dyn Future<Output = ConnectionEnd> + Send>>;
+
+async fn accept<S>(
+    server: &Server,
+    conn: u64,
+    stream: S,
+) -> Result<Session<plain_get::Prefixed<S>>, ConnectionEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = server.config();
     let ws_cfg = WebSocketConfig::default()
-        .read_buffer_size(cfg.read_buffer_size.max(1024))
+        .read_buffer_size(cfg.read_buffer_size.max(256))
         .max_message_size(Some(cfg.max_frame_len))
         .max_frame_size(Some(cfg.max_frame_len));
     let v1_7_21 = cfg.phoenix == PhoenixRules::V1_7_21;
@@ -85,13 +112,13 @@ where
         match timeout(cfg.handshake_timeout, Box::pin(plain_get::screen(stream))).await {
             Ok(Ok(Ok(prefixed))) => prefixed,
             Ok(Ok(Err((status, body)))) => {
-                return ConnectionEnd::Refused {
+                return Err(ConnectionEnd::Refused {
                     status,
                     reason: format!("not a WebSocket upgrade: {body}"),
-                };
+                });
             }
-            Ok(Err(e)) => return ConnectionEnd::HandshakeFailed(e.to_string()),
-            Err(_) => return ConnectionEnd::HandshakeFailed("handshake timed out".into()),
+            Ok(Err(e)) => return Err(ConnectionEnd::HandshakeFailed(e.to_string())),
+            Err(_) => return Err(ConnectionEnd::HandshakeFailed("handshake timed out".into())),
         }
     } else {
         plain_get::Prefixed::new(Vec::new(), stream)
@@ -119,34 +146,41 @@ where
         )),
     )
     .await;
-    let ws = match (accepted, decided) {
+    let (ws, info) = match (accepted, decided) {
         (Ok(Ok(ws)), Some(Ok(info))) => (ws, info),
         (_, Some(Err(refusal))) => {
-            return ConnectionEnd::Refused {
+            return Err(ConnectionEnd::Refused {
                 status: refusal.status(),
                 reason: refusal.to_string(),
-            };
+            });
         }
-        (Ok(Err(e)), _) => return ConnectionEnd::HandshakeFailed(e.to_string()),
-        (Err(_), _) => return ConnectionEnd::HandshakeFailed("handshake timed out".into()),
+        (Ok(Err(e)), _) => return Err(ConnectionEnd::HandshakeFailed(e.to_string())),
+        (Err(_), _) => return Err(ConnectionEnd::HandshakeFailed("handshake timed out".into())),
         (Ok(Ok(_)), None) => {
-            return ConnectionEnd::HandshakeFailed("upgrade accepted without a decision".into());
+            return Err(ConnectionEnd::HandshakeFailed(
+                "upgrade accepted without a decision".into(),
+            ));
         }
     };
-    let (ws, info) = ws;
-    tracing::debug!(conn, user_id = %info.user_id, serializer = ?info.serializer, "socket connected");
+    // The connect params are read by no one after the decision: not kept with the session.
+    let ConnectInfo {
+        serializer,
+        user_id,
+        params: _,
+    } = info;
+    tracing::debug!(conn, user_id = %user_id, serializer = ?serializer, "socket connected");
     server.emit(|| ServerEvent::Connected {
         conn,
-        user_id: info.user_id.clone(),
-        serializer: info.serializer,
+        user_id: user_id.clone(),
+        serializer,
     });
-    let session = Session {
+    Ok(Session {
         server: server.clone(),
         conn,
-        codec: Codec::server(info.serializer)
+        codec: Codec::server(serializer)
             .with_max_frame_len(cfg.max_frame_len)
             .with_numeric_refs(v1_7_21),
-        user_id: info.user_id,
+        user_id,
         ws,
         channels: TopicMap::default(),
         next_channel: 1,
@@ -160,8 +194,7 @@ where
         idle: Box::pin(tokio::time::sleep(cfg.idle_timeout)),
         idle_armed: None,
         stall: Box::pin(tokio::time::sleep(cfg.write_timeout)),
-    };
-    Box::pin(session.run()).await
+    })
 }
 
 /// HTTP refusal with an empty body, as Phoenix sends it.
@@ -173,7 +206,8 @@ fn refusal_response(status: u16) -> ErrorResponse {
     resp
 }
 
-struct Session<S> {
+/// An open socket: its stream, channels and timers, served by [`Session::run`].
+pub(super) struct Session<S> {
     server: Server,
     conn: u64,
     codec: Codec,
@@ -280,7 +314,12 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn run(mut self) -> ConnectionEnd {
+    /// Serves the socket until it ends. The caller boxes this future: it lives as long as
+    /// the socket. What it awaits in place is kept small (the wait for a wake-up, a diff's
+    /// write); a client frame's handling and the end of the connection are boxed, since,
+    /// inline, their futures (3 KB for a join, and the close handshake) would be room that
+    /// every socket keeps for its whole life.
+    pub(super) async fn run(mut self) -> ConnectionEnd {
         let end = loop {
             let wake = self.next_wake().await;
             let step = match wake {
@@ -291,12 +330,12 @@ where
                     // exchange with the node (subscribe, reply, track) before the next socket
                     // that woke with it reads its frame.
                     tokio::task::yield_now().await;
-                    self.incoming(m).await
+                    Box::pin(self.incoming(m)).await
                 }
                 Wake::Diff(topic, Some(update)) => {
-                    let sent = self.send_diff(&topic, &update).await;
+                    let sent = self.send_diff(&topic, &update);
                     match sent {
-                        Ok(()) => self.send_ready_diffs(&topic).await,
+                        Ok(()) => self.send_ready_diffs(&topic),
                         Err(end) => Err(end),
                     }
                 }
@@ -307,7 +346,7 @@ where
                     bytes,
                 }) => {
                     self.held_bytes -= bytes;
-                    self.send_diff(&topic, &update).await
+                    self.send_diff(&topic, &update)
                 }
                 Wake::Diff(_, None) | Wake::Held(Held { update: None, .. }) => {
                     Err(self.server_close(close_code::NODE_STOPPED, "presence node stopped".into()))
@@ -329,7 +368,7 @@ where
                 break end;
             }
         };
-        self.finish(end).await
+        Box::pin(self.finish(end)).await
     }
 
     /// Writes what the outbox holds as far as the stream takes it, and waits for the next
@@ -423,7 +462,7 @@ where
     /// one write: in a join storm every socket has thousands queued, and one write each would
     /// cost a system call per diff per socket. (A stream that writes one buffer at a time, as
     /// the simulator's, keeps one diff per step, so simulated runs are unchanged.)
-    async fn send_ready_diffs(&mut self, topic: &str) -> Result<(), ConnectionEnd> {
+    fn send_ready_diffs(&mut self, topic: &str) -> Result<(), ConnectionEnd> {
         const BATCH: usize = 64;
         if !self.ws.get_ref().is_write_vectored() {
             return Ok(());
@@ -433,7 +472,7 @@ where
             else {
                 return Ok(());
             };
-            self.send_diff(topic, &update).await?;
+            self.send_diff(topic, &update)?;
         }
         Ok(())
     }
@@ -480,7 +519,7 @@ where
 
     /// Ends the connection: the close frame (if the server closes), the presences, then the
     /// rest of the close handshake.
-    async fn finish(mut self, end: ConnectionEnd) -> ConnectionEnd {
+    async fn finish(&mut self, end: ConnectionEnd) -> ConnectionEnd {
         if let ConnectionEnd::ServerClosed { code, reason } = &end {
             // What was queued before the close goes first, within the grace period (not for
             // a client that stopped reading). The close frame cannot go inside a frame.
@@ -721,7 +760,7 @@ where
         // and the state does not contain the others' changes, as in Phoenix where a fastlane
         // diff can overtake the channel's presence_state push.
         while let Ok(update) = ch.diffs.try_recv() {
-            self.send_diff(&topic, &update).await?;
+            self.send_diff(&topic, &update)?;
         }
         if !self.server.mutated(ServerMutation::NoPresenceState) {
             let push_join_ref = if self.server.mutated(ServerMutation::StateWithWrongJoinRef) {
@@ -780,7 +819,6 @@ where
         let mut payload = list.to_json();
         self.scrub(&mut payload);
         self.send(&Message::push(join_ref, topic, PRESENCE_STATE, payload))
-            .await
     }
 
     async fn close_old(
@@ -894,11 +932,7 @@ where
         self.reply(None, ref_, topic, "error", why).await
     }
 
-    async fn send_diff(
-        &mut self,
-        topic: &str,
-        update: &PresenceUpdate,
-    ) -> Result<(), ConnectionEnd> {
+    fn send_diff(&mut self, topic: &str, update: &PresenceUpdate) -> Result<(), ConnectionEnd> {
         let drop_leaves = self.server.mutated(ServerMutation::DropLeaves);
         let wrong_ref = self.server.mutated(ServerMutation::LeaveWrongRef);
         if drop_leaves || wrong_ref || self.server.mutated(ServerMutation::DropPhxRefPrev) {
@@ -919,9 +953,7 @@ where
                     self.scrub(part);
                 }
             }
-            return self
-                .send(&Message::broadcast(topic, PRESENCE_DIFF, payload))
-                .await;
+            return self.send(&Message::broadcast(topic, PRESENCE_DIFF, payload));
         }
         // The hot path of a fan-out: encoded and framed once per serializer for every socket
         // (fastlane); each socket queues the same bytes.
@@ -991,7 +1023,7 @@ where
                 },
             ),
         };
-        self.send(&msg).await
+        self.send(&msg)
     }
 
     /// `phx_close` or `phx_error` for one incarnation: `[jr, jr, topic, event, {}]`.
@@ -1002,18 +1034,19 @@ where
         event: &str,
     ) -> Result<(), ConnectionEnd> {
         self.send(&Message::channel_end(join_ref, topic, event, empty()))
-            .await
     }
 
-    /// Queues one message on the socket; [`Session::flush`] writes it out.
-    async fn send(&mut self, msg: &Message) -> Result<(), ConnectionEnd> {
+    /// Queues one message on the socket; the session loop writes it out. Queuing never waits
+    /// (a full queue closes the socket), so this and the diff paths built on it are plain
+    /// functions: as `async fn`s their futures took room in every socket's session future.
+    fn send(&mut self, msg: &Message) -> Result<(), ConnectionEnd> {
         let frame = self.codec.encode(msg).map_err(|e| {
             self.server_close(close_code::INTERNAL, format!("cannot encode a reply: {e}"))
         })?;
-        self.write_frame(frame).await
+        self.write_frame(frame)
     }
 
-    async fn write_frame(&mut self, frame: Frame) -> Result<(), ConnectionEnd> {
+    fn write_frame(&mut self, frame: Frame) -> Result<(), ConnectionEnd> {
         let wire = outbox::wire_frame(&frame);
         let conn = self.conn;
         self.server.emit_frame(|| ServerEvent::Sent { conn, frame });
