@@ -4,21 +4,24 @@
 
 use crate::checkers::PresenceList;
 use crate::event::{Event, FrameBody};
-use crate::lossy::{Loss, LossyStream};
+use crate::lossy::{BrowserConn, Loss, LossyStream};
+use crate::pipe::{PipeEnd, Pipes};
 use crate::scenario::Scenario;
 use crate::snapshot::{Name, meta_of_fields};
 use crate::world::{
     ClientControl, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
 };
-use phxsim_runtime::Node;
 use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, FrameCache};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use turmoil::net::TcpStream;
 
@@ -51,23 +54,99 @@ pub fn server_config(_s: &Scenario, o: &RunOptions) -> ServerConfig {
 /// Starts the node's Channels server on `port` of this host: every accepted turmoil stream is
 /// served by the runtime's real server, through `link` (the server's end of a browser link,
 /// which may lose segments).
-pub async fn spawn_server<L>(
-    node: Node,
-    cfg: ServerConfig,
-    port: u16,
-    link: L,
-) -> std::io::Result<()>
+pub(crate) async fn spawn_server<L>(server: &Server, port: u16, link: L) -> std::io::Result<()>
 where
     L: Fn(TcpStream) -> LossyStream<TcpStream> + Send + 'static,
 {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
-    let server = Server::new(node, cfg);
+    let server = server.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             server.serve_connection(link(stream));
         }
     });
     Ok(())
+}
+
+/// Serves the in-memory browser links made to this node (see [`crate::pipe`]) with the same
+/// server as its TCP ones, through `link`.
+pub(crate) fn serve_pipes<L>(
+    server: &Server,
+    mut accepted: mpsc::UnboundedReceiver<PipeEnd>,
+    link: L,
+) where
+    L: Fn(PipeEnd) -> LossyStream<PipeEnd> + Send + 'static,
+{
+    let server = server.clone();
+    tokio::spawn(async move {
+        while let Some(end) = accepted.recv().await {
+            server.serve_connection(link(end));
+        }
+    });
+}
+
+/// A browser's end of its link to its node: a turmoil TCP stream, or an in-memory link.
+pub(crate) enum BrowserStream {
+    Tcp(TcpStream),
+    Memory(PipeEnd),
+}
+
+impl BrowserStream {
+    /// Connects to `node`'s Channels endpoint: over `pipes` if given, else over turmoil TCP.
+    async fn connect(pipes: Option<Pipes>, node: &str) -> std::io::Result<BrowserStream> {
+        Ok(match pipes {
+            Some(pipes) => BrowserStream::Memory(pipes.connect(node).await?),
+            None => BrowserStream::Tcp(TcpStream::connect((node, WS_PORT)).await?),
+        })
+    }
+
+    /// The connection as both ends name it (for `drop_mid_join`'s reset).
+    fn conn(&self) -> Option<BrowserConn> {
+        match self {
+            BrowserStream::Tcp(s) => s.local_addr().ok().map(BrowserConn::Tcp),
+            BrowserStream::Memory(end) => Some(BrowserConn::Memory(end.id())),
+        }
+    }
+}
+
+impl AsyncRead for BrowserStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BrowserStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            BrowserStream::Memory(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BrowserStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            BrowserStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            BrowserStream::Memory(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BrowserStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            BrowserStream::Memory(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BrowserStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            BrowserStream::Memory(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 fn frame_event(client: &str, dir: &str, frame: &Frame) -> Event {
@@ -342,6 +421,10 @@ fn browser_host(
     let frame_cache = frame_cache.clone();
     sim.host(host, move || {
         let (specs, shared, frame_cache) = (specs.clone(), shared.clone(), frame_cache.clone());
+        let (memory, pipes) = {
+            let s = lock(&shared);
+            (s.memory_browsers.clone(), s.pipes.clone())
+        };
         async move {
             // the timeline's controls for every browser of this host, tagged with its place
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
@@ -376,6 +459,7 @@ fn browser_host(
                 let (name, mut connections) = (spec.name.clone(), 0u64);
                 let report = segment_lost_report(shared.clone(), name.clone(), node.clone(), true);
                 let connected = shared.clone();
+                let pipes = pipes.clone().filter(|_| memory.contains(&spec.name));
                 let client = Client::start(cfg, move || {
                     let target = target.clone();
                     let link_seed =
@@ -383,12 +467,13 @@ fn browser_host(
                     connections += 1;
                     let (loss, report) = (loss.clone(), report.clone());
                     let (resets, client) = (connected.clone(), name.clone());
+                    let pipes = pipes.clone();
                     async move {
-                        let stream = TcpStream::connect((target.as_str(), WS_PORT)).await?;
-                        if let (Some(r), Ok(addr)) =
-                            (lock(&resets).resets.as_mut(), stream.local_addr())
+                        let stream = BrowserStream::connect(pipes, &target).await?;
+                        if let (Some(r), Some(conn)) =
+                            (lock(&resets).resets.as_mut(), stream.conn())
                         {
-                            r.connected(&client, addr);
+                            r.connected(&client, conn);
                         }
                         Ok(LossyStream::new(stream, loss, link_seed).reporting(report))
                     }

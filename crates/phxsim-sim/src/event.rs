@@ -37,6 +37,9 @@ pub enum Event {
         join_ms: [u64; 2],
         leave_ms: Option<[u64; 2]>,
         replayed: Vec<String>,
+        /// What its browsers talk to their nodes over.
+        #[serde(default)]
+        transport: crate::population::Transport,
     },
     /// A scripted step of the timeline, as [`crate::Action::label`] words it.
     Step {

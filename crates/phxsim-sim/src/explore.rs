@@ -5,7 +5,7 @@
 use crate::checkers::FindingKind;
 pub use crate::fault::FaultKind;
 use crate::harness::{self, RunOptions, RunReport, Verdict};
-use crate::population::PopulationSpec;
+use crate::population::{PopulationSpec, Transport};
 use crate::scenario::{
     Action, ClientSpec, Expectations, NetworkSettings, ProfileName, Scenario, Step,
     TrackerSettings, lifecycle_problem,
@@ -292,6 +292,14 @@ fn draw_population(seed: u64, cfg: &SwarmConfig, nodes: &[String]) -> Vec<Popula
         meta: json!({"device": "web"}),
         vsn: "2.0.0".into(),
         user: None,
+        // from a stream of its own, so that the draws above are the ones they always were
+        transport: if ChaCha8Rng::seed_from_u64(derive_seed(seed, "explore/transport"))
+            .gen_bool(0.5)
+        {
+            Transport::Tcp
+        } else {
+            Transport::Memory
+        },
     }]
 }
 

@@ -7,8 +7,9 @@
 use crate::checkers::{Bounds, Checkers, Finding, FindingKind, PresenceList};
 use crate::clients;
 use crate::event::Event;
-use crate::lossy::{Loss, LossyStream};
+use crate::lossy::{BrowserConn, Loss, LossyStream};
 use crate::node_trace::{TraceEvent, comparable_lists, trace_events};
+use crate::pipe::{PipeEnd, Pipes};
 use crate::planted::PlantedBug;
 use crate::sampler::Sampler;
 use crate::scenario::{Action, ProfileName, Scenario, TickModelName};
@@ -17,6 +18,7 @@ use crate::world::{
     ClientControl, NODE_PORT, NodeControl, SharedRef, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
 };
+use phxsim_runtime::server::Server;
 use phxsim_runtime::{Node, NodeConfig, NodeEvent};
 use phxsim_shard::{NodeMutation, Profile, TickDrift, TickModel, TrackerConfig, TrackerEvent};
 use rand::{Rng, SeedableRng};
@@ -173,6 +175,40 @@ fn node_event(node: &str, e: &NodeEvent) -> Option<Event> {
     })
 }
 
+/// The in-memory links of a run whose populations (`scenario`, before expansion) have
+/// browsers with `transport = "memory"`; `None` if none has. Their latencies are the browser
+/// links' (`[[network.links]]` between a node and `"clients"`, else the run's).
+fn memory_links(scenario: &Scenario, seed: u64) -> Option<Pipes> {
+    use crate::population::Transport;
+    if !scenario
+        .populations
+        .iter()
+        .any(|p| p.transport == Transport::Memory)
+    {
+        return None;
+    }
+    let mut by_node = BTreeMap::new();
+    for l in &scenario.network.links {
+        match &l.between {
+            [n, c] | [c, n] if c == clients::CLIENTS_HOST => {
+                by_node.insert(n.clone(), l.latency_ms);
+            }
+            _ => {}
+        }
+    }
+    Some(Pipes::new(
+        derive_seed(seed, "browser-pipes"),
+        scenario.network.latency_ms,
+        by_node,
+    ))
+}
+
+/// Tells whether a client of `scenario` (before expansion) talks to its node over an
+/// in-memory link: a browser of a population with `transport = "memory"`.
+fn memory_browsers(scenario: &Scenario) -> crate::pipe::MemoryBrowsers {
+    crate::pipe::MemoryBrowsers::of(&scenario.populations)
+}
+
 /// Wraps host `from`'s streams in [`LossyStream`]s: each stream, numbered in the
 /// (deterministic) order it appears, draws its losses from its own RNG, named by `label` and
 /// its number, and every segment it loses is a `segment_lost` line of the transcript.
@@ -183,17 +219,64 @@ fn lossy_streams(
     from: String,
     shared: SharedRef,
 ) -> impl Fn(TcpStream) -> LossyStream<TcpStream> + Clone {
-    let streams = Arc::new(AtomicU64::new(0));
-    move |stream: TcpStream| {
-        let n = streams.fetch_add(1, Ordering::Relaxed);
-        let seed = derive_seed(seed, &format!("{label}/{n}"));
-        let to = stream
-            .peer_addr()
+    let streams = LossyStreams::new(loss, seed, label, from, shared);
+    move |stream| streams.wrap(stream)
+}
+
+/// [`lossy_streams`] for streams of any kind, numbered together in the order they appear.
+#[derive(Clone)]
+struct LossyStreams {
+    loss: Loss,
+    seed: u64,
+    label: Arc<str>,
+    from: Arc<str>,
+    shared: SharedRef,
+    streams: Arc<AtomicU64>,
+}
+
+impl LossyStreams {
+    fn new(loss: Loss, seed: u64, label: String, from: String, shared: SharedRef) -> Self {
+        LossyStreams {
+            loss,
+            seed,
+            label: label.into(),
+            from: from.into(),
+            shared,
+            streams: Arc::default(),
+        }
+    }
+
+    fn wrap<S: PeerName>(&self, stream: S) -> LossyStream<S> {
+        let n = self.streams.fetch_add(1, Ordering::Relaxed);
+        let seed = derive_seed(self.seed, &format!("{}/{n}", self.label));
+        let report = segment_lost_report(
+            self.shared.clone(),
+            self.from.to_string(),
+            stream.peer_name(),
+            false,
+        );
+        LossyStream::new(stream, self.loss.clone(), seed).reporting(report)
+    }
+}
+
+/// The host at the other end of a stream, as a `segment_lost` line names it.
+trait PeerName {
+    fn peer_name(&self) -> String;
+}
+
+impl PeerName for TcpStream {
+    fn peer_name(&self) -> String {
+        self.peer_addr()
             .ok()
             .and_then(|a| turmoil::reverse_lookup(a.ip()))
-            .unwrap_or_default();
-        let report = segment_lost_report(shared.clone(), from.clone(), to, false);
-        LossyStream::new(stream, loss.clone(), seed).reporting(report)
+            .unwrap_or_default()
+    }
+}
+
+impl PeerName for PipeEnd {
+    /// Only browsers connect over pipes, all from their hosts: `clients`.
+    fn peer_name(&self) -> String {
+        crate::clients::CLIENTS_HOST.to_owned()
     }
 }
 
@@ -307,7 +390,7 @@ fn node_host(
                 rate: lock(&shared).client_loss_rate.clone(),
                 rto,
             };
-            let lossy_browser_link = lossy_streams(
+            let lossy_browser_link = LossyStreams::new(
                 client_loss,
                 seed,
                 format!("client-loss/server/{name}/{vsn}"),
@@ -315,15 +398,33 @@ fn node_host(
                 shared.clone(),
             );
             let resets = shared.clone();
-            let browser_link = move |stream: TcpStream| {
-                let peer = stream.peer_addr().ok();
-                let link = lossy_browser_link(stream);
+            let tcp_lossy = lossy_browser_link.clone();
+            let tcp_link = move |stream: TcpStream| {
+                let peer = stream.peer_addr().ok().map(BrowserConn::Tcp);
+                let link = tcp_lossy.wrap(stream);
                 match (lock(&resets).resets.as_mut(), peer) {
                     (Some(r), Some(peer)) => link.resettable(r.register(peer)),
                     _ => link,
                 }
             };
-            clients::spawn_server(node.clone(), server_cfg.clone(), WS_PORT, browser_link).await?;
+            let resets = shared.clone();
+            let pipes = lock(&shared).pipes.clone();
+            let memory = pipes.map(|pipes| {
+                let link = move |end: PipeEnd| {
+                    let id = BrowserConn::Memory(end.id());
+                    let link = lossy_browser_link.wrap(end);
+                    match lock(&resets).resets.as_mut() {
+                        Some(r) => link.resettable(r.register(id)),
+                        None => link,
+                    }
+                };
+                (pipes.listen(&name), link)
+            });
+            let server = Server::new(node.clone(), server_cfg.clone());
+            clients::spawn_server(&server, WS_PORT, tcp_link).await?;
+            if let Some((accepted, link)) = memory {
+                clients::serve_pipes(&server, accepted, link);
+            }
             while let Some(ctl) = ctl_rx.recv().await {
                 match ctl {
                     NodeControl::GracefulPermdown => {
@@ -481,6 +582,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     crate::task_ids::align();
     let knobs = knobs(scenario, opts);
     let replayed = crate::population::replayed(scenario, opts.seed);
+    // before expansion, which turns populations into plain clients
+    let pipes = memory_links(scenario, opts.seed);
+    let memory_browsers = memory_browsers(scenario);
     let expanded;
     let (scenario, summaries) = if scenario.populations.is_empty() {
         (scenario, Vec::new())
@@ -513,6 +617,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     if scenario.tracker.tick_model == TickModelName::Drift {
         lock(&shared).heals = Some(tokio::sync::watch::channel(0).0);
     }
+    lock(&shared).pipes = pipes;
+    lock(&shared).memory_browsers = memory_browsers;
     let mut last_lists = BTreeMap::new();
     let [lat_min, lat_max] = scenario.network.latency_ms;
     let (bounds, sample_ms) = bounds_of(scenario);
@@ -568,6 +674,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         }
     }
 
+    let pipes = lock(&shared).pipes.clone();
     let mut checkers = Checkers::new(bounds, scenario.expect.visible.clone())
         .replaying(lock(&shared).replayed.clone());
     let mut sampler = Sampler::new(sample_ms);
@@ -596,6 +703,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
             );
         }
         sampler.before_step(now, &lock(&shared));
+        if let Some(pipes) = &pipes {
+            pipes.deliver(sim.elapsed());
+        }
         if let Err(e) = sim.step() {
             tracing::error!(t_ms = now, error = %e, "a simulated host failed");
             internal = Some(e.to_string());

@@ -14,6 +14,7 @@ pub mod latency;
 mod lossy;
 pub mod node_trace;
 pub mod normalize;
+mod pipe;
 pub mod planted;
 pub mod population;
 mod sampler;

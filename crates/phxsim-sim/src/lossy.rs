@@ -82,21 +82,30 @@ pub struct LossyStream<S> {
 #[derive(Default)]
 pub(crate) struct Resets {
     /// The server's end of each browser connection, by the browser's address.
-    by_peer: BTreeMap<SocketAddr, Arc<AtomicBool>>,
+    by_peer: BTreeMap<BrowserConn, Arc<AtomicBool>>,
     /// Each client's address on its latest connection.
-    client_addr: BTreeMap<String, SocketAddr>,
+    client_addr: BTreeMap<String, BrowserConn>,
+}
+
+/// A browser connection as both of its ends can name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum BrowserConn {
+    /// A turmoil TCP connection, by the browser's address.
+    Tcp(SocketAddr),
+    /// An in-memory link (`crate::pipe`), by its number.
+    Memory(u64),
 }
 
 impl Resets {
     /// The flag of the server's end of a connection from `peer`.
-    pub(crate) fn register(&mut self, peer: SocketAddr) -> Arc<AtomicBool> {
+    pub(crate) fn register(&mut self, peer: BrowserConn) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
         self.by_peer.insert(peer, flag.clone());
         flag
     }
 
     /// `client` connected from `addr`.
-    pub(crate) fn connected(&mut self, client: &str, addr: SocketAddr) {
+    pub(crate) fn connected(&mut self, client: &str, addr: BrowserConn) {
         self.client_addr.insert(client.to_owned(), addr);
     }
 

@@ -23,7 +23,9 @@
 //! every population client's end state is still compared with its node's list, one client at
 //! a time.
 
-pub use crate::scenario::population::{PopulationSpec, client_name, population_of, topic};
+pub use crate::scenario::population::{
+    PopulationSpec, Transport, client_name, population_of, topic,
+};
 use crate::scenario::{Action, ClientSpec, Scenario, Step};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -112,6 +114,7 @@ pub fn summaries(s: &Scenario, replayed: Option<&BTreeSet<String>>) -> Vec<crate
                 .filter(|n| population_of(n, &s.populations) == Some(p))
                 .cloned()
                 .collect(),
+            transport: pop.transport,
         })
         .collect()
 }

@@ -73,6 +73,11 @@ pub(crate) struct Shared {
     /// `phxsim_tracker::MetaInterner`): a presence learnt by fifteen nodes is one block, and
     /// the sampler and checkers tell two nodes' metas equal by pointer.
     pub(crate) meta_interner: phxsim_runtime::SharedInterner,
+    /// The in-memory browser links of population browsers with `transport = "memory"`;
+    /// `None` in runs without any.
+    pub(crate) pipes: Option<crate::pipe::Pipes>,
+    /// Which browsers use `pipes`.
+    pub(crate) memory_browsers: crate::pipe::MemoryBrowsers,
 }
 
 pub(crate) type SharedRef = Arc<Mutex<Shared>>;

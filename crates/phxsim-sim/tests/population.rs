@@ -184,3 +184,94 @@ fn clients_names_every_browsers_host() {
     let one = harness::run(&s, &opts(1));
     assert_eq!(one.verdict, Verdict::Pass, "{:#?}", one.failures);
 }
+
+/// A population over each transport, with a slow link between node `a` and its browsers and a
+/// crash and restart of `b` while every browser is joined.
+fn transports(transport: &str) -> Scenario {
+    let text = format!(
+        r#"
+title = "a population over {transport} links"
+nodes = ["a", "b", "c"]
+duration_ms = 9000
+[tracker]
+broadcast_period_ms = 100
+[[network.links]]
+between = ["a", "clients"]
+latency_ms = [300, 300]
+[[population]]
+nodes = ["a", "b", "c"]
+count = 30
+topics = 2
+join_ms = [1000, 1500]
+transport = "{transport}"
+[[timeline]]
+at_ms = 3000
+crash = "b"
+[[timeline]]
+at_ms = 4000
+restart = "b"
+"#
+    );
+    Scenario::parse("transport.toml", &text).unwrap()
+}
+
+/// When each client first connected, and when each was first disconnected.
+fn lifecycle(transcript: &[String], ev: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut at = std::collections::BTreeMap::new();
+    for line in transcript {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["ev"] == ev {
+            let client = v["client"].as_str().unwrap().to_owned();
+            at.entry(client).or_insert(v["t"].as_u64().unwrap());
+        }
+    }
+    at
+}
+
+/// In-memory browser links behave as turmoil's TCP does where a browser can tell: a connect
+/// crosses the node's own link once (the SYN; turmoil answers it at once), then the upgrade
+/// request and its answer cross it before `connected`, a crashed node's browsers see their
+/// streams end one crossing later, they reconnect to its next incarnation, and the run ends with every browser's list
+/// equal to its node's, over either transport.
+#[test]
+fn memory_links_connect_crash_and_converge_as_tcp_does() {
+    for transport in ["memory", "tcp"] {
+        let s = transports(transport);
+        let r = harness::run(&s, &opts(5));
+        assert_eq!(r.verdict, Verdict::Pass, "{transport}: {:#?}", r.failures);
+        let summary = r
+            .transcript
+            .iter()
+            .find(|l| l.contains(r#""ev":"population""#))
+            .unwrap();
+        assert!(
+            summary.contains(&format!(r#""transport":"{transport}""#)),
+            "{summary}"
+        );
+        let connected = lifecycle(&r.transcript, "connected");
+        assert_eq!(connected.len(), 30, "{transport}: {connected:?}");
+        for (client, t) in &connected {
+            let i: usize = client["pop0-".len()..].parse().unwrap();
+            // browsers connect when the run starts; node a's cross its 300 ms link three times
+            if i.is_multiple_of(3) {
+                assert!(
+                    (900..1000).contains(t),
+                    "{transport}: {client} connected at {t}"
+                );
+            } else {
+                assert!(*t < 100, "{transport}: {client} connected only at {t}");
+            }
+        }
+        // b's browsers (i mod 3 = 1) lose their connections when b crashes, and only they
+        let lost = lifecycle(&r.transcript, "disconnected");
+        let on_b: Vec<&String> = connected
+            .keys()
+            .filter(|c| c["pop0-".len()..].parse::<usize>().unwrap() % 3 == 1)
+            .collect();
+        assert_eq!(lost.len(), on_b.len(), "{transport}: {lost:?}");
+        for c in on_b {
+            let t = lost[c];
+            assert!((3000..=3010).contains(&t), "{transport}: {c} lost at {t}");
+        }
+    }
+}

@@ -25,6 +25,31 @@ pub struct PopulationSpec {
     /// Prefix of every client's user (`<user><i>`); default: the client's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// What the browsers talk to their nodes over (default: `memory`).
+    #[serde(default, skip_serializing_if = "Transport::is_memory")]
+    pub transport: Transport,
+}
+
+/// A population browser's link to its node.
+///
+/// Both carry the same bytes (the WebSocket upgrade and frames, written and read by the same
+/// server and client code) with TCP's in-order delivery and the run's latencies and client
+/// loss. `memory` (`crate::pipe`) keeps each connection as two in-memory queues and costs a
+/// small fraction of turmoil's TCP stream in time and bytes, so that populations of tens of
+/// thousands run faster than real time; `tcp` gives every browser a turmoil TCP stream, as
+/// named `[[clients]]` always have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Memory,
+    Tcp,
+}
+
+impl Transport {
+    fn is_memory(&self) -> bool {
+        *self == Transport::Memory
+    }
 }
 
 fn one() -> usize {
