@@ -496,20 +496,27 @@ fn browser_host(
                     .as_ref()
                     .is_none_or(|r| r.contains(&spec.name));
                 // frames only matter to a transcript: without one, the client copies none; and
-                // the presence messages of a client outside the sample matter to nobody
+                // the presence messages of a client outside the sample matter to nobody. Its
+                // connection and channel events only matter to a transcript too (the checkers
+                // read the channel events of the clients they replay): without one, such a
+                // client has no observer at all, which spares a channel and a task per browser
                 let events = if frames && (observed || population_frames) {
-                    client.subscribe()
+                    Some(client.subscribe())
                 } else if observed {
-                    client.subscribe_without_frames()
+                    Some(client.subscribe_without_frames())
+                } else if frames {
+                    Some(client.subscribe_lifecycle())
                 } else {
-                    client.subscribe_lifecycle()
+                    None
                 };
-                tokio::spawn(forward_events(
-                    spec.name.clone(),
-                    events,
-                    shared.clone(),
-                    observed,
-                ));
+                if let Some(events) = events {
+                    tokio::spawn(forward_events(
+                        spec.name.clone(),
+                        events,
+                        shared.clone(),
+                        observed,
+                    ));
+                }
                 browsers.push(client);
             }
             drop(ctl_tx);
