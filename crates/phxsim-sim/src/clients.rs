@@ -5,7 +5,7 @@
 use crate::checkers::PresenceList;
 use crate::event::{Event, FrameBody};
 use crate::lossy::{BrowserConn, Loss, LossyStream};
-use crate::pipe::{PipeEnd, Pipes};
+use crate::pipe::{MemoryBrowsers, PipeEnd, Pipes};
 use crate::scenario::Scenario;
 use crate::snapshot::{Name, meta_of_fields};
 use crate::world::{
@@ -425,6 +425,17 @@ fn browser_host(
             let s = lock(&shared);
             (s.memory_browsers.clone(), s.pipes.clone())
         };
+        let links = Arc::new(HostLinks {
+            seed,
+            loss: Loss {
+                rate: lock(&shared).client_loss_rate.clone(),
+                rto,
+            },
+            specs: specs.clone(),
+            shared: shared.clone(),
+            pipes,
+            memory,
+        });
         async move {
             // the timeline's controls for every browser of this host, tagged with its place
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
@@ -450,33 +461,11 @@ fn browser_host(
                 cfg.read_buffer_size = CLIENT_READ_BUFFER;
                 // a partitioned SYN is never answered: bound each attempt
                 cfg.timeout = Duration::from_secs(10);
-                let target = node.clone();
-                // the browser's end of its link; each connection draws its losses afresh
-                let loss = Loss {
-                    rate: lock(&shared).client_loss_rate.clone(),
-                    rto,
-                };
-                let (name, mut connections) = (spec.name.clone(), 0u64);
-                let report = segment_lost_report(shared.clone(), name.clone(), node.clone(), true);
-                let connected = shared.clone();
-                let pipes = pipes.clone().filter(|_| memory.contains(&spec.name));
+                let (links, mut connections) = (links.clone(), 0u64);
                 let client = Client::start(cfg, move || {
-                    let target = target.clone();
-                    let link_seed =
-                        derive_seed(seed, &format!("client-loss/browser/{name}/{connections}"));
+                    let n = connections;
                     connections += 1;
-                    let (loss, report) = (loss.clone(), report.clone());
-                    let (resets, client) = (connected.clone(), name.clone());
-                    let pipes = pipes.clone();
-                    async move {
-                        let stream = BrowserStream::connect(pipes, &target).await?;
-                        if let (Some(r), Some(conn)) =
-                            (lock(&resets).resets.as_mut(), stream.conn())
-                        {
-                            r.connected(&client, conn);
-                        }
-                        Ok(LossyStream::new(stream, loss, link_seed).reporting(report))
-                    }
+                    links.connect(place as u32, n)
                 });
                 lock(&shared).clients.insert(
                     spec.name.clone(),
@@ -525,6 +514,44 @@ fn browser_host(
             Ok(())
         }
     });
+}
+
+/// What the browsers of one host need to open their links, held once for all of them: a
+/// browser's connect closure lives as long as the browser, and up to 16 384 run on a host.
+struct HostLinks {
+    seed: u64,
+    /// Each connection draws its losses afresh.
+    loss: Loss,
+    specs: Arc<[crate::scenario::ClientSpec]>,
+    shared: SharedRef,
+    pipes: Option<Pipes>,
+    memory: MemoryBrowsers,
+}
+
+impl HostLinks {
+    /// Opens connection number `n` of the browser at `place`: its end of the link, which may
+    /// lose segments.
+    fn connect(
+        &self,
+        place: u32,
+        n: u64,
+    ) -> impl std::future::Future<Output = std::io::Result<LossyStream<BrowserStream>>> + Send + use<>
+    {
+        let spec = &self.specs[place as usize];
+        let (name, node) = (spec.name.clone(), spec.node.clone());
+        let link_seed = derive_seed(self.seed, &format!("client-loss/browser/{name}/{n}"));
+        let loss = self.loss.clone();
+        let shared = self.shared.clone();
+        let pipes = self.pipes.clone().filter(|_| self.memory.contains(&name));
+        async move {
+            let stream = BrowserStream::connect(pipes, &node).await?;
+            if let (Some(r), Some(conn)) = (lock(&shared).resets.as_mut(), stream.conn()) {
+                r.connected(&name, conn);
+            }
+            let report = segment_lost_report(shared, name, node, true);
+            Ok(LossyStream::new(stream, loss, link_seed).reporting(report))
+        }
+    }
 }
 
 /// Applies the timeline's controls to the browsers of one host, in the order they were sent:
