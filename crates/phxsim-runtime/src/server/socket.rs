@@ -319,7 +319,14 @@ where
     /// write); a client frame's handling and the end of the connection are boxed, since,
     /// inline, their futures (3 KB for a join, and the close handshake) would be room that
     /// every socket keeps for its whole life.
-    pub(super) async fn run(mut self) -> ConnectionEnd {
+    pub(super) fn run(mut self) -> impl Future<Output = ConnectionEnd> + Send + 'static {
+        // Not an `async fn`: its future keeps an argument's room and, beside it, the room of
+        // the local the body binds it to, so the session (about 700 bytes) took room twice.
+        // A block holds what it captures once.
+        async move { self.serve().await }
+    }
+
+    async fn serve(&mut self) -> ConnectionEnd {
         let end = loop {
             let wake = self.next_wake().await;
             let step = match wake {
