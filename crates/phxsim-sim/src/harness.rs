@@ -92,6 +92,8 @@ pub struct RunReport {
     pub simulated_ms: u64,
     /// Messages between nodes, counted both ways.
     pub node_messages: u64,
+    /// Browser connections made over in-memory links (`transport = "memory"`).
+    pub memory_connections: u64,
     /// With [`RunOptions::node_trace`]: every node's tracker events, in order.
     pub node_trace: Vec<TraceEvent>,
     /// With [`RunOptions::node_trace`]: each node's lists in the last sample of the run, in
@@ -831,6 +833,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         transcript,
         simulated_ms,
         node_messages: s.node_messages,
+        memory_connections: pipes.as_ref().map_or(0, Pipes::connections),
         node_trace: s.node_trace.take().unwrap_or_default(),
         final_lists: last_lists
             .iter()

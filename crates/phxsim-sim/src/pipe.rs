@@ -277,6 +277,11 @@ impl Pipes {
         }
     }
 
+    /// How many connections were made (accepted or refused).
+    pub(crate) fn connections(&self) -> u64 {
+        lock(&self.0).next_id
+    }
+
     /// How many segments, FINs and RSTs are on their way (for tests).
     #[cfg(test)]
     fn in_flight(&self) -> usize {

@@ -239,6 +239,12 @@ fn memory_links_connect_crash_and_converge_as_tcp_does() {
         let s = transports(transport);
         let r = harness::run(&s, &opts(5));
         assert_eq!(r.verdict, Verdict::Pass, "{transport}: {:#?}", r.failures);
+        // every browser connected at the start, and b's tried again until b was back
+        if transport == "memory" {
+            assert!(r.memory_connections >= 30 + 10, "{}", r.memory_connections);
+        } else {
+            assert_eq!(r.memory_connections, 0);
+        }
         let summary = r
             .transcript
             .iter()

@@ -148,6 +148,7 @@ mod tests {
             transcript: Vec::new(),
             simulated_ms: 12_345,
             node_messages: 0,
+            memory_connections: 0,
             node_trace: Vec::new(),
             final_lists: Default::default(),
         }
