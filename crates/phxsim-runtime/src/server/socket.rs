@@ -319,6 +319,7 @@ where
     /// write); a client frame's handling and the end of the connection are boxed, since,
     /// inline, their futures (3 KB for a join, and the close handshake) would be room that
     /// every socket keeps for its whole life.
+    #[allow(clippy::manual_async_fn)] // on purpose: see the comment inside
     pub(super) fn run(mut self) -> impl Future<Output = ConnectionEnd> + Send + 'static {
         // Not an `async fn`: its future keeps an argument's room and, beside it, the room of
         // the local the body binds it to, so the session (about 700 bytes) took room twice.
