@@ -41,54 +41,164 @@ fn hash_key(key: &str) -> u64 {
     KeyHash::default().hash_one(key)
 }
 
+/// How many named keys a list finds by scanning [`Named::tags`]; a longer list builds a hash
+/// table of places. A simulated browser's list of a topic of a few hundred presences is the
+/// common case, and a table costs it about 40 bytes a key (the table's buckets, and entries
+/// reserved to match its room) where the scan costs one: one byte a key read eight at a time
+/// is about as fast as a hash probe up to a few hundred keys.
+const SCAN_MAX: usize = 256;
+
+/// The tag of a key for [`Named::tags`]: the top byte of its hash.
+fn tag_of(hash: u64) -> u8 {
+    (hash >> 56) as u8
+}
+
+/// The first place `i` at or after which `tags[i] == tag` and `is_key(i)`.
+///
+/// Eight tags at a time: the bytes of a word that equal `tag` become zero, and the classic
+/// zero-byte test marks them (and, after a zero byte, maybe a byte that is not: those are
+/// looked at again).
+fn scan_tags(tags: &[u8], tag: u8, mut is_key: impl FnMut(usize) -> bool) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let pattern = LOW * u64::from(tag);
+    let mut words = tags.chunks_exact(8);
+    let mut base = 0;
+    for word in words.by_ref() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_le_bytes(bytes) ^ pattern;
+        let mut marks = x.wrapping_sub(LOW) & !x & HIGH;
+        while marks != 0 {
+            let i = base + (marks.trailing_zeros() / 8) as usize;
+            if tags[i] == tag && is_key(i) {
+                return Some(i);
+            }
+            marks &= marks - 1;
+        }
+        base += 8;
+    }
+    let rest = words.remainder();
+    (0..rest.len())
+        .find(|&j| rest[j] == tag && is_key(base + j))
+        .map(|j| base + j)
+}
+
+/// The table of the places of `entries`, with room for one more.
+fn index<V>(entries: &[(Arc<str>, Arc<V>)]) -> HashTable<u32> {
+    let mut places = HashTable::with_capacity(entries.len() + 1);
+    for (i, (key, _)) in entries.iter().enumerate() {
+        places.insert_unique(hash_key(key), i as u32, |&i| {
+            hash_key(&entries[i as usize].0)
+        });
+    }
+    places
+}
+
+/// The place of `key` in `places`, or the place it is given: the next entry's.
+fn place_or_add<V>(
+    places: &mut HashTable<u32>,
+    entries: &[(Arc<str>, Arc<V>)],
+    key: &str,
+    hash: u64,
+) -> Result<usize, usize> {
+    places.reserve(1, |&i| hash_key(&entries[i as usize].0));
+    let found = places.entry(
+        hash,
+        |&i| *entries[i as usize].0 == *key,
+        |&i| hash_key(&entries[i as usize].0),
+    );
+    match found {
+        hashbrown::hash_table::Entry::Occupied(e) => Ok(*e.get() as usize),
+        hashbrown::hash_table::Entry::Vacant(e) => {
+            let i = entries.len();
+            e.insert(i as u32);
+            Err(i)
+        }
+    }
+}
+
 /// The keys that are not array indices, in insertion order: the entries in a `Vec`, found by
-/// their places in a hash table. An `IndexMap` would do, but it keeps each key's hash beside
-/// it and a `usize` per slot of its table: about 42 bytes a key where this takes 29, and a
-/// simulation holds one list per browser, hundreds of thousands of lists.
+/// scanning one byte of each key's hash while there are at most [`SCAN_MAX`] of them, then
+/// through their places in a hash table. An `IndexMap` would do, but it keeps each key's hash
+/// beside it and a `usize` per slot of its table: about 42 bytes a key where this takes 25
+/// (plus the room left at the end of the vectors), and a simulation holds one list per
+/// browser, hundreds of thousands of lists.
 #[derive(Clone)]
 struct Named<V> {
     entries: Vec<(Arc<str>, Arc<V>)>,
-    /// Each entry's place in `entries` (a list of more than 2^32 keys does not fit in memory).
-    places: HashTable<u32>,
+    /// The tag of each entry's key ([`tag_of`]), in entry order; empty once `places` is made.
+    tags: Vec<u8>,
+    /// Each entry's place in `entries` (a list of more than 2^32 keys does not fit in
+    /// memory), once there have been more than [`SCAN_MAX`] keys; then kept for good.
+    places: Option<HashTable<u32>>,
 }
 
 impl<V> Named<V> {
     fn with_capacity(n: usize) -> Self {
-        Named {
+        let mut named = Named {
             entries: Vec::with_capacity(n),
-            places: HashTable::with_capacity(n),
+            tags: Vec::new(),
+            places: None,
+        };
+        if n > SCAN_MAX {
+            named.places = Some(HashTable::with_capacity(n));
+        } else {
+            named.tags.reserve_exact(n);
         }
+        named
     }
 
     fn place(&self, key: &str) -> Option<usize> {
-        let entries = &self.entries;
-        self.places
-            .find(hash_key(key), |&i| *entries[i as usize].0 == *key)
-            .map(|&i| i as usize)
+        self.place_hashed(key, hash_key(key))
     }
 
-    /// The place of `key`, or where it goes (last) with room made for it.
-    fn place_or_room(&mut self, key: &str) -> Result<usize, usize> {
-        let Named { entries, places } = self;
-        places.reserve(1, |&i| hash_key(&entries[i as usize].0));
-        let room = places.capacity();
-        let found = places.entry(
-            hash_key(key),
-            |&i| *entries[i as usize].0 == *key,
-            |&i| hash_key(&entries[i as usize].0),
-        );
-        match found {
-            hashbrown::hash_table::Entry::Occupied(e) => Ok(*e.get() as usize),
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                let i = entries.len();
-                if i == entries.capacity() {
-                    // as many entries as the table has room for, as an `IndexMap` grows
-                    entries.reserve_exact(room.max(i + 1) - i);
-                }
-                e.insert(i as u32);
-                Err(i)
-            }
+    fn place_hashed(&self, key: &str, hash: u64) -> Option<usize> {
+        let entries = &self.entries;
+        match &self.places {
+            Some(places) => places
+                .find(hash, |&i| *entries[i as usize].0 == *key)
+                .map(|&i| i as usize),
+            None => scan_tags(&self.tags, tag_of(hash), |i| *entries[i].0 == *key),
         }
+    }
+
+    /// Makes room for one more entry: a full list grows by an eighth (at least 4), so a list
+    /// built a key at a time holds little room it does not use.
+    fn room_for_one(&mut self) {
+        let len = self.entries.len();
+        if len == self.entries.capacity() {
+            self.entries.reserve_exact((len / 8).max(4));
+        }
+        if self.places.is_none() && self.tags.len() == self.tags.capacity() {
+            self.tags
+                .reserve_exact(self.entries.capacity() - self.tags.len());
+        }
+    }
+
+    /// The place of `key`, or where it goes (last) with room made for it (and, without a
+    /// table of places, its tag put there).
+    fn place_or_room(&mut self, key: &str) -> Result<usize, usize> {
+        let hash = hash_key(key);
+        if self.places.is_none() {
+            if let Some(i) = self.place_hashed(key, hash) {
+                return Ok(i);
+            }
+            if self.entries.len() < SCAN_MAX {
+                self.room_for_one();
+                self.tags.push(tag_of(hash));
+                return Err(self.entries.len());
+            }
+            // past `SCAN_MAX` keys: a table of places from now on
+            self.tags = Vec::new();
+        }
+        let entries = &self.entries;
+        let places = self.places.get_or_insert_with(|| index(entries));
+        let found = place_or_add(places, entries, key, hash);
+        if found.is_err() {
+            self.room_for_one();
+        }
+        found
     }
 
     fn insert(&mut self, key: Arc<str>, value: Arc<V>) -> Option<Arc<V>> {
@@ -118,17 +228,26 @@ impl<V> Named<V> {
     /// Removes `key`; the keys after it move up one place.
     fn remove(&mut self, key: &str) -> Option<Arc<V>> {
         let entries = &self.entries;
-        let found = self
-            .places
-            .find_entry(hash_key(key), |&i| *entries[i as usize].0 == *key)
-            .ok()?;
-        let (i, _) = found.remove();
-        let (_, value) = self.entries.remove(i as usize);
-        for place in self.places.iter_mut() {
-            if *place > i {
-                *place -= 1;
+        let i = match &mut self.places {
+            Some(places) => {
+                let found = places
+                    .find_entry(hash_key(key), |&i| *entries[i as usize].0 == *key)
+                    .ok()?;
+                let (i, _) = found.remove();
+                for place in places.iter_mut() {
+                    if *place > i {
+                        *place -= 1;
+                    }
+                }
+                i as usize
             }
-        }
+            None => {
+                let i = self.place(key)?;
+                self.tags.remove(i);
+                i
+            }
+        };
+        let (_, value) = self.entries.remove(i);
         Some(value)
     }
 }
@@ -465,6 +584,93 @@ mod tests {
                     assert_eq!(map.get(k), Some(v), "{step} {k}");
                 }
             }
+        }
+    }
+
+    /// The word-at-a-time scan against the plain one, over tags of few values (many matches,
+    /// zero bytes beside matches, which the zero-byte test may mark falsely) and lengths
+    /// that end inside a word.
+    #[test]
+    fn tag_scan_is_the_first_match_in_order() {
+        use proptest::prelude::*;
+        let tags = prop::collection::vec(
+            prop::sample::select(vec![0u8, 1, 0x7f, 0x80, 0x81, 0xfe, 0xff]),
+            0..40,
+        );
+        let cases = (
+            tags,
+            prop::collection::vec(any::<bool>(), 40),
+            any::<u8>(),
+            0u8..7,
+        );
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(4096));
+        let result = runner.run(&cases, |(tags, is_key, any_tag, pick)| {
+            // a tag that is there most of the time
+            let tag = tags.get(usize::from(pick)).copied().unwrap_or(any_tag);
+            let plain = (0..tags.len()).find(|&i| tags[i] == tag && is_key[i]);
+            let mut asked = Vec::new();
+            let found = scan_tags(&tags, tag, |i| {
+                asked.push(i);
+                is_key[i]
+            });
+            prop_assert_eq!(found, plain);
+            // only places holding the tag are looked at, in order
+            prop_assert!(asked.iter().all(|&i| tags[i] == tag));
+            prop_assert!(asked.windows(2).all(|w| w[0] < w[1]));
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
+    /// Lists that grow past [`SCAN_MAX`] keys (from the scan to the table of places) and
+    /// shrink again, made empty or with room for some keys, against a list of keys in
+    /// insertion order; every key looked up after every step near the crossing.
+    #[test]
+    fn named_keys_across_the_scan_and_the_table() {
+        for (start, capacity) in [(0u64, 0usize), (1, 100), (2, SCAN_MAX), (3, SCAN_MAX + 1)] {
+            let mut map: JsMap<u64> = JsMap::with_capacity(capacity);
+            let mut model: Vec<(String, u64)> = Vec::new();
+            let mut x: u64 = start;
+            for step in 0..6_000u64 {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let key = format!("user:{}", (x >> 33) % 700);
+                let held = model.iter().position(|(k, _)| *k == key);
+                // mostly adds for the first half, mostly removes for the second
+                let remove_below = if step < 3_000 { 1 } else { 7 };
+                if (x >> 20) % 8 < remove_below {
+                    let removed = map.remove(&key).map(|v| *v);
+                    assert_eq!(removed, held.map(|i| model.remove(i).1), "{start} {step}");
+                } else {
+                    let shared: Arc<str> = key.as_str().into();
+                    let (slot, new) = map.slot_or_insert_shared(&shared, || Arc::new(step));
+                    assert_eq!(new, held.is_none(), "{start} {step} {key}");
+                    match held {
+                        Some(i) => {
+                            *slot = Arc::new(step);
+                            model[i].1 = step;
+                        }
+                        None => model.push((key, step)),
+                    }
+                }
+                assert_eq!(map.len(), model.len());
+                let near = model.len().abs_diff(SCAN_MAX) < 8;
+                if near || step % 61 == 0 {
+                    let listed: Vec<(&str, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
+                    let wanted: Vec<(&str, u64)> =
+                        model.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                    assert_eq!(listed, wanted, "{start} {step}");
+                    for n in 0..700 {
+                        let k = format!("user:{n}");
+                        let v = model.iter().find(|(m, _)| *m == k).map(|(_, v)| v);
+                        assert_eq!(map.get(&k), v, "{start} {step} {k}");
+                    }
+                }
+            }
+            assert!(model.len() < SCAN_MAX / 2, "the list shrank again");
         }
     }
 
