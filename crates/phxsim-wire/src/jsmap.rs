@@ -84,11 +84,14 @@ fn scan_tags(tags: &[u8], tag: u8, mut is_key: impl FnMut(usize) -> bool) -> Opt
         .map(|j| base + j)
 }
 
+/// One key and its value, as maps hold them: many maps can hold one entry (see [`JsMap`]).
+pub type Entry<V> = Arc<(Arc<str>, Arc<V>)>;
+
 /// The table of the places of `entries`, with room for one more.
-fn index<V>(entries: &[(Arc<str>, Arc<V>)]) -> HashTable<u32> {
+fn index<V>(entries: &[Entry<V>]) -> HashTable<u32> {
     let mut places = HashTable::with_capacity(entries.len() + 1);
-    for (i, (key, _)) in entries.iter().enumerate() {
-        places.insert_unique(hash_key(key), i as u32, |&i| {
+    for (i, entry) in entries.iter().enumerate() {
+        places.insert_unique(hash_key(&entry.0), i as u32, |&i| {
             hash_key(&entries[i as usize].0)
         });
     }
@@ -98,7 +101,7 @@ fn index<V>(entries: &[(Arc<str>, Arc<V>)]) -> HashTable<u32> {
 /// The place of `key` in `places`, or the place it is given: the next entry's.
 fn place_or_add<V>(
     places: &mut HashTable<u32>,
-    entries: &[(Arc<str>, Arc<V>)],
+    entries: &[Entry<V>],
     key: &str,
     hash: u64,
 ) -> Result<usize, usize> {
@@ -126,7 +129,7 @@ fn place_or_add<V>(
 /// browser, hundreds of thousands of lists.
 #[derive(Clone)]
 struct Named<V> {
-    entries: Vec<(Arc<str>, Arc<V>)>,
+    entries: Vec<Entry<V>>,
     /// The tag of each entry's key ([`tag_of`]), in entry order; empty once `places` is made.
     tags: Vec<u8>,
     /// Each entry's place in `entries` (a list of more than 2^32 keys does not fit in
@@ -201,26 +204,28 @@ impl<V> Named<V> {
         found
     }
 
-    fn insert(&mut self, key: Arc<str>, value: Arc<V>) -> Option<Arc<V>> {
-        match self.place_or_room(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+    fn insert(&mut self, entry: Entry<V>) -> Option<Arc<V>> {
+        match self.place_or_room(&entry.0) {
+            Ok(i) => Some(Arc::clone(
+                &std::mem::replace(&mut self.entries[i], entry).1,
+            )),
             Err(_) => {
-                self.entries.push((key, value));
+                self.entries.push(entry);
                 None
             }
         }
     }
 
-    fn slot_or_insert(
+    fn entry_or_insert(
         &mut self,
-        key: &Arc<str>,
-        value: impl FnOnce() -> Arc<V>,
-    ) -> (&mut Arc<V>, bool) {
+        key: &str,
+        entry: impl FnOnce() -> Entry<V>,
+    ) -> (&mut Entry<V>, bool) {
         match self.place_or_room(key) {
-            Ok(i) => (&mut self.entries[i].1, false),
+            Ok(i) => (&mut self.entries[i], false),
             Err(i) => {
-                self.entries.push((key.clone(), value()));
-                (&mut self.entries[i].1, true)
+                self.entries.push(entry());
+                (&mut self.entries[i], true)
             }
         }
     }
@@ -247,31 +252,32 @@ impl<V> Named<V> {
                 i
             }
         };
-        let (_, value) = self.entries.remove(i);
-        Some(value)
+        Some(Arc::clone(&self.entries.remove(i).1))
     }
 }
 
 /// An ordered map with JavaScript's own-property key order (see the module docs).
 ///
-/// Keys and values are held behind `Arc`s, so that many maps can hold one entry: the
-/// simulated browsers of one topic each keep a list of thousands of presences that are mostly
-/// the same, and [`JsMap::insert_shared`] lets them share each key and presence instead of
-/// copying them (a value is copied only when one map changes it, [`JsMap::get_mut`]).
+/// Keys and values are held behind `Arc`s, and each pair of them behind one more ([`Entry`]),
+/// so that many maps can hold one entry: the simulated browsers of one topic each keep a list
+/// of thousands of presences that are mostly the same, and [`JsMap::insert_entry`] and
+/// [`JsMap::entry_or_insert`] let them share each entry (a pointer a key) instead of a key
+/// and a presence (two pointers and a length); an entry, and its value, is copied only when
+/// one map changes it ([`JsMap::get_mut`], [`JsMap::get_shared_mut`]).
 #[derive(Clone)]
 pub struct JsMap<V> {
-    indices: BTreeMap<u32, (Arc<str>, Arc<V>)>,
+    indices: BTreeMap<u32, Entry<V>>,
     named: Named<V>,
 }
 
 impl<V: std::fmt::Debug> std::fmt::Debug for JsMap<V> {
     /// As a derived `Debug` over an `IndexMap` of the named keys wrote it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        struct Named<'a, V>(&'a [(Arc<str>, Arc<V>)]);
+        struct Named<'a, V>(&'a [Entry<V>]);
         impl<V: std::fmt::Debug> std::fmt::Debug for Named<'_, V> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_map()
-                    .entries(self.0.iter().map(|(k, v)| (k, v)))
+                    .entries(self.0.iter().map(|e| (&e.0, &e.1)))
                     .finish()
             }
         }
@@ -329,18 +335,30 @@ impl<V> JsMap<V> {
 
     /// The value under `key` as the map holds it (maybe shared with other maps).
     pub fn get_shared(&self, key: &str) -> Option<&Arc<V>> {
+        self.entry(key).map(|e| &e.1)
+    }
+
+    /// The entry of `key` (maybe shared with other maps).
+    pub fn entry(&self, key: &str) -> Option<&Entry<V>> {
         match array_index(key) {
-            Some(index) => self.indices.get(&index).map(|(_, v)| v),
-            None => self.named.place(key).map(|i| &self.named.entries[i].1),
+            Some(index) => self.indices.get(&index),
+            None => self.named.place(key).map(|i| &self.named.entries[i]),
         }
     }
 
-    /// The slot of `key`: replacing the `Arc` changes this map only.
-    pub fn get_shared_mut(&mut self, key: &str) -> Option<&mut Arc<V>> {
+    /// The entry of `key`, to replace: replacing it (or changing it through `Arc::make_mut`)
+    /// changes this map only.
+    pub fn entry_mut(&mut self, key: &str) -> Option<&mut Entry<V>> {
         match array_index(key) {
-            Some(index) => self.indices.get_mut(&index).map(|(_, v)| v),
-            None => self.named.place(key).map(|i| &mut self.named.entries[i].1),
+            Some(index) => self.indices.get_mut(&index),
+            None => self.named.place(key).map(|i| &mut self.named.entries[i]),
         }
+    }
+
+    /// The slot of `key`: replacing the `Arc` changes this map only (the entry is copied
+    /// first if another map holds it too).
+    pub fn get_shared_mut(&mut self, key: &str) -> Option<&mut Arc<V>> {
+        self.entry_mut(key).map(|e| &mut Arc::make_mut(e).1)
     }
 
     /// Whether `key` is present.
@@ -354,38 +372,56 @@ impl<V> JsMap<V> {
         self.insert_shared(key.into(), Arc::new(value))
     }
 
-    /// [`JsMap::insert`] of a key and a value that other maps may hold too.
+    /// [`JsMap::insert`] of a key and a value that other maps may hold too (as a new entry).
     pub fn insert_shared(&mut self, key: Arc<str>, value: Arc<V>) -> Option<Arc<V>> {
-        match array_index(&key) {
-            Some(index) => self.indices.insert(index, (key, value)).map(|(_, v)| v),
-            None => self.named.insert(key, value),
+        self.insert_entry(Arc::new((key, value)))
+    }
+
+    /// [`JsMap::insert`] of an entry that other maps may hold too.
+    pub fn insert_entry(&mut self, entry: Entry<V>) -> Option<Arc<V>> {
+        match array_index(&entry.0) {
+            Some(index) => self
+                .indices
+                .insert(index, entry)
+                .map(|old| Arc::clone(&old.1)),
+            None => self.named.insert(entry),
+        }
+    }
+
+    /// The entry of `key`, and whether it was missing: then `entry()` (whose key must be
+    /// `key`) is put there, as [`JsMap::insert_entry`] puts it. One lookup, where an
+    /// `entry_mut` that misses and the `insert_entry` after it hash and probe twice (a
+    /// simulated client does this for every key a diff joins).
+    pub fn entry_or_insert(
+        &mut self,
+        key: &str,
+        entry: impl FnOnce() -> Entry<V>,
+    ) -> (&mut Entry<V>, bool) {
+        match array_index(key) {
+            Some(index) => match self.indices.entry(index) {
+                std::collections::btree_map::Entry::Occupied(e) => (e.into_mut(), false),
+                std::collections::btree_map::Entry::Vacant(e) => (e.insert(entry()), true),
+            },
+            None => self.named.entry_or_insert(key, entry),
         }
     }
 
     /// The slot of `key`, and whether it was empty: then `value()` is put there, as
-    /// [`JsMap::insert_shared`] puts it. One lookup, where a `get_shared_mut` that misses and
-    /// the `insert_shared` after it hash and probe twice (a simulated client does this for
-    /// every key a diff joins).
+    /// [`JsMap::insert_shared`] puts it ([`JsMap::entry_or_insert`] with a new entry; a
+    /// present one is copied first if another map holds it too).
     pub fn slot_or_insert_shared(
         &mut self,
         key: &Arc<str>,
         value: impl FnOnce() -> Arc<V>,
     ) -> (&mut Arc<V>, bool) {
-        match array_index(key) {
-            Some(index) => match self.indices.entry(index) {
-                std::collections::btree_map::Entry::Occupied(e) => (&mut e.into_mut().1, false),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    (&mut e.insert((key.clone(), value())).1, true)
-                }
-            },
-            None => self.named.slot_or_insert(key, value),
-        }
+        let (entry, new) = self.entry_or_insert(key, || Arc::new((key.clone(), value())));
+        (&mut Arc::make_mut(entry).1, new)
     }
 
     /// `delete obj[key]`: the remaining keys keep their order.
     pub fn remove(&mut self, key: &str) -> Option<Arc<V>> {
         match array_index(key) {
-            Some(index) => self.indices.remove(&index).map(|(_, v)| v),
+            Some(index) => self.indices.remove(&index).map(|old| Arc::clone(&old.1)),
             None => self.named.remove(key),
         }
     }
@@ -397,8 +433,12 @@ impl<V> JsMap<V> {
 
     /// Keys and values in property order, as the map holds them.
     pub fn iter_shared(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<V>)> {
-        let indices = self.indices.values().map(|(k, v)| (k, v));
-        indices.chain(self.named.entries.iter().map(|(k, v)| (k, v)))
+        self.entries().map(|e| (&e.0, &e.1))
+    }
+
+    /// The entries in property order, as the map holds them.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<V>> {
+        self.indices.values().chain(self.named.entries.iter())
     }
 
     /// Keys in property order (`Object.getOwnPropertyNames`).
@@ -430,10 +470,11 @@ impl<V: PartialEq> JsMap<V> {
         // the entries both hold at the same place: their keys are unique in each map, so
         // none of the remaining keys is among them
         let alike = self
-            .iter_shared()
-            .zip(other.iter_shared())
-            .take_while(|((ka, va), (kb, vb))| {
-                (Arc::ptr_eq(ka, kb) || **ka == **kb) && same_value(va, vb)
+            .entries()
+            .zip(other.entries())
+            .take_while(|(a, b)| {
+                Arc::ptr_eq(a, b)
+                    || ((Arc::ptr_eq(&a.0, &b.0) || *a.0 == *b.0) && same_value(&a.1, &b.1))
             })
             .count();
         self.iter_shared()
@@ -455,7 +496,10 @@ impl<V: Clone> IntoIterator for JsMap<V> {
 
     /// Entries in property order (a value another map holds too is copied).
     fn into_iter(self) -> Self::IntoIter {
-        let owned = |(k, v): (Arc<str>, Arc<V>)| (k.to_string(), Arc::unwrap_or_clone(v));
+        let owned = |e: Entry<V>| {
+            let (k, v) = Arc::unwrap_or_clone(e);
+            (k.to_string(), Arc::unwrap_or_clone(v))
+        };
         let indices = self.indices.into_values().map(owned);
         let named = self.named.entries.into_iter().map(owned);
         indices.chain(named).collect::<Vec<_>>().into_iter()
