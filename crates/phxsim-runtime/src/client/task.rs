@@ -253,41 +253,18 @@ where
     }
 }
 
-/// The payload of the last large data message, held until the WebSocket's read buffer has
-/// moved to another allocation, so that the buffer does not keep the size of the largest frame
-/// for the connection's life.
+/// The payload of the last data message, held until the next one arrives, so that the
+/// WebSocket's read buffer does not keep the size of the largest frame for the connection's life.
 ///
 /// tungstenite reads into one `BytesMut` and hands each message out as a slice of it. When
-/// that buffer runs out of room, `bytes` takes the allocation back (moving what is left to its
-/// front, growing it if needed) if no message points into it any more: so after a
-/// presence_state or a heal's diff (several KB) every idle connection would keep that much.
-/// While a large message is kept the allocation is shared, so at its next shortage the buffer
-/// moves to a new one of the size needed then (at least the size it started with:
-/// `upgrade.rs`); once nothing but the kept message holds the old one
-/// ([`Bytes::is_unique`]), it is let go, at the next message. A small message cannot have
-/// grown the buffer past its floor and is not kept: its buffer is taken back in place,
-/// which keeps one allocation where keeping every message made a new one at each
-/// shortage and held the old one until the next message (up to two buffers at rest).
-/// Nothing is copied for it, and it changes no byte read or written.
+/// that buffer runs out of room, `bytes` takes the old allocation back if no message points
+/// into it any more, growing it if needed: so after a presence_state (often the largest frame,
+/// several KB) every idle connection keeps that much. While this slice is alive the allocation
+/// is shared, so the buffer moves to a new one of the size needed now (at least the size it
+/// started with: `upgrade.rs`) and the old one is freed with the kept message. Nothing is
+/// copied for it, and it changes no byte read or written.
 #[derive(Default)]
 struct KeptMessage(Option<Bytes>);
-
-/// Messages longer than this are kept ([`KeptMessage`]): half the read buffer's floor.
-/// A shorter one, with what a read brings past it, fits the floor without growing it.
-const KEEP_ABOVE: usize = super::upgrade::MIN_READ_BUFFER / 2;
-
-impl KeptMessage {
-    /// After `message` was handled: the kept message goes if the buffer has left its
-    /// allocation, and `message` is kept if it is large.
-    fn handled(&mut self, message: Bytes) {
-        if self.0.as_ref().is_some_and(Bytes::is_unique) {
-            self.0 = None;
-        }
-        if message.len() > KEEP_ABOVE {
-            self.0 = Some(message);
-        }
-    }
-}
 
 /// A WebSocket message: a data frame goes to the machine, a close or an error ends the session.
 fn incoming(
@@ -301,12 +278,12 @@ fn incoming(
         Some(Ok(WsMessage::Text(t))) => {
             let now = Instant::now();
             shared.step(now, |m| m.receive_text(now, t.as_str()));
-            kept.handled(Bytes::from(t));
+            kept.0 = Some(Bytes::from(t));
             return Ok(());
         }
         Some(Ok(WsMessage::Binary(b))) => {
             let frame = Frame::Binary(b.to_vec());
-            kept.handled(b);
+            kept.0 = Some(b);
             frame
         }
         Some(Ok(WsMessage::Close(f))) => {
@@ -354,50 +331,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{KEEP_ABOVE, KeptMessage, Keys};
-    use bytes::{Bytes, BytesMut};
-
-    /// One message read as tungstenite's `FrameCodec::read_frame` reads it: room reserved for
-    /// the frame, its bytes read in, the message split off the front of the buffer.
-    fn read(buf: &mut BytesMut, len: usize) -> Bytes {
-        buf.reserve(len);
-        buf.extend(std::iter::repeat_n(b'x', len));
-        buf.split_to(len).freeze()
-    }
-
-    /// The read buffer's room after the next frame's header is reserved (what it holds
-    /// while idle).
-    fn idle_room(buf: &mut BytesMut) -> usize {
-        buf.reserve(14);
-        buf.capacity()
-    }
-
-    #[test]
-    fn a_large_message_does_not_leave_the_read_buffer_large() {
-        let mut buf = BytesMut::with_capacity(1024);
-        let mut kept = KeptMessage::default();
-        for _ in 0..40 {
-            kept.handled(read(&mut buf, 100));
-            assert!(idle_room(&mut buf) <= 1024);
-        }
-        assert!(kept.0.is_none(), "small messages are not kept");
-        let big = 8 * 1024;
-        kept.handled(read(&mut buf, big));
-        assert_eq!(kept.0.as_ref().map(Bytes::len), Some(big));
-        for _ in 0..40 {
-            kept.handled(read(&mut buf, 100));
-        }
-        assert!(
-            idle_room(&mut buf) <= 1024,
-            "the buffer went back to its floor"
-        );
-        assert!(kept.0.is_none(), "the large allocation was let go");
-        // a message just under the threshold, with the buffer nearly full, stays in the floor
-        kept.handled(read(&mut buf, 1000 - KEEP_ABOVE));
-        kept.handled(read(&mut buf, KEEP_ABOVE));
-        assert!(idle_room(&mut buf) <= 1024);
-    }
-
+    use super::Keys;
     use crate::client::Backoff;
     use rand::{RngCore, SeedableRng};
     use rand_chacha::ChaCha8Rng;

@@ -26,7 +26,7 @@ const MAX_RESPONSE_LEN: usize = 64 * 1024;
 
 /// The smallest read buffer given to the WebSocket: below 1 KiB, `bytes` keeps no floor and
 /// every frame would cost two reads and two allocations.
-pub(super) const MIN_READ_BUFFER: usize = 1024;
+const MIN_READ_BUFFER: usize = 1024;
 
 /// Sends the upgrade `request` on `stream`, checks the server's answer and returns the
 /// WebSocket, whose read buffer holds what followed the response and has room for
