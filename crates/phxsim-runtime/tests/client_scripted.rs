@@ -257,7 +257,7 @@ const SCRIPT: [&str; 9] = [
 ];
 
 /// One client through [`SCRIPT`]; returns its view once the last diff is handled, how many
-/// holders share its `me` presence (lists, and a cache), and the client.
+/// holders share its `me` entry (key and presence: lists, and a cache), and the client.
 async fn scripted(cfg: ClientConfig, observe: bool) -> (ClientView, usize, Client) {
     let (client, mut conns) = start(cfg);
     let _log = if observe {
@@ -276,7 +276,7 @@ async fn scripted(cfg: ClientConfig, observe: bool) -> (ClientView, usize, Clien
         .wait_for(Duration::from_secs(5), |v| v.presences.contains_key("v"))
         .await
         .expect("the script runs to its end");
-    let copies = client.with_presences(|p| p.state().get_shared("me").map(Arc::strong_count));
+    let copies = client.with_presences(|p| p.state().entry("me").map(Arc::strong_count));
     (view, copies.unwrap_or_default(), client)
 }
 
@@ -297,7 +297,7 @@ async fn shared_frames_give_the_same_lists_as_decoding_each() {
         let (second, shared_copies, _second) = scripted(shared(), false).await;
         let (own, own_copies, _own) = scripted(ClientConfig { mutation, ..cfg() }, true).await;
         // both cached clients and the cache (the state entry it decoded once, and the last
-        // state it decoded) hold one `me` presence; the other holds its own
+        // state it decoded) hold one `me` entry; the other holds its own
         assert_eq!((shared_copies, own_copies), (4, 1), "{mutation:?}");
         assert_eq!(first, own, "{mutation:?}");
         assert_eq!(second, own, "{mutation:?}");

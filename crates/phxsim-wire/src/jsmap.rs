@@ -41,76 +41,191 @@ fn hash_key(key: &str) -> u64 {
     KeyHash::default().hash_one(key)
 }
 
+/// How many named keys a list finds by scanning [`Named::tags`]; a longer list builds a hash
+/// table of places. A simulated browser's list of a topic of a few hundred presences is the
+/// common case, and a table costs it about 40 bytes a key (the table's buckets, and entries
+/// reserved to match its room) where the scan costs one: one byte a key read eight at a time
+/// is about as fast as a hash probe up to a few hundred keys.
+const SCAN_MAX: usize = 256;
+
+/// The tag of a key for [`Named::tags`]: the top byte of its hash.
+fn tag_of(hash: u64) -> u8 {
+    (hash >> 56) as u8
+}
+
+/// The first place `i` at or after which `tags[i] == tag` and `is_key(i)`.
+///
+/// Eight tags at a time: the bytes of a word that equal `tag` become zero, and the classic
+/// zero-byte test marks them (and, after a zero byte, maybe a byte that is not: those are
+/// looked at again).
+fn scan_tags(tags: &[u8], tag: u8, mut is_key: impl FnMut(usize) -> bool) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let pattern = LOW * u64::from(tag);
+    let mut words = tags.chunks_exact(8);
+    let mut base = 0;
+    for word in words.by_ref() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_le_bytes(bytes) ^ pattern;
+        let mut marks = x.wrapping_sub(LOW) & !x & HIGH;
+        while marks != 0 {
+            let i = base + (marks.trailing_zeros() / 8) as usize;
+            if tags[i] == tag && is_key(i) {
+                return Some(i);
+            }
+            marks &= marks - 1;
+        }
+        base += 8;
+    }
+    let rest = words.remainder();
+    (0..rest.len())
+        .find(|&j| rest[j] == tag && is_key(base + j))
+        .map(|j| base + j)
+}
+
+/// One key and its value, as maps hold them: many maps can hold one entry (see [`JsMap`]).
+pub type Entry<V> = Arc<(Arc<str>, Arc<V>)>;
+
+/// The table of the places of `entries`, with room for one more.
+fn index<V>(entries: &[Entry<V>]) -> HashTable<u32> {
+    let mut places = HashTable::with_capacity(entries.len() + 1);
+    for (i, entry) in entries.iter().enumerate() {
+        places.insert_unique(hash_key(&entry.0), i as u32, |&i| {
+            hash_key(&entries[i as usize].0)
+        });
+    }
+    places
+}
+
+/// The place of `key` in `places`, or the place it is given: the next entry's.
+fn place_or_add<V>(
+    places: &mut HashTable<u32>,
+    entries: &[Entry<V>],
+    key: &str,
+    hash: u64,
+) -> Result<usize, usize> {
+    places.reserve(1, |&i| hash_key(&entries[i as usize].0));
+    let found = places.entry(
+        hash,
+        |&i| *entries[i as usize].0 == *key,
+        |&i| hash_key(&entries[i as usize].0),
+    );
+    match found {
+        hashbrown::hash_table::Entry::Occupied(e) => Ok(*e.get() as usize),
+        hashbrown::hash_table::Entry::Vacant(e) => {
+            let i = entries.len();
+            e.insert(i as u32);
+            Err(i)
+        }
+    }
+}
+
 /// The keys that are not array indices, in insertion order: the entries in a `Vec`, found by
-/// their places in a hash table. An `IndexMap` would do, but it keeps each key's hash beside
-/// it and a `usize` per slot of its table: about 42 bytes a key where this takes 29, and a
-/// simulation holds one list per browser, hundreds of thousands of lists.
+/// scanning one byte of each key's hash while there are at most [`SCAN_MAX`] of them, then
+/// through their places in a hash table. An `IndexMap` would do, but it keeps each key's hash
+/// beside it and a `usize` per slot of its table: about 42 bytes a key where this takes 25
+/// (plus the room left at the end of the vectors), and a simulation holds one list per
+/// browser, hundreds of thousands of lists.
 #[derive(Clone)]
 struct Named<V> {
-    entries: Vec<(Arc<str>, Arc<V>)>,
-    /// Each entry's place in `entries` (a list of more than 2^32 keys does not fit in memory).
-    places: HashTable<u32>,
+    entries: Vec<Entry<V>>,
+    /// The tag of each entry's key ([`tag_of`]), in entry order; empty once `places` is made.
+    tags: Vec<u8>,
+    /// Each entry's place in `entries` (a list of more than 2^32 keys does not fit in
+    /// memory), once there have been more than [`SCAN_MAX`] keys; then kept for good.
+    places: Option<HashTable<u32>>,
 }
 
 impl<V> Named<V> {
     fn with_capacity(n: usize) -> Self {
-        Named {
+        let mut named = Named {
             entries: Vec::with_capacity(n),
-            places: HashTable::with_capacity(n),
+            tags: Vec::new(),
+            places: None,
+        };
+        if n > SCAN_MAX {
+            named.places = Some(HashTable::with_capacity(n));
+        } else {
+            named.tags.reserve_exact(n);
         }
+        named
     }
 
     fn place(&self, key: &str) -> Option<usize> {
-        let entries = &self.entries;
-        self.places
-            .find(hash_key(key), |&i| *entries[i as usize].0 == *key)
-            .map(|&i| i as usize)
+        self.place_hashed(key, hash_key(key))
     }
 
-    /// The place of `key`, or where it goes (last) with room made for it.
-    fn place_or_room(&mut self, key: &str) -> Result<usize, usize> {
-        let Named { entries, places } = self;
-        places.reserve(1, |&i| hash_key(&entries[i as usize].0));
-        let room = places.capacity();
-        let found = places.entry(
-            hash_key(key),
-            |&i| *entries[i as usize].0 == *key,
-            |&i| hash_key(&entries[i as usize].0),
-        );
-        match found {
-            hashbrown::hash_table::Entry::Occupied(e) => Ok(*e.get() as usize),
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                let i = entries.len();
-                if i == entries.capacity() {
-                    // as many entries as the table has room for, as an `IndexMap` grows
-                    entries.reserve_exact(room.max(i + 1) - i);
-                }
-                e.insert(i as u32);
-                Err(i)
-            }
+    fn place_hashed(&self, key: &str, hash: u64) -> Option<usize> {
+        let entries = &self.entries;
+        match &self.places {
+            Some(places) => places
+                .find(hash, |&i| *entries[i as usize].0 == *key)
+                .map(|&i| i as usize),
+            None => scan_tags(&self.tags, tag_of(hash), |i| *entries[i].0 == *key),
         }
     }
 
-    fn insert(&mut self, key: Arc<str>, value: Arc<V>) -> Option<Arc<V>> {
-        match self.place_or_room(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+    /// Makes room for one more entry: a full list grows by an eighth (at least 4), so a list
+    /// built a key at a time holds little room it does not use.
+    fn room_for_one(&mut self) {
+        let len = self.entries.len();
+        if len == self.entries.capacity() {
+            self.entries.reserve_exact((len / 8).max(4));
+        }
+        if self.places.is_none() && self.tags.len() == self.tags.capacity() {
+            self.tags
+                .reserve_exact(self.entries.capacity() - self.tags.len());
+        }
+    }
+
+    /// The place of `key`, or where it goes (last) with room made for it (and, without a
+    /// table of places, its tag put there).
+    fn place_or_room(&mut self, key: &str) -> Result<usize, usize> {
+        let hash = hash_key(key);
+        if self.places.is_none() {
+            if let Some(i) = self.place_hashed(key, hash) {
+                return Ok(i);
+            }
+            if self.entries.len() < SCAN_MAX {
+                self.room_for_one();
+                self.tags.push(tag_of(hash));
+                return Err(self.entries.len());
+            }
+            // past `SCAN_MAX` keys: a table of places from now on
+            self.tags = Vec::new();
+        }
+        let entries = &self.entries;
+        let places = self.places.get_or_insert_with(|| index(entries));
+        let found = place_or_add(places, entries, key, hash);
+        if found.is_err() {
+            self.room_for_one();
+        }
+        found
+    }
+
+    fn insert(&mut self, entry: Entry<V>) -> Option<Arc<V>> {
+        match self.place_or_room(&entry.0) {
+            Ok(i) => Some(Arc::clone(
+                &std::mem::replace(&mut self.entries[i], entry).1,
+            )),
             Err(_) => {
-                self.entries.push((key, value));
+                self.entries.push(entry);
                 None
             }
         }
     }
 
-    fn slot_or_insert(
+    fn entry_or_insert(
         &mut self,
-        key: &Arc<str>,
-        value: impl FnOnce() -> Arc<V>,
-    ) -> (&mut Arc<V>, bool) {
+        key: &str,
+        entry: impl FnOnce() -> Entry<V>,
+    ) -> (&mut Entry<V>, bool) {
         match self.place_or_room(key) {
-            Ok(i) => (&mut self.entries[i].1, false),
+            Ok(i) => (&mut self.entries[i], false),
             Err(i) => {
-                self.entries.push((key.clone(), value()));
-                (&mut self.entries[i].1, true)
+                self.entries.push(entry());
+                (&mut self.entries[i], true)
             }
         }
     }
@@ -118,41 +233,51 @@ impl<V> Named<V> {
     /// Removes `key`; the keys after it move up one place.
     fn remove(&mut self, key: &str) -> Option<Arc<V>> {
         let entries = &self.entries;
-        let found = self
-            .places
-            .find_entry(hash_key(key), |&i| *entries[i as usize].0 == *key)
-            .ok()?;
-        let (i, _) = found.remove();
-        let (_, value) = self.entries.remove(i as usize);
-        for place in self.places.iter_mut() {
-            if *place > i {
-                *place -= 1;
+        let i = match &mut self.places {
+            Some(places) => {
+                let found = places
+                    .find_entry(hash_key(key), |&i| *entries[i as usize].0 == *key)
+                    .ok()?;
+                let (i, _) = found.remove();
+                for place in places.iter_mut() {
+                    if *place > i {
+                        *place -= 1;
+                    }
+                }
+                i as usize
             }
-        }
-        Some(value)
+            None => {
+                let i = self.place(key)?;
+                self.tags.remove(i);
+                i
+            }
+        };
+        Some(Arc::clone(&self.entries.remove(i).1))
     }
 }
 
 /// An ordered map with JavaScript's own-property key order (see the module docs).
 ///
-/// Keys and values are held behind `Arc`s, so that many maps can hold one entry: the
-/// simulated browsers of one topic each keep a list of thousands of presences that are mostly
-/// the same, and [`JsMap::insert_shared`] lets them share each key and presence instead of
-/// copying them (a value is copied only when one map changes it, [`JsMap::get_mut`]).
+/// Keys and values are held behind `Arc`s, and each pair of them behind one more ([`Entry`]),
+/// so that many maps can hold one entry: the simulated browsers of one topic each keep a list
+/// of thousands of presences that are mostly the same, and [`JsMap::insert_entry`] and
+/// [`JsMap::entry_or_insert`] let them share each entry (a pointer a key) instead of a key
+/// and a presence (two pointers and a length); an entry, and its value, is copied only when
+/// one map changes it ([`JsMap::get_mut`], [`JsMap::get_shared_mut`]).
 #[derive(Clone)]
 pub struct JsMap<V> {
-    indices: BTreeMap<u32, (Arc<str>, Arc<V>)>,
+    indices: BTreeMap<u32, Entry<V>>,
     named: Named<V>,
 }
 
 impl<V: std::fmt::Debug> std::fmt::Debug for JsMap<V> {
     /// As a derived `Debug` over an `IndexMap` of the named keys wrote it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        struct Named<'a, V>(&'a [(Arc<str>, Arc<V>)]);
+        struct Named<'a, V>(&'a [Entry<V>]);
         impl<V: std::fmt::Debug> std::fmt::Debug for Named<'_, V> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_map()
-                    .entries(self.0.iter().map(|(k, v)| (k, v)))
+                    .entries(self.0.iter().map(|e| (&e.0, &e.1)))
                     .finish()
             }
         }
@@ -210,18 +335,30 @@ impl<V> JsMap<V> {
 
     /// The value under `key` as the map holds it (maybe shared with other maps).
     pub fn get_shared(&self, key: &str) -> Option<&Arc<V>> {
+        self.entry(key).map(|e| &e.1)
+    }
+
+    /// The entry of `key` (maybe shared with other maps).
+    pub fn entry(&self, key: &str) -> Option<&Entry<V>> {
         match array_index(key) {
-            Some(index) => self.indices.get(&index).map(|(_, v)| v),
-            None => self.named.place(key).map(|i| &self.named.entries[i].1),
+            Some(index) => self.indices.get(&index),
+            None => self.named.place(key).map(|i| &self.named.entries[i]),
         }
     }
 
-    /// The slot of `key`: replacing the `Arc` changes this map only.
-    pub fn get_shared_mut(&mut self, key: &str) -> Option<&mut Arc<V>> {
+    /// The entry of `key`, to replace: replacing it (or changing it through `Arc::make_mut`)
+    /// changes this map only.
+    pub fn entry_mut(&mut self, key: &str) -> Option<&mut Entry<V>> {
         match array_index(key) {
-            Some(index) => self.indices.get_mut(&index).map(|(_, v)| v),
-            None => self.named.place(key).map(|i| &mut self.named.entries[i].1),
+            Some(index) => self.indices.get_mut(&index),
+            None => self.named.place(key).map(|i| &mut self.named.entries[i]),
         }
+    }
+
+    /// The slot of `key`: replacing the `Arc` changes this map only (the entry is copied
+    /// first if another map holds it too).
+    pub fn get_shared_mut(&mut self, key: &str) -> Option<&mut Arc<V>> {
+        self.entry_mut(key).map(|e| &mut Arc::make_mut(e).1)
     }
 
     /// Whether `key` is present.
@@ -235,38 +372,56 @@ impl<V> JsMap<V> {
         self.insert_shared(key.into(), Arc::new(value))
     }
 
-    /// [`JsMap::insert`] of a key and a value that other maps may hold too.
+    /// [`JsMap::insert`] of a key and a value that other maps may hold too (as a new entry).
     pub fn insert_shared(&mut self, key: Arc<str>, value: Arc<V>) -> Option<Arc<V>> {
-        match array_index(&key) {
-            Some(index) => self.indices.insert(index, (key, value)).map(|(_, v)| v),
-            None => self.named.insert(key, value),
+        self.insert_entry(Arc::new((key, value)))
+    }
+
+    /// [`JsMap::insert`] of an entry that other maps may hold too.
+    pub fn insert_entry(&mut self, entry: Entry<V>) -> Option<Arc<V>> {
+        match array_index(&entry.0) {
+            Some(index) => self
+                .indices
+                .insert(index, entry)
+                .map(|old| Arc::clone(&old.1)),
+            None => self.named.insert(entry),
+        }
+    }
+
+    /// The entry of `key`, and whether it was missing: then `entry()` (whose key must be
+    /// `key`) is put there, as [`JsMap::insert_entry`] puts it. One lookup, where an
+    /// `entry_mut` that misses and the `insert_entry` after it hash and probe twice (a
+    /// simulated client does this for every key a diff joins).
+    pub fn entry_or_insert(
+        &mut self,
+        key: &str,
+        entry: impl FnOnce() -> Entry<V>,
+    ) -> (&mut Entry<V>, bool) {
+        match array_index(key) {
+            Some(index) => match self.indices.entry(index) {
+                std::collections::btree_map::Entry::Occupied(e) => (e.into_mut(), false),
+                std::collections::btree_map::Entry::Vacant(e) => (e.insert(entry()), true),
+            },
+            None => self.named.entry_or_insert(key, entry),
         }
     }
 
     /// The slot of `key`, and whether it was empty: then `value()` is put there, as
-    /// [`JsMap::insert_shared`] puts it. One lookup, where a `get_shared_mut` that misses and
-    /// the `insert_shared` after it hash and probe twice (a simulated client does this for
-    /// every key a diff joins).
+    /// [`JsMap::insert_shared`] puts it ([`JsMap::entry_or_insert`] with a new entry; a
+    /// present one is copied first if another map holds it too).
     pub fn slot_or_insert_shared(
         &mut self,
         key: &Arc<str>,
         value: impl FnOnce() -> Arc<V>,
     ) -> (&mut Arc<V>, bool) {
-        match array_index(key) {
-            Some(index) => match self.indices.entry(index) {
-                std::collections::btree_map::Entry::Occupied(e) => (&mut e.into_mut().1, false),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    (&mut e.insert((key.clone(), value())).1, true)
-                }
-            },
-            None => self.named.slot_or_insert(key, value),
-        }
+        let (entry, new) = self.entry_or_insert(key, || Arc::new((key.clone(), value())));
+        (&mut Arc::make_mut(entry).1, new)
     }
 
     /// `delete obj[key]`: the remaining keys keep their order.
     pub fn remove(&mut self, key: &str) -> Option<Arc<V>> {
         match array_index(key) {
-            Some(index) => self.indices.remove(&index).map(|(_, v)| v),
+            Some(index) => self.indices.remove(&index).map(|old| Arc::clone(&old.1)),
             None => self.named.remove(key),
         }
     }
@@ -278,8 +433,12 @@ impl<V> JsMap<V> {
 
     /// Keys and values in property order, as the map holds them.
     pub fn iter_shared(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<V>)> {
-        let indices = self.indices.values().map(|(k, v)| (k, v));
-        indices.chain(self.named.entries.iter().map(|(k, v)| (k, v)))
+        self.entries().map(|e| (&e.0, &e.1))
+    }
+
+    /// The entries in property order, as the map holds them.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<V>> {
+        self.indices.values().chain(self.named.entries.iter())
     }
 
     /// Keys in property order (`Object.getOwnPropertyNames`).
@@ -311,10 +470,11 @@ impl<V: PartialEq> JsMap<V> {
         // the entries both hold at the same place: their keys are unique in each map, so
         // none of the remaining keys is among them
         let alike = self
-            .iter_shared()
-            .zip(other.iter_shared())
-            .take_while(|((ka, va), (kb, vb))| {
-                (Arc::ptr_eq(ka, kb) || **ka == **kb) && same_value(va, vb)
+            .entries()
+            .zip(other.entries())
+            .take_while(|(a, b)| {
+                Arc::ptr_eq(a, b)
+                    || ((Arc::ptr_eq(&a.0, &b.0) || *a.0 == *b.0) && same_value(&a.1, &b.1))
             })
             .count();
         self.iter_shared()
@@ -336,7 +496,10 @@ impl<V: Clone> IntoIterator for JsMap<V> {
 
     /// Entries in property order (a value another map holds too is copied).
     fn into_iter(self) -> Self::IntoIter {
-        let owned = |(k, v): (Arc<str>, Arc<V>)| (k.to_string(), Arc::unwrap_or_clone(v));
+        let owned = |e: Entry<V>| {
+            let (k, v) = Arc::unwrap_or_clone(e);
+            (k.to_string(), Arc::unwrap_or_clone(v))
+        };
         let indices = self.indices.into_values().map(owned);
         let named = self.named.entries.into_iter().map(owned);
         indices.chain(named).collect::<Vec<_>>().into_iter()
@@ -465,6 +628,93 @@ mod tests {
                     assert_eq!(map.get(k), Some(v), "{step} {k}");
                 }
             }
+        }
+    }
+
+    /// The word-at-a-time scan against the plain one, over tags of few values (many matches,
+    /// zero bytes beside matches, which the zero-byte test may mark falsely) and lengths
+    /// that end inside a word.
+    #[test]
+    fn tag_scan_is_the_first_match_in_order() {
+        use proptest::prelude::*;
+        let tags = prop::collection::vec(
+            prop::sample::select(vec![0u8, 1, 0x7f, 0x80, 0x81, 0xfe, 0xff]),
+            0..40,
+        );
+        let cases = (
+            tags,
+            prop::collection::vec(any::<bool>(), 40),
+            any::<u8>(),
+            0u8..7,
+        );
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(4096));
+        let result = runner.run(&cases, |(tags, is_key, any_tag, pick)| {
+            // a tag that is there most of the time
+            let tag = tags.get(usize::from(pick)).copied().unwrap_or(any_tag);
+            let plain = (0..tags.len()).find(|&i| tags[i] == tag && is_key[i]);
+            let mut asked = Vec::new();
+            let found = scan_tags(&tags, tag, |i| {
+                asked.push(i);
+                is_key[i]
+            });
+            prop_assert_eq!(found, plain);
+            // only places holding the tag are looked at, in order
+            prop_assert!(asked.iter().all(|&i| tags[i] == tag));
+            prop_assert!(asked.windows(2).all(|w| w[0] < w[1]));
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
+    /// Lists that grow past [`SCAN_MAX`] keys (from the scan to the table of places) and
+    /// shrink again, made empty or with room for some keys, against a list of keys in
+    /// insertion order; every key looked up after every step near the crossing.
+    #[test]
+    fn named_keys_across_the_scan_and_the_table() {
+        for (start, capacity) in [(0u64, 0usize), (1, 100), (2, SCAN_MAX), (3, SCAN_MAX + 1)] {
+            let mut map: JsMap<u64> = JsMap::with_capacity(capacity);
+            let mut model: Vec<(String, u64)> = Vec::new();
+            let mut x: u64 = start;
+            for step in 0..6_000u64 {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let key = format!("user:{}", (x >> 33) % 700);
+                let held = model.iter().position(|(k, _)| *k == key);
+                // mostly adds for the first half, mostly removes for the second
+                let remove_below = if step < 3_000 { 1 } else { 7 };
+                if (x >> 20) % 8 < remove_below {
+                    let removed = map.remove(&key).map(|v| *v);
+                    assert_eq!(removed, held.map(|i| model.remove(i).1), "{start} {step}");
+                } else {
+                    let shared: Arc<str> = key.as_str().into();
+                    let (slot, new) = map.slot_or_insert_shared(&shared, || Arc::new(step));
+                    assert_eq!(new, held.is_none(), "{start} {step} {key}");
+                    match held {
+                        Some(i) => {
+                            *slot = Arc::new(step);
+                            model[i].1 = step;
+                        }
+                        None => model.push((key, step)),
+                    }
+                }
+                assert_eq!(map.len(), model.len());
+                let near = model.len().abs_diff(SCAN_MAX) < 8;
+                if near || step % 61 == 0 {
+                    let listed: Vec<(&str, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
+                    let wanted: Vec<(&str, u64)> =
+                        model.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                    assert_eq!(listed, wanted, "{start} {step}");
+                    for n in 0..700 {
+                        let k = format!("user:{n}");
+                        let v = model.iter().find(|(m, _)| *m == k).map(|(_, v)| v);
+                        assert_eq!(map.get(&k), v, "{start} {step} {k}");
+                    }
+                }
+            }
+            assert!(model.len() < SCAN_MAX / 2, "the list shrank again");
         }
     }
 

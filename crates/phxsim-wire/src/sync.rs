@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use crate::error::PayloadError;
-use crate::jsmap::JsMap;
+use crate::jsmap::{Entry, JsMap};
 use crate::message::{PRESENCE_DIFF, PRESENCE_STATE};
 use crate::presence::{Meta, Presence, PresenceDiff, PresenceState, Presences};
 
@@ -171,14 +171,15 @@ pub fn sync_state_shared(
     }
     let mut joins = JsMap::new();
     let mut leaves = JsMap::new();
-    for (key, presence) in state.iter_shared() {
-        if !new_state.contains_key(key) {
-            leaves.insert_shared(key.clone(), presence.clone());
+    for entry in state.entries() {
+        if !new_state.contains_key(&entry.0) {
+            leaves.insert_entry(entry.clone());
         }
     }
-    for (key, new_presence) in new_state.iter_shared() {
+    for new_entry in new_state.entries() {
+        let (key, new_presence) = &**new_entry;
         let Some(current) = state.get(key) else {
-            joins.insert_shared(key.clone(), new_presence.clone());
+            joins.insert_entry(new_entry.clone());
             continue;
         };
         let left_metas: Vec<Meta> = current
@@ -200,7 +201,7 @@ pub fn sync_state_shared(
             joins.insert_shared(key.clone(), Arc::new(new_presence.with_metas(joined_metas)));
         }
     }
-    apply(state, joins.iter_shared(), leaves.iter(), callbacks);
+    apply(state, joins.entries(), leaves.iter(), callbacks);
 }
 
 /// `Presence.syncDiff(state, diff, onJoin, onLeave)`: applies one `presence_diff`.
@@ -211,12 +212,7 @@ pub fn sync_state_shared(
 /// once its metas are empty. A leave for an unknown key is ignored without a callback.
 pub fn sync_diff(state: &mut SyncState, diff: PresenceDiff, callbacks: &mut impl Callbacks) {
     let joins: JsMap<Presence> = diff.joins.into_iter().collect();
-    apply(
-        state,
-        joins.iter_shared(),
-        js_order(&diff.leaves),
-        callbacks,
-    );
+    apply(state, joins.entries(), js_order(&diff.leaves), callbacks);
 }
 
 /// A `presence_diff` prepared once for many clients: its joined keys and presences, in
@@ -250,7 +246,7 @@ impl SharedDiff {
 pub fn sync_shared_diff(state: &mut SyncState, diff: &SharedDiff, callbacks: &mut impl Callbacks) {
     apply(
         state,
-        diff.joins.iter_shared(),
+        diff.joins.entries(),
         js_order(&diff.diff.leaves),
         callbacks,
     );
@@ -275,48 +271,62 @@ fn js_order(presences: &Presences) -> impl Iterator<Item = (&str, &Presence)> {
     indexed.into_iter().map(|(_, key, p)| (key, p)).chain(named)
 }
 
+/// Joins, then leaves, as `syncDiff` applies them. A joined entry a list did not hold is
+/// shared with it whole; one whose key it held replaces its entry (the joined entry itself
+/// when no current meta is kept). A leave copies the entry it changes only if it stays.
 fn apply<'a>(
     state: &mut SyncState,
-    joins: impl Iterator<Item = (&'a Arc<str>, &'a Arc<Presence>)>,
+    joins: impl Iterator<Item = &'a Entry<Presence>>,
     leaves: impl Iterator<Item = (&'a str, &'a Presence)>,
     callbacks: &mut impl Callbacks,
 ) {
-    for (key, joined) in joins {
-        match state.slot_or_insert_shared(key, || joined.clone()) {
+    for joined_entry in joins {
+        let (key, joined) = &**joined_entry;
+        match state.entry_or_insert(key, || joined_entry.clone()) {
             (_, true) => callbacks.on_join(key, None, joined),
             (slot, false) => {
                 // the current metas whose ref is not re-joined, then the joined ones
                 let kept: Vec<Meta> = slot
+                    .1
                     .metas
                     .iter()
                     .filter(|m| !ref_in(&joined.metas, m))
                     .cloned()
                     .collect();
                 let stored = if kept.is_empty() {
-                    joined.clone()
+                    joined_entry.clone()
                 } else {
                     let mut metas = kept;
                     metas.extend(joined.metas.iter().cloned());
-                    Arc::new(joined.with_metas(metas))
+                    Arc::new((slot.0.clone(), Arc::new(joined.with_metas(metas))))
                 };
                 let current = std::mem::replace(slot, stored);
-                callbacks.on_join(key, Some(&current), joined);
+                callbacks.on_join(key, Some(&current.1), joined);
             }
         }
     }
     for (key, left) in leaves {
-        let Some(current) = state.get_shared_mut(key) else {
+        let Some(slot) = state.entry_mut(key) else {
             continue;
         };
-        if current.metas.iter().any(|m| ref_in(&left.metas, m)) {
-            Arc::make_mut(current)
-                .metas
-                .retain(|m| !ref_in(&left.metas, m));
+        let current = &slot.1;
+        if !current.metas.iter().any(|m| ref_in(&left.metas, m)) {
+            callbacks.on_leave(key, current, left);
+            if current.metas.is_empty() {
+                state.remove(key);
+            }
+            continue;
         }
-        callbacks.on_leave(key, current, left);
-        if current.metas.is_empty() {
+        if current.metas.iter().all(|m| ref_in(&left.metas, m)) {
+            // every meta leaves: the key goes, and nothing is copied for it
+            callbacks.on_leave(key, &current.with_metas(Vec::new()), left);
             state.remove(key);
+            continue;
         }
+        Arc::make_mut(&mut Arc::make_mut(slot).1)
+            .metas
+            .retain(|m| !ref_in(&left.metas, m));
+        callbacks.on_leave(key, &slot.1, left);
     }
 }
 
@@ -700,6 +710,184 @@ mod tests {
             panic!("c missing");
         };
         assert!(Arc::ptr_eq(held, joined));
+    }
+
+    /// phoenix.js's `syncDiff` on a plain list of keys in insertion order (named keys only),
+    /// with every presence its own copy: what [`apply`] must do to lists that share entries.
+    fn model_diff(
+        state: &mut Vec<(String, Presence)>,
+        joins: &[(String, Presence)],
+        leaves: &[(String, Presence)],
+        events: &mut Vec<Event>,
+    ) {
+        for (key, joined) in joins {
+            let at = state.iter().position(|(k, _)| k == key);
+            let current = at.map(|i| state[i].1.clone());
+            let mut stored = joined.clone();
+            if let Some(current) = &current {
+                let mut metas: Vec<Meta> = current
+                    .metas
+                    .iter()
+                    .filter(|m| !ref_in(&joined.metas, m))
+                    .cloned()
+                    .collect();
+                metas.extend(joined.metas.iter().cloned());
+                stored.metas = metas;
+            }
+            match at {
+                Some(i) => state[i].1 = stored,
+                None => state.push((key.clone(), stored)),
+            }
+            events.push(Event::Join {
+                key: key.clone(),
+                current,
+                joined: joined.clone(),
+            });
+        }
+        for (key, left) in leaves {
+            let Some(i) = state.iter().position(|(k, _)| k == key) else {
+                continue;
+            };
+            state[i].1.metas.retain(|m| !ref_in(&left.metas, m));
+            events.push(Event::Leave {
+                key: key.clone(),
+                current: state[i].1.clone(),
+                left: left.clone(),
+            });
+            if state[i].1.metas.is_empty() {
+                state.remove(i);
+            }
+        }
+    }
+
+    /// phoenix.js's `syncState` on the plain list, through [`model_diff`].
+    fn model_state(
+        state: &mut Vec<(String, Presence)>,
+        new_state: &[(String, Presence)],
+        events: &mut Vec<Event>,
+    ) {
+        let mut joins = Vec::new();
+        let mut leaves: Vec<(String, Presence)> = state
+            .iter()
+            .filter(|(k, _)| !new_state.iter().any(|(n, _)| n == k))
+            .cloned()
+            .collect();
+        for (key, new) in new_state {
+            let Some((_, current)) = state.iter().find(|(k, _)| k == key) else {
+                joins.push((key.clone(), new.clone()));
+                continue;
+            };
+            let joined: Vec<Meta> = new
+                .metas
+                .iter()
+                .filter(|m| !ref_in(&current.metas, m))
+                .cloned()
+                .collect();
+            let left: Vec<Meta> = current
+                .metas
+                .iter()
+                .filter(|m| !ref_in(&new.metas, m))
+                .cloned()
+                .collect();
+            if !joined.is_empty() {
+                joins.push((key.clone(), new.with_metas(joined)));
+            }
+            if !left.is_empty() {
+                leaves.push((key.clone(), current.with_metas(left)));
+            }
+        }
+        model_diff(state, &joins, &leaves, events);
+    }
+
+    /// States and diffs drawn over a few keys and refs (a key joined with no metas, refs
+    /// repeated, leaves of unknown keys and refs), applied owned, shared, and queued to lists
+    /// that share entries with each other and with a snapshot: each list, its callbacks and
+    /// the snapshot match the model after every message.
+    #[test]
+    fn lists_sharing_entries_change_as_phoenix_js_lists() {
+        use proptest::prelude::*;
+        let presence = (0u8..2, prop::collection::vec(0u8..5, 0..3));
+        let object = prop::collection::btree_map(0u8..4, presence, 0..4);
+        let message = (any::<bool>(), object.clone(), object);
+        let cases = (prop::collection::vec(message, 1..8), 0usize..8);
+        let to_json = |o: &std::collections::BTreeMap<u8, (u8, Vec<u8>)>| {
+            let members: serde_json::Map<String, Value> = o
+                .iter()
+                .map(|(k, (x, refs))| {
+                    let metas: Vec<Value> = refs
+                        .iter()
+                        .map(|r| json!({"phx_ref": format!("r{r}"), "x": *x}))
+                        .collect();
+                    (format!("k{k}"), json!({"metas": metas}))
+                })
+                .collect();
+            Value::Object(members)
+        };
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(1024));
+        let result = runner.run(&cases, |(messages, snap_at)| {
+            let mut model: Vec<(String, Presence)> = Vec::new();
+            let mut lists = [SyncState::new(), SyncState::new(), SyncState::new()];
+            let mut instance = PresenceInstance::new();
+            // joined, as a client's instance is after the join's state
+            instance.handle_state(Some("1"), PresenceState::default(), &mut ());
+            let mut snapshot: Option<(SyncState, Vec<(String, Presence)>)> = None;
+            for (n, (is_state, a, b)) in messages.iter().enumerate() {
+                let mut want = Vec::new();
+                let mut got: [Vec<Event>; 3] = Default::default();
+                if *is_state {
+                    let payload = to_json(a);
+                    let new = PresenceState::from_payload(payload.clone()).unwrap_or_default();
+                    let entries: Vec<(String, Presence)> =
+                        new.presences.clone().into_iter().collect();
+                    model_state(&mut model, &entries, &mut want);
+                    for (list, events) in lists.iter_mut().zip(got.iter_mut()) {
+                        let new = PresenceState::from_payload(payload.clone()).unwrap_or_default();
+                        sync_state(list, new, events);
+                    }
+                    instance.handle_state(Some("1"), new, &mut ());
+                } else {
+                    let d = diff(to_json(a), to_json(b));
+                    let joins: Vec<(String, Presence)> = d.joins.clone().into_iter().collect();
+                    let leaves: Vec<(String, Presence)> = d.leaves.clone().into_iter().collect();
+                    model_diff(&mut model, &joins, &leaves, &mut want);
+                    let shared = Arc::new(SharedDiff::new(d.clone()));
+                    sync_diff(&mut lists[0], d, &mut got[0]);
+                    sync_shared_diff(&mut lists[1], &shared, &mut got[1]);
+                    sync_shared_diff(&mut lists[2], &shared, &mut got[2]);
+                    instance.queue_shared_diff(Some("1"), &shared);
+                }
+                instance.apply_queued();
+                let listed = |l: &SyncState| -> Vec<(String, Presence)> {
+                    l.iter().map(|(k, p)| (k.to_owned(), p.clone())).collect()
+                };
+                for (list, events) in lists.iter().zip(&got) {
+                    prop_assert_eq!(&listed(list), &model, "message {}", n);
+                    prop_assert_eq!(events, &want, "message {}", n);
+                }
+                prop_assert_eq!(&listed(instance.state()), &model, "message {}", n);
+                if n == snap_at {
+                    snapshot = Some((lists[2].clone(), model.clone()));
+                    // the third list now shares every entry with the snapshot
+                }
+                if n % 3 == 2 {
+                    // the second list and the third share every entry from here
+                    lists[1] = lists[2].clone();
+                }
+            }
+            if let Some((list, model)) = snapshot {
+                prop_assert_eq!(
+                    list.iter()
+                        .map(|(k, p)| (k.to_owned(), p.clone()))
+                        .collect::<Vec<_>>(),
+                    model,
+                    "the snapshot did not change with the lists it shared entries with"
+                );
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! thousand clients listing one presence hold it once.
 
 use indexmap::IndexMap;
+use phxsim_wire::jsmap::Entry;
 use phxsim_wire::{JsMap, Meta, Presence, Presences, Serializer, SharedDiff};
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
@@ -97,7 +98,7 @@ impl Metas {
 /// were listed under: the clients' lists share both.
 #[derive(Default)]
 struct PresenceTexts {
-    by_text: IndexMap<Box<str>, (Arc<str>, Arc<Presence>), TextHash>,
+    by_text: IndexMap<Box<str>, Entry<Presence>, TextHash>,
     /// Unused presences are dropped when there are this many.
     prune_at: usize,
 }
@@ -106,7 +107,9 @@ impl PresenceTexts {
     /// Forgets the presences no client holds any more, once there are many.
     fn prune(&mut self) {
         if self.by_text.len() >= self.prune_at.max(PRUNE_MIN) {
-            self.by_text.retain(|_, (_, p)| Arc::strong_count(p) > 1);
+            // a list holds the entry, or (having changed it) the presence
+            self.by_text
+                .retain(|_, e| Arc::strong_count(e) > 1 || Arc::strong_count(&e.1) > 1);
             self.prune_at = 2 * self.by_text.len();
         }
     }
@@ -137,24 +140,24 @@ struct HeldEntry {
     end: usize,
     /// Where its value's text starts.
     value: usize,
-    key: Arc<str>,
-    presence: Arc<Presence>,
+    /// Its key and presence, as the clients' lists share them.
+    entry: Entry<Presence>,
 }
 
 impl LastState {
     /// The key and presence of the last state's entry `i`, if it has `key` and the value
     /// text `text`.
-    fn same(&self, i: usize, key: &str, text: &str) -> Option<(Arc<str>, Arc<Presence>)> {
+    fn same(&self, i: usize, key: &str, text: &str) -> Option<Entry<Presence>> {
         let held = self.entries.get(i)?;
-        (self.text.get(held.value..held.end) == Some(text) && *held.key == *key)
-            .then(|| (held.key.clone(), held.presence.clone()))
+        (self.text.get(held.value..held.end) == Some(text) && *held.entry.0 == *key)
+            .then(|| held.entry.clone())
     }
 
     /// Where `key` is (or would be) among the last state's entries, if they are sorted by key
     /// (as a node lists them); if not, some place, where [`LastState::same`] then finds
     /// nothing more than elsewhere.
     fn place_of(&self, key: &str) -> usize {
-        self.entries.partition_point(|e| *e.key < *key)
+        self.entries.partition_point(|e| *e.entry.0 < *key)
     }
 }
 
@@ -393,15 +396,11 @@ impl FrameCache {
                             member: moved(held.member),
                             end: moved(held.end),
                             value: moved(held.value),
-                            key: held.key.clone(),
-                            presence: held.presence.clone(),
+                            entry: held.entry.clone(),
                         });
                         // a repeated key: JSON.parse (and `from_payload`) keeps its first
                         // place and its last value; rare enough to leave to the ordinary way
-                        if state
-                            .insert_shared(held.key.clone(), held.presence.clone())
-                            .is_some()
-                        {
+                        if state.insert_entry(held.entry.clone()).is_some() {
                             return None;
                         }
                     }
@@ -417,25 +416,23 @@ impl FrameCache {
                 at = last.place_of(&key);
                 last.same(at, &key, text)
             });
-            let (key, presence) = match found {
+            let entry = match found {
                 Some(entry) => {
                     at += 1;
                     entry
                 }
                 None => {
                     // the same key with another value: the entry after it is expected next
-                    if last.entries.get(at).is_some_and(|e| *e.key == *key) {
+                    if last.entries.get(at).is_some_and(|e| *e.entry.0 == *key) {
                         at += 1;
                     }
                     match presences.by_text.get(text) {
-                        Some((held_key, held)) if **held_key == *key => {
-                            (held_key.clone(), held.clone())
-                        }
+                        Some(held) if *held.0 == *key => held.clone(),
                         held => {
                             let json = serde_json::from_str(text).ok()?;
                             let mut presence = Presence::from_value(&key, json).ok()?;
                             metas.share(&key, &mut presence);
-                            let entry: (Arc<str>, Arc<Presence>) = (key.into(), Arc::new(presence));
+                            let entry: Entry<Presence> = Arc::new((key.into(), Arc::new(presence)));
                             if held.is_none() {
                                 presences.by_text.insert(text.into(), entry.clone());
                             }
@@ -448,10 +445,9 @@ impl FrameCache {
                 member,
                 end,
                 value,
-                key: key.clone(),
-                presence: presence.clone(),
+                entry: entry.clone(),
             });
-            if state.insert_shared(key, presence).is_some() {
+            if state.insert_entry(entry).is_some() {
                 return None;
             }
         }

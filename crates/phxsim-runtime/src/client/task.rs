@@ -212,18 +212,30 @@ where
                 shared.step(now, |m| m.timers(now))
             }
         };
+        // Writing and closing are boxed: inline, the session future kept room for the larger
+        // of them (a flush or a close under a timeout, about 0.2 KB) beside the select for the
+        // whole connection, and a simulation holds one session per browser. A client writes
+        // rarely (a join, a heartbeat every 30 s), so only a step that queued a frame allocates.
         let step = match step {
-            Ok(()) => write(shared, cfg, &mut ws).await,
+            Ok(()) if shared.read(Machine::has_output) => {
+                Box::pin(write(shared, cfg, &mut ws)).await
+            }
+            Ok(()) => Ok(()),
             Err(end) => Err(end),
         };
         if let Err(end) = step {
             break end;
         }
     };
-    let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: end.reason.clone().into(),
-    };
+    Box::pin(close(cfg, &mut ws, &end)).await;
+    end
+}
+
+/// Ends the connection as `end` says: a close frame, the echo of the server's, or nothing.
+async fn close<S>(cfg: &ClientConfig, ws: &mut WebSocketStream<S>, end: &SessionEnd)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     match end.close {
         CloseWith::Nothing => {}
         CloseWith::Reply => {
@@ -232,10 +244,13 @@ where
             let _ = timeout(cfg.timeout, ws.flush()).await;
         }
         CloseWith::Normal => {
+            let frame = CloseFrame {
+                code: CloseCode::Normal,
+                reason: end.reason.clone().into(),
+            };
             let _ = timeout(cfg.timeout, ws.close(Some(frame))).await;
         }
     }
-    end
 }
 
 /// The payload of the last data message, held until the next one arrives, so that the
@@ -289,7 +304,7 @@ fn incoming(
     Ok(())
 }
 
-/// Writes every frame the machine queued, then flushes.
+/// Writes every frame the machine queued, then flushes (called when some frame is queued).
 async fn write<S>(
     shared: &Shared,
     cfg: &ClientConfig,
@@ -298,9 +313,6 @@ async fn write<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if !shared.read(Machine::has_output) {
-        return Ok(());
-    }
     while let Some(frame) = shared.step(Instant::now(), Machine::poll_transmit) {
         let ws_msg = match frame {
             Frame::Text(t) => WsMessage::text(t),
