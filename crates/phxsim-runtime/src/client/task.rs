@@ -181,7 +181,23 @@ fn request(cfg: &ClientConfig, key: [u8; 16]) -> Result<Request<()>, String> {
 }
 
 /// One open connection, until it ends.
-async fn session<S>(shared: &Shared, cfg: &ClientConfig, mut ws: WebSocketStream<S>) -> SessionEnd
+///
+/// Not an `async fn`: its future would keep the argument `ws` and, beside it, the local the
+/// body binds it to, so the stream (about 500 bytes) took room twice for the connection's
+/// life. A block holds what it captures once.
+fn session<'a, S>(
+    shared: &'a Shared,
+    cfg: &'a ClientConfig,
+    mut ws: WebSocketStream<S>,
+) -> impl Future<Output = SessionEnd> + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
+{
+    async move { serve(shared, cfg, &mut ws).await }
+}
+
+/// [`session`]'s loop over a stream it borrows.
+async fn serve<S>(shared: &Shared, cfg: &ClientConfig, ws: &mut WebSocketStream<S>) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -217,9 +233,7 @@ where
         // whole connection, and a simulation holds one session per browser. A client writes
         // rarely (a join, a heartbeat every 30 s), so only a step that queued a frame allocates.
         let step = match step {
-            Ok(()) if shared.read(Machine::has_output) => {
-                Box::pin(write(shared, cfg, &mut ws)).await
-            }
+            Ok(()) if shared.read(Machine::has_output) => Box::pin(write(shared, cfg, ws)).await,
             Ok(()) => Ok(()),
             Err(end) => Err(end),
         };
@@ -227,7 +241,7 @@ where
             break end;
         }
     };
-    Box::pin(close(cfg, &mut ws, &end)).await;
+    Box::pin(close(cfg, ws, &end)).await;
     end
 }
 
