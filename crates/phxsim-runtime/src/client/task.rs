@@ -185,6 +185,7 @@ fn request(cfg: &ClientConfig, key: [u8; 16]) -> Result<Request<()>, String> {
 /// Not an `async fn`: its future would keep the argument `ws` and, beside it, the local the
 /// body binds it to, so the stream (about 500 bytes) took room twice for the connection's
 /// life. A block holds what it captures once.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 fn session<'a, S>(
     shared: &'a Shared,
     cfg: &'a ClientConfig,
