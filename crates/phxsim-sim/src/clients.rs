@@ -43,10 +43,12 @@ pub fn client_list(client: &Client) -> PresenceList {
 }
 
 /// The Channels server of every node in a run: Phoenix's defaults, plus the planted server bug
-/// if any.
+/// if any, with the smallest read buffer (a simulated browser sends only joins and heartbeats:
+/// a join a little over 256 bytes takes two reads, and every connection holds 256 bytes less).
 pub fn server_config(_s: &Scenario, o: &RunOptions) -> ServerConfig {
     ServerConfig {
         mutation: o.planted.and_then(crate::planted::PlantedBug::server),
+        read_buffer_size: 256,
         ..ServerConfig::default()
     }
 }
