@@ -205,12 +205,6 @@ fn memory_links(scenario: &Scenario, seed: u64) -> Option<Pipes> {
     ))
 }
 
-/// Tells whether a client of `scenario` (before expansion) talks to its node over an
-/// in-memory link: a browser of a population with `transport = "memory"`.
-fn memory_browsers(scenario: &Scenario) -> crate::pipe::MemoryBrowsers {
-    crate::pipe::MemoryBrowsers::of(&scenario.populations)
-}
-
 /// Wraps host `from`'s streams in [`LossyStream`]s: each stream, numbered in the
 /// (deterministic) order it appears, draws its losses from its own RNG, named by `label` and
 /// its number, and every segment it loses is a `segment_lost` line of the transcript.
@@ -586,7 +580,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     let replayed = crate::population::replayed(scenario, opts.seed);
     // before expansion, which turns populations into plain clients
     let pipes = memory_links(scenario, opts.seed);
-    let memory_browsers = memory_browsers(scenario);
+    let memory_browsers = crate::pipe::MemoryBrowsers::of(&scenario.populations);
     let expanded;
     let (scenario, summaries) = if scenario.populations.is_empty() {
         (scenario, Vec::new())
