@@ -461,6 +461,8 @@ fn browser_host(
                 cfg.frame_cache = Some(frame_cache.clone());
                 // a diff fits in one read; a state takes more reads, each a copy in memory
                 cfg.read_buffer_size = CLIENT_READ_BUFFER;
+                // and an idle browser does not keep the size of the largest frame it read
+                cfg.release_read_buffer = true;
                 // a partitioned SYN is never answered: bound each attempt
                 cfg.timeout = Duration::from_secs(10);
                 let (links, mut connections) = (links.clone(), 0u64);

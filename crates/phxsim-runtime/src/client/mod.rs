@@ -15,6 +15,7 @@
 //!   message is handled.
 //! - [`ClientMutation`]s plant known client bugs.
 
+mod frame_aligned;
 mod frame_cache;
 mod machine;
 mod task;
@@ -123,8 +124,15 @@ pub struct ClientConfig {
     pub max_frame_len: usize,
     /// How much is read from the stream at once (tungstenite zeroes this much before every
     /// read): 8 KiB by default; a simulated browser, whose reads copy from memory, takes less.
-    /// An idle connection holds a read buffer of this size, but at least 1 KiB.
+    /// An idle connection holds a read buffer of this size (at least 1 KiB until the first
+    /// renewal, see `release_read_buffer`), or of the largest frame it read.
     pub read_buffer_size: usize,
+    /// After a message longer than `read_buffer_size`, build the WebSocket afresh around the
+    /// same stream, so that its read buffer (which keeps the size of the largest frame read)
+    /// is let go. The stream's reads then stop at frame boundaries, which would cost a real
+    /// socket a system call per frame header: for simulated browsers, held by the thousand.
+    /// Off by default.
+    pub release_read_buffer: bool,
     /// Seeds the WebSocket keys, so a simulated run's bytes come from its seed.
     pub seed: u64,
     /// Connect as soon as started (else wait for [`Client::connect`]).
@@ -158,6 +166,7 @@ impl ClientConfig {
             rejoin_after: Backoff::rejoin(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             read_buffer_size: 8 * 1024,
+            release_read_buffer: false,
             seed: 0,
             auto_connect: true,
             auto_join: true,

@@ -2,11 +2,11 @@
 //! handle's commands and the machine's earliest deadline; every input goes to the machine with
 //! the current instant, and whatever frames it queues are written out.
 
+use super::frame_aligned::FrameAligned;
 use super::machine::{CloseWith, Machine, STOPPED, SessionEnd};
 use super::upgrade::upgrade;
 use super::{ClientConfig, Command, Shared};
 use crate::server::percent_encode;
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_wire::{Frame, Serializer};
 use rand::{RngCore, SeedableRng};
@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::{Request, Uri};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 pub(super) async fn run<C, F, S>(mut connect: C, shared: Arc<Shared>)
@@ -112,7 +112,7 @@ async fn open<C, F, S>(
     cfg: &ClientConfig,
     keys: &mut Keys,
     connect: &mut C,
-) -> Result<WebSocketStream<S>, String>
+) -> Result<WebSocketStream<FrameAligned<S>>, String>
 where
     C: FnMut() -> F,
     F: Future<Output = io::Result<S>>,
@@ -124,7 +124,7 @@ where
         .read_buffer_size(cfg.read_buffer_size)
         .max_message_size(Some(cfg.max_frame_len))
         .max_frame_size(Some(cfg.max_frame_len));
-    upgrade(stream, request, ws_cfg).await
+    upgrade(stream, request, ws_cfg, cfg.release_read_buffer).await
 }
 
 /// The WebSocket keys of one client's connections, drawn from its seed: key `n` is words
@@ -189,7 +189,7 @@ fn request(cfg: &ClientConfig, key: [u8; 16]) -> Result<Request<()>, String> {
 fn session<'a, S>(
     shared: &'a Shared,
     cfg: &'a ClientConfig,
-    mut ws: WebSocketStream<S>,
+    mut ws: WebSocketStream<FrameAligned<S>>,
 ) -> impl Future<Output = SessionEnd> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + 'a,
@@ -198,7 +198,11 @@ where
 }
 
 /// [`session`]'s loop over a stream it borrows.
-async fn serve<S>(shared: &Shared, cfg: &ClientConfig, ws: &mut WebSocketStream<S>) -> SessionEnd
+async fn serve<S>(
+    shared: &Shared,
+    cfg: &ClientConfig,
+    ws: &mut WebSocketStream<FrameAligned<S>>,
+) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -208,15 +212,15 @@ where
     // cost a timer-wheel insert and removal for every frame received.
     let timer = sleep_until(shared.read(Machine::next_deadline));
     tokio::pin!(timer);
-    let mut kept = KeptMessage::default();
     let end = loop {
         let due = shared.read(Machine::next_deadline);
         if timer.deadline() != due {
             timer.as_mut().reset(due);
         }
+        let mut large = false;
         let step = tokio::select! {
             biased;
-            m = ws.next() => incoming(shared, m, &mut kept),
+            m = ws.next() => incoming(shared, m).map(|len| large = len > cfg.read_buffer_size),
             cmd = cmds.recv() => match cmd {
                 None => Err(SessionEnd::new(STOPPED, false, CloseWith::Normal)),
                 Some(cmd) => {
@@ -241,13 +245,41 @@ where
         if let Err(end) = step {
             break end;
         }
+        if large
+            && cfg.release_read_buffer
+            && ws.get_ref().at_frame_start()
+            && let Err(end) = Box::pin(renew(cfg, ws)).await
+        {
+            break end;
+        }
     };
     Box::pin(close(cfg, ws, &end)).await;
     end
 }
 
+/// Builds the WebSocket afresh around its stream, between two messages, so that the read
+/// buffer tungstenite grew for a frame longer than `cfg.read_buffer_size` (and would keep for
+/// the connection's life) is freed; the new one starts at that size again. Done after every
+/// such message, so an idle connection holds just that much. tungstenite holds no byte of the next frame
+/// ([`FrameAligned`]), and a pong it still owes is written first: the new WebSocket would not
+/// know of it. Nothing else of the old one lives on: a message was just read whole (no
+/// fragment is pending), and every frame the client queued was flushed after its step.
+async fn renew<S>(
+    cfg: &ClientConfig,
+    ws: &mut WebSocketStream<FrameAligned<S>>,
+) -> Result<(), SessionEnd>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    flush(cfg, ws).await?;
+    let config = *ws.get_config();
+    let stream = ws.get_mut().take();
+    *ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await;
+    Ok(())
+}
+
 /// Ends the connection as `end` says: a close frame, the echo of the server's, or nothing.
-async fn close<S>(cfg: &ClientConfig, ws: &mut WebSocketStream<S>, end: &SessionEnd)
+async fn close<S>(cfg: &ClientConfig, ws: &mut WebSocketStream<FrameAligned<S>>, end: &SessionEnd)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -268,39 +300,18 @@ where
     }
 }
 
-/// The payload of the last data message, held until the next one arrives, so that the
-/// WebSocket's read buffer does not keep the size of the largest frame for the connection's life.
-///
-/// tungstenite reads into one `BytesMut` and hands each message out as a slice of it. When
-/// that buffer runs out of room, `bytes` takes the old allocation back if no message points
-/// into it any more, growing it if needed: so after a presence_state (often the largest frame,
-/// several KB) every idle connection keeps that much. While this slice is alive the allocation
-/// is shared, so the buffer moves to a new one of the size needed now (at least the size it
-/// started with: `upgrade.rs`) and the old one is freed with the kept message. Nothing is
-/// copied for it, and it changes no byte read or written.
-#[derive(Default)]
-struct KeptMessage(Option<Bytes>);
-
-/// A WebSocket message: a data frame goes to the machine, a close or an error ends the session.
-fn incoming(
-    shared: &Shared,
-    m: Option<Result<WsMessage, WsError>>,
-    kept: &mut KeptMessage,
-) -> Result<(), SessionEnd> {
+/// A WebSocket message: a data frame goes to the machine (its length is returned; 0 for any
+/// other frame), a close or an error ends the session.
+fn incoming(shared: &Shared, m: Option<Result<WsMessage, WsError>>) -> Result<usize, SessionEnd> {
     let frame = match m {
         None => return Err(SessionEnd::lost("connection lost")),
         Some(Err(e)) => return Err(SessionEnd::lost(format!("connection lost: {e}"))),
         Some(Ok(WsMessage::Text(t))) => {
             let now = Instant::now();
             shared.step(now, |m| m.receive_text(now, t.as_str()));
-            kept.0 = Some(Bytes::from(t));
-            return Ok(());
+            return Ok(t.len());
         }
-        Some(Ok(WsMessage::Binary(b))) => {
-            let frame = Frame::Binary(b.to_vec());
-            kept.0 = Some(b);
-            frame
-        }
+        Some(Ok(WsMessage::Binary(b))) => Frame::Binary(b.to_vec()),
         Some(Ok(WsMessage::Close(f))) => {
             let (code, why) = f
                 .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
@@ -312,18 +323,22 @@ fn incoming(
                 CloseWith::Reply,
             ));
         }
-        Some(Ok(_)) => return Ok(()),
+        Some(Ok(_)) => return Ok(0),
+    };
+    let len = match &frame {
+        Frame::Binary(b) => b.len(),
+        Frame::Text(t) => t.len(),
     };
     let now = Instant::now();
     shared.step(now, |m| m.receive_uncached(now, frame));
-    Ok(())
+    Ok(len)
 }
 
 /// Writes every frame the machine queued, then flushes (called when some frame is queued).
 async fn write<S>(
     shared: &Shared,
     cfg: &ClientConfig,
-    ws: &mut WebSocketStream<S>,
+    ws: &mut WebSocketStream<FrameAligned<S>>,
 ) -> Result<(), SessionEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -337,6 +352,17 @@ where
             return Err(SessionEnd::lost(format!("write failed: {e}")));
         }
     }
+    flush(cfg, ws).await
+}
+
+/// Flushes what tungstenite holds to write, within the client's timeout.
+async fn flush<S>(
+    cfg: &ClientConfig,
+    ws: &mut WebSocketStream<FrameAligned<S>>,
+) -> Result<(), SessionEnd>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     match timeout(cfg.timeout, ws.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(SessionEnd::lost(format!("write failed: {e}"))),
@@ -346,10 +372,15 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::Keys;
+    use super::{FrameAligned, Keys, WebSocketStream, renew};
     use crate::client::Backoff;
+    use crate::client::ClientConfig;
+    use crate::client::upgrade::upgrade;
+    use futures_util::{SinkExt, StreamExt};
     use rand::{RngCore, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
     #[test]
     fn keys_are_one_generators_draws_in_turn() {
@@ -363,6 +394,82 @@ mod tests {
                 assert_eq!(keys.next(), key, "seed {seed}, key {n}");
             }
         }
+    }
+
+    /// A server that sends large and small messages and a ping in one write, to a client that
+    /// renews its WebSocket after every large message, as a simulated browser does: what the
+    /// client reads, and whether the server got its pong.
+    async fn renewing_client(aligned: bool) -> (Vec<String>, bool) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let big = |c: char| c.to_string().repeat(1500);
+        let sent = vec![big('x'), "a".into(), "b".into(), big('y'), "c".into()];
+        let to_send = sent.clone();
+        let server = tokio::spawn(async move {
+            let mut ws = tokio_tungstenite::accept_async(server)
+                .await
+                .expect("accepted");
+            for (i, text) in to_send.into_iter().enumerate() {
+                if i == 3 {
+                    ws.feed(Message::Ping("p".into())).await.unwrap();
+                }
+                ws.feed(Message::text(text)).await.unwrap();
+            }
+            ws.flush().await.unwrap();
+            // the pong, unless the client lost it (then the stream just ends)
+            matches!(ws.next().await, Some(Ok(Message::Pong(_))))
+        });
+        let request = tokio_tungstenite::tungstenite::http::Request::builder()
+            .uri("ws://example/socket/websocket")
+            .header("Host", "example")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap();
+        let mut cfg = ClientConfig::new("ws://example/socket/websocket", "u", "t");
+        cfg.release_read_buffer = true;
+        cfg.read_buffer_size = 256;
+        let ws_cfg = WebSocketConfig::default().read_buffer_size(cfg.read_buffer_size);
+        let mut ws: WebSocketStream<FrameAligned<_>> = upgrade(client, request, ws_cfg, aligned)
+            .await
+            .expect("upgraded");
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(1), ws.next()).await;
+            let t = match next {
+                Ok(Some(Ok(Message::Text(t)))) => t,
+                // tungstenite queued the pong; the session loop passes pings over too
+                Ok(Some(Ok(Message::Ping(_)))) => continue,
+                _ => break,
+            };
+            let large = t.len() > cfg.read_buffer_size;
+            got.push(t.to_string());
+            if large {
+                // an unaligned stream is renewed too here, to show what alignment saves
+                renew(&cfg, &mut ws).await.expect("renewed");
+            }
+        }
+        drop(ws);
+        (got, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_renewed_websocket_reads_on_and_answers_pings() {
+        let (got, ponged) = renewing_client(true).await;
+        let big = |c: char| c.to_string().repeat(1500);
+        assert_eq!(
+            got,
+            vec![big('x'), "a".into(), "b".into(), big('y'), "c".into()]
+        );
+        assert!(ponged, "the ping read just before a renewal was answered");
+    }
+
+    /// Why the stream is aligned: renewing a WebSocket that read ahead loses the frames it held.
+    #[tokio::test]
+    async fn renewing_an_unaligned_websocket_loses_what_it_read_ahead() {
+        let (got, _) = renewing_client(false).await;
+        assert_eq!(got.len(), 1, "{got:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! response parser and the accept key are tungstenite's own; only the reading and the checks
 //! of RFC 6455 section 4.1 a client must make are here.
 
+use super::frame_aligned::FrameAligned;
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
@@ -29,13 +30,15 @@ const MAX_RESPONSE_LEN: usize = 64 * 1024;
 const MIN_READ_BUFFER: usize = 1024;
 
 /// Sends the upgrade `request` on `stream`, checks the server's answer and returns the
-/// WebSocket, whose read buffer holds what followed the response and has room for
-/// `config.read_buffer_size` (at least 1 KiB).
+/// WebSocket, whose read buffer has room for `config.read_buffer_size` (at least 1 KiB). What
+/// followed the response is read first; the stream's reads stop at frame boundaries if
+/// `aligned` ([`FrameAligned`]).
 pub(super) async fn upgrade<S>(
     mut stream: S,
     request: Request,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<S>, String>
+    aligned: bool,
+) -> Result<WebSocketStream<FrameAligned<S>>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -48,8 +51,8 @@ where
     sent.await.map_err(|e| describe(WsError::Io(e)))?;
     let (response, tail) = read_response(&mut stream).await.map_err(describe)?;
     check(response, &derive_accept_key(key.as_bytes())).map_err(describe)?;
-    let mut part = Vec::with_capacity(config.read_buffer_size.max(MIN_READ_BUFFER));
-    part.extend_from_slice(&tail);
+    let part = Vec::with_capacity(config.read_buffer_size.max(MIN_READ_BUFFER));
+    let stream = FrameAligned::new(stream, tail, aligned);
     Ok(WebSocketStream::from_partially_read(stream, part, Role::Client, Some(config)).await)
 }
 
@@ -175,10 +178,10 @@ mod tests {
 
     async fn try_upgrade(
         answer: impl FnOnce(String) -> Vec<u8> + Send + 'static,
-    ) -> Result<WebSocketStream<DuplexStream>, String> {
+    ) -> Result<WebSocketStream<FrameAligned<DuplexStream>>, String> {
         let (client, server) = tokio::io::duplex(4096);
         tokio::spawn(serve(server, answer));
-        upgrade(client, request(), WebSocketConfig::default()).await
+        upgrade(client, request(), WebSocketConfig::default(), false).await
     }
 
     fn switching(accept: &str) -> Vec<u8> {
@@ -259,7 +262,7 @@ mod tests {
             let _ = server.read(&mut buf).await;
             let _ = server.write_all(b"HTTP/1.1 101 Switch").await;
         });
-        let err = upgrade(client, request(), WebSocketConfig::default())
+        let err = upgrade(client, request(), WebSocketConfig::default(), false)
             .await
             .expect_err("failed");
         assert!(err.starts_with("upgrade: "), "{err}");
