@@ -8,6 +8,7 @@
 pub mod client;
 mod encoded;
 pub mod node;
+mod prefixed;
 pub mod server;
 mod state_frame;
 

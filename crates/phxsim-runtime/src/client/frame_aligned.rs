@@ -15,6 +15,7 @@
 //! Not aligned, it is a plain pass-through: a real socket would pay a system call per frame
 //! header for the alignment, and a real client holds one connection.
 
+use crate::prefixed::Prefixed;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -26,13 +27,10 @@ const MAX_HEADER: usize = 14;
 /// A stream whose reads can stop at frame boundaries; see the module docs.
 #[derive(Debug)]
 pub(crate) struct FrameAligned<S> {
-    /// `None` only once the stream was moved into a fresh WebSocket ([`FrameAligned::take`]).
-    inner: Option<S>,
+    /// The stream, after what came with the upgrade response; `None` only once it was moved
+    /// into a fresh WebSocket ([`FrameAligned::take`]).
+    inner: Option<Prefixed<S>>,
     aligned: bool,
-    /// Bytes that came before the first frame was read (what followed the upgrade response),
-    /// handed out before anything is read from `inner`.
-    first: Vec<u8>,
-    first_at: usize,
     /// Bytes read from the stream ahead of tungstenite, to learn the length of the next frame.
     ahead: [u8; MAX_HEADER],
     ahead_at: usize,
@@ -69,10 +67,8 @@ impl<S> FrameAligned<S> {
     /// `stream`, after an upgrade that left `first` (the bytes read past the response).
     pub(crate) fn new(stream: S, first: Vec<u8>, aligned: bool) -> FrameAligned<S> {
         FrameAligned {
-            inner: Some(stream),
+            inner: Some(Prefixed::new(first, stream)),
             aligned,
-            first,
-            first_at: 0,
             ahead: [0; MAX_HEADER],
             ahead_at: 0,
             ahead_end: 0,
@@ -86,8 +82,6 @@ impl<S> FrameAligned<S> {
         FrameAligned {
             inner: self.inner.take(),
             aligned: self.aligned,
-            first: std::mem::take(&mut self.first),
-            first_at: std::mem::take(&mut self.first_at),
             ahead: self.ahead,
             ahead_at: std::mem::take(&mut self.ahead_at),
             ahead_end: std::mem::take(&mut self.ahead_end),
@@ -101,7 +95,7 @@ impl<S> FrameAligned<S> {
         self.aligned && self.left == 0
     }
 
-    fn inner(&mut self) -> io::Result<Pin<&mut S>>
+    fn inner(&mut self) -> io::Result<Pin<&mut Prefixed<S>>>
     where
         S: Unpin,
     {
@@ -113,24 +107,6 @@ impl<S> FrameAligned<S> {
             )),
         }
     }
-
-    /// Reads into `buf` from what came with the upgrade, else from the stream.
-    fn read_source(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>>
-    where
-        S: AsyncRead + Unpin,
-    {
-        if self.first_at < self.first.len() {
-            let n = (self.first.len() - self.first_at).min(buf.remaining());
-            buf.put_slice(&self.first[self.first_at..self.first_at + n]);
-            self.first_at += n;
-            if self.first_at == self.first.len() {
-                self.first = Vec::new();
-                self.first_at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        self.inner()?.poll_read(cx, buf)
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FrameAligned<S> {
@@ -141,7 +117,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameAligned<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.aligned {
-            return this.read_source(cx, buf);
+            return this.inner()?.poll_read(cx, buf);
         }
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -160,7 +136,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameAligned<S> {
                 }
                 // straight into tungstenite's buffer, no further than the frame's end
                 let mut part = ReadBuf::new(buf.initialize_unfilled_to(want));
-                ready!(this.read_source(cx, &mut part))?;
+                ready!(this.inner()?.poll_read(cx, &mut part))?;
                 let n = part.filled().len();
                 buf.advance(n);
                 this.left -= n as u64;
@@ -177,7 +153,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameAligned<S> {
             let end = this.ahead_end;
             let mut more = [0u8; MAX_HEADER];
             let mut part = ReadBuf::new(&mut more[..MAX_HEADER - end]);
-            ready!(this.read_source(cx, &mut part))?;
+            ready!(this.inner()?.poll_read(cx, &mut part))?;
             let n = part.filled().len();
             this.ahead[end..end + n].copy_from_slice(part.filled());
             this.ahead_end += n;

@@ -375,7 +375,7 @@ mod tests {
     use super::{FrameAligned, Keys, WebSocketStream, renew};
     use crate::client::Backoff;
     use crate::client::ClientConfig;
-    use crate::client::upgrade::upgrade;
+    use crate::client::upgrade::{tests::request, upgrade};
     use futures_util::{SinkExt, StreamExt};
     use rand::{RngCore, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -418,20 +418,11 @@ mod tests {
             // the pong, unless the client lost it (then the stream just ends)
             matches!(ws.next().await, Some(Ok(Message::Pong(_))))
         });
-        let request = tokio_tungstenite::tungstenite::http::Request::builder()
-            .uri("ws://example/socket/websocket")
-            .header("Host", "example")
-            .header("Connection", "Upgrade")
-            .header("Upgrade", "websocket")
-            .header("Sec-WebSocket-Version", "13")
-            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .body(())
-            .unwrap();
         let mut cfg = ClientConfig::new("ws://example/socket/websocket", "u", "t");
         cfg.release_read_buffer = true;
         cfg.read_buffer_size = 256;
         let ws_cfg = WebSocketConfig::default().read_buffer_size(cfg.read_buffer_size);
-        let mut ws: WebSocketStream<FrameAligned<_>> = upgrade(client, request, ws_cfg, aligned)
+        let mut ws: WebSocketStream<FrameAligned<_>> = upgrade(client, request(), ws_cfg, aligned)
             .await
             .expect("upgraded");
         let mut got = Vec::new();

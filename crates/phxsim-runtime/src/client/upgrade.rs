@@ -132,13 +132,14 @@ fn header_has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use futures_util::StreamExt;
     use tokio::io::DuplexStream;
     use tokio_tungstenite::tungstenite::Message;
 
-    fn request() -> Request {
+    /// An upgrade request as the client makes it (the sample key of RFC 6455).
+    pub(in crate::client) fn request() -> Request {
         Request::builder()
             .uri("ws://example/socket/websocket?vsn=2.0.0")
             .header("Host", "example")

@@ -2,94 +2,17 @@
 //! for no WebSocket upgrade, with `400` and a text body naming the missing header; tungstenite
 //! would just drop such a connection. So with the 1.7.21 rules the server reads the request head
 //! itself first, answers what is not an upgrade, and hands everything it read to tungstenite
-//! otherwise ([`Prefixed`]).
+//! otherwise ([`crate::prefixed::Prefixed`]).
 //!
 //! The decision ([`plain_get_answer`]) is pure and tested without a socket.
 
 use super::handshake;
+use crate::prefixed::Prefixed;
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The longest request head read before giving the bytes to tungstenite as they are.
 const MAX_HEAD: usize = 16 * 1024;
-
-/// A stream that first yields bytes already read from it.
-pub(super) struct Prefixed<S> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub(super) fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
-        Prefixed {
-            prefix,
-            pos: 0,
-            inner,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if let Some(rest) = this.prefix.get(this.pos..)
-            && !rest.is_empty()
-        {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                // handed over: the socket keeps no copy of its request head
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    // Forwarded, not left to the trait's defaults: the outbox writes a step's frames (a
-    // shared `presence_state` in parts, a socket's queued diffs) with one vectored write on a
-    // stream that takes them, and joins them into one copy on a stream that does not. Without
-    // these, a TCP socket looked unvectored: every state was copied per joiner and every
-    // part went out in a system call of its own (1.5 M `sendto`s for 10 000 joins).
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 /// What a request head asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]

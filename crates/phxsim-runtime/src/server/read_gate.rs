@@ -105,7 +105,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadGate<S> {
         self.note_write(polled)
     }
 
-    // Forwarded for the outbox's one write per step (see `plain_get::Prefixed`).
+    // Forwarded for the outbox's one write per step (see `crate::prefixed::Prefixed`).
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -22,6 +22,7 @@ use super::{
     ConnectionEnd, PhoenixRules, Server, ServerEvent, ServerMutation, close_code, plain_get,
 };
 use crate::node::{Diffs, OwnerLease, PresenceUpdate, TopicState};
+use crate::prefixed::Prefixed;
 use crate::state_frame;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_shard::presence::meta_with_refs;
@@ -97,7 +98,7 @@ async fn accept<S>(
     server: &Server,
     conn: u64,
     stream: S,
-) -> Result<Session<plain_get::Prefixed<S>>, ConnectionEnd>
+) -> Result<Session<Prefixed<S>>, ConnectionEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -121,7 +122,7 @@ where
             Err(_) => return Err(ConnectionEnd::HandshakeFailed("handshake timed out".into())),
         }
     } else {
-        plain_get::Prefixed::new(Vec::new(), stream)
+        Prefixed::new(Vec::new(), stream)
     };
     let stream = ReadGate::new(stream);
     let mut decided: Option<Result<ConnectInfo, Refusal>> = None;
