@@ -15,7 +15,7 @@ use crate::world::{
 use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, FrameCache};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -442,29 +442,12 @@ fn browser_host(
             // the timeline's controls for every browser of this host, tagged with its place
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
             let mut browsers: Vec<Client> = Vec::with_capacity(specs.len());
+            let mut configs = BrowserConfigs::default();
             for (place, spec) in specs.iter().enumerate() {
                 let node = spec.node.clone();
-                let mut cfg = ClientConfig::new(
-                    format!("ws://{node}:{WS_PORT}/socket/websocket"),
-                    spec.user(),
-                    spec.topic.clone(),
-                )
-                .with_meta(spec.meta.clone());
-                cfg.serializer = if spec.vsn == "1.0.0" {
-                    Serializer::V1
-                } else {
-                    Serializer::V2
-                };
-                cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
-                cfg.auto_join = false;
+                let mut cfg = configs.config(spec, seed);
                 cfg.mutation = mutation;
                 cfg.frame_cache = Some(frame_cache.clone());
-                // a diff fits in one read; a state takes more reads, each a copy in memory
-                cfg.read_buffer_size = CLIENT_READ_BUFFER;
-                // and an idle browser does not keep the size of the largest frame it read
-                cfg.release_read_buffer = true;
-                // a partitioned SYN is never answered: bound each attempt
-                cfg.timeout = Duration::from_secs(10);
                 let (links, mut connections) = (links.clone(), 0u64);
                 let client = Client::start(cfg, move || {
                     let n = connections;
@@ -518,6 +501,88 @@ fn browser_host(
             Ok(())
         }
     });
+}
+
+/// The configurations of one host's browsers, built so that browsers share what they have in
+/// common: one URL per node, one topic string per topic, one join payload per run of browsers
+/// with equal metas (a population's browsers are consecutive and share their meta). Sharing
+/// changes no byte a browser sends: a config is equal, field by field, to the one built
+/// for the browser alone ([`BrowserConfigs::config_alone`]); only the copies are fewer.
+#[derive(Default)]
+struct BrowserConfigs {
+    urls: BTreeMap<String, Arc<str>>,
+    topics: BTreeMap<String, Arc<str>>,
+    /// The last meta met and its join payload.
+    payload: Option<(Json, Arc<Json>)>,
+}
+
+impl BrowserConfigs {
+    /// The configuration of the browser `spec` in the run with `seed` (without the planted
+    /// bug and the frame cache, which the caller adds).
+    fn config(&mut self, spec: &crate::scenario::ClientSpec, seed: u64) -> ClientConfig {
+        let url = Arc::clone(
+            self.urls
+                .entry(spec.node.clone())
+                .or_insert_with(|| url_of(&spec.node).into()),
+        );
+        let topic = Arc::clone(
+            self.topics
+                .entry(spec.topic.clone())
+                .or_insert_with(|| spec.topic.as_str().into()),
+        );
+        let payload = match &self.payload {
+            Some((meta, payload)) if *meta == spec.meta => Arc::clone(payload),
+            _ => {
+                let payload = ClientConfig::meta_payload(spec.meta.clone());
+                self.payload = Some((spec.meta.clone(), Arc::clone(&payload)));
+                payload
+            }
+        };
+        browser_settings(
+            ClientConfig::new(url, spec.user(), topic).with_join_payload(payload),
+            spec,
+            seed,
+        )
+    }
+
+    /// What [`BrowserConfigs::config`] gives, built for `spec` alone (the slow way it
+    /// replaces, kept for the test that compares them).
+    #[cfg(test)]
+    fn config_alone(spec: &crate::scenario::ClientSpec, seed: u64) -> ClientConfig {
+        browser_settings(
+            ClientConfig::new(url_of(&spec.node), spec.user(), spec.topic.clone())
+                .with_meta(spec.meta.clone()),
+            spec,
+            seed,
+        )
+    }
+}
+
+/// The Channels endpoint of `node`.
+fn url_of(node: &str) -> String {
+    format!("ws://{node}:{WS_PORT}/socket/websocket")
+}
+
+/// A simulated browser's settings besides its URL, user, topic and join payload.
+fn browser_settings(
+    mut cfg: ClientConfig,
+    spec: &crate::scenario::ClientSpec,
+    seed: u64,
+) -> ClientConfig {
+    cfg.serializer = if spec.vsn == "1.0.0" {
+        Serializer::V1
+    } else {
+        Serializer::V2
+    };
+    cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
+    cfg.auto_join = false;
+    // a diff fits in one read; a state takes more reads, each a copy in memory
+    cfg.read_buffer_size = CLIENT_READ_BUFFER;
+    // and an idle browser does not keep the size of the largest frame it read
+    cfg.release_read_buffer = true;
+    // a partitioned SYN is never answered: bound each attempt
+    cfg.timeout = Duration::from_secs(10);
+    cfg
 }
 
 /// What the browsers of one host need to open their links, held once for all of them: a
@@ -696,7 +761,6 @@ async fn forward_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value as Json;
 
     /// What `text_event` replaces: the whole frame parsed into a `Value`.
     fn by_value(text: &str) -> Option<String> {
@@ -746,6 +810,56 @@ mod tests {
         for text in cases {
             assert_eq!(text_event(text), by_value(text), "{text}");
         }
+    }
+
+    #[test]
+    fn shared_browser_configs_equal_configs_built_alone() {
+        use crate::scenario::ClientSpec;
+        let spec = |name: &str, node: &str, topic: &str, meta: Json, vsn: &str| ClientSpec {
+            name: name.into(),
+            node: node.into(),
+            user: (name == "u").then(|| "someone".into()),
+            topic: topic.into(),
+            meta,
+            vsn: vsn.into(),
+        };
+        let (web, app) = (
+            json!({"device": "web"}),
+            json!({"device": "app", "n": [1, 2]}),
+        );
+        // metas that come back after another, equal metas written apart, an empty one
+        let specs = [
+            spec("a", "n0", "room:pop-0", web.clone(), "2.0.0"),
+            spec("b", "n1", "room:pop-1", web.clone(), "2.0.0"),
+            spec("c", "n0", "room:pop-0", app.clone(), "1.0.0"),
+            spec("d", "n1", "room:pop-0", web.clone(), "2.0.0"),
+            spec("u", "n2", "room:lobby", json!({}), "2.0.0"),
+            spec("e", "n0", "room:pop-1", json!({"device": "web"}), "2.0.0"),
+            spec("f", "n0", "room:pop-1", json!({"device": "web"}), "2.0.0"),
+        ];
+        let mut configs = BrowserConfigs::default();
+        let shared: Vec<ClientConfig> = specs.iter().map(|s| configs.config(s, 9)).collect();
+        for (spec, cfg) in specs.iter().zip(&shared) {
+            let alone = BrowserConfigs::config_alone(spec, 9);
+            // every field, the shared ones by value
+            assert_eq!(format!("{cfg:?}"), format!("{alone:?}"), "{}", spec.name);
+        }
+        // and they are shared: by node, by topic, by a run of equal metas
+        assert!(Arc::ptr_eq(&shared[0].url, &shared[2].url));
+        assert!(Arc::ptr_eq(&shared[1].url, &shared[3].url));
+        assert!(Arc::ptr_eq(&shared[0].topic, &shared[3].topic));
+        assert!(Arc::ptr_eq(
+            &shared[0].join_payload,
+            &shared[1].join_payload
+        ));
+        assert!(Arc::ptr_eq(
+            &shared[5].join_payload,
+            &shared[6].join_payload
+        ));
+        assert!(Arc::ptr_eq(
+            &shared[0].reconnect_after,
+            &shared[6].reconnect_after
+        ));
     }
 
     #[test]
