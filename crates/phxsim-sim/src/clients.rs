@@ -380,9 +380,9 @@ impl HostNames {
 /// node. A browser only ever talks to its node, so the links between these hosts and node `n`
 /// are the links of `n`'s browsers (what `between = ["n", "clients"]` sets), and turmoil polls a
 /// few hosts per step for all of them instead of one per node or per browser.
-pub(crate) fn client_host(
-    sim: &mut turmoil::Sim<'_>,
-    s: &Scenario,
+pub(crate) fn client_host<'a>(
+    sim: &mut turmoil::Sim<'a>,
+    s: &'a Scenario,
     o: &RunOptions,
     shared: SharedRef,
 ) {
@@ -394,7 +394,7 @@ pub(crate) fn client_host(
             &frame_cache,
             sim,
             browser_host_name(i),
-            specs.into(),
+            specs,
             s,
             o,
             shared.clone(),
@@ -403,12 +403,15 @@ pub(crate) fn client_host(
 }
 
 /// One browsers' host running `specs`.
-fn browser_host(
+///
+/// The host's closure borrows the specs from the scenario, which outlives the simulation;
+/// its software gets a copy of them only to start its browsers, and keeps what it reads later
+/// ([`Browser`]: a name and a node), which is a fraction of a spec.
+fn browser_host<'a>(
     frame_cache: &FrameCache,
-    sim: &mut turmoil::Sim<'_>,
+    sim: &mut turmoil::Sim<'a>,
     host: String,
-    // shared by the host's closure and its software: a run keeps one copy of each spec here
-    specs: Arc<[crate::scenario::ClientSpec]>,
+    specs: &'a [crate::scenario::ClientSpec],
     s: &Scenario,
     o: &RunOptions,
     shared: SharedRef,
@@ -422,30 +425,32 @@ fn browser_host(
     let rto = Duration::from_millis(s.network.rto_ms);
     let frame_cache = frame_cache.clone();
     sim.host(host, move || {
-        let (specs, shared, frame_cache) = (specs.clone(), shared.clone(), frame_cache.clone());
+        let (shared, frame_cache) = (shared.clone(), frame_cache.clone());
         let (memory, pipes) = {
             let s = lock(&shared);
             (s.memory_browsers.clone(), s.pipes.clone())
         };
+        let browsers = Browser::all(specs);
         let links = Arc::new(HostLinks {
             seed,
             loss: Loss {
                 rate: lock(&shared).client_loss_rate.clone(),
                 rto,
             },
-            specs: specs.clone(),
+            browsers: browsers.clone(),
             shared: shared.clone(),
             pipes,
             memory,
         });
+        // read once, while the browsers start
+        let specs = specs.to_vec();
         async move {
             // the timeline's controls for every browser of this host, tagged with its place
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-            let mut browsers: Vec<Client> = Vec::with_capacity(specs.len());
+            let mut clients: Vec<Client> = Vec::with_capacity(specs.len());
             let mut configs = BrowserConfigs::default();
-            for (place, spec) in specs.iter().enumerate() {
-                let node = spec.node.clone();
-                let mut cfg = configs.config(spec, seed);
+            for (place, spec) in specs.into_iter().enumerate() {
+                let mut cfg = configs.config(&spec, seed);
                 cfg.mutation = mutation;
                 cfg.frame_cache = Some(frame_cache.clone());
                 let (links, mut connections) = (links.clone(), 0u64);
@@ -457,7 +462,7 @@ fn browser_host(
                 lock(&shared).clients.insert(
                     spec.name.clone(),
                     SimClient {
-                        node: Name::from(node.as_str()),
+                        node: Name::from(spec.node.as_str()),
                         topic: Name::from(spec.topic.as_str()),
                         user: Name::from(spec.user()),
                         client: client.clone(),
@@ -493,10 +498,10 @@ fn browser_host(
                         observed,
                     ));
                 }
-                browsers.push(client);
+                clients.push(client);
             }
             drop(ctl_tx);
-            obey_all(&browsers, &specs, ctl_rx, shared).await;
+            obey_all(&clients, &browsers, ctl_rx, shared).await;
             std::future::pending::<()>().await;
             Ok(())
         }
@@ -585,13 +590,39 @@ fn browser_settings(
     cfg
 }
 
+/// What a browsers' host keeps of each browser's spec once the browser started: what opening
+/// its links and obeying its controls read.
+struct Browser {
+    name: String,
+    /// Shared by the host's browsers of one node.
+    node: Arc<str>,
+}
+
+impl Browser {
+    /// The browsers of `specs`, in order.
+    fn all(specs: &[crate::scenario::ClientSpec]) -> Arc<[Browser]> {
+        let mut nodes: BTreeMap<&str, Arc<str>> = BTreeMap::new();
+        specs
+            .iter()
+            .map(|spec| Browser {
+                name: spec.name.clone(),
+                node: Arc::clone(
+                    nodes
+                        .entry(spec.node.as_str())
+                        .or_insert_with(|| spec.node.as_str().into()),
+                ),
+            })
+            .collect()
+    }
+}
+
 /// What the browsers of one host need to open their links, held once for all of them: a
 /// browser's connect closure lives as long as the browser, and up to 16 384 run on a host.
 struct HostLinks {
     seed: u64,
     /// Each connection draws its losses afresh.
     loss: Loss,
-    specs: Arc<[crate::scenario::ClientSpec]>,
+    browsers: Arc<[Browser]>,
     shared: SharedRef,
     pipes: Option<Pipes>,
     memory: MemoryBrowsers,
@@ -606,8 +637,8 @@ impl HostLinks {
         n: u64,
     ) -> impl std::future::Future<Output = std::io::Result<LossyStream<BrowserStream>>> + Send + use<>
     {
-        let spec = &self.specs[place as usize];
-        let (name, node) = (spec.name.clone(), spec.node.clone());
+        let browser = &self.browsers[place as usize];
+        let (name, node) = (browser.name.clone(), browser.node.to_string());
         let link_seed = derive_seed(self.seed, &format!("client-loss/browser/{name}/{n}"));
         let loss = self.loss.clone();
         let shared = self.shared.clone();
@@ -629,20 +660,26 @@ impl HostLinks {
 /// join exchange and holds back the browser's later controls meanwhile: the first one hands
 /// the browser to a task of its own, which takes every later control of that browser in turn.
 async fn obey_all(
-    browsers: &[Client],
-    specs: &[crate::scenario::ClientSpec],
+    clients: &[Client],
+    browsers: &[Browser],
     mut ctl: mpsc::UnboundedReceiver<(u32, ClientControl)>,
     shared: SharedRef,
 ) {
     let mut own_task: BTreeMap<u32, mpsc::UnboundedSender<ClientControl>> = BTreeMap::new();
     while let Some((place, c)) = ctl.recv().await {
-        let (Some(client), Some(spec)) = (browsers.get(place as usize), specs.get(place as usize))
+        let (Some(client), Some(browser)) =
+            (clients.get(place as usize), browsers.get(place as usize))
         else {
             continue;
         };
         if matches!(c, ClientControl::DropMidJoin(_)) && !own_task.contains_key(&place) {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(obey(client.clone(), rx, spec.name.clone(), shared.clone()));
+            tokio::spawn(obey(
+                client.clone(),
+                rx,
+                browser.name.clone(),
+                shared.clone(),
+            ));
             own_task.insert(place, tx);
         }
         match own_task.get(&place) {
