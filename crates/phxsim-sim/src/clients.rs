@@ -518,7 +518,7 @@ struct BrowserConfigs {
     urls: BTreeMap<String, Arc<str>>,
     topics: BTreeMap<String, Arc<str>>,
     /// The last meta met and its join payload.
-    payload: Option<(Json, Arc<Json>)>,
+    payload: Option<(Arc<Json>, Arc<Json>)>,
 }
 
 impl BrowserConfigs {
@@ -536,10 +536,13 @@ impl BrowserConfigs {
                 .or_insert_with(|| spec.topic.as_str().into()),
         );
         let payload = match &self.payload {
-            Some((meta, payload)) if *meta == spec.meta => Arc::clone(payload),
+            // a population's clients hold one meta; others may still be equal
+            Some((meta, payload)) if Arc::ptr_eq(meta, &spec.meta) || *meta == spec.meta => {
+                Arc::clone(payload)
+            }
             _ => {
-                let payload = ClientConfig::meta_payload(spec.meta.clone());
-                self.payload = Some((spec.meta.clone(), Arc::clone(&payload)));
+                let payload = ClientConfig::meta_payload(Json::clone(&spec.meta));
+                self.payload = Some((Arc::clone(&spec.meta), Arc::clone(&payload)));
                 payload
             }
         };
@@ -556,7 +559,7 @@ impl BrowserConfigs {
     fn config_alone(spec: &crate::scenario::ClientSpec, seed: u64) -> ClientConfig {
         browser_settings(
             ClientConfig::new(url_of(&spec.node), spec.user(), spec.topic.clone())
-                .with_meta(spec.meta.clone()),
+                .with_meta(Json::clone(&spec.meta)),
             spec,
             seed,
         )
@@ -857,7 +860,7 @@ mod tests {
             node: node.into(),
             user: (name == "u").then(|| "someone".into()),
             topic: topic.into(),
-            meta,
+            meta: Arc::new(meta),
             vsn: vsn.into(),
         };
         let (web, app) = (
