@@ -26,6 +26,7 @@ pub use frame_cache::FrameCache;
 use futures_util::task::AtomicWaker;
 use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, PresenceInstance, Serializer};
 use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -128,8 +129,9 @@ impl Backoff {
 pub struct ClientConfig {
     /// The socket URL without query, e.g. `ws://127.0.0.1:4000/socket/websocket`.
     pub url: Arc<str>,
-    /// Connect params (e.g. `user_id`), sent in the query after `vsn`.
-    pub params: Vec<(String, String)>,
+    /// Connect params (e.g. `user_id`), sent in the query after `vsn`. A name is most often
+    /// a constant (`"user_id".into()` borrows it): a simulation holds one client per browser.
+    pub params: Vec<(Cow<'static, str>, String)>,
     /// V2 (phoenix.js's default) or V1 (`vsn=1.0.0`).
     pub serializer: Serializer,
     /// The one channel this client joins.
