@@ -15,7 +15,7 @@ use crate::world::{
 use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, FrameCache};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -380,9 +380,9 @@ impl HostNames {
 /// node. A browser only ever talks to its node, so the links between these hosts and node `n`
 /// are the links of `n`'s browsers (what `between = ["n", "clients"]` sets), and turmoil polls a
 /// few hosts per step for all of them instead of one per node or per browser.
-pub(crate) fn client_host(
-    sim: &mut turmoil::Sim<'_>,
-    s: &Scenario,
+pub(crate) fn client_host<'a>(
+    sim: &mut turmoil::Sim<'a>,
+    s: &'a Scenario,
     o: &RunOptions,
     shared: SharedRef,
 ) {
@@ -394,7 +394,7 @@ pub(crate) fn client_host(
             &frame_cache,
             sim,
             browser_host_name(i),
-            specs.into(),
+            specs,
             s,
             o,
             shared.clone(),
@@ -403,12 +403,15 @@ pub(crate) fn client_host(
 }
 
 /// One browsers' host running `specs`.
-fn browser_host(
+///
+/// The host's closure borrows the specs from the scenario, which outlives the simulation;
+/// its software gets a copy of them only to start its browsers, and keeps what it reads later
+/// ([`Browser`]: a name and a node), which is a fraction of a spec.
+fn browser_host<'a>(
     frame_cache: &FrameCache,
-    sim: &mut turmoil::Sim<'_>,
+    sim: &mut turmoil::Sim<'a>,
     host: String,
-    // shared by the host's closure and its software: a run keeps one copy of each spec here
-    specs: Arc<[crate::scenario::ClientSpec]>,
+    specs: &'a [crate::scenario::ClientSpec],
     s: &Scenario,
     o: &RunOptions,
     shared: SharedRef,
@@ -422,49 +425,34 @@ fn browser_host(
     let rto = Duration::from_millis(s.network.rto_ms);
     let frame_cache = frame_cache.clone();
     sim.host(host, move || {
-        let (specs, shared, frame_cache) = (specs.clone(), shared.clone(), frame_cache.clone());
+        let (shared, frame_cache) = (shared.clone(), frame_cache.clone());
         let (memory, pipes) = {
             let s = lock(&shared);
             (s.memory_browsers.clone(), s.pipes.clone())
         };
+        let browsers = Browser::all(specs);
         let links = Arc::new(HostLinks {
             seed,
             loss: Loss {
                 rate: lock(&shared).client_loss_rate.clone(),
                 rto,
             },
-            specs: specs.clone(),
+            browsers: browsers.clone(),
             shared: shared.clone(),
             pipes,
             memory,
         });
+        // read once, while the browsers start
+        let specs = specs.to_vec();
         async move {
             // the timeline's controls for every browser of this host, tagged with its place
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-            let mut browsers: Vec<Client> = Vec::with_capacity(specs.len());
-            for (place, spec) in specs.iter().enumerate() {
-                let node = spec.node.clone();
-                let mut cfg = ClientConfig::new(
-                    format!("ws://{node}:{WS_PORT}/socket/websocket"),
-                    spec.user(),
-                    spec.topic.clone(),
-                )
-                .with_meta(spec.meta.clone());
-                cfg.serializer = if spec.vsn == "1.0.0" {
-                    Serializer::V1
-                } else {
-                    Serializer::V2
-                };
-                cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
-                cfg.auto_join = false;
+            let mut clients: Vec<Client> = Vec::with_capacity(specs.len());
+            let mut configs = BrowserConfigs::default();
+            for (place, spec) in specs.into_iter().enumerate() {
+                let mut cfg = configs.config(&spec, seed);
                 cfg.mutation = mutation;
                 cfg.frame_cache = Some(frame_cache.clone());
-                // a diff fits in one read; a state takes more reads, each a copy in memory
-                cfg.read_buffer_size = CLIENT_READ_BUFFER;
-                // and an idle browser does not keep the size of the largest frame it read
-                cfg.release_read_buffer = true;
-                // a partitioned SYN is never answered: bound each attempt
-                cfg.timeout = Duration::from_secs(10);
                 let (links, mut connections) = (links.clone(), 0u64);
                 let client = Client::start(cfg, move || {
                     let n = connections;
@@ -474,7 +462,7 @@ fn browser_host(
                 lock(&shared).clients.insert(
                     spec.name.clone(),
                     SimClient {
-                        node: Name::from(node.as_str()),
+                        node: Name::from(spec.node.as_str()),
                         topic: Name::from(spec.topic.as_str()),
                         user: Name::from(spec.user()),
                         client: client.clone(),
@@ -510,14 +498,125 @@ fn browser_host(
                         observed,
                     ));
                 }
-                browsers.push(client);
+                clients.push(client);
             }
             drop(ctl_tx);
-            obey_all(&browsers, &specs, ctl_rx, shared).await;
+            obey_all(&clients, &browsers, ctl_rx, shared).await;
             std::future::pending::<()>().await;
             Ok(())
         }
     });
+}
+
+/// The configurations of one host's browsers, built so that browsers share what they have in
+/// common: one URL per node, one topic string per topic, one join payload per run of browsers
+/// with equal metas (a population's browsers are consecutive and share their meta). Sharing
+/// changes no byte a browser sends: a config is equal, field by field, to the one built
+/// for the browser alone ([`BrowserConfigs::config_alone`]); only the copies are fewer.
+#[derive(Default)]
+struct BrowserConfigs {
+    urls: BTreeMap<String, Arc<str>>,
+    topics: BTreeMap<String, Arc<str>>,
+    /// The last meta met and its join payload.
+    payload: Option<(Arc<Json>, Arc<Json>)>,
+}
+
+impl BrowserConfigs {
+    /// The configuration of the browser `spec` in the run with `seed` (without the planted
+    /// bug and the frame cache, which the caller adds).
+    fn config(&mut self, spec: &crate::scenario::ClientSpec, seed: u64) -> ClientConfig {
+        let url = Arc::clone(
+            self.urls
+                .entry(spec.node.clone())
+                .or_insert_with(|| url_of(&spec.node).into()),
+        );
+        let topic = Arc::clone(
+            self.topics
+                .entry(spec.topic.clone())
+                .or_insert_with(|| spec.topic.as_str().into()),
+        );
+        let payload = match &self.payload {
+            // a population's clients hold one meta; others may still be equal
+            Some((meta, payload)) if Arc::ptr_eq(meta, &spec.meta) || *meta == spec.meta => {
+                Arc::clone(payload)
+            }
+            _ => {
+                let payload = ClientConfig::meta_payload(Json::clone(&spec.meta));
+                self.payload = Some((Arc::clone(&spec.meta), Arc::clone(&payload)));
+                payload
+            }
+        };
+        browser_settings(
+            ClientConfig::new(url, spec.user(), topic).with_join_payload(payload),
+            spec,
+            seed,
+        )
+    }
+
+    /// What [`BrowserConfigs::config`] gives, built for `spec` alone (the slow way it
+    /// replaces, kept for the test that compares them).
+    #[cfg(test)]
+    fn config_alone(spec: &crate::scenario::ClientSpec, seed: u64) -> ClientConfig {
+        browser_settings(
+            ClientConfig::new(url_of(&spec.node), spec.user(), spec.topic.clone())
+                .with_meta(Json::clone(&spec.meta)),
+            spec,
+            seed,
+        )
+    }
+}
+
+/// The Channels endpoint of `node`.
+fn url_of(node: &str) -> String {
+    format!("ws://{node}:{WS_PORT}/socket/websocket")
+}
+
+/// A simulated browser's settings besides its URL, user, topic and join payload.
+fn browser_settings(
+    mut cfg: ClientConfig,
+    spec: &crate::scenario::ClientSpec,
+    seed: u64,
+) -> ClientConfig {
+    cfg.serializer = if spec.vsn == "1.0.0" {
+        Serializer::V1
+    } else {
+        Serializer::V2
+    };
+    cfg.seed = derive_seed(seed, &format!("client/{}", spec.name));
+    cfg.auto_join = false;
+    // a diff fits in one read; a state takes more reads, each a copy in memory
+    cfg.read_buffer_size = CLIENT_READ_BUFFER;
+    // and an idle browser does not keep the size of the largest frame it read
+    cfg.release_read_buffer = true;
+    // a partitioned SYN is never answered: bound each attempt
+    cfg.timeout = Duration::from_secs(10);
+    cfg
+}
+
+/// What a browsers' host keeps of each browser's spec once the browser started: what opening
+/// its links and obeying its controls read.
+struct Browser {
+    name: String,
+    /// Shared by the host's browsers of one node.
+    node: Arc<str>,
+}
+
+impl Browser {
+    /// The browsers of `specs`, in order.
+    fn all(specs: &[crate::scenario::ClientSpec]) -> Arc<[Browser]> {
+        let mut nodes: BTreeMap<&str, Arc<str>> = BTreeMap::new();
+        specs
+            .iter()
+            .map(|spec| Browser {
+                name: spec.name.clone(),
+                node: Arc::clone(
+                    nodes
+                        .entry(spec.node.as_str())
+                        .or_insert_with(|| spec.node.as_str().into()),
+                ),
+            })
+            .collect()
+    }
 }
 
 /// What the browsers of one host need to open their links, held once for all of them: a
@@ -526,7 +625,7 @@ struct HostLinks {
     seed: u64,
     /// Each connection draws its losses afresh.
     loss: Loss,
-    specs: Arc<[crate::scenario::ClientSpec]>,
+    browsers: Arc<[Browser]>,
     shared: SharedRef,
     pipes: Option<Pipes>,
     memory: MemoryBrowsers,
@@ -541,8 +640,8 @@ impl HostLinks {
         n: u64,
     ) -> impl std::future::Future<Output = std::io::Result<LossyStream<BrowserStream>>> + Send + use<>
     {
-        let spec = &self.specs[place as usize];
-        let (name, node) = (spec.name.clone(), spec.node.clone());
+        let browser = &self.browsers[place as usize];
+        let (name, node) = (browser.name.clone(), browser.node.to_string());
         let link_seed = derive_seed(self.seed, &format!("client-loss/browser/{name}/{n}"));
         let loss = self.loss.clone();
         let shared = self.shared.clone();
@@ -564,20 +663,26 @@ impl HostLinks {
 /// join exchange and holds back the browser's later controls meanwhile: the first one hands
 /// the browser to a task of its own, which takes every later control of that browser in turn.
 async fn obey_all(
-    browsers: &[Client],
-    specs: &[crate::scenario::ClientSpec],
+    clients: &[Client],
+    browsers: &[Browser],
     mut ctl: mpsc::UnboundedReceiver<(u32, ClientControl)>,
     shared: SharedRef,
 ) {
     let mut own_task: BTreeMap<u32, mpsc::UnboundedSender<ClientControl>> = BTreeMap::new();
     while let Some((place, c)) = ctl.recv().await {
-        let (Some(client), Some(spec)) = (browsers.get(place as usize), specs.get(place as usize))
+        let (Some(client), Some(browser)) =
+            (clients.get(place as usize), browsers.get(place as usize))
         else {
             continue;
         };
         if matches!(c, ClientControl::DropMidJoin(_)) && !own_task.contains_key(&place) {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(obey(client.clone(), rx, spec.name.clone(), shared.clone()));
+            tokio::spawn(obey(
+                client.clone(),
+                rx,
+                browser.name.clone(),
+                shared.clone(),
+            ));
             own_task.insert(place, tx);
         }
         match own_task.get(&place) {
@@ -696,7 +801,6 @@ async fn forward_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value as Json;
 
     /// What `text_event` replaces: the whole frame parsed into a `Value`.
     fn by_value(text: &str) -> Option<String> {
@@ -746,6 +850,56 @@ mod tests {
         for text in cases {
             assert_eq!(text_event(text), by_value(text), "{text}");
         }
+    }
+
+    #[test]
+    fn shared_browser_configs_equal_configs_built_alone() {
+        use crate::scenario::ClientSpec;
+        let spec = |name: &str, node: &str, topic: &str, meta: Json, vsn: &str| ClientSpec {
+            name: name.into(),
+            node: node.into(),
+            user: (name == "u").then(|| "someone".into()),
+            topic: topic.into(),
+            meta: Arc::new(meta),
+            vsn: vsn.into(),
+        };
+        let (web, app) = (
+            json!({"device": "web"}),
+            json!({"device": "app", "n": [1, 2]}),
+        );
+        // metas that come back after another, equal metas written apart, an empty one
+        let specs = [
+            spec("a", "n0", "room:pop-0", web.clone(), "2.0.0"),
+            spec("b", "n1", "room:pop-1", web.clone(), "2.0.0"),
+            spec("c", "n0", "room:pop-0", app.clone(), "1.0.0"),
+            spec("d", "n1", "room:pop-0", web.clone(), "2.0.0"),
+            spec("u", "n2", "room:lobby", json!({}), "2.0.0"),
+            spec("e", "n0", "room:pop-1", json!({"device": "web"}), "2.0.0"),
+            spec("f", "n0", "room:pop-1", json!({"device": "web"}), "2.0.0"),
+        ];
+        let mut configs = BrowserConfigs::default();
+        let shared: Vec<ClientConfig> = specs.iter().map(|s| configs.config(s, 9)).collect();
+        for (spec, cfg) in specs.iter().zip(&shared) {
+            let alone = BrowserConfigs::config_alone(spec, 9);
+            // every field, the shared ones by value
+            assert_eq!(format!("{cfg:?}"), format!("{alone:?}"), "{}", spec.name);
+        }
+        // and they are shared: by node, by topic, by a run of equal metas
+        assert!(Arc::ptr_eq(&shared[0].url, &shared[2].url));
+        assert!(Arc::ptr_eq(&shared[1].url, &shared[3].url));
+        assert!(Arc::ptr_eq(&shared[0].topic, &shared[3].topic));
+        assert!(Arc::ptr_eq(
+            &shared[0].join_payload,
+            &shared[1].join_payload
+        ));
+        assert!(Arc::ptr_eq(
+            &shared[5].join_payload,
+            &shared[6].join_payload
+        ));
+        assert!(Arc::ptr_eq(
+            &shared[0].reconnect_after,
+            &shared[6].reconnect_after
+        ));
     }
 
     #[test]

@@ -94,7 +94,9 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
                 None
             },
             topic: topics[rng.gen_range(0..topics.len())].to_string(),
-            meta: json!({"device": if rng.gen_bool(0.5) { "web" } else { "ios" }}),
+            meta: std::sync::Arc::new(
+                json!({"device": if rng.gen_bool(0.5) { "web" } else { "ios" }}),
+            ),
             vsn: if rng.gen_bool(0.3) {
                 "1.0.0".into()
             } else {
@@ -130,7 +132,7 @@ pub fn generate(seed: u64, cfg: &SwarmConfig) -> Scenario {
             match rng.gen_range(0..3) {
                 0 => Action::Update(
                     c.clone(),
-                    json!({"status": format!("s{}", rng.gen_range(0..100))}),
+                    Box::new(json!({"status": format!("s{}", rng.gen_range(0..100))})),
                 ),
                 1 => Action::Leave(c.clone()),
                 _ => Action::Join(c.clone()),

@@ -891,7 +891,7 @@ fn apply(
     match action {
         Action::Join(c) => client(c, ClientControl::Join),
         Action::Leave(c) => client(c, ClientControl::Leave),
-        Action::Update(c, meta) => client(c, ClientControl::Update(Box::new(meta.clone()))),
+        Action::Update(c, meta) => client(c, ClientControl::Update(meta.clone())),
         Action::Disconnect(c) => client(c, ClientControl::Disconnect),
         Action::DropMidJoin(c) => client(c, ClientControl::DropMidJoin(mid_join.next())),
         Action::Reconnect(c) => client(c, ClientControl::Reconnect),

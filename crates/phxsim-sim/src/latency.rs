@@ -76,7 +76,7 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
             node: nodes[nodes.len() - 1].clone(),
             user: None,
             topic: "room:lobby".into(),
-            meta: json!({}),
+            meta: std::sync::Arc::new(json!({})),
             vsn: "2.0.0".into(),
         },
         ClientSpec {
@@ -84,7 +84,7 @@ pub fn scenario(case: &LatencyCase) -> Scenario {
             node: nodes[0].clone(),
             user: None,
             topic: "room:lobby".into(),
-            meta: json!({}),
+            meta: std::sync::Arc::new(json!({})),
             vsn: "2.0.0".into(),
         },
     ];

@@ -386,9 +386,9 @@ impl Machine {
         self.out.push_back(Message::new(
             Some(r.clone()),
             Some(r),
-            self.cfg.topic.as_str(),
+            &*self.cfg.topic,
             PHX_JOIN,
-            self.cfg.join_payload.clone(),
+            Json::clone(&self.cfg.join_payload),
         ));
         self.set_state(ChannelState::Joining);
     }
@@ -400,7 +400,7 @@ impl Machine {
         self.out.push_back(Message::new(
             self.join_ref.clone(),
             Some(r),
-            self.cfg.topic.as_str(),
+            &*self.cfg.topic,
             event,
             payload,
         ));
@@ -572,7 +572,7 @@ impl Machine {
             self.heartbeat_ref = None;
             self.heartbeat_at = now + self.cfg.heartbeat_interval;
         }
-        if topic != self.cfg.topic || self.state == ChannelState::Closed {
+        if topic != &*self.cfg.topic || self.state == ChannelState::Closed {
             return false;
         }
         // phoenix.js `isMember`: a message of another incarnation is dropped.
@@ -591,7 +591,7 @@ impl Machine {
         self.out.push_back(Message::new(
             self.join_ref.clone(),
             Some(r),
-            self.cfg.topic.as_str(),
+            &*self.cfg.topic,
             PHX_LEAVE,
             Json::Object(Map::new()),
         ));

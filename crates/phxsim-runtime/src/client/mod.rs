@@ -26,11 +26,12 @@ pub use frame_cache::FrameCache;
 use futures_util::task::AtomicWaker;
 use phxsim_wire::{DEFAULT_MAX_FRAME_LEN, Frame, PresenceInstance, Serializer};
 use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -66,6 +67,11 @@ impl fmt::Display for ClientMutation {
     }
 }
 
+/// phoenix.js `reconnectAfterMs`, in milliseconds.
+const RECONNECT_MS: [u64; 10] = [10, 50, 100, 150, 200, 250, 500, 1000, 2000, 5000];
+/// phoenix.js `rejoinAfterMs`, in milliseconds.
+const REJOIN_MS: [u64; 4] = [1000, 2000, 5000, 10_000];
+
 /// A retry schedule: the delay before try `n` (1-based) is entry `n - 1`, and the last entry
 /// repeats forever. phoenix.js has no jitter, and neither does this.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,12 +80,26 @@ pub struct Backoff(pub Vec<Duration>);
 impl Backoff {
     /// phoenix.js `reconnectAfterMs`: 10, 50, 100, 150, 200, 250, 500, 1000, 2000, then 5000 ms.
     pub fn reconnect() -> Backoff {
-        Backoff::millis(&[10, 50, 100, 150, 200, 250, 500, 1000, 2000, 5000])
+        Backoff::millis(&RECONNECT_MS)
     }
 
     /// phoenix.js `rejoinAfterMs`: 1000, 2000, 5000, then 10 000 ms.
     pub fn rejoin() -> Backoff {
-        Backoff::millis(&[1000, 2000, 5000, 10_000])
+        Backoff::millis(&REJOIN_MS)
+    }
+
+    /// [`Backoff::reconnect`], one copy for the whole process: what [`ClientConfig::new`]
+    /// gives every client (a simulation holds one client per browser, and each had its own
+    /// 160-byte schedule).
+    pub fn shared_reconnect() -> Arc<Backoff> {
+        static RECONNECT: LazyLock<Arc<Backoff>> = LazyLock::new(|| Arc::new(Backoff::reconnect()));
+        Arc::clone(&RECONNECT)
+    }
+
+    /// [`Backoff::rejoin`], one copy for the whole process (see [`Backoff::shared_reconnect`]).
+    pub fn shared_rejoin() -> Arc<Backoff> {
+        static REJOIN: LazyLock<Arc<Backoff>> = LazyLock::new(|| Arc::new(Backoff::rejoin()));
+        Arc::clone(&REJOIN)
     }
 
     /// A schedule from milliseconds.
@@ -99,27 +119,35 @@ impl Backoff {
 }
 
 /// How a client connects and behaves.
+///
+/// A simulation runs one client per browser, up to 160 000 of them, and most of a browser's
+/// configuration is the same for every browser of its population: the URL, the topic, the
+/// join payload and the retry schedules are shared (`Arc`), so that browsers that share them
+/// hold one copy between them (give them clones of one `Arc`; [`ClientConfig::new`] shares
+/// the default schedules by itself).
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// The socket URL without query, e.g. `ws://127.0.0.1:4000/socket/websocket`.
-    pub url: String,
-    /// Connect params (e.g. `user_id`), sent in the query after `vsn`.
-    pub params: Vec<(String, String)>,
+    pub url: Arc<str>,
+    /// Connect params (e.g. `user_id`), sent in the query after `vsn`. A name is most often
+    /// a constant (`"user_id".into()` borrows it): a simulation holds one client per browser.
+    pub params: Vec<(Cow<'static, str>, String)>,
     /// V2 (phoenix.js's default) or V1 (`vsn=1.0.0`).
     pub serializer: Serializer,
     /// The one channel this client joins.
-    pub topic: String,
-    /// The join payload, e.g. `{"meta": {"name": "Alice"}}`.
-    pub join_payload: Json,
+    pub topic: Arc<str>,
+    /// The join payload, e.g. `{"meta": {"name": "Alice"}}` ([`ClientConfig::meta_payload`]);
+    /// each join sends a copy.
+    pub join_payload: Arc<Json>,
     /// phoenix.js `heartbeatIntervalMs`: a heartbeat this long after the last reply, and a
     /// missing reply after as long again closes the connection and reconnects.
     pub heartbeat_interval: Duration,
     /// phoenix.js `timeout`: join, push and leave timeouts; also bounds connect + upgrade.
     pub timeout: Duration,
     /// Delays between reconnect attempts.
-    pub reconnect_after: Backoff,
+    pub reconnect_after: Arc<Backoff>,
     /// Delays between rejoin attempts after a refused or timed-out join or a `phx_error`.
-    pub rejoin_after: Backoff,
+    pub rejoin_after: Arc<Backoff>,
     /// The largest frame accepted from the server.
     pub max_frame_len: usize,
     /// How much is read from the stream at once (tungstenite zeroes this much before every
@@ -149,21 +177,22 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// phoenix.js defaults for `url`, joining `topic` as `user_id`.
+    /// `url` and `topic` may be shared (`Arc<str>`), or anything that becomes a string.
     pub fn new(
-        url: impl Into<String>,
+        url: impl Into<Arc<str>>,
         user_id: impl Into<String>,
-        topic: impl Into<String>,
+        topic: impl Into<Arc<str>>,
     ) -> Self {
         ClientConfig {
             url: url.into(),
             params: vec![("user_id".into(), user_id.into())],
             serializer: Serializer::V2,
             topic: topic.into(),
-            join_payload: Json::Object(Map::new()),
+            join_payload: Arc::new(Json::Object(Map::new())),
             heartbeat_interval: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
-            reconnect_after: Backoff::reconnect(),
-            rejoin_after: Backoff::rejoin(),
+            reconnect_after: Backoff::shared_reconnect(),
+            rejoin_after: Backoff::shared_rejoin(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             read_buffer_size: 8 * 1024,
             release_read_buffer: false,
@@ -176,11 +205,23 @@ impl ClientConfig {
     }
 
     /// Joins with `{"meta": meta}`.
-    pub fn with_meta(mut self, meta: Json) -> Self {
+    pub fn with_meta(self, meta: Json) -> Self {
+        self.with_join_payload(ClientConfig::meta_payload(meta))
+    }
+
+    /// Joins with `payload`, shared with whoever else holds it (clients of one population
+    /// join with one payload).
+    pub fn with_join_payload(mut self, payload: Arc<Json>) -> Self {
+        self.join_payload = payload;
+        self
+    }
+
+    /// The join payload `{"meta": meta}` ([`ClientConfig::with_meta`]), to share between
+    /// clients ([`ClientConfig::with_join_payload`]).
+    pub fn meta_payload(meta: Json) -> Arc<Json> {
         let mut payload = Map::new();
         payload.insert("meta".into(), meta);
-        self.join_payload = Json::Object(payload);
-        self
+        Arc::new(Json::Object(payload))
     }
 }
 

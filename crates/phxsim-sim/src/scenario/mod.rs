@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// The most clients (named and of populations) a scenario may have. Browsers are spread over
 /// hosts of their own (at most `crate::clients::CLIENTS_PER_HOST` each), so ports no longer bound
@@ -317,10 +318,31 @@ pub struct ClientSpec {
     pub user: Option<String>,
     #[serde(default = "default_topic")]
     pub topic: String,
-    #[serde(default = "empty_object")]
-    pub meta: Json,
+    /// The meta it joins with: shared by the clients of one population (a run holds one
+    /// spec per browser, up to 200 000, and a `Json` is 80 bytes before its contents).
+    #[serde(default = "empty_shared_object", with = "shared_json")]
+    pub meta: Arc<Json>,
     #[serde(default = "default_vsn")]
     pub vsn: String,
+}
+
+fn empty_shared_object() -> Arc<Json> {
+    Arc::new(empty_object())
+}
+
+/// A shared JSON value in a scenario file: written and read as the value itself.
+mod shared_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value as Json;
+    use std::sync::Arc;
+
+    pub(super) fn serialize<S: Serializer>(v: &Arc<Json>, s: S) -> Result<S::Ok, S::Error> {
+        Json::serialize(v, s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Json>, D::Error> {
+        Json::deserialize(d).map(Arc::new)
+    }
 }
 
 fn default_topic() -> String {
@@ -376,8 +398,9 @@ pub enum Action {
     Join(String),
     /// `phx_leave`.
     Leave(String),
-    /// `update_meta` with this meta.
-    Update(String, Json),
+    /// `update_meta` with this meta (boxed: a `Json` would make every step of a timeline,
+    /// one join per browser and more, 80 bytes larger).
+    Update(String, Box<Json>),
     /// The client's TCP connection drops without a close frame.
     Disconnect(String),
     /// The client joins on a fresh connection (rejoins, if it was joined), and that
@@ -1188,7 +1211,7 @@ fn to_step(
         if !meta.is_object() {
             return Err(("meta", "must be a table".into()));
         }
-        actions.push(Action::Update(client("update", c)?, meta));
+        actions.push(Action::Update(client("update", c)?, Box::new(meta)));
     } else if s.meta.is_some() {
         return Err(("meta", "only goes with update".into()));
     }
