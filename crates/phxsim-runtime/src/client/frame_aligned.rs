@@ -99,13 +99,19 @@ impl<S> FrameAligned<S> {
     where
         S: Unpin,
     {
-        match self.inner.as_mut() {
-            Some(s) => Ok(Pin::new(s)),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the stream moved to a new WebSocket",
-            )),
-        }
+        stream(&mut self.inner)
+    }
+}
+
+/// The stream in `inner`, unless it moved to a new WebSocket. A function of the field alone, so
+/// that a read can fill another field (the read-ahead) while it borrows this one.
+fn stream<S: Unpin>(inner: &mut Option<Prefixed<S>>) -> io::Result<Pin<&mut Prefixed<S>>> {
+    match inner.as_mut() {
+        Some(s) => Ok(Pin::new(s)),
+        None => Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "the stream moved to a new WebSocket",
+        )),
     }
 }
 
@@ -150,12 +156,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameAligned<S> {
             this.ahead.copy_within(this.ahead_at..this.ahead_end, 0);
             this.ahead_end -= this.ahead_at;
             this.ahead_at = 0;
-            let end = this.ahead_end;
-            let mut more = [0u8; MAX_HEADER];
-            let mut part = ReadBuf::new(&mut more[..MAX_HEADER - end]);
-            ready!(this.inner()?.poll_read(cx, &mut part))?;
+            let mut part = ReadBuf::new(&mut this.ahead[this.ahead_end..]);
+            ready!(stream(&mut this.inner)?.poll_read(cx, &mut part))?;
             let n = part.filled().len();
-            this.ahead[end..end + n].copy_from_slice(part.filled());
             this.ahead_end += n;
             if n == 0 {
                 // The stream ended inside a header (or before one): tungstenite gets what

@@ -260,9 +260,9 @@ where
 /// Builds the WebSocket afresh around its stream, between two messages, so that the read
 /// buffer tungstenite grew for a frame longer than `cfg.read_buffer_size` (and would keep for
 /// the connection's life) is freed; the new one starts at that size again. Done after every
-/// such message, so an idle connection holds just that much. tungstenite holds no byte of the next frame
-/// ([`FrameAligned`]), and a pong it still owes is written first: the new WebSocket would not
-/// know of it. Nothing else of the old one lives on: a message was just read whole (no
+/// such message, so an idle connection holds just that much. tungstenite holds no byte of
+/// the next frame ([`FrameAligned`]), and a pong it still owes is written first: the new
+/// WebSocket would not know of it. Nothing else of the old one lives on: a message was just read whole (no
 /// fragment is pending), and every frame the client queued was flushed after its step.
 async fn renew<S>(
     cfg: &ClientConfig,
