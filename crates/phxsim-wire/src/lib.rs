@@ -10,7 +10,8 @@
 //!   ([`binary`]), on the server's or the client's side, with a frame size limit.
 //! - [`presence`]: typed `presence_state` / `presence_diff` payloads that keep field order.
 //! - [`sync`]: phoenix.js 1.8.16 `Presence` (`syncState`, `syncDiff`, `list`, the instance with
-//!   pending diffs), down to JavaScript key order and `===` on refs; [`jsmap`] holds the key order.
+//!   pending diffs), down to JavaScript key order and `===` on refs; [`jsmap`] holds the key order;
+//!   [`shared_list`] holds the lists that clients nobody reads in that order share.
 //! - [`sync_driver`]: the JSON-lines driver behind `phxsim presence-sync`.
 
 pub mod binary;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod jsmap;
 pub mod message;
 pub mod presence;
+pub mod shared_list;
 pub mod sync;
 pub mod sync_driver;
 mod text;
@@ -31,7 +33,8 @@ pub use error::{DecodeError, EncodeError, PayloadError};
 pub use jsmap::JsMap;
 pub use message::{Frame, Message, Payload};
 pub use presence::{Meta, Presence, PresenceDiff, PresenceState, Presences};
+pub use shared_list::{SharedList, SharedLists};
 pub use sync::{
-    Callbacks, Event, Handled, PresenceEvents, PresenceInstance, SharedDiff, SyncState, list,
-    list_by, sync_diff, sync_shared_diff, sync_state, sync_state_shared,
+    Callbacks, Event, Handled, Listed, PresenceEvents, PresenceInstance, SharedDiff, SyncList,
+    SyncState, list, list_by, sync_diff, sync_shared_diff, sync_state, sync_state_shared,
 };

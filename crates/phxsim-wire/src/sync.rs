@@ -17,9 +17,50 @@ use crate::error::PayloadError;
 use crate::jsmap::{Entry, JsMap};
 use crate::message::{PRESENCE_DIFF, PRESENCE_STATE};
 use crate::presence::{Meta, Presence, PresenceDiff, PresenceState, Presences};
+use crate::shared_list::{SharedList, SharedLists};
 
 /// A client's presences: phoenix.js's `state` object.
 pub type SyncState = JsMap<Presence>;
+
+/// What `syncState` and `syncDiff` ask of a list of presences: phoenix.js's object
+/// ([`SyncState`], in JavaScript order) and a list many clients share ([`SharedList`], in key
+/// order) both answer, so the one implementation below changes both alike. The order in which
+/// a list walks its entries is the order of the callbacks its changes fire.
+pub trait SyncList {
+    /// The entry of `key`.
+    fn entry_of(&self, key: &str) -> Option<&Entry<Presence>>;
+    /// Puts `entry` under its key: in place of the key's entry if there is one, else where
+    /// the list puts a new key.
+    fn put_entry(&mut self, entry: Entry<Presence>);
+    /// Removes `key`.
+    fn remove_key(&mut self, key: &str);
+    /// Whether the list holds no key.
+    fn has_no_keys(&self) -> bool;
+    /// Every entry, in the list's order.
+    fn each_entry(&self, f: &mut dyn FnMut(&Entry<Presence>));
+}
+
+impl SyncList for SyncState {
+    fn entry_of(&self, key: &str) -> Option<&Entry<Presence>> {
+        self.entry(key)
+    }
+
+    fn put_entry(&mut self, entry: Entry<Presence>) {
+        self.insert_entry(entry);
+    }
+
+    fn remove_key(&mut self, key: &str) {
+        self.remove(key);
+    }
+
+    fn has_no_keys(&self) -> bool {
+        self.is_empty()
+    }
+
+    fn each_entry(&self, f: &mut dyn FnMut(&Entry<Presence>)) {
+        self.entries().for_each(f);
+    }
+}
 
 /// A `phx_ref` as JavaScript sees it, for `===`.
 #[derive(Clone, Copy, Debug)]
@@ -153,34 +194,29 @@ pub fn sync_state(state: &mut SyncState, new_state: PresenceState, callbacks: &m
     sync_state_shared(state, ordered, callbacks);
 }
 
-/// [`sync_state`] of a state already in JavaScript order, whose entries other lists may share
-/// (what a client does with a state decoded once for many clients).
-pub fn sync_state_shared(
-    state: &mut SyncState,
-    new_state: JsMap<Presence>,
-    callbacks: &mut impl Callbacks,
-) {
-    if state.is_empty() {
+/// [`sync_state`] of a state already in the list's order (JavaScript order for a
+/// [`SyncState`]), whose entries other lists may share (what a client does with a state
+/// decoded once for many clients).
+pub fn sync_state_shared<L: SyncList>(state: &mut L, new_state: L, callbacks: &mut impl Callbacks) {
+    if state.has_no_keys() {
         // Nothing leaves and every key joins whole, in `newState`'s order: the state becomes
         // `newState` itself, which is what the general path below builds one key at a time.
         *state = new_state;
-        for (key, joined) in state.iter() {
-            callbacks.on_join(key, None, joined);
-        }
+        state.each_entry(&mut |entry| callbacks.on_join(&entry.0, None, &entry.1));
         return;
     }
     let mut joins = JsMap::new();
     let mut leaves = JsMap::new();
-    for entry in state.entries() {
-        if !new_state.contains_key(&entry.0) {
+    state.each_entry(&mut |entry| {
+        if new_state.entry_of(&entry.0).is_none() {
             leaves.insert_entry(entry.clone());
         }
-    }
-    for new_entry in new_state.entries() {
+    });
+    new_state.each_entry(&mut |new_entry| {
         let (key, new_presence) = &**new_entry;
-        let Some(current) = state.get(key) else {
+        let Some(current) = state.entry_of(key).map(|e| &e.1) else {
             joins.insert_entry(new_entry.clone());
-            continue;
+            return;
         };
         let left_metas: Vec<Meta> = current
             .metas
@@ -200,7 +236,7 @@ pub fn sync_state_shared(
         if !joined_metas.is_empty() {
             joins.insert_shared(key.clone(), Arc::new(new_presence.with_metas(joined_metas)));
         }
-    }
+    });
     apply(state, joins.entries(), leaves.iter(), callbacks);
 }
 
@@ -210,7 +246,7 @@ pub fn sync_state_shared(
 /// fields and puts the current metas whose ref is not re-joined before the joined ones; a leave
 /// removes every meta whose ref it names, fires `onLeave` on any known key, and deletes the key
 /// once its metas are empty. A leave for an unknown key is ignored without a callback.
-pub fn sync_diff(state: &mut SyncState, diff: PresenceDiff, callbacks: &mut impl Callbacks) {
+pub fn sync_diff<L: SyncList>(state: &mut L, diff: PresenceDiff, callbacks: &mut impl Callbacks) {
     let joins: JsMap<Presence> = diff.joins.into_iter().collect();
     apply(state, joins.entries(), js_order(&diff.leaves), callbacks);
 }
@@ -243,7 +279,11 @@ impl SharedDiff {
 
 /// [`sync_diff`] of a [`SharedDiff`]: the same changes and callbacks, the joined presences
 /// shared with the diff.
-pub fn sync_shared_diff(state: &mut SyncState, diff: &SharedDiff, callbacks: &mut impl Callbacks) {
+pub fn sync_shared_diff<L: SyncList>(
+    state: &mut L,
+    diff: &SharedDiff,
+    callbacks: &mut impl Callbacks,
+) {
     apply(
         state,
         diff.joins.entries(),
@@ -273,60 +313,61 @@ fn js_order(presences: &Presences) -> impl Iterator<Item = (&str, &Presence)> {
 
 /// Joins, then leaves, as `syncDiff` applies them. A joined entry a list did not hold is
 /// shared with it whole; one whose key it held replaces its entry (the joined entry itself
-/// when no current meta is kept). A leave copies the entry it changes only if it stays.
-fn apply<'a>(
-    state: &mut SyncState,
+/// when no current meta is kept). A leave makes a new entry only for a key that stays.
+fn apply<'a, L: SyncList>(
+    state: &mut L,
     joins: impl Iterator<Item = &'a Entry<Presence>>,
     leaves: impl Iterator<Item = (&'a str, &'a Presence)>,
     callbacks: &mut impl Callbacks,
 ) {
     for joined_entry in joins {
         let (key, joined) = &**joined_entry;
-        match state.entry_or_insert(key, || joined_entry.clone()) {
-            (_, true) => callbacks.on_join(key, None, joined),
-            (slot, false) => {
-                // the current metas whose ref is not re-joined, then the joined ones
-                let kept: Vec<Meta> = slot
-                    .1
-                    .metas
-                    .iter()
-                    .filter(|m| !ref_in(&joined.metas, m))
-                    .cloned()
-                    .collect();
-                let stored = if kept.is_empty() {
-                    joined_entry.clone()
-                } else {
-                    let mut metas = kept;
-                    metas.extend(joined.metas.iter().cloned());
-                    Arc::new((slot.0.clone(), Arc::new(joined.with_metas(metas))))
-                };
-                let current = std::mem::replace(slot, stored);
-                callbacks.on_join(key, Some(&current.1), joined);
-            }
-        }
-    }
-    for (key, left) in leaves {
-        let Some(slot) = state.entry_mut(key) else {
+        let Some(current) = state.entry_of(key).cloned() else {
+            state.put_entry(joined_entry.clone());
+            callbacks.on_join(key, None, joined);
             continue;
         };
-        let current = &slot.1;
+        // the current metas whose ref is not re-joined, then the joined ones
+        let kept: Vec<Meta> = current
+            .1
+            .metas
+            .iter()
+            .filter(|m| !ref_in(&joined.metas, m))
+            .cloned()
+            .collect();
+        let stored = if kept.is_empty() {
+            joined_entry.clone()
+        } else {
+            let mut metas = kept;
+            metas.extend(joined.metas.iter().cloned());
+            Arc::new((current.0.clone(), Arc::new(joined.with_metas(metas))))
+        };
+        state.put_entry(stored);
+        callbacks.on_join(key, Some(&current.1), joined);
+    }
+    for (key, left) in leaves {
+        let Some(current) = state.entry_of(key).cloned() else {
+            continue;
+        };
+        let (held_key, current) = &*current;
         if !current.metas.iter().any(|m| ref_in(&left.metas, m)) {
             callbacks.on_leave(key, current, left);
             if current.metas.is_empty() {
-                state.remove(key);
+                state.remove_key(key);
             }
             continue;
         }
         if current.metas.iter().all(|m| ref_in(&left.metas, m)) {
             // every meta leaves: the key goes, and nothing is copied for it
             callbacks.on_leave(key, &current.with_metas(Vec::new()), left);
-            state.remove(key);
+            state.remove_key(key);
             continue;
         }
-        Arc::make_mut(&mut Arc::make_mut(slot).1)
-            .metas
-            .retain(|m| !ref_in(&left.metas, m));
-        callbacks.on_leave(key, &slot.1, left);
+        let mut stays = Presence::clone(current);
+        stays.metas.retain(|m| !ref_in(&left.metas, m));
+        let stored: Entry<Presence> = Arc::new((held_key.clone(), Arc::new(stays)));
+        callbacks.on_leave(key, &stored.1, left);
+        state.put_entry(stored);
     }
 }
 
@@ -369,29 +410,86 @@ impl Default for PresenceEvents {
 ///
 /// phoenix.js asks `channel.joinRef()` on every message; here the caller passes the channel's
 /// current join_ref with each message instead, which keeps this type free of any channel.
+///
+/// The list is phoenix.js's object, in JavaScript order, unless the instance takes its
+/// messages through [`SharedLists`] ([`handle_interned_state`](Self::handle_interned_state),
+/// [`handle_interned_diff`](Self::handle_interned_diff)): then it holds a list shared with
+/// every client of those lists that holds the same presences, in key order. The presences are
+/// the same either way.
 #[derive(Clone, Debug, Default)]
 pub struct PresenceInstance {
+    /// The list in JavaScript order, unless `shared` holds it.
     state: SyncState,
+    /// The list, when it is shared ([`SharedLists`]); `state` is then empty.
+    shared: Option<Arc<SharedList>>,
     pending_diffs: Vec<PresenceDiff>,
-    /// Diffs accepted (not pending) but not yet applied to `state`, in arrival order: see
-    /// [`PresenceInstance::queue_shared_diff`]. Every method that changes the instance
-    /// applies them first, so only the readers can see a list that lacks them.
-    queued: Vec<Arc<SharedDiff>>,
     join_ref: Option<String>,
     events: PresenceEvents,
 }
 
-/// How many accepted diffs [`PresenceInstance::queue_shared_diff`] holds before it applies
-/// them: enough that a list gone cold in cache is walked for many diffs at once, few enough
-/// that a queue costs a browser at most a few hundred bytes (and the shared diffs it pins
-/// are freed soon after every other list applied them).
-pub const QUEUED_DIFFS_MAX: usize = 32;
+/// A list as an instance holds it ([`PresenceInstance::state`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Listed<'a> {
+    /// phoenix.js's object, in JavaScript order.
+    Ordered(&'a SyncState),
+    /// A list shared by clients that hold the same presences, in key order.
+    Shared(&'a SharedList),
+}
 
-/// A diff of more keys than this is applied at once (after the queue), not queued: it is a
-/// batch already, and queued it would keep its decoded presences alive until every browser
-/// of the topic applied its queue (a heal's diffs of hundreds of keys, held to the end of a
-/// 16 000-browser run, cost 12 MiB).
-pub const QUEUED_DIFF_MAX_KEYS: usize = 8;
+impl<'a> Listed<'a> {
+    /// Keys and presences, in the list's order.
+    pub fn iter(self) -> Box<dyn Iterator<Item = (&'a str, &'a Presence)> + 'a> {
+        match self {
+            Listed::Ordered(state) => Box::new(state.iter()),
+            Listed::Shared(list) => Box::new(list.iter()),
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(self) -> usize {
+        match self {
+            Listed::Ordered(state) => state.len(),
+            Listed::Shared(list) => list.len(),
+        }
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entry of `key` (maybe shared with other lists).
+    pub fn entry(self, key: &str) -> Option<&'a Entry<Presence>> {
+        match self {
+            Listed::Ordered(state) => state.entry(key),
+            Listed::Shared(list) => list.get(key),
+        }
+    }
+
+    /// The list in JavaScript order, if that is how it is held.
+    pub fn ordered(self) -> Option<&'a SyncState> {
+        match self {
+            Listed::Ordered(state) => Some(state),
+            Listed::Shared(_) => None,
+        }
+    }
+
+    /// Whether both lists hold the same keys, in any order, each with an equal presence. Two
+    /// shared lists of one [`SharedLists`] that hold the same presences are one list.
+    pub fn same_presences(self, other: Listed<'_>) -> bool {
+        match (self, other) {
+            (Listed::Shared(a), Listed::Shared(b)) => std::ptr::eq(a, b) || a.same_content(b),
+            (Listed::Ordered(a), Listed::Ordered(b)) => a.same_entries_any_order(b),
+            (a, b) => {
+                a.len() == b.len()
+                    && a.iter().all(|(key, p)| {
+                        b.entry(key)
+                            .is_some_and(|e| std::ptr::eq(&*e.1, p) || *e.1 == *p)
+                    })
+            }
+        }
+    }
+}
 
 /// What [`PresenceInstance::handle_message`] did with a channel message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -420,6 +518,29 @@ impl PresenceInstance {
         }
     }
 
+    /// The list in JavaScript order, to change. A shared list becomes the instance's own, in
+    /// its key order: an instance is meant to take its messages one way for its whole life.
+    fn ordered_mut(&mut self) -> &mut SyncState {
+        if let Some(list) = self.shared.take() {
+            for entry in list.entries() {
+                self.state.insert_entry(entry.clone());
+            }
+        }
+        &mut self.state
+    }
+
+    /// The list as a shared one, to replace: an ordered list is given up for it.
+    fn shared_list(&mut self) -> Arc<SharedList> {
+        match &self.shared {
+            Some(list) => Arc::clone(list),
+            None => {
+                let entries = std::mem::take(&mut self.state).entries().cloned().collect();
+                // the keys of a JsMap are unique
+                Arc::new(SharedList::from_entries(entries).unwrap_or_default())
+            }
+        }
+    }
+
     /// Handles a `presence_state`: records the channel's join_ref, syncs the state, replays
     /// every buffered diff in arrival order, then fires `onSync` once.
     pub fn handle_state(
@@ -428,16 +549,15 @@ impl PresenceInstance {
         new_state: PresenceState,
         callbacks: &mut impl Callbacks,
     ) {
-        self.apply_queued();
         self.join_ref = channel_join_ref.map(str::to_owned);
-        sync_state(&mut self.state, new_state, callbacks);
+        sync_state(self.ordered_mut(), new_state, callbacks);
         self.replay_pending(callbacks);
     }
 
     /// After a state: every diff buffered before it, in arrival order, then `onSync` once.
     fn replay_pending(&mut self, callbacks: &mut impl Callbacks) {
         for diff in std::mem::take(&mut self.pending_diffs) {
-            sync_diff(&mut self.state, diff, callbacks);
+            sync_diff(self.ordered_mut(), diff, callbacks);
         }
         callbacks.on_sync();
     }
@@ -452,12 +572,11 @@ impl PresenceInstance {
         diff: PresenceDiff,
         callbacks: &mut impl Callbacks,
     ) -> bool {
-        self.apply_queued();
         if self.in_pending_sync_state(channel_join_ref) {
             self.pending_diffs.push(diff);
             return false;
         }
-        sync_diff(&mut self.state, diff, callbacks);
+        sync_diff(self.ordered_mut(), diff, callbacks);
         callbacks.on_sync();
         true
     }
@@ -470,9 +589,8 @@ impl PresenceInstance {
         new_state: JsMap<Presence>,
         callbacks: &mut impl Callbacks,
     ) {
-        self.apply_queued();
         self.join_ref = channel_join_ref.map(str::to_owned);
-        sync_state_shared(&mut self.state, new_state, callbacks);
+        sync_state_shared(self.ordered_mut(), new_state, callbacks);
         self.replay_pending(callbacks);
     }
 
@@ -484,66 +602,56 @@ impl PresenceInstance {
         diff: &SharedDiff,
         callbacks: &mut impl Callbacks,
     ) -> bool {
-        self.apply_queued();
         if self.in_pending_sync_state(channel_join_ref) {
             self.pending_diffs.push(diff.diff.clone());
             return false;
         }
-        sync_shared_diff(&mut self.state, diff, callbacks);
+        sync_shared_diff(self.ordered_mut(), diff, callbacks);
         callbacks.on_sync();
         true
     }
 
+    /// [`handle_shared_state`](Self::handle_shared_state) without callbacks, for an instance
+    /// whose list nobody reads in JavaScript order: the list becomes the one `lists` hands out
+    /// for its presences (see [`SharedLists`]).
+    pub fn handle_interned_state(
+        &mut self,
+        channel_join_ref: Option<&str>,
+        new_state: SharedList,
+        lists: &mut SharedLists,
+    ) {
+        self.join_ref = channel_join_ref.map(str::to_owned);
+        let current = self.shared_list();
+        let mut next = if current.is_empty() {
+            new_state
+        } else {
+            let mut next = SharedList::clone(&current);
+            sync_state_shared(&mut next, new_state, &mut ());
+            next
+        };
+        for diff in std::mem::take(&mut self.pending_diffs) {
+            sync_diff(&mut next, diff, &mut ());
+        }
+        self.shared = Some(lists.intern(next));
+    }
+
     /// [`handle_shared_diff`](Self::handle_shared_diff) without callbacks, for an instance
-    /// whose list nobody reads between messages: a diff that would be applied now is queued
-    /// instead (unless it has more than [`QUEUED_DIFF_MAX_KEYS`] keys: then the queue and the
-    /// diff are applied), and the queue is applied in one go when it holds [`QUEUED_DIFFS_MAX`] diffs,
-    /// when any other method changes the instance, or at [`apply_queued`](Self::apply_queued).
-    /// Applying a run of diffs to one list back to back walks its table while it is in cache;
-    /// applied one at a time, between which a simulated host handles the same diff for
-    /// thousands of other lists, every diff finds the list cold.
-    ///
-    /// Returns what `handle_shared_diff` returns. The result is the same list: a queued diff
-    /// was accepted when it arrived (the join_ref it was checked against does not matter once
-    /// it is accepted), and nothing but these diffs changes the list before the queue is
-    /// applied. Until then [`state`](Self::state), [`list`](Self::list) and
-    /// [`list_by`](Self::list_by) do not show the queued diffs: call `apply_queued` first.
-    pub fn queue_shared_diff(
+    /// whose list nobody reads in JavaScript order: the list becomes the one `lists` hands out
+    /// for its presences after the diff, which the first client to apply `diff` to this list
+    /// computed for every other. Returns whether it was applied (not buffered).
+    pub fn handle_interned_diff(
         &mut self,
         channel_join_ref: Option<&str>,
         diff: &Arc<SharedDiff>,
+        lists: &mut SharedLists,
     ) -> bool {
         if self.in_pending_sync_state(channel_join_ref) {
-            self.apply_queued();
             self.pending_diffs.push(diff.diff.clone());
             return false;
         }
-        if diff.diff.joins.len() + diff.diff.leaves.len() > QUEUED_DIFF_MAX_KEYS {
-            self.apply_queued();
-            sync_shared_diff(&mut self.state, diff, &mut ());
-            return true;
-        }
-        self.queued.push(Arc::clone(diff));
-        if self.queued.len() >= QUEUED_DIFFS_MAX {
-            self.apply_queued();
-        }
+        let current = self.shared_list();
+        self.shared = Some(lists.apply(&current, diff));
         true
-    }
-
-    /// Applies every diff [`queue_shared_diff`](Self::queue_shared_diff) queued, in arrival
-    /// order (no callbacks: a queue is for an instance without them).
-    pub fn apply_queued(&mut self) {
-        if self.queued.is_empty() {
-            return;
-        }
-        for diff in self.queued.drain(..) {
-            sync_shared_diff(&mut self.state, &diff, &mut ());
-        }
-    }
-
-    /// How many diffs are queued, not yet applied.
-    pub fn queued_diffs(&self) -> usize {
-        self.queued.len()
     }
 
     /// Dispatches a channel message by event name, reading its payload; a malformed payload is
@@ -581,10 +689,12 @@ impl PresenceInstance {
         }
     }
 
-    /// The presences (without any diff still queued: see
-    /// [`queue_shared_diff`](Self::queue_shared_diff)).
-    pub fn state(&self) -> &SyncState {
-        &self.state
+    /// The presences.
+    pub fn state(&self) -> Listed<'_> {
+        match &self.shared {
+            Some(list) => Listed::Shared(list),
+            None => Listed::Ordered(&self.state),
+        }
     }
 
     /// Diffs waiting for the next state, in arrival order.
@@ -597,14 +707,14 @@ impl PresenceInstance {
         self.join_ref.as_deref()
     }
 
-    /// `presence.list()`.
+    /// `presence.list()` (in key order for a shared list).
     pub fn list(&self) -> Vec<&Presence> {
-        list(&self.state)
+        self.state().iter().map(|(_, p)| p).collect()
     }
 
-    /// `presence.list(chooser)`.
-    pub fn list_by<'a, T>(&'a self, chooser: impl FnMut(&'a str, &'a Presence) -> T) -> Vec<T> {
-        list_by(&self.state, chooser)
+    /// `presence.list(chooser)` (in key order for a shared list).
+    pub fn list_by<'a, T>(&'a self, mut chooser: impl FnMut(&'a str, &'a Presence) -> T) -> Vec<T> {
+        self.state().iter().map(|(k, p)| chooser(k, p)).collect()
     }
 }
 
@@ -800,7 +910,7 @@ mod tests {
     }
 
     /// States and diffs drawn over a few keys and refs (a key joined with no metas, refs
-    /// repeated, leaves of unknown keys and refs), applied owned, shared, and queued to lists
+    /// repeated, leaves of unknown keys and refs), applied owned and shared to lists
     /// that share entries with each other and with a snapshot: each list, its callbacks and
     /// the snapshot match the model after every message.
     #[test]
@@ -854,9 +964,8 @@ mod tests {
                     sync_diff(&mut lists[0], d, &mut got[0]);
                     sync_shared_diff(&mut lists[1], &shared, &mut got[1]);
                     sync_shared_diff(&mut lists[2], &shared, &mut got[2]);
-                    instance.queue_shared_diff(Some("1"), &shared);
+                    instance.handle_shared_diff(Some("1"), &shared, &mut ());
                 }
-                instance.apply_queued();
                 let listed = |l: &SyncState| -> Vec<(String, Presence)> {
                     l.iter().map(|(k, p)| (k.to_owned(), p.clone())).collect()
                 };
@@ -864,7 +973,12 @@ mod tests {
                     prop_assert_eq!(&listed(list), &model, "message {}", n);
                     prop_assert_eq!(events, &want, "message {}", n);
                 }
-                prop_assert_eq!(&listed(instance.state()), &model, "message {}", n);
+                let instance_list: Vec<(String, Presence)> = instance
+                    .state()
+                    .iter()
+                    .map(|(k, p)| (k.to_owned(), p.clone()))
+                    .collect();
+                prop_assert_eq!(&instance_list, &model, "message {}", n);
                 if n == snap_at {
                     snapshot = Some((lists[2].clone(), model.clone()));
                     // the third list now shares every entry with the snapshot

@@ -147,10 +147,14 @@ impl SyncDriver {
         }
         let (state, pending) = match self.mode {
             SyncMode::Static => (&self.state, None),
-            SyncMode::Instance => (
-                self.instance.state(),
-                Some(self.instance.pending_diffs().len()),
-            ),
+            SyncMode::Instance => {
+                // the driver's instance takes its messages with callbacks: its list is always
+                // in JavaScript order, never a shared one
+                let Some(state) = self.instance.state().ordered() else {
+                    return error_line(step, Some(&op), "the list has no JavaScript order".into());
+                };
+                (state, Some(self.instance.pending_diffs().len()))
+            }
         };
         let output = Output {
             step,

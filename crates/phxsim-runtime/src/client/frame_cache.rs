@@ -12,10 +12,14 @@
 //! cache listed before is that entry again (its key and presence shared), and the metas of a
 //! new one are swapped for equal ones already held ([`FrameCache::share_metas`]), so a
 //! thousand clients listing one presence hold it once.
+//!
+//! The clients of a cache hold their lists through it too ([`FrameCache::lists`]): the
+//! clients that hold the same presences hold one list, and a diff applied to it is applied
+//! once for all of them ([`SharedLists`]).
 
 use indexmap::IndexMap;
 use phxsim_wire::jsmap::Entry;
-use phxsim_wire::{JsMap, Meta, Presence, Presences, Serializer, SharedDiff};
+use phxsim_wire::{Meta, Presence, Presences, Serializer, SharedDiff, SharedList, SharedLists};
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::fmt;
@@ -33,7 +37,8 @@ pub(crate) struct CachedDiff {
     pub(crate) join_ref: Option<String>,
     pub(crate) ref_: Option<String>,
     pub(crate) topic: String,
-    /// Behind its own `Arc`, so that a client may queue it ([`PresenceInstance::queue_shared_diff`]).
+    /// Behind its own `Arc`: the cache's lists remember what applying it to a list gave
+    /// ([`SharedLists::apply`]) by its pointer.
     pub(crate) diff: Arc<SharedDiff>,
 }
 
@@ -286,6 +291,7 @@ struct Frames {
     metas: Metas,
     presences: PresenceTexts,
     last_state: LastState,
+    lists: SharedLists,
     /// Per serializer (V1, V2), the frames by their text (hashed, as `Metas`: the frames of
     /// one topic share a long prefix).
     by_text: [IndexMap<Arc<str>, Arc<CachedDiff>, TextHash>; 2],
@@ -339,15 +345,15 @@ impl FrameCache {
     }
 
     /// A `presence_state` payload given as JSON text, decoded as
-    /// [`PresenceState::from_payload`](phxsim_wire::PresenceState::from_payload) decodes it
-    /// and put in JavaScript order (what `syncState` walks), each key and presence shared with
+    /// [`PresenceState::from_payload`](phxsim_wire::PresenceState::from_payload) decodes it,
+    /// as a list in key order (what a client of [`FrameCache::lists`] holds), each key and presence shared with
     /// the clients of this cache that listed the same entry text before; the others are
     /// decoded, their metas shared as [`FrameCache::share_metas`] shares them, and kept. The
     /// presences of a topic's state are mostly the same from one join to the next, so a
     /// thousand joiners decode each about once and hold one copy. `None` if the payload is
     /// not a valid state (or repeats a key): the caller decodes it the ordinary way, which
     /// says what is wrong.
-    pub(crate) fn decode_state(&self, payload: &RawValue) -> Option<JsMap<Presence>> {
+    pub(crate) fn decode_state(&self, payload: &RawValue) -> Option<SharedList> {
         let all = payload.get();
         let mut frames = self.0.lock().ok()?;
         let Frames {
@@ -357,8 +363,8 @@ impl FrameCache {
             ..
         } = &mut *frames;
         let last = &*last_state;
-        // a state is mostly as long as the last one, and becomes a client's list as it is
-        let mut state = JsMap::with_capacity(last.entries.len());
+        // a state is mostly as long as the last one
+        let mut state = Vec::with_capacity(last.entries.len());
         let mut next: Vec<HeldEntry> = Vec::with_capacity(last.entries.len());
         let mut members = Members { text: all, at: 0 };
         members.skip_whitespace();
@@ -398,11 +404,7 @@ impl FrameCache {
                             value: moved(held.value),
                             entry: held.entry.clone(),
                         });
-                        // a repeated key: JSON.parse (and `from_payload`) keeps its first
-                        // place and its last value; rare enough to leave to the ordinary way
-                        if state.insert_entry(held.entry.clone()).is_some() {
-                            return None;
-                        }
+                        state.push(held.entry.clone());
                     }
                     at += ran;
                     members.at = next.last().map_or(member, |e| e.end);
@@ -447,10 +449,11 @@ impl FrameCache {
                 value,
                 entry: entry.clone(),
             });
-            if state.insert_entry(entry).is_some() {
-                return None;
-            }
+            state.push(entry);
         }
+        // a repeated key: JSON.parse (and `from_payload`) keeps its first place and its last
+        // value; rare enough to leave to the ordinary way
+        let state = SharedList::from_entries(state)?;
         let mut text = std::mem::take(&mut last_state.text);
         text.clear();
         text.push_str(all);
@@ -461,6 +464,13 @@ impl FrameCache {
         metas.prune();
         presences.prune();
         Some(state)
+    }
+
+    /// Runs `f` on the lists of this cache's clients ([`SharedLists`]): every client of a
+    /// cache that nobody observes holds one of them.
+    pub(crate) fn lists<T>(&self, f: impl FnOnce(&mut SharedLists) -> T) -> Option<T> {
+        let mut frames = self.0.lock().ok()?;
+        Some(f(&mut frames.lists))
     }
 
     pub(crate) fn get(&self, serializer: Serializer, text: &str) -> Option<Arc<CachedDiff>> {
@@ -501,12 +511,25 @@ mod tests {
         RawValue::from_string(text.to_owned()).unwrap_or_else(|e| panic!("{text}: {e}"))
     }
 
-    /// What the ordinary way makes of a state payload: decoded, then put in JavaScript order.
-    fn ordinary(text: &str) -> Option<JsMap<Presence>> {
+    /// What the ordinary way makes of a state payload: decoded (in key order here, as a
+    /// shared list holds it).
+    fn ordinary(text: &str) -> Option<Vec<(String, Presence)>> {
         let state = serde_json::from_str::<Value>(text)
             .ok()
             .and_then(|v| PresenceState::from_payload(v).ok())?;
-        Some(state.presences.into_iter().collect())
+        let mut all: Vec<(String, Presence)> = state.presences.into_iter().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(all)
+    }
+
+    /// What the cache made of a state payload, in key order.
+    fn decoded(cache: &FrameCache, text: &str) -> Option<Vec<(String, Presence)>> {
+        let list = cache.decode_state(&raw(text))?;
+        Some(
+            list.iter()
+                .map(|(k, p)| (k.to_owned(), p.clone()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -520,9 +543,9 @@ mod tests {
             r#"{"u4":{"metas":[{"phx_ref":"A","n":1}]}}"#,
         ];
         for text in texts {
-            let cached = cache.decode_state(&raw(text));
+            let cached = decoded(&cache, text);
             assert_eq!(cached, ordinary(text), "{text}");
-            // key order and field order are kept too
+            // field order is kept too
             assert_eq!(
                 serde_json::to_string(&cached).ok(),
                 serde_json::to_string(&ordinary(text)).ok()
@@ -531,14 +554,11 @@ mod tests {
         // "u1" was decoded once and is shared by both states, key and presence
         let a = cache.decode_state(&raw(texts[0])).unwrap_or_default();
         let b = cache.decode_state(&raw(texts[2])).unwrap_or_default();
-        let (Some((ka, a)), Some((kb, b))) = (
-            a.iter_shared().find(|(k, _)| &***k == "u1"),
-            b.iter_shared().find(|(k, _)| &***k == "u1"),
-        ) else {
+        let (Some(a), Some(b)) = (a.get("u1"), b.get("u1")) else {
             panic!("u1 missing");
         };
-        assert!(Arc::ptr_eq(a, b), "shared, not decoded twice");
-        assert!(Arc::ptr_eq(ka, kb));
+        assert!(Arc::ptr_eq(&a.1, &b.1), "shared, not decoded twice");
+        assert!(Arc::ptr_eq(&a.0, &b.0));
     }
 
     #[test]
@@ -575,21 +595,26 @@ mod tests {
             state(&[("c", "4"), ("c", "4")]),
             state(&[("c", "4"), ("e", "5")]),
         ];
-        let mut last: Option<JsMap<Presence>> = None;
+        let mut last: Option<SharedList> = None;
         for text in &texts {
             let cached = cache.decode_state(&raw(text));
+            let listed = cached.as_ref().map(|l| {
+                l.iter()
+                    .map(|(k, p)| (k.to_owned(), p.clone()))
+                    .collect::<Vec<_>>()
+            });
             let repeated = text.matches(r#""c":"#).count() > 1;
             let wanted = if repeated { None } else { ordinary(text) };
-            assert_eq!(cached, wanted, "{text}");
+            assert_eq!(listed, wanted, "{text}");
             assert_eq!(
-                serde_json::to_string(&cached).ok(),
+                serde_json::to_string(&listed).ok(),
                 serde_json::to_string(&wanted).ok()
             );
             // an entry listed by the state before, with the same key and text, is shared
             if let (Some(now), Some(before)) = (&cached, &last) {
-                for (key, p) in now.iter_shared() {
-                    if let Some(q) = before.get_shared(key).filter(|q| ***q == **p) {
-                        assert!(Arc::ptr_eq(p, q), "{key} in {text}");
+                for entry in now.entries() {
+                    if let Some(q) = before.get(&entry.0).filter(|q| *q.1 == *entry.1) {
+                        assert!(Arc::ptr_eq(&entry.1, &q.1), "{} in {text}", entry.0);
                     }
                 }
             }
@@ -656,7 +681,7 @@ mod tests {
             } else {
                 ordinary(&text)
             };
-            let cached = cache.decode_state(&raw(&text));
+            let cached = decoded(&cache, &text);
             assert_eq!(cached, wanted, "{text}");
             assert_eq!(
                 serde_json::to_string(&cached).ok(),
@@ -679,7 +704,7 @@ mod tests {
             r#"{"u1":{"metas":[1]}}"#,
             r#"{"u1":{"metas":[{"n":1e400}]}}"#,
         ] {
-            assert_eq!(cache.decode_state(&raw(text)), None, "{text}");
+            assert!(cache.decode_state(&raw(text)).is_none(), "{text}");
         }
     }
 }

@@ -154,8 +154,7 @@ impl Machine {
         &self.status
     }
 
-    /// The view a checker reads, the presence list computed from the one the client keeps
-    /// (without queued diffs: see [`Machine::apply_queued`]).
+    /// The view a checker reads, the presence list computed from the one the client keeps.
     pub(crate) fn view(&self) -> ClientView {
         let s = &self.status;
         ClientView {
@@ -180,14 +179,7 @@ impl Machine {
         }
     }
 
-    /// Applies the diffs the list queued ([`PresenceInstance::queue_shared_diff`]): what
-    /// every reader of [`Machine::presence`] or [`Machine::view`] calls first.
-    pub(crate) fn apply_queued(&mut self) {
-        self.presence.apply_queued();
-    }
-
-    /// The presences as the client holds them (without queued diffs: see
-    /// [`Machine::apply_queued`]).
+    /// The presences as the client holds them.
     pub(crate) fn presence(&self) -> &PresenceInstance {
         &self.presence
     }
@@ -505,11 +497,10 @@ impl Machine {
             && let Some(state) = cache.decode_state(raw.payload)
         {
             // what the ordinary way below does with a state, its presences decoded once for
-            // every client of the cache
+            // every client of the cache, and the list shared with those that hold the same
             if self.accepts(now, raw.ref_.as_ref(), &raw.topic, raw.join_ref.as_deref()) {
-                let join_ref = self.join_ref.clone();
-                self.presence
-                    .handle_shared_state(join_ref.as_deref(), state, &mut ());
+                let (presence, join_ref) = (&mut self.presence, self.join_ref.as_deref());
+                cache.lists(|lists| presence.handle_interned_state(join_ref, state, lists));
                 self.presence_handled(PresenceOutcome::Applied);
             }
             return;
@@ -627,7 +618,8 @@ impl Machine {
     }
 
     /// A decoded `presence_diff` of this channel, for a client nobody observes: what
-    /// [`Machine::presence_message`] does with the diff, without a payload to report.
+    /// [`Machine::presence_message`] does with the diff, without a payload to report, on the
+    /// list the client shares with the clients of its cache that hold the same presences.
     fn shared_diff(&mut self, diff: &Arc<SharedDiff>) {
         let forget = self.cfg.mutation == Some(ClientMutation::ForgetPendingDiffs)
             && self
@@ -635,13 +627,19 @@ impl Machine {
                 .in_pending_sync_state(self.join_ref.as_deref());
         let outcome = if forget {
             PresenceOutcome::Dropped
-        } else if self
-            .presence
-            .queue_shared_diff(self.join_ref.as_deref(), diff)
-        {
-            PresenceOutcome::Applied
         } else {
-            PresenceOutcome::Buffered
+            let (presence, join_ref) = (&mut self.presence, self.join_ref.as_deref());
+            let interned = self.cfg.frame_cache.as_ref().and_then(|cache| {
+                cache.lists(|l| presence.handle_interned_diff(join_ref, diff, l))
+            });
+            // without the cache's lists (only if a panic poisoned them) the client's own
+            let applied =
+                interned.unwrap_or_else(|| presence.handle_shared_diff(join_ref, diff, &mut ()));
+            if applied {
+                PresenceOutcome::Applied
+            } else {
+                PresenceOutcome::Buffered
+            }
         };
         self.presence_handled(outcome);
     }

@@ -585,18 +585,9 @@ impl Shared {
         out
     }
 
-    /// Reads the machine without changing it (its list may lack queued diffs: see
-    /// [`Shared::read_list`]).
+    /// Reads the machine without changing it.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Machine) -> T) -> T {
         f(&self.machine())
-    }
-
-    /// Reads the machine with its list brought up to date first (the diffs it queued
-    /// applied, [`Machine::apply_queued`]): for every reader of the list.
-    fn read_list<T>(&self, f: impl FnOnce(&Machine) -> T) -> T {
-        let mut m = self.machine();
-        m.apply_queued();
-        f(&m)
     }
 
     fn deliver(&self, at: Instant, event: ClientEvent) {
@@ -740,7 +731,7 @@ impl Client {
 
     /// The current view. Its presence list is built from the client's own on each call.
     pub fn view(&self) -> ClientView {
-        self.shared.read_list(Machine::view)
+        self.shared.read(Machine::view)
     }
 
     /// The current status (the view without the presence list).
@@ -751,23 +742,21 @@ impl Client {
     /// Reads the presences as the client keeps them (phoenix.js's `Presence` state), without
     /// copying them.
     pub fn with_presences<T>(&self, f: impl FnOnce(&PresenceInstance) -> T) -> T {
-        self.shared.read_list(|m| f(m.presence()))
+        self.shared.read(|m| f(m.presence()))
     }
 
     /// Whether two clients hold the same presences: the same keys, in any order (clients
     /// that joined at different times list them in different orders), each with equal
-    /// presences (metas in the same order). Cheap when their presences are shared
-    /// ([`ClientConfig::frame_cache`]): a shared presence compares by pointer.
+    /// presences (metas in the same order). Cheap when their lists are shared
+    /// ([`ClientConfig::frame_cache`]: clients of one cache that nobody observes and that hold
+    /// the same presences hold one list), or at least their presences: a shared presence
+    /// compares by pointer.
     pub fn same_presences(&self, other: &Client) -> bool {
         if Arc::ptr_eq(&self.shared, &other.shared) {
             return true;
         }
-        let (mut a, mut b) = (self.shared.machine(), other.shared.machine());
-        a.apply_queued();
-        b.apply_queued();
-        a.presence()
-            .state()
-            .same_entries_any_order(b.presence().state())
+        let (a, b) = (self.shared.machine(), other.shared.machine());
+        a.presence().state().same_presences(b.presence().state())
     }
 
     /// A receiver of every status change (a presence message moves
