@@ -153,16 +153,14 @@ impl Codec {
         }
     }
 
-    /// [`Codec::decode`] of a V2 text frame, its payload left as JSON text
-    /// ([`v2::decode_text_raw`]); `None` for a frame it does not cover (V1, binary, or over
-    /// the size limit), which [`Codec::decode`] then handles.
-    pub fn decode_raw<'a>(
-        &self,
-        frame: &'a Frame,
-    ) -> Option<Result<v2::RawFrame<'a>, DecodeError>> {
+    /// A V2 text frame's head decoded as [`Codec::decode`] decodes it, and its payload's text
+    /// **unchecked** ([`v2::split_text`]): the frame is one [`Codec::decode`] accepts exactly
+    /// when the payload is one JSON value. `None` for a frame it does not cover (V1, binary,
+    /// over the size limit, or not split), which [`Codec::decode`] then handles.
+    pub fn split<'a>(&self, frame: &'a Frame) -> Option<v2::RawFrame<'a>> {
         match (self.serializer, frame) {
             (Serializer::V2, Frame::Text(text)) if text.len() <= self.max_frame_len => {
-                Some(v2::decode_text_raw(text, self.numeric_refs))
+                v2::split_text(text, self.numeric_refs)
             }
             _ => None,
         }

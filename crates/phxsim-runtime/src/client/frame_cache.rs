@@ -20,7 +20,6 @@
 use indexmap::IndexMap;
 use phxsim_wire::jsmap::Entry;
 use phxsim_wire::{Meta, Presence, Presences, Serializer, SharedDiff, SharedList, SharedLists};
-use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -186,10 +185,14 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
         .count()
 }
 
-/// A reader of a JSON object's members, left as text: the payload of a state was read whole
-/// when its frame was decoded (a `RawValue` is valid JSON), so finding where a member ends
-/// takes no more than matching quotes and brackets. Anything unexpected gives `None`, and the
-/// caller then leaves the payload to the ordinary way, which says what is wrong.
+/// A reader of a JSON object's members, left as text. The text was not checked before
+/// ([`phxsim_wire::v2::RawFrame::payload`]), and nothing it accepts may be what JSON does not
+/// allow: it checks the object's own syntax (braces, colons, commas, whitespace), takes a key
+/// as it is only if it is plain (no escape, no control character; any other is read by
+/// serde_json), and only finds where a value ends, which [`FrameCache::decode_state`] then
+/// checks: a value's text is one that was read before, or it is read by serde_json. Anything
+/// unexpected gives `None`, and the caller then leaves the payload to the ordinary way, which
+/// says what is wrong.
 struct Members<'a> {
     text: &'a str,
     at: usize,
@@ -206,7 +209,9 @@ impl<'a> Members<'a> {
         }
     }
 
-    /// Skips the string that starts here; whether it holds an escape.
+    /// Skips the string that starts here; whether it is not plain (it holds an escape, or a
+    /// control character, which JSON does not allow raw): such a string must be read by a
+    /// JSON parser, which also says whether it is valid.
     fn skip_string(&mut self) -> Option<bool> {
         let bytes = self.text.as_bytes();
         if self.byte()? != b'"' {
@@ -220,6 +225,10 @@ impl<'a> Members<'a> {
                 b'\\' => {
                     escaped = true;
                     i += 2;
+                }
+                b if b < 0x20 => {
+                    escaped = true;
+                    i += 1;
                 }
                 _ => i += 1,
             }
@@ -353,8 +362,13 @@ impl FrameCache {
     /// thousand joiners decode each about once and hold one copy. `None` if the payload is
     /// not a valid state (or repeats a key): the caller decodes it the ordinary way, which
     /// says what is wrong.
-    pub(crate) fn decode_state(&self, payload: &RawValue) -> Option<SharedList> {
-        let all = payload.get();
+    ///
+    /// The payload's text need not have been checked as JSON: only a payload that is one JSON
+    /// object gives a list. Its parts equal to the last state's were checked with it, and
+    /// the rest is checked here (see [`Members`]); a topic's states repeat one another, and
+    /// checking each whole (a thousand joiners each reading a list of a thousand) was a
+    /// twentieth of a join storm.
+    pub(crate) fn decode_state(&self, all: &str) -> Option<SharedList> {
         let mut frames = self.0.lock().ok()?;
         let Frames {
             metas,
@@ -377,7 +391,15 @@ impl FrameCache {
         loop {
             members.skip_whitespace();
             match members.byte()? {
-                b'}' => break,
+                b'}' => {
+                    // the object is the whole payload
+                    members.at += 1;
+                    members.skip_whitespace();
+                    if members.at != all.len() {
+                        return None;
+                    }
+                    break;
+                }
                 b',' if !next.is_empty() => {
                     members.at += 1;
                     members.skip_whitespace();
@@ -507,10 +529,6 @@ mod tests {
     use phxsim_wire::PresenceState;
     use serde_json::Value;
 
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(text.to_owned()).unwrap_or_else(|e| panic!("{text}: {e}"))
-    }
-
     /// What the ordinary way makes of a state payload: decoded (in key order here, as a
     /// shared list holds it).
     fn ordinary(text: &str) -> Option<Vec<(String, Presence)>> {
@@ -524,7 +542,7 @@ mod tests {
 
     /// What the cache made of a state payload, in key order.
     fn decoded(cache: &FrameCache, text: &str) -> Option<Vec<(String, Presence)>> {
-        let list = cache.decode_state(&raw(text))?;
+        let list = cache.decode_state(text)?;
         Some(
             list.iter()
                 .map(|(k, p)| (k.to_owned(), p.clone()))
@@ -552,8 +570,8 @@ mod tests {
             );
         }
         // "u1" was decoded once and is shared by both states, key and presence
-        let a = cache.decode_state(&raw(texts[0])).unwrap_or_default();
-        let b = cache.decode_state(&raw(texts[2])).unwrap_or_default();
+        let a = cache.decode_state(texts[0]).unwrap_or_default();
+        let b = cache.decode_state(texts[2]).unwrap_or_default();
         let (Some(a), Some(b)) = (a.get("u1"), b.get("u1")) else {
             panic!("u1 missing");
         };
@@ -597,7 +615,7 @@ mod tests {
         ];
         let mut last: Option<SharedList> = None;
         for text in &texts {
-            let cached = cache.decode_state(&raw(text));
+            let cached = cache.decode_state(text);
             let listed = cached.as_ref().map(|l| {
                 l.iter()
                     .map(|(k, p)| (k.to_owned(), p.clone()))
@@ -646,6 +664,7 @@ mod tests {
         let cache = FrameCache::new();
         let mut entries: Vec<(usize, usize)> = vec![];
         let mut checked = 0;
+        let (mut broken_read, mut broken_refused) = (0, 0);
         for _ in 0..3000 {
             match rng.gen_range(0..6) {
                 0 if !entries.is_empty() => {
@@ -681,6 +700,30 @@ mod tests {
             } else {
                 ordinary(&text)
             };
+            // first a copy broken at one byte: read only if it still is a JSON object, and
+            // then as the ordinary way reads it; the state after it is still read right
+            let mut broken = text.clone().into_bytes();
+            let at = rng.gen_range(0..broken.len());
+            let byte = b"\"{}[],:\\ \x01a0e-."[rng.gen_range(0..15)];
+            match rng.gen_range(0..3) {
+                0 => broken[at] = byte,
+                1 => broken.insert(at, byte),
+                _ => {
+                    broken.remove(at);
+                }
+            }
+            if let Ok(broken) = String::from_utf8(broken) {
+                if let Some(got) = decoded(&cache, &broken) {
+                    assert!(
+                        serde_json::from_str::<Value>(&broken).is_ok(),
+                        "read a payload that is not JSON: {broken:?}"
+                    );
+                    assert_eq!(Some(got), ordinary(&broken), "{broken:?}");
+                    broken_read += 1;
+                } else {
+                    broken_refused += 1;
+                }
+            }
             let cached = decoded(&cache, &text);
             assert_eq!(cached, wanted, "{text}");
             assert_eq!(
@@ -691,6 +734,11 @@ mod tests {
             checked += usize::from(wanted.is_some());
         }
         assert!(checked > 1000, "{checked} states decoded");
+        // most broken copies are not JSON; some still are (a space, a digit in a value)
+        assert!(
+            broken_refused > 1000 && broken_read > 50,
+            "{broken_refused} {broken_read}"
+        );
     }
 
     #[test]
@@ -704,7 +752,7 @@ mod tests {
             r#"{"u1":{"metas":[1]}}"#,
             r#"{"u1":{"metas":[{"n":1e400}]}}"#,
         ] {
-            assert!(cache.decode_state(&raw(text)).is_none(), "{text}");
+            assert!(cache.decode_state(text).is_none(), "{text}");
         }
     }
 }

@@ -492,7 +492,7 @@ impl Machine {
     pub(crate) fn receive_uncached(&mut self, now: Instant, frame: Frame) {
         let cache = self.cache().cloned();
         if let Some(cache) = &cache
-            && let Some(Ok(raw)) = self.codec.decode_raw(&frame)
+            && let Some(raw) = self.codec.split(&frame)
             && raw.event == PRESENCE_STATE
             && let Some(state) = cache.decode_state(raw.payload)
         {
