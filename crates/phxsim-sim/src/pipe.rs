@@ -29,8 +29,7 @@
 use crate::scenario::population::{PopulationSpec, Transport, population_of};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,9 +69,10 @@ pub(crate) type LatencyMs = [u64; 2];
 struct Net {
     /// The driver's simulated time at the last [`Pipes::deliver`].
     now: Duration,
-    /// Every segment, FIN and RST on its way, by arrival time and then write number.
-    due: BinaryHeap<Reverse<Due>>,
-    written: u64,
+    /// Every segment, FIN and RST on its way, by arrival time, each time's in write order (a
+    /// queue per time: latencies are whole milliseconds, so a run has few times in flight, and
+    /// a write appends to its time's queue where a heap of every segment sifted each in).
+    due: BTreeMap<Duration, VecDeque<Due>>,
     rng: ChaCha8Rng,
     /// The one-way latency of browser links: every node's, or its own.
     latency: LatencyMs,
@@ -82,10 +82,8 @@ struct Net {
     next_id: u64,
 }
 
-/// Something on its way to one end of a connection.
+/// Something on its way to one end of a connection (when: its place in [`Net::due`]).
 struct Due {
-    at: Duration,
-    written: u64,
     conn: Arc<Conn>,
     /// The end it reaches.
     to: usize,
@@ -98,23 +96,6 @@ enum Kind {
     Segment,
     /// A reset: `to`'s reads and writes fail from now on.
     Reset,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.written) == (other.at, other.written)
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.written).cmp(&(other.at, other.written))
-    }
 }
 
 /// One connection: the stream towards each end.
@@ -177,8 +158,7 @@ impl Pipes {
     ) -> Pipes {
         Pipes(Arc::new(Mutex::new(Net {
             now: Duration::ZERO,
-            due: BinaryHeap::new(),
-            written: 0,
+            due: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             latency,
             node_latency,
@@ -241,10 +221,17 @@ impl Pipes {
         {
             let mut net = lock(&self.0);
             net.now = now;
-            while net.due.peek().is_some_and(|d| d.0.at <= now) {
-                let Some(Reverse(due)) = net.due.pop() else {
+            loop {
+                let Some(mut first) = net.due.first_entry().filter(|e| *e.key() <= now) else {
                     break;
                 };
+                let Some(due) = first.get_mut().pop_front() else {
+                    first.remove();
+                    continue;
+                };
+                if first.get().is_empty() {
+                    first.remove();
+                }
                 let answer = {
                     let mut ends = lock(&due.conn.ends);
                     let end = &mut ends[due.to];
@@ -285,7 +272,7 @@ impl Pipes {
     /// How many segments, FINs and RSTs are on their way (for tests).
     #[cfg(test)]
     fn in_flight(&self) -> usize {
-        lock(&self.0).due.len()
+        lock(&self.0).due.values().map(VecDeque::len).sum()
     }
 }
 
@@ -314,14 +301,11 @@ impl Net {
     }
 
     fn push(&mut self, conn: &Arc<Conn>, to: usize, at: Duration, kind: Kind) {
-        self.written += 1;
-        self.due.push(Reverse(Due {
-            at,
-            written: self.written,
+        self.due.entry(at).or_default().push_back(Due {
             conn: conn.clone(),
             to,
             kind,
-        }));
+        });
     }
 }
 
