@@ -221,10 +221,7 @@ impl Pipes {
         {
             let mut net = lock(&self.0);
             net.now = now;
-            loop {
-                let Some(mut first) = net.due.first_entry().filter(|e| *e.key() <= now) else {
-                    break;
-                };
+            while let Some(mut first) = net.due.first_entry().filter(|e| *e.key() <= now) {
                 let Some(due) = first.get_mut().pop_front() else {
                     first.remove();
                     continue;
