@@ -490,9 +490,11 @@ impl FrameCache {
 
     /// Runs `f` on the lists of this cache's clients ([`SharedLists`]): every client of a
     /// cache that nobody observes holds one of them.
-    pub(crate) fn lists<T>(&self, f: impl FnOnce(&mut SharedLists) -> T) -> Option<T> {
-        let mut frames = self.0.lock().ok()?;
-        Some(f(&mut frames.lists))
+    pub(crate) fn lists<T>(&self, f: impl FnOnce(&mut SharedLists) -> T) -> T {
+        // the lists are consistent between calls (a panic inside one would fail the run
+        // anyway), and a client has no other list to fall back on
+        let mut frames = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut frames.lists)
     }
 
     pub(crate) fn get(&self, serializer: Serializer, text: &str) -> Option<Arc<CachedDiff>> {

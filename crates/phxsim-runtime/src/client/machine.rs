@@ -629,12 +629,11 @@ impl Machine {
             PresenceOutcome::Dropped
         } else {
             let (presence, join_ref) = (&mut self.presence, self.join_ref.as_deref());
-            let interned = self.cfg.frame_cache.as_ref().and_then(|cache| {
-                cache.lists(|l| presence.handle_interned_diff(join_ref, diff, l))
-            });
-            // without the cache's lists (only if a panic poisoned them) the client's own
-            let applied =
-                interned.unwrap_or_else(|| presence.handle_shared_diff(join_ref, diff, &mut ()));
+            let applied = match &self.cfg.frame_cache {
+                Some(cache) => cache.lists(|l| presence.handle_interned_diff(join_ref, diff, l)),
+                // (a shared diff comes from a cache: there is one)
+                None => presence.handle_shared_diff(join_ref, diff, &mut ()),
+            };
             if applied {
                 PresenceOutcome::Applied
             } else {
