@@ -40,7 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader, Utf8By
 
 /// Queued frames past this many bytes are written at once rather than at the flush
 /// (tungstenite's default `write_buffer_size`).
-pub(crate) const WRITE_BUFFER: usize = 128 * 1024;
+const WRITE_BUFFER: usize = 128 * 1024;
 
 /// The longest frame header (RFC 6455 §5.2): 2 bytes, an 8-byte length and a 4-byte mask.
 const MAX_HEADER: usize = 14;
@@ -151,23 +151,21 @@ impl<S> LeanWebSocket<S> {
         std::str::from_utf8(self.payload()).map_err(WsError::from)
     }
 
-    /// Bytes formatted and not written yet.
-    pub(crate) fn queued(&self) -> usize {
-        self.out.len()
-    }
-
     /// The read buffer's capacity (for tests of its release).
     #[cfg(test)]
     pub(crate) fn read_capacity(&self) -> usize {
         self.buf.capacity()
     }
 
-    /// Queues a masked data frame (text if `text`, else binary).
-    pub(crate) fn queue(&mut self, text: bool, payload: &[u8]) -> Result<(), WsError> {
+    /// Queues a masked data frame (text if `text`, else binary). True if a pong or close
+    /// echo owed went in after it: tungstenite then writes and flushes at once
+    /// ([`LeanWebSocket::feed`]).
+    fn queue(&mut self, text: bool, payload: &[u8]) -> Result<bool, WsError> {
         let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
         self.format(opcode, payload)?;
-        // what a pong owed still needs goes after it, as tungstenite writes it
-        self.stage_owed()
+        let owed = self.owed.is_some();
+        self.stage_owed()?;
+        Ok(owed)
     }
 
     /// Queues a close frame with `frame` (after which nothing more is sent).
@@ -446,9 +444,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LeanWebSocket<S> {
         std::pin::Pin::new(&mut self.stream).poll_flush(cx)
     }
 
+    /// Queues a data frame (text if `text`, else binary) and writes when and as tungstenite
+    /// would, so that the segments a simulated run sees stay the same: at once (and flushed)
+    /// if a pong was owed, what is queued past [`WRITE_BUFFER`], else nothing until
+    /// [`LeanWebSocket::flush`].
+    pub(crate) async fn feed(&mut self, text: bool, payload: &[u8]) -> Result<(), WsError> {
+        if self.queue(text, payload)? {
+            self.flush().await
+        } else if self.out.len() > WRITE_BUFFER {
+            self.write_queued().await
+        } else {
+            Ok(())
+        }
+    }
+
     /// Writes what is queued (no flush of the stream: what a queue past [`WRITE_BUFFER`]
     /// does in tungstenite).
-    pub(crate) async fn write_queued(&mut self) -> Result<(), WsError> {
+    async fn write_queued(&mut self) -> Result<(), WsError> {
         poll_fn(|cx| {
             while !self.out.is_empty() {
                 let n = ready!(std::pin::Pin::new(&mut self.stream).poll_write(cx, &self.out))?;

@@ -2,7 +2,7 @@
 //! handle's commands and the machine's earliest deadline; every input goes to the machine with
 //! the current instant, and whatever frames it queues are written out.
 
-use super::lean_ws::{LeanWebSocket, Ready, WRITE_BUFFER};
+use super::lean_ws::{LeanWebSocket, Ready};
 use super::machine::{CloseWith, Machine, STOPPED, SessionEnd};
 use super::upgrade::{tungstenite, upgrade};
 use super::{ClientConfig, Command, Shared};
@@ -328,13 +328,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket for LeanWebSocket<S> {
 
     async fn feed(&mut self, frame: Frame) -> Result<(), WsError> {
         match &frame {
-            Frame::Text(t) => self.queue(true, t.as_bytes())?,
-            Frame::Binary(b) => self.queue(false, b)?,
+            Frame::Text(t) => LeanWebSocket::feed(self, true, t.as_bytes()).await,
+            Frame::Binary(b) => LeanWebSocket::feed(self, false, b).await,
         }
-        if self.queued() > WRITE_BUFFER {
-            self.write_queued().await?;
-        }
-        Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), WsError> {

@@ -18,11 +18,21 @@ const MAX: usize = 600;
 /// The lean socket's read buffer here.
 const KEEP: usize = 64;
 
+/// What a scripted stream saw: how many chunks its reads had begun (turmoil's TCP takes one
+/// segment from its queue per such read), and each write apart.
+#[derive(Debug, Default)]
+struct Log {
+    begun: usize,
+    writes: Vec<Vec<u8>>,
+}
+
 /// A stream whose reads hand out scripted chunks (part of one if the read offers less room),
-/// some after a `Pending` first, then its end; what is written to it is kept.
+/// some after a `Pending` first, then its end; what is written to it is logged.
 struct Script {
     chunks: VecDeque<(Vec<u8>, bool)>,
-    written: Arc<Mutex<Vec<u8>>>,
+    /// whether the front chunk was begun
+    begun: bool,
+    log: Arc<Mutex<Log>>,
 }
 
 impl AsyncRead for Script {
@@ -31,16 +41,21 @@ impl AsyncRead for Script {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some((front, pending)) = self.chunks.front_mut() {
+        let this = &mut *self;
+        if let Some((front, pending)) = this.chunks.front_mut() {
             if std::mem::take(pending) {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
+            }
+            if !std::mem::replace(&mut this.begun, true) {
+                this.log.lock().unwrap().begun += 1;
             }
             let n = front.len().min(buf.remaining());
             buf.put_slice(&front[..n]);
             front.drain(..n);
             if front.is_empty() {
-                self.chunks.pop_front();
+                this.chunks.pop_front();
+                this.begun = false;
             }
         }
         Poll::Ready(Ok(()))
@@ -49,7 +64,7 @@ impl AsyncRead for Script {
 
 impl AsyncWrite for Script {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        self.written.lock().unwrap().extend_from_slice(b);
+        self.log.lock().unwrap().writes.push(b.to_vec());
         Poll::Ready(Ok(b.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -61,7 +76,7 @@ impl AsyncWrite for Script {
 }
 
 /// `bytes` cut at `cuts` (cycled), each chunk after a `Pending` where `pendings` says so.
-fn script(bytes: &[u8], cuts: &[usize], pendings: &[bool]) -> (Script, Arc<Mutex<Vec<u8>>>) {
+fn script(bytes: &[u8], cuts: &[usize], pendings: &[bool]) -> (Script, Arc<Mutex<Log>>) {
     let mut chunks = VecDeque::new();
     let mut at = 0;
     let mut i = 0;
@@ -71,12 +86,18 @@ fn script(bytes: &[u8], cuts: &[usize], pendings: &[bool]) -> (Script, Arc<Mutex
         at = end;
         i += 1;
     }
-    let written = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::new(Mutex::new(Log::default()));
     let s = Script {
         chunks,
-        written: Arc::clone(&written),
+        begun: false,
+        log: Arc::clone(&log),
     };
-    (s, written)
+    (s, log)
+}
+
+/// Whether the client answers a text message (as the machine would with a push): some, not all.
+fn answers(text: &str) -> Option<String> {
+    (text.len() % 3 == 1).then(|| format!("re:{}", text.len()))
 }
 
 /// What a socket made of the frames: each message, or the error that ended it.
@@ -101,9 +122,14 @@ fn block_on<T>(mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
     panic!("never ready");
 }
 
-/// Reads with the lean socket until a close or an error; then flushes what it owes.
-fn lean(bytes: &[u8], cuts: &[usize], pendings: &[bool]) -> (Vec<Got>, Vec<u8>) {
-    let (s, written) = script(bytes, cuts, pendings);
+/// What one socket did with a stream: each message (or the error that ended it) with how
+/// many chunks the stream's reads had begun when it came, and the frames of each write.
+type Run = (Vec<(Got, usize)>, Vec<Vec<(u8, bool, Vec<u8>)>>);
+
+/// Reads with the lean socket until a close or an error, answering some texts; then flushes
+/// what it owes.
+fn lean(bytes: &[u8], cuts: &[usize], pendings: &[bool]) -> Run {
+    let (s, log) = script(bytes, cuts, pendings);
     let mut ws = LeanWebSocket::new(s, Vec::new(), KEEP, MAX, 7);
     let mut got = Vec::new();
     loop {
@@ -118,28 +144,38 @@ fn lean(bytes: &[u8], cuts: &[usize], pendings: &[bool]) -> (Vec<Got>, Vec<u8>) 
             Err(e) => Err(e),
         };
         assert!(ws.read_capacity() <= KEEP.max(MAX + MAX_HEADER) * 2);
-        match next {
-            Ok(g) => {
-                let close = matches!(g, Got::Close(_));
-                got.push(g);
-                if close {
-                    break;
-                }
+        let next = next.unwrap_or_else(|e| Got::Error(e.to_string()));
+        let begun = log.lock().unwrap().begun;
+        let stop = matches!(next, Got::Close(_) | Got::Error(_));
+        if let Got::Text(t) = &next
+            && let Some(reply) = answers(t)
+        {
+            {
+                let mut feed = pin!(ws.feed(true, reply.as_bytes()));
+                block_on(|cx| feed.as_mut().poll(cx)).unwrap();
             }
-            Err(e) => {
-                got.push(Got::Error(e.to_string()));
-                break;
-            }
+            let mut flush = pin!(ws.flush());
+            block_on(|cx| flush.as_mut().poll(cx)).unwrap();
+        }
+        got.push((next, begun));
+        if stop {
+            break;
         }
     }
     let _ = block_on(|cx| pin!(ws.flush()).poll(cx));
-    let out = written.lock().unwrap().clone();
-    (got, out)
+    let writes = log
+        .lock()
+        .unwrap()
+        .writes
+        .iter()
+        .map(|w| client_frames(w))
+        .collect();
+    (got, writes)
 }
 
 /// The same with tungstenite's `WebSocketStream`, as the client task used it.
-fn tungstenite(bytes: &[u8], cuts: &[usize], pendings: &[bool]) -> (Vec<Got>, Vec<u8>) {
-    let (s, written) = script(bytes, cuts, pendings);
+fn tungstenite(bytes: &[u8], cuts: &[usize], pendings: &[bool]) -> Run {
+    let (s, log) = script(bytes, cuts, pendings);
     let cfg = WebSocketConfig::default()
         .read_buffer_size(KEEP)
         .max_message_size(Some(MAX))
@@ -160,15 +196,31 @@ fn tungstenite(bytes: &[u8], cuts: &[usize], pendings: &[bool]) -> (Vec<Got>, Ve
             Some(Ok(Message::Frame(_))) => unreachable!("tungstenite hands out no raw frame"),
             Some(Err(e)) => Got::Error(e.to_string()),
         };
+        let begun = log.lock().unwrap().begun;
         let stop = matches!(next, Got::Close(_) | Got::Error(_));
-        got.push(next);
+        if let Got::Text(t) = &next
+            && let Some(reply) = answers(t)
+        {
+            {
+                let mut feed = pin!(ws.feed(Message::text(reply)));
+                block_on(|cx| feed.as_mut().poll(cx)).unwrap();
+            }
+            block_on(|cx| ws.poll_flush_unpin(cx)).unwrap();
+        }
+        got.push((next, begun));
         if stop {
             break;
         }
     }
     let _ = block_on(|cx| ws.poll_flush_unpin(cx));
-    let out = written.lock().unwrap().clone();
-    (got, out)
+    let writes = log
+        .lock()
+        .unwrap()
+        .writes
+        .iter()
+        .map(|w| client_frames(w))
+        .collect();
+    (got, writes)
 }
 
 /// The frames a client wrote: opcode, fin and unmasked payload each; every one must be masked.
@@ -316,19 +368,20 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// Whatever the frames and however the stream cuts them, the lean socket yields what
-    /// tungstenite yields (messages, the error that ends the stream, the close) and writes
-    /// the same frames back (pongs, the close echo), masked.
+    /// tungstenite yields (messages, the error that ends the stream, the close), each after
+    /// as many of the stream's chunks (turmoil's segments), and makes the same writes (its
+    /// answers, pongs, the close echo), masked.
     #[test]
-    fn reads_what_tungstenite_reads(
+    fn reads_and_writes_what_tungstenite_does(
         parts in prop::collection::vec(part(), 0..14),
         cuts in prop::collection::vec(1usize..700, 1..30),
         pendings in prop::collection::vec(prop::bool::weighted(0.3), 1..8),
     ) {
         let bytes = encode(&parts);
-        let (lean_got, lean_out) = lean(&bytes, &cuts, &pendings);
-        let (tung_got, tung_out) = tungstenite(&bytes, &cuts, &pendings);
+        let (lean_got, lean_writes) = lean(&bytes, &cuts, &pendings);
+        let (tung_got, tung_writes) = tungstenite(&bytes, &cuts, &pendings);
         prop_assert_eq!(&lean_got, &tung_got);
-        prop_assert_eq!(client_frames(&lean_out), client_frames(&tung_out));
+        prop_assert_eq!(lean_writes, tung_writes);
     }
 
     /// Any bytes at all end in messages and an error or a close, never a panic.
@@ -338,7 +391,7 @@ proptest! {
         cuts in prop::collection::vec(1usize..50, 1..10),
     ) {
         let (got, _) = lean(&bytes, &cuts, &[false]);
-        prop_assert!(matches!(got.last(), Some(Got::Error(_) | Got::Close(_))));
+        prop_assert!(matches!(got.last(), Some((Got::Error(_) | Got::Close(_), _))));
     }
 }
 
@@ -363,7 +416,7 @@ fn protocol_errors_end_the_session() {
     for (bytes, words) in cases {
         let (got, _) = lean(&bytes, &[1000], &[false]);
         match got.as_slice() {
-            [Got::Error(e)] => assert!(e.contains(words), "{e:?} for {bytes:?}"),
+            [(Got::Error(e), _)] => assert!(e.contains(words), "{e:?} for {bytes:?}"),
             other => panic!("{other:?} for {bytes:?}"),
         }
     }
@@ -456,7 +509,7 @@ async fn talks_to_a_tungstenite_server() {
         ]
     );
     assert_eq!(ws.read_capacity(), 256);
-    ws.queue(true, b"hello").unwrap();
+    ws.feed(true, b"hello").await.unwrap();
     ws.flush().await.unwrap();
     let close = poll_fn(|cx| ws.poll_next(cx)).await.unwrap();
     assert_eq!(close, Ready::Close(None));
