@@ -2,8 +2,9 @@
 //! buffer the socket owns, with the checks and answers tungstenite makes for a client.
 //!
 //! Why not tungstenite's `WebSocketStream` here: a simulation holds thousands of browsers, and
-//! tungstenite's read path (a `BytesMut` zeroed before each read, a waker proxy with two atomic
-//! wakers, a message copied into a `Bytes`) was about a fifth of a population run's time. Worse,
+//! tungstenite's read path (a `BytesMut` zeroed before each read of at most the read buffer's
+//! size, a waker proxy with two atomic wakers, each message split off into a shared `Bytes`)
+//! was about a fifth of a population run's time. Worse,
 //! tungstenite keeps its read buffer at the size of the largest frame it read for the
 //! connection's life, and letting that go meant rebuilding the WebSocket between messages with
 //! reads stopped at frame boundaries (one more read per frame). This socket reads as much as
@@ -19,13 +20,17 @@
 //! it), frame and message size limits, a ping answered with a pong of its payload before the
 //! next read, a close answered with its echo (an unknown code with 1002), and its own frames
 //! masked. The masks are drawn from the client's seed: nothing reads them, but a simulated
-//! run's bytes then depend on its seed only.
+//! run's bytes then depend on its seed only. One difference in words only: a fragmented text
+//! message is checked as UTF-8 once it is whole (tungstenite checks it piece by piece), so a
+//! bad one ends the session a few frames later, with another error text.
 //!
-//! It makes the same reads and writes on the stream as tungstenite did: the stream is read
-//! only when the buffered bytes hold no whole frame (turmoil's TCP hands out at most one
-//! segment per read), a pong is written at the next poll, and the frames a step queues go out
-//! in one write at the flush, so a simulated run's task wake-ups, and thus its output, do not
-//! change with the socket.
+//! It takes from the stream what tungstenite took, when tungstenite took it, and writes what
+//! tungstenite wrote: the stream is read only when the buffered bytes hold no whole frame (its
+//! reads are larger, but turmoil's TCP hands out at most one segment per read, so the same
+//! segments are begun at the same moments), a pong is written at the next poll, and the frames
+//! a step queues go out in one write at the flush. A simulated run's task wake-ups, and thus
+//! its output, do not change with the socket (`tests.rs` holds it to tungstenite's reads and
+//! writes).
 
 use std::future::poll_fn;
 use std::io::{self, Cursor};
