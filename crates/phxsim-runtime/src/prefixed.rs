@@ -1,6 +1,6 @@
 //! A stream that first yields bytes already read from it: the server's request head, read to
 //! screen a plain GET (`server/plain_get.rs`), and what a client read past the upgrade
-//! response (`client/frame_aligned.rs`).
+//! response under tungstenite (`client/upgrade.rs`).
 
 use std::io;
 use std::pin::Pin;

@@ -586,8 +586,8 @@ fn browser_settings(
     cfg.auto_join = false;
     // a diff fits in one read; a state takes more reads, each a copy in memory
     cfg.read_buffer_size = CLIENT_READ_BUFFER;
-    // and an idle browser does not keep the size of the largest frame it read
-    cfg.release_read_buffer = true;
+    // a lean WebSocket, and an idle browser does not keep the largest frame it read
+    cfg.lean_websocket = true;
     // a partitioned SYN is never answered: bound each attempt
     cfg.timeout = Duration::from_secs(10);
     cfg

@@ -15,8 +15,8 @@
 //!   message is handled.
 //! - [`ClientMutation`]s plant known client bugs.
 
-mod frame_aligned;
 mod frame_cache;
+mod lean_ws;
 mod machine;
 mod task;
 mod upgrade;
@@ -152,15 +152,15 @@ pub struct ClientConfig {
     pub max_frame_len: usize,
     /// How much is read from the stream at once (tungstenite zeroes this much before every
     /// read): 8 KiB by default; a simulated browser, whose reads copy from memory, takes less.
-    /// An idle connection holds a read buffer of this size (at least 1 KiB until the first
-    /// renewal, see `release_read_buffer`), or of the largest frame it read.
+    /// An idle connection holds a read buffer of this size (tungstenite's: at least 1 KiB, or
+    /// the largest frame it read; the lean WebSocket's: this size again after a larger frame).
     pub read_buffer_size: usize,
-    /// After a message longer than `read_buffer_size`, build the WebSocket afresh around the
-    /// same stream, so that its read buffer (which keeps the size of the largest frame read)
-    /// is let go. The stream's reads then stop at frame boundaries, which would cost a real
-    /// socket a system call per frame header: for simulated browsers, held by the thousand.
-    /// Off by default.
-    pub release_read_buffer: bool,
+    /// Read and write the open connection with phxsim's lean WebSocket (`client/lean_ws.rs`)
+    /// instead of tungstenite's: frames parsed in place in a buffer it owns and lets go after
+    /// a frame longer than `read_buffer_size`, a text message handed over borrowed, no waker
+    /// plumbing. For simulated browsers, held by the thousand (the simulator sets it); real
+    /// clients keep tungstenite (off by default). Both keep the client's side of RFC 6455.
+    pub lean_websocket: bool,
     /// Seeds the WebSocket keys, so a simulated run's bytes come from its seed.
     pub seed: u64,
     /// Connect as soon as started (else wait for [`Client::connect`]).
@@ -195,7 +195,7 @@ impl ClientConfig {
             rejoin_after: Backoff::shared_rejoin(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             read_buffer_size: 8 * 1024,
-            release_read_buffer: false,
+            lean_websocket: false,
             seed: 0,
             auto_connect: true,
             auto_join: true,

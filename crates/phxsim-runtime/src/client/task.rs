@@ -2,24 +2,26 @@
 //! handle's commands and the machine's earliest deadline; every input goes to the machine with
 //! the current instant, and whatever frames it queues are written out.
 
-use super::frame_aligned::FrameAligned;
+use super::lean_ws::{LeanWebSocket, Ready};
 use super::machine::{CloseWith, Machine, STOPPED, SessionEnd};
-use super::upgrade::upgrade;
+use super::upgrade::{tungstenite, upgrade};
 use super::{ClientConfig, Command, Shared};
+use crate::prefixed::Prefixed;
 use crate::server::percent_encode;
 use futures_util::{SinkExt, StreamExt};
 use phxsim_wire::{Frame, Serializer};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::{Request, Uri};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 pub(super) async fn run<C, F, S>(mut connect: C, shared: Arc<Shared>)
@@ -59,9 +61,16 @@ where
         // (11.6 KB; 1.9 KB boxed). A simulation holds one such task per browser.
         let opened = timeout(cfg.timeout, Box::pin(open(&cfg, &mut keys, &mut connect))).await;
         let reconnect = match opened {
-            Ok(Ok(ws)) => {
+            Ok(Ok((stream, tail))) => {
                 attempt = 0;
-                let end = Box::pin(session(&shared, &cfg, ws)).await;
+                // each kind of session boxed on its own, so that a simulated browser's box
+                // is the lean one's size
+                let end = if cfg.lean_websocket {
+                    let mask_seed = keys.mask_seed();
+                    Box::pin(lean_session(&shared, &cfg, stream, tail, mask_seed)).await
+                } else {
+                    Box::pin(tungstenite_session(&shared, &cfg, stream, tail)).await
+                };
                 if end.reason == STOPPED {
                     return;
                 }
@@ -107,12 +116,12 @@ where
     }
 }
 
-/// Opens a stream and upgrades it.
+/// Opens a stream and upgrades it: the stream and what was read past the upgrade response.
 async fn open<C, F, S>(
     cfg: &ClientConfig,
     keys: &mut Keys,
     connect: &mut C,
-) -> Result<WebSocketStream<FrameAligned<S>>, String>
+) -> Result<(S, Vec<u8>), String>
 where
     C: FnMut() -> F,
     F: Future<Output = io::Result<S>>,
@@ -120,11 +129,7 @@ where
 {
     let stream = connect().await.map_err(|e| format!("connect: {e}"))?;
     let request = request(cfg, keys.next())?;
-    let ws_cfg = WebSocketConfig::default()
-        .read_buffer_size(cfg.read_buffer_size)
-        .max_message_size(Some(cfg.max_frame_len))
-        .max_frame_size(Some(cfg.max_frame_len));
-    upgrade(stream, request, ws_cfg, cfg.release_read_buffer).await
+    upgrade(stream, request).await
 }
 
 /// The WebSocket keys of one client's connections, drawn from its seed: key `n` is words
@@ -139,6 +144,12 @@ struct Keys {
 impl Keys {
     fn new(seed: u64) -> Keys {
         Keys { seed, drawn: 0 }
+    }
+
+    /// The seed of the masks of the connection whose key was drawn last (its number mixed
+    /// into the client's seed), for [`LeanWebSocket`].
+    fn mask_seed(&self) -> u64 {
+        self.seed ^ self.drawn.rotate_left(32)
     }
 
     /// The next connection's key.
@@ -180,32 +191,178 @@ fn request(cfg: &ClientConfig, key: [u8; 16]) -> Result<Request<()>, String> {
         .map_err(|e| format!("bad request: {e}"))
 }
 
-/// One open connection, until it ends.
+/// tungstenite's WebSocket for a real client, over an upgraded stream.
 ///
-/// Not an `async fn`: its future would keep the argument `ws` and, beside it, the local the
-/// body binds it to, so the stream (about 500 bytes) took room twice for the connection's
-/// life. A block holds what it captures once.
+/// Not an `async fn`: its future would keep the arguments and, beside them, the locals the
+/// body binds them to, so the stream took room twice for the connection's life. A block holds
+/// what it captures once.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-fn session<'a, S>(
+fn tungstenite_session<'a, S>(
     shared: &'a Shared,
     cfg: &'a ClientConfig,
-    mut ws: WebSocketStream<FrameAligned<S>>,
+    stream: S,
+    tail: Vec<u8>,
 ) -> impl Future<Output = SessionEnd> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + 'a,
 {
-    async move { serve(shared, cfg, &mut ws).await }
+    async move {
+        let ws_cfg = WebSocketConfig::default()
+            .read_buffer_size(cfg.read_buffer_size)
+            .max_message_size(Some(cfg.max_frame_len))
+            .max_frame_size(Some(cfg.max_frame_len));
+        let mut ws = tungstenite(stream, tail, ws_cfg).await;
+        serve(shared, cfg, &mut ws).await
+    }
 }
 
-/// [`session`]'s loop over a stream it borrows.
-async fn serve<S>(
-    shared: &Shared,
-    cfg: &ClientConfig,
-    ws: &mut WebSocketStream<FrameAligned<S>>,
-) -> SessionEnd
+/// The lean WebSocket of a simulated browser ([`LeanWebSocket`]), over an upgraded stream; a
+/// block, as [`tungstenite_session`] is.
+#[allow(clippy::manual_async_fn)] // on purpose: see tungstenite_session
+fn lean_session<'a, S>(
+    shared: &'a Shared,
+    cfg: &'a ClientConfig,
+    stream: S,
+    tail: Vec<u8>,
+    mask_seed: u64,
+) -> impl Future<Output = SessionEnd> + 'a
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
 {
+    async move {
+        let mut ws = LeanWebSocket::new(
+            stream,
+            tail,
+            cfg.read_buffer_size,
+            cfg.max_frame_len,
+            mask_seed,
+        );
+        serve(shared, cfg, &mut ws).await
+    }
+}
+
+/// What the session loop needs of a WebSocket: tungstenite's for a real client, the lean one
+/// for a simulated browser. One loop for both, so that both are polled in the same order.
+trait Socket {
+    /// What one poll for the next message found (owned, so that the socket is free again
+    /// when it is handled).
+    type Arrival;
+    /// Polls for the next message; cancel-safe.
+    fn poll_arrival(&mut self, cx: &mut Context<'_>) -> Poll<Self::Arrival>;
+    /// Hands a data message to the machine; a close or an error ends the session.
+    fn deliver(&mut self, shared: &Shared, arrival: Self::Arrival) -> Result<(), SessionEnd>;
+    /// Queues a frame (writing only what is queued past the write buffer).
+    async fn feed(&mut self, frame: Frame) -> Result<(), WsError>;
+    /// Writes everything queued, and anything owed to the server (a pong, a close echo).
+    async fn flush(&mut self) -> Result<(), WsError>;
+    /// Sends a close frame with `frame`.
+    async fn close(&mut self, frame: CloseFrame) -> Result<(), WsError>;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket for WebSocketStream<Prefixed<S>> {
+    type Arrival = Option<Result<WsMessage, WsError>>;
+
+    fn poll_arrival(&mut self, cx: &mut Context<'_>) -> Poll<Self::Arrival> {
+        self.poll_next_unpin(cx)
+    }
+
+    fn deliver(&mut self, shared: &Shared, arrival: Self::Arrival) -> Result<(), SessionEnd> {
+        let frame = match arrival {
+            None => return Err(SessionEnd::lost("connection lost")),
+            Some(Err(e)) => return Err(lost(&e)),
+            Some(Ok(WsMessage::Text(t))) => {
+                let now = Instant::now();
+                shared.step(now, |m| m.receive_text(now, t.as_str()));
+                return Ok(());
+            }
+            Some(Ok(WsMessage::Binary(b))) => Frame::Binary(b.to_vec()),
+            Some(Ok(WsMessage::Close(f))) => return Err(closed_by_server(f)),
+            Some(Ok(_)) => return Ok(()),
+        };
+        let now = Instant::now();
+        shared.step(now, |m| m.receive_uncached(now, frame));
+        Ok(())
+    }
+
+    async fn feed(&mut self, frame: Frame) -> Result<(), WsError> {
+        let msg = match frame {
+            Frame::Text(t) => WsMessage::text(t),
+            Frame::Binary(b) => WsMessage::binary(b),
+        };
+        SinkExt::feed(self, msg).await
+    }
+
+    async fn flush(&mut self) -> Result<(), WsError> {
+        SinkExt::flush(self).await
+    }
+
+    async fn close(&mut self, frame: CloseFrame) -> Result<(), WsError> {
+        WebSocketStream::close(self, Some(frame)).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket for LeanWebSocket<S> {
+    type Arrival = Result<Ready, WsError>;
+
+    fn poll_arrival(&mut self, cx: &mut Context<'_>) -> Poll<Self::Arrival> {
+        self.poll_next(cx)
+    }
+
+    fn deliver(&mut self, shared: &Shared, arrival: Self::Arrival) -> Result<(), SessionEnd> {
+        let now = Instant::now();
+        match arrival.map_err(|e| lost(&e))? {
+            Ready::Text => {
+                // borrowed from the read buffer: no copy
+                let text = self.text().map_err(|e| lost(&e))?;
+                shared.step(now, |m| m.receive_text(now, text));
+            }
+            Ready::Binary => {
+                let frame = Frame::Binary(self.payload().to_vec());
+                shared.step(now, |m| m.receive_uncached(now, frame));
+            }
+            Ready::Close(f) => return Err(closed_by_server(f)),
+            Ready::Ping | Ready::Pong => {}
+        }
+        Ok(())
+    }
+
+    async fn feed(&mut self, frame: Frame) -> Result<(), WsError> {
+        match &frame {
+            Frame::Text(t) => LeanWebSocket::feed(self, true, t.as_bytes()).await,
+            Frame::Binary(b) => LeanWebSocket::feed(self, false, b).await,
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), WsError> {
+        LeanWebSocket::flush(self).await
+    }
+
+    async fn close(&mut self, frame: CloseFrame) -> Result<(), WsError> {
+        self.queue_close(Some(frame))?;
+        LeanWebSocket::flush(self).await
+    }
+}
+
+/// The end of a session that lost its connection to `e`.
+fn lost(e: &WsError) -> SessionEnd {
+    SessionEnd::lost(format!("connection lost: {e}"))
+}
+
+/// The end of a session the server closed with `f` (code and reason; 1005 without a body).
+fn closed_by_server(f: Option<CloseFrame>) -> SessionEnd {
+    let (code, why) = f
+        .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
+        .unwrap_or((1005, String::new()));
+    // phoenix.js reconnects unless the close was clean (code 1000).
+    SessionEnd::new(
+        format!("closed by server: {code} {why}"),
+        code != 1000,
+        CloseWith::Reply,
+    )
+}
+
+/// One open connection's loop, until it ends.
+async fn serve<W: Socket>(shared: &Shared, cfg: &ClientConfig, ws: &mut W) -> SessionEnd {
     let cmds = &shared.commands;
     shared.step(Instant::now(), |m| m.connected(Instant::now()));
     // One timer for the session, moved to each new deadline: a fresh `sleep_until` per pass
@@ -217,10 +374,9 @@ where
         if timer.deadline() != due {
             timer.as_mut().reset(due);
         }
-        let mut large = false;
         let step = tokio::select! {
             biased;
-            m = ws.next() => incoming(shared, m).map(|len| large = len > cfg.read_buffer_size),
+            m = poll_fn(|cx| ws.poll_arrival(cx)) => ws.deliver(shared, m),
             cmd = cmds.recv() => match cmd {
                 None => Err(SessionEnd::new(STOPPED, false, CloseWith::Normal)),
                 Some(cmd) => {
@@ -245,49 +401,17 @@ where
         if let Err(end) = step {
             break end;
         }
-        if large
-            && cfg.release_read_buffer
-            && ws.get_ref().at_frame_start()
-            && let Err(end) = Box::pin(renew(cfg, ws)).await
-        {
-            break end;
-        }
     };
     Box::pin(close(cfg, ws, &end)).await;
     end
 }
 
-/// Builds the WebSocket afresh around its stream, between two messages, so that the read
-/// buffer tungstenite grew for a frame longer than `cfg.read_buffer_size` (and would keep for
-/// the connection's life) is freed; the new one starts at that size again. Done after every
-/// such message, so an idle connection holds just that much. tungstenite holds no byte of
-/// the next frame ([`FrameAligned`]), and a pong it still owes is written first: the new
-/// WebSocket would not know of it. Nothing else of the old one lives on: a message was just read whole (no
-/// fragment is pending), and every frame the client queued was flushed after its step.
-async fn renew<S>(
-    cfg: &ClientConfig,
-    ws: &mut WebSocketStream<FrameAligned<S>>,
-) -> Result<(), SessionEnd>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    flush(cfg, ws).await?;
-    let config = *ws.get_config();
-    let stream = ws.get_mut().take();
-    *ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await;
-    Ok(())
-}
-
 /// Ends the connection as `end` says: a close frame, the echo of the server's, or nothing.
-async fn close<S>(cfg: &ClientConfig, ws: &mut WebSocketStream<FrameAligned<S>>, end: &SessionEnd)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn close<W: Socket>(cfg: &ClientConfig, ws: &mut W, end: &SessionEnd) {
     match end.close {
         CloseWith::Nothing => {}
         CloseWith::Reply => {
-            // tungstenite queued the echo of the server's close frame when it read it;
-            // `close` would be refused now, so flush to send the echo.
+            // the echo of the server's close frame was queued when it was read
             let _ = timeout(cfg.timeout, ws.flush()).await;
         }
         CloseWith::Normal => {
@@ -295,74 +419,22 @@ where
                 code: CloseCode::Normal,
                 reason: end.reason.clone().into(),
             };
-            let _ = timeout(cfg.timeout, ws.close(Some(frame))).await;
+            let _ = timeout(cfg.timeout, ws.close(frame)).await;
         }
     }
-}
-
-/// A WebSocket message: a data frame goes to the machine (its length is returned; 0 for any
-/// other frame), a close or an error ends the session.
-fn incoming(shared: &Shared, m: Option<Result<WsMessage, WsError>>) -> Result<usize, SessionEnd> {
-    let frame = match m {
-        None => return Err(SessionEnd::lost("connection lost")),
-        Some(Err(e)) => return Err(SessionEnd::lost(format!("connection lost: {e}"))),
-        Some(Ok(WsMessage::Text(t))) => {
-            let now = Instant::now();
-            shared.step(now, |m| m.receive_text(now, t.as_str()));
-            return Ok(t.len());
-        }
-        Some(Ok(WsMessage::Binary(b))) => Frame::Binary(b.to_vec()),
-        Some(Ok(WsMessage::Close(f))) => {
-            let (code, why) = f
-                .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
-                .unwrap_or((1005, String::new()));
-            // phoenix.js reconnects unless the close was clean (code 1000).
-            return Err(SessionEnd::new(
-                format!("closed by server: {code} {why}"),
-                code != 1000,
-                CloseWith::Reply,
-            ));
-        }
-        Some(Ok(_)) => return Ok(0),
-    };
-    let len = match &frame {
-        Frame::Binary(b) => b.len(),
-        Frame::Text(t) => t.len(),
-    };
-    let now = Instant::now();
-    shared.step(now, |m| m.receive_uncached(now, frame));
-    Ok(len)
 }
 
 /// Writes every frame the machine queued, then flushes (called when some frame is queued).
-async fn write<S>(
+async fn write<W: Socket>(
     shared: &Shared,
     cfg: &ClientConfig,
-    ws: &mut WebSocketStream<FrameAligned<S>>,
-) -> Result<(), SessionEnd>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+    ws: &mut W,
+) -> Result<(), SessionEnd> {
     while let Some(frame) = shared.step(Instant::now(), Machine::poll_transmit) {
-        let ws_msg = match frame {
-            Frame::Text(t) => WsMessage::text(t),
-            Frame::Binary(b) => WsMessage::binary(b),
-        };
-        if let Err(e) = ws.feed(ws_msg).await {
+        if let Err(e) = ws.feed(frame).await {
             return Err(SessionEnd::lost(format!("write failed: {e}")));
         }
     }
-    flush(cfg, ws).await
-}
-
-/// Flushes what tungstenite holds to write, within the client's timeout.
-async fn flush<S>(
-    cfg: &ClientConfig,
-    ws: &mut WebSocketStream<FrameAligned<S>>,
-) -> Result<(), SessionEnd>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
     match timeout(cfg.timeout, ws.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(SessionEnd::lost(format!("write failed: {e}"))),
@@ -372,15 +444,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{FrameAligned, Keys, WebSocketStream, renew};
+    use super::Keys;
     use crate::client::Backoff;
-    use crate::client::ClientConfig;
-    use crate::client::upgrade::{tests::request, upgrade};
-    use futures_util::{SinkExt, StreamExt};
     use rand::{RngCore, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
     #[test]
     fn keys_are_one_generators_draws_in_turn() {
@@ -394,73 +461,6 @@ mod tests {
                 assert_eq!(keys.next(), key, "seed {seed}, key {n}");
             }
         }
-    }
-
-    /// A server that sends large and small messages and a ping in one write, to a client that
-    /// renews its WebSocket after every large message, as a simulated browser does: what the
-    /// client reads, and whether the server got its pong.
-    async fn renewing_client(aligned: bool) -> (Vec<String>, bool) {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let big = |c: char| c.to_string().repeat(1500);
-        let sent = vec![big('x'), "a".into(), "b".into(), big('y'), "c".into()];
-        let to_send = sent.clone();
-        let server = tokio::spawn(async move {
-            let mut ws = tokio_tungstenite::accept_async(server)
-                .await
-                .expect("accepted");
-            for (i, text) in to_send.into_iter().enumerate() {
-                if i == 3 {
-                    ws.feed(Message::Ping("p".into())).await.unwrap();
-                }
-                ws.feed(Message::text(text)).await.unwrap();
-            }
-            ws.flush().await.unwrap();
-            // the pong, unless the client lost it (then the stream just ends)
-            matches!(ws.next().await, Some(Ok(Message::Pong(_))))
-        });
-        let mut cfg = ClientConfig::new("ws://example/socket/websocket", "u", "t");
-        cfg.release_read_buffer = true;
-        cfg.read_buffer_size = 256;
-        let ws_cfg = WebSocketConfig::default().read_buffer_size(cfg.read_buffer_size);
-        let mut ws: WebSocketStream<FrameAligned<_>> = upgrade(client, request(), ws_cfg, aligned)
-            .await
-            .expect("upgraded");
-        let mut got = Vec::new();
-        while got.len() < sent.len() {
-            let next = tokio::time::timeout(std::time::Duration::from_secs(1), ws.next()).await;
-            let t = match next {
-                Ok(Some(Ok(Message::Text(t)))) => t,
-                // tungstenite queued the pong; the session loop passes pings over too
-                Ok(Some(Ok(Message::Ping(_)))) => continue,
-                _ => break,
-            };
-            let large = t.len() > cfg.read_buffer_size;
-            got.push(t.to_string());
-            if large {
-                // an unaligned stream is renewed too here, to show what alignment saves
-                renew(&cfg, &mut ws).await.expect("renewed");
-            }
-        }
-        drop(ws);
-        (got, server.await.unwrap())
-    }
-
-    #[tokio::test]
-    async fn a_renewed_websocket_reads_on_and_answers_pings() {
-        let (got, ponged) = renewing_client(true).await;
-        let big = |c: char| c.to_string().repeat(1500);
-        assert_eq!(
-            got,
-            vec![big('x'), "a".into(), "b".into(), big('y'), "c".into()]
-        );
-        assert!(ponged, "the ping read just before a renewal was answered");
-    }
-
-    /// Why the stream is aligned: renewing a WebSocket that read ahead loses the frames it held.
-    #[tokio::test]
-    async fn renewing_an_unaligned_websocket_loses_what_it_read_ahead() {
-        let (got, _) = renewing_client(false).await;
-        assert_eq!(got.len(), 1, "{got:?}");
     }
 
     #[test]

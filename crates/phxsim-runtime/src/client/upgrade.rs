@@ -8,7 +8,7 @@
 //! response parser and the accept key are tungstenite's own; only the reading and the checks
 //! of RFC 6455 section 4.1 a client must make are here.
 
-use super::frame_aligned::FrameAligned;
+use crate::prefixed::Prefixed;
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
@@ -29,16 +29,9 @@ const MAX_RESPONSE_LEN: usize = 64 * 1024;
 /// every frame would cost two reads and two allocations.
 const MIN_READ_BUFFER: usize = 1024;
 
-/// Sends the upgrade `request` on `stream`, checks the server's answer and returns the
-/// WebSocket, whose read buffer has room for `config.read_buffer_size` (at least 1 KiB). What
-/// followed the response is read first; the stream's reads stop at frame boundaries if
-/// `aligned` ([`FrameAligned`]).
-pub(super) async fn upgrade<S>(
-    mut stream: S,
-    request: Request,
-    config: WebSocketConfig,
-    aligned: bool,
-) -> Result<WebSocketStream<FrameAligned<S>>, String>
+/// Sends the upgrade `request` on `stream` and checks the server's answer; returns the stream
+/// and what was read past the response (the start of the first frames).
+pub(super) async fn upgrade<S>(mut stream: S, request: Request) -> Result<(S, Vec<u8>), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -51,9 +44,22 @@ where
     sent.await.map_err(|e| describe(WsError::Io(e)))?;
     let (response, tail) = read_response(&mut stream).await.map_err(describe)?;
     check(response, &derive_accept_key(key.as_bytes())).map_err(describe)?;
+    Ok((stream, tail))
+}
+
+/// tungstenite's WebSocket over an upgraded `stream` that was read `tail` past the response;
+/// its read buffer has room for `config.read_buffer_size` (at least 1 KiB).
+pub(super) async fn tungstenite<S>(
+    stream: S,
+    tail: Vec<u8>,
+    config: WebSocketConfig,
+) -> WebSocketStream<Prefixed<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let part = Vec::with_capacity(config.read_buffer_size.max(MIN_READ_BUFFER));
-    let stream = FrameAligned::new(stream, tail, aligned);
-    Ok(WebSocketStream::from_partially_read(stream, part, Role::Client, Some(config)).await)
+    let stream = Prefixed::new(tail, stream);
+    WebSocketStream::from_partially_read(stream, part, Role::Client, Some(config)).await
 }
 
 /// The message for a failed upgrade, as the client reports it.
@@ -179,10 +185,11 @@ pub(super) mod tests {
 
     async fn try_upgrade(
         answer: impl FnOnce(String) -> Vec<u8> + Send + 'static,
-    ) -> Result<WebSocketStream<FrameAligned<DuplexStream>>, String> {
+    ) -> Result<WebSocketStream<Prefixed<DuplexStream>>, String> {
         let (client, server) = tokio::io::duplex(4096);
         tokio::spawn(serve(server, answer));
-        upgrade(client, request(), WebSocketConfig::default(), false).await
+        let (stream, tail) = upgrade(client, request()).await?;
+        Ok(tungstenite(stream, tail, WebSocketConfig::default()).await)
     }
 
     fn switching(accept: &str) -> Vec<u8> {
@@ -263,9 +270,7 @@ pub(super) mod tests {
             let _ = server.read(&mut buf).await;
             let _ = server.write_all(b"HTTP/1.1 101 Switch").await;
         });
-        let err = upgrade(client, request(), WebSocketConfig::default(), false)
-            .await
-            .expect_err("failed");
+        let err = upgrade(client, request()).await.expect_err("failed");
         assert!(err.starts_with("upgrade: "), "{err}");
     }
 
