@@ -434,8 +434,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LeanWebSocket<S> {
         }
     }
 
-    /// Writes what is queued, as far as the stream takes it, then flushes the stream.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes what is queued, as far as the stream takes it.
+    fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {
             let n = ready!(std::pin::Pin::new(&mut self.stream).poll_write(cx, &self.out))?;
             if n == 0 {
@@ -446,6 +446,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LeanWebSocket<S> {
             }
             self.out.drain(..n);
         }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes what is queued, as far as the stream takes it, then flushes the stream.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_queued(cx))?;
         std::pin::Pin::new(&mut self.stream).poll_flush(cx)
     }
 
@@ -466,21 +472,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LeanWebSocket<S> {
     /// Writes what is queued (no flush of the stream: what a queue past [`WRITE_BUFFER`]
     /// does in tungstenite).
     async fn write_queued(&mut self) -> Result<(), WsError> {
-        poll_fn(|cx| {
-            while !self.out.is_empty() {
-                let n = ready!(std::pin::Pin::new(&mut self.stream).poll_write(cx, &self.out))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        "Connection reset while sending",
-                    )));
-                }
-                self.out.drain(..n);
-            }
-            Poll::Ready(Ok(()))
-        })
-        .await
-        .map_err(WsError::Io)
+        poll_fn(|cx| self.poll_write_queued(cx))
+            .await
+            .map_err(WsError::Io)
     }
 
     /// Writes every frame queued and owed, then flushes the stream.
