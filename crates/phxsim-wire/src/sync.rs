@@ -529,16 +529,14 @@ impl PresenceInstance {
         &mut self.state
     }
 
-    /// The list as a shared one, to replace: an ordered list is given up for it.
-    fn shared_list(&mut self) -> Arc<SharedList> {
-        match &self.shared {
-            Some(list) => Arc::clone(list),
-            None => {
-                let entries = std::mem::take(&mut self.state).entries().cloned().collect();
-                // the keys of a JsMap are unique
-                Arc::new(SharedList::from_entries(entries).unwrap_or_default())
-            }
-        }
+    /// The list, made a shared one if it was ordered (the ordered one is given up for it).
+    fn make_shared(&mut self) -> Arc<SharedList> {
+        let state = &mut self.state;
+        Arc::clone(self.shared.get_or_insert_with(|| {
+            let entries = std::mem::take(state).entries().cloned().collect();
+            // the keys of a JsMap are unique
+            Arc::new(SharedList::from_entries(entries).unwrap_or_default())
+        }))
     }
 
     /// Handles a `presence_state`: records the channel's join_ref, syncs the state, replays
@@ -621,7 +619,7 @@ impl PresenceInstance {
         lists: &mut SharedLists,
     ) {
         self.join_ref = channel_join_ref.map(str::to_owned);
-        let current = self.shared_list();
+        let current = self.make_shared();
         let mut next = if current.is_empty() {
             new_state
         } else {
@@ -649,7 +647,7 @@ impl PresenceInstance {
             self.pending_diffs.push(diff.diff.clone());
             return false;
         }
-        let current = self.shared_list();
+        let current = self.make_shared();
         self.shared = Some(lists.apply(&current, diff));
         true
     }
