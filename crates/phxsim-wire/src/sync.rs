@@ -106,6 +106,16 @@ fn ref_in(metas: &[Meta], meta: &Meta) -> bool {
     metas.iter().any(|m| JsRef::of(m).strict_eq(wanted))
 }
 
+/// The metas of `metas` whose ref is not among `others`' refs, in order (what phoenix.js
+/// keeps of a presence when another one joins or leaves over it).
+fn not_in(metas: &[Meta], others: &[Meta]) -> Vec<Meta> {
+    metas
+        .iter()
+        .filter(|m| !ref_in(others, m))
+        .cloned()
+        .collect()
+}
+
 /// The `onJoin` / `onLeave` / `onSync` callbacks. Each argument is the object as it is at the
 /// moment of the call; copy what you keep. The default methods do nothing, like phoenix.js's.
 pub trait Callbacks {
@@ -218,18 +228,8 @@ pub fn sync_state_shared<L: SyncList>(state: &mut L, new_state: L, callbacks: &m
             joins.insert_entry(new_entry.clone());
             return;
         };
-        let left_metas: Vec<Meta> = current
-            .metas
-            .iter()
-            .filter(|m| !ref_in(&new_presence.metas, m))
-            .cloned()
-            .collect();
-        let joined_metas: Vec<Meta> = new_presence
-            .metas
-            .iter()
-            .filter(|m| !ref_in(&current.metas, m))
-            .cloned()
-            .collect();
+        let left_metas = not_in(&current.metas, &new_presence.metas);
+        let joined_metas = not_in(&new_presence.metas, &current.metas);
         if !left_metas.is_empty() {
             leaves.insert_shared(key.clone(), Arc::new(current.with_metas(left_metas)));
         }
@@ -328,13 +328,7 @@ fn apply<'a, L: SyncList>(
             continue;
         };
         // the current metas whose ref is not re-joined, then the joined ones
-        let kept: Vec<Meta> = current
-            .1
-            .metas
-            .iter()
-            .filter(|m| !ref_in(&joined.metas, m))
-            .cloned()
-            .collect();
+        let kept = not_in(&current.1.metas, &joined.metas);
         let stored = if kept.is_empty() {
             joined_entry.clone()
         } else {
@@ -363,8 +357,7 @@ fn apply<'a, L: SyncList>(
             state.remove_key(key);
             continue;
         }
-        let mut stays = Presence::clone(current);
-        stays.metas.retain(|m| !ref_in(&left.metas, m));
+        let stays = current.with_metas(not_in(&current.metas, &left.metas));
         let stored: Entry<Presence> = Arc::new((held_key.clone(), Arc::new(stays)));
         callbacks.on_leave(key, &stored.1, left);
         state.put_entry(stored);
