@@ -12,13 +12,13 @@ use crate::world::{
     ClientControl, RunOptions, SharedRef, SimClient, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
 };
-use phxsim_runtime::client::{Client, ClientConfig, ClientEvent, FrameCache};
+use phxsim_runtime::client::{Absorber, Client, ClientConfig, ClientEvent, FrameCache};
 use phxsim_runtime::server::{Server, ServerConfig};
 use phxsim_wire::{Frame, Serializer};
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -422,6 +422,7 @@ fn browser_host<'a>(
         o.transcript,
         o.transcript && o.population_frames,
     );
+    let absorb = o.browser_reads != crate::world::BrowserReads::Task;
     let rto = Duration::from_millis(s.network.rto_ms);
     let frame_cache = frame_cache.clone();
     sim.host(host, move || {
@@ -441,6 +442,7 @@ fn browser_host<'a>(
             shared: shared.clone(),
             pipes,
             memory,
+            absorbers: specs.iter().map(|_| OnceLock::new()).collect(),
         });
         // read once, while the browsers start
         let specs = specs.to_vec();
@@ -453,12 +455,17 @@ fn browser_host<'a>(
                 let mut cfg = configs.config(&spec, seed);
                 cfg.mutation = mutation;
                 cfg.frame_cache = Some(frame_cache.clone());
-                let (links, mut connections) = (links.clone(), 0u64);
+                let (host_links, mut connections) = (links.clone(), 0u64);
                 let client = Client::start(cfg, move || {
                     let n = connections;
                     connections += 1;
-                    links.connect(place as u32, n)
+                    host_links.connect(place as u32, n)
                 });
+                // before its task runs (this host's setup does not yield), so its first
+                // connection has it
+                if absorb {
+                    let _ = links.absorbers[place].set(client.absorber());
+                }
                 lock(&shared).clients.insert(
                     spec.name.clone(),
                     SimClient {
@@ -629,6 +636,9 @@ struct HostLinks {
     shared: SharedRef,
     pipes: Option<Pipes>,
     memory: MemoryBrowsers,
+    /// Each browser's [`Absorber`], by place, once it started: an in-memory link offers it
+    /// what arrives while the browser waits (see `client/absorb.rs` in phxsim-runtime).
+    absorbers: Box<[OnceLock<Absorber>]>,
 }
 
 impl HostLinks {
@@ -646,8 +656,15 @@ impl HostLinks {
         let loss = self.loss.clone();
         let shared = self.shared.clone();
         let pipes = self.pipes.clone().filter(|_| self.memory.contains(&name));
+        let absorber = self
+            .absorbers
+            .get(place as usize)
+            .and_then(|a| a.get().cloned());
         async move {
             let stream = BrowserStream::connect(pipes, &node).await?;
+            if let (BrowserStream::Memory(end), Some(absorber)) = (&stream, absorber) {
+                end.absorb_with(absorber);
+            }
             if let (Some(r), Some(conn)) = (lock(&shared).resets.as_mut(), stream.conn()) {
                 r.connected(&name, conn);
             }

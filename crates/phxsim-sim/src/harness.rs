@@ -13,7 +13,7 @@ use crate::pipe::{PipeEnd, Pipes};
 use crate::planted::PlantedBug;
 use crate::sampler::Sampler;
 use crate::scenario::{Action, ProfileName, Scenario, TickModelName};
-pub use crate::world::RunOptions;
+pub use crate::world::{BrowserReads, RunOptions};
 use crate::world::{
     ClientControl, NODE_PORT, NodeControl, SharedRef, WS_PORT, derive_seed, lock, now_ms,
     segment_lost_report,
@@ -94,6 +94,9 @@ pub struct RunReport {
     pub node_messages: u64,
     /// Browser connections made over in-memory links (`transport = "memory"`).
     pub memory_connections: u64,
+    /// Segments of those links handed to a browser's machine as they arrived, without
+    /// waking its task ([`RunOptions::browser_reads`]).
+    pub absorbed_segments: u64,
     /// With [`RunOptions::node_trace`]: every node's tracker events, in order.
     pub node_trace: Vec<TraceEvent>,
     /// With [`RunOptions::node_trace`]: each node's lists in the last sample of the run, in
@@ -580,6 +583,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
     let replayed = crate::population::replayed(scenario, opts.seed);
     // before expansion, which turns populations into plain clients
     let pipes = memory_links(scenario, opts.seed);
+    if let (Some(pipes), BrowserReads::AbsorbAndWake) = (&pipes, opts.browser_reads) {
+        pipes.wake_absorbed();
+    }
     let memory_browsers = crate::pipe::MemoryBrowsers::of(&scenario.populations);
     let expanded;
     let (scenario, summaries) = if scenario.populations.is_empty() {
@@ -828,6 +834,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunReport {
         simulated_ms,
         node_messages: s.node_messages,
         memory_connections: pipes.as_ref().map_or(0, Pipes::connections),
+        absorbed_segments: pipes.as_ref().map_or(0, Pipes::absorbed),
         node_trace: s.node_trace.take().unwrap_or_default(),
         final_lists: last_lists
             .iter()

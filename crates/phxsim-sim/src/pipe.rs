@@ -27,6 +27,7 @@
 //! no partition.
 
 use crate::scenario::population::{PopulationSpec, Transport, population_of};
+use phxsim_runtime::client::{Absorbed, Absorber};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -80,6 +81,10 @@ struct Net {
     /// Each running node's server, waiting for connections.
     listeners: BTreeMap<String, mpsc::UnboundedSender<PipeEnd>>,
     next_id: u64,
+    /// Segments an absorber took.
+    absorbed: u64,
+    /// Wake a reader whose segment was absorbed, as if it were to read it (tests).
+    wake_absorbed: bool,
 }
 
 /// Something on its way to one end of a connection (when: its place in [`Net::due`]).
@@ -123,11 +128,45 @@ struct Inbound {
     closed: bool,
     /// The other end shut down or dropped its writing side: nothing more is written here.
     fin_written: bool,
+    /// Takes arriving segments while the reader waits idle (a browser's end; see
+    /// [`Absorber`]): the segment is then never read, and the reader not woken.
+    absorber: Option<Box<dyn Absorb>>,
+}
+
+/// What an end offers the segments that arrive while its reader waits: a browser's
+/// [`Absorber`] (a trait so that tests can watch what is offered).
+pub(crate) trait Absorb: Send {
+    fn absorb(&self, segment: &[u8]) -> Absorbed;
+}
+
+impl Absorb for Absorber {
+    fn absorb(&self, segment: &[u8]) -> Absorbed {
+        Absorber::absorb(self, segment)
+    }
 }
 
 enum Segment {
     Data(Box<[u8]>),
     Fin,
+}
+
+impl Inbound {
+    /// Offers the segment arriving now to the absorber, if the reader waits for it (it read
+    /// everything before and is parked on this end); a segment absorbed is dropped.
+    fn offer(&mut self) -> Absorbed {
+        let (Some(absorber), true, Some(Segment::Data(data))) = (
+            &self.absorber,
+            self.arrived == 0 && self.reader.is_some(),
+            self.segments.front(),
+        ) else {
+            return Absorbed::No;
+        };
+        let absorbed = absorber.absorb(data);
+        if absorbed != Absorbed::No {
+            self.segments.pop_front();
+        }
+        absorbed
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -164,6 +203,8 @@ impl Pipes {
             node_latency,
             listeners: BTreeMap::new(),
             next_id: 0,
+            absorbed: 0,
+            wake_absorbed: false,
         })))
     }
 
@@ -221,6 +262,7 @@ impl Pipes {
         {
             let mut net = lock(&self.0);
             net.now = now;
+            let wake_absorbed = net.wake_absorbed;
             while let Some(mut first) = net.due.first_entry().filter(|e| *e.key() <= now) {
                 let Some(due) = first.get_mut().pop_front() else {
                     first.remove();
@@ -229,6 +271,7 @@ impl Pipes {
                 if first.get().is_empty() {
                     first.remove();
                 }
+                let mut absorbed = false;
                 let answer = {
                     let mut ends = lock(&due.conn.ends);
                     let end = &mut ends[due.to];
@@ -244,12 +287,27 @@ impl Pipes {
                             data && !ends[1 - due.to].reset
                         }
                         Kind::Segment => {
-                            end.arrived += 1;
-                            wake.extend(end.reader.take());
+                            match end.offer() {
+                                Absorbed::No => {
+                                    end.arrived += 1;
+                                    wake.extend(end.reader.take());
+                                }
+                                Absorbed::Quiet => {
+                                    absorbed = true;
+                                    if wake_absorbed {
+                                        wake.extend(end.reader.take());
+                                    }
+                                }
+                                Absorbed::WakeTask => {
+                                    absorbed = true;
+                                    wake.extend(end.reader.take());
+                                }
+                            }
                             false
                         }
                     }
                 };
+                net.absorbed += u64::from(absorbed);
                 if answer {
                     let from = due.to;
                     net.send_reset(&due.conn, from);
@@ -259,6 +317,17 @@ impl Pipes {
         for w in wake {
             w.wake();
         }
+    }
+
+    /// Wakes the reader of every absorbed segment too, as if it were to read it: the run is
+    /// then the run of readers that read everything ([`crate::world::BrowserReads`]).
+    pub(crate) fn wake_absorbed(&self) {
+        lock(&self.0).wake_absorbed = true;
+    }
+
+    /// How many segments an absorber took.
+    pub(crate) fn absorbed(&self) -> u64 {
+        lock(&self.0).absorbed
     }
 
     /// How many connections were made (accepted or refused).
@@ -319,6 +388,12 @@ impl PipeEnd {
     /// a connection by).
     pub(crate) fn id(&self) -> u64 {
         self.conn.id
+    }
+
+    /// Offers the segments that arrive at this end to `absorber` while this end's reader
+    /// waits idle.
+    pub(crate) fn absorb_with(&self, absorber: impl Absorb + 'static) {
+        lock(&self.conn.ends)[self.side].absorber = Some(Box::new(absorber));
     }
 }
 
@@ -505,6 +580,60 @@ mod tests {
             let want: Vec<u8> = (0..50u8).flat_map(|i| [i; 3]).collect();
             assert_eq!(got, want);
             assert_eq!(pipes.in_flight(), 0);
+        });
+    }
+
+    /// Takes the segments that begin with `+` and refuses the others; keeps what it was
+    /// offered.
+    struct Taker(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Absorb for Taker {
+        fn absorb(&self, segment: &[u8]) -> Absorbed {
+            lock(&self.0).push(segment.to_vec());
+            if segment.first() == Some(&b'+') {
+                Absorbed::Quiet
+            } else {
+                Absorbed::No
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_segment_that_reaches_a_waiting_reader_first_is_offered() {
+        rt().block_on(async {
+            // one latency: what is written in one millisecond arrives in one delivery
+            let pipes = Pipes::new(8, [2, 2], BTreeMap::new());
+            let mut t = 0;
+            let (mut browser, mut server) = pair(&pipes, &mut t).await;
+            let offered = Arc::new(Mutex::new(Vec::new()));
+            browser.absorb_with(Taker(offered.clone()));
+            // nobody waits to read: nothing is offered, and everything is read in order
+            server.write_all(b"+a").await.expect("write");
+            server.write_all(b"b").await.expect("write");
+            run_for(&pipes, &mut t, 5).await;
+            assert!(lock(&offered).is_empty());
+            let mut buf = [0u8; 16];
+            let n = browser.read(&mut buf).await.expect("read");
+            assert_eq!(&buf[..n], b"+ab");
+            // a reader waits: a segment taken is never read; one refused arrives and wakes
+            // the reader, and what arrives behind it is read after it, not offered
+            let reader = tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < 3 {
+                    let mut buf = [0u8; 16];
+                    let n = browser.read(&mut buf).await.expect("read");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                got
+            });
+            run_for(&pipes, &mut t, 1).await;
+            server.write_all(b"+1").await.expect("write");
+            server.write_all(b"x").await.expect("write");
+            server.write_all(b"+2").await.expect("write");
+            run_for(&pipes, &mut t, 5).await;
+            assert_eq!(reader.await.expect("reader"), b"x+2");
+            assert_eq!(*lock(&offered), vec![b"+1".to_vec(), b"x".to_vec()]);
+            assert_eq!(pipes.absorbed(), 1);
         });
     }
 

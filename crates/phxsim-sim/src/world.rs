@@ -36,6 +36,26 @@ pub struct RunOptions {
     /// [`crate::clients::clients_per_host`] of the scenario. Tests set it low to run several browsers' hosts
     /// with a few clients.
     pub clients_per_host: Option<usize>,
+    /// How population browsers on in-memory links take what arrives (tests compare the
+    /// three).
+    pub browser_reads: BrowserReads,
+}
+
+/// How a population browser on an in-memory link takes the segments that arrive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BrowserReads {
+    /// Cached broadcast diffs that arrive while its task waits idle are handed to its
+    /// machine at once, and the task is not woken (`phxsim_runtime::client::Absorber`).
+    /// Fewer task wake-ups reorder the tasks a host runs within a step, so a run takes other
+    /// (equally valid) turns than with [`BrowserReads::Task`].
+    #[default]
+    Absorb,
+    /// As [`BrowserReads::Absorb`], and the task is woken as if it were to read them: a run
+    /// is then byte for byte the run of [`BrowserReads::Task`] (what tests check the
+    /// absorber with).
+    AbsorbAndWake,
+    /// The browser's task reads every segment.
+    Task,
 }
 
 /// Port of the node-to-node links on every node host.

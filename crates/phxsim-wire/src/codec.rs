@@ -176,13 +176,27 @@ impl Codec {
             });
         }
         match (self.serializer, frame) {
-            (Serializer::V1, Frame::Text(text)) => v1::decode_refs(text, self.numeric_refs),
+            (_, Frame::Text(text)) => self.decode_text(text),
             (Serializer::V1, Frame::Binary(_)) => Err(DecodeError::BinaryOnV1),
-            (Serializer::V2, Frame::Text(text)) => v2::decode_text_refs(text, self.numeric_refs),
             (Serializer::V2, Frame::Binary(bytes)) => match self.role {
                 Role::Server => binary::decode_from_client(bytes),
                 Role::Client => binary::decode_from_server(bytes),
             },
+        }
+    }
+
+    /// Decodes a text frame the other side sent, borrowed ([`Codec::decode`] of a
+    /// [`Frame::Text`]).
+    pub fn decode_text(&self, text: &str) -> Result<Message, DecodeError> {
+        if text.len() > self.max_frame_len {
+            return Err(DecodeError::Oversized {
+                len: text.len(),
+                max: self.max_frame_len,
+            });
+        }
+        match self.serializer {
+            Serializer::V1 => v1::decode_refs(text, self.numeric_refs),
+            Serializer::V2 => v2::decode_text_refs(text, self.numeric_refs),
         }
     }
 }

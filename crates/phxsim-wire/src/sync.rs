@@ -271,6 +271,32 @@ impl SharedDiff {
         SharedDiff { diff, joins }
     }
 
+    /// Prepares `diff`, taking each joined entry from `held` where it gives one of the same
+    /// key and an equal presence (what another list already holds): lists built from states
+    /// and lists built from diffs then hold one entry per presence, and compare by pointer.
+    pub fn new_sharing(
+        diff: PresenceDiff,
+        mut held: impl FnMut(&str, &Presence) -> Option<Entry<Presence>>,
+    ) -> SharedDiff {
+        let mut joins = JsMap::with_capacity(diff.joins.len());
+        for (key, presence) in &diff.joins {
+            match held(key, presence) {
+                Some(entry) if *entry.0 == **key && *entry.1 == *presence => {
+                    joins.insert_entry(entry);
+                }
+                _ => {
+                    joins.insert(key.clone(), presence.clone());
+                }
+            }
+        }
+        SharedDiff { diff, joins }
+    }
+
+    /// The joined entries, as the lists it is applied to share them.
+    pub fn joined(&self) -> impl Iterator<Item = &Entry<Presence>> {
+        self.joins.entries()
+    }
+
     /// The diff as decoded.
     pub fn diff(&self) -> &PresenceDiff {
         &self.diff

@@ -19,7 +19,9 @@
 
 use indexmap::IndexMap;
 use phxsim_wire::jsmap::Entry;
-use phxsim_wire::{Meta, Presence, Presences, Serializer, SharedDiff, SharedList, SharedLists};
+use phxsim_wire::{
+    Meta, Presence, PresenceDiff, Presences, Serializer, SharedDiff, SharedList, SharedLists,
+};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -115,6 +117,55 @@ impl PresenceTexts {
             self.by_text
                 .retain(|_, e| Arc::strong_count(e) > 1 || Arc::strong_count(&e.1) > 1);
             self.prune_at = 2 * self.by_text.len();
+        }
+    }
+}
+
+/// The entry (key and presence) last decoded for each key, from a state or a diff's joins:
+/// a state's new entry that equals the one a diff joined (or the reverse) is taken from here,
+/// so that the lists built from states and those built from diffs hold one entry per presence.
+/// Why: a joiner's list is interned ([`SharedLists::intern`]) by comparing it with the list
+/// its neighbours built from diffs, entry by entry, and entries that are one allocation compare
+/// by pointer (about a tenth of a 3 000-browser join storm went to comparing equal presences).
+#[derive(Default)]
+struct Entries {
+    by_key: IndexMap<Arc<str>, Entry<Presence>, TextHash>,
+    /// Entries no list holds are dropped when there are this many.
+    prune_at: usize,
+}
+
+impl Entries {
+    /// The entry held for `key` if its presence equals `presence`.
+    fn equal(&self, key: &str, presence: &Presence) -> Option<Entry<Presence>> {
+        self.by_key.get(key).filter(|e| *e.1 == *presence).cloned()
+    }
+
+    /// `presence` under `key` as an entry: the one held if equal, else a new one, held from
+    /// now on.
+    fn share(&mut self, key: &str, presence: Presence) -> Entry<Presence> {
+        if let Some(held) = self.equal(key, &presence) {
+            return held;
+        }
+        let entry: Entry<Presence> = Arc::new((key.into(), Arc::new(presence)));
+        self.hold(&entry);
+        entry
+    }
+
+    /// Holds `entry` as its key's latest.
+    fn hold(&mut self, entry: &Entry<Presence>) {
+        match self.by_key.get_mut(&*entry.0) {
+            Some(held) => *held = entry.clone(),
+            None => {
+                self.by_key.insert(entry.0.clone(), entry.clone());
+            }
+        }
+    }
+
+    /// Forgets the entries no list holds any more, once there are many.
+    fn prune(&mut self) {
+        if self.by_key.len() >= self.prune_at.max(PRUNE_MIN) {
+            self.by_key.retain(|_, e| Arc::strong_count(e) > 1);
+            self.prune_at = 2 * self.by_key.len();
         }
     }
 }
@@ -299,6 +350,7 @@ impl<'a> Members<'a> {
 struct Frames {
     metas: Metas,
     presences: PresenceTexts,
+    entries: Entries,
     last_state: LastState,
     lists: SharedLists,
     /// Per serializer (V1, V2), the frames by their text (hashed, as `Metas`: the frames of
@@ -343,6 +395,24 @@ impl FrameCache {
     /// Swaps every meta of `presences` that equals one already held by a client of this cache
     /// for that one (they then share their fields), and keeps the others for the next
     /// clients. Metas are compared whole: a `phx_ref` only finds the candidate.
+    /// `diff` prepared for the clients of this cache: its joined metas shared as
+    /// [`FrameCache::share_metas`] shares them, and each joined entry that equals the one last
+    /// decoded for its key (from a state or a diff) taken from there.
+    pub(crate) fn shared_diff(&self, mut diff: PresenceDiff) -> SharedDiff {
+        let Ok(mut frames) = self.0.lock() else {
+            return SharedDiff::new(diff);
+        };
+        let Frames { metas, entries, .. } = &mut *frames;
+        for (key, presence) in diff.joins.iter_mut() {
+            metas.share(key, presence);
+        }
+        metas.prune();
+        let diff = SharedDiff::new_sharing(diff, |key, presence| entries.equal(key, presence));
+        diff.joined().for_each(|entry| entries.hold(entry));
+        entries.prune();
+        diff
+    }
+
     pub(crate) fn share_metas(&self, presences: &mut Presences) {
         let Ok(mut frames) = self.0.lock() else {
             return;
@@ -373,6 +443,7 @@ impl FrameCache {
         let Frames {
             metas,
             presences,
+            entries,
             last_state,
             ..
         } = &mut *frames;
@@ -456,7 +527,7 @@ impl FrameCache {
                             let json = serde_json::from_str(text).ok()?;
                             let mut presence = Presence::from_value(&key, json).ok()?;
                             metas.share(&key, &mut presence);
-                            let entry: Entry<Presence> = Arc::new((key.into(), Arc::new(presence)));
+                            let entry = entries.share(&key, presence);
                             if held.is_none() {
                                 presences.by_text.insert(text.into(), entry.clone());
                             }
@@ -485,6 +556,7 @@ impl FrameCache {
         };
         metas.prune();
         presences.prune();
+        entries.prune();
         Some(state)
     }
 

@@ -156,6 +156,17 @@ impl<S> LeanWebSocket<S> {
         std::str::from_utf8(self.payload()).map_err(WsError::from)
     }
 
+    /// Nothing read is left to parse or hand out, no fragmented message is open, and nothing
+    /// is owed or queued: the next bytes the stream gives begin a frame, and reading them
+    /// writes nothing first.
+    pub(crate) fn idle(&self) -> bool {
+        self.pos == self.buf.len()
+            && self.header.is_none()
+            && self.fragmented.is_none()
+            && self.owed.is_none()
+            && self.out.is_empty()
+    }
+
     /// The read buffer's capacity (for tests of its release).
     #[cfg(test)]
     pub(crate) fn read_capacity(&self) -> usize {

@@ -60,6 +60,12 @@ const DROPPED: &str = "connection dropped";
 const HEARTBEAT_TIMEOUT: &str = "heartbeat timeout";
 
 /// phoenix.js's socket and channel state for one channel.
+/// A broadcast `presence_diff` a client was handed: decoded by its cache, or just now.
+enum BroadcastDiff {
+    Cached(Arc<CachedDiff>),
+    Fresh(Message),
+}
+
 pub(crate) struct Machine {
     /// Shared with the task, which reads it for every connection (one copy per client).
     cfg: Arc<ClientConfig>,
@@ -146,6 +152,11 @@ impl Machine {
     }
 
     /// The events since the last call, in order.
+    /// Whether a step emitted events not yet taken.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     pub(crate) fn take_events(&mut self) -> Vec<ClientEvent> {
         std::mem::take(&mut self.events)
     }
@@ -488,6 +499,76 @@ impl Machine {
         true
     }
 
+    /// The broadcast `presence_diff`s of `texts` (in order) as [`Machine::receive_text`]
+    /// handles them, if every one is such a diff (no ref, so none can answer a heartbeat
+    /// and the time of arrival matters to none) and the client shares its cache's decoded
+    /// diffs; else false, with nothing done. What [`crate::client::Absorber`] hands over.
+    pub(crate) fn receive_broadcast_diffs<'a>(
+        &mut self,
+        mut texts: impl Iterator<Item = &'a str> + Clone,
+    ) -> bool {
+        let Some(cache) = self.cache().cloned() else {
+            return false;
+        };
+        let mut rest = texts.clone();
+        if let (Some(text), None) = (rest.next(), rest.next()) {
+            // one frame (the usual segment): looked at and handled in one go
+            return match self.broadcast_diff(&cache, text) {
+                Some(diff) => {
+                    self.take_broadcast_diff(&cache, text, diff);
+                    true
+                }
+                None => false,
+            };
+        }
+        // all or nothing: every frame is looked at before any is handled
+        if !texts
+            .clone()
+            .all(|t| self.broadcast_diff(&cache, t).is_some())
+        {
+            return false;
+        }
+        texts.all(|text| {
+            // (an earlier frame of these may have put this one in the cache)
+            if let Some(diff) = self.broadcast_diff(&cache, text) {
+                self.take_broadcast_diff(&cache, text, diff);
+            }
+            true
+        })
+    }
+
+    /// `text` if it is a broadcast `presence_diff` (no ref): decoded by the cache, or now.
+    fn broadcast_diff(&self, cache: &FrameCache, text: &str) -> Option<BroadcastDiff> {
+        if text.len() > self.cfg.max_frame_len {
+            return None;
+        }
+        match cache.get(self.cfg.serializer, text) {
+            Some(hit) => hit.ref_.is_none().then_some(BroadcastDiff::Cached(hit)),
+            None => match self.codec.decode_text(text) {
+                Ok(msg) if msg.ref_.is_none() && msg.event == PRESENCE_DIFF => {
+                    Some(BroadcastDiff::Fresh(msg))
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// Handles a broadcast diff as [`Machine::receive_text`] does.
+    fn take_broadcast_diff(&mut self, cache: &FrameCache, text: &str, diff: BroadcastDiff) {
+        match diff {
+            BroadcastDiff::Cached(hit) => {
+                if self.accepts_message(&hit.topic, hit.join_ref.as_deref()) {
+                    self.shared_diff(&hit.diff);
+                }
+            }
+            BroadcastDiff::Fresh(msg) => {
+                if self.accepts_message(&msg.topic, msg.join_ref.as_deref()) {
+                    self.first_shared_diff(cache, text, msg);
+                }
+            }
+        }
+    }
+
     /// A frame that is not in the cache.
     pub(crate) fn receive_uncached(&mut self, now: Instant, frame: Frame) {
         let cache = self.cache().cloned();
@@ -563,6 +644,12 @@ impl Machine {
             self.heartbeat_ref = None;
             self.heartbeat_at = now + self.cfg.heartbeat_interval;
         }
+        self.accepts_message(topic, join_ref)
+    }
+
+    /// Whether a message of `topic` with `join_ref` is this channel's current one (the part
+    /// of [`Machine::accepts`] that does not look at the ref).
+    fn accepts_message(&self, topic: &str, join_ref: Option<&str>) -> bool {
         if topic != &*self.cfg.topic || self.state == ChannelState::Closed {
             return false;
         }
@@ -602,13 +689,12 @@ impl Machine {
             return;
         };
         match PresenceDiff::from_payload(payload) {
-            Ok(mut diff) => {
-                cache.share_metas(&mut diff.joins);
+            Ok(diff) => {
                 let cached = Arc::new(CachedDiff {
                     join_ref,
                     ref_,
                     topic,
-                    diff: Arc::new(SharedDiff::new(diff)),
+                    diff: Arc::new(cache.shared_diff(diff)),
                 });
                 cache.insert(self.cfg.serializer, text, cached.clone());
                 self.shared_diff(&cached.diff);

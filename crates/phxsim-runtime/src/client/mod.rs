@@ -15,12 +15,14 @@
 //!   message is handled.
 //! - [`ClientMutation`]s plant known client bugs.
 
+mod absorb;
 mod frame_cache;
 mod lean_ws;
 mod machine;
 mod task;
 mod upgrade;
 
+pub use absorb::{Absorbed, Absorber};
 pub use frame_cache::FrameCache;
 
 use futures_util::task::AtomicWaker;
@@ -31,6 +33,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -540,6 +543,10 @@ pub(crate) struct Shared {
     observers: Mutex<Vec<(mpsc::UnboundedSender<Box<Stamped>>, Wants)>>,
     /// The handle's commands.
     pub(crate) commands: Commands,
+    /// The task waits for the stream's next bytes with none of an earlier frame in its
+    /// buffer, owing the server nothing: bytes that arrive now could be handed to the
+    /// machine by an [`Absorber`] as the task itself would, first thing at its next poll.
+    pub(crate) read_idle: AtomicBool,
 }
 
 impl Shared {
@@ -554,35 +561,40 @@ impl Shared {
         let (out, events) = {
             let mut m = self.machine();
             let out = f(&mut m);
-            let now = m.status();
-            self.status.send_if_modified(|s| {
-                if s.same_lifecycle(now) {
-                    // kept current without waking anyone
-                    s.pending_diffs = now.pending_diffs;
-                    s.presence_changes = now.presence_changes;
-                    false
-                } else {
-                    s.clone_from(now);
-                    true
-                }
-            });
-            if let Some(every) = self.every_change.get()
-                && every.receiver_count() > 0
-            {
-                every.send_if_modified(|s| {
-                    let changed = s != now;
-                    if changed {
-                        s.clone_from(now);
-                    }
-                    changed
-                });
-            }
+            self.publish(&m);
             (out, m.take_events())
         };
         for event in events {
             self.deliver(now, event);
         }
         out
+    }
+
+    /// Hands the machine's status to the watchers (after a step).
+    fn publish(&self, m: &Machine) {
+        let now = m.status();
+        self.status.send_if_modified(|s| {
+            if s.same_lifecycle(now) {
+                // kept current without waking anyone
+                s.pending_diffs = now.pending_diffs;
+                s.presence_changes = now.presence_changes;
+                false
+            } else {
+                s.clone_from(now);
+                true
+            }
+        });
+        if let Some(every) = self.every_change.get()
+            && every.receiver_count() > 0
+        {
+            every.send_if_modified(|s| {
+                let changed = s != now;
+                if changed {
+                    s.clone_from(now);
+                }
+                changed
+            });
+        }
     }
 
     /// Reads the machine without changing it.
@@ -661,6 +673,7 @@ impl Client {
             machine: Mutex::new(machine),
             observers: Mutex::new(Vec::new()),
             commands: Commands::default(),
+            read_idle: AtomicBool::new(false),
         });
         let task = tokio::spawn(task::run(connect, Arc::clone(&shared)));
         Client {
@@ -798,6 +811,12 @@ impl Client {
             frames: false,
             presence: true,
         })
+    }
+
+    /// What a simulated link offers the segments arriving on this client's connection, to
+    /// hand cached broadcast diffs to the machine without waking the task ([`Absorber`]).
+    pub fn absorber(&self) -> Absorber {
+        Absorber(Arc::clone(&self.shared))
     }
 
     /// The connection and channel events only: neither frames nor presence messages

@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -257,6 +258,12 @@ trait Socket {
     async fn flush(&mut self) -> Result<(), WsError>;
     /// Sends a close frame with `frame`.
     async fn close(&mut self, frame: CloseFrame) -> Result<(), WsError>;
+    /// Whether bytes that arrive now would begin a frame (nothing of an earlier frame or
+    /// message buffered) and the socket owes the server nothing: what an
+    /// [`Absorber`](super::Absorber) needs to take them instead. False unless known.
+    fn idle(&self) -> bool {
+        false
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Socket for WebSocketStream<Prefixed<S>> {
@@ -341,6 +348,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket for LeanWebSocket<S> {
         self.queue_close(Some(frame))?;
         LeanWebSocket::flush(self).await
     }
+
+    fn idle(&self) -> bool {
+        LeanWebSocket::idle(self)
+    }
 }
 
 /// The end of a session that lost its connection to `e`.
@@ -376,7 +387,14 @@ async fn serve<W: Socket>(shared: &Shared, cfg: &ClientConfig, ws: &mut W) -> Se
         }
         let step = tokio::select! {
             biased;
-            m = poll_fn(|cx| ws.poll_arrival(cx)) => ws.deliver(shared, m),
+            m = poll_fn(|cx| {
+                let arrival = ws.poll_arrival(cx);
+                // waiting with nothing buffered: what arrives next may be absorbed
+                if arrival.is_pending() && ws.idle() {
+                    shared.read_idle.store(true, Ordering::Relaxed);
+                }
+                arrival
+            }) => ws.deliver(shared, m),
             cmd = cmds.recv() => match cmd {
                 None => Err(SessionEnd::new(STOPPED, false, CloseWith::Normal)),
                 Some(cmd) => {
@@ -389,6 +407,8 @@ async fn serve<W: Socket>(shared: &Shared, cfg: &ClientConfig, ws: &mut W) -> Se
                 shared.step(now, |m| m.timers(now))
             }
         };
+        // running again: the next poll of the socket says whether it waits idle
+        shared.read_idle.store(false, Ordering::Relaxed);
         // Writing and closing are boxed: inline, the session future kept room for the larger
         // of them (a flush or a close under a timeout, about 0.2 KB) beside the select for the
         // whole connection, and a simulation holds one session per browser. A client writes

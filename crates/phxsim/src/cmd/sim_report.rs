@@ -149,6 +149,7 @@ mod tests {
             simulated_ms: 12_345,
             node_messages: 0,
             memory_connections: 0,
+            absorbed_segments: 0,
             node_trace: Vec::new(),
             final_lists: Default::default(),
         }

@@ -525,3 +525,54 @@ async fn talks_to_a_tungstenite_server() {
         ],
     );
 }
+
+/// `idle` (what lets an absorber take the next bytes instead) holds only between whole
+/// frames, with no fragmented message open and nothing owed.
+#[test]
+fn idle_only_between_whole_frames_with_nothing_owed() {
+    let two = frame(0x81, b"two", None);
+    let bytes = [
+        frame(0x81, b"one", None),
+        two.clone(),
+        frame(0x89, b"p", None),
+        frame(0x01, b"frag", None),
+        frame(0x80, b"ment", None),
+    ]
+    .concat();
+    let one_len = frame(0x81, b"one", None).len();
+    // the first read ends inside "two"; every later chunk comes after a `Pending`
+    let cuts = [one_len + 2, two.len() - 2, 3, 6, 100];
+    let (s, _) = script(&bytes, &cuts, &[false, true, true, true, true]);
+    let mut ws = LeanWebSocket::new(s, Vec::new(), KEEP, MAX, 1);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(ws.idle(), "nothing read yet");
+    assert!(matches!(
+        ws.poll_next(&mut cx),
+        Poll::Ready(Ok(Ready::Text))
+    ));
+    assert!(!ws.idle(), "part of the next frame is buffered");
+    assert!(ws.poll_next(&mut cx).is_pending());
+    assert!(!ws.idle(), "waiting with part of a frame buffered");
+    assert!(matches!(
+        ws.poll_next(&mut cx),
+        Poll::Ready(Ok(Ready::Text))
+    ));
+    assert_eq!(ws.text().unwrap(), "two");
+    assert!(ws.idle(), "between whole frames");
+    assert!(ws.poll_next(&mut cx).is_pending());
+    assert!(matches!(
+        ws.poll_next(&mut cx),
+        Poll::Ready(Ok(Ready::Ping))
+    ));
+    assert!(!ws.idle(), "a pong is owed");
+    assert!(ws.poll_next(&mut cx).is_pending());
+    assert!(ws.idle(), "the pong went out before the read");
+    assert!(ws.poll_next(&mut cx).is_pending());
+    assert!(!ws.idle(), "a fragmented message is open");
+    assert!(matches!(
+        ws.poll_next(&mut cx),
+        Poll::Ready(Ok(Ready::Text))
+    ));
+    assert_eq!(ws.text().unwrap(), "fragment");
+    assert!(ws.idle());
+}

@@ -1,0 +1,268 @@
+//! Broadcast diffs handed to a waiting client without waking its task.
+//!
+//! Why: in a join storm every browser of a node receives every join as a frame of its own,
+//! and for a simulated browser that nobody observes such a frame only moves its presence list
+//! (shared with the other browsers of its host that hold the same, see `frame_cache.rs`).
+//! Waking its task for each one (the scheduler's queue, the session's select, the stream's
+//! read and copy, the frame's parse) cost about a fifth of a 3 000-browser run. A simulated
+//! link offers each segment to the receiving browser's [`Absorber`] as it arrives; when the
+//! task waits for bytes with nothing of an earlier frame buffered and every frame of the
+//! segment is a broadcast `presence_diff` that the browser's frame cache holds decoded, the
+//! absorber hands them to the machine, and the segment is never read.
+//!
+//! Why that changes nothing a run shows:
+//! - the session loop polls the socket first (a biased select), so bytes that arrive while it
+//!   waits are handled before any command or timer of its next poll: the machine sees the
+//!   same inputs in the same order;
+//! - the frames are checked as the lean WebSocket checks them (final, unmasked, no RSV bit,
+//!   text, within the frame limit, UTF-8) and would leave nothing behind in its buffer;
+//!   anything else (a control frame, a fragment, a partial frame, a frame that is not cached
+//!   or that carries a ref, an observed client) is left to the task, whole segment and all;
+//! - a cached broadcast diff emits no event and queues no frame (if a step did either, the
+//!   task is woken to write or deliver it, as after any step).
+
+use super::Shared;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+/// Hands segments that arrive on a client's connection to its machine while its task waits;
+/// see the module docs. Made by [`crate::client::Client::absorber`].
+#[derive(Clone)]
+pub struct Absorber(pub(super) Arc<Shared>);
+
+impl std::fmt::Debug for Absorber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Absorber").finish_non_exhaustive()
+    }
+}
+
+/// What [`Absorber::absorb`] did with a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absorbed {
+    /// Nothing: the segment is the task's to read.
+    No,
+    /// Handled: drop the segment; the task need not wake.
+    Quiet,
+    /// Handled: drop the segment, and wake the task (its step left something to do).
+    WakeTask,
+}
+
+impl Absorber {
+    /// Offers `segment`, the next bytes the server wrote on this client's connection, which
+    /// have just arrived; see the module docs for when it takes them.
+    pub fn absorb(&self, segment: &[u8]) -> Absorbed {
+        let shared = &self.0;
+        if !shared.read_idle.load(Ordering::Relaxed) {
+            return Absorbed::No;
+        }
+        if shared
+            .every_change
+            .get()
+            .is_some_and(|w| w.receiver_count() > 0)
+        {
+            // its receivers would be woken from outside the task's turn
+            return Absorbed::No;
+        }
+        let mut m = shared.machine();
+        let Some(texts) = broadcast_texts(segment, m.config().max_frame_len) else {
+            return Absorbed::No;
+        };
+        #[cfg(debug_assertions)]
+        let due = m.next_deadline();
+        let had_output = m.has_output();
+        if !m.receive_broadcast_diffs(texts.iter()) {
+            return Absorbed::No;
+        }
+        // only the presence counters moved: the watchers' status is kept current without
+        // waking anyone, as `Shared::step` does when the lifecycle stays
+        let now = m.status();
+        shared.status.send_if_modified(|s| {
+            s.pending_diffs = now.pending_diffs;
+            s.presence_changes = now.presence_changes;
+            false
+        });
+        // a broadcast diff touches no timer, and a client that emits events is observed
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(m.next_deadline(), due, "a broadcast diff moved a timer");
+        debug_assert!(!m.has_events(), "a cached broadcast diff emitted an event");
+        if m.has_output() != had_output || m.has_events() {
+            Absorbed::WakeTask
+        } else {
+            Absorbed::Quiet
+        }
+    }
+}
+
+/// The most frames one segment may hold to be absorbed (a node's step writes a socket's
+/// frames as one segment; more than a few is rare, and left to the task).
+const MAX_FRAMES: usize = 16;
+
+/// The text payloads of a segment, in order.
+struct Texts<'a> {
+    texts: [&'a str; MAX_FRAMES],
+    len: usize,
+}
+
+impl<'a> Texts<'a> {
+    fn iter(&self) -> impl Iterator<Item = &'a str> + Clone + '_ {
+        self.texts[..self.len].iter().copied()
+    }
+}
+
+/// The payloads of `segment` if it is whole text frames only, each final, unmasked, without
+/// RSV bits, at most `max_len` bytes and UTF-8: what the lean WebSocket would read out of it
+/// as text messages without an error and without keeping a byte.
+fn broadcast_texts(segment: &[u8], max_len: usize) -> Option<Texts<'_>> {
+    let mut texts = Texts {
+        texts: [""; MAX_FRAMES],
+        len: 0,
+    };
+    let mut rest = segment;
+    while !rest.is_empty() {
+        let mut cursor = Cursor::new(rest);
+        let (header, len) = FrameHeader::parse(&mut cursor).ok()??;
+        let start = usize::try_from(cursor.position()).ok()?;
+        let len = usize::try_from(len).ok()?;
+        let plain = header.is_final
+            && !(header.rsv1 || header.rsv2 || header.rsv3)
+            && header.mask.is_none()
+            && header.opcode == OpCode::Data(Data::Text);
+        if !plain || len > max_len || rest.len() - start < len || texts.len == MAX_FRAMES {
+            return None;
+        }
+        texts.texts[texts.len] = std::str::from_utf8(&rest[start..start + len]).ok()?;
+        texts.len += 1;
+        rest = &rest[start + len..];
+    }
+    (texts.len > 0).then_some(texts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broadcast_texts;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+    fn frame(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        header
+            .format(payload.len() as u64, &mut out)
+            .expect("format");
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A final, unmasked text frame (tungstenite's default header is a close).
+    fn plain() -> FrameHeader {
+        FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        }
+    }
+
+    fn text(payload: &str) -> Vec<u8> {
+        frame(plain(), payload.as_bytes())
+    }
+
+    #[test]
+    fn whole_plain_text_frames_are_read_out() {
+        let long = "x".repeat(70_000);
+        let mut segment = text("a");
+        segment.extend(text(&long));
+        segment.extend(text("[null,null,\"t\",\"presence_diff\",{}]"));
+        let got = broadcast_texts(&segment, 100_000).expect("plain");
+        let got: Vec<&str> = got.iter().collect();
+        assert_eq!(
+            got,
+            vec!["a", long.as_str(), "[null,null,\"t\",\"presence_diff\",{}]"]
+        );
+    }
+
+    #[test]
+    fn anything_the_task_must_see_leaves_the_segment_alone() {
+        let ok = text("ok");
+        let with = |bad: Vec<u8>| {
+            let mut s = ok.clone();
+            s.extend(bad);
+            s
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", vec![]),
+            ("partial payload", with(text("hello")[..4].to_vec())),
+            ("partial header", with(vec![0x81])),
+            (
+                "fragment",
+                with(frame(
+                    FrameHeader {
+                        is_final: false,
+                        ..plain()
+                    },
+                    b"x",
+                )),
+            ),
+            (
+                "binary",
+                with(frame(
+                    FrameHeader {
+                        opcode: OpCode::Data(Data::Binary),
+                        ..plain()
+                    },
+                    b"x",
+                )),
+            ),
+            (
+                "ping",
+                with(frame(
+                    FrameHeader {
+                        opcode: OpCode::Control(Control::Ping),
+                        ..FrameHeader::default()
+                    },
+                    b"",
+                )),
+            ),
+            (
+                "close",
+                with(frame(
+                    FrameHeader {
+                        opcode: OpCode::Control(Control::Close),
+                        ..FrameHeader::default()
+                    },
+                    b"",
+                )),
+            ),
+            (
+                "masked",
+                with(frame(
+                    FrameHeader {
+                        mask: Some([1, 2, 3, 4]),
+                        ..plain()
+                    },
+                    b"x",
+                )),
+            ),
+            (
+                "rsv",
+                with(frame(
+                    FrameHeader {
+                        rsv1: true,
+                        ..plain()
+                    },
+                    b"x",
+                )),
+            ),
+            ("not utf-8", with(frame(plain(), &[0xff, 0xfe]))),
+            ("too long", with(text(&"y".repeat(200)))),
+            (
+                "too many",
+                (0..=super::MAX_FRAMES).flat_map(|_| text("z")).collect(),
+            ),
+        ];
+        for (what, segment) in cases {
+            assert!(broadcast_texts(&segment, 100).is_none(), "{what}");
+        }
+        assert!(broadcast_texts(&ok, 100).is_some());
+    }
+}
