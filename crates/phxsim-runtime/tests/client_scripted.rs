@@ -297,8 +297,9 @@ async fn shared_frames_give_the_same_lists_as_decoding_each() {
         let (second, shared_copies, second_client) = scripted(shared(), false).await;
         let (own, own_copies, _own) = scripted(ClientConfig { mutation, ..cfg() }, true).await;
         // both cached clients hold one list, and it and the cache (the state entry it decoded
-        // once, and the last state it decoded) hold one `me` entry; the other holds its own
-        assert_eq!((shared_copies, own_copies), (3, 1), "{mutation:?}");
+        // once, the last state it decoded, and the entry last decoded for the key) hold one
+        // `me` entry; the other holds its own
+        assert_eq!((shared_copies, own_copies), (4, 1), "{mutation:?}");
         assert!(first_client.same_presences(&second_client));
         assert_eq!(first, own, "{mutation:?}");
         assert_eq!(second, own, "{mutation:?}");
