@@ -67,9 +67,14 @@ impl Absorber {
             return Absorbed::No;
         }
         let mut m = shared.machine();
-        let Some(texts) = broadcast_texts(segment, m.config().max_frame_len) else {
-            return Absorbed::No;
+        // filled in place: returned, the array was copied at every call
+        let mut texts = Texts {
+            texts: [""; MAX_FRAMES],
+            len: 0,
         };
+        if !broadcast_texts(segment, m.config().max_frame_len, &mut texts) {
+            return Absorbed::No;
+        }
         #[cfg(debug_assertions)]
         let due = m.next_deadline();
         let had_output = m.has_output();
@@ -112,39 +117,50 @@ impl<'a> Texts<'a> {
     }
 }
 
-/// The payloads of `segment` if it is whole text frames only, each final, unmasked, without
-/// RSV bits, at most `max_len` bytes and UTF-8: what the lean WebSocket would read out of it
-/// as text messages without an error and without keeping a byte.
-fn broadcast_texts(segment: &[u8], max_len: usize) -> Option<Texts<'_>> {
-    let mut texts = Texts {
-        texts: [""; MAX_FRAMES],
-        len: 0,
-    };
+/// Whether `segment` is whole text frames only, each final, unmasked, without RSV bits, at
+/// most `max_len` bytes and UTF-8 (what the lean WebSocket would read out of it as text
+/// messages without an error and without keeping a byte); their payloads go into `texts`.
+fn broadcast_texts<'a>(segment: &'a [u8], max_len: usize, texts: &mut Texts<'a>) -> bool {
     let mut rest = segment;
     while !rest.is_empty() {
         let mut cursor = Cursor::new(rest);
-        let (header, len) = FrameHeader::parse(&mut cursor).ok()??;
-        let start = usize::try_from(cursor.position()).ok()?;
-        let len = usize::try_from(len).ok()?;
+        let Ok(Some((header, len))) = FrameHeader::parse(&mut cursor) else {
+            return false;
+        };
+        let (Ok(start), Ok(len)) = (usize::try_from(cursor.position()), usize::try_from(len))
+        else {
+            return false;
+        };
         let plain = header.is_final
             && !(header.rsv1 || header.rsv2 || header.rsv3)
             && header.mask.is_none()
             && header.opcode == OpCode::Data(Data::Text);
         if !plain || len > max_len || rest.len() - start < len || texts.len == MAX_FRAMES {
-            return None;
+            return false;
         }
-        texts.texts[texts.len] = std::str::from_utf8(&rest[start..start + len]).ok()?;
+        let Ok(text) = std::str::from_utf8(&rest[start..start + len]) else {
+            return false;
+        };
+        texts.texts[texts.len] = text;
         texts.len += 1;
         rest = &rest[start + len..];
     }
-    (texts.len > 0).then_some(texts)
+    texts.len > 0
 }
 
 #[cfg(test)]
 mod tests {
-    use super::broadcast_texts;
+    use super::{MAX_FRAMES, Texts, broadcast_texts};
     use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+    fn texts_of(segment: &[u8], max_len: usize) -> Option<Vec<&str>> {
+        let mut texts = Texts {
+            texts: [""; MAX_FRAMES],
+            len: 0,
+        };
+        broadcast_texts(segment, max_len, &mut texts).then(|| texts.iter().collect())
+    }
 
     fn frame(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -173,8 +189,7 @@ mod tests {
         let mut segment = text("a");
         segment.extend(text(&long));
         segment.extend(text("[null,null,\"t\",\"presence_diff\",{}]"));
-        let got = broadcast_texts(&segment, 100_000).expect("plain");
-        let got: Vec<&str> = got.iter().collect();
+        let got = texts_of(&segment, 100_000).expect("plain");
         assert_eq!(
             got,
             vec!["a", long.as_str(), "[null,null,\"t\",\"presence_diff\",{}]"]
@@ -261,8 +276,8 @@ mod tests {
             ),
         ];
         for (what, segment) in cases {
-            assert!(broadcast_texts(&segment, 100).is_none(), "{what}");
+            assert!(texts_of(&segment, 100).is_none(), "{what}");
         }
-        assert!(broadcast_texts(&ok, 100).is_some());
+        assert!(texts_of(&ok, 100).is_some());
     }
 }
