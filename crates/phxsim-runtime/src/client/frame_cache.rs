@@ -355,9 +355,11 @@ struct Frames {
     lists: SharedLists,
     /// Per serializer (V1, V2), the frames by their text (hashed, as `Metas`: the frames of
     /// one topic share a long prefix).
-    by_text: [IndexMap<Arc<str>, Arc<CachedDiff>, TextHash>; 2],
+    /// Keyed by the text's bytes, so that a frame can be looked up before its UTF-8 is
+    /// checked (a frame equal to a key is text).
+    by_text: [IndexMap<Arc<[u8]>, Arc<CachedDiff>, TextHash>; 2],
     /// Oldest first.
-    order: VecDeque<(usize, Arc<str>)>,
+    order: VecDeque<(usize, Arc<[u8]>)>,
     bytes: usize,
 }
 
@@ -569,7 +571,9 @@ impl FrameCache {
         f(&mut frames.lists)
     }
 
-    pub(crate) fn get(&self, serializer: Serializer, text: &str) -> Option<Arc<CachedDiff>> {
+    /// The frame whose text is `text`, if cached (`text` need not be checked as UTF-8: a key
+    /// is a frame's text).
+    pub(crate) fn get(&self, serializer: Serializer, text: &[u8]) -> Option<Arc<CachedDiff>> {
         let frames = self.0.lock().ok()?;
         frames.by_text[index(serializer)].get(text).cloned()
     }
@@ -579,10 +583,10 @@ impl FrameCache {
             return;
         };
         let i = index(serializer);
-        if frames.by_text[i].contains_key(text) || text.len() > MAX_BYTES {
+        if frames.by_text[i].contains_key(text.as_bytes()) || text.len() > MAX_BYTES {
             return;
         }
-        let key: Arc<str> = text.into();
+        let key: Arc<[u8]> = text.as_bytes().into();
         frames.bytes += text.len();
         frames.order.push_back((i, key.clone()));
         frames.by_text[i].insert(key, diff);

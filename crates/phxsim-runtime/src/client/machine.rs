@@ -60,10 +60,11 @@ const DROPPED: &str = "connection dropped";
 const HEARTBEAT_TIMEOUT: &str = "heartbeat timeout";
 
 /// phoenix.js's socket and channel state for one channel.
-/// A broadcast `presence_diff` a client was handed: decoded by its cache, or just now.
-enum BroadcastDiff {
+/// A broadcast `presence_diff` a client was handed: decoded by its cache, or just now (with
+/// its text).
+enum BroadcastDiff<'a> {
     Cached(Arc<CachedDiff>),
-    Fresh(Message),
+    Fresh(&'a str, Message),
 }
 
 pub(crate) struct Machine {
@@ -489,7 +490,7 @@ impl Machine {
         let Some(hit) = self
             .cache()
             .filter(|_| text.len() <= self.cfg.max_frame_len)
-            .and_then(|cache| cache.get(self.cfg.serializer, text))
+            .and_then(|cache| cache.get(self.cfg.serializer, text.as_bytes()))
         else {
             return false;
         };
@@ -503,9 +504,11 @@ impl Machine {
     /// handles them, if every one is such a diff (no ref, so none can answer a heartbeat
     /// and the time of arrival matters to none) and the client shares its cache's decoded
     /// diffs; else false, with nothing done. What [`crate::client::Absorber`] hands over.
+    /// A text is checked as UTF-8 only if the cache does not hold it (a cached frame's text
+    /// is text).
     pub(crate) fn receive_broadcast_diffs<'a>(
         &mut self,
-        mut texts: impl Iterator<Item = &'a str> + Clone,
+        mut texts: impl Iterator<Item = &'a [u8]> + Clone,
     ) -> bool {
         let Some(cache) = self.cache().cloned() else {
             return false;
@@ -515,7 +518,7 @@ impl Machine {
             // one frame (the usual segment): looked at and handled in one go
             return match self.broadcast_diff(&cache, text) {
                 Some(diff) => {
-                    self.take_broadcast_diff(&cache, text, diff);
+                    self.take_broadcast_diff(&cache, diff);
                     true
                 }
                 None => false,
@@ -531,37 +534,40 @@ impl Machine {
         texts.all(|text| {
             // (an earlier frame of these may have put this one in the cache)
             if let Some(diff) = self.broadcast_diff(&cache, text) {
-                self.take_broadcast_diff(&cache, text, diff);
+                self.take_broadcast_diff(&cache, diff);
             }
             true
         })
     }
 
     /// `text` if it is a broadcast `presence_diff` (no ref): decoded by the cache, or now.
-    fn broadcast_diff(&self, cache: &FrameCache, text: &str) -> Option<BroadcastDiff> {
+    fn broadcast_diff<'a>(&self, cache: &FrameCache, text: &'a [u8]) -> Option<BroadcastDiff<'a>> {
         if text.len() > self.cfg.max_frame_len {
             return None;
         }
         match cache.get(self.cfg.serializer, text) {
             Some(hit) => hit.ref_.is_none().then_some(BroadcastDiff::Cached(hit)),
-            None => match self.codec.decode_text(text) {
-                Ok(msg) if msg.ref_.is_none() && msg.event == PRESENCE_DIFF => {
-                    Some(BroadcastDiff::Fresh(msg))
+            None => {
+                let text = std::str::from_utf8(text).ok()?;
+                match self.codec.decode_text(text) {
+                    Ok(msg) if msg.ref_.is_none() && msg.event == PRESENCE_DIFF => {
+                        Some(BroadcastDiff::Fresh(text, msg))
+                    }
+                    _ => None,
                 }
-                _ => None,
-            },
+            }
         }
     }
 
     /// Handles a broadcast diff as [`Machine::receive_text`] does.
-    fn take_broadcast_diff(&mut self, cache: &FrameCache, text: &str, diff: BroadcastDiff) {
+    fn take_broadcast_diff(&mut self, cache: &FrameCache, diff: BroadcastDiff<'_>) {
         match diff {
             BroadcastDiff::Cached(hit) => {
                 if self.accepts_message(&hit.topic, hit.join_ref.as_deref()) {
                     self.shared_diff(&hit.diff);
                 }
             }
-            BroadcastDiff::Fresh(msg) => {
+            BroadcastDiff::Fresh(text, msg) => {
                 if self.accepts_message(&msg.topic, msg.join_ref.as_deref()) {
                     self.first_shared_diff(cache, text, msg);
                 }
@@ -899,6 +905,83 @@ mod tests {
         assert_eq!(end.reason, HEARTBEAT_TIMEOUT);
         m.disconnected(&end);
         assert_eq!(m.status().channel, ChannelState::Errored);
+    }
+
+    /// What an absorber hands over is taken only if it is broadcast diffs, all of them, and
+    /// then as `receive_text` takes them.
+    #[test]
+    fn broadcast_diffs_are_taken_as_received_and_nothing_else_is() {
+        let t0 = Instant::now();
+        let cache = FrameCache::new();
+        let joined = |cache: &FrameCache| {
+            let mut cfg = ClientConfig::new("ws://server/socket/websocket", "me", "room:t");
+            cfg.frame_cache = Some(cache.clone());
+            let mut m = Machine::new(cfg, t0);
+            m.connected(t0);
+            m.timers(t0).unwrap();
+            sent(&mut m);
+            m.receive_text(
+                t0,
+                r#"["1","1","room:t","phx_reply",{"response":{},"status":"ok"}]"#,
+            );
+            m.receive_text(
+                t0,
+                r#"["1",null,"room:t","presence_state",{"me":{"metas":[{"phx_ref":"r1"}]}}]"#,
+            );
+            m
+        };
+        let (mut taking, mut reading) = (joined(&cache), joined(&FrameCache::new()));
+        let diff = |key: &str| {
+            format!(
+                r#"[null,null,"room:t","presence_diff",{{"joins":{{"{key}":{{"metas":[{{"phx_ref":"r{key}"}}]}}}},"leaves":{{}}}}]"#
+            )
+        };
+        let other_topic = r#"[null,null,"room:u","presence_diff",{"joins":{"z":{"metas":[{"phx_ref":"rz"}]}},"leaves":{}}]"#;
+        let reply = r#"[null,"5","room:t","phx_reply",{"response":{},"status":"ok"}]"#;
+        let with_ref = r#"[null,"6","room:t","presence_diff",{"joins":{},"leaves":{}}]"#;
+        let (x, y, w) = (diff("x"), diff("y"), diff("w"));
+        let not_text = [b"[null,null,".as_slice(), &[0xff], b"]"].concat();
+        // taken: a diff (decoded now, then from the cache), another topic's (dropped, as
+        // received), two diffs in one segment
+        for texts in [
+            vec![x.as_str()],
+            vec![x.as_str()],
+            vec![other_topic],
+            vec![y.as_str(), w.as_str()],
+        ] {
+            let bytes: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+            assert!(
+                taking.receive_broadcast_diffs(bytes.iter().copied()),
+                "{texts:?}"
+            );
+            for t in texts {
+                reading.receive_text(t0, t);
+            }
+            assert_eq!(taking.view(), reading.view());
+        }
+        // refused, with nothing done: a reply, a diff with a ref, text that is not UTF-8, a
+        // segment whose second frame is a reply
+        let before = taking.view();
+        for texts in [
+            vec![reply.as_bytes()],
+            vec![with_ref.as_bytes()],
+            vec![not_text.as_slice()],
+            vec![diff("v").as_bytes(), reply.as_bytes()],
+        ] {
+            assert!(!taking.receive_broadcast_diffs(texts.iter().copied()));
+            assert_eq!(taking.view(), before);
+        }
+        assert_eq!(
+            before.presences.keys().collect::<Vec<_>>(),
+            ["me", "w", "x", "y"]
+        );
+        // an observed client takes nothing
+        let mut observed = joined(&cache);
+        observed.observe(Wants {
+            frames: false,
+            presence: true,
+        });
+        assert!(!observed.receive_broadcast_diffs([x.as_bytes()].into_iter()));
     }
 
     #[test]
