@@ -133,12 +133,30 @@ impl KeptLists {
     }
 
     /// Brings both lists up to `topic`'s visible rows in `state`.
+    ///
+    /// The rows kept up to the first one that differs stay where they are: a topic asked again
+    /// without a change (every topic, when a replica went up or down) costs one walk of its
+    /// rows, with no block's count touched and nothing allocated.
     pub(crate) fn update(&mut self, state: &State, topic: &str) {
-        let old_rows = std::mem::take(&mut self.rows);
-        let mut rows = Vec::with_capacity(old_rows.len() + 1);
+        let mut now = state.visible_metas_in_topic_with_origin(topic).peekable();
+        let mut same = 0;
+        while let (Some((m, own)), Some((o, o_own))) = (now.peek(), self.rows.get(same)) {
+            if !(o.same_block(m) && o_own == own) {
+                break;
+            }
+            now.next();
+            same += 1;
+        }
+        if same == self.rows.len() && now.peek().is_none() {
+            return;
+        }
+        // the same rows are moved over, their blocks' counts untouched
+        let mut rows = Vec::with_capacity(self.rows.len() + 1);
+        let mut old = std::mem::take(&mut self.rows).into_iter();
+        rows.extend(old.by_ref().take(same));
         let (mut gone, mut come) = (Vec::new(), Vec::new());
-        let mut old = old_rows.into_iter().peekable();
-        for (m, own) in state.visible_metas_in_topic_with_origin(topic) {
+        let mut old = old.peekable();
+        for (m, own) in now {
             loop {
                 match old.peek() {
                     // the same block of the same replica: unchanged, and no block read
