@@ -150,7 +150,10 @@ pub(crate) fn answer(
             }
             removed.extend(before.cloned());
             #[cfg(debug_assertions)]
-            for t in topics.iter().filter(|t| last.topics.binary_search(t).is_ok()) {
+            for t in topics
+                .iter()
+                .filter(|t| last.topics.binary_search(t).is_ok())
+            {
                 if !last.dirty.contains(t) {
                     debug_assert!(
                         last.lists.get(t.as_str()) == Some(&tracker.list_and_local(t)),
