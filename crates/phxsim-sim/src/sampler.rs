@@ -7,7 +7,7 @@
 //! does not pay for one more host that turmoil would poll at every step.
 
 use crate::checkers::{ClientSnapshot, NodeList, NodeSnapshot, PresenceList, Snapshot};
-use crate::snapshot::{Name, Topic};
+use crate::snapshot::{Clients, Name, Topic};
 use crate::world::Shared;
 use phxsim_runtime::client::ClientStatus;
 use phxsim_runtime::{ListsChange, NodeLists, SampledTopic};
@@ -35,7 +35,7 @@ pub struct Sampler {
     /// again and skip what only depends on the lists.
     seen: BTreeMap<Incarnation, (u64, Arc<NodeSnapshot>)>,
     /// The clients as last sampled, kept while no client joins or leaves.
-    clients: Arc<BTreeMap<String, ClientSnapshot>>,
+    clients: Arc<Clients>,
     /// Every client's status receiver and its joined state as last read, in name order: a
     /// client whose status did not move since is not read again (subscribing anew at each
     /// sample cost a few percent of a run at 16 000 clients).
@@ -116,7 +116,7 @@ impl Sampler {
 
     /// Every client's joined state. Lists of clients are compared once, at the end of the run
     /// (`final_views`): sampling them here would clone every client's whole list every time.
-    fn client_states(&mut self, shared: &Shared) -> Arc<BTreeMap<String, ClientSnapshot>> {
+    fn client_states(&mut self, shared: &Shared) -> Arc<Clients> {
         // clients are only ever added (one per scenario client, never replaced): the same
         // count is the same clients, in the same order
         if self.watched.len() != shared.clients.len() {
@@ -148,7 +148,7 @@ impl Sampler {
             // still holds the last sample's (a copy, not a rebuild: no sorting, no new names)
             let clients = Arc::make_mut(&mut self.clients);
             for (name, now) in moved {
-                if let Some(c) = clients.get_mut(name) {
+                if let Some(c) = clients.get_mut(name.as_str()) {
                     c.joined = now;
                 }
             }
@@ -157,7 +157,7 @@ impl Sampler {
     }
 
     /// The clients of `shared` with their joined states as last read.
-    fn client_map(&self, shared: &Shared) -> BTreeMap<String, ClientSnapshot> {
+    fn client_map(&self, shared: &Shared) -> Clients {
         debug_assert_eq!(self.watched.len(), shared.clients.len());
         shared
             .clients
@@ -171,7 +171,7 @@ impl Sampler {
                     joined,
                     view: PresenceList::new(),
                 };
-                (name.clone(), snap)
+                (Name::from(name.as_str()), snap)
             })
             .collect()
     }

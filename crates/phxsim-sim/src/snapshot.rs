@@ -83,5 +83,10 @@ pub struct Snapshot {
     /// allocation, and the checkers skip what only depends on the lists.
     pub nodes: BTreeMap<String, Arc<NodeSnapshot>>,
     /// Shared like the nodes: samples in which no client joined or left reuse one map.
-    pub clients: Arc<BTreeMap<String, ClientSnapshot>>,
+    pub clients: Arc<Clients>,
 }
+
+/// Every client by name. Names are [`Name`]s, held inline when short: while clients join, the
+/// sampler copies the map at every sample (a checker still holds the last one), and a copy
+/// then allocates no string per client.
+pub type Clients = BTreeMap<Name, ClientSnapshot>;

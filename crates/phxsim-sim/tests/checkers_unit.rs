@@ -84,7 +84,7 @@ fn snap(at_ms: u64, a: NodeSnapshot, b: NodeSnapshot) -> Snapshot {
         for (topic, list) in &n.local {
             for key in list.keys() {
                 clients.insert(
-                    format!("{key}@{name}"),
+                    format!("{key}@{name}").into(),
                     ClientSnapshot {
                         node: name.into(),
                         topic: topic.clone(),

@@ -17,8 +17,8 @@
 //! are read back from the list itself: while every row gives an entry of its own (a
 //! `phx_ref`, and no other row of its key with the same ref) the list holds every row's
 //! meta. A topic where that does not hold (a meta without a ref, a ref twice under a key:
-//! neither happens with Phoenix's own refs) is built whole at each change. Small topics keep
-//! nothing and are built anew at each answer ([`KEEP_FROM`]).
+//! neither happens with Phoenix's own refs) is built whole at each change. Every topic that
+//! lists something keeps its lists ([`KEEP_FROM`]).
 
 use super::sampled::phx_ref;
 use super::sampled_list::normalized;
@@ -51,18 +51,25 @@ struct KeyChange<'a> {
 }
 
 /// Topics that list fewer entries than this keep no lists between answers: their lists are
-/// built anew each time ([`build`]). Kept lists cost about 70 bytes per presence per node (the
-/// node's own copy of the entries, and the rows); patching pays for itself only where a
-/// topic is big (measured: 160 presences per topic, 7 % less time in a 16 000-client run; 16
-/// per topic, 3 % more, and 19 MB more memory).
-pub(crate) const KEEP_FROM: usize = 64;
+/// built anew each time ([`build`]). One: every topic that lists something keeps them. Kept
+/// lists cost about 70 bytes per presence per node (the node's own copy of the entries, and
+/// the rows); at 160 presences per topic they saved 7 % of a 16 000-client run. Small topics
+/// kept nothing once (64 and up only): at 16 per topic that was 3 % faster while every topic
+/// was walked and built again whenever a replica went up or down. Since a topic asked again
+/// without a change costs one walk of its rows ([`KeptLists::update`]), keeping small topics
+/// too makes the 16-node split-and-heal runs faster (pop_16k: 189 whole answers, 101 000 of
+/// their 133 000 topics unchanged; 232 000 topics with a diff, patched instead of built)
+/// for a few MB (pop_16k: about 293 to 300 MB).
+pub(crate) const KEEP_FROM: usize = 1;
 
 /// `topic`'s two lists built from its visible rows in `state`, every key anew, nothing kept.
 pub(crate) fn build(state: &State, topic: &str) -> (SampledList, SampledList) {
+    // the rows' metas with their origin: no tag (a replica name) is made per row, and while
+    // no replica is down no row's replica is looked up
     let (mut list, mut local) = (Vec::new(), Vec::new());
-    for (key, meta, tag) in state.visible_in_topic(topic) {
-        let entry = entry(key, meta);
-        if &tag.replica == state.replica() {
+    for (meta, own) in state.visible_metas_in_topic_with_origin(topic) {
+        let entry = entry(meta.owner().1, meta);
+        if own {
             local.push(entry.clone());
         }
         list.push(entry);
@@ -131,12 +138,30 @@ impl KeptLists {
     }
 
     /// Brings both lists up to `topic`'s visible rows in `state`.
+    ///
+    /// The rows kept up to the first one that differs stay where they are: a topic asked again
+    /// without a change (every topic, when a replica went up or down) costs one walk of its
+    /// rows, with no block's count touched and nothing allocated.
     pub(crate) fn update(&mut self, state: &State, topic: &str) {
-        let old_rows = std::mem::take(&mut self.rows);
-        let mut rows = Vec::with_capacity(old_rows.len() + 1);
+        let mut now = state.visible_metas_in_topic_with_origin(topic).peekable();
+        let mut same = 0;
+        while let (Some((m, own)), Some((o, o_own))) = (now.peek(), self.rows.get(same)) {
+            if !(o.same_block(m) && o_own == own) {
+                break;
+            }
+            now.next();
+            same += 1;
+        }
+        if same == self.rows.len() && now.peek().is_none() {
+            return;
+        }
+        // the same rows are moved over, their blocks' counts untouched
+        let mut rows = Vec::with_capacity(self.rows.len() + 1);
+        let mut old = std::mem::take(&mut self.rows).into_iter();
+        rows.extend(old.by_ref().take(same));
         let (mut gone, mut come) = (Vec::new(), Vec::new());
-        let mut old = old_rows.into_iter().peekable();
-        for (m, own) in state.visible_metas_in_topic_with_origin(topic) {
+        let mut old = old.peekable();
+        for (m, own) in now {
             loop {
                 match old.peek() {
                     // the same block of the same replica: unchanged, and no block read

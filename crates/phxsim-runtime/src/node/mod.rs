@@ -258,7 +258,8 @@ pub type RefList = std::collections::BTreeMap<Name, std::collections::BTreeMap<N
 /// held flat ([`SampledList`]: a simulator keeps one per node and topic).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SampledTopic {
-    pub topic: String,
+    /// Held inline when short: an answer allocates no string per topic.
+    pub topic: Name,
     /// `list(topic)`: down replicas hidden.
     pub list: SampledList,
     /// The presences of this node's own sockets.
@@ -286,7 +287,7 @@ pub enum ListsChange {
     /// and the topics that are gone. Every other topic lists what it listed then.
     Some {
         changed: Vec<SampledTopic>,
-        removed: Vec<String>,
+        removed: Vec<Name>,
     },
 }
 

@@ -148,8 +148,10 @@ impl DiffStreams {
                 continue;
             }
             if let (Some(inst), Some(view)) = (
-                self.replays.get(name).and_then(|r| r.instance.as_ref()),
-                final_views.get(name),
+                self.replays
+                    .get(name.as_str())
+                    .and_then(|r| r.instance.as_ref()),
+                final_views.get(name.as_str()),
             ) {
                 let replayed = list_of_instance(inst);
                 if &replayed != view {

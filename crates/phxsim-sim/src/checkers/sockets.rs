@@ -9,7 +9,7 @@
 //! every pair at every sample; the cost per sample follows what changed, not the population.
 
 use super::{Finding, FindingKind, GhostBound, Snapshot, finding};
-use crate::snapshot::{ClientSnapshot, NodeList, NodeSnapshot, Topic};
+use crate::snapshot::{ClientSnapshot, Clients, NodeList, NodeSnapshot, Topic};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub(super) struct SocketTruth {
     orphans_since: BTreeMap<Id, u64>,
     reported: BTreeSet<Id>,
     /// The client map of the last sample, to find the clients that changed since.
-    last_clients: Option<Arc<BTreeMap<String, ClientSnapshot>>>,
+    last_clients: Option<Arc<Clients>>,
     /// node → topic → user → joined sockets, from `last_clients`.
     joined: BTreeMap<String, BTreeMap<String, BTreeMap<String, usize>>>,
     /// node → its snapshot at the last sample (a crashed node is absent).
@@ -63,7 +63,7 @@ impl SocketTruth {
 
     /// Brings the joined counts up to `clients`; returns the (node, topic) pairs whose counts
     /// may have moved.
-    fn update_joined(&mut self, clients: &Arc<BTreeMap<String, ClientSnapshot>>) -> Dirty {
+    fn update_joined(&mut self, clients: &Arc<Clients>) -> Dirty {
         let mut dirty = Dirty::new();
         let empty = BTreeMap::new();
         let old = match &self.last_clients {
@@ -304,10 +304,10 @@ mod tests {
                 for _ in 0..rng.gen_range(1..4) {
                     let name = format!("c{}", rng.gen_range(0..8));
                     if rng.gen_bool(0.2) {
-                        clients.remove(&name);
+                        clients.remove(name.as_str());
                     } else {
                         clients.insert(
-                            name,
+                            name.into(),
                             ClientSnapshot {
                                 node: format!("n{}", rng.gen_range(0..3)).into(),
                                 topic: format!("t{}", rng.gen_range(0..2)).into(),
