@@ -565,6 +565,10 @@ pub fn knobs(scenario: &Scenario, opts: &RunOptions) -> Vec<(String, String)> {
                 .unwrap_or_else(|| "none".into()),
         ),
     ];
+    if opts.browser_reads != BrowserReads::default() {
+        // only when not the default: the knob line of every earlier run stays as it was
+        knobs.push(("browser_reads".into(), opts.browser_reads.name().into()));
+    }
     if !scenario.populations.is_empty() {
         let counts: Vec<String> = scenario
             .populations

@@ -41,8 +41,10 @@ pub struct RunOptions {
     pub browser_reads: BrowserReads,
 }
 
-/// How a population browser on an in-memory link takes the segments that arrive.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a population browser on an in-memory link takes the segments that arrive
+/// (`--browser-reads`). A seed replays the same run only with the same choice: a run found
+/// by a phxsim older than this choice replays with `task`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BrowserReads {
     /// Cached broadcast diffs that arrive while its task waits idle are handed to its
     /// machine at once, and the task is not woken (`phxsim_runtime::client::Absorber`).
@@ -56,6 +58,17 @@ pub enum BrowserReads {
     AbsorbAndWake,
     /// The browser's task reads every segment.
     Task,
+}
+
+impl BrowserReads {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrowserReads::Absorb => "absorb",
+            BrowserReads::AbsorbAndWake => "absorb-and-wake",
+            BrowserReads::Task => "task",
+        }
+    }
 }
 
 /// Port of the node-to-node links on every node host.

@@ -7,7 +7,7 @@ use super::{outln, output};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use phxsim_sim::explore::{self, FaultKind, SwarmConfig};
-use phxsim_sim::harness::{self, RunOptions, Verdict};
+use phxsim_sim::harness::{self, BrowserReads, RunOptions, Verdict};
 use phxsim_sim::planted::PlantedBug;
 use phxsim_sim::scenario::ProfileName;
 use std::collections::BTreeSet;
@@ -58,6 +58,13 @@ pub struct Args {
     /// Write a JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// How population browsers on in-memory links take broadcast diffs: `absorb` (default:
+    /// a cached diff that arrives while a browser waits goes to its presence list without
+    /// waking its task), `task` (its task reads every frame; the runs of phxsim before the
+    /// absorber), or `absorb-and-wake` (absorbed and the task woken too: the same run as
+    /// `task`). A seed replays the same run only with the same choice.
+    #[arg(long, value_enum, default_value_t = BrowserReads::Absorb, value_name = "HOW")]
+    pub browser_reads: BrowserReads,
     /// Write a JUnit XML report here: a test case per seed; a failing one carries the shrunk
     /// run's findings and the command that replays it.
     #[arg(long)]
@@ -103,6 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let base = RunOptions {
             planted: super::run::simulated_bug(args.mutate)?,
+            browser_reads: args.browser_reads,
             ..RunOptions::default()
         };
         // a bug only a fault kind shows brings it along (`drop_mid_join` for a join's ghost)
@@ -183,7 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         let replay = format!(
             "{}{mutate}",
-            sim_report::replay_command(&file.display().to_string(), seed)
+            sim_report::replay_command(&file.display().to_string(), &small_report)
         );
         bar.suspend(|| {
             let size = |s: &phxsim_sim::Scenario| {
@@ -212,6 +220,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .args(["--seed", &seed.to_string()]);
             if let Some(m) = &args.mutate {
                 cmd.args(["--mutate", m.name()]);
+            }
+            if args.browser_reads != BrowserReads::default() {
+                cmd.args(["--browser-reads", args.browser_reads.name()]);
             }
             cmd.output().ok()
         });

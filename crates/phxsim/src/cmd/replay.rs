@@ -1,10 +1,10 @@
-//! `phxsim replay FILE --seed N [--transcript FILE] [--population-frames]`: one scenario, one
+//! `phxsim replay FILE --seed N [--transcript FILE] [--population-frames] [--browser-reads HOW]`: one scenario, one
 //! seed, every finding.
 
 use super::sim_report::{self, EXIT_BAD_INPUT};
 use super::{outln, output};
 use phxsim_sim::Scenario;
-use phxsim_sim::harness::{self, RunOptions};
+use phxsim_sim::harness::{self, BrowserReads, RunOptions};
 use phxsim_sim::planted::PlantedBug;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,13 @@ pub struct Args {
     /// default only the replayed sample's frames and one summary line per population).
     #[arg(long)]
     pub population_frames: bool,
+    /// How population browsers on in-memory links take broadcast diffs: `absorb` (default:
+    /// a cached diff that arrives while a browser waits goes to its presence list without
+    /// waking its task), `task` (its task reads every frame; the runs of phxsim before the
+    /// absorber), or `absorb-and-wake` (absorbed and the task woken too: the same run as
+    /// `task`). A seed replays the same run only with the same choice.
+    #[arg(long, value_enum, default_value_t = BrowserReads::Absorb, value_name = "HOW")]
+    pub browser_reads: BrowserReads,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -55,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         planted,
         node_trace: false,
         population_frames: args.population_frames,
+        browser_reads: args.browser_reads,
         ..RunOptions::default()
     };
     output::check_optional("--transcript", args.transcript.as_deref())?;

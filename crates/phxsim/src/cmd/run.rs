@@ -5,7 +5,7 @@
 use super::sim_report::{self, EXIT_BAD_INPUT};
 use super::{bad_input, outln, output};
 use phxsim_sim::Scenario;
-use phxsim_sim::harness::{self, RunOptions, RunReport};
+use phxsim_sim::harness::{self, BrowserReads, RunOptions, RunReport};
 use phxsim_sim::planted::PlantedBug;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,6 +34,13 @@ pub struct Args {
     /// The catalogue folder used when no path is given.
     #[arg(long, default_value = "scenarios")]
     pub catalogue: PathBuf,
+    /// How population browsers on in-memory links take broadcast diffs: `absorb` (default:
+    /// a cached diff that arrives while a browser waits goes to its presence list without
+    /// waking its task), `task` (its task reads every frame; the runs of phxsim before the
+    /// absorber), or `absorb-and-wake` (absorbed and the task woken too: the same run as
+    /// `task`). A seed replays the same run only with the same choice.
+    #[arg(long, value_enum, default_value_t = BrowserReads::Absorb, value_name = "HOW")]
+    pub browser_reads: BrowserReads,
     /// Print every scenario's settings (seed, tracker and network knobs) to stderr before it
     /// runs, e.g. to see which scenario a stuck run is in: the global `-v`/`--verbose`.
     #[arg(skip)]
@@ -131,6 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let base = RunOptions {
         transcript: args.transcript.is_some(),
         planted,
+        browser_reads: args.browser_reads,
         ..RunOptions::default()
     };
     // validate every file before running anything: bad input is its own exit code
@@ -195,7 +203,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             outln!("    {f}")?;
         }
         if report.verdict != harness::Verdict::Pass {
-            outln!("    replay: {}", sim_report::replay_command(path, seed))?;
+            outln!("    replay: {}", sim_report::replay_command(path, &report))?;
         }
         if let Some(t) = &args.transcript {
             sim_report::write_transcript(&transcript_file(t, &name, several), &report)?;

@@ -61,12 +61,22 @@ pub fn to_json(path: &str, r: &RunReport) -> serde_json::Value {
         "knobs": r.knobs.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "findings": r.findings,
         "failures": r.failures,
-        "replay": replay_command(path, r.seed),
+        "replay": replay_command(path, r),
     })
 }
 
-pub fn replay_command(path: &str, seed: u64) -> String {
-    format!("phxsim replay {path} --seed {seed}")
+/// The command that replays `r`'s run of the scenario at `path`: its seed, and how browsers
+/// read when that was not the default (the `browser_reads` knob), since a seed replays the
+/// same run only with the same choice.
+pub fn replay_command(path: &str, r: &RunReport) -> String {
+    let seed = r.seed;
+    let reads = r
+        .knobs
+        .iter()
+        .find(|(k, _)| k == "browser_reads")
+        .map(|(_, v)| format!(" --browser-reads {v}"))
+        .unwrap_or_default();
+    format!("phxsim replay {path} --seed {seed}{reads}")
 }
 
 /// A JUnit XML document with one test case per scenario run.
@@ -75,7 +85,7 @@ pub fn to_junit(suite: &str, runs: &[(String, RunReport)]) -> String {
         .iter()
         .map(|(path, r)| JunitCase {
             name: format!("{path} (seed {})", r.seed),
-            replay: replay_command(path, r.seed),
+            replay: replay_command(path, r),
             report: r,
         })
         .collect();
