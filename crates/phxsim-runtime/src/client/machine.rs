@@ -59,7 +59,6 @@ pub(crate) const STOPPED: &str = "client stopped";
 const DROPPED: &str = "connection dropped";
 const HEARTBEAT_TIMEOUT: &str = "heartbeat timeout";
 
-/// phoenix.js's socket and channel state for one channel.
 /// A broadcast `presence_diff` a client was handed: decoded by its cache, or just now (with
 /// its text).
 enum BroadcastDiff<'a> {
@@ -67,6 +66,7 @@ enum BroadcastDiff<'a> {
     Fresh(&'a str, Message),
 }
 
+/// phoenix.js's socket and channel state for one channel.
 pub(crate) struct Machine {
     /// Shared with the task, which reads it for every connection (one copy per client).
     cfg: Arc<ClientConfig>,
@@ -152,12 +152,12 @@ impl Machine {
         self.want_connected
     }
 
-    /// The events since the last call, in order.
     /// Whether a step emitted events not yet taken.
     pub(crate) fn has_events(&self) -> bool {
         !self.events.is_empty()
     }
 
+    /// The events since the last call, in order.
     pub(crate) fn take_events(&mut self) -> Vec<ClientEvent> {
         std::mem::take(&mut self.events)
     }
