@@ -263,17 +263,13 @@ pub struct SharedDiff {
 impl SharedDiff {
     /// Prepares `diff`.
     pub fn new(diff: PresenceDiff) -> SharedDiff {
-        let joins = diff
-            .joins
-            .iter()
-            .map(|(key, p)| (key.clone(), p.clone()))
-            .collect();
-        SharedDiff { diff, joins }
+        SharedDiff::new_sharing(diff, |_, _| None)
     }
 
     /// Prepares `diff`, taking each joined entry from `held` where it gives one of the same
-    /// key and an equal presence (what another list already holds): lists built from states
-    /// and lists built from diffs then hold one entry per presence, and compare by pointer.
+    /// key and an equal presence (what another list already holds; compared here, so `held`
+    /// need only look up the key): lists built from states and lists built from diffs then
+    /// hold one entry per presence, and compare by pointer.
     pub fn new_sharing(
         diff: PresenceDiff,
         mut held: impl FnMut(&str, &Presence) -> Option<Entry<Presence>>,

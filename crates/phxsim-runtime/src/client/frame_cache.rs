@@ -63,6 +63,14 @@ struct Metas {
 const PRUNE_MIN: usize = 1024;
 
 impl Metas {
+    /// [`Metas::share`] for every presence of `presences`, then a prune.
+    fn share_all(&mut self, presences: &mut Presences) {
+        for (key, presence) in presences.iter_mut() {
+            self.share(key, presence);
+        }
+        self.prune();
+    }
+
     /// Swaps every meta of `presence` (under `key`) that equals one held for that one, and
     /// keeps the others.
     fn share(&mut self, key: &str, presence: &mut Presence) {
@@ -394,9 +402,6 @@ impl FrameCache {
         self.0.lock().map(|f| f.order.len()).unwrap_or_default()
     }
 
-    /// Swaps every meta of `presences` that equals one already held by a client of this cache
-    /// for that one (they then share their fields), and keeps the others for the next
-    /// clients. Metas are compared whole: a `phx_ref` only finds the candidate.
     /// `diff` prepared for the clients of this cache: its joined metas shared as
     /// [`FrameCache::share_metas`] shares them, and each joined entry that equals the one last
     /// decoded for its key (from a state or a diff) taken from there.
@@ -405,24 +410,21 @@ impl FrameCache {
             return SharedDiff::new(diff);
         };
         let Frames { metas, entries, .. } = &mut *frames;
-        for (key, presence) in diff.joins.iter_mut() {
-            metas.share(key, presence);
-        }
-        metas.prune();
-        let diff = SharedDiff::new_sharing(diff, |key, presence| entries.equal(key, presence));
+        metas.share_all(&mut diff.joins);
+        // (`new_sharing` compares the presences)
+        let diff = SharedDiff::new_sharing(diff, |key, _| entries.by_key.get(key).cloned());
         diff.joined().for_each(|entry| entries.hold(entry));
         entries.prune();
         diff
     }
 
+    /// Swaps every meta of `presences` that equals one already held by a client of this cache
+    /// for that one (they then share their fields), and keeps the others for the next
+    /// clients. Metas are compared whole: a `phx_ref` only finds the candidate.
     pub(crate) fn share_metas(&self, presences: &mut Presences) {
-        let Ok(mut frames) = self.0.lock() else {
-            return;
-        };
-        for (key, presence) in presences.iter_mut() {
-            frames.metas.share(key, presence);
+        if let Ok(mut frames) = self.0.lock() {
+            frames.metas.share_all(presences);
         }
-        frames.metas.prune();
     }
 
     /// A `presence_state` payload given as JSON text, decoded as
