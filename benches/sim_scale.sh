@@ -6,8 +6,8 @@
 #
 #   benches/sim_scale.sh [--seed N] [--repeat K] [FILE ...]
 #
-# Default files: every benches/scenarios/pop_*.toml (pop_160k takes about 5 minutes and
-# 4.5 GiB on 2 cores; name the files to leave it out). The machine's load is printed first:
+# Default files: every benches/scenarios/pop_*.toml (pop_160k takes 3 to 4 minutes and about
+# 2.4 GiB on 2 cores; name the files to leave it out). The machine's load is printed first:
 # on a shared machine, figures are upper bounds; compare binaries by alternating runs.
 set -euo pipefail
 seed=1
