@@ -30,5 +30,6 @@ pub use mutation::Mutation;
 pub use peers::{Peer, PeerStatus, Peers};
 pub use shared::{Block, Meta, MetaError, Name};
 pub use state::{Extract, State, Status};
+pub use table::warm_metas;
 pub use types::{Diff, ReplicaRef, Tag, TrackedMeta, Value, ValueKey};
 pub use values::{NotSorted, TagValues};

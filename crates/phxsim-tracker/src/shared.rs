@@ -488,7 +488,7 @@ impl Meta {
 
     /// Two bytes of the block (to bring it into the cache): its first, and one 40 bytes in,
     /// where a short pid and key end (a block may straddle two cache lines).
-    pub fn first_byte(&self) -> u8 {
+    pub(crate) fn first_byte(&self) -> u8 {
         let b = self.0.as_bytes();
         b.first().copied().unwrap_or(0) ^ b.get(40).copied().unwrap_or(0)
     }

@@ -682,8 +682,9 @@ impl<'a> BulkBuild<'a> {
 /// Rows whose meta blocks are read ahead together (see [`warm`]).
 pub(crate) const WARM_BATCH: usize = 64;
 
-/// Reads the first bytes of each meta block (see [`warm`]).
-pub(crate) fn warm_metas<'a>(metas: impl Iterator<Item = &'a Meta>) {
+/// Reads the first bytes of each meta block (see [`warm`]): for a reader about to touch many
+/// blocks one at a time (a copy's reference counts, a walk with work in between).
+pub fn warm_metas<'a>(metas: impl Iterator<Item = &'a Meta>) {
     let mut acc = 0u8;
     for meta in metas {
         acc ^= meta.first_byte();

@@ -23,7 +23,7 @@
 use super::sampled::phx_ref;
 use super::sampled_list::normalized;
 use super::{SampledEntry, SampledList};
-use phxsim_tracker::{Meta, Name, State};
+use phxsim_tracker::{Meta, Name, State, warm_metas};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
@@ -220,7 +220,11 @@ impl KeptLists {
         // Copying an entry counts one more reference on its meta block, an atomic add that
         // waits for its cache miss before the next can start: the blocks are read ahead in a
         // plain loop, whose misses overlap.
-        warm(old_list);
+        warm_metas(
+            old_list
+                .iter()
+                .filter_map(|(_, e)| e.as_ref().map(|(_, m)| m)),
+        );
         let grown: usize = changes.values().map(|c| c.come.len()).sum();
         let mut list = Vec::with_capacity(old_list.len() + grown);
         let mut local = Vec::with_capacity(old_local.len() + grown);
@@ -267,17 +271,6 @@ impl KeptLists {
         self.list = SampledList::from_sorted(list);
         self.local = SampledList::from_sorted(local);
     }
-}
-
-/// Reads each entry's meta block (see [`KeptLists::patch`]).
-fn warm(entries: &[SampledEntry]) {
-    let mut acc = 0u8;
-    for (_, e) in entries {
-        if let Some((_, meta)) = e {
-            acc ^= meta.first_byte();
-        }
-    }
-    std::hint::black_box(acc);
 }
 
 /// Where `key`'s entries lie in `entries` (sorted by key), looking from `from` on.
