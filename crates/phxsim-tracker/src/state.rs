@@ -106,6 +106,10 @@ pub struct State {
     /// marked up, down or forgotten. Clocks, clouds and the pending delta do not count, so a
     /// heartbeat that brings nothing new leaves it alone.
     revision: Revision,
+    /// Counts the changes to the replicas' marks (up, down, forgotten), which show or hide
+    /// rows without writing them: with [`State::topic_stamps`], all that moves a topic's
+    /// visible rows.
+    marks: Revision,
 }
 
 impl State {
@@ -125,6 +129,7 @@ impl State {
             superseded_guard: false,
             keep_removed_dots: false,
             revision: Revision::default(),
+            marks: Revision::default(),
         }
     }
 
@@ -363,6 +368,20 @@ impl State {
     /// rebuilding a list that cannot have changed.
     pub fn revision(&self) -> u64 {
         self.revision.0
+    }
+
+    /// Every topic in order, with a stamp that moves whenever a row of the topic is written
+    /// or deleted, whatever wrote it (a local op, a merge, a transfer, a permdown): together
+    /// with [`State::marks`], a reader that kept a topic's lists knows whether they can have
+    /// changed without trusting anyone to have reported the change.
+    pub fn topic_stamps(&self) -> impl Iterator<Item = (&Name, u64)> {
+        self.table.topic_stamps()
+    }
+
+    /// A number that moves whenever a replica is marked up, down or forgotten (which shows or
+    /// hides its rows in every topic without writing them).
+    pub fn marks(&self) -> u64 {
+        self.marks.0
     }
 
     pub fn has_delta(&self) -> bool {
@@ -731,6 +750,7 @@ impl State {
         self.context.entry(replica.clone()).or_insert(0);
         self.replicas.insert(replica.clone(), Status::Up);
         self.revision.bump();
+        self.marks.bump();
         Ok(Diff {
             joins: self.values_of(replica),
             leaves: Vec::new(),
@@ -744,6 +764,7 @@ impl State {
         }
         self.replicas.insert(replica.clone(), Status::Down);
         self.revision.bump();
+        self.marks.bump();
         Ok(Diff {
             joins: Vec::new(),
             leaves: self.values_of(replica),
@@ -775,6 +796,7 @@ impl State {
     pub fn forget_status(&mut self, replica: &ReplicaRef) {
         if self.replicas.remove(replica).is_some() {
             self.revision.bump();
+            self.marks.bump();
         }
     }
 }

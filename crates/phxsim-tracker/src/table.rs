@@ -100,6 +100,9 @@ const TOPIC_CAP: usize = 32;
 struct Topic {
     name: Name,
     rows: Chunked<RowId, TOPIC_CAP>,
+    /// The table's change count when a row of this topic was last written or deleted (or the
+    /// topic numbered): see [`Table::topic_stamps`].
+    stamp: u64,
 }
 
 #[derive(Clone, Default)]
@@ -119,6 +122,9 @@ pub(crate) struct Table {
     free_topics: Vec<u32>,
     /// Every row as `pid_hash << 32 | row id`, in order (see the module doc).
     by_pid: Chunked<u64>,
+    /// Counts every write and delete of a row (and every topic numbered): never goes back, so
+    /// a topic's stamp names one moment of the table's life.
+    changes: u64,
 }
 
 /// Reads the first byte of each row's meta block: a loop with no work between the loads lets
@@ -301,6 +307,17 @@ impl Table {
         self.topic_ids.keys()
     }
 
+    /// Every topic in order with its stamp: a number that differs from the one read earlier
+    /// whenever a row of the topic was written or deleted in between (rows only: whether a
+    /// row is visible is the state's business). A reader that keeps a topic's rows, or
+    /// something made of them, knows from it without a look at the rows whether they moved,
+    /// whatever moved them.
+    pub fn topic_stamps(&self) -> impl Iterator<Item = (&Name, u64)> {
+        self.topic_ids
+            .iter()
+            .filter_map(|(name, &t)| Some((name, self.topics[t as usize].as_ref()?.stamp)))
+    }
+
     /// Number of rows of a topic.
     pub fn topic_len(&self, topic: &str) -> usize {
         self.topic(topic).map_or(0, |t| t.rows.len())
@@ -373,9 +390,11 @@ impl Table {
         if let Some(&t) = self.topic_ids.get(topic) {
             return t;
         }
+        self.changes += 1;
         let slot = Some(Topic {
             name: topic.clone(),
             rows: Chunked::default(),
+            stamp: self.changes,
         });
         let t = match self.free_topics.pop() {
             Some(t) => {
@@ -389,6 +408,14 @@ impl Table {
         };
         self.topic_ids.insert(topic.clone(), t);
         t
+    }
+
+    /// Topic `t`'s rows change now.
+    fn stamp_topic(&mut self, t: u32) {
+        self.changes += 1;
+        if let Some(topic) = self.topics[t as usize].as_mut() {
+            topic.stamp = self.changes;
+        }
     }
 
     fn alloc(&mut self, row: Row) -> RowId {
@@ -429,6 +456,7 @@ impl Table {
         let r = self.replica_index(&tag.replica);
         let meta = meta.for_owner(&key.pid, &key.key);
         let t = self.topic_index(&key.topic);
+        self.stamp_topic(t);
         let (pid, k) = (key.pid.as_bytes(), key.key.as_bytes());
         let slots = &self.slots;
         let topic = self.topics[t as usize]
@@ -479,6 +507,7 @@ impl Table {
             tag: self.tag_of(&row),
         };
         let (pid, key) = row.meta.owner_bytes();
+        self.stamp_topic(row.topic);
         self.unindex_dot(row.replica, row.clock, id);
         let slots = &self.slots;
         let entry = pid_entry(pid, id);
@@ -593,6 +622,7 @@ impl Table {
         self.live = n;
         // 3. Topic indexes, fenced by the pid's first eight bytes (the sort key's high half).
         for (entries, &t) in by_topic.iter().zip(&table_topic) {
+            self.stamp_topic(t);
             if let Some(topic) = self.topics[t as usize].as_mut() {
                 topic.rows =
                     Chunked::from_sorted_fenced(entries.iter().map(|e| (e.1, e.0.fence())));

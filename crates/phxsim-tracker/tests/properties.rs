@@ -220,6 +220,7 @@ fn check_history(
     let mut removed_at: BTreeMap<Tag, u64> = BTreeMap::new();
     for s in &h.steps {
         let before: Vec<_> = states.iter().map(listed).collect();
+        let stamped_before: Vec<_> = states.iter().map(stamped).collect();
         // what a local op removes, and the first dot it issues doing so
         let own_before: Vec<(usize, BTreeSet<Tag>, u64)> = (0..h.replicas)
             .map(|i| {
@@ -293,6 +294,9 @@ fn check_history(
                 removed_at.insert(gone.clone(), first_dot);
             }
         }
+        for (b, s) in stamped_before.iter().zip(&states) {
+            check_stamps(b, &stamped(s)).map_err(|e| format!("{}: {e}", s.replica()))?;
+        }
         for (b, s) in before.iter().zip(&states) {
             let after = listed(s);
             if b.0 == after.0 && (b.1 != after.1 || b.2 != after.2) {
@@ -319,6 +323,64 @@ fn check_history(
                     .collect::<Vec<_>>(),
                 truth.iter().map(|v| (&v.key, &v.tag)).collect::<Vec<_>>()
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Every topic's stamp with its rows (hidden ones included) and its visible rows, and the
+/// replicas' marks: what a reader that trusts the stamps (a simulator's sampler) relies on.
+type Stamped = (
+    u64,
+    BTreeMap<String, (u64, Vec<Value>, Vec<Value>)>,
+    Vec<String>,
+);
+
+fn stamped(s: &State) -> Stamped {
+    let rows = |visible: bool| {
+        let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let values = if visible { s.online() } else { s.all_values() };
+        for v in values {
+            by_topic.entry(v.key.topic.to_string()).or_default().push(v);
+        }
+        by_topic
+    };
+    let (all, visible) = (rows(false), rows(true));
+    let topics = s
+        .topic_stamps()
+        .map(|(t, stamp)| {
+            let t = t.to_string();
+            let all = all.get(&t).cloned().unwrap_or_default();
+            let visible = visible.get(&t).cloned().unwrap_or_default();
+            (t, (stamp, all, visible))
+        })
+        .collect();
+    (s.marks(), topics, all.into_keys().collect())
+}
+
+/// A topic whose stamp stayed holds the same rows, and with the marks also unchanged, shows
+/// the same ones; every topic with a row has a stamp.
+fn check_stamps(before: &Stamped, after: &Stamped) -> Result<(), String> {
+    if let Some(t) = after.2.iter().find(|t| !after.1.contains_key(*t)) {
+        return Err(format!("topic {t} has rows and no stamp"));
+    }
+    for (t, (stamp, all, visible)) in &after.1 {
+        if all.is_empty() {
+            return Err(format!("topic {t} has a stamp and no row"));
+        }
+        if let Some((was, all_before, visible_before)) = before.1.get(t)
+            && was == stamp
+        {
+            if all_before != all {
+                return Err(format!(
+                    "the rows of {t} changed under the same stamp {stamp}"
+                ));
+            }
+            if before.0 == after.0 && visible_before != visible {
+                return Err(format!(
+                    "{t} shows other rows under the same stamp and marks"
+                ));
+            }
         }
     }
     Ok(())

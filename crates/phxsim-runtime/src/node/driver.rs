@@ -11,10 +11,9 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use phxsim_shard::codec::encode_frame;
 use phxsim_shard::{
-    Destination, Frame, Hello, NodeMessage, NodeMutation, PeerView, PresenceError, Tracker,
-    TrackerDiff, TrackerEvent, TrackerList,
+    Destination, Frame, Hello, NodeMessage, PeerView, PresenceError, Tracker, TrackerDiff,
+    TrackerEvent, TrackerList,
 };
-use phxsim_tracker::Mutation;
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -302,11 +301,8 @@ impl Driver {
                 let _ = reply.send(super::sampled::snapshot(&self.tracker));
             }
             Command::SampleLists { since, reply } => {
-                // A planted bug that shows values no diff reports: answer every topic.
-                let whole_only = self.tracker.config().mutation
-                    == Some(NodeMutation::Tracker(Mutation::NeverHideDown));
                 let (revision, change) =
-                    super::sampled::answer(&self.tracker, &mut self.sampled, since, whole_only);
+                    super::sampled::answer(&self.tracker, &mut self.sampled, since);
                 let _ = reply.send(super::NodeLists { revision, change });
             }
             Command::GetByKey { topic, key, reply } => {
@@ -427,12 +423,6 @@ impl Driver {
             }
         }
         while let Some(e) = self.tracker.poll_event() {
-            if let Some(s) = &mut self.sampled {
-                match &e {
-                    TrackerEvent::PresenceDiff { topic, .. } => s.diff(topic),
-                    _ => s.replicas_moved(),
-                }
-            }
             if let TrackerEvent::PresenceDiff { topic, diff } = &e {
                 self.route_diff(topic, diff);
             }

@@ -3,12 +3,13 @@
 //! milliseconds; at a thousand topics, rebuilding every topic's lists each time a node's
 //! revision moves cost most of a run.
 //!
-//! A topic's lists (`list` and `local_list`) change only with a `presence_diff` of that
-//! topic, or when a replica goes up, down or permanently down (which shows or hides its
-//! values in every topic): the driver reports both here. The set of topics also counts topics
-//! whose only values are hidden (a down replica's), which change without a diff; that set is
-//! compared whole at each answer. One planted bug (`never-hide-down`) shows values a merge
-//! does not report: under it every answer is whole.
+//! A topic's lists (`list` and `local_list`) are made of its visible rows: they change only
+//! when a row of the topic is written or deleted, which moves the topic's stamp in the
+//! tracker's table ([`phxsim_tracker::State::topic_stamps`]), or when a replica is marked up,
+//! down or forgotten, which moves the state's marks ([`phxsim_tracker::State::marks`]) and
+//! makes the next answer whole. Both are read off the state itself, not off what the tracker
+//! reported: the sampler's lists are the checkers' ground truth, and a tracker bug that changed
+//! rows without a `presence_diff` (exactly what the checkers exist to catch) must show in them.
 //!
 //! Each topic's lists are kept from one answer to the next and patched from the rows
 //! ([`super::kept_lists`]), not built anew.
@@ -21,68 +22,58 @@ use phxsim_shard::Tracker;
 use phxsim_tracker::{Meta, Name};
 #[cfg(any(debug_assertions, test))]
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-/// Tracking starts with the first answer: a node nobody samples pays nothing per diff.
+/// Tracking starts with the first answer: a node nobody samples pays nothing per change.
 pub(crate) struct Sampled {
     /// The revision of the last answer.
     revision: u64,
-    /// Every topic of the last answer, in order.
-    topics: Vec<Name>,
+    /// Every topic of the last answer with its stamp, in order.
+    topics: Vec<(Name, u64)>,
+    /// The replicas' marks at the last answer (summed over the shards; each only grows).
+    marks: u64,
     /// Every topic's lists as last answered, but those of topics that list nothing.
     kept: BTreeMap<Name, KeptLists>,
-    /// Topics with a diff since the last answer.
-    dirty: BTreeSet<Name>,
-    /// A replica went up or down since the last answer: every list may have changed.
-    all: bool,
     /// Debug builds check that every topic left out is what the last answer held.
     #[cfg(debug_assertions)]
     lists:
         std::collections::BTreeMap<String, (phxsim_shard::TrackerList, phxsim_shard::TrackerList)>,
 }
 
-impl Sampled {
-    /// A diff of `topic` went out.
-    pub(crate) fn diff(&mut self, topic: &str) {
-        if !self.all && !self.dirty.contains(topic) {
-            self.dirty.insert(Name::from(topic));
-        }
-    }
-
-    /// A replica went up, down or permanently down.
-    pub(crate) fn replicas_moved(&mut self) {
-        self.all = true;
-        self.dirty.clear();
-    }
-}
-
-/// Every topic of every shard, in order, each once: names, held inline when short, so that an
-/// answer allocates no string per topic.
-fn topics(tracker: &Tracker) -> Vec<Name> {
-    let mut topics: Vec<Name> = Vec::new();
+/// Every topic of every shard with its stamp, in order, each once: names held inline when
+/// short, so that an answer allocates no string per topic.
+fn topics(tracker: &Tracker) -> Vec<(Name, u64)> {
+    let mut topics: Vec<(Name, u64)> = Vec::new();
     for shard in tracker.shards() {
-        topics.extend(shard.state().topics());
+        topics.extend(shard.state().topic_stamps().map(|(t, s)| (t.clone(), s)));
     }
-    // one shard's topics come in order; several shards' are merged
-    if !topics.is_sorted() {
-        topics.sort();
-        topics.dedup();
+    // one shard's topics come in order; several shards' are merged (a topic lives in one)
+    if !topics.is_sorted_by(|a, b| a.0 <= b.0) {
+        topics.sort_by(|a, b| a.0.cmp(&b.0));
+        topics.dedup_by(|a, b| a.0 == b.0);
     }
     topics
+}
+
+/// The replicas' marks of every shard, summed: moves whenever one of them does.
+fn marks(tracker: &Tracker) -> u64 {
+    tracker
+        .shards()
+        .iter()
+        .fold(0u64, |sum, s| sum.wrapping_add(s.state().marks()))
 }
 
 /// Answers a sampler that holds the lists of revision `since`, and remembers the answer in
 /// `sampled` for the next one.
 ///
-/// The topics now, the topics of the last answer and the dirty topics are all in order: one
-/// walk of the three finds the topics to answer, with no lookup per topic (at a thousand
-/// topics and sixteen nodes, looking every topic up in sets cost more than the lists of the
-/// few that changed).
+/// The topics now and the topics of the last answer are both in order: one walk of the two
+/// finds the topics to answer (new ones, and those whose stamp moved), with no lookup per
+/// topic (at a thousand topics and sixteen nodes, looking every topic up in sets cost more
+/// than the lists of the few that changed).
 pub(crate) fn answer(
     tracker: &Tracker,
     sampled: &mut Option<Sampled>,
     since: Option<u64>,
-    whole_only: bool,
 ) -> (u64, ListsChange) {
     let revision = tracker.revision();
     // The revision only grows within an incarnation: equal means nothing changed since.
@@ -90,6 +81,7 @@ pub(crate) fn answer(
         return (revision, ListsChange::Same);
     }
     let topics = topics(tracker);
+    let marks = marks(tracker);
     let mut last = sampled.take();
     // the kept lists move on into the new answer's record
     let mut kept = last
@@ -132,34 +124,30 @@ pub(crate) fn answer(
         }
     };
     let change = match &last {
-        Some(last) if Some(last.revision) == since && !last.all && !whole_only => {
+        Some(last) if Some(last.revision) == since && last.marks == marks => {
             let (mut changed, mut removed) = (Vec::new(), Vec::new());
             let mut before = last.topics.iter().peekable();
-            let mut dirty = last.dirty.iter().peekable();
-            for t in &topics {
+            for (t, stamp) in &topics {
                 // the last answer's topics before this one are gone
-                while let Some(gone) = before.next_if(|b| *b < t) {
+                while let Some((gone, _)) = before.next_if(|b| b.0 < *t) {
                     removed.push(gone.clone());
                 }
-                let was = before.next_if(|b| *b == t).is_some();
-                while dirty.next_if(|d| *d < t).is_some() {}
-                let is_dirty = dirty.next_if(|d| *d == t).is_some();
-                if is_dirty || !was {
+                let was = before.next_if(|b| b.0 == *t).map(|b| b.1);
+                if was != Some(*stamp) {
                     changed.push(lists(t));
                 }
             }
-            removed.extend(before.cloned());
+            removed.extend(before.map(|b| b.0.clone()));
+            // the stamps themselves are checked: a topic left out holds what it held
             #[cfg(debug_assertions)]
-            for t in topics
+            for (t, _) in topics
                 .iter()
                 .filter(|t| last.topics.binary_search(t).is_ok())
             {
-                if !last.dirty.contains(t) {
-                    debug_assert!(
-                        last.lists.get(t.as_str()) == Some(&tracker.list_and_local(t)),
-                        "{t} changed without a diff"
-                    );
-                }
+                debug_assert!(
+                    last.lists.get(t.as_str()) == Some(&tracker.list_and_local(t)),
+                    "{t} changed and its stamp did not move"
+                );
             }
             for gone in &removed {
                 kept.remove(gone);
@@ -167,9 +155,9 @@ pub(crate) fn answer(
             ListsChange::Some { changed, removed }
         }
         _ => {
-            let all = ListsChange::All(topics.iter().map(&mut lists).collect());
+            let all = ListsChange::All(topics.iter().map(|(t, _)| lists(t)).collect());
             // the lists of topics gone are forgotten
-            kept.retain(|t, _| topics.binary_search(t).is_ok());
+            kept.retain(|t, _| topics.binary_search_by(|x| x.0.cmp(t)).is_ok());
             all
         }
     };
@@ -178,12 +166,11 @@ pub(crate) fn answer(
         #[cfg(debug_assertions)]
         lists: topics
             .iter()
-            .map(|t| (t.to_string(), tracker.list_and_local(t)))
+            .map(|(t, _)| (t.to_string(), tracker.list_and_local(t)))
             .collect(),
         topics,
+        marks,
         kept,
-        dirty: BTreeSet::new(),
-        all: false,
     });
     (revision, change)
 }
@@ -282,7 +269,7 @@ fn indexed(list: phxsim_shard::TrackerList) -> RefList {
 mod tests {
     use super::*;
     use crate::node::SampledList;
-    use phxsim_shard::{TrackerConfig, TrackerEvent};
+    use phxsim_shard::TrackerConfig;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -338,19 +325,13 @@ mod tests {
                     3 => tracker.update(&owner, &topic, &key, meta).map(drop),
                     _ => Ok(()),
                 };
-                while let Some(e) = tracker.poll_event() {
-                    if let Some(s) = &mut sampled {
-                        match &e {
-                            TrackerEvent::PresenceDiff { topic, .. } => s.diff(topic),
-                            _ => s.replicas_moved(),
-                        }
-                    }
-                }
+                // nothing tells the record what changed: it reads the stamps
+                while tracker.poll_event().is_some() {}
                 if op == 4 || i + 1 == steps.len() {
-                    let (revision, change) = answer(&tracker, &mut sampled, since, false);
+                    let (revision, change) = answer(&tracker, &mut sampled, since);
                     apply(&mut held, change);
                     since = Some(revision);
-                    let (_, ListsChange::All(whole)) = answer(&tracker, &mut None, None, false) else {
+                    let (_, ListsChange::All(whole)) = answer(&tracker, &mut None, None) else {
                         panic!("a first answer is whole");
                     };
                     prop_assert_eq!(held.len(), whole.len());
