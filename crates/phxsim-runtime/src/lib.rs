@@ -15,5 +15,5 @@ mod state_frame;
 pub use node::{
     Coalesce, Diffs, LinkError, LinkHandle, ListsChange, Node, NodeConfig, NodeError, NodeEvent,
     NodeLists, OwnerLease, PresenceUpdate, RefList, Refs, SampledEntry, SampledList, SampledTopic,
-    SharedInterner, Subscription, TopicSnapshot, TopicState,
+    SharedInterner, Subscription, TopicSnapshot, TopicState, Update,
 };

@@ -85,6 +85,8 @@ struct Net {
     absorbed: u64,
     /// Wake a reader whose segment was absorbed, as if it were to read it (tests).
     wake_absorbed: bool,
+    /// The bytes of the last data segment written (see [`Net::share`]).
+    last_data: Option<Arc<[u8]>>,
 }
 
 /// Something on its way to one end of a connection (when: its place in [`Net::due`]).
@@ -146,7 +148,8 @@ impl Absorb for Absorber {
 }
 
 enum Segment {
-    Data(Box<[u8]>),
+    /// Shared with the other segments of the same bytes (see [`Net::share`]).
+    Data(Arc<[u8]>),
     Fin,
 }
 
@@ -205,6 +208,7 @@ impl Pipes {
             next_id: 0,
             absorbed: 0,
             wake_absorbed: false,
+            last_data: None,
         })))
     }
 
@@ -343,6 +347,21 @@ impl Pipes {
 }
 
 impl Net {
+    /// The bytes of a segment to write: those of the last segment written if they are the
+    /// same. A node writes a broadcast to its subscribers one after another, so its thousand
+    /// copies become one allocation and one copy, and the browsers that take them one after
+    /// another read bytes already in the cache instead of a cold copy each.
+    fn share(&mut self, buf: &[u8]) -> Arc<[u8]> {
+        if let Some(last) = &self.last_data
+            && **last == *buf
+        {
+            return Arc::clone(last);
+        }
+        let fresh: Arc<[u8]> = buf.into();
+        self.last_data = Some(Arc::clone(&fresh));
+        fresh
+    }
+
     fn latency_of(&self, node: &str) -> LatencyMs {
         self.node_latency.get(node).copied().unwrap_or(self.latency)
     }
@@ -470,7 +489,8 @@ impl AsyncWrite for PipeEnd {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        net.send_segment(&self.conn, &mut ends, to, Segment::Data(buf.into()));
+        let data = net.share(buf);
+        net.send_segment(&self.conn, &mut ends, to, Segment::Data(data));
         Poll::Ready(Ok(buf.len()))
     }
 

@@ -53,6 +53,9 @@ pub struct SharedList {
     chunks: Vec<Arc<Vec<Entry<Presence>>>>,
     len: usize,
     hash: u64,
+    /// Made whole by [`SharedList::from_entries`] and not changed since: every chunk but the
+    /// last holds `CHUNK` entries, so [`SharedList::get_index`] finds an entry at once.
+    uniform: bool,
 }
 
 impl SharedList {
@@ -74,11 +77,20 @@ impl SharedList {
             .iter()
             .fold(0u64, |h, e| h.wrapping_add(key_hash(&e.0)));
         let len = entries.len();
-        let chunks = entries
-            .chunks(CHUNK)
-            .map(|chunk| Arc::new(chunk.to_vec()))
-            .collect();
-        Some(SharedList { chunks, len, hash })
+        // the entries move into the chunks: a copy would add to every entry's reference
+        // count, and dropping `entries` take it away again (thousands of scattered atomic
+        // operations for each state a browser receives)
+        let mut chunks = Vec::with_capacity(len.div_ceil(CHUNK));
+        let mut rest = entries.into_iter();
+        while rest.len() > 0 {
+            chunks.push(Arc::new(rest.by_ref().take(CHUNK).collect::<Vec<_>>()));
+        }
+        Some(SharedList {
+            chunks,
+            len,
+            hash,
+            uniform: true,
+        })
     }
 
     /// Number of keys.
@@ -111,6 +123,22 @@ impl SharedList {
         Some(i.min(last))
     }
 
+    /// The entry at place `i` in key order: at once in a list made whole and not changed
+    /// since, else by a walk of the chunks.
+    pub fn get_index(&self, i: usize) -> Option<&Entry<Presence>> {
+        if self.uniform {
+            return self.chunks.get(i / CHUNK)?.get(i % CHUNK);
+        }
+        let mut i = i;
+        for chunk in &self.chunks {
+            match chunk.get(i) {
+                Some(e) => return Some(e),
+                None => i -= chunk.len(),
+            }
+        }
+        None
+    }
+
     /// The entry of `key`.
     pub fn get(&self, key: &str) -> Option<&Entry<Presence>> {
         let chunk = &self.chunks[self.chunk_of(key)?];
@@ -120,6 +148,7 @@ impl SharedList {
 
     /// Puts `entry` under its key, in place of the entry there if any (returned).
     pub fn put(&mut self, entry: Entry<Presence>) -> Option<Entry<Presence>> {
+        self.uniform = false;
         let Some(c) = self.chunk_of(&entry.0) else {
             self.hash = key_hash(&entry.0);
             self.len = 1;
@@ -145,6 +174,7 @@ impl SharedList {
     /// Removes `key`'s entry (returned).
     pub fn remove(&mut self, key: &str) -> Option<Entry<Presence>> {
         let c = self.chunk_of(key)?;
+        self.uniform = false;
         let at = self.chunks[c].binary_search_by(|e| (*e.0).cmp(key)).ok()?;
         let chunk = Arc::make_mut(&mut self.chunks[c]);
         let removed = chunk.remove(at);
@@ -383,6 +413,13 @@ mod tests {
             }
             let rebuilt = SharedList::from_entries(model.values().cloned().collect()).expect("unique");
             prop_assert!(rebuilt.same_content(&list));
+            // by place, changed or made whole, and the copy taken before the changes
+            for l in [&list, &rebuilt, &before] {
+                for (i, e) in l.entries().enumerate() {
+                    prop_assert!(l.get_index(i).is_some_and(|got| Arc::ptr_eq(got, e)));
+                }
+                prop_assert!(l.get_index(l.len()).is_none());
+            }
             prop_assert_eq!(rebuilt.hash, list.hash);
             let old: Vec<&str> = before.iter().map(|(k, _)| k).collect();
             let old_want: Vec<&str> = before_model.keys().map(String::as_str).collect();

@@ -72,7 +72,7 @@ impl Absorber {
             texts: [&[]; MAX_FRAMES],
             len: 0,
         };
-        if !broadcast_texts(segment, m.config().max_frame_len, &mut texts) {
+        if !broadcast_texts(segment, m.max_frame_len(), &mut texts) {
             return Absorbed::No;
         }
         #[cfg(debug_assertions)]
@@ -81,14 +81,9 @@ impl Absorber {
         if !m.receive_broadcast_diffs(texts.iter()) {
             return Absorbed::No;
         }
-        // only the presence counters moved: the watchers' status is kept current without
-        // waking anyone, as `Shared::step` does when the lifecycle stays
-        let now = m.status();
-        shared.status.send_if_modified(|s| {
-            s.pending_diffs = now.pending_diffs;
-            s.presence_changes = now.presence_changes;
-            false
-        });
+        // only the presence counters moved, which the lifecycle watchers' status takes at the
+        // task's next step (`Client::status` reads them from the machine): the watch is a
+        // block of its own, a cache miss and a lock for each diff of each browser
         // a broadcast diff touches no timer, and a client that emits events is observed
         #[cfg(debug_assertions)]
         debug_assert_eq!(m.next_deadline(), due, "a broadcast diff moved a timer");

@@ -189,38 +189,60 @@ impl Entries {
 /// where the two differ is the new payload split into entries; finding one of those in
 /// [`PresenceTexts`] costs a hash over the text and three scattered reads, which a join storm
 /// of thousands of states of thousands of entries would otherwise pay millions of times.
+///
+/// The entries themselves are those of the list the state became (`list`, when its text
+/// listed them in key order, as a node does), read by place: holding each again beside it
+/// cost two reference counts moved per entry and state, scattered atomic operations that a
+/// join storm paid millions of times.
 #[derive(Default)]
 struct LastState {
     text: String,
-    entries: Vec<HeldEntry>,
+    /// Per entry in order, where it lies in `text` (empty if the entries were not in key
+    /// order: the next state is then split whole).
+    places: Vec<Place>,
+    /// The state's list: entry `i` is the one at `places[i]`.
+    list: SharedList,
 }
 
-/// An entry of [`LastState`].
-struct HeldEntry {
+/// Where an entry of [`LastState`] lies in its text.
+struct Place {
     /// Where the entry starts: its key's opening quote.
     member: usize,
     /// Where its value's text ends.
     end: usize,
     /// Where its value's text starts.
     value: usize,
-    /// Its key and presence, as the clients' lists share them.
-    entry: Entry<Presence>,
 }
 
 impl LastState {
+    /// The key and presence of the last state's entry `i`.
+    fn entry(&self, i: usize) -> Option<&Entry<Presence>> {
+        self.list.get_index(i)
+    }
+
     /// The key and presence of the last state's entry `i`, if it has `key` and the value
     /// text `text`.
     fn same(&self, i: usize, key: &str, text: &str) -> Option<Entry<Presence>> {
-        let held = self.entries.get(i)?;
-        (self.text.get(held.value..held.end) == Some(text) && *held.entry.0 == *key)
-            .then(|| held.entry.clone())
+        let place = self.places.get(i)?;
+        let entry = self.entry(i)?;
+        (self.text.get(place.value..place.end) == Some(text) && *entry.0 == *key)
+            .then(|| entry.clone())
     }
 
     /// Where `key` is (or would be) among the last state's entries, if they are sorted by key
     /// (as a node lists them); if not, some place, where [`LastState::same`] then finds
     /// nothing more than elsewhere.
     fn place_of(&self, key: &str) -> usize {
-        self.entries.partition_point(|e| *e.entry.0 < *key)
+        let (mut low, mut high) = (0, self.places.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if self.entry(mid).is_some_and(|e| *e.0 < *key) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
     }
 }
 
@@ -369,7 +391,14 @@ struct Frames {
     /// Oldest first.
     order: VecDeque<(usize, Arc<[u8]>)>,
     bytes: usize,
+    /// The last frame found, per serializer: the browsers of a host take one broadcast after
+    /// another, so comparing with it spares hashing the text for all but the first of them.
+    /// (Kept when the frame leaves `by_text`: a text always decodes to the same diff.)
+    last_hit: [Option<Hit>; 2],
 }
+
+/// A frame's text and what it decoded to.
+type Hit = (Arc<[u8]>, Arc<CachedDiff>);
 
 /// A cache of decoded `presence_diff` text frames; cloning gives another handle to the same
 /// cache. Give one to every client of a host ([`super::ClientConfig::frame_cache`]).
@@ -453,8 +482,8 @@ impl FrameCache {
         } = &mut *frames;
         let last = &*last_state;
         // a state is mostly as long as the last one
-        let mut state = Vec::with_capacity(last.entries.len());
-        let mut next: Vec<HeldEntry> = Vec::with_capacity(last.entries.len());
+        let mut state: Vec<Entry<Presence>> = Vec::with_capacity(last.places.len());
+        let mut next: Vec<Place> = Vec::with_capacity(last.places.len());
         let mut members = Members { text: all, at: 0 };
         members.skip_whitespace();
         if members.byte()? != b'{' {
@@ -484,24 +513,23 @@ impl FrameCache {
             }
             let member = members.at;
             // a run of the last state's entries, from the one expected
-            if let Some(first) = last.entries.get(at) {
+            if let Some(first) = last.places.get(at) {
                 let run = common_prefix(
                     &all.as_bytes()[member..],
                     &last.text.as_bytes()[first.member..],
                 );
                 // an entry ends with its object's `}`; the byte after it is compared too, so a value
                 // that only begins like the last one's is not taken for it
-                let ran = last.entries[at..].partition_point(|e| e.end - first.member < run);
+                let ran = last.places[at..].partition_point(|e| e.end - first.member < run);
                 if ran > 0 {
-                    for held in &last.entries[at..at + ran] {
+                    for (i, held) in (at..at + ran).zip(&last.places[at..at + ran]) {
                         let moved = |i: usize| i - first.member + member;
-                        next.push(HeldEntry {
+                        next.push(Place {
                             member: moved(held.member),
                             end: moved(held.end),
                             value: moved(held.value),
-                            entry: held.entry.clone(),
                         });
-                        state.push(held.entry.clone());
+                        state.push(last.entry(i)?.clone());
                     }
                     at += ran;
                     members.at = next.last().map_or(member, |e| e.end);
@@ -522,7 +550,7 @@ impl FrameCache {
                 }
                 None => {
                     // the same key with another value: the entry after it is expected next
-                    if last.entries.get(at).is_some_and(|e| *e.entry.0 == *key) {
+                    if last.entry(at).is_some_and(|e| *e.0 == *key) {
                         at += 1;
                     }
                     match presences.by_text.get(text) {
@@ -540,23 +568,30 @@ impl FrameCache {
                     }
                 }
             };
-            next.push(HeldEntry {
-                member,
-                end,
-                value,
-                entry: entry.clone(),
-            });
+            next.push(Place { member, end, value });
             state.push(entry);
         }
+        // the next state finds this one's entries by place only if the list holds them in
+        // the text's order
+        let in_key_order = state.is_sorted_by(|a, b| a.0 < b.0);
         // a repeated key: JSON.parse (and `from_payload`) keeps its first place and its last
         // value; rare enough to leave to the ordinary way
         let state = SharedList::from_entries(state)?;
         let mut text = std::mem::take(&mut last_state.text);
         text.clear();
         text.push_str(all);
-        *last_state = LastState {
-            text,
-            entries: next,
+        *last_state = if in_key_order {
+            LastState {
+                text,
+                places: next,
+                list: state.clone(),
+            }
+        } else {
+            LastState {
+                text,
+                places: Vec::new(),
+                list: SharedList::new(),
+            }
         };
         metas.prune();
         presences.prune();
@@ -576,8 +611,17 @@ impl FrameCache {
     /// The frame whose text is `text`, if cached (`text` need not be checked as UTF-8: a key
     /// is a frame's text).
     pub(crate) fn get(&self, serializer: Serializer, text: &[u8]) -> Option<Arc<CachedDiff>> {
-        let frames = self.0.lock().ok()?;
-        frames.by_text[index(serializer)].get(text).cloned()
+        let mut frames = self.0.lock().ok()?;
+        let i = index(serializer);
+        if let Some((key, hit)) = &frames.last_hit[i]
+            && **key == *text
+        {
+            return Some(Arc::clone(hit));
+        }
+        let (key, hit) = frames.by_text[i].get_key_value(text)?;
+        let found = (Arc::clone(key), Arc::clone(hit));
+        frames.last_hit[i] = Some(found.clone());
+        Some(found.1)
     }
 
     pub(crate) fn insert(&self, serializer: Serializer, text: &str, diff: Arc<CachedDiff>) {
@@ -724,9 +768,16 @@ mod tests {
 
     /// States drawn from a seed, each a change of the one before (keys joining, leaving,
     /// changing their value to one that begins like the old one, keys repeated, spaces
-    /// anywhere JSON allows them), decode as the ordinary way decodes them.
+    /// anywhere JSON allows them), decode as the ordinary way decodes them: listed in any
+    /// order, and in key order as a node lists them (where the next state reads the last
+    /// one's entries by place).
     #[test]
     fn drawn_states_decode_as_the_ordinary_way_does() {
+        drawn_states(false);
+        drawn_states(true);
+    }
+
+    fn drawn_states(in_key_order: bool) {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(18);
         let keys = [
@@ -761,6 +812,12 @@ mod tests {
                     let entry = (rng.gen_range(0..keys.len()), rng.gen_range(0..values.len()));
                     entries.insert(at, entry);
                 }
+            }
+            if in_key_order {
+                let decoded = |k: usize| {
+                    serde_json::from_str::<String>(&format!("\"{}\"", keys[k])).expect("a key")
+                };
+                entries.sort_by_key(|&(k, _)| decoded(k));
             }
             let space = |rng: &mut rand_chacha::ChaCha8Rng| spaces[rng.gen_range(0..spaces.len())];
             let mut text = format!("{}{{", space(&mut rng));

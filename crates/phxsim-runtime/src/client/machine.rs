@@ -102,6 +102,17 @@ pub(crate) struct Machine {
     frames_observed: bool,
     /// Someone wants the presence messages.
     presence_observed: bool,
+    /// What a broadcast diff reads of the configuration (besides the codec's limits, which
+    /// the codec holds), held inline: the configuration is a block of its own, and a browser
+    /// takes thousands of diffs in a join storm, each one more cache miss.
+    hot: HotConfig,
+}
+
+/// See [`Machine::hot`].
+struct HotConfig {
+    topic: Arc<str>,
+    frame_cache: Option<FrameCache>,
+    forget_pending_diffs: bool,
 }
 
 impl Machine {
@@ -128,6 +139,11 @@ impl Machine {
             observed: false,
             frames_observed: false,
             presence_observed: false,
+            hot: HotConfig {
+                topic: Arc::clone(&cfg.topic),
+                frame_cache: cfg.frame_cache.clone(),
+                forget_pending_diffs: cfg.mutation == Some(ClientMutation::ForgetPendingDiffs),
+            },
             cfg: Arc::new(cfg),
         };
         if m.cfg.auto_join {
@@ -138,6 +154,11 @@ impl Machine {
 
     pub(crate) fn config(&self) -> &Arc<ClientConfig> {
         &self.cfg
+    }
+
+    /// The longest frame the client takes (the configuration's, held by the codec).
+    pub(crate) fn max_frame_len(&self) -> usize {
+        self.codec.max_frame_len()
     }
 
     /// Someone observes events from now on, and what else it wants.
@@ -481,7 +502,7 @@ impl Machine {
         if self.presence_observed || self.frames_observed {
             None
         } else {
-            self.cfg.frame_cache.as_ref()
+            self.hot.frame_cache.as_ref()
         }
     }
 
@@ -489,8 +510,8 @@ impl Machine {
     fn receive_cached(&mut self, now: Instant, text: &str) -> bool {
         let Some(hit) = self
             .cache()
-            .filter(|_| text.len() <= self.cfg.max_frame_len)
-            .and_then(|cache| cache.get(self.cfg.serializer, text.as_bytes()))
+            .filter(|_| text.len() <= self.codec.max_frame_len())
+            .and_then(|cache| cache.get(self.codec.serializer(), text.as_bytes()))
         else {
             return false;
         };
@@ -542,10 +563,10 @@ impl Machine {
 
     /// `text` if it is a broadcast `presence_diff` (no ref): decoded by the cache, or now.
     fn broadcast_diff<'a>(&self, cache: &FrameCache, text: &'a [u8]) -> Option<BroadcastDiff<'a>> {
-        if text.len() > self.cfg.max_frame_len {
+        if text.len() > self.codec.max_frame_len() {
             return None;
         }
-        match cache.get(self.cfg.serializer, text) {
+        match cache.get(self.codec.serializer(), text) {
             Some(hit) => hit.ref_.is_none().then_some(BroadcastDiff::Cached(hit)),
             None => {
                 let text = std::str::from_utf8(text).ok()?;
@@ -656,7 +677,7 @@ impl Machine {
     /// Whether a message of `topic` with `join_ref` is this channel's current one (the part
     /// of [`Machine::accepts`] that does not look at the ref).
     fn accepts_message(&self, topic: &str, join_ref: Option<&str>) -> bool {
-        if topic != &*self.cfg.topic || self.state == ChannelState::Closed {
+        if topic != &*self.hot.topic || self.state == ChannelState::Closed {
             return false;
         }
         // phoenix.js `isMember`: a message of another incarnation is dropped.
@@ -702,7 +723,7 @@ impl Machine {
                     topic,
                     diff: Arc::new(cache.shared_diff(diff)),
                 });
-                cache.insert(self.cfg.serializer, text, cached.clone());
+                cache.insert(self.codec.serializer(), text, cached.clone());
                 self.shared_diff(&cached.diff);
             }
             Err(e) => self.presence_handled(PresenceOutcome::Invalid(e.to_string())),
@@ -713,7 +734,7 @@ impl Machine {
     /// [`Machine::presence_message`] does with the diff, without a payload to report, on the
     /// list the client shares with the clients of its cache that hold the same presences.
     fn shared_diff(&mut self, diff: &Arc<SharedDiff>) {
-        let forget = self.cfg.mutation == Some(ClientMutation::ForgetPendingDiffs)
+        let forget = self.hot.forget_pending_diffs
             && self
                 .presence
                 .in_pending_sync_state(self.join_ref.as_deref());
@@ -721,7 +742,7 @@ impl Machine {
             PresenceOutcome::Dropped
         } else {
             let (presence, join_ref) = (&mut self.presence, self.join_ref.as_deref());
-            let applied = match &self.cfg.frame_cache {
+            let applied = match &self.hot.frame_cache {
                 Some(cache) => cache.lists(|l| presence.handle_interned_diff(join_ref, diff, l)),
                 // (a shared diff comes from a cache: there is one)
                 None => presence.handle_shared_diff(join_ref, diff, &mut ()),
@@ -799,7 +820,7 @@ impl Machine {
                 Ok(_) => PresenceOutcome::Dropped,
                 Err(e) => PresenceOutcome::Invalid(e.to_string()),
             }
-        } else if let (Some(cache), PRESENCE_STATE) = (&self.cfg.frame_cache, msg.event.as_str()) {
+        } else if let (Some(cache), PRESENCE_STATE) = (&self.hot.frame_cache, msg.event.as_str()) {
             // what `handle_message` does with a state, with the metas shared in between
             match PresenceState::from_payload(payload) {
                 Ok(mut state) => {

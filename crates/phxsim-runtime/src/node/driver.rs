@@ -172,11 +172,7 @@ impl Topic {
 
     /// Sends a diff to every subscriber; false when none is left.
     fn send(&mut self, topic: &str, diff: TrackerDiff, now: Instant) -> bool {
-        let update = PresenceUpdate {
-            topic: Arc::from(topic),
-            diff: Arc::new(diff),
-            frames: Arc::default(),
-        };
+        let update = PresenceUpdate::new(Arc::from(topic), Arc::new(diff));
         let left = self.subs.send(update);
         self.last_sent = Some(now);
         // A list taken before this diff misses its changes: with coalescing, later

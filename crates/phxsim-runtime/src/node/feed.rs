@@ -243,11 +243,7 @@ mod tests {
     }
 
     fn update(n: u8) -> PresenceUpdate {
-        PresenceUpdate {
-            topic: Arc::from(format!("t{n}").as_str()),
-            diff: Arc::default(),
-            frames: Arc::default(),
-        }
+        PresenceUpdate::new(Arc::from(format!("t{n}").as_str()), Arc::default())
     }
 
     fn poll(d: &mut Diffs, w: &Waker) -> Poll<Option<PresenceUpdate>> {

@@ -170,16 +170,38 @@ pub enum NodeEvent {
     },
 }
 
-/// One `presence_diff` for a subscribed topic, shared by every subscriber (one allocation
-/// per diff, however many sockets follow the topic).
+/// One `presence_diff` for a subscribed topic, shared by every subscriber: one allocation
+/// per diff, however many sockets follow the topic, and one reference count to move when a
+/// subscriber takes its copy and lets it go (a thousand subscribers take every diff of a
+/// join storm).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PresenceUpdate {
-    /// Shared too: a subscriber's copy of an update allocates nothing.
+pub struct PresenceUpdate(Arc<Update>);
+
+/// What a [`PresenceUpdate`] shares.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Update {
     pub topic: Arc<str>,
     pub diff: Arc<TrackerDiff>,
     /// The diff's frames, encoded once by the first socket of each serializer (the server's
     /// fastlane); shared by every subscriber's copy.
-    pub frames: Arc<crate::encoded::EncodedFrames>,
+    pub frames: crate::encoded::EncodedFrames,
+}
+
+impl PresenceUpdate {
+    pub fn new(topic: Arc<str>, diff: Arc<TrackerDiff>) -> PresenceUpdate {
+        PresenceUpdate(Arc::new(Update {
+            topic,
+            diff,
+            frames: crate::encoded::EncodedFrames::default(),
+        }))
+    }
+}
+
+impl std::ops::Deref for PresenceUpdate {
+    type Target = Update;
+    fn deref(&self) -> &Update {
+        &self.0
+    }
 }
 
 /// A topic's list as subscribers get it, shared by every subscriber while the list does not

@@ -43,11 +43,7 @@ mod tests {
     use phxsim_shard::TrackerDiff;
 
     fn update(topic: &str) -> PresenceUpdate {
-        PresenceUpdate {
-            topic: topic.into(),
-            diff: Arc::new(TrackerDiff::default()),
-            frames: Arc::default(),
-        }
+        PresenceUpdate::new(topic.into(), Arc::new(TrackerDiff::default()))
     }
 
     #[test]
