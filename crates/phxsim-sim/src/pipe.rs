@@ -97,10 +97,11 @@ struct Due {
     kind: Kind,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
-    /// The next data segment or FIN of the stream towards `to`.
-    Segment,
+    /// The next data segment or FIN of the stream towards `to`. It travels here, not in the
+    /// connection, until it arrives: a segment that an absorber takes then never touches the
+    /// connection's queue (a cache miss of its own for each diff of each browser).
+    Segment(Segment),
     /// A reset: `to`'s reads and writes fail from now on.
     Reset,
 }
@@ -112,12 +113,12 @@ struct Conn {
     ends: Mutex<[Inbound; 2]>,
 }
 
-/// The stream one end reads: what was written to it, how much has arrived, and its state.
+/// The stream one end reads: what arrived of it and is not read yet, and its state (what is
+/// still on its way is in [`Net::due`]).
 #[derive(Default)]
 struct Inbound {
+    /// Arrived, in order; a FIN that arrived stays last.
     segments: VecDeque<Segment>,
-    /// How many of the front segments have arrived.
-    arrived: usize,
     /// Bytes of the front segment already read.
     offset: usize,
     /// When the last segment written will arrive: the next one does not arrive before it.
@@ -154,21 +155,15 @@ enum Segment {
 }
 
 impl Inbound {
-    /// Offers the segment arriving now to the absorber, if the reader waits for it (it read
+    /// Offers `data`, arriving now, to the absorber, if the reader waits for it (it read
     /// everything before and is parked on this end); a segment absorbed is dropped.
-    fn offer(&mut self) -> Absorbed {
-        let (Some(absorber), true, Some(Segment::Data(data))) = (
-            &self.absorber,
-            self.arrived == 0 && self.reader.is_some(),
-            self.segments.front(),
-        ) else {
-            return Absorbed::No;
-        };
-        let absorbed = absorber.absorb(data);
-        if absorbed != Absorbed::No {
-            self.segments.pop_front();
+    fn offer(&self, data: &[u8]) -> Absorbed {
+        match &self.absorber {
+            Some(absorber) if self.segments.is_empty() && self.reader.is_some() => {
+                absorber.absorb(data)
+            }
+            _ => Absorbed::No,
         }
-        absorbed
     }
 }
 
@@ -286,14 +281,17 @@ impl Pipes {
                             false
                         }
                         // a closed end answers data with a reset (a FIN with nothing)
-                        Kind::Segment if end.closed => {
-                            let data = matches!(end.segments.pop_front(), Some(Segment::Data(_)));
-                            data && !ends[1 - due.to].reset
+                        Kind::Segment(segment) if end.closed => {
+                            matches!(segment, Segment::Data(_)) && !ends[1 - due.to].reset
                         }
-                        Kind::Segment => {
-                            match end.offer() {
+                        Kind::Segment(segment) => {
+                            let offered = match &segment {
+                                Segment::Data(data) => end.offer(data),
+                                Segment::Fin => Absorbed::No,
+                            };
+                            match offered {
                                 Absorbed::No => {
-                                    end.arrived += 1;
+                                    end.segments.push_back(segment);
                                     wake.extend(end.reader.take());
                                 }
                                 Absorbed::Quiet => {
@@ -375,8 +373,7 @@ impl Net {
         if matches!(s, Segment::Fin) {
             end.fin_written = true;
         }
-        end.segments.push_back(s);
-        self.push(conn, to, at, Kind::Segment);
+        self.push(conn, to, at, Kind::Segment(s));
     }
 
     /// Sends a reset from `from` to the other end.
@@ -443,7 +440,7 @@ impl AsyncRead for PipeEnd {
             return Poll::Ready(Err(reset()));
         }
         let mut read = false;
-        while end.arrived > 0 && buf.remaining() > 0 {
+        while buf.remaining() > 0 {
             let Some(Segment::Data(data)) = end.segments.front() else {
                 break;
             };
@@ -453,12 +450,11 @@ impl AsyncRead for PipeEnd {
             read = true;
             if end.offset == data.len() {
                 end.segments.pop_front();
-                end.arrived -= 1;
                 end.offset = 0;
             }
         }
         // data, an empty buffer to fill, or the end of the stream (a FIN that arrived)
-        if read || buf.remaining() == 0 || end.arrived > 0 {
+        if read || buf.remaining() == 0 || !end.segments.is_empty() {
             return Poll::Ready(Ok(()));
         }
         if !end.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -516,17 +512,13 @@ impl Drop for PipeEnd {
         let mut net = lock(&self.net.0);
         let mut ends = lock(&self.conn.ends);
         let (me, to) = (self.side, 1 - self.side);
-        let unread =
-            ends[me].arrived > 0 && matches!(ends[me].segments.front(), Some(Segment::Data(_)));
+        let unread = matches!(ends[me].segments.front(), Some(Segment::Data(_)));
         let was_reset = ends[me].reset;
         let mine = &mut ends[me];
         mine.closed = true;
         mine.reader = None;
         // what arrived is dropped; what is still on its way is dropped when it arrives
-        for _ in 0..mine.arrived {
-            mine.segments.pop_front();
-        }
-        mine.arrived = 0;
+        mine.segments.clear();
         if was_reset {
             return;
         }
