@@ -78,7 +78,7 @@ impl SharedList {
             .fold(0u64, |h, e| h.wrapping_add(key_hash(&e.0)));
         let len = entries.len();
         // the entries move into the chunks: a copy would add to every entry's reference
-        // count, and dropping `entries` take it away again (thousands of scattered atomic
+        // count, and dropping `entries` would take it away again (thousands of scattered atomic
         // operations for each state a browser receives)
         let mut chunks = Vec::with_capacity(len.div_ceil(CHUNK));
         let mut rest = entries.into_iter();
